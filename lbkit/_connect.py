@@ -1,0 +1,84 @@
+# -*- test-case-name: tests.test_tcp -*-
+"""
+Connecting to a server: one call that both modes use.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress, IConnector
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.python.failure import Failure
+
+from lbkit._model import Server, _isIPv4
+
+__all__ = ["connectServer"]
+
+P = TypeVar("P", bound=Protocol)
+
+
+class _OneShotFactory(Factory):
+    """Hands out one protocol instance; quiet, unlike C{connectProtocol}'s."""
+
+    noisy = False
+
+    def __init__(self, protocol: Protocol) -> None:
+        self._protocol = protocol
+
+    def buildProtocol(self, addr: Optional[IAddress]) -> Protocol:
+        return self._protocol
+
+
+class _DirectFactory(ClientFactory):
+    noisy = False
+
+    def __init__(self, protocol: Protocol, deferred: Deferred[Any]) -> None:
+        self._protocol = protocol
+        self._deferred = deferred
+
+    def buildProtocol(self, addr: Optional[IAddress]) -> Protocol:
+        protocol = self._protocol
+        d = self._deferred
+        original = protocol.makeConnection
+
+        def makeConnection(transport: Any) -> None:
+            del protocol.makeConnection
+            original(transport)
+            if not d.called:
+                d.callback(protocol)
+
+        protocol.makeConnection = makeConnection  # type: ignore[method-assign]
+        return protocol
+
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
+        if not self._deferred.called:
+            self._deferred.errback(reason)
+
+
+def connectServer(reactor: Any, server: Server, protocol: P, timeout: float) -> Deferred[P]:
+    """
+    Connect C{protocol} to C{server}.
+
+    An IPv4 server is reached with C{reactor.connectTCP} directly (no
+    wrapping protocol in the data path); anything else through the server's
+    endpoint.
+
+    @return: A L{Deferred} firing with C{protocol} once connected, failing
+        with the connect error, or with L{twisted.internet.defer.TimeoutError}
+        after C{timeout} seconds.  Cancelling it stops the attempt.
+    """
+    if server._endpoint is None and _isIPv4(server.host):
+        connector: list[IConnector] = []
+
+        def cancel(d: Deferred[P]) -> None:
+            if connector:
+                connector[0].stopConnecting()
+
+        d: Deferred[P] = Deferred(cancel)
+        connector.append(reactor.connectTCP(server.host, server.port, _DirectFactory(protocol, d), timeout=timeout))
+    else:
+        d = server.endpoint(reactor, timeout).connect(_OneShotFactory(protocol))  # type: ignore[assignment]
+    d.addTimeout(timeout, reactor)
+    return d

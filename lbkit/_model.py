@@ -1,0 +1,507 @@
+# -*- test-case-name: tests.test_model -*-
+"""
+The server and backend model: L{Server}, L{Backend}, L{Context} and
+L{ServerState}.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from collections import deque
+from enum import Enum
+from typing import Any, Sequence, Tuple, Union
+
+import attrs
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IAddress, IStreamClientEndpoint
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from lbkit.error import ConfigError, NoServerAvailable, QueueTimeout
+from lbkit.interfaces import IBalancer, IHealthCheck, IPersistence, IServerListener
+
+__all__ = ["Server", "Backend", "Context", "ServerState", "parseAddress"]
+
+_log = Logger(namespace="lbkit")
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+DefinedAt = Tuple[str, int]
+
+
+def definedAt() -> DefinedAt:
+    """
+    The file and line, outside lbkit itself, that is creating an object.
+    Used in configuration errors ("site.py:12: ...").
+    """
+    frame: Any = sys._getframe(1)
+    while frame is not None:
+        filename = os.path.abspath(frame.f_code.co_filename)
+        if not filename.startswith(_PACKAGE_DIR + os.sep):
+            return (frame.f_code.co_filename, frame.f_lineno)
+        frame = frame.f_back
+    return ("<unknown>", 0)
+
+
+class ServerState(Enum):
+    """
+    The administrative and health state of a server.
+
+      - C{UP}: takes new traffic.
+      - C{DOWN}: failed its health checks; takes no traffic.
+      - C{DRAIN}: keeps its existing and sticky sessions, takes no new ones.
+      - C{MAINT}: takes no traffic at all (set by an operator).
+    """
+
+    UP = "UP"
+    DOWN = "DOWN"
+    DRAIN = "DRAIN"
+    MAINT = "MAINT"
+
+
+def parseAddress(address: str) -> Tuple[str, int]:
+    """
+    Split C{"host:port"} (or C{"[v6addr]:port"}) into host and port.
+
+    @raise ConfigError: when C{address} cannot be parsed.
+    """
+    if not isinstance(address, str):
+        raise ConfigError(f"server address must be a 'host:port' string, not {address!r}")
+    if address.startswith("["):
+        host, sep, rest = address[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ConfigError(f"cannot parse server address {address!r}: expected '[v6addr]:port'")
+        portText = rest[1:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(f"cannot parse server address {address!r}: {host!r} is not an IPv6 address") from None
+    else:
+        host, sep, portText = address.rpartition(":")
+        if not sep or not host:
+            raise ConfigError(f"cannot parse server address {address!r}: expected 'host:port'")
+        if ":" in host:
+            raise ConfigError(f"cannot parse server address {address!r}: write IPv6 addresses as '[addr]:port'")
+    if not portText.isdigit() or not 0 < int(portText) < 65536:
+        raise ConfigError(f"cannot parse server address {address!r}: port {portText!r} is not a number from 1 to 65535")
+    return host, int(portText)
+
+
+def _isIPv4(host: str) -> bool:
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _isIPv6(host: str) -> bool:
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return False
+    return True
+
+
+@attrs.define(eq=False)
+class Context:
+    """
+    What is known about a client when a server is chosen for it.
+
+    @ivar client: The client's address (after any PROXY protocol header).
+    @ivar frontend: The name of the frontend that accepted it.
+    @ivar request: In http mode, the parsed request; L{None} in tcp mode.
+    @ivar tried: Servers already tried for this connection (retries skip
+        them).
+    """
+
+    client: IAddress | None = None
+    frontend: str = ""
+    request: Any = None
+    tried: set[Server] = attrs.Factory(set)
+
+
+class Server:
+    """
+    One server behind a backend.
+
+    @ivar name: The server's name, unique in its backend.
+    @ivar host: Its host name or IP address.
+    @ivar port: Its port.
+    @ivar weight: Its current weight (0-256); changed with L{setWeight}.
+    @ivar maxconn: At most this many concurrent connections, or L{None}.
+    @ivar backup: Whether it takes traffic only when no normal server is up.
+    @ivar state: Its L{ServerState}.
+    @ivar active: Connections in progress (including connects in flight).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        address: Union[str, IStreamClientEndpoint],
+        weight: int = 1,
+        maxconn: int | None = None,
+        backup: bool = False,
+        *,
+        sendProxy: int | None = None,
+        slowstart: float = 0.0,
+        cookie: str | None = None,
+    ) -> None:
+        self.definedAt = definedAt()
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"server name must be a non-empty string, not {name!r}")
+        self.name = name
+        self._endpoint: IStreamClientEndpoint | None = None
+        if IStreamClientEndpoint.providedBy(address):
+            self._endpoint = address  # type: ignore[assignment]
+            self.host, self.port = "", 0
+            self.address = repr(address)
+        else:
+            self.host, self.port = parseAddress(address)  # type: ignore[arg-type]
+            self.address = address
+        if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= 256:
+            raise ConfigError(f"server {name!r}: weight must be an integer from 0 to 256, not {weight!r}")
+        self.weight = weight
+        self.initialWeight = weight
+        if maxconn is not None and (not isinstance(maxconn, int) or maxconn < 1):
+            raise ConfigError(f"server {name!r}: maxconn must be a positive integer or None, not {maxconn!r}")
+        self.maxconn = maxconn
+        self.backup = bool(backup)
+        if sendProxy not in (None, 1, 2):
+            raise ConfigError(f"server {name!r}: sendProxy must be None, 1 or 2, not {sendProxy!r}")
+        self.sendProxy = sendProxy
+        self.slowstart = float(slowstart)
+        self.cookie = name if cookie is None else cookie
+        self.state = ServerState.UP
+        self.backend: Backend | None = None
+        self.id = 0
+        self._listeners: list[IServerListener] = []
+        # live counters
+        self.active = 0
+        self.maxActive = 0
+        self.total = 0
+        self.connectFailures = 0
+        self.retries = 0
+        self.bytesIn = 0
+        self.bytesOut = 0
+        self.lastChange = 0.0
+        #: 0.0-1.0 while in slow start (set by the health monitor), else 1.0.
+        self.rampFactor = 1.0
+
+    def __repr__(self) -> str:
+        return f"<Server {self.name} {self.address} {self.state.value}>"
+
+    def endpoint(self, reactor: Any, timeout: float = 30) -> IStreamClientEndpoint:
+        """
+        The client endpoint that connects to this server.
+        """
+        if self._endpoint is not None:
+            return self._endpoint
+        from twisted.internet import endpoints
+
+        if _isIPv4(self.host):
+            return endpoints.TCP4ClientEndpoint(reactor, self.host, self.port, timeout=timeout)
+        if _isIPv6(self.host):
+            return endpoints.TCP6ClientEndpoint(reactor, self.host, self.port, timeout=timeout)
+        return endpoints.HostnameEndpoint(reactor, self.host.encode("ascii"), self.port, timeout=timeout)
+
+    @property
+    def effectiveWeight(self) -> int:
+        """
+        The weight dynamic balancers use: C{weight}, scaled by C{rampFactor}
+        while the server is in slow start (never below 1 for a non-zero
+        weight).
+        """
+        factor = self.rampFactor
+        if factor >= 1.0:
+            return self.weight
+        return max(1, int(self.weight * factor)) if self.weight else 0
+
+    @property
+    def fullName(self) -> str:
+        """C{backend/server}, as logs show it."""
+        return f"{self.backend.name if self.backend else '-'}/{self.name}"
+
+    def hasFreeSlot(self) -> bool:
+        """Whether one more connection stays within C{maxconn}."""
+        return self.maxconn is None or self.active < self.maxconn
+
+    def addListener(self, listener: IServerListener) -> None:
+        """Subscribe C{listener} to this server's changes."""
+        self._listeners.append(listener)
+
+    def removeListener(self, listener: IServerListener) -> None:
+        """Unsubscribe C{listener}."""
+        self._listeners.remove(listener)
+
+    def setState(self, state: ServerState, reason: str = "", now: float = 0.0) -> None:
+        """
+        Move to C{state}, telling every listener.  Setting the current state
+        again does nothing.
+        """
+        old = self.state
+        if old is state:
+            return
+        self.state = state
+        self.lastChange = now
+        for listener in list(self._listeners):
+            listener.stateChanged(self, old, state, reason)
+
+    def setWeight(self, weight: int) -> None:
+        """
+        Change the weight at run time (0 to 256); listeners are told.
+        """
+        if not isinstance(weight, int) or not 0 <= weight <= 256:
+            raise ValueError(f"weight must be an integer from 0 to 256, not {weight!r}")
+        old, self.weight = self.weight, weight
+        if old != weight:
+            for listener in list(self._listeners):
+                listener.weightChanged(self, old, weight)
+
+
+def _defaultBalancer() -> IBalancer:
+    from lbkit.balance import RoundRobin
+
+    return RoundRobin()  # type: ignore[no-any-return]
+
+
+_Waiter = Tuple["Deferred[Server]", Context]
+
+
+@implementer(IServerListener)
+class Backend:
+    """
+    A group of servers, with the policy that spreads traffic over them.
+
+    @ivar name: The backend's name.
+    @ivar servers: Every configured server, in configuration (id) order.
+    @ivar balance: The L{IBalancer}.
+    @ivar health: An L{IHealthCheck} or L{None}.
+    @ivar persistence: An L{IPersistence} or L{None}.
+    @ivar retries: How many more servers to try after a failed connect.
+    @ivar timeoutConnect: Seconds to wait for a server connection.
+    @ivar timeoutServer: Seconds a server may stay silent (idle timeout).
+    @ivar timeoutQueue: Seconds a connection waits for a free slot when all
+        servers are at C{maxconn}.
+    @ivar allBackups: Use every backup server at once (else only the first).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        servers: Sequence[Server] = (),
+        balance: IBalancer | None = None,
+        health: IHealthCheck | None = None,
+        persistence: IPersistence | None = None,
+        *,
+        retries: int = 3,
+        timeoutConnect: float = 5.0,
+        timeoutServer: float = 30.0,
+        timeoutQueue: float | None = None,
+        allBackups: bool = False,
+    ) -> None:
+        self.definedAt = definedAt()
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"backend name must be a non-empty string, not {name!r}")
+        self.name = name
+        servers = list(servers)
+        if not servers:
+            raise ConfigError(f"backend {name!r} has no servers")
+        seen: set[str] = set()
+        for i, server in enumerate(servers):
+            if not isinstance(server, Server):
+                raise ConfigError(f"backend {name!r}: servers must be lbkit.Server objects, not {server!r}")
+            if server.name in seen:
+                raise ConfigError(f"backend {name!r}: two servers are named {server.name!r}")
+            if server.backend is not None:
+                raise ConfigError(f"server {server.name!r} is already in backend {server.backend.name!r}")
+            seen.add(server.name)
+            server.backend = self
+            server.id = i + 1
+            server.addListener(self)
+        self.servers = servers
+        self.balance: IBalancer = _defaultBalancer() if balance is None else balance
+        if not IBalancer.providedBy(self.balance):
+            raise ConfigError(f"backend {name!r}: balance={balance!r} does not provide IBalancer")
+        if health is not None and not IHealthCheck.providedBy(health):
+            raise ConfigError(f"backend {name!r}: health={health!r} does not provide IHealthCheck")
+        if persistence is not None and not IPersistence.providedBy(persistence):
+            raise ConfigError(f"backend {name!r}: persistence={persistence!r} does not provide IPersistence")
+        self.health = health
+        self.persistence = persistence
+        if not isinstance(retries, int) or retries < 0:
+            raise ConfigError(f"backend {name!r}: retries must be a non-negative integer")
+        self.retries = retries
+        self.timeoutConnect = float(timeoutConnect)
+        self.timeoutServer = float(timeoutServer)
+        self.timeoutQueue = self.timeoutConnect if timeoutQueue is None else float(timeoutQueue)
+        self.allBackups = allBackups
+        self._listeners: list[IServerListener] = []
+        if IServerListener.providedBy(self.balance):
+            self._listeners.append(self.balance)  # type: ignore[arg-type]
+        self._queue: deque[_Waiter] = deque()
+        self._anyMaxconn = any(s.maxconn is not None for s in servers)
+        self._eligible: list[Server] = []
+        self._recompute()
+        self.noServerCount = 0
+
+    def __repr__(self) -> str:
+        return f"<Backend {self.name} {len(self.servers)} servers>"
+
+    # -- server state ----------------------------------------------------
+
+    def _recompute(self) -> None:
+        up = [s for s in self.servers if s.state is ServerState.UP and s.weight > 0]
+        primary = [s for s in up if not s.backup]
+        if primary:
+            self._eligible = primary
+        else:
+            backups = [s for s in up if s.backup]
+            self._eligible = backups if self.allBackups else backups[:1]
+
+    def eligible(self) -> Sequence[Server]:
+        """
+        The servers that take new traffic now: UP non-backup servers, or,
+        when there are none, the backup servers (all of them with
+        C{allBackups}, else the first).
+        """
+        return self._eligible
+
+    def addListener(self, listener: IServerListener) -> None:
+        """Subscribe C{listener} to the changes of every server here."""
+        self._listeners.append(listener)
+
+    def removeListener(self, listener: IServerListener) -> None:
+        """Unsubscribe C{listener}."""
+        self._listeners.remove(listener)
+
+    def stateChanged(self, server: Server, old: ServerState, new: ServerState, reason: str) -> None:
+        self._recompute()
+        active = sum(1 for s in self.servers if s.state is ServerState.UP and not s.backup)
+        backup = sum(1 for s in self.servers if s.state is ServerState.UP and s.backup)
+        because = f", reason: {reason}" if reason else ""
+        _log.info(
+            "Server {server} is {state}{because}. {active} active and {backup} backup servers left.",
+            server=server.fullName, state=new.value, because=because, active=active, backup=backup,
+        )
+        if not self._eligible and old is ServerState.UP:
+            _log.error("backend {backend} has no server available!", backend=self.name)
+        for listener in list(self._listeners):
+            listener.stateChanged(server, old, new, reason)
+        self._dispatchQueue()
+
+    def weightChanged(self, server: Server, old: int, new: int) -> None:
+        self._recompute()
+        for listener in list(self._listeners):
+            listener.weightChanged(server, old, new)
+        self._dispatchQueue()
+
+    # -- choosing --------------------------------------------------------
+
+    def _choose(self, context: Context) -> Server | None:
+        """
+        Choose a server with a free slot, or L{None} when every usable
+        server is full.
+
+        @raise NoServerAvailable: when no server is usable at all.
+        """
+        tried = context.tried
+        if self.persistence is not None:
+            sticky = self.persistence.recall(self, context)
+            if (
+                sticky is not None
+                and (sticky.state is ServerState.UP or sticky.state is ServerState.DRAIN)
+                and sticky not in tried
+                and sticky.hasFreeSlot()
+            ):
+                return sticky
+        candidates = self._eligible
+        if tried:
+            candidates = [s for s in candidates if s not in tried]
+        if not candidates:
+            raise NoServerAvailable(f"backend {self.name!r} has no server available")
+        if self._anyMaxconn:
+            candidates = [s for s in candidates if s.maxconn is None or s.active < s.maxconn]
+            if not candidates:
+                return None
+        return self.balance.pick(candidates, context) or None
+
+    def _reserve(self, server: Server, context: Context) -> Server:
+        server.active += 1
+        server.total += 1
+        if server.active > server.maxActive:
+            server.maxActive = server.active
+        if self.persistence is not None:
+            self.persistence.remember(self, server, context)
+        return server
+
+    def tryAcquire(self, context: Context) -> Server | None:
+        """
+        Choose a server and reserve one of its connection slots.
+
+        @return: The server (its C{active} count already raised: call
+            L{release} when the connection ends or fails), or L{None} when
+            every usable server is full and the caller should L{enqueue}.
+        @raise NoServerAvailable: when no server is usable at all.
+        """
+        if self._queue:
+            return None  # first come, first served
+        server = self._choose(context)
+        if server is None:
+            return None
+        return self._reserve(server, context)
+
+    def enqueue(self, context: Context, clock: Any) -> Deferred[Server]:
+        """
+        Wait for a free slot, first come first served, at most
+        C{timeoutQueue} seconds.
+
+        @return: A L{Deferred} firing with a reserved server, or failing
+            with L{QueueTimeout}.  Cancelling it leaves the queue.
+        """
+        def cancel(d: Deferred[Server]) -> None:
+            try:
+                self._queue.remove(entry)
+            except ValueError:
+                pass
+
+        d: Deferred[Server] = Deferred(cancel)
+        entry = (d, context)
+        self._queue.append(entry)
+
+        d.addTimeout(self.timeoutQueue, clock, onTimeoutCancel=self._queueTimedOut)
+        return d
+
+    def _queueTimedOut(self, result: object, timeout: float) -> object:
+        if isinstance(result, Failure) and result.check(CancelledError):
+            raise QueueTimeout(f"no free slot in backend {self.name!r} within {timeout:g}s")
+        return result
+
+    def queueLength(self) -> int:
+        """How many connections wait for a slot."""
+        return len(self._queue)
+
+    def release(self, server: Server) -> None:
+        """
+        Give back a slot taken by L{tryAcquire} or L{enqueue}; a waiting
+        connection may take it.
+        """
+        server.active -= 1
+        if self._queue:
+            self._dispatchQueue()
+
+    def _dispatchQueue(self) -> None:
+        while self._queue:
+            d, context = self._queue[0]
+            try:
+                server = self._choose(context)
+            except NoServerAvailable:
+                return
+            if server is None:
+                return
+            self._queue.popleft()
+            d.callback(self._reserve(server, context))
+
+

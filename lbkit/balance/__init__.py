@@ -1,0 +1,7 @@
+"""
+Balance algorithms: each one an L{lbkit.interfaces.IBalancer}.
+"""
+
+from lbkit.balance._roundrobin import RoundRobin
+
+__all__ = ["RoundRobin"]
