@@ -189,6 +189,10 @@ class Server:
         self.lastChange = 0.0
         #: 0.0-1.0 while in slow start (set by the health monitor), else 1.0.
         self.rampFactor = 1.0
+        #: Live sessions on this server; each has an C{abortSession()} method
+        #: (used to shut sessions down when the server is marked DOWN).
+        self.sessions: set[Any] = set()
+        self._observers: list[Callable[[Server, bool, str], None]] = []
 
     def __repr__(self) -> str:
         return f"<Server {self.name} {self.address} {self.state.value}>"
@@ -235,6 +239,25 @@ class Server:
     def removeListener(self, listener: IServerListener) -> None:
         """Unsubscribe C{listener}."""
         self._listeners.remove(listener)
+
+    def addObserver(self, observer: Callable[[Server, bool, str], None]) -> None:
+        """
+        Subscribe C{observer(server, ok, reason)} to the outcomes of live
+        traffic (passive health checks): the proxies report each connect
+        failure, each connect success, and in http mode each response.
+        """
+        self._observers.append(observer)
+
+    def observe(self, ok: bool, reason: str = "") -> None:
+        """
+        Report one outcome of live traffic; called by the proxies.
+
+        @param ok: Whether it went well.
+        @param reason: Why not, e.g. C{"Layer4 connection problem"} or
+            C{"Layer7 status 503"}.
+        """
+        for observer in self._observers:
+            observer(self, ok, reason)
 
     def setState(self, state: ServerState, reason: str = "", now: float = 0.0) -> None:
         """
