@@ -11,7 +11,7 @@ import os
 import sys
 from collections import deque
 from enum import Enum
-from typing import Any, Sequence, Tuple, Union
+from typing import Any, Callable, Sequence, Tuple, Union
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred
