@@ -25,6 +25,7 @@ __all__ = [
     "IPersistence",
     "IServerListener",
     "IListener",
+    "IRequestMatcher",
 ]
 
 
@@ -152,4 +153,23 @@ class IListener(Interface):
     def backends() -> Sequence[Backend]:
         """
         The backends this listener sends traffic to (may be empty).
+        """
+
+
+class IRequestMatcher(Interface):
+    """
+    Decides whether an http route applies to a request (an ACL, in
+    HAProxy's words).
+
+    The http frontend calls L{matches} for each route in order, on the
+    reactor thread, once the request head has arrived; the first route
+    whose matcher says yes picks the backend.  It must return promptly.
+    """
+
+    def matches(request: Any, context: Context) -> bool:
+        """
+        @param request: The L{lbkit.http.Request}: C{method}, C{uri},
+            C{path}, C{query}, C{headers}, C{header(name)}, C{host}.
+        @param context: The client's address and frontend.
+        @return: Whether the route applies.
         """

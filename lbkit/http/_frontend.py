@@ -1,0 +1,99 @@
+# -*- test-case-name: tests.test_http -*-
+"""
+The http-mode frontend: configuration and service.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+from twisted.application.service import IService
+from zope.interface import implementer
+
+from lbkit._model import Backend, definedAt
+from lbkit.error import ConfigError
+from lbkit.http._proxy import HTTPProxyFactory
+from lbkit.http._routing import Route
+from lbkit.interfaces import IListener
+
+__all__ = ["Frontend"]
+
+
+@implementer(IListener)
+class Frontend:
+    """
+    An http-mode frontend (HAProxy's C{mode http}): reads each request
+    head, routes it, then picks and connects to a server.
+
+    @ivar endpoint: A Twisted server endpoint string.
+    @ivar routes: L{Route}s, tried in order.
+    @ivar default: The backend for requests no route takes.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        routes: Sequence[Route] = (),
+        default: Optional[Backend] = None,
+        *,
+        name: Optional[str] = None,
+        timeoutClient: float = 30.0,
+        timeoutHttpRequest: float = 10.0,
+        timeoutTunnel: float = 3600.0,
+        forwardedFor: bool = True,
+        requestRules: Sequence[Any] = (),
+        responseRules: Sequence[Any] = (),
+        maxIdlePerServer: int = 64,
+        poolIdleTimeout: float = 30.0,
+        log: bool = True,
+        factory: Optional[type[HTTPProxyFactory]] = None,
+    ) -> None:
+        self.definedAt = definedAt()
+        if not isinstance(endpoint, str):
+            raise ConfigError(f"frontend endpoint must be a Twisted endpoint string, not {endpoint!r}")
+        routes = list(routes)
+        for route in routes:
+            if not isinstance(route, Route):
+                raise ConfigError(f"http.Frontend {endpoint!r}: routes must be http.Route objects, not {route!r}")
+        if default is not None and not isinstance(default, Backend):
+            raise ConfigError(f"http.Frontend {endpoint!r}: default must be an lbkit.Backend, not {default!r}")
+        if default is None:
+            if not routes:
+                raise ConfigError(f"http.Frontend {endpoint!r}: needs a default backend or routes")
+            default = routes[-1].backend
+        self.endpoint = endpoint
+        self.routes = routes
+        self.default = default
+        self.name = name or endpoint
+        self.timeoutClient = float(timeoutClient)
+        self.timeoutHttpRequest = float(timeoutHttpRequest)
+        self.timeoutTunnel = float(timeoutTunnel)
+        self.forwardedFor = forwardedFor
+        self.requestRules = list(requestRules)
+        self.responseRules = list(responseRules)
+        self.maxIdlePerServer = maxIdlePerServer
+        self.poolIdleTimeout = float(poolIdleTimeout)
+        self.log = log
+        self.factory = factory or HTTPProxyFactory
+        self.factories: list[HTTPProxyFactory] = []
+
+    def __repr__(self) -> str:
+        return f"<http.Frontend {self.name}>"
+
+    def backends(self) -> Sequence[Backend]:
+        found: list[Backend] = []
+        for backend in [r.backend for r in self.routes] + [self.default]:
+            if backend not in found:
+                found.append(backend)
+        return found
+
+    def buildFactory(self, reactor: Any) -> HTTPProxyFactory:
+        """The factory that serves this frontend's connections."""
+        factory = self.factory(self, reactor)
+        self.factories.append(factory)
+        return factory
+
+    def makeService(self, reactor: Any) -> IService:
+        from lbkit.service import ListeningService
+
+        return ListeningService(self.endpoint, self.buildFactory(reactor), reactor, f"frontend {self.name}")

@@ -1,0 +1,307 @@
+# -*- test-case-name: tests.test_http_parse -*-
+"""
+HTTP/1.x message heads and body framing, with no I/O.
+
+The proxy forwards bodies exactly as they arrive (a chunked body stays
+chunked), so parsing a body only means finding where it ends:
+L{ChunkedFramer} follows chunk sizes without copying the data.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+__all__ = [
+    "BadMessage",
+    "Request",
+    "Response",
+    "parseRequestHead",
+    "parseResponseHead",
+    "ChunkedFramer",
+    "bodyLength",
+    "CHUNKED",
+    "UNTIL_CLOSE",
+]
+
+#: Body framing: a chunked body.
+CHUNKED = -1
+#: Body framing: a response body that ends when the server closes.
+UNTIL_CLOSE = -2
+
+_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
+
+
+class BadMessage(ValueError):
+    """
+    A malformed message: the proxy answers 400 (request) or 502 (response)
+    and closes the connection.
+
+    @ivar status: The status code to answer with.
+    """
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Request:
+    """
+    A request head, as balancers and route matchers see it.
+
+    @ivar method: e.g. C{b"GET"}.
+    @ivar uri: The request target as sent (path plus optional C{?query}).
+    @ivar path: The target without its query.
+    @ivar query: The query without C{?} (may be empty).
+    @ivar version: C{b"HTTP/1.1"} or C{b"HTTP/1.0"}.
+    @ivar headers: C{[name, value]} pairs in arrival order, names as sent.
+    """
+
+    __slots__ = ("method", "uri", "path", "query", "version", "headers", "_lower")
+
+    def __init__(self, method: bytes, uri: bytes, version: bytes, headers: list[list[bytes]]) -> None:
+        self.method = method
+        self.uri = uri
+        path, _, query = uri.partition(b"?")
+        self.path = path
+        self.query = query
+        self.version = version
+        self.headers = headers
+        self._lower: Optional[list[bytes]] = None
+
+    def _names(self) -> list[bytes]:
+        lower = self._lower
+        if lower is None:
+            lower = self._lower = [h[0].lower() for h in self.headers]
+        return lower
+
+    def header(self, name: bytes) -> Optional[bytes]:
+        """The first value of header C{name} (case-insensitive), or L{None}."""
+        name = name.lower()
+        for i, n in enumerate(self._names()):
+            if n == name:
+                return self.headers[i][1]
+        return None
+
+    def headerValues(self, name: bytes) -> list[bytes]:
+        """Every value of header C{name} (case-insensitive)."""
+        name = name.lower()
+        return [self.headers[i][1] for i, n in enumerate(self._names()) if n == name]
+
+    def removeHeader(self, name: bytes) -> None:
+        """Remove every header named C{name}."""
+        name = name.lower()
+        self.headers = [h for h in self.headers if h[0].lower() != name]
+        self._lower = None
+
+    def setHeader(self, name: bytes, value: bytes) -> None:
+        """Replace every header named C{name} with one C{name: value}."""
+        self.removeHeader(name)
+        self.headers.append([name, value])
+        self._lower = None
+
+    def addHeader(self, name: bytes, value: bytes) -> None:
+        """Add a C{name: value} header after the others."""
+        self.headers.append([name, value])
+        self._lower = None
+
+    @property
+    def host(self) -> Optional[bytes]:
+        """The Host header without a port, lower-cased, or L{None}."""
+        host = self.header(b"host")
+        if host is None:
+            return None
+        host = host.strip().lower()
+        if host.startswith(b"["):
+            return host.partition(b"]")[0] + b"]"
+        return host.partition(b":")[0]
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method.decode('latin-1')} {self.uri.decode('latin-1')}>"
+
+
+class Response:
+    """
+    A response head.
+
+    @ivar version: e.g. C{b"HTTP/1.1"}.
+    @ivar code: The status code.
+    @ivar reason: The reason phrase.
+    @ivar headers: C{[name, value]} pairs in arrival order.
+    """
+
+    __slots__ = ("version", "code", "reason", "headers")
+
+    def __init__(self, version: bytes, code: int, reason: bytes, headers: list[list[bytes]]) -> None:
+        self.version = version
+        self.code = code
+        self.reason = reason
+        self.headers = headers
+
+    def header(self, name: bytes) -> Optional[bytes]:
+        """The first value of header C{name} (case-insensitive), or L{None}."""
+        name = name.lower()
+        for n, v in self.headers:
+            if n.lower() == name:
+                return v
+        return None
+
+    def headerValues(self, name: bytes) -> list[bytes]:
+        """Every value of header C{name} (case-insensitive)."""
+        name = name.lower()
+        return [v for n, v in self.headers if n.lower() == name]
+
+
+def _parseHeaders(lines: list[bytes], status: int) -> list[list[bytes]]:
+    headers = []
+    for line in lines:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or not _TOKEN.match(name):
+            if line[:1] in (b" ", b"\t"):
+                raise BadMessage("obsolete header line folding", status)
+            raise BadMessage(f"malformed header line {line[:60]!r}", status)
+        value = value.strip(b" \t")
+        if b"\r" in value or b"\n" in value or b"\x00" in value:
+            raise BadMessage(f"invalid character in header {name!r}", status)
+        headers.append([name, value])
+    return headers
+
+
+def parseRequestHead(head: bytes) -> Request:
+    """
+    Parse a request head: the bytes before the blank line, without it.
+
+    @raise BadMessage: when malformed.
+    """
+    lines = head.split(b"\r\n")
+    requestLine = lines[0]
+    parts = requestLine.split(b" ")
+    if len(parts) != 3:
+        raise BadMessage(f"malformed request line {requestLine[:80]!r}")
+    method, uri, version = parts
+    if not _TOKEN.match(method):
+        raise BadMessage(f"malformed method {method[:20]!r}")
+    if version not in _VERSIONS:
+        if version.startswith(b"HTTP/"):
+            raise BadMessage(f"unsupported version {version[:20]!r}", 505)
+        raise BadMessage(f"malformed request line {requestLine[:80]!r}")
+    if not uri or any(c <= 0x20 or c == 0x7F for c in uri):
+        raise BadMessage("malformed request target")
+    if b"\n" in head.replace(b"\r\n", b""):
+        raise BadMessage("bare LF in request head")
+    return Request(method, uri, version, _parseHeaders(lines[1:], 400))
+
+
+def parseResponseHead(head: bytes) -> Response:
+    """
+    Parse a response head: the bytes before the blank line, without it.
+
+    @raise BadMessage: when malformed (status 502).
+    """
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
+        raise BadMessage(f"malformed status line {lines[0][:80]!r}", 502)
+    reason = parts[2] if len(parts) > 2 else b""
+    return Response(parts[0], int(parts[1]), reason, _parseHeaders(lines[1:], 502))
+
+
+def bodyLength(headers: list[list[bytes]], response: bool) -> int:
+    """
+    The framing of a message body from its headers (RFC 9112 §6.3).
+
+    @return: A byte count, L{CHUNKED}, or for a response without either
+        header L{UNTIL_CLOSE} (a request without either has no body: 0).
+    @raise BadMessage: on conflicting or invalid framing headers.
+    """
+    status = 502 if response else 400
+    te: Optional[bytes] = None
+    cl: Optional[bytes] = None
+    for name, value in headers:
+        if len(name) == 17 and name.lower() == b"transfer-encoding":
+            te = value if te is None else te + b"," + value
+        elif len(name) == 14 and name.lower() == b"content-length":
+            if cl is not None and cl != value:
+                raise BadMessage("conflicting Content-Length headers", status)
+            cl = value
+    if te is not None:
+        if cl is not None:
+            raise BadMessage("both Transfer-Encoding and Content-Length", status)
+        codings = [c.strip().lower() for c in te.split(b",")]
+        if codings[-1] != b"chunked":
+            if response:
+                return UNTIL_CLOSE
+            raise BadMessage("Transfer-Encoding without final chunked", status)
+        return CHUNKED
+    if cl is not None:
+        cl = cl.strip()
+        if not cl.isdigit() or len(cl) > 18:
+            raise BadMessage(f"invalid Content-Length {cl[:20]!r}", status)
+        return int(cl)
+    return UNTIL_CLOSE if response else 0
+
+
+class ChunkedFramer:
+    """
+    Finds the end of a chunked body in a byte stream, without copying or
+    decoding it.
+
+    Feed it each piece with L{feed}; it returns how many bytes of the
+    piece belong to the body.  When that is less than the piece's length,
+    or when L{done} becomes true, the body ended there.
+    """
+
+    __slots__ = ("done", "_state", "_remaining", "_line")
+
+    # states: 0 size line, 1 data, 2 CRLF after data, 3 trailers
+    def __init__(self) -> None:
+        self.done = False
+        self._state = 0
+        self._remaining = 0
+        self._line = b""
+
+    def feed(self, data: bytes) -> int:
+        """
+        @return: The number of leading bytes of C{data} that are part of the
+            chunked body.
+        @raise BadMessage: on a malformed chunk size or framing.
+        """
+        i = 0
+        n = len(data)
+        while i < n and not self.done:
+            state = self._state
+            if state == 1:
+                take = min(self._remaining, n - i)
+                i += take
+                self._remaining -= take
+                if self._remaining == 0:
+                    self._state = 2
+                continue
+            end = data.find(b"\n", i)
+            if end < 0:
+                self._line += data[i:]
+                if len(self._line) > 4096:
+                    raise BadMessage("chunk line too long")
+                return n
+            line = self._line + data[i:end]
+            self._line = b""
+            i = end + 1
+            line = line.rstrip(b"\r")
+            if state == 0:
+                size = line.split(b";", 1)[0].strip()
+                try:
+                    if not size or len(size) > 16:
+                        raise ValueError
+                    self._remaining = int(size, 16)
+                except ValueError:
+                    raise BadMessage(f"malformed chunk size {size[:20]!r}") from None
+                self._state = 3 if self._remaining == 0 else 1
+            elif state == 2:
+                if line:
+                    raise BadMessage("missing CRLF after chunk data")
+                self._state = 0
+            else:  # trailers: until an empty line
+                if not line:
+                    self.done = True
+        return i

@@ -1,0 +1,1011 @@
+# -*- test-case-name: tests.test_http -*-
+"""
+http mode: the client-side and server-side protocols of the reverse proxy.
+
+One client connection carries requests one after another (pipelined ones
+wait their turn).  For each, the head is parsed first, a route picks the
+backend, the backend picks a server (delayed binding), and a pooled or new
+server connection carries the request.  Bodies stream through as they
+arrive, in their original framing, with back-pressure both ways.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+
+from twisted.internet.defer import CancelledError, TimeoutError
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from lbkit._connect import connectServer
+from lbkit._model import Backend, Context, Server
+from lbkit.error import NoServerAvailable, QueueTimeout
+from lbkit.http._parse import (
+    CHUNKED,
+    UNTIL_CLOSE,
+    BadMessage,
+    ChunkedFramer,
+    Request,
+    Response,
+    bodyLength,
+    parseRequestHead,
+    parseResponseHead,
+)
+from lbkit.http._pool import ConnectionPool
+
+if TYPE_CHECKING:
+    from lbkit.http._frontend import Frontend
+
+__all__ = ["HTTPProxyFactory", "HTTPFrontendProtocol", "HTTPServerProtocol", "HTTP_LOG_FORMAT"]
+
+accessLog = Logger(namespace="lbkit.access")
+_log = Logger(namespace="lbkit.http")
+_DONE = Failure(ConnectionDone())
+
+#: The access-log line of one http request (see docs/http.md).
+HTTP_LOG_FORMAT = (
+    "{client} [{date}] {frontend} {backend}/{server} {TR}/{Tw}/{Tc}/{Tr}/{Ta} "
+    "{status} {bytes} {termination} {retries} \"{request}\""
+)
+
+MAX_HEAD = 65536
+_HOP = frozenset(
+    [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    ]
+)
+_IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"])
+_REASONS = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+    501: b"Not Implemented",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+    505: b"HTTP Version Not Supported",
+}
+_MESSAGES = {
+    400: b"Your browser sent an invalid request.\n",
+    408: b"Your browser didn't send a complete request in time.\n",
+    431: b"The request headers are too large.\n",
+    501: b"This method is not implemented.\n",
+    502: b"The server returned an invalid or incomplete response.\n",
+    503: b"No server is available to handle this request.\n",
+    504: b"The server didn't respond in time.\n",
+    505: b"This HTTP version is not supported.\n",
+}
+
+# client connection states
+_HEAD, _WAIT, _SENT, _TUNNEL, _CLOSED = range(5)
+
+
+def _errorResponse(status: int) -> bytes:
+    body = _MESSAGES.get(status, b"Error\n")
+    return b"".join(
+        [
+            b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Error")),
+            b"Content-Type: text/plain\r\nCache-Control: no-cache\r\nConnection: close\r\n",
+            b"Content-Length: %d\r\n\r\n" % len(body),
+            body,
+        ]
+    )
+
+
+def _connectionTokens(headers: list[list[bytes]]) -> set[bytes]:
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if len(name) == 10 and name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+    return tokens
+
+
+def _formatAddress(address: Any) -> str:
+    host = getattr(address, "host", None)
+    if host is None:
+        return "-"
+    port = getattr(address, "port", 0)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class HTTPProxyFactory(Factory):
+    """
+    Builds an L{HTTPFrontendProtocol} per client connection and keeps the
+    server connection pool of its frontend.
+    """
+
+    protocol: type[Protocol] = None  # type: ignore[assignment]
+    noisy = False
+
+    def __init__(self, frontend: Frontend, reactor: Any) -> None:
+        self.frontend = frontend
+        self.reactor = reactor
+        self.pool = ConnectionPool(reactor, frontend.maxIdlePerServer, frontend.poolIdleTimeout)
+        self.current = 0
+        self.total = 0
+        self.requests = 0
+        self.bytesIn = 0
+        self.bytesOut = 0
+        self.responses = {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0, "other": 0}
+
+    def stopFactory(self) -> None:
+        self.pool.closeAll()
+
+    def logAccess(self, fields: dict[str, Any]) -> None:
+        """Emit the access-log line of one finished request."""
+        if self.frontend.log:
+            accessLog.info(HTTP_LOG_FORMAT, **fields)
+
+
+class HTTPServerProtocol(Protocol):
+    """
+    One connection to a server, carrying one request at a time; kept in
+    the pool between requests.
+    """
+
+    def __init__(self, server: Server, pool: ConnectionPool) -> None:
+        self.server = server
+        self.pool = pool
+        self.front: Optional[HTTPFrontendProtocol] = None
+        self.idleSince = 0.0
+        self.reused = False
+        self.bytes = 0
+        self._buf = b""
+        self._headDone = False
+        self._remaining = 0
+        self._framer: Optional[ChunkedFramer] = None
+        self._headRequest = False
+        self._tunnel = False
+        self._reusable = True
+        self._closing = False
+        self._write: Callable[[bytes], None] = lambda data: None
+
+    def connectionMade(self) -> None:
+        transport = self.transport
+        setNoDelay = getattr(transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            setNoDelay(True)
+
+    def startExchange(self, front: HTTPFrontendProtocol, head: bytes, isHead: bool) -> None:
+        """Attach to C{front} and send a request head."""
+        self.front = front
+        self._write = front.transport.write  # type: ignore[union-attr]
+        self._buf = b""
+        self._headDone = False
+        self._headRequest = isHead
+        self._framer = None
+        self.bytes = 0
+        self.transport.write(head)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        front = self.front
+        if front is None:
+            # Nothing was asked: a server talking out of turn is not reusable.
+            self._reusable = False
+            self.close()
+            return
+        if self._headDone:
+            self._body(data)
+            return
+        if self._tunnel:
+            self.bytes += len(data)
+            self._write(data)
+            return
+        buf = self._buf + data if self._buf else data
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEAD:
+                    front.serverFailed(self, BadMessage("response head too large", 502), True)
+                    return
+                self._buf = buf
+                return
+            try:
+                response = parseResponseHead(buf[:end])
+                framing = bodyLength(response.headers, True)
+            except BadMessage as e:
+                self._reusable = False
+                front.serverFailed(self, e, True)
+                return
+            buf = buf[end + 4 :]
+            code = response.code
+            if code == 101:
+                self._tunnel = True
+                self._reusable = False
+                self._buf = b""
+                front.responseHead(self, response, 0, tunnel=True)
+                if buf:
+                    self.bytes += len(buf)
+                    self._write(buf)
+                return
+            if 100 <= code < 200:
+                front.interimResponse(response)
+                if self.front is None:
+                    return
+                continue
+            break
+        self._buf = b""
+        self._headDone = True
+        if self._headRequest or code == 204 or code == 304:
+            framing = 0
+        if framing == UNTIL_CLOSE:
+            self._reusable = False
+        elif response.header(b"connection") is not None and b"close" in _connectionTokens(response.headers):
+            self._reusable = False
+        elif response.version == b"HTTP/1.0" and b"keep-alive" not in _connectionTokens(response.headers):
+            self._reusable = False
+        self._remaining = framing
+        if framing == CHUNKED:
+            self._framer = ChunkedFramer()
+        front.responseHead(self, response, framing)
+        if self.front is None:
+            return
+        if framing == 0:
+            if buf:
+                self._reusable = False
+            self._finished()
+            if buf:
+                self.close()
+        elif buf:
+            self._body(buf)
+
+    def _body(self, data: bytes) -> None:
+        remaining = self._remaining
+        if remaining > 0:
+            n = len(data)
+            if n <= remaining:
+                self._remaining = remaining - n
+                self.bytes += n
+                self._write(data)
+                if n == remaining:
+                    self._finished()
+                return
+            self.bytes += remaining
+            self._write(data[:remaining])
+            self._remaining = 0
+            self._reusable = False  # bytes beyond the response: do not trust it
+            self._finished()
+            self.close()
+            return
+        if remaining == CHUNKED:
+            framer = self._framer
+            assert framer is not None
+            try:
+                n = framer.feed(data)
+            except BadMessage:
+                self._reusable = False
+                front = self.front
+                if front is not None:
+                    front.abortExchange("SD")
+                return
+            self.bytes += n
+            self._write(data if n == len(data) else data[:n])
+            if framer.done:
+                if n != len(data):
+                    self._reusable = False
+                self._finished()
+                if not self._reusable:
+                    self.close()
+            return
+        # until close
+        self.bytes += len(data)
+        self._write(data)
+
+    def _finished(self) -> None:
+        front, self.front = self.front, None
+        self._headDone = False
+        self._write = lambda data: None
+        if front is not None:
+            front.responseDone(self)
+
+    def release(self, reusable: bool) -> None:
+        """The exchange is over: go back to the pool, or close."""
+        self.front = None
+        if reusable and self._reusable and not self._closing and self.connected:
+            self.reused = True
+            self.pool.put(self)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        """Close this connection (flushing what is buffered)."""
+        self._closing = True
+        if self.transport is not None:
+            self.transport.unregisterProducer()  # type: ignore[attr-defined]
+            self.transport.loseConnection()
+
+    def abort(self) -> None:
+        """Drop this connection now."""
+        self._closing = True
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def connectionLost(self, reason: Failure = _DONE) -> None:
+        self.connected = False
+        front, self.front = self.front, None
+        if front is None:
+            self.pool.discard(self)
+            return
+        if self._tunnel:
+            front.tunnelEnded()
+        elif not self._headDone:
+            front.serverFailed(self, reason, False)
+        elif self._remaining == UNTIL_CLOSE:
+            front.responseDone(self)
+        else:
+            front.abortExchange("SD")
+
+
+class HTTPFrontendProtocol(Protocol):
+    """
+    One client connection in http mode.
+
+    Hooks for subclasses: L{routeRequest}, L{serverChosen}, L{finished}.
+    """
+
+    factory: HTTPProxyFactory
+
+    def __init__(self) -> None:
+        self._state = _HEAD
+        self._buf = b""
+        self.request: Optional[Request] = None
+        self.context: Optional[Context] = None
+        self.backend: Optional[Backend] = None
+        self.server: Optional[Server] = None
+        self.conn: Optional[HTTPServerProtocol] = None
+        self._keepAlive = True
+        self._bodyRemaining = 0
+        self._bodyFramer: Optional[ChunkedFramer] = None
+        self._bodyDone = True
+        self._waiting: Any = None
+        self._tick: Any = None
+        self._status = 0
+        self._bytesOut = 0
+        self._termination = "--"
+        self._slotHeld = False
+        self._attempts = 0
+        self._responseStarted = False
+        self._closeAfter = False
+        self._rules: Any = None
+        self._tunnel = False
+        self._clientGone = False
+
+    # -- connection ------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        self.reactor = factory.reactor
+        self.frontend = factory.frontend
+        factory.current += 1
+        factory.total += 1
+        transport = self.transport
+        setNoDelay = getattr(transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            setNoDelay(True)
+        self.client = transport.getPeer()  # type: ignore[union-attr]
+        self._proto = b"https" if ISSLTransport.providedBy(transport) else b"http"
+        self._write = transport.write  # type: ignore[union-attr]
+        now = self.reactor.seconds()
+        self._since = now
+        self._lastBytes = -1
+        self._tick = self.reactor.callLater(self._tickInterval(), self._checkTimeouts)
+
+    def dataReceived(self, data: bytes) -> None:
+        state = self._state
+        if state == _SENT and not self._bodyDone:
+            self._requestBody(data)
+            return
+        if state == _TUNNEL:
+            self._bytesIn += len(data)
+            self._connWrite(data)
+            return
+        self._buf = self._buf + data if self._buf else data
+        if state == _HEAD:
+            self._parseHead()
+        elif len(self._buf) > MAX_HEAD:
+            # pipelined requests pile up while one is served: stop reading
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = _DONE) -> None:
+        self._clientGone = True
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+        self.factory.current -= 1
+        if self._state in (_WAIT, _SENT, _TUNNEL) and self.request is not None:
+            if self._termination == "--":
+                self._termination = "CD" if self._state == _SENT else "CC"
+            self._endExchange(reusable=False)
+        self._state = _CLOSED
+
+    # -- request ---------------------------------------------------------
+
+    def _parseHead(self) -> None:
+        buf = self._buf
+        while buf[:2] == b"\r\n":
+            buf = buf[2:]
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            self._buf = buf
+            if len(buf) > MAX_HEAD:
+                self._reject(431, "request head too large")
+            return
+        self._requestStart = self.reactor.seconds()
+        try:
+            request = parseRequestHead(buf[:end])
+            framing = bodyLength(request.headers, False)
+        except BadMessage as e:
+            self._buf = b""
+            self._reject(e.status, str(e))
+            return
+        self._buf = buf[end + 4 :]
+        self.request = request
+        self._bytesIn = end + 4
+        tokens = _connectionTokens(request.headers)
+        if request.version == b"HTTP/1.1":
+            self._keepAlive = b"close" not in tokens
+        else:
+            self._keepAlive = b"keep-alive" in tokens
+        self._upgrade = b"upgrade" in tokens and request.header(b"upgrade") is not None
+        self._bodyRemaining = framing
+        self._bodyFramer = ChunkedFramer() if framing == CHUNKED else None
+        self._bodyDone = framing == 0
+        self._status = 0
+        self._bytesOut = 0
+        self._termination = "--"
+        self._attempts = 0
+        self._responseStarted = False
+        self._closeAfter = not self._keepAlive
+        self._tw = self._tc = self._tr = -1.0
+        self.server = None
+        self._state = _WAIT
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+        backend, rules = self.routeRequest(request)
+        self.backend = backend
+        self._rules = rules
+        self.context = Context(client=self.client, frontend=self.frontend.name, request=request)
+        self.factory.requests += 1
+        self._choose()
+
+    def routeRequest(self, request: Request) -> tuple[Backend, Any]:
+        """
+        Pick the backend for C{request}: the first route whose matcher
+        accepts it, else the frontend's default.  Override to route
+        differently.
+
+        @return: The backend and the route (or L{None}) that chose it.
+        """
+        context = Context(client=self.client, frontend=self.frontend.name, request=request)
+        for route in self.frontend.routes:
+            if route.matcher.matches(request, context):
+                return route.backend, route
+        return self.frontend.default, None
+
+    def _choose(self) -> None:
+        backend = self.backend
+        assert backend is not None and self.context is not None
+        try:
+            server = backend.tryAcquire(self.context)
+        except NoServerAvailable:
+            backend.noServerCount += 1
+            self._fail(503, "SC")
+            return
+        if server is None:
+            self._tq = self.reactor.seconds()
+            waiting = self._waiting = backend.enqueue(self.context, self.reactor)
+            waiting.addCallbacks(self._dequeued, self._queueFailed)
+            return
+        self._gotServer(server)
+
+    def _dequeued(self, server: Server) -> None:
+        self._waiting = None
+        self._gotServer(server)
+
+    def _queueFailed(self, reason: Failure) -> None:
+        self._waiting = None
+        if reason.check(CancelledError):
+            return
+        self._fail(503, "sQ" if reason.check(QueueTimeout) else "SC")
+
+    def _gotServer(self, server: Server) -> None:
+        assert self.context is not None
+        self.server = server
+        self._slotHeld = True
+        self._attempts += 1
+        self.context.tried.add(server)
+        self.serverChosen(server)
+        now = self.reactor.seconds()
+        self._tw = now
+        conn = self.factory.pool.get(server) if not self._upgrade else None
+        if conn is not None:
+            self._tc = now
+            self._send(conn)
+            return
+        conn = HTTPServerProtocol(server, self.factory.pool)
+        assert self.backend is not None
+        waiting = self._waiting = connectServer(self.reactor, server, conn, self.backend.timeoutConnect)
+        waiting.addCallbacks(self._connected, self._connectFailed)
+
+    def _connected(self, conn: HTTPServerProtocol) -> None:
+        self._waiting = None
+        self._tc = self.reactor.seconds()
+        assert self.server is not None
+        self.server.observe(True)
+        self._send(conn)
+
+    def _connectFailed(self, reason: Failure) -> None:
+        self._waiting = None
+        server = self.server
+        backend = self.backend
+        assert server is not None and backend is not None and self.context is not None
+        self._releaseSlot()
+        if reason.check(CancelledError):
+            return
+        server.connectFailures += 1
+        server.observe(False, f"Layer4 connection problem: {reason.getErrorMessage()}")
+        self._retryOrFail(502 if not reason.check(TimeoutError) else 503, "SC" if not reason.check(TimeoutError) else "sC")
+
+    def _retryOrFail(self, status: int, termination: str) -> None:
+        backend = self.backend
+        assert backend is not None and self.context is not None
+        if self._attempts > backend.retries or self._clientGone:
+            self._fail(status, termination)
+            return
+        if self.server is not None:
+            self.server.retries += 1
+        if not [s for s in backend.eligible() if s not in self.context.tried]:
+            self.context.tried.clear()
+        self._choose()
+
+    def _releaseSlot(self) -> None:
+        if self._slotHeld:
+            self._slotHeld = False
+            assert self.backend is not None and self.server is not None
+            self.backend.release(self.server)
+
+    def _buildHead(self, request: Request) -> bytes:
+        headers = request.headers
+        tokens = _connectionTokens(headers)
+        out = [request.method, b" ", request.uri, b" ", request.version, b"\r\n"]
+        append = out.append
+        frontend = self.frontend
+        xff: Optional[bytes] = None
+        for name, value in headers:
+            lower = name.lower()
+            if lower in _HOP or lower in tokens:
+                continue
+            if frontend.forwardedFor and lower == b"x-forwarded-for":
+                xff = value if xff is None else xff + b", " + value
+                continue
+            append(name)
+            append(b": ")
+            append(value)
+            append(b"\r\n")
+        if self._bodyRemaining == CHUNKED:
+            append(b"Transfer-Encoding: chunked\r\n")
+        if self._upgrade:
+            append(b"Connection: Upgrade\r\nUpgrade: ")
+            append(request.header(b"upgrade") or b"")
+            append(b"\r\n")
+        elif request.version == b"HTTP/1.0":
+            append(b"Connection: keep-alive\r\n")
+        if frontend.forwardedFor:
+            client = getattr(self.client, "host", "").encode("ascii")
+            append(b"X-Forwarded-For: ")
+            append(xff + b", " + client if xff else client)
+            append(b"\r\nX-Forwarded-Proto: ")
+            append(self._proto)
+            host = request.header(b"host")
+            if host is not None and request.header(b"x-forwarded-host") is None:
+                append(b"\r\nX-Forwarded-Host: ")
+                append(host)
+            append(b"\r\n")
+        append(b"\r\n")
+        return b"".join(out)
+
+    def _send(self, conn: HTTPServerProtocol) -> None:
+        request = self.request
+        assert request is not None and self.server is not None
+        if self._clientGone:
+            conn.release(True)
+            self._releaseSlot()
+            return
+        self.conn = conn
+        self._state = _SENT
+        self._applyRequestRules(request)
+        self._connWrite = conn.transport.write  # type: ignore[union-attr]
+        conn.startExchange(self, self._buildHead(request), request.method == b"HEAD")
+        transport = self.transport
+        assert transport is not None
+        transport.registerProducer(conn.transport, True)  # type: ignore[attr-defined]
+        if not self._bodyDone:
+            conn.transport.registerProducer(transport, True)  # type: ignore[union-attr]
+            buf, self._buf = self._buf, b""
+            if buf:
+                self._requestBody(buf)
+        transport.resumeProducing()  # type: ignore[attr-defined]
+
+    def _applyRequestRules(self, request: Request) -> None:
+        for rules in (self.frontend.requestRules, getattr(self._rules, "requestRules", ())):
+            for rule in rules:
+                rule.applyToRequest(request, self)
+        persistence = self.backend.persistence if self.backend is not None else None
+        rewrite = getattr(persistence, "rewriteRequest", None)
+        if rewrite is not None:
+            rewrite(self.backend, request, self.context)
+
+    def _requestBody(self, data: bytes) -> None:
+        remaining = self._bodyRemaining
+        if remaining > 0:
+            n = len(data)
+            if n <= remaining:
+                self._bodyRemaining = remaining - n
+                self._bytesIn += n
+                self._connWrite(data)
+                if n == remaining:
+                    self._requestBodyDone(b"")
+                return
+            self._bytesIn += remaining
+            self._connWrite(data[:remaining])
+            self._bodyRemaining = 0
+            self._requestBodyDone(data[remaining:])
+            return
+        framer = self._bodyFramer
+        assert framer is not None
+        try:
+            n = framer.feed(data)
+        except BadMessage as e:
+            self._termination = "CR"
+            _log.info("{client}: bad request body: {why}", client=_formatAddress(self.client), why=str(e))
+            self.abortExchange("CR")
+            return
+        self._bytesIn += n
+        self._connWrite(data if n == len(data) else data[:n])
+        if framer.done:
+            self._requestBodyDone(data[n:])
+
+    def _requestBodyDone(self, rest: bytes) -> None:
+        self._bodyDone = True
+        conn = self.conn
+        if conn is not None and conn.transport is not None:
+            conn.transport.unregisterProducer()  # type: ignore[attr-defined]
+        if rest:
+            self._buf = rest
+        if self._state == _HEAD:
+            # the response already finished: go on with the next request
+            self._nextRequest()
+
+    # -- response --------------------------------------------------------
+
+    def interimResponse(self, response: Response) -> None:
+        """A 1xx response (e.g. 100 Continue): pass it on."""
+        self._write(self._responseHeadBytes(response, interim=True))
+
+    def responseHead(self, conn: HTTPServerProtocol, response: Response, framing: int, tunnel: bool = False) -> None:
+        """The server's final response head arrived: pass it on."""
+        self._tr = self.reactor.seconds()
+        self._responseStarted = True
+        code = self._status = response.code
+        server = self.server
+        assert server is not None
+        responses = getattr(server, "responses", None)
+        key = "2xx" if 200 <= code < 300 else "3xx" if 300 <= code < 400 else "4xx" if 400 <= code < 500 else "5xx" if 500 <= code < 600 else "1xx" if code < 200 else "other"
+        if responses is None:
+            responses = server.responses = {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0, "other": 0}  # type: ignore[attr-defined]
+        responses[key] += 1
+        self.factory.responses[key] += 1
+        if code >= 500:
+            server.observe(False, f"Layer7 wrong status, code: {code}")
+        if framing == UNTIL_CLOSE:
+            self._closeAfter = True
+        if tunnel:
+            self._state = _TUNNEL
+            self._tunnel = True
+            transport = self.transport
+            assert transport is not None and conn.transport is not None
+            if conn.transport.producer is None:  # type: ignore[attr-defined]
+                conn.transport.registerProducer(transport, True)  # type: ignore[attr-defined]
+            self._connWrite = conn.transport.write
+            buf, self._buf = self._buf, b""
+            self._write(self._responseHeadBytes(response, tunnel=True))
+            if buf:
+                self._connWrite(buf)
+            return
+        self._applyResponseRules(response)
+        self._write(self._responseHeadBytes(response))
+
+    def _applyResponseRules(self, response: Response) -> None:
+        persistence = self.backend.persistence if self.backend is not None else None
+        rewrite = getattr(persistence, "rewriteResponse", None)
+        if rewrite is not None:
+            rewrite(self.backend, self.server, response, self.context)
+        for rules in (getattr(self._rules, "responseRules", ()), self.frontend.responseRules):
+            for rule in rules:
+                rule.applyToResponse(response, self)
+
+    def _responseHeadBytes(self, response: Response, interim: bool = False, tunnel: bool = False) -> bytes:
+        headers = response.headers
+        tokens = _connectionTokens(headers)
+        out = [b"HTTP/1.1 %d " % response.code, response.reason, b"\r\n"]
+        append = out.append
+        for name, value in headers:
+            lower = name.lower()
+            if lower in _HOP or lower in tokens:
+                if lower == b"transfer-encoding" and not interim:
+                    pass  # the body is passed on in its own framing
+                elif tunnel and lower == b"upgrade":
+                    pass
+                else:
+                    continue
+            append(name)
+            append(b": ")
+            append(value)
+            append(b"\r\n")
+        if tunnel:
+            append(b"Connection: Upgrade\r\n")
+        elif not interim:
+            if self._closeAfter:
+                append(b"Connection: close\r\n")
+            elif self.request is not None and self.request.version == b"HTTP/1.0":
+                append(b"Connection: keep-alive\r\n")
+        append(b"\r\n")
+        return b"".join(out)
+
+    def responseDone(self, conn: HTTPServerProtocol) -> None:
+        """The whole response went to the client."""
+        self._bytesOut = conn.bytes
+        reusable = self._bodyDone
+        if not reusable:
+            # The server answered before the request body was complete: the
+            # client connection cannot be trusted to frame the next request.
+            self._closeAfter = True
+        self._endExchange(reusable)
+        if self._closeAfter:
+            self._closeClient()
+        else:
+            self._nextRequest()
+
+    def _nextRequest(self) -> None:
+        if not self._bodyDone:
+            self._state = _HEAD  # body still arriving: finish it, then parse
+            return
+        self._state = _HEAD
+        self._since = self.reactor.seconds()
+        transport = self.transport
+        if transport is None:
+            return
+        transport.resumeProducing()  # type: ignore[attr-defined]
+        if self._buf:
+            self._parseHead()
+
+    def _endExchange(self, reusable: bool) -> None:
+        """Release the server connection and slot, and log the request."""
+        conn, self.conn = self.conn, None
+        transport = self.transport
+        if transport is not None and transport.producer is not None:  # type: ignore[attr-defined]
+            transport.unregisterProducer()  # type: ignore[attr-defined]
+        if conn is not None:
+            if conn.transport is not None and conn.transport.producer is not None:  # type: ignore[attr-defined]
+                conn.transport.unregisterProducer()  # type: ignore[attr-defined]
+            if conn.front is self:
+                conn.front = None
+            conn.release(reusable and not self._tunnel)
+        if self._waiting is not None:
+            waiting, self._waiting = self._waiting, None
+            waiting.cancel()
+        server = self.server
+        if server is not None and self._slotHeld:
+            server.bytesIn += self._bytesIn
+            server.bytesOut += self._bytesOut
+        self.factory.bytesIn += self._bytesIn
+        self.factory.bytesOut += self._bytesOut
+        self._releaseSlot()
+        self._log()
+        self.request = None
+
+    def _log(self) -> None:
+        now = self.reactor.seconds()
+        start = self._requestStart
+        request = self.request
+        server = self.server
+        backend = self.backend
+        ms = lambda a, b: int((b - a) * 1000) if a >= 0 and b >= 0 else -1  # noqa: E731
+        fields = dict(
+            client=_formatAddress(self.client),
+            date=time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime()),
+            frontend=self.frontend.name,
+            backend=backend.name if backend is not None else "-",
+            server=server.name if server is not None else "<NOSRV>",
+            TR=0,
+            Tw=ms(start, self._tw),
+            Tc=ms(self._tw, self._tc),
+            Tr=ms(self._tc, self._tr),
+            Ta=ms(start, now),
+            status=self._status,
+            bytes=self._bytesOut,
+            termination=self._termination,
+            retries=max(0, self._attempts - 1),
+            request=(b"%s %s %s" % (request.method, request.uri, request.version)).decode("latin-1")
+            if request is not None
+            else "-",
+        )
+        self.finished(fields)
+        self.factory.logAccess(fields)
+
+    # -- failures ----------------------------------------------------------
+
+    def serverFailed(self, conn: HTTPServerProtocol, reason: Union[Failure, BadMessage], sentNothing: bool) -> None:
+        """
+        The server connection broke, or sent garbage, before a response
+        head: retry elsewhere when that is safe, else answer 502.
+        """
+        request = self.request
+        if request is None or self._clientGone:
+            return
+        server = self.server
+        why = reason.getErrorMessage() if isinstance(reason, Failure) else str(reason)
+        if isinstance(reason, BadMessage):
+            _log.warn("{server}: invalid response: {why}", server=server.fullName if server else "-", why=why)
+        if server is not None:
+            server.observe(False, f"Layer7 invalid response: {why}")
+        canRetry = (
+            isinstance(reason, Failure)
+            and request.method in _IDEMPOTENT
+            and self._bodyRemaining == 0
+            and self._bodyFramer is None
+        )
+        self.conn = None
+        if conn.transport is not None:
+            conn.front = None
+            conn.abort()
+        transport = self.transport
+        if transport is not None and transport.producer is not None:  # type: ignore[attr-defined]
+            transport.unregisterProducer()  # type: ignore[attr-defined]
+        self._releaseSlot()
+        if canRetry and conn.reused:
+            # a kept-alive connection the server closed meanwhile: try again
+            self._attempts -= 1
+            assert server is not None
+            self._state = _WAIT
+            transport.pauseProducing()  # type: ignore[union-attr]
+            self._gotServerAgain(server)
+            return
+        if canRetry:
+            self._state = _WAIT
+            transport.pauseProducing()  # type: ignore[union-attr]
+            self._retryOrFail(502, "SH")
+            return
+        self._fail(502, "SH")
+
+    def _gotServerAgain(self, server: Server) -> None:
+        assert self.backend is not None and self.context is not None
+        if server.hasFreeSlot():
+            server.active += 1
+            self._slotHeld = True
+            self.server = server
+            self._attempts += 1
+            conn = HTTPServerProtocol(server, self.factory.pool)
+            waiting = self._waiting = connectServer(self.reactor, server, conn, self.backend.timeoutConnect)
+            waiting.addCallbacks(self._connected, self._connectFailed)
+        else:
+            self._retryOrFail(502, "SH")
+
+    def abortExchange(self, termination: str) -> None:
+        """Something broke mid-message: drop both connections."""
+        if self._termination == "--":
+            self._termination = termination
+        conn = self.conn
+        if conn is not None:
+            conn.front = None
+            conn.abort()
+        self._endExchange(reusable=False)
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+        self._state = _CLOSED
+
+    def tunnelEnded(self) -> None:
+        """The server side of a tunnel closed: close the client too."""
+        self._endExchange(reusable=False)
+        self._closeClient()
+
+    def _fail(self, status: int, termination: str) -> None:
+        """Answer with an error status (if nothing was sent yet) and close."""
+        self._termination = termination
+        self._status = status
+        if self._responseStarted:
+            self.abortExchange(termination)
+            return
+        self._releaseSlot()
+        body = _errorResponse(status)
+        self._bytesOut = len(body)
+        self.factory.responses["5xx" if status >= 500 else "4xx"] += 1
+        if self.transport is not None:
+            self._write(body)
+        self._endExchange(reusable=False)
+        self._closeClient()
+
+    def _reject(self, status: int, why: str) -> None:
+        """A malformed request: answer C{status}, log, close."""
+        _log.info(
+            "{frontend}: {client}: {status} {why}",
+            frontend=self.frontend.name, client=_formatAddress(self.client), status=status, why=why,
+        )
+        self._status = status
+        self._write(_errorResponse(status))
+        self.factory.responses["4xx" if status < 500 else "5xx"] += 1
+        self._closeClient()
+
+    def _closeClient(self) -> None:
+        self._state = _CLOSED
+        transport = self.transport
+        if transport is not None:
+            if transport.producer is not None:  # type: ignore[attr-defined]
+                transport.unregisterProducer()  # type: ignore[attr-defined]
+            transport.loseConnection()
+
+    # -- timeouts ----------------------------------------------------------
+
+    def _tickInterval(self) -> float:
+        f = self.frontend
+        return max(0.05, min(f.timeoutHttpRequest, f.timeoutClient, f.timeoutTunnel) / 4)
+
+    def _checkTimeouts(self) -> None:
+        self._tick = None
+        state = self._state
+        if state == _CLOSED:
+            return
+        now = self.reactor.seconds()
+        f = self.frontend
+        if state == _HEAD:
+            if now - self._since >= f.timeoutHttpRequest:
+                if self._buf:
+                    self._reject(408, "request head not complete in time")
+                else:
+                    self._closeClient()  # idle keep-alive connection
+                return
+        else:
+            conn = self.conn
+            moved = self._bytesIn + (conn.bytes if conn is not None else 0)
+            if moved != self._lastBytes:
+                self._lastBytes = moved
+                self._since = now
+            else:
+                idle = now - self._since
+                if state == _TUNNEL:
+                    if idle >= f.timeoutTunnel:
+                        self.abortExchange("cD")
+                        return
+                elif state == _SENT and self.backend is not None and idle >= self.backend.timeoutServer:
+                    if self._responseStarted:
+                        self.abortExchange("sD")
+                    else:
+                        if conn is not None:
+                            conn.front = None
+                            conn.abort()
+                        self.conn = None
+                        self._fail(504, "sH")
+                    return
+        self._tick = self.reactor.callLater(self._tickInterval(), self._checkTimeouts)
+
+    # -- hooks for subclasses ---------------------------------------------
+
+    def serverChosen(self, server: Server) -> None:
+        """Called when C{server} was chosen for the current request."""
+
+    def finished(self, fields: dict[str, Any]) -> None:
+        """Called once per request when it is over, with its log fields."""
+
+
+HTTPProxyFactory.protocol = HTTPFrontendProtocol

@@ -1,0 +1,70 @@
+# -*- test-case-name: tests.test_http -*-
+"""
+Header rules: add, set or delete request and response headers, per
+frontend or per route.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+from lbkit.http._parse import Request, Response
+
+__all__ = ["addHeader", "setHeader", "deleteHeader", "HeaderRule"]
+
+_Text = Union[str, bytes]
+
+
+def _b(value: _Text) -> bytes:
+    return value.encode("latin-1") if isinstance(value, str) else bytes(value)
+
+
+class HeaderRule:
+    """
+    One change to a message's headers: C{action} is C{"add"}, C{"set"} or
+    C{"delete"}.
+    """
+
+    def __init__(self, action: str, name: _Text, value: _Text = b"") -> None:
+        if action not in ("add", "set", "delete"):
+            raise ValueError(f"unknown header action {action!r}")
+        self.action = action
+        self.name = _b(name)
+        self.lower = self.name.lower()
+        self.value = _b(value)
+        if b"\r" in self.value or b"\n" in self.value:
+            raise ValueError("header values may not contain CR or LF")
+
+    def __repr__(self) -> str:
+        return f"<HeaderRule {self.action} {self.name!r}>"
+
+    def _apply(self, headers: list[list[bytes]]) -> list[list[bytes]]:
+        if self.action != "add":
+            headers = [h for h in headers if h[0].lower() != self.lower]
+        if self.action != "delete":
+            headers.append([self.name, self.value])
+        return headers
+
+    def applyToRequest(self, request: Request, proxy: Any) -> None:
+        """Change C{request}'s headers before it goes to the server."""
+        request.headers = self._apply(request.headers)
+        request._lower = None
+
+    def applyToResponse(self, response: Response, proxy: Any) -> None:
+        """Change C{response}'s headers before it goes to the client."""
+        response.headers = self._apply(response.headers)
+
+
+def addHeader(name: _Text, value: _Text) -> HeaderRule:
+    """Add a header (HAProxy's C{http-request add-header})."""
+    return HeaderRule("add", name, value)
+
+
+def setHeader(name: _Text, value: _Text) -> HeaderRule:
+    """Replace any headers of that name by one (C{set-header})."""
+    return HeaderRule("set", name, value)
+
+
+def deleteHeader(name: _Text) -> HeaderRule:
+    """Remove every header of that name (C{del-header})."""
+    return HeaderRule("delete", name)
