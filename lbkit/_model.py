@@ -121,6 +121,9 @@ class Context:
     frontend: str = ""
     request: Any = None
     tried: set[Server] = attrs.Factory(set)
+    #: Scratch space for policies (e.g. what a persistence strategy read
+    #: from the request, for its response rewriting).
+    notes: dict[str, Any] = attrs.Factory(dict)
 
 
 class Server:
@@ -369,6 +372,8 @@ class Backend:
         self._eligible: list[Server] = []
         self._recompute()
         self.noServerCount = 0
+        #: Clients whose sticky server could not take them, sent elsewhere.
+        self.redispatches = 0
 
     def __repr__(self) -> str:
         return f"<Backend {self.name} {len(self.servers)} servers>"
@@ -433,13 +438,14 @@ class Backend:
         tried = context.tried
         if self.persistence is not None:
             sticky = self.persistence.recall(self, context)
-            if (
-                sticky is not None
-                and (sticky.state is ServerState.UP or sticky.state is ServerState.DRAIN)
-                and sticky not in tried
-                and sticky.hasFreeSlot()
-            ):
-                return sticky
+            if sticky is not None:
+                if (
+                    (sticky.state is ServerState.UP or sticky.state is ServerState.DRAIN)
+                    and sticky not in tried
+                    and sticky.hasFreeSlot()
+                ):
+                    return sticky
+                self.redispatches += 1
         candidates = self._eligible
         if tried:
             candidates = [s for s in candidates if s not in tried]

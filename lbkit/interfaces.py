@@ -26,6 +26,7 @@ __all__ = [
     "IServerListener",
     "IListener",
     "IRequestMatcher",
+    "IHTTPPersistence",
 ]
 
 
@@ -172,4 +173,26 @@ class IRequestMatcher(Interface):
             C{path}, C{query}, C{headers}, C{header(name)}, C{host}.
         @param context: The client's address and frontend.
         @return: Whether the route applies.
+        """
+
+
+class IHTTPPersistence(IPersistence):
+    """
+    A persistence strategy that also rewrites http messages (cookies).
+
+    The http frontend calls L{rewriteRequest} just before a request goes to
+    its server and L{rewriteResponse} when the response head arrives, both
+    on the reactor thread.
+    """
+
+    def rewriteRequest(backend: Backend, request: Any, context: Context) -> None:
+        """
+        Change C{request} (an L{lbkit.http.Request}) before the server sees
+        it, e.g. strip the persistence cookie.
+        """
+
+    def rewriteResponse(backend: Backend, server: Server, response: Any, context: Context) -> None:
+        """
+        Change C{response} (an L{lbkit.http.Response}) before the client
+        sees it, e.g. insert a C{Set-Cookie}.
         """
