@@ -190,12 +190,20 @@ class Server:
         self.bytesIn = 0
         self.bytesOut = 0
         self.lastChange = 0.0
+        #: http mode: requests answered, and responses by status class.
+        self.requests = 0
+        self.responses = {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0, "other": 0}
         #: 0.0-1.0 while in slow start (set by the health monitor), else 1.0.
         self.rampFactor = 1.0
         #: Live sessions on this server; each has an C{abortSession()} method
         #: (used to shut sessions down when the server is marked DOWN).
         self.sessions: set[Any] = set()
         self._observers: list[Callable[[Server, bool, str], None]] = []
+        #: Whether the health monitor probes this server (the admin API
+        #: can pause checks).
+        self.checkEnabled = True
+        #: The last health-check result (set by the monitor), or L{None}.
+        self.lastCheck: Any = None
 
     def __repr__(self) -> str:
         return f"<Server {self.name} {self.address} {self.state.value}>"
@@ -251,6 +259,19 @@ class Server:
         """
         self._observers.append(observer)
 
+    def removeObserver(self, observer: Callable[[Server, bool, str], None]) -> None:
+        """Unsubscribe an observer added with L{addObserver}."""
+        self._observers.remove(observer)
+
+    def setRampFactor(self, factor: float) -> None:
+        """
+        Set the slow-start factor (0.0-1.0) that scales L{effectiveWeight};
+        listeners are told as of a weight change.
+        """
+        self.rampFactor = min(1.0, max(0.0, float(factor)))
+        for listener in list(self._listeners):
+            listener.weightChanged(self, self.weight, self.weight)
+
     def observe(self, ok: bool, reason: str = "") -> None:
         """
         Report one outcome of live traffic; called by the proxies.
@@ -279,7 +300,7 @@ class Server:
         """
         Change the weight at run time (0 to 256); listeners are told.
         """
-        if not isinstance(weight, int) or not 0 <= weight <= 256:
+        if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= 256:
             raise ValueError(f"weight must be an integer from 0 to 256, not {weight!r}")
         old, self.weight = self.weight, weight
         if old != weight:

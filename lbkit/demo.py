@@ -47,6 +47,9 @@ class HelloServer:
         self.name = name
         self.endpoint = endpoint
 
+    def __repr__(self) -> str:
+        return f"<demo.HelloServer {self.name} {self.endpoint}>"
+
     def backends(self) -> Sequence[Any]:
         return []
 

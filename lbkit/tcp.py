@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 from twisted.application.service import IService
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.error import ConnectionDone
+from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -104,6 +105,7 @@ class Frontend:
         self.acceptProxy = acceptProxy
         self.log = log
         self.factory = factory or TCPProxyFactory
+        self.factories: list[TCPProxyFactory] = []
         if not (isinstance(self.factory, type) and issubclass(self.factory, TCPProxyFactory)):
             raise ConfigError(f"frontend {endpoint!r}: factory must be a TCPProxyFactory subclass")
 
@@ -115,7 +117,9 @@ class Frontend:
 
     def buildFactory(self, reactor: Any) -> TCPProxyFactory:
         """The factory that serves this frontend's connections."""
-        return self.factory(self, reactor)
+        factory = self.factory(self, reactor)
+        self.factories.append(factory)
+        return factory
 
     def makeService(self, reactor: Any) -> IService:
         from lbkit.service import ListeningService
@@ -212,12 +216,13 @@ class TCPFrontendProtocol(Protocol):
         self._parser: Any = None
         self._waiting: Deferred[Any] | None = None
         self._idleCall: Any = None
-        self._idleBytes = -1
+        self._idleBytes = 0
         self._closed = False
         self._clientEOF = False
         self._serverEOF = False
-        self._serverAddress: IAddress | None = None
+        self._destination: IAddress | None = None
         self._tq = self._tc = -1.0
+        self._tw = 0.0
         self._slotHeld = False
         self._abortCall: Any = None
         self._clientGone = False
@@ -279,6 +284,7 @@ class TCPFrontendProtocol(Protocol):
         assert self.context is not None
         if info.source is not None:
             self.context.client = info.source
+            self._destination = info.destination
         self.transport.pauseProducing()  # type: ignore[union-attr]
         if info.rest:
             self.bytes += len(info.rest)
@@ -322,24 +328,42 @@ class TCPFrontendProtocol(Protocol):
         try:
             server = self.backend.tryAcquire(self.context)
         except NoServerAvailable:
+            self.backend.noServerCount += 1
             self._giveUp("SC")
             return
         if server is None:
             self._tq = self.reactor.seconds()
             waiting = self._waiting = self.backend.enqueue(self.context, self.reactor)
-            waiting.addCallbacks(self._dequeued, self._queueFailed)
+            waiting.addCallbacks(self._dequeued, self._queueFailed).addErrback(self._internalError)
             return
         self._connect(server)
 
     def _dequeued(self, server: Server) -> None:
         self._waiting = None
+        self._tw = self.reactor.seconds() - self._tq
         self._connect(server)
 
     def _queueFailed(self, reason: Failure) -> None:
         self._waiting = None
+        self._tw = self.reactor.seconds() - self._tq
         if reason.check(CancelledError):
             return
         self._giveUp("sQ" if reason.check(QueueTimeout) else "SC")
+
+    def _internalError(self, reason: Failure) -> None:
+        """
+        Something raised while choosing or connecting (e.g. a subclass
+        hook): log it and abort the connection rather than leave it hanging.
+        """
+        _log.failure(
+            "{frontend}: internal error handling {client}",
+            reason,
+            frontend=self.factory.frontend.name,
+            client=_formatAddress(self.context.client if self.context else None),
+        )
+        if self.termination == "--":
+            self.termination = "IC"
+        self._abortBoth()
 
     def _giveUp(self, termination: str) -> None:
         self.termination = termination
@@ -355,7 +379,7 @@ class TCPFrontendProtocol(Protocol):
         self._slotHeld = True
         peer = self.serverProtocol(self)
         waiting = self._waiting = connectServer(self.reactor, server, peer, self.backend.timeoutConnect)
-        waiting.addCallbacks(self._connected, self._connectFailed)
+        waiting.addCallbacks(self._connected, self._connectFailed).addErrback(self._internalError)
 
     def _connectFailed(self, reason: Failure) -> None:
         self._waiting = None
@@ -366,9 +390,10 @@ class TCPFrontendProtocol(Protocol):
         if reason.check(CancelledError):
             return
         server.connectFailures += 1
+        server.observe(False, f"Layer4 connection problem: {reason.getErrorMessage()}")
         _log.debug("{server}: connect failed: {why}", server=server.fullName, why=reason.getErrorMessage())
         if self.attempts > self.backend.retries:
-            self._giveUp("sC" if reason.check(TimeoutError) else "SC")
+            self._giveUp("sC" if reason.check(TimeoutError, ConnectTimeoutError) else "SC")
             return
         server.retries += 1
         if not [s for s in self.backend.eligible() if s not in self.context.tried]:
@@ -389,14 +414,17 @@ class TCPFrontendProtocol(Protocol):
 
             assert self.context is not None
             fmt = formatV1 if server.sendProxy == 1 else formatV2
-            serverTransport.write(fmt(self.context.client, self.transport.getHost()))  # type: ignore[arg-type]
+            destination = self._destination or self.transport.getHost()
+            serverTransport.write(fmt(self.context.client, destination))  # type: ignore[arg-type]
+        server.sessions.add(self)
+        server.observe(True)
+        self.serverConnected(server, peer)
         if self._pending:
             serverTransport.writeSequence(self._pending)
             self._pending = []
         self._peerWrite = serverTransport.write
         serverTransport.registerProducer(self.transport, True)  # type: ignore[attr-defined]
         self.transport.registerProducer(serverTransport, True)  # type: ignore[attr-defined]
-        self.serverConnected(server, peer)
         if self._pendingEOF:
             serverTransport.unregisterProducer()  # type: ignore[attr-defined]
             _halfClose(serverTransport)
@@ -482,6 +510,17 @@ class TCPFrontendProtocol(Protocol):
             if transport is not None:
                 transport.abortConnection()  # type: ignore[attr-defined]
 
+    def abortSession(self) -> None:
+        """
+        Kill this session now: abort both connections, discarding what is
+        buffered (used when its server is taken down with its sessions).
+        """
+        if self.termination == "--":
+            self.termination = "SK"
+        if self._abortCall is not None:
+            self._abortCall.cancel()
+        self._abortBoth()
+
     def _maybeStopAbortTimer(self) -> None:
         if self._abortCall is not None and self._clientGone and self._serverGone:
             self._abortCall.cancel()
@@ -495,13 +534,15 @@ class TCPFrontendProtocol(Protocol):
         bytesOut = peer.bytes if peer is not None else 0
         factory.bytesIn += self.bytes
         factory.bytesOut += bytesOut
+        if server is not None:
+            server.sessions.discard(self)
         if server is not None and self._slotHeld:
             self._slotHeld = False
             server.bytesIn += self.bytes
             server.bytesOut += bytesOut
             self.backend.release(server)
         now = self.reactor.seconds()
-        tw = int((self._tc - self._tq) * 1000) if self._tq >= 0 and self._tc >= 0 else 0
+        tw = int(self._tw * 1000)
         fields = dict(
             client=_formatAddress(self.context.client if self.context else None),
             date=time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime(self.acceptTime))

@@ -30,6 +30,7 @@ CHUNKED = -1
 UNTIL_CLOSE = -2
 
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_HEX = re.compile(rb"^[0-9A-Fa-f]{1,16}$")
 _VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
 
 
@@ -284,18 +285,18 @@ class ChunkedFramer:
                 if len(self._line) > 4096:
                     raise BadMessage("chunk line too long")
                 return n
-            line = self._line + data[i:end]
+            line = self._line + data[i:end] if self._line else data[i:end]
             self._line = b""
             i = end + 1
-            line = line.rstrip(b"\r")
+            if line[-1:] != b"\r":
+                raise BadMessage("bare LF in chunked body")
+            line = line[:-1]
             if state == 0:
-                size = line.split(b";", 1)[0].strip()
-                try:
-                    if not size or len(size) > 16:
-                        raise ValueError
-                    self._remaining = int(size, 16)
-                except ValueError:
-                    raise BadMessage(f"malformed chunk size {size[:20]!r}") from None
+                # strictly hex digits (int() would take "0x", "_", "+", "-")
+                size = line.split(b";", 1)[0].rstrip(b" \t")
+                if not _HEX.match(size):
+                    raise BadMessage(f"malformed chunk size {size[:20]!r}")
+                self._remaining = int(size, 16)
                 self._state = 3 if self._remaining == 0 else 1
             elif state == 2:
                 if line:

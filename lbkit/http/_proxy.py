@@ -66,6 +66,7 @@ _HOP = frozenset(
         b"upgrade",
     ]
 )
+_CODE_CLASS = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
 _IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"])
 _REASONS = {
     400: b"Bad Request",
@@ -133,6 +134,11 @@ class HTTPProxyFactory(Factory):
         self.frontend = frontend
         self.reactor = reactor
         self.pool = ConnectionPool(reactor, frontend.maxIdlePerServer, frontend.poolIdleTimeout)
+        timeouts = [frontend.timeoutHttpRequest, frontend.timeoutClient, frontend.timeoutTunnel]
+        timeouts += [b.timeoutServer for b in frontend.backends()]
+        #: How often each connection checks its timeouts: a quarter of the
+        #: smallest, so a timeout fires at most 25% late.
+        self.tickInterval = max(0.05, min(timeouts) / 4)
         self.current = 0
         self.total = 0
         self.requests = 0
@@ -315,6 +321,9 @@ class HTTPServerProtocol(Protocol):
         self.front = None
         if reusable and self._reusable and not self._closing and self.connected:
             self.reused = True
+            # a slow client may have paused us: an idle connection must read
+            # (to notice the server closing) and the next exchange needs it
+            self.transport.resumeProducing()  # type: ignore[union-attr]
             self.pool.put(self)
         else:
             self.close()
@@ -381,6 +390,7 @@ class HTTPFrontendProtocol(Protocol):
         self._rules: Any = None
         self._tunnel = False
         self._clientGone = False
+        self._hasBody = False
 
     # -- connection ------------------------------------------------------
 
@@ -462,6 +472,7 @@ class HTTPFrontendProtocol(Protocol):
         self._bodyRemaining = framing
         self._bodyFramer = ChunkedFramer() if framing == CHUNKED else None
         self._bodyDone = framing == 0
+        self._hasBody = framing != 0
         self._status = 0
         self._bytesOut = 0
         self._termination = "--"
@@ -700,14 +711,17 @@ class HTTPFrontendProtocol(Protocol):
         code = self._status = response.code
         server = self.server
         assert server is not None
-        responses = getattr(server, "responses", None)
-        key = "2xx" if 200 <= code < 300 else "3xx" if 300 <= code < 400 else "4xx" if 400 <= code < 500 else "5xx" if 500 <= code < 600 else "1xx" if code < 200 else "other"
-        if responses is None:
-            responses = server.responses = {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0, "other": 0}  # type: ignore[attr-defined]
-        responses[key] += 1
+        key = _CODE_CLASS[code // 100] if code < 600 else "other"
+        server.responses[key] += 1
+        server.requests += 1
         self.factory.responses[key] += 1
-        if code >= 500:
-            server.observe(False, f"Layer7 wrong status, code: {code}")
+        if server._observers:
+            # passive health: 5xx counts against the server (501 and 505
+            # are the client's doing), anything else for it
+            if code >= 500 and code != 501 and code != 505:
+                server.observe(False, f"Layer7 wrong status, code: {code}")
+            else:
+                server.observe(True, "")
         if framing == UNTIL_CLOSE:
             self._closeAfter = True
         if tunnel:
@@ -719,12 +733,16 @@ class HTTPFrontendProtocol(Protocol):
                 conn.transport.registerProducer(transport, True)  # type: ignore[attr-defined]
             self._connWrite = conn.transport.write
             buf, self._buf = self._buf, b""
-            self._write(self._responseHeadBytes(response, tunnel=True))
+            data = self._responseHeadBytes(response, tunnel=True)
+            conn.bytes += len(data)
+            self._write(data)
             if buf:
                 self._connWrite(buf)
             return
         self._applyResponseRules(response)
-        self._write(self._responseHeadBytes(response))
+        data = self._responseHeadBytes(response)
+        conn.bytes += len(data)
+        self._write(data)
 
     def _applyResponseRules(self, response: Response) -> None:
         persistence = self.backend.persistence if self.backend is not None else None
@@ -863,8 +881,7 @@ class HTTPFrontendProtocol(Protocol):
         canRetry = (
             isinstance(reason, Failure)
             and request.method in _IDEMPOTENT
-            and self._bodyRemaining == 0
-            and self._bodyFramer is None
+            and not self._hasBody  # a body already sent cannot be sent again
         )
         self.conn = None
         if conn.transport is not None:
@@ -958,8 +975,7 @@ class HTTPFrontendProtocol(Protocol):
     # -- timeouts ----------------------------------------------------------
 
     def _tickInterval(self) -> float:
-        f = self.frontend
-        return max(0.05, min(f.timeoutHttpRequest, f.timeoutClient, f.timeoutTunnel) / 4)
+        return self.factory.tickInterval
 
     def _checkTimeouts(self) -> None:
         self._tick = None

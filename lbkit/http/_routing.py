@@ -47,9 +47,20 @@ class Route:
 
     @ivar matcher: An L{IRequestMatcher}.
     @ivar backend: The L{Backend}.
+    @ivar requestRules: Header rules (L{lbkit.http.setHeader} and friends)
+        for the requests this route takes, after the frontend's.
+    @ivar responseRules: Header rules for their responses, before the
+        frontend's.
     """
 
-    def __init__(self, matcher: IRequestMatcher, backend: Backend) -> None:
+    def __init__(
+        self,
+        matcher: IRequestMatcher,
+        backend: Backend,
+        *,
+        requestRules: Sequence[Any] = (),
+        responseRules: Sequence[Any] = (),
+    ) -> None:
         self.definedAt = definedAt()
         if not IRequestMatcher.providedBy(matcher):
             raise ConfigError(f"Route: {matcher!r} does not provide IRequestMatcher")
@@ -57,6 +68,8 @@ class Route:
             raise ConfigError(f"Route: backend must be an lbkit.Backend, not {backend!r}")
         self.matcher = matcher
         self.backend = backend
+        self.requestRules = list(requestRules)
+        self.responseRules = list(responseRules)
 
     def __repr__(self) -> str:
         return f"<Route {self.matcher!r} -> {self.backend.name}>"

@@ -6,6 +6,7 @@ frontend or per route.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Union
 
 from lbkit.http._parse import Request, Response
@@ -13,6 +14,7 @@ from lbkit.http._parse import Request, Response
 __all__ = ["addHeader", "setHeader", "deleteHeader", "HeaderRule"]
 
 _Text = Union[str, bytes]
+_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
 def _b(value: _Text) -> bytes:
@@ -30,6 +32,8 @@ class HeaderRule:
             raise ValueError(f"unknown header action {action!r}")
         self.action = action
         self.name = _b(name)
+        if not _TOKEN.match(self.name):
+            raise ValueError(f"header name {self.name!r} is not a token")
         self.lower = self.name.lower()
         self.value = _b(value)
         if b"\r" in self.value or b"\n" in self.value:

@@ -1,0 +1,165 @@
+# -*- test-case-name: tests.test_stats_admin -*-
+"""
+The admin API's policy: who may change things (L{Admin}), and the changes
+themselves (L{runAction}), shared by the HTTP routes and the command socket.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+from typing import Any, Mapping
+
+from lbkit._model import Server, ServerState
+from lbkit.error import ConfigError
+
+__all__ = ["Admin"]
+
+#: Actions accepted by L{runAction}, and the state each one sets.
+STATE_ACTIONS = {
+    "ready": ServerState.UP,
+    "drain": ServerState.DRAIN,
+    "maint": ServerState.MAINT,
+}
+ACTIONS = (*STATE_ACTIONS, "weight", "enable-health", "disable-health")
+
+
+class AdminError(Exception):
+    """
+    An admin request that cannot be carried out.
+
+    @ivar code: The HTTP status that says why (400 or 404).
+    """
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Admin:
+    """
+    Turns on the admin API of a L{lbkit.stats.Page}: the C{/admin/} page
+    with buttons and the C{POST /admin/server} route, both behind HTTP basic
+    authentication.
+
+    @param users: User name to password.  Passwords are compared in
+        constant time (L{hmac.compare_digest}), and so is a user name that
+        does not exist.
+    @param realm: The basic-auth realm browsers show.
+    """
+
+    def __init__(self, users: Mapping[str, str], realm: str = "lbkit") -> None:
+        if not isinstance(users, Mapping) or not users:
+            raise ConfigError("stats.Admin: users must be a non-empty dict of name to password")
+        for name, password in users.items():
+            if not isinstance(name, str) or not name or ":" in name:
+                raise ConfigError(f"stats.Admin: bad user name {name!r} (non-empty, no ':')")
+            if not isinstance(password, str) or not password:
+                raise ConfigError(f"stats.Admin: user {name!r} needs a non-empty password")
+        if not isinstance(realm, str) or '"' in realm:
+            raise ConfigError(f"stats.Admin: bad realm {realm!r}")
+        self._users = {name.encode("utf-8"): password.encode("utf-8") for name, password in users.items()}
+        self.realm = realm
+        self._key = os.urandom(32)
+
+    def __repr__(self) -> str:
+        return f"<stats.Admin users={sorted(n.decode() for n in self._users)}>"
+
+    def checkPassword(self, user: bytes, password: bytes) -> bool:
+        """
+        Whether C{user} and C{password} match, in time that depends on
+        neither.
+        """
+        expected = self._users.get(user)
+        known = expected is not None
+        if expected is None:
+            expected = self._key  # compare against something all the same
+        ok = hmac.compare_digest(hashlib.sha256(password).digest(), hashlib.sha256(expected).digest())
+        return ok and known
+
+    def authenticate(self, authorization: bytes | None) -> str | None:
+        """
+        The user an C{Authorization} header proves, or L{None}.
+        """
+        if not authorization:
+            return None
+        scheme, _, encoded = authorization.strip().partition(b" ")
+        if scheme.lower() != b"basic":
+            return None
+        try:
+            decoded = base64.b64decode(encoded.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        user, sep, password = decoded.partition(b":")
+        if not sep or not self.checkPassword(user, password):
+            return None
+        return user.decode("utf-8", "replace")
+
+    def challenge(self) -> bytes:
+        """The C{WWW-Authenticate} header value of a 401 answer."""
+        return f'Basic realm="{self.realm}", charset="UTF-8"'.encode()
+
+    def token(self, user: str) -> str:
+        """
+        The anti-CSRF token the admin page puts in its forms for C{user}
+        (valid until the process restarts).
+        """
+        return hmac.new(self._key, b"csrf:" + user.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def checkToken(self, user: str, token: str) -> bool:
+        """Whether C{token} is L{token}C{(user)}, compared in constant time."""
+        return hmac.compare_digest(self.token(user).encode(), token.encode("utf-8", "replace"))
+
+
+def runAction(
+    collector: Any, user: str, via: str, backendName: str, serverName: str, action: str, weight: str | None = None
+) -> Server:
+    """
+    Change one server at run time and log it, with C{user}, on the
+    C{lbkit.admin} logger.
+
+    @param collector: The page's L{lbkit.stats._collect.Collector}.
+    @param via: How the request came (C{"http 127.0.0.1"}, C{"socket uid 0"}).
+    @param action: One of L{ACTIONS}.
+    @param weight: With C{"weight"}: the new weight, 0-256, as text.
+    @raise AdminError: on an unknown server, action or bad weight.
+    """
+    server = collector.findServer(backendName, serverName)
+    if server is None:
+        raise AdminError(404, f"no server {serverName!r} in backend {backendName!r}")
+    detail = ""
+    if action in STATE_ACTIONS:
+        new = STATE_ACTIONS[action]
+        detail = f"state {server.state.value} -> {new.value}"
+        from lbkit.health import monitorFor
+
+        monitor = monitorFor(server)
+        reason = f"set by {user} ({via})"
+        if monitor is not None:
+            # the monitor keeps the health state and restores it on "ready"
+            monitor.setAdmin(None if new is ServerState.UP else new, reason)
+        else:
+            server.setState(new, reason, collector.now())
+    elif action == "weight":
+        try:
+            value = int(weight if weight is not None else "")
+        except ValueError:
+            raise AdminError(400, f"weight must be an integer from 0 to 256, not {weight!r}") from None
+        if not 0 <= value <= 256:
+            raise AdminError(400, f"weight must be an integer from 0 to 256, not {value}")
+        detail = f"weight {server.weight} -> {value}"
+        server.setWeight(value)
+    elif action in ("enable-health", "disable-health"):
+        enabled = action == "enable-health"
+        detail = f"health check {'enabled' if enabled else 'disabled'}"
+        server.checkEnabled = enabled  # type: ignore[attr-defined]
+    else:
+        raise AdminError(400, f"unknown action {action!r}; expected one of {', '.join(ACTIONS)}")
+    collector.log.info(
+        "admin: {user} ({via}) changed {server}: {detail}",
+        user=user, via=via, server=server.fullName, detail=detail, action=action,
+    )
+    return server  # type: ignore[no-any-return]

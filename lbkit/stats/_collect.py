@@ -1,0 +1,328 @@
+# -*- test-case-name: tests.test_stats -*-
+"""
+Reading the live objects of a running balancer into plain data: the one
+place that knows where every counter lives.  The HTML page, C{/stats.json},
+C{/metrics} and the command socket all render what L{Collector.snapshot}
+returns; its shape is documented in docs/stats.md.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any, Iterable, Sequence
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from lbkit._model import Backend, Server, ServerState
+from lbkit.interfaces import IServerListener
+
+__all__: list[str] = []
+
+#: The version of the C{/stats.json} schema; raised on incompatible changes.
+SCHEMA_VERSION = 1
+
+#: The keys of C{server.responses} (http mode), in display order.
+RESPONSE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
+
+
+class _RateMeter:
+    """
+    Per-second rates of ever-growing counters, sampled whenever they are
+    read (no timer): the rate is the growth since the newest sample at least
+    C{window} seconds old (or the oldest one kept).
+
+    @ivar window: Seconds the rates average over.
+    """
+
+    def __init__(self, window: float = 10.0) -> None:
+        self.window = window
+        self._samples: dict[tuple[int, str], deque[tuple[float, int]]] = {}
+
+    def rate(self, owner: object, counter: str, now: float, value: int) -> float:
+        samples = self._samples.setdefault((id(owner), counter), deque())
+        if not samples or now - samples[-1][0] >= 1.0:
+            samples.append((now, value))
+        while len(samples) > 2 and now - samples[1][0] >= self.window:
+            samples.popleft()
+        then, old = samples[0]
+        if now - then < 0.5:
+            return 0.0
+        return max(0.0, (value - old) / (now - then))
+
+
+def _sumAttr(objects: Iterable[Any], name: str) -> int | None:
+    """The sum of attribute C{name} over C{objects}; L{None} if none has it."""
+    found = False
+    total = 0
+    for obj in objects:
+        value = getattr(obj, name, None)
+        if value is not None:
+            found = True
+            total += value
+    return total if found else None
+
+
+def _responses(*sources: Any) -> dict[str, int] | None:
+    """
+    The response counts by class (http mode) of the first source that has
+    a C{responses} dict, or the sum over C{sources[1:]} when only those do;
+    L{None} in tcp mode.
+    """
+    counts: dict[str, int] | None = None
+    for source in sources:
+        got = getattr(source, "responses", None)
+        if isinstance(got, dict) and any(got.values()):
+            if counts is None:
+                counts = {key: 0 for key in RESPONSE_CLASSES}
+            for key, value in got.items():
+                counts[key] = counts.get(key, 0) + int(value)
+            if source is sources[0]:
+                break
+    return counts
+
+
+def _lastCheck(last: Any) -> dict[str, Any]:
+    """
+    The C{last}, C{status} and C{durationMs} of a check result: the health
+    monitor's dict (C{status}, C{reason}, C{durationMs}) or plain text.
+    """
+    if last is None:
+        return {"last": None, "status": None, "durationMs": None}
+    if isinstance(last, dict):
+        status = last.get("status")
+        duration = last.get("durationMs")
+        text = str(last.get("reason") or status or "")
+        if duration is not None:
+            text += f" in {duration}ms"
+        return {"last": text, "status": status, "durationMs": duration}
+    return {"last": str(last), "status": None, "durationMs": None}
+
+
+def frontendsOf(listen: Sequence[Any]) -> list[Any]:
+    """The items of a C{listen} list that send traffic to backends."""
+    return [item for item in listen if list(item.backends())]
+
+
+def backendsOf(listen: Sequence[Any]) -> list[Backend]:
+    """Every backend of a C{listen} list, once each, in first-seen order."""
+    found: dict[int, Backend] = {}
+    for item in listen:
+        for backend in item.backends():
+            found.setdefault(id(backend), backend)
+    return list(found.values())
+
+
+def modeOf(frontend: Any) -> str:
+    """C{"tcp"}, C{"http"} or the frontend's own C{mode} attribute."""
+    mode = getattr(frontend, "mode", None)
+    if isinstance(mode, str):
+        return mode
+    parts = type(frontend).__module__.split(".")
+    if len(parts) > 1 and parts[0] == "lbkit" and parts[1] in ("tcp", "http"):
+        return parts[1]
+    return "other"
+
+
+@implementer(IServerListener)
+class Collector:
+    """
+    Finds the frontends, backends and servers of a C{listen} list and reads
+    their live counters.  It subscribes to every backend to learn when each
+    server changed state.
+
+    @ivar listen: The bound C{listen} list.
+    @ivar clock: Supplies C{seconds()}; set by the page when it starts.
+    @ivar log: Where run-time changes are logged (namespace
+        C{lbkit.admin}); replaceable in tests.
+    """
+
+    def __init__(self) -> None:
+        self.listen: list[Any] = []
+        self.clock: Any = None
+        self.log = Logger(namespace="lbkit.admin")
+        self.bound = False
+        self._since: dict[int, float] = {}
+        self._rates = _RateMeter()
+        self._started = time.time()
+        self._subscribed: set[int] = set()
+
+    # -- wiring -----------------------------------------------------------
+
+    def bind(self, listen: Sequence[Any]) -> None:
+        """Show what C{listen} declares; may be called again to replace it."""
+        self.listen = list(listen)
+        self.bound = True
+        for backend in backendsOf(self.listen):
+            if id(backend) not in self._subscribed:
+                self._subscribed.add(id(backend))
+                backend.addListener(self)
+
+    def start(self, clock: Any) -> None:
+        """Start measuring time with C{clock}."""
+        self.clock = clock
+        self._started = clock.seconds()
+
+    def now(self) -> float:
+        return float(self.clock.seconds()) if self.clock is not None else time.time()
+
+    def stateChanged(self, server: Server, old: ServerState, new: ServerState, reason: str) -> None:
+        self._since[id(server)] = self.now()
+
+    def weightChanged(self, server: Server, old: int, new: int) -> None:
+        pass
+
+    # -- finding ----------------------------------------------------------
+
+    def frontends(self) -> list[Any]:
+        return frontendsOf(self.listen)
+
+    def backends(self) -> list[Backend]:
+        return backendsOf(self.listen)
+
+    def findServer(self, backendName: str, serverName: str) -> Server | None:
+        """The server called C{serverName} in the backend C{backendName}."""
+        for backend in self.backends():
+            if backend.name == backendName:
+                for server in backend.servers:
+                    if server.name == serverName:
+                        return server
+        return None
+
+    # -- reading ----------------------------------------------------------
+
+    def _stateSince(self, server: Server) -> float:
+        since = self._since.get(id(server))
+        if since is None:
+            since = server.lastChange if server.lastChange > 0 else self._started
+        return since
+
+    def server(self, server: Server, now: float | None = None) -> dict[str, Any]:
+        """One server's row (docs/stats.md, "server object")."""
+        if now is None:
+            now = self.now()
+        requests = getattr(server, "requests", None) or None
+        ramp = float(server.rampFactor)
+        return {
+            "name": server.name,
+            "backend": server.backend.name if server.backend is not None else None,
+            "id": server.id,
+            "address": server.address,
+            "state": server.state.value,
+            "stateSeconds": max(0.0, now - self._stateSince(server)),
+            "weight": server.weight,
+            "initialWeight": server.initialWeight,
+            "effectiveWeight": server.effectiveWeight,
+            "backup": server.backup,
+            "sessions": {
+                "current": server.active,
+                "max": server.maxActive,
+                "limit": server.maxconn,
+                "total": server.total,
+                "rate": self._rates.rate(server, "total", now, server.total),
+            },
+            "requests": None if requests is None else {
+                "total": requests,
+                "rate": self._rates.rate(server, "requests", now, requests),
+            },
+            "bytes": {"in": server.bytesIn, "out": server.bytesOut},
+            "responses": _responses(server),
+            "errors": {
+                "connect": server.connectFailures,
+                "response": getattr(server, "responseErrors", 0),
+            },
+            "retries": server.retries,
+            "redispatches": getattr(server, "redispatches", 0),
+            "check": {
+                "configured": server.backend is not None and server.backend.health is not None,
+                "enabled": bool(getattr(server, "checkEnabled", True)),
+                **_lastCheck(getattr(server, "lastCheck", None)),
+            },
+            "slowstart": {
+                "configured": server.slowstart > 0,
+                "percent": None if ramp >= 1.0 else int(ramp * 100),
+            },
+        }
+
+    def backend(self, backend: Backend, now: float | None = None) -> dict[str, Any]:
+        """One backend and its servers (docs/stats.md, "backend object")."""
+        if now is None:
+            now = self.now()
+        servers = [self.server(s, now) for s in backend.servers]
+        total = sum(s.total for s in backend.servers)
+        requests = _sumAttr(backend.servers, "requests") or None
+        eligible = backend.eligible()
+        return {
+            "name": backend.name,
+            "status": "UP" if eligible else "DOWN",
+            "balance": type(backend.balance).__name__,
+            "health": type(backend.health).__name__ if backend.health is not None else None,
+            "persistence": type(backend.persistence).__name__ if backend.persistence is not None else None,
+            "serversUp": sum(1 for s in backend.servers if s.state is ServerState.UP and not s.backup),
+            "backupsUp": sum(1 for s in backend.servers if s.state is ServerState.UP and s.backup),
+            "queue": {"current": backend.queueLength(), "max": getattr(backend, "maxQueue", None)},
+            "sessions": {
+                "current": sum(s.active for s in backend.servers),
+                "total": total,
+                "rate": self._rates.rate(backend, "total", now, total),
+            },
+            "requests": None if requests is None else {
+                "total": requests,
+                "rate": self._rates.rate(backend, "requests", now, requests),
+            },
+            "bytes": {
+                "in": sum(s.bytesIn for s in backend.servers),
+                "out": sum(s.bytesOut for s in backend.servers),
+            },
+            "responses": _responses(backend, *backend.servers),
+            "errors": {"connect": sum(s.connectFailures for s in backend.servers)},
+            "noServer": backend.noServerCount,
+            "retries": sum(s.retries for s in backend.servers),
+            "redispatches": getattr(
+                backend, "redispatches", sum(getattr(s, "redispatches", 0) for s in backend.servers)
+            ),
+            "servers": servers,
+        }
+
+    def frontend(self, frontend: Any, now: float | None = None) -> dict[str, Any]:
+        """One frontend (docs/stats.md, "frontend object")."""
+        if now is None:
+            now = self.now()
+        factories = list(getattr(frontend, "factories", []))
+        total = _sumAttr(factories, "total") or 0
+        requests = getattr(frontend, "requests", None)
+        if requests is None:
+            requests = _sumAttr(factories, "requests")
+        return {
+            "name": str(getattr(frontend, "name", frontend.endpoint)),
+            "endpoint": frontend.endpoint,
+            "mode": modeOf(frontend),
+            "backends": [b.name for b in backendsOf([frontend])],
+            "sessions": {
+                "current": _sumAttr(factories, "current") or 0,
+                "max": _sumAttr(factories, "maxCurrent"),
+                "total": total,
+                "rate": self._rates.rate(frontend, "total", now, total),
+            },
+            "requests": None if requests is None else {
+                "total": requests,
+                "rate": self._rates.rate(frontend, "requests", now, requests),
+            },
+            "bytes": {
+                "in": _sumAttr(factories, "bytesIn") or 0,
+                "out": _sumAttr(factories, "bytesOut") or 0,
+            },
+            "responses": _responses(frontend, *factories),
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything, as C{/stats.json} serves it."""
+        now = self.now()
+        return {
+            "version": SCHEMA_VERSION,
+            "time": time.time(),
+            "uptime": max(0.0, now - self._started),
+            "frontends": [self.frontend(f, now) for f in self.frontends()],
+            "backends": [self.backend(b, now) for b in self.backends()],
+        }

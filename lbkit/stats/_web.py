@@ -1,0 +1,205 @@
+# -*- test-case-name: tests.test_stats -*-
+"""
+The stats page's HTTP resources: C{/}, C{/stats.json}, C{/metrics}, and,
+with an L{Admin}, C{/admin/} and C{POST /admin/server}.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from twisted.web.resource import NoResource, Resource
+from twisted.web.server import Request
+from twisted.web.template import renderElement
+
+from lbkit.stats._admin import Admin, AdminError, runAction
+from lbkit.stats._collect import Collector
+from lbkit.stats._html import StatsElement
+from lbkit.stats._metrics import MetricsCollector
+
+__all__: list[str] = []
+
+
+def _htmlHeaders(request: Request) -> None:
+    _noCache(request)
+    request.setHeader(b"content-type", b"text/html; charset=utf-8")
+    request.setHeader(b"x-frame-options", b"DENY")
+
+
+def _noCache(request: Request) -> None:
+    request.setHeader(b"cache-control", b"no-store")
+    request.setHeader(b"x-content-type-options", b"nosniff")
+
+
+def _json(request: Request, body: Any, code: int = 200) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json")
+    _noCache(request)
+    return json.dumps(body, indent=1, sort_keys=True).encode() + b"\n"
+
+
+def _arg(request: Request, name: str) -> str | None:
+    values = (request.args or {}).get(name.encode())
+    if not values:
+        return None
+    return str(values[0].decode("utf-8", "replace"))
+
+
+class _Leaf(Resource):
+    isLeaf = True
+
+    def __init__(self, collector: Collector) -> None:
+        super().__init__()
+        self.collector = collector
+
+
+class HTMLResource(_Leaf):
+    """The read-only page at C{/}."""
+
+    def __init__(self, collector: Collector, refresh: float) -> None:
+        super().__init__(collector)
+        self.refresh = refresh
+
+    def render_GET(self, request: Request) -> Any:
+        _htmlHeaders(request)
+        return renderElement(request, StatsElement(self.collector.snapshot(), self.refresh))
+
+
+class JSONResource(_Leaf):
+    """C{/stats.json}."""
+
+    def render_GET(self, request: Request) -> bytes:
+        return _json(request, self.collector.snapshot())
+
+
+class MetricsResource(_Leaf):
+    """C{/metrics}, in the Prometheus text format."""
+
+    def __init__(self, collector: Collector) -> None:
+        super().__init__(collector)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(MetricsCollector(collector))
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
+        _noCache(request)
+        return generate_latest(self.registry)
+
+
+class _AdminLeaf(_Leaf):
+    """Answers 401 unless the request carries an admin's credentials."""
+
+    def __init__(self, collector: Collector, admin: Admin) -> None:
+        super().__init__(collector)
+        self.admin = admin
+
+    def render(self, request: Request) -> Any:
+        user = self.admin.authenticate(request.getHeader(b"authorization"))  # type: ignore[arg-type]
+        if user is None:
+            request.setHeader(b"www-authenticate", self.admin.challenge())
+            return _json(request, {"error": "authentication required"}, 401)
+        request.adminUser = user  # type: ignore[attr-defined]
+        return super().render(request)
+
+
+class AdminHTMLResource(_AdminLeaf):
+    """C{/admin/}: the page, with buttons."""
+
+    def __init__(self, collector: Collector, admin: Admin, refresh: float) -> None:
+        super().__init__(collector, admin)
+        self.refresh = refresh
+
+    def render_GET(self, request: Request) -> Any:
+        if not request.path.endswith(b"/"):
+            request.redirect(request.path + b"/")
+            return b""
+        user: str = request.adminUser  # type: ignore[attr-defined]
+        _htmlHeaders(request)
+        element = StatsElement(self.collector.snapshot(), self.refresh, (user, self.admin.token(user)))
+        return renderElement(request, element)
+
+
+def _sameOrigin(request: Request) -> bool:
+    """
+    Whether the request's C{Origin} (or, without it, C{Referer}) header, if
+    any, names this very host; browsers send one on every cross-site POST.
+    """
+    host = request.getHeader(b"host")
+    origin = request.getHeader(b"origin")
+    if origin is None:
+        origin = request.getHeader(b"referer")
+        if origin is None:
+            return True
+    if host is None or origin == b"null":
+        return False
+    return urlsplit(origin.decode("latin-1")).netloc.lower() == host.decode("latin-1").lower()
+
+
+class AdminActionResource(_AdminLeaf):
+    """
+    C{POST /admin/server?backend=B&server=S&action=A[&weight=N]}: change one
+    server.  Besides the credentials it needs, against cross-site request
+    forgery, a same-origin C{Origin} (when there is one) and either the
+    page's C{token} field or an C{X-LBKit-Admin} header (which a cross-site
+    page cannot send without a CORS preflight, never granted here).
+    """
+
+    def render_POST(self, request: Request) -> Any:
+        user: str = request.adminUser  # type: ignore[attr-defined]
+        if not _sameOrigin(request):
+            return _json(request, {"error": "cross-origin request refused"}, 403)
+        token = _arg(request, "token")
+        if request.getHeader(b"x-lbkit-admin") is None and not (token and self.admin.checkToken(user, token)):
+            return _json(request, {"error": "missing or bad token (or X-LBKit-Admin header)"}, 403)
+        client = request.getClientAddress()
+        via = f"http {getattr(client, 'host', '?')}"
+        try:
+            server = runAction(
+                self.collector, user, via,
+                _arg(request, "backend") or "", _arg(request, "server") or "",
+                _arg(request, "action") or "", _arg(request, "weight"),
+            )
+        except AdminError as e:
+            return _json(request, {"error": str(e)}, e.code)
+        if _arg(request, "from") == "page":
+            request.setResponseCode(303)
+            request.setHeader(b"location", b"./")
+            return b""
+        return _json(request, {"ok": True, "server": self.collector.server(server)})
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"allow", b"POST")
+        return _json(request, {"error": "use POST"}, 405)
+
+
+class _Admin(Resource):
+    def __init__(self, collector: Collector, admin: Admin, refresh: float) -> None:
+        super().__init__()
+        self.page = AdminHTMLResource(collector, admin, refresh)
+        self.action = AdminActionResource(collector, admin)
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if path == b"server":
+            return self.action
+        if path == b"":
+            return self.page
+        return NoResource()
+
+    def render(self, request: Request) -> Any:
+        return self.page.render(request)
+
+
+def buildResource(collector: Collector, refresh: float, admin: Admin | None) -> Resource:
+    """The root resource of a stats page."""
+    root = Resource()
+    root.putChild(b"", HTMLResource(collector, refresh))
+    root.putChild(b"stats.json", JSONResource(collector))
+    root.putChild(b"metrics", MetricsResource(collector))
+    if admin is not None:
+        root.putChild(b"admin", _Admin(collector, admin, refresh))
+    return root
+

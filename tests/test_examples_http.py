@@ -1,0 +1,67 @@
+"""
+The http-mode examples run as documented: each is started as a real
+C{twistd} process on 127.0.0.1:8080 (so one at a time), and real C{curl}
+requests go through it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from tests.helpers import requireBinary, runProcess, spawn
+from tests.test_http_integration import reactor
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+
+
+class ExampleTests(TestCase):
+    """
+    examples/l7_paths.py and examples/static_dynamic.py route as promised.
+    """
+
+    timeout = 30
+
+    @inlineCallbacks
+    def start(self, name: str) -> Any:
+        """Run examples/C{name} under twistd until it listens on 8080."""
+        self.curl = requireBinary("curl")
+        path = os.path.join(REPO, "examples", name)
+        proc = spawn(self, reactor, [TWISTD, "-n", "--pidfile=", "lbkit", "--config", path], path=REPO)
+        yield proc.waitForOutput(b"listening on tcp:8080", timeout=20)
+        return proc
+
+    @inlineCallbacks
+    def served(self, path: str) -> Any:
+        """The body curl gets for C{path} on 127.0.0.1:8080."""
+        result = yield runProcess(self, reactor, [self.curl, "-s", "--http1.1", "http://127.0.0.1:8080" + path])
+        self.assertEqual(result.exitCode, 0, result.output)
+        return result.stdout.decode().strip()
+
+    @inlineCallbacks
+    def test_l7Paths(self) -> Any:
+        """/web goes to web1 and web2, /blog to blog1 and blog2."""
+        yield self.start("l7_paths.py")
+        web = set()
+        blog = set()
+        for _ in range(2):
+            web.add((yield self.served("/web/index.html")))
+            blog.add((yield self.served("/blog/post/1")))
+        self.assertEqual((web, blog), ({"web1", "web2"}, {"blog1", "blog2"}))
+
+    @inlineCallbacks
+    def test_staticDynamic(self) -> Any:
+        """Static paths and suffixes go to static1; the rest to app1 and app2."""
+        yield self.start("static_dynamic.py")
+        for path in ["/static/logo.svg", "/css/site.css", "/js/app.js", "/img/a.png", "/img/b.jpg"]:
+            self.assertEqual((yield self.served(path)), "static1", path)
+        apps = set()
+        for _ in range(2):
+            apps.add((yield self.served("/cart")))
+        self.assertEqual(apps, {"app1", "app2"})
+        self.assertIn((yield self.served("/static.html")), {"app1", "app2"})

@@ -1,0 +1,708 @@
+"""
+Tests for the http-mode proxy protocols, with L{StringTransport}s, a
+L{FakeEndpoint} per server and a L{MemoryReactorClock}: no sockets, no real
+time.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from lbkit import Backend, Server, ServerState
+from lbkit.error import ConfigError
+from lbkit.http import (
+    Frontend,
+    HTTPFrontendProtocol,
+    HTTPServerProtocol,
+    Route,
+    pathBegins,
+    setHeader,
+)
+from lbkit.http._proxy import HTTP_LOG_FORMAT
+from lbkit.testing import FakeEndpoint, HalfCloseableStringTransport
+
+CLIENT = IPv4Address("TCP", "198.51.100.7", 51000)
+FRONT = IPv4Address("TCP", "127.0.0.1", 8080)
+DONE = Failure(ConnectionDone())
+LOST = Failure(ConnectionLost())
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+class Harness:
+    """An http frontend and backends on a L{MemoryReactorClock}, fed by hand."""
+
+    def __init__(
+        self,
+        testCase: SynchronousTestCase,
+        names: Sequence[str] = ("s1",),
+        routes: Sequence[tuple[Any, Sequence[str]]] = (),
+        frontendArgs: dict[str, Any] | None = None,
+        **backendArgs: Any,
+    ) -> None:
+        self.testCase = testCase
+        self.reactor = MemoryReactorClock()
+        self.endpoints: dict[str, FakeEndpoint] = {}
+        self.servers: dict[str, Server] = {}
+
+        def backend(name: str, serverNames: Sequence[str]) -> Backend:
+            servers = []
+            for n in serverNames:
+                self.endpoints[n] = FakeEndpoint(IPv4Address("TCP", "192.0.2.1", 80))
+                self.servers[n] = Server(n, self.endpoints[n])
+                servers.append(self.servers[n])
+            return Backend(name, servers, **backendArgs)
+
+        self.backend = backend("be", names)
+        routeObjects = [Route(m, backend(f"r{i}", ns)) for i, (m, ns) in enumerate(routes)]
+        self.frontend = Frontend("tcp:8080", routeObjects, default=self.backend, name="fe", **(frontendArgs or {}))
+        self.factory = self.frontend.buildFactory(self.reactor)
+        self.factory.startFactory()
+        self.protocols: list[HTTPFrontendProtocol] = []
+        self.serverSides: list[HalfCloseableStringTransport] = []
+        self.serverProtocols: list[HTTPServerProtocol] = []
+        self.logged: list[dict[str, Any]] = []
+        testCase.addCleanup(self._cleanUp)
+
+    def accept(self) -> tuple[HTTPFrontendProtocol, HalfCloseableStringTransport]:
+        """A client connects."""
+        proto = self.factory.buildProtocol(CLIENT)
+        assert isinstance(proto, HTTPFrontendProtocol)
+        proto.finished = self.logged.append  # type: ignore[method-assign]
+        transport = HalfCloseableStringTransport(hostAddress=FRONT, peerAddress=CLIENT)
+        proto.makeConnection(transport)
+        self.protocols.append(proto)
+        return proto, transport
+
+    def connect(self, name: str = "s1") -> tuple[HTTPServerProtocol, HalfCloseableStringTransport]:
+        """The pending connect to server C{name} succeeds."""
+        attempt = self.endpoints[name].pending[0]
+        proto = attempt.factory.buildProtocol(None)  # type: ignore[arg-type]  # the one protocol it hands out
+        assert isinstance(proto, HTTPServerProtocol)
+        transport = self.endpoints[name].succeed()
+        self.serverSides.append(transport)
+        self.serverProtocols.append(proto)
+        return proto, transport
+
+    def _cleanUp(self) -> None:
+        for proto in self.protocols:
+            if proto.transport is not None and proto._state != 5:
+                proto.connectionLost(DONE)
+            proto._state = 5
+        for server in self.serverProtocols:
+            if server.connected:
+                server.connectionLost(DONE)
+        self.factory.stopFactory()
+        self.testCase.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.testCase.assertEqual({n: s.active for n, s in self.servers.items()}, {n: 0 for n in self.servers})
+
+
+def head(transport: HalfCloseableStringTransport) -> tuple[bytes, dict[bytes, bytes]]:
+    """The first line and headers (lower-case names) of what C{transport} got."""
+    text = transport.value().split(b"\r\n\r\n", 1)[0]
+    lines = text.split(b"\r\n")
+    return lines[0], {k.lower(): v.strip() for k, _, v in (line.partition(b":") for line in lines[1:])}
+
+
+class RequestTests(SynchronousTestCase):
+    """
+    A request goes to a server once its head is complete; its response goes
+    back.
+    """
+
+    def test_delayedBinding(self) -> None:
+        """No server is connected to before the head is complete; the client is paused meanwhile."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n")
+        self.assertEqual(h.endpoints["s1"].attempts, [])
+        proto.dataReceived(b"\r\n")
+        self.assertEqual(len(h.endpoints["s1"].pending), 1)
+        self.assertEqual(client.producerState, "paused")
+
+    def test_relay(self) -> None:
+        """The request head goes to the server and the response to the client."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET /x?y=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n")
+        server, serverSide = h.connect()
+        line, headers = head(serverSide)
+        self.assertEqual(line, b"GET /x?y=1 HTTP/1.1")
+        self.assertEqual(headers[b"host"], b"example.com")
+        self.assertEqual(headers[b"accept"], b"*/*")
+        self.assertEqual(client.producerState, "producing")
+        self.assertIs(client.producer, serverSide)
+        server.dataReceived(OK)
+        self.assertEqual(client.value(), OK)
+        self.assertFalse(client.disconnecting)
+
+    def test_forwardedHeaders(self) -> None:
+        """X-Forwarded-For is appended to, X-Forwarded-Proto and -Host are added."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: example.com\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n")
+        server, serverSide = h.connect()
+        _, headers = head(serverSide)
+        self.assertEqual(headers[b"x-forwarded-for"], b"10.0.0.1, 198.51.100.7")
+        self.assertEqual(headers[b"x-forwarded-proto"], b"http")
+        self.assertEqual(headers[b"x-forwarded-host"], b"example.com")
+
+    def test_forwardedForOff(self) -> None:
+        """With forwardedFor=False no X-Forwarded-* header is added."""
+        h = Harness(self, frontendArgs={"forwardedFor": False})
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        server, serverSide = h.connect()
+        self.assertNotIn(b"X-Forwarded", serverSide.value())
+
+    def test_hopByHopRequestHeaders(self) -> None:
+        """Hop-by-hop headers, and those Connection names, do not reach the server."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Private\r\nKeep-Alive: 300\r\n"
+            b"TE: trailers\r\nTrailer: X\r\nProxy-Authorization: secret\r\nProxy-Connection: x\r\n"
+            b"X-Private: 1\r\nX-Public: 2\r\n\r\n"
+        )
+        server, serverSide = h.connect()
+        _, headers = head(serverSide)
+        for name in [b"connection", b"keep-alive", b"te", b"trailer", b"proxy-authorization",
+                     b"proxy-connection", b"x-private"]:
+            self.assertNotIn(name, headers)
+        self.assertEqual(headers[b"x-public"], b"2")
+
+    def test_hopByHopResponseHeaders(self) -> None:
+        """Hop-by-hop response headers, and those Connection names, do not reach the client."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        server, serverSide = h.connect()
+        server.dataReceived(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nKeep-Alive: timeout=5\r\n"
+            b"X-Secret: 1\r\nProxy-Authenticate: Basic\r\nUpgrade: h2c\r\nX-Fine: 2\r\nContent-Length: 0\r\n\r\n"
+        )
+        _, headers = head(client)
+        for name in [b"connection", b"keep-alive", b"x-secret", b"proxy-authenticate", b"upgrade"]:
+            self.assertNotIn(name, headers)
+        self.assertEqual(headers[b"x-fine"], b"2")
+
+    def test_requestBodyContentLength(self) -> None:
+        """A Content-Length body streams to the server as it arrives."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n01234")
+        server, serverSide = h.connect()
+        self.assertTrue(serverSide.value().endswith(b"\r\n\r\n01234"))
+        self.assertIs(serverSide.producer, client)
+        proto.dataReceived(b"56789")
+        self.assertTrue(serverSide.value().endswith(b"0123456789"))
+        self.assertIsNone(serverSide.producer)
+
+    def test_requestBodyChunked(self) -> None:
+        """A chunked body is passed on unchanged, with its Transfer-Encoding."""
+        h = Harness(self)
+        proto, client = h.accept()
+        body = b"5\r\nhello\r\n0\r\n\r\n"
+        proto.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + body[:7])
+        server, serverSide = h.connect()
+        proto.dataReceived(body[7:])
+        _, headers = head(serverSide)
+        self.assertEqual(headers[b"transfer-encoding"], b"chunked")
+        self.assertTrue(serverSide.value().endswith(b"\r\n\r\n" + body))
+
+    def test_routes(self) -> None:
+        """The first matching route picks the backend; otherwise the default."""
+        h = Harness(self, routes=[(pathBegins("/blog"), ["blog1"])])
+        proto, client = h.accept()
+        proto.dataReceived(b"GET /blog/1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(len(h.endpoints["blog1"].pending), 1)
+        server, _ = h.connect("blog1")
+        server.dataReceived(OK)
+        proto.dataReceived(b"GET /other HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(len(h.endpoints["s1"].pending), 1)
+        h.connect("s1")
+
+    def test_requestRules(self) -> None:
+        """Frontend request and response rules apply."""
+        h = Harness(self, frontendArgs={"requestRules": [setHeader("X-Via", "lbkit")],
+                                        "responseRules": [setHeader("Server", "lbkit")]})
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        server, serverSide = h.connect()
+        server.dataReceived(b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(head(serverSide)[1][b"x-via"], b"lbkit")
+        self.assertEqual(head(client)[1][b"server"], b"lbkit")
+
+    def test_routeRules(self) -> None:
+        """A route's own request and response rules apply to the requests it takes."""
+        h = Harness(self, routes=[(pathBegins("/r"), ["r1"])])
+        route = h.frontend.routes[0]
+        route.requestRules.append(setHeader("X-Route", "r"))
+        route.responseRules.append(setHeader("X-Route", "r"))
+        proto, client = h.accept()
+        proto.dataReceived(b"GET /r HTTP/1.1\r\nHost: a\r\n\r\n")
+        server, serverSide = h.connect("r1")
+        server.dataReceived(OK)
+        self.assertEqual(head(serverSide)[1][b"x-route"], b"r")
+        self.assertEqual(head(client)[1][b"x-route"], b"r")
+
+    def test_accessLogFields(self) -> None:
+        """Each finished request yields its log fields; the line renders."""
+        h = Harness(self)
+        events: list[LogEvent] = []
+        observer: Any = events.append
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        h.reactor.advance(0.25)
+        server, _ = h.connect()
+        server.dataReceived(OK)
+        [fields] = h.logged
+        self.assertEqual(
+            {k: fields[k] for k in ["client", "frontend", "backend", "server", "status", "bytes", "termination",
+                                    "retries", "request", "Tc"]},
+            {"client": "198.51.100.7:51000", "frontend": "fe", "backend": "be", "server": "s1", "status": 200,
+             "bytes": len(OK), "termination": "--", "retries": 0, "request": "GET /x HTTP/1.1", "Tc": 250},
+        )
+        lines = [formatEvent(e) for e in events if e.get("log_namespace") == "lbkit.access"]
+        self.assertEqual(len(lines), 1)
+        self.assertIn('fe be/s1 ', lines[0])
+        self.assertIn(f' 200 {len(OK)} -- 0 "GET /x HTTP/1.1"', lines[0])
+        self.assertTrue(HTTP_LOG_FORMAT)
+
+
+class KeepAliveTests(SynchronousTestCase):
+    """
+    Client keep-alive, pipelining and the server connection pool.
+    """
+
+    def test_serverConnectionReused(self) -> None:
+        """A second request on the same client connection reuses the pooled server connection."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        server, serverSide = h.connect()
+        server.dataReceived(OK)
+        self.assertEqual(h.factory.pool.idleCount(), 1)
+        proto.dataReceived(b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(h.endpoints["s1"].pending, [])
+        self.assertIn(b"GET /2 HTTP/1.1", serverSide.value())
+        server.dataReceived(OK)
+        self.assertEqual(client.value(), OK + OK)
+
+    def test_pipelined(self) -> None:
+        """Pipelined requests are sent one at a time, answered in order."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
+        server, serverSide = h.connect()
+        self.assertNotIn(b"/2", serverSide.value())
+        server.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1")
+        self.assertIn(b"GET /2", serverSide.value())
+        server.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2")
+        self.assertEqual(client.value().count(b"200 OK"), 2)
+        self.assertTrue(client.value().endswith(b"2"))
+
+    def test_connectionClose(self) -> None:
+        """Connection: close from the client closes after the response."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        server, _ = h.connect()
+        server.dataReceived(OK)
+        self.assertTrue(client.disconnecting)
+        self.assertIn(b"Connection: close", client.value())
+
+    def test_http10KeepAlive(self) -> None:
+        """HTTP/1.0 closes unless it asks for keep-alive."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.0\r\n\r\n")
+        server, _ = h.connect()
+        server.dataReceived(OK)
+        self.assertTrue(client.disconnecting)
+        proto2, client2 = h.accept()
+        proto2.dataReceived(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        server.dataReceived(OK)
+        self.assertFalse(client2.disconnecting)
+        self.assertIn(b"Connection: keep-alive", client2.value())
+
+    def test_serverCloseNotReused(self) -> None:
+        """A response with Connection: close is not pooled."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        server, serverSide = h.connect()
+        server.dataReceived(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(h.factory.pool.idleCount(), 0)
+        self.assertTrue(serverSide.disconnecting)
+        self.assertFalse(client.disconnecting)
+
+    def test_untilCloseResponse(self) -> None:
+        """A response without length ends when the server closes; so does the client connection."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        server, serverSide = h.connect()
+        server.dataReceived(b"HTTP/1.1 200 OK\r\n\r\npart1")
+        server.dataReceived(b"part2")
+        self.assertFalse(client.disconnecting)
+        server.connectionLost(DONE)
+        self.assertTrue(client.value().endswith(b"part1part2"))
+        self.assertIn(b"Connection: close", client.value())
+        self.assertTrue(client.disconnecting)
+
+    def test_pooledConnectionResumed(self) -> None:
+        """A server connection paused by a slow client is resumed before it is pooled."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        server, serverSide = h.connect()
+        serverSide.pauseProducing()  # the client's buffer filled up
+        server.dataReceived(OK)
+        self.assertEqual(h.factory.pool.idleCount(), 1)
+        self.assertEqual(serverSide.producerState, "producing")
+
+    def test_idleKeepAliveClosed(self) -> None:
+        """An idle keep-alive client is closed silently after timeoutHttpRequest."""
+        h = Harness(self, frontendArgs={"timeoutHttpRequest": 2})
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        server, _ = h.connect()
+        server.dataReceived(OK)
+        h.reactor.advance(3)
+        self.assertTrue(client.disconnecting)
+        self.assertEqual(client.value(), OK)
+
+    def test_poolIdleTimeout(self) -> None:
+        """Pooled connections idle past poolIdleTimeout are closed."""
+        h = Harness(self, frontendArgs={"poolIdleTimeout": 4})
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        server, serverSide = h.connect()
+        server.dataReceived(OK)
+        proto.connectionLost(DONE)
+        h.reactor.advance(2)
+        self.assertFalse(serverSide.disconnecting)
+        h.reactor.advance(2)
+        h.reactor.advance(2)
+        self.assertTrue(serverSide.disconnecting)
+        server.connectionLost(DONE)
+
+    def test_poolMaxIdle(self) -> None:
+        """More idle connections than maxIdlePerServer are closed."""
+        h = Harness(self, frontendArgs={"maxIdlePerServer": 1})
+        protos = [h.accept()[0] for _ in range(2)]
+        for proto in protos:
+            proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        conns = [h.connect() for _ in protos]
+        for server, _ in conns:
+            server.dataReceived(OK)
+        self.assertEqual(h.factory.pool.idleCount(), 1)
+        self.assertEqual([t.disconnecting for _, t in conns], [False, True])
+
+
+class ErrorTests(SynchronousTestCase):
+    """
+    Malformed requests, timeouts and server failures get the right answer.
+    """
+
+    def assertAnswered(self, client: HalfCloseableStringTransport, status: int) -> None:
+        """C{client} got a C{status} answer and is being closed."""
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 %d " % status), client.value()[:80])
+        self.assertIn(b"Connection: close", client.value())
+        self.assertTrue(client.disconnecting)
+
+    def test_malformed(self) -> None:
+        """A malformed request gets 400 and is closed; no server is contacted."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET /\r\n\r\n")
+        self.assertAnswered(client, 400)
+        self.assertEqual(h.endpoints["s1"].attempts, [])
+
+    def test_smuggling(self) -> None:
+        """Transfer-Encoding with Content-Length is a 400."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n")
+        self.assertAnswered(client, 400)
+
+    def test_badVersion(self) -> None:
+        """HTTP/2.0 in a request line is a 505."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/2.0\r\n\r\n")
+        self.assertAnswered(client, 505)
+
+    def test_headTooLarge(self) -> None:
+        """A head over 64 KiB is a 431."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\n" + b"X-Big: " + b"x" * 70000)
+        self.assertAnswered(client, 431)
+
+    def test_slowHead(self) -> None:
+        """A head not complete within timeoutHttpRequest gets 408."""
+        h = Harness(self, frontendArgs={"timeoutHttpRequest": 5})
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n")
+        h.reactor.advance(4)
+        self.assertEqual(client.value(), b"")
+        h.reactor.advance(2)
+        self.assertAnswered(client, 408)
+
+    def test_allDown(self) -> None:
+        """When every server is DOWN the answer is 503."""
+        h = Harness(self, ("s1", "s2"))
+        for s in h.servers.values():
+            s.setState(ServerState.DOWN)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertAnswered(client, 503)
+        self.assertEqual(h.logged[0]["termination"], "SC")
+        self.assertEqual(h.logged[0]["server"], "<NOSRV>")
+
+    def test_connectRefusedRetries(self) -> None:
+        """A refused connect is retried on the other server."""
+        h = Harness(self, ("s1", "s2"))
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        h.endpoints["s1"].fail()
+        server, _ = h.connect("s2")
+        server.dataReceived(OK)
+        self.assertEqual(client.value(), OK)
+        self.assertEqual(h.logged[0]["retries"], 1)
+
+    def test_connectRefusedEverywhere(self) -> None:
+        """When every attempt is refused the answer is 502 after the retries."""
+        h = Harness(self, ("s1", "s2"), retries=2)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        tried = []
+        for _ in range(3):
+            [name] = [n for n, e in h.endpoints.items() if e.pending]
+            tried.append(name)
+            h.endpoints[name].fail()
+        self.assertAnswered(client, 502)
+        self.assertEqual(sorted(tried[:2]), ["s1", "s2"])
+        self.assertEqual([e.pending for e in h.endpoints.values()], [[], []])
+        self.assertEqual(h.logged[0]["retries"], 2)
+
+    def test_connectTimeout(self) -> None:
+        """A connect that takes longer than timeoutConnect is given up, then 503."""
+        h = Harness(self, retries=0, timeoutConnect=2)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        h.reactor.advance(2)
+        self.assertAnswered(client, 503)
+        self.assertEqual(h.logged[0]["termination"], "sC")
+
+    def test_serverClosesBeforeHeadRetried(self) -> None:
+        """A GET whose server closes before a response head is retried elsewhere."""
+        h = Harness(self, ("s1", "s2"))
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        server, _ = h.connect("s1")
+        server.connectionLost(DONE)
+        server2, _ = h.connect("s2")
+        server2.dataReceived(OK)
+        self.assertEqual(client.value(), OK)
+
+    def test_postNotRetried(self) -> None:
+        """A POST whose server closes before a response head gets 502."""
+        h = Harness(self, ("s1", "s2"))
+        proto, client = h.accept()
+        proto.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx")
+        server, _ = h.connect("s1")
+        server.connectionLost(DONE)
+        self.assertAnswered(client, 502)
+        self.assertEqual(h.endpoints["s2"].attempts, [])
+
+    def test_putWithBodyNotRetried(self) -> None:
+        """A PUT whose body was already sent is not retried (the body is gone)."""
+        h = Harness(self, ("s1", "s2"))
+        proto, client = h.accept()
+        proto.dataReceived(b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx")
+        server, _ = h.connect("s1")
+        server.connectionLost(DONE)
+        self.assertAnswered(client, 502)
+
+    def test_reusedConnectionClosedRetried(self) -> None:
+        """A pooled connection the server closed meanwhile is replaced, even for one server."""
+        h = Harness(self, ("s1",), retries=0)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        server, _ = h.connect()
+        server.dataReceived(OK)
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        server.connectionLost(DONE)
+        server2, _ = h.connect()
+        server2.dataReceived(OK)
+        self.assertEqual(client.value(), OK + OK)
+
+    def test_invalidResponse(self) -> None:
+        """A garbage response head is a 502."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        server, serverSide = h.connect()
+        server.dataReceived(b"SSH-2.0-OpenSSH\r\n\r\n")
+        self.assertAnswered(client, 502)
+        server.connectionLost(DONE)
+
+    def test_serverTimeout(self) -> None:
+        """A server silent past timeoutServer gets 504, and its connection is dropped."""
+        h = Harness(self, timeoutServer=1)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        server, serverSide = h.connect()
+        h.reactor.advance(0.5)
+        self.assertEqual(client.value(), b"")
+        for _ in range(4):
+            h.reactor.advance(0.25)
+        self.assertAnswered(client, 504)
+        self.assertTrue(serverSide.disconnecting)
+        self.assertEqual(h.logged[0]["termination"], "sH")
+
+    def test_clientGoneMidResponse(self) -> None:
+        """A client that leaves mid-response closes the server connection."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        server, serverSide = h.connect()
+        server.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+        proto.connectionLost(LOST)
+        self.assertTrue(serverSide.disconnecting)
+        self.assertEqual(h.factory.pool.idleCount(), 0)
+        self.assertEqual(h.logged[0]["termination"], "CD")
+
+    def test_clientGoneWhileConnecting(self) -> None:
+        """A client that leaves while the server connect is pending cancels it."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        proto.connectionLost(LOST)
+        self.assertTrue(h.endpoints["s1"].attempts[0].cancelled)
+
+    def test_serverGoneMidResponse(self) -> None:
+        """A server that leaves mid-response drops the client connection."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        server, serverSide = h.connect()
+        server.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+        server.connectionLost(LOST)
+        self.assertTrue(client.disconnected)
+        self.assertEqual(h.logged[0]["termination"], "SD")
+
+
+class InterimAndBodylessTests(SynchronousTestCase):
+    """
+    1xx, HEAD, 204 and 304 responses.
+    """
+
+    def test_continue(self) -> None:
+        """100 Continue is passed on, then the final response."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+        server, serverSide = h.connect()
+        server.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.assertEqual(client.value(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        proto.dataReceived(b"hi")
+        self.assertTrue(serverSide.value().endswith(b"\r\n\r\nhi"))
+        server.dataReceived(OK)
+        self.assertTrue(client.value().endswith(OK))
+
+    def test_headResponse(self) -> None:
+        """A HEAD response has no body even with a Content-Length; the connection is reused."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+        server, _ = h.connect()
+        server.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+        self.assertEqual(h.factory.pool.idleCount(), 1)
+        self.assertIn(b"Content-Length: 1000", client.value())
+
+    def test_noContent(self) -> None:
+        """204 and 304 responses have no body."""
+        h = Harness(self)
+        proto, client = h.accept()
+        for code in (204, 304):
+            proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            if code == 204:
+                server, _ = h.connect()
+            server.dataReceived(b"HTTP/1.1 %d X\r\n\r\n" % code)
+            self.assertEqual(h.factory.pool.idleCount(), 1)
+        self.assertEqual(len(h.logged), 2)
+
+    def test_upgradeTunnel(self) -> None:
+        """A 101 answer to an Upgrade request turns the connection into a tunnel."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Key: k\r\n\r\n"
+        )
+        server, serverSide = h.connect()
+        _, headers = head(serverSide)
+        self.assertEqual(headers[b"upgrade"], b"websocket")
+        self.assertEqual(headers[b"connection"], b"Upgrade")
+        server.dataReceived(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nhi")
+        _, headers = head(client)
+        self.assertEqual(headers[b"upgrade"], b"websocket")
+        self.assertTrue(client.value().endswith(b"\r\n\r\nhi"))
+        proto.dataReceived(b"from client")
+        self.assertTrue(serverSide.value().endswith(b"from client"))
+        server.dataReceived(b"from server")
+        self.assertTrue(client.value().endswith(b"from server"))
+        server.connectionLost(DONE)
+        self.assertTrue(client.disconnecting)
+
+    def test_tunnelTimeout(self) -> None:
+        """A tunnel idle past timeoutTunnel is closed."""
+        h = Harness(self, frontendArgs={"timeoutTunnel": 4})
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n")
+        server, serverSide = h.connect()
+        server.dataReceived(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n")
+        for _ in range(10):
+            h.reactor.advance(1)
+        self.assertTrue(client.disconnected)
+
+
+class FrontendConfigTests(SynchronousTestCase):
+    """
+    L{Frontend} checks its arguments.
+    """
+
+    def test_needsBackend(self) -> None:
+        """A frontend without default or routes is a ConfigError."""
+        self.assertRaises(ConfigError, Frontend, "tcp:0")
+
+    def test_defaultIsLastRoute(self) -> None:
+        """Without a default, the last route's backend is the default."""
+        b = Backend("b", [Server("s", "127.0.0.1:1")])
+        self.assertIs(Frontend("tcp:0", [Route(pathBegins("/"), b)]).default, b)
+
+    def test_badArguments(self) -> None:
+        """Non-string endpoints, non-Route routes and non-Backend defaults are ConfigErrors."""
+        b = Backend("b", [Server("s", "127.0.0.1:1")])
+        self.assertRaises(ConfigError, Frontend, 8080, default=b)  # type: ignore[arg-type]
+        self.assertRaises(ConfigError, Frontend, "tcp:0", ["x"], default=b)  # type: ignore[list-item]
+        self.assertRaises(ConfigError, Frontend, "tcp:0", default="b")  # type: ignore[arg-type]
+
+    def test_backends(self) -> None:
+        """backends() lists each routed and default backend once."""
+        a = Backend("a", [Server("s", "127.0.0.1:1")])
+        b = Backend("b", [Server("t", "127.0.0.1:2")])
+        fe = Frontend("tcp:0", [Route(pathBegins("/a"), a), Route(pathBegins("/b"), a)], default=b)
+        self.assertEqual(list(fe.backends()), [a, b])

@@ -1,0 +1,255 @@
+"""
+Tests for L{lbkit.http._parse}: message heads, body framing and the chunked
+framer, with no I/O.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from lbkit.http._parse import (
+    CHUNKED,
+    UNTIL_CLOSE,
+    BadMessage,
+    ChunkedFramer,
+    bodyLength,
+    parseRequestHead,
+    parseResponseHead,
+)
+
+
+class RequestHeadTests(SynchronousTestCase):
+    """
+    L{parseRequestHead} parses good heads and rejects bad ones with 400 or
+    505.
+    """
+
+    def assertBad(self, head: bytes, status: int = 400) -> None:
+        """Parsing C{head} raises L{BadMessage} with C{status}."""
+        e = self.assertRaises(BadMessage, parseRequestHead, head)
+        self.assertEqual(e.status, status)
+
+    def test_requestLine(self) -> None:
+        """The method, target, path, query and version are split out."""
+        r = parseRequestHead(b"GET /a/b?x=1&y=2 HTTP/1.1\r\nHost: example.com")
+        self.assertEqual(
+            (r.method, r.uri, r.path, r.query, r.version),
+            (b"GET", b"/a/b?x=1&y=2", b"/a/b", b"x=1&y=2", b"HTTP/1.1"),
+        )
+
+    def test_headersInOrder(self) -> None:
+        """Headers keep their order and the case of their names; values are trimmed."""
+        r = parseRequestHead(b"GET / HTTP/1.1\r\nHost:  a \r\nX-One: 1\r\nx-one: 2")
+        self.assertEqual(r.headers, [[b"Host", b"a"], [b"X-One", b"1"], [b"x-one", b"2"]])
+
+    def test_headerLookup(self) -> None:
+        """header() finds the first value case-insensitively; headerValues() all."""
+        r = parseRequestHead(b"GET / HTTP/1.1\r\nX-One: 1\r\nx-one: 2")
+        self.assertEqual(r.header(b"X-ONE"), b"1")
+        self.assertEqual(r.headerValues(b"x-One"), [b"1", b"2"])
+        self.assertIsNone(r.header(b"missing"))
+
+    def test_headerEditing(self) -> None:
+        """addHeader, setHeader and removeHeader change the headers and lookups."""
+        r = parseRequestHead(b"GET / HTTP/1.1\r\nA: 1\r\na: 2\r\nB: 3")
+        self.assertEqual(r.header(b"a"), b"1")
+        r.setHeader(b"A", b"9")
+        self.assertEqual(r.headerValues(b"a"), [b"9"])
+        r.addHeader(b"C", b"4")
+        self.assertEqual(r.header(b"c"), b"4")
+        r.removeHeader(b"b")
+        self.assertEqual(r.headers, [[b"A", b"9"], [b"C", b"4"]])
+
+    def test_host(self) -> None:
+        """host is the Host header lower-cased without its port."""
+        self.assertEqual(parseRequestHead(b"GET / HTTP/1.1\r\nHost: WWW.Example.com:8080").host, b"www.example.com")
+        self.assertEqual(parseRequestHead(b"GET / HTTP/1.1\r\nHost: [::1]:80").host, b"[::1]")
+        self.assertIsNone(parseRequestHead(b"GET / HTTP/1.1").host)
+
+    def test_http10(self) -> None:
+        """HTTP/1.0 requests are accepted."""
+        self.assertEqual(parseRequestHead(b"GET / HTTP/1.0").version, b"HTTP/1.0")
+
+    def test_repr(self) -> None:
+        """A request's repr shows its method and target."""
+        self.assertEqual(repr(parseRequestHead(b"POST /x HTTP/1.1")), "<Request POST /x>")
+
+    def test_malformedRequestLine(self) -> None:
+        """A request line without exactly three parts is a 400."""
+        self.assertBad(b"GET /")
+        self.assertBad(b"GET  / HTTP/1.1")
+        self.assertBad(b"GET / HTTP/1.1 extra")
+        self.assertBad(b"")
+
+    def test_badMethod(self) -> None:
+        """A method that is not a token is a 400."""
+        self.assertBad(b"G(ET / HTTP/1.1")
+
+    def test_badVersion(self) -> None:
+        """HTTP/2.0 and HTTP/0.9 are 505; anything else not a version is 400."""
+        self.assertBad(b"GET / HTTP/2.0", 505)
+        self.assertBad(b"GET / HTTP/0.9", 505)
+        self.assertBad(b"GET / FOO/1.1")
+        self.assertBad(b"GET / http/1.1")
+
+    def test_badTarget(self) -> None:
+        """A target with control characters is a 400."""
+        self.assertBad(b"GET /a\x00b HTTP/1.1")
+        self.assertBad(b"GET /a\x7fb HTTP/1.1")
+
+    def test_bareLF(self) -> None:
+        """A bare LF in the head is a 400."""
+        self.assertBad(b"GET / HTTP/1.1\r\nA: 1\nB: 2")
+
+    def test_badHeaders(self) -> None:
+        """A header without a colon, with a space before the colon, or folded is a 400."""
+        self.assertBad(b"GET / HTTP/1.1\r\nNoColon")
+        self.assertBad(b"GET / HTTP/1.1\r\nHost : a")
+        self.assertBad(b"GET / HTTP/1.1\r\n: empty")
+        self.assertBad(b"GET / HTTP/1.1\r\nA: 1\r\n  folded")
+        self.assertBad(b"GET / HTTP/1.1\r\nA: x\x00y")
+        self.assertBad(b"GET / HTTP/1.1\r\nA: x\ry")
+
+
+class ResponseHeadTests(SynchronousTestCase):
+    """
+    L{parseResponseHead} parses status lines and headers; bad ones are 502.
+    """
+
+    def test_statusLine(self) -> None:
+        """Version, code, reason and headers are split out."""
+        r = parseResponseHead(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0")
+        self.assertEqual((r.version, r.code, r.reason), (b"HTTP/1.1", 404, b"Not Found"))
+        self.assertEqual(r.header(b"content-length"), b"0")
+        self.assertEqual(r.headerValues(b"CONTENT-LENGTH"), [b"0"])
+        self.assertIsNone(r.header(b"x"))
+
+    def test_noReason(self) -> None:
+        """A status line without a reason phrase is accepted."""
+        r = parseResponseHead(b"HTTP/1.0 200")
+        self.assertEqual((r.code, r.reason), (200, b""))
+
+    def test_bad(self) -> None:
+        """A malformed status line or header is a 502."""
+        for head in [b"HTTP/1.1 20 OK", b"HTTP/2 200 OK", b"garbage", b"HTTP/1.1 abc OK", b"HTTP/1.1 200 OK\r\nbad"]:
+            e = self.assertRaises(BadMessage, parseResponseHead, head)
+            self.assertEqual(e.status, 502, head)
+
+
+class BodyLengthTests(SynchronousTestCase):
+    """
+    L{bodyLength} follows RFC 9112 section 6.3.
+    """
+
+    def test_contentLength(self) -> None:
+        """Content-Length gives a byte count."""
+        self.assertEqual(bodyLength([[b"Content-Length", b"42"]], False), 42)
+
+    def test_chunked(self) -> None:
+        """A final chunked coding means chunked framing."""
+        self.assertEqual(bodyLength([[b"Transfer-Encoding", b"gzip, Chunked"]], False), CHUNKED)
+        self.assertEqual(bodyLength([[b"transfer-encoding", b"gzip"], [b"Transfer-Encoding", b"chunked"]], True), CHUNKED)
+
+    def test_neither(self) -> None:
+        """Without either header a request has no body and a response lasts until close."""
+        self.assertEqual(bodyLength([], False), 0)
+        self.assertEqual(bodyLength([], True), UNTIL_CLOSE)
+
+    def test_teAndCl(self) -> None:
+        """Transfer-Encoding with Content-Length is rejected (request smuggling)."""
+        headers = [[b"Content-Length", b"5"], [b"Transfer-Encoding", b"chunked"]]
+        self.assertEqual(self.assertRaises(BadMessage, bodyLength, headers, False).status, 400)
+        self.assertEqual(self.assertRaises(BadMessage, bodyLength, headers, True).status, 502)
+
+    def test_multipleContentLength(self) -> None:
+        """Repeated equal Content-Lengths are accepted; different ones rejected."""
+        self.assertEqual(bodyLength([[b"Content-Length", b"5"], [b"content-length", b"5"]], False), 5)
+        self.assertRaises(BadMessage, bodyLength, [[b"Content-Length", b"5"], [b"Content-Length", b"6"]], False)
+
+    def test_invalidContentLength(self) -> None:
+        """A Content-Length that is not a plain number is rejected."""
+        for value in [b"-1", b"+5", b"0x10", b"5, 5", b"", b"1" * 19, b"\xd9\xa3"]:
+            self.assertRaises(BadMessage, bodyLength, [[b"Content-Length", value]], False)
+
+    def test_requestWithoutFinalChunked(self) -> None:
+        """A request whose last coding is not chunked is rejected; a response reads until close."""
+        self.assertRaises(BadMessage, bodyLength, [[b"Transfer-Encoding", b"gzip"]], False)
+        self.assertEqual(bodyLength([[b"Transfer-Encoding", b"gzip"]], True), UNTIL_CLOSE)
+
+
+def chunk(data: bytes) -> bytes:
+    """C{data} as one chunk."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+class ChunkedFramerTests(SynchronousTestCase):
+    """
+    L{ChunkedFramer} finds the end of a chunked body, however it is split.
+    """
+
+    def test_simple(self) -> None:
+        """A whole body in one piece is consumed up to its end; the rest is left."""
+        body = chunk(b"hello") + chunk(b" world") + b"0\r\n\r\n"
+        framer = ChunkedFramer()
+        self.assertEqual(framer.feed(body + b"NEXT"), len(body))
+        self.assertTrue(framer.done)
+
+    def test_extensionsAndTrailers(self) -> None:
+        """Chunk extensions and trailer fields are part of the body."""
+        body = b"5;name=value\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n"
+        framer = ChunkedFramer()
+        self.assertEqual(framer.feed(body), len(body))
+        self.assertTrue(framer.done)
+
+    def test_notDoneYet(self) -> None:
+        """A body missing its last CRLF is not done."""
+        framer = ChunkedFramer()
+        self.assertEqual(framer.feed(b"0\r\n"), 3)
+        self.assertFalse(framer.done)
+
+    def test_badSize(self) -> None:
+        """Chunk sizes that are not plain hex digits are rejected."""
+        for size in [b"x", b"", b"-1", b"+5", b"0x5", b"1_0", b" ", b"1" * 17]:
+            self.assertRaises(BadMessage, ChunkedFramer().feed, size + b"\r\nhello\r\n0\r\n\r\n")
+
+    def test_missingCRLFAfterData(self) -> None:
+        """Data longer than its chunk size is rejected."""
+        self.assertRaises(BadMessage, ChunkedFramer().feed, b"3\r\nhello\r\n0\r\n\r\n")
+
+    def test_bareLF(self) -> None:
+        """Chunk lines must end with CRLF."""
+        self.assertRaises(BadMessage, ChunkedFramer().feed, b"5\nhello\r\n0\r\n\r\n")
+        self.assertRaises(BadMessage, ChunkedFramer().feed, b"5\r\nhello\n0\r\n\r\n")
+
+    def test_longLine(self) -> None:
+        """A chunk line that never ends is rejected past 4 KiB."""
+        framer = ChunkedFramer()
+        framer.feed(b"5;" + b"x" * 4000)
+        self.assertRaises(BadMessage, framer.feed, b"x" * 200)
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(st.binary(max_size=40), max_size=6),
+        st.lists(st.integers(min_value=0, max_value=400), max_size=12),
+        st.binary(max_size=20),
+    )
+    def test_anySplit(self, chunks: list[bytes], cuts: list[int], rest: bytes) -> None:
+        """Split anywhere, the framer accepts exactly the body's bytes."""
+        body = b"".join(chunk(c) for c in chunks if c) + b"0\r\nT: 1\r\n\r\n"
+        stream = body + rest
+        points = sorted({min(c, len(stream)) for c in cuts} | {0, len(stream)})
+        framer = ChunkedFramer()
+        consumed = 0
+        for a, b in zip(points, points[1:], strict=False):
+            if framer.done:
+                break
+            piece = stream[a:b]
+            n = framer.feed(piece)
+            consumed += n
+            if n < len(piece):
+                self.assertTrue(framer.done)
+                break
+        self.assertTrue(framer.done)
+        self.assertEqual(consumed, len(body))
