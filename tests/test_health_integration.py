@@ -11,11 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import reactor as _reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
@@ -26,7 +25,7 @@ from lbkit import Backend, Server, ServerState, tcp
 from lbkit.health import HTTPCheck, TCPCheck
 from lbkit.interfaces import IServerListener
 from lbkit.service import ListeningService, LoadBalancerService
-from lbkit.tcp import TCPProxyFactory
+from tests.helpers import TrackingProxyFactory
 from tests.test_health_checks import TrackingFactory
 
 reactor: Any = _reactor
@@ -116,14 +115,14 @@ class _ClientFactory(Factory):
         return _Client()
 
 
-class _Frontends(TCPProxyFactory):
+class _Frontends(TrackingProxyFactory):
     """Remembers every factory built, to wait for its connections at the end."""
 
-    built: list[TCPProxyFactory] = []
+    factories: list[TrackingProxyFactory] = []
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
-        _Frontends.built.append(self)
+        _Frontends.factories.append(self)
 
 
 class FailoverTests(TestCase):
@@ -151,11 +150,8 @@ class FailoverTests(TestCase):
     def stopBalancer(self) -> Any:
         yield self.service.stopService()
         # Wait for the proxied connections to finish closing.
-        for _ in range(200):
-            if all(f.current == 0 for f in _Frontends.built):
-                break
-            yield deferLater(reactor, 0.01, lambda: None)
-        _Frontends.built.clear()
+        yield gatherResults([p.allGone() for f in _Frontends.factories for p in f.built])
+        _Frontends.factories.clear()
 
     @inlineCallbacks
     def request(self) -> Any:
