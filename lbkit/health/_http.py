@@ -15,7 +15,7 @@ from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, Response
+from twisted.web.client import Agent, HTTPConnectionPool, Response, _HTTP11ClientFactory
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
@@ -69,6 +69,10 @@ def _checkHost(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> No
 
 
 @implementer(IAgentEndpointFactory)
+
+class _QuietClientFactory(_HTTP11ClientFactory):  # type: ignore[misc]
+    noisy = False
+
 class _OneEndpoint:
     """Every URI goes to the same endpoint (the server's, not DNS's)."""
 
@@ -142,6 +146,7 @@ class _HTTPProbe:
         if check.tls is not None:
             endpoint = wrapClientTLS(check.tls, endpoint)
         pool = HTTPConnectionPool(reactor, persistent=False)
+        pool._factory = _QuietClientFactory  # no "Starting factory" line per check
         self.agent = Agent.usingEndpointFactory(reactor, _OneEndpoint(_NotingEndpoint(endpoint, self)), pool)
         host = check.host
         if host is None:

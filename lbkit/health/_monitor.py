@@ -310,10 +310,6 @@ class HealthMonitor:
             "durationMs": int(round(duration * 1000)),
             "time": self.clock.seconds(),
         }
-        _log.debug(
-            "health check of {server}: {status}, {reason}",
-            server=self.server.fullName, status="passed" if ok else "failed", reason=reason,
-        )
 
     def _passed(self, reason: str) -> None:
         self._failures = 0
