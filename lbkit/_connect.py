@@ -62,14 +62,14 @@ def connectServer(reactor: Any, server: Server, protocol: P, timeout: float) -> 
     Connect C{protocol} to C{server}.
 
     An IPv4 server is reached with C{reactor.connectTCP} directly (no
-    wrapping protocol in the data path); anything else through the server's
-    endpoint.
+    wrapping protocol in the data path); anything else, TLS servers
+    included, through the server's endpoint.
 
     @return: A L{Deferred} firing with C{protocol} once connected, failing
         with the connect error, or with L{twisted.internet.defer.TimeoutError}
         after C{timeout} seconds.  Cancelling it stops the attempt.
     """
-    if server._endpoint is None and _isIPv4(server.host):
+    if server._endpoint is None and server.tlsCreator is None and _isIPv4(server.host):
         connector: list[IConnector] = []
 
         def cancel(d: Deferred[P]) -> None:

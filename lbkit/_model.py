@@ -151,6 +151,10 @@ class Server:
         sendProxy: int | None = None,
         slowstart: float = 0.0,
         cookie: str | None = None,
+        tls: bool = False,
+        ca: str | None = None,
+        sni: str | None = None,
+        verify: bool = True,
     ) -> None:
         self.definedAt = definedAt()
         if not isinstance(name, str) or not name:
@@ -177,6 +181,7 @@ class Server:
         self.sendProxy = sendProxy
         self.slowstart = float(slowstart)
         self.cookie = name if cookie is None else cookie
+        self._initTLS(tls, ca, sni, verify)
         self.state = ServerState.UP
         self.backend: Backend | None = None
         self.id = 0
@@ -208,10 +213,43 @@ class Server:
     def __repr__(self) -> str:
         return f"<Server {self.name} {self.address} {self.state.value}>"
 
+    def _initTLS(self, tls: bool, ca: str | None, sni: str | None, verify: bool) -> None:
+        """
+        Check the TLS keyword arguments and build the connection creator
+        (see L{lbkit.tls.clientCreator}).
+        """
+        self.tls = bool(tls)
+        self.ca = ca
+        self.sni = sni
+        self.verify = bool(verify)
+        self.tlsCreator: Any = None
+        if not self.tls:
+            given = [k for k, v in (("ca", ca), ("sni", sni)) if v is not None] + ([] if verify else ["verify"])
+            if given:
+                raise ConfigError(f"server {self.name!r}: {', '.join(given)}= only apply with tls=True")
+            return
+        if sni is not None and (not isinstance(sni, str) or not sni):
+            raise ConfigError(f"server {self.name!r}: sni must be a host name, not {sni!r}")
+        serverName = sni or self.host
+        if not serverName:
+            raise ConfigError(f"server {self.name!r}: tls=True with an endpoint address needs sni=")
+        from lbkit.tls import clientCreator
+
+        self.tlsCreator = clientCreator(serverName, ca, self.verify, label=f"server {self.name!r} ({self.address})")
+
     def endpoint(self, reactor: Any, timeout: float = 30) -> IStreamClientEndpoint:
         """
-        The client endpoint that connects to this server.
+        The client endpoint that connects to this server (TLS-wrapped when
+        the server has C{tls=True}).
         """
+        endpoint = self._plainEndpoint(reactor, timeout)
+        if self.tlsCreator is not None:
+            from lbkit.tls import wrapClientEndpoint
+
+            return wrapClientEndpoint(self.tlsCreator, endpoint, reactor)
+        return endpoint
+
+    def _plainEndpoint(self, reactor: Any, timeout: float) -> IStreamClientEndpoint:
         if self._endpoint is not None:
             return self._endpoint
         from twisted.internet import endpoints
@@ -372,6 +410,8 @@ class Backend:
         self.balance: IBalancer = _defaultBalancer() if balance is None else balance
         if not IBalancer.providedBy(self.balance):
             raise ConfigError(f"backend {name!r}: balance={balance!r} does not provide IBalancer")
+        #: The balancer's optional C{activeChanged(server)} (see L{IBalancer}).
+        self._activeHook: Callable[[Server], object] | None = getattr(self.balance, "activeChanged", None)
         if health is not None and not IHealthCheck.providedBy(health):
             raise ConfigError(f"backend {name!r}: health={health!r} does not provide IHealthCheck")
         if persistence is not None and not IPersistence.providedBy(persistence):
@@ -391,6 +431,8 @@ class Backend:
         self._queue: deque[_Waiter] = deque()
         self._anyMaxconn = any(s.maxconn is not None for s in servers)
         self._eligible: list[Server] = []
+        #: Servers removed by a reload, draining until idle (L{updateFrom}).
+        self._leaving: dict[Server, list[Deferred[Server]]] = {}
         self._recompute()
         self.noServerCount = 0
         #: Clients whose sticky server could not take them, sent elsewhere.
@@ -483,6 +525,9 @@ class Backend:
         server.total += 1
         if server.active > server.maxActive:
             server.maxActive = server.active
+        hook = self._activeHook
+        if hook is not None:
+            hook(server)
         if self.persistence is not None:
             self.persistence.remember(self, server, context)
         return server
@@ -539,8 +584,26 @@ class Backend:
         connection may take it.
         """
         server.active -= 1
+        hook = self._activeHook
+        if hook is not None:
+            hook(server)
+        if server.active <= 0 and server in self._leaving:
+            self._forget(server)
         if self._queue:
             self._dispatchQueue()
+
+    def reacquire(self, server: Server) -> None:
+        """
+        Take one more slot on C{server} without choosing (http mode retries
+        a request on the server it just used); the caller has checked
+        L{Server.hasFreeSlot}.  Give it back with L{release}.
+        """
+        server.active += 1
+        if server.active > server.maxActive:
+            server.maxActive = server.active
+        hook = self._activeHook
+        if hook is not None:
+            hook(server)
 
     def _dispatchQueue(self) -> None:
         while self._queue:
@@ -554,4 +617,176 @@ class Backend:
             self._queue.popleft()
             d.callback(self._reserve(server, context))
 
+    # -- reconfiguration (reload) ------------------------------------------
 
+    def updateFrom(self, new: Backend, now: float = 0.0) -> list[str]:
+        """
+        Take the configuration of C{new}, a backend of the same name just
+        loaded again from the site file, and keep this backend's live state.
+
+          - A server of the same name and address stays the same object:
+            its state, counters and sessions are kept; a weight that
+            differs from the one it was configured with is applied with
+            L{Server.setWeight} (a weight set at run time survives a reload
+            that does not change the configured one); C{maxconn},
+            C{backup}, C{sendProxy}, C{slowstart} and C{cookie} are taken.
+          - A server whose address (or TLS settings) changed is replaced by
+            the new one; the old one is set to MAINT and forgotten (its
+            connections go on).
+          - A new server joins, UP (its health checks decide from there).
+          - A server no longer configured goes to DRAIN (if it was UP) and
+            leaves once it has no connection (see L{whenGone}).
+          - The balancer, retries, timeouts and C{allBackups} are taken from
+            C{new}; the health check too, unless configured alike; the
+            persistence strategy is kept (with its stick table) when of the
+            same class.
+
+        C{new} must not be used afterwards: its servers move here.
+
+        @param now: The time, for the servers' C{lastChange}.
+        @return: One line per change, for the log.
+        """
+        changes: list[str] = []
+        mine = {s.name: s for s in self.servers}
+        servers: list[Server] = []
+        nextId = max([s.id for s in self.servers] + [0]) + 1
+        for server in new.servers:
+            server.removeListener(new)
+            server.backend = None
+            old = mine.pop(server.name, None)
+            if old is not None and _sameTarget(old, server):
+                if old._endpoint is not None:
+                    old._endpoint = server._endpoint
+                    old.address = server.address
+                changes.extend(self._updateServer(old, server, now))
+                servers.append(old)
+                continue
+            server.backend = self
+            server.addListener(self)
+            if old is None:
+                server.id = nextId
+                nextId += 1
+                changes.append(f"server {server.name} added ({server.address})")
+            else:
+                server.id = old.id
+                self._leaving.pop(old, None)
+                old.removeListener(self)
+                old.setState(ServerState.MAINT, "replaced by a reload (address changed)", now)
+                changes.append(f"server {server.name} address {old.address} -> {server.address}")
+            servers.append(server)
+        drain: list[Server] = []
+        for old in mine.values():
+            if old not in self._leaving:
+                changes.append(f"server {old.name} removed: draining until idle")
+                self._leaving[old] = []
+                drain.append(old)
+            servers.append(old)
+        self.servers = servers
+        self._updateSettings(new, changes)
+        self._anyMaxconn = any(s.maxconn is not None for s in servers)
+        self._recompute()
+        for old in drain:
+            if old.state is ServerState.UP:
+                old.setState(ServerState.DRAIN, "removed from the site file", now)
+        for old in list(self._leaving):
+            if old.active <= 0:
+                self._forget(old)
+        self._dispatchQueue()
+        return changes
+
+    def _updateServer(self, old: Server, new: Server, now: float) -> list[str]:
+        changes: list[str] = []
+        if self._leaving.pop(old, None) is not None:
+            changes.append(f"server {old.name} configured again: no longer leaving")
+            if old.state is ServerState.DRAIN:
+                old.setState(ServerState.UP, "configured again by a reload", now)
+        for name in ("maxconn", "backup", "sendProxy", "slowstart", "cookie"):
+            before, after = getattr(old, name), getattr(new, name)
+            if before != after:
+                setattr(old, name, after)
+                changes.append(f"server {old.name} {name} {before!r} -> {after!r}")
+        if new.weight != old.initialWeight:
+            changes.append(f"server {old.name} weight {old.weight} -> {new.weight}")
+            old.initialWeight = new.weight
+            old.setWeight(new.weight)
+        return changes
+
+    def _updateSettings(self, new: Backend, changes: list[str]) -> None:
+        oldBalance: Any = self.balance
+        if oldBalance in self._listeners:
+            self._listeners.remove(oldBalance)
+        if type(new.balance) is not type(self.balance):
+            changes.append(f"balance {type(self.balance).__name__} -> {type(new.balance).__name__}")
+        self.balance = new.balance
+        self._activeHook = new._activeHook
+        if IServerListener.providedBy(self.balance):
+            self._listeners.append(self.balance)  # type: ignore[arg-type]
+        if not _samePolicy(self.health, new.health):
+            changes.append("health check changed")
+            self.health = new.health
+        if type(self.persistence) is not type(new.persistence):
+            changes.append("persistence changed")
+            self.persistence = new.persistence
+        for name in ("retries", "timeoutConnect", "timeoutServer", "timeoutQueue", "allBackups"):
+            before, after = getattr(self, name), getattr(new, name)
+            if before != after:
+                setattr(self, name, after)
+                changes.append(f"{name} {before!r} -> {after!r}")
+
+    def whenGone(self, server: Server) -> Deferred[Server]:
+        """
+        A L{Deferred} firing with C{server} once it has left this backend:
+        at once if it is not here, else when a reload removed it and its
+        last connection ended.  (It never fires for a server that stays.)
+        """
+        d: Deferred[Server] = Deferred()
+        waiting = self._leaving.get(server)
+        if waiting is not None:
+            waiting.append(d)
+        elif server not in self.servers:
+            d.callback(server)
+        return d
+
+    def leaving(self) -> list[Server]:
+        """The servers a reload removed that still finish connections."""
+        return list(self._leaving)
+
+    def _forget(self, server: Server) -> None:
+        waiting = self._leaving.pop(server, None)
+        if server in self.servers:
+            self.servers = [s for s in self.servers if s is not server]
+            self._recompute()
+        if self in server._listeners:
+            server.removeListener(self)
+        _log.info("Server {server} left the backend (removed by a reload).", server=server.fullName)
+        for d in waiting or ():
+            d.callback(server)
+
+
+def _sameTarget(old: Server, new: Server) -> bool:
+    """Whether C{new} connects to the same place, the same way, as C{old}."""
+    tls = ("tls", "ca", "sni", "verify")
+    if [getattr(old, n, None) for n in tls] != [getattr(new, n, None) for n in tls]:
+        return False
+    if old._endpoint is not None or new._endpoint is not None:
+        return old._endpoint is not None and new._endpoint is not None
+    return old.address == new.address
+
+
+def _samePolicy(a: Any, b: Any) -> bool:
+    """Whether two policy objects (health checks) are configured alike."""
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    objectEq: Any = object.__eq__
+    if type(a).__eq__ is not objectEq:
+        return bool(a == b)  # attrs classes and others that compare their settings
+
+    def public(o: Any) -> dict[str, Any]:
+        names = list(getattr(o, "__dict__", {})) + [
+            n for klass in type(o).__mro__ for n in getattr(klass, "__slots__", ())
+        ]
+        return {n: getattr(o, n, None) for n in names if not n.startswith("_")}
+
+    return bool(public(a) == public(b))

@@ -25,7 +25,7 @@ from twisted.internet.endpoints import serverFromString
 from lbkit.error import ConfigError
 from lbkit.interfaces import IListener
 
-__all__ = ["Site", "loadSite", "checkListen"]
+__all__ = ["Site", "loadSite", "checkListen", "checkGrace"]
 
 
 @attrs.frozen
@@ -36,11 +36,17 @@ class Site:
     @ivar path: The file it came from.
     @ivar listen: Its C{listen} list, checked.
     @ivar namespace: Every name the file defined.
+    @ivar accessLog: Its C{accessLog}: L{lbkit.logs.AccessLog}
+        destinations (empty: Twisted's log).
+    @ivar grace: Its C{grace}: seconds a stopping balancer lets
+        connections in flight finish, or L{None} when it does not say.
     """
 
     path: str
     listen: Sequence[Any]
     namespace: dict[str, Any]
+    accessLog: Sequence[Any] = ()
+    grace: float | None = None
 
 
 def _where(path: str, tb: Any) -> int | None:
@@ -190,7 +196,37 @@ def loadSite(path: str) -> Site:
         )
     listen = namespace["listen"]
     checkListen(listen, path, listenLine, itemLines=itemLines)
-    return Site(path=path, listen=list(listen), namespace=namespace)
+    accessLog: tuple[Any, ...] = ()
+    if namespace.get("accessLog") is not None:
+        from lbkit.logs import checkAccessLog
+
+        accessLog = checkAccessLog(namespace["accessLog"], f"{path}:{_assignedAt(tree.body, 'accessLog')}")
+    grace = namespace.get("grace")
+    if grace is not None:
+        grace = checkGrace(grace, f"{path}:{_assignedAt(tree.body, 'grace')}: `grace`")
+    return Site(path=path, listen=list(listen), namespace=namespace, accessLog=accessLog, grace=grace)
+
+
+def _assignedAt(statements: Sequence[ast.stmt], name: str) -> int:
+    """The line of the last module-level assignment to C{name}, or 1."""
+    line = 1
+    for node in statements:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                line = node.lineno
+    return line
+
+
+def checkGrace(value: Any, what: str = "grace") -> float:
+    """
+    A grace period: a number of seconds, 0 or more.
+
+    @raise ConfigError: otherwise, starting with C{what}.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise ConfigError(f"{what} must be a number of seconds, 0 or more, not {value!r}")
+    return float(value)
 
 
 def _itemWhere(item: Any, i: int, path: str, where: str, itemLines: Sequence[int]) -> str:

@@ -40,6 +40,16 @@ class IBalancer(Interface):
     may keep state between calls (a round-robin position, a hash ring); it
     may learn about server changes by also providing L{IServerListener},
     in which case the backend subscribes it.
+
+    Optional: a balancer that reads C{Server.active} may define
+    C{activeChanged(server)}, returning nothing.  The backend looks it up
+    once, when created, and then calls it on the reactor thread right
+    after each change of a server's C{active} count that it makes (a
+    connection slot reserved by C{tryAcquire}, C{enqueue} or C{reacquire},
+    or given back by C{release}), before anything else reads the count.
+    It must be O(1) or O(log n).  A balancer relying on it must not trust
+    it before the first call (until then the caller may be changing
+    C{active} by hand, as tests do).
     """
 
     def pick(servers: Sequence[Server], context: Context) -> Server | None:

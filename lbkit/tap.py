@@ -16,11 +16,16 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
-from lbkit.config import loadSite
+from lbkit.config import checkGrace, loadSite
 from lbkit.error import ConfigError
+from lbkit.logs import parseDestination
 from lbkit.service import ListenFailed, LoadBalancerService
 
-__all__ = ["Options", "makeService"]
+__all__ = ["Options", "makeService", "DEFAULT_GRACE"]
+
+#: Seconds C{twistd lbkit} lets connections finish on SIGTERM when neither
+#: C{--grace} nor the site file's C{grace} says.
+DEFAULT_GRACE = 30.0
 
 
 class Options(usage.Options):
@@ -37,7 +42,9 @@ class Options(usage.Options):
         "    twistd -n lbkit --config examples/demo.py\n\n"
         "The file is checked before anything listens: a mistake in it stops "
         "start-up with one line naming the file, the line and the problem.  "
-        "Every name a site file may use is described in docs/config.md."
+        "Every name a site file may use is described in docs/config.md.  "
+        "SIGHUP reloads the site file; SIGTERM stops accepting and lets "
+        "connections finish for up to --grace seconds (docs/operations.md)."
     )
     optParameters = [
         [
@@ -46,13 +53,47 @@ class Options(usage.Options):
             None,
             "The site file to run: Python that defines `listen`, the list of frontends (required).",
         ],
+        [
+            "grace",
+            None,
+            None,
+            "Seconds connections in flight may take to finish on SIGTERM "
+            "(default: the site file's `grace`, else 30).",
+        ],
+        [
+            "access-log-format",
+            None,
+            "text",
+            "Format of the --access-log destinations: text or json.",
+        ],
     ]
+
+    def __init__(self) -> None:
+        usage.Options.__init__(self)
+        self["access-log"] = []
+
+    def opt_access_log(self, destination: str) -> None:
+        """
+        Send access-log lines to DESTINATION instead of the site file's
+        `accessLog`: a file path, - (standard output), log (twistd's log),
+        syslog (/dev/log), syslog:/path/to/socket or syslog:host:port.
+        May be given more than once.
+        """
+        self["access-log"].append(destination)
 
     def postOptions(self) -> None:
         path = self["config"]
         if not path:
             raise usage.UsageError("--config is required: the site file to run")
+        if self["grace"] is not None:
+            try:
+                self["grace"] = checkGrace(float(self["grace"]), "--grace")
+            except ValueError:
+                raise usage.UsageError(f"--grace must be a number of seconds, not {self['grace']!r}") from None
+        if self["access-log-format"] not in ("text", "json"):
+            raise usage.UsageError("--access-log-format must be text or json")
         try:
+            self["accessLog"] = [parseDestination(d, self["access-log-format"]) for d in self["access-log"]] or None
             self["site"] = loadSite(path)
         except ConfigError as e:
             raise SystemExit(f"lbkit: {e}") from None
@@ -72,15 +113,27 @@ class _ForegroundService(LoadBalancerService):
     def privilegedStartService(self) -> None:
         try:
             LoadBalancerService.privilegedStartService(self)
-        except ListenFailed as e:
+        except (ListenFailed, ConfigError) as e:
             raise SystemExit(f"lbkit: {e}") from None
 
 
 def makeService(options: Any) -> IService:
-    """Build the service for the loaded site file."""
+    """
+    Build the service for the loaded site file: it reloads on SIGHUP and
+    gives connections a grace period (default 30 seconds) on SIGTERM.
+    """
     from twisted.internet import reactor
 
     parent = getattr(options, "parent", None)
     foreground = parent is None or bool(parent.get("nodaemon"))
     serviceClass = _ForegroundService if foreground else LoadBalancerService
-    return serviceClass(options["site"].listen, reactor)
+    site = options["site"]
+    return serviceClass(
+        site.listen,
+        reactor,
+        site=site,
+        grace=options.get("grace"),
+        accessLog=options.get("accessLog"),
+        defaultGrace=DEFAULT_GRACE,
+        installSignalHandlers=True,
+    )

@@ -20,11 +20,17 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from lbkit._connect import connectServer
+from lbkit._drain import DrainingFactory
 from lbkit._model import Backend, Context, Server, definedAt
+from lbkit._pump import tune, writeThrough
+from lbkit._sni import ClientHello, Route, sniAbsent, sniEnds, sniIs
 from lbkit.error import ConfigError, NoServerAvailable, QueueTimeout
 from lbkit.interfaces import IListener
 
-__all__ = ["Frontend", "TCPProxyFactory", "TCPFrontendProtocol", "TCPServerProtocol"]
+__all__ = [
+    "Frontend", "TCPProxyFactory", "TCPFrontendProtocol", "TCPServerProtocol",
+    "Route", "sniIs", "sniEnds", "sniAbsent", "ClientHello",
+]
 
 accessLog = Logger(namespace="lbkit.access")
 _log = Logger(namespace="lbkit.tcp")
@@ -80,6 +86,12 @@ class Frontend:
     @ivar acceptProxy: Expect a PROXY protocol (v1 or v2) header first.
     @ivar log: Emit one access-log line per connection.
     @ivar factory: The factory class (a L{TCPProxyFactory} subclass).
+    @ivar routes: L{Route}s tried in order on the TLS ClientHello (SNI
+        pass-through, see docs/tls.md); C{backend} takes the rest.
+    @ivar timeoutInspect: With routes, seconds to wait for the ClientHello
+        before routing on what arrived (HAProxy's C{inspect-delay}).
+    @ivar inspectLimit: With routes, bytes buffered at most while looking
+        for the ClientHello.
     """
 
     def __init__(
@@ -92,12 +104,21 @@ class Frontend:
         acceptProxy: bool = False,
         log: bool = True,
         factory: type[TCPProxyFactory] | None = None,
+        routes: Sequence[Route] = (),
+        timeoutInspect: float = 5.0,
+        inspectLimit: int = 32768,
     ) -> None:
         self.definedAt = definedAt()
         if not isinstance(endpoint, str):
             raise ConfigError(f"frontend endpoint must be a Twisted endpoint string, not {endpoint!r}")
         if not isinstance(backend, Backend):
             raise ConfigError(f"frontend {endpoint!r}: backend must be an lbkit.Backend, not {backend!r}")
+        self.routes = list(routes)
+        for route in self.routes:
+            if not isinstance(route, Route):
+                raise ConfigError(f"frontend {endpoint!r}: routes must be tcp.Route objects, not {route!r}")
+        self.timeoutInspect = float(timeoutInspect)
+        self.inspectLimit = int(inspectLimit)
         self.endpoint = endpoint
         self.backend = backend
         self.name = name or endpoint
@@ -113,7 +134,11 @@ class Frontend:
         return f"<tcp.Frontend {self.name}>"
 
     def backends(self) -> Sequence[Backend]:
-        return [self.backend]
+        found = [self.backend]
+        for route in self.routes:
+            if route.backend not in found:
+                found.append(route.backend)
+        return found
 
     def buildFactory(self, reactor: Any) -> TCPProxyFactory:
         """The factory that serves this frontend's connections."""
@@ -127,7 +152,7 @@ class Frontend:
         return ListeningService(self.endpoint, self.buildFactory(reactor), reactor, f"frontend {self.name}")
 
 
-class TCPProxyFactory(Factory):
+class TCPProxyFactory(DrainingFactory, Factory):
     """
     Builds a L{TCPFrontendProtocol} (or the class in L{protocol}) for each
     accepted client.  Subclass it, and the protocol classes, to change how
@@ -148,11 +173,14 @@ class TCPProxyFactory(Factory):
         self.total = 0
         self.bytesIn = 0
         self.bytesOut = 0
+        #: Where access-log lines go; the service points it at the
+        #: destinations of L{lbkit.logs.AccessLog} when the site has some.
+        self.accessLog = accessLog
 
     def logAccess(self, fields: dict[str, Any]) -> None:
         """Emit the access-log line of one finished connection."""
         if self.frontend.log:
-            accessLog.info(TCP_LOG_FORMAT, **fields)
+            self.accessLog.info(TCP_LOG_FORMAT, **fields)
 
 
 @implementer(IHalfCloseableProtocol)
@@ -169,7 +197,8 @@ class TCPServerProtocol(Protocol):
         self.readDone = False
 
     def connectionMade(self) -> None:
-        self._write = self.front.transport.write  # type: ignore[union-attr]
+        tune(self.transport)
+        self._write = writeThrough(self.front.transport)
 
     def dataReceived(self, data: bytes) -> None:
         self.bytes += len(data)
@@ -236,14 +265,21 @@ class TCPFrontendProtocol(Protocol):
         self.backend = factory.backend
         factory.current += 1
         factory.total += 1
+        factory.connectionOpened(self)
         self.acceptTime = time.time()
         self.start = self.reactor.seconds()
         transport = self.transport
         assert transport is not None
         _setNoDelay(transport)
+        tune(transport)
         self.context = Context(client=transport.getPeer(), frontend=factory.frontend.name)
         self._startIdleTimer()
-        if factory.frontend.acceptProxy:
+        if factory.frontend.routes:
+            # SNI pass-through: read the ClientHello, choose self.backend.
+            from lbkit._sni import _SNIPhase
+
+            self._parser = _SNIPhase(self, factory.frontend.acceptProxy)
+        elif factory.frontend.acceptProxy:
             from lbkit.proxyproto import ProxyHeaderParser
 
             self._parser = ProxyHeaderParser()
@@ -317,9 +353,13 @@ class TCPFrontendProtocol(Protocol):
             waiting, self._waiting = self._waiting, None
             waiting.cancel()
         self._clientGone = True
+        stopParser = getattr(self._parser, "stop", None)
+        if stopParser is not None:
+            stopParser()
         self._close()
         self._finish()
         self._maybeStopAbortTimer()
+        self.factory.connectionClosed(self)
 
     # -- choosing and connecting ------------------------------------------
 
@@ -422,7 +462,7 @@ class TCPFrontendProtocol(Protocol):
         if self._pending:
             serverTransport.writeSequence(self._pending)
             self._pending = []
-        self._peerWrite = serverTransport.write
+        self._peerWrite = writeThrough(serverTransport)
         serverTransport.registerProducer(self.transport, True)  # type: ignore[attr-defined]
         self.transport.registerProducer(serverTransport, True)  # type: ignore[attr-defined]
         if self._pendingEOF:
@@ -520,6 +560,22 @@ class TCPFrontendProtocol(Protocol):
         if self._abortCall is not None:
             self._abortCall.cancel()
         self._abortBoth()
+
+    def stopGracefully(self) -> None:
+        """
+        The frontend is stopping: nothing to do, a tcp connection cannot be
+        asked to end; it runs until either side closes or L{kill}.
+        """
+
+    def kill(self) -> None:
+        """
+        Abort this connection now, because a shutdown's grace period ran out;
+        it is logged with termination C{KD} (C{KC} before a server was
+        connected).
+        """
+        if self.termination == "--":
+            self.termination = "KD" if self.peer is not None else "KC"
+        self.abortSession()
 
     def _maybeStopAbortTimer(self) -> None:
         if self._abortCall is not None and self._clientGone and self._serverGone:

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_balance -*-
+# -*- test-case-name: tests.test_balance_load -*-
 """
 Weighted least connections (HAProxy's C{balance leastconn}).
 """
@@ -10,7 +10,7 @@ from typing import Sequence
 from zope.interface import implementer
 
 from lbkit._model import Context, Server
-from lbkit.balance._scan import _WeightedScan
+from lbkit.balance._scan import _Pairs, _pairsFor, _WeightedScan
 from lbkit.interfaces import IBalancer
 
 __all__ = ["LeastConn"]
@@ -27,15 +27,32 @@ class LeastConn(_WeightedScan):
     one taking everything.  Slow start applies.  Use it for long sessions
     (databases, WebSocket, LDAP) whose durations vary widely.
 
-    Cost: O(n) per pick (see L{_WeightedScan}).
+    Cost: O(log n) per pick and per connection start and end when used by
+    a L{lbkit.Backend}; O(n) for a pick among a subset of the eligible
+    servers (some full or already tried), see L{_WeightedScan}.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._next = 0
 
+    @staticmethod
+    def _key(server: Server, inverse: float) -> float:
+        return server.active * inverse
+
     def pick(self, servers: Sequence[Server], context: Context) -> Server | None:
-        pairs = self._candidates(servers)
+        if self._isFull(servers):
+            pairs = self._pairs
+            tree = self._tree
+            if tree is not None:
+                position = self._treePick(tree, self._next % len(pairs))
+                self._next = position + 1
+                return pairs[position][0]
+        else:
+            pairs = _pairsFor(servers)
+        return self._scan(pairs)
+
+    def _scan(self, pairs: _Pairs) -> Server | None:
         n = len(pairs)
         if not n:
             return None

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_balance -*-
+# -*- test-case-name: tests.test_balance_load -*-
 """
 Never queue (LVS's C{nq} scheduler).
 """
@@ -16,6 +16,8 @@ from lbkit.interfaces import IBalancer
 
 __all__ = ["NeverQueue"]
 
+_IDLE = float("-inf")
+
 
 @implementer(IBalancer)
 class NeverQueue(_WeightedScan):
@@ -28,11 +30,23 @@ class NeverQueue(_WeightedScan):
     helps when service times are long or heavy-tailed.  From LVS's
     scheduler set; HAProxy has no equivalent.
 
-    Cost: O(n) per pick.
+    Cost: O(log n) per pick and per connection start and end when used by
+    a L{lbkit.Backend}; O(n) for a pick among a subset of the eligible
+    servers (some full or already tried), see L{_WeightedScan}.
     """
+
+    @staticmethod
+    def _key(server: Server, inverse: float) -> float:
+        # idle servers sort before every busy one, and tie among themselves
+        # (so the first in order wins); busy ones sort by expected delay
+        active = server.active
+        return (active + 1) * inverse if active else _IDLE
 
     def pick(self, servers: Sequence[Server], context: Context) -> Server | None:
         pairs = self._candidates(servers)
+        tree = self._tree
+        if tree is not None and pairs is self._pairs:
+            return pairs[self._treePick(tree)][0]
         for server, _ in pairs:
             if not server.active:
                 return server

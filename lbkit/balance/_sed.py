@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_balance -*-
+# -*- test-case-name: tests.test_balance_load -*-
 """
 Shortest expected delay (LVS's C{sed} scheduler).
 """
@@ -40,8 +40,18 @@ class ShortestExpectedDelay(_WeightedScan):
     idle light one, so fast servers take the first connections.  From
     LVS's scheduler set; HAProxy has no equivalent.
 
-    Cost: O(n) per pick.
+    Cost: O(log n) per pick and per connection start and end when used by
+    a L{lbkit.Backend}; O(n) for a pick among a subset of the eligible
+    servers (some full or already tried), see L{_WeightedScan}.
     """
 
+    @staticmethod
+    def _key(server: Server, inverse: float) -> float:
+        return (server.active + 1) * inverse
+
     def pick(self, servers: Sequence[Server], context: Context) -> Server | None:
-        return _shortestDelay(self._candidates(servers))
+        pairs = self._candidates(servers)
+        tree = self._tree
+        if tree is not None and pairs is self._pairs:
+            return pairs[self._treePick(tree)][0]
+        return _shortestDelay(pairs)

@@ -28,6 +28,9 @@ class Frontend:
     @ivar endpoint: A Twisted server endpoint string.
     @ivar routes: L{Route}s, tried in order.
     @ivar default: The backend for requests no route takes.
+    @ivar tls: The L{lbkit.tls.Certificates} this frontend terminates TLS
+        with (also set from an C{ssl:} endpoint string), or L{None}.
+    @ivar http2: Offer HTTP/2 through ALPN on a TLS frontend.
     """
 
     def __init__(
@@ -47,10 +50,26 @@ class Frontend:
         poolIdleTimeout: float = 30.0,
         log: bool = True,
         factory: Optional[type[HTTPProxyFactory]] = None,
+        tls: Any = None,
+        http2: bool = True,
     ) -> None:
         self.definedAt = definedAt()
         if not isinstance(endpoint, str):
             raise ConfigError(f"frontend endpoint must be a Twisted endpoint string, not {endpoint!r}")
+        from lbkit.tls import Certificates, fromSSLEndpoint
+
+        if tls is not None and not isinstance(tls, Certificates):
+            raise ConfigError(f"http.Frontend {endpoint!r}: tls must be an lbkit.tls.Certificates, not {tls!r}")
+        #: The endpoint string as given (an C{ssl:} one is served as C{tcp:}
+        #: plus L{tls}, so that lbkit checks its files and offers ALPN).
+        self.description = endpoint
+        converted = fromSSLEndpoint(endpoint)
+        if converted is not None:
+            if tls is not None:
+                raise ConfigError(f"http.Frontend {endpoint!r}: use either an ssl: endpoint or tls=, not both")
+            endpoint, tls = converted
+        self.tls: Optional[Certificates] = tls
+        self.http2 = bool(http2)
         routes = list(routes)
         for route in routes:
             if not isinstance(route, Route):
@@ -64,7 +83,7 @@ class Frontend:
         self.endpoint = endpoint
         self.routes = routes
         self.default = default
-        self.name = name or endpoint
+        self.name = name or self.description
         self.timeoutClient = float(timeoutClient)
         self.timeoutHttpRequest = float(timeoutHttpRequest)
         self.timeoutTunnel = float(timeoutTunnel)
@@ -93,7 +112,23 @@ class Frontend:
         self.factories.append(factory)
         return factory
 
+    def alpnProtocols(self) -> list[bytes]:
+        """What a TLS frontend offers through ALPN, most preferred first."""
+        from lbkit.tls import h2Available
+
+        return [b"h2", b"http/1.1"] if self.http2 and h2Available() else [b"http/1.1"]
+
     def makeService(self, reactor: Any) -> IService:
         from lbkit.service import ListeningService
 
-        return ListeningService(self.endpoint, self.buildFactory(reactor), reactor, f"frontend {self.name}")
+        factory: Any = self.buildFactory(reactor)
+        if self.tls is not None:
+            from lbkit.tls import serverFactory
+
+            protocols = self.alpnProtocols()
+            if b"h2" in protocols:
+                from lbkit.http._h2 import negotiating
+
+                factory = negotiating(factory)
+            factory = serverFactory(self.tls, factory, reactor, protocols)
+        return ListeningService(self.endpoint, factory, reactor, f"frontend {self.name}")

@@ -22,7 +22,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from lbkit._connect import connectServer
+from lbkit._drain import DrainingFactory
 from lbkit._model import Backend, Context, Server
+from lbkit._pump import tune, writeThrough
 from lbkit.error import NoServerAvailable, QueueTimeout
 from lbkit.http._parse import (
     CHUNKED,
@@ -53,6 +55,9 @@ HTTP_LOG_FORMAT = (
 )
 
 MAX_HEAD = 65536
+#: At most this many bytes of a request body are read and dropped after the
+#: server already answered; past it the client connection is closed.
+DRAIN_LIMIT = 4 * 1024 * 1024
 _HOP = frozenset(
     [
         b"connection",
@@ -93,6 +98,10 @@ _MESSAGES = {
 _HEAD, _WAIT, _SENT, _TUNNEL, _CLOSED = range(5)
 
 
+def _discard(data: bytes) -> None:
+    pass
+
+
 def _errorResponse(status: int) -> bytes:
     body = _MESSAGES.get(status, b"Error\n")
     return b"".join(
@@ -121,7 +130,7 @@ def _formatAddress(address: Any) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-class HTTPProxyFactory(Factory):
+class HTTPProxyFactory(DrainingFactory, Factory):
     """
     Builds an L{HTTPFrontendProtocol} per client connection and keeps the
     server connection pool of its frontend.
@@ -145,6 +154,9 @@ class HTTPProxyFactory(Factory):
         self.bytesIn = 0
         self.bytesOut = 0
         self.responses = {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0, "other": 0}
+        #: Where access-log lines go; the service points it at the
+        #: destinations of L{lbkit.logs.AccessLog} when the site has some.
+        self.accessLog = accessLog
 
     def stopFactory(self) -> None:
         self.pool.closeAll()
@@ -152,7 +164,7 @@ class HTTPProxyFactory(Factory):
     def logAccess(self, fields: dict[str, Any]) -> None:
         """Emit the access-log line of one finished request."""
         if self.frontend.log:
-            accessLog.info(HTTP_LOG_FORMAT, **fields)
+            self.accessLog.info(HTTP_LOG_FORMAT, **fields)
 
 
 class HTTPServerProtocol(Protocol):
@@ -176,24 +188,30 @@ class HTTPServerProtocol(Protocol):
         self._tunnel = False
         self._reusable = True
         self._closing = False
-        self._write: Callable[[bytes], None] = lambda data: None
+        self._write: Callable[[bytes], None] = _discard
+        #: A response head held back to go out with the first body bytes
+        #: (one send instead of two).
+        self._prefix = b""
+        self.send: Callable[[bytes], None] = _discard
 
     def connectionMade(self) -> None:
         transport = self.transport
         setNoDelay = getattr(transport, "setTcpNoDelay", None)
         if setNoDelay is not None:
             setNoDelay(True)
+        tune(transport)
+        self.send = writeThrough(transport)
 
     def startExchange(self, front: HTTPFrontendProtocol, head: bytes, isHead: bool) -> None:
         """Attach to C{front} and send a request head."""
         self.front = front
-        self._write = front.transport.write  # type: ignore[union-attr]
+        self._write = front._write
         self._buf = b""
         self._headDone = False
         self._headRequest = isHead
         self._framer = None
         self.bytes = 0
-        self.transport.write(head)  # type: ignore[union-attr]
+        self.send(head)
 
     def dataReceived(self, data: bytes) -> None:
         front = self.front
@@ -255,17 +273,23 @@ class HTTPServerProtocol(Protocol):
         self._remaining = framing
         if framing == CHUNKED:
             self._framer = ChunkedFramer()
-        front.responseHead(self, response, framing)
+        head = front._responseHeadData(self, response, framing)
         if self.front is None:
             return
-        if framing == 0:
-            if buf:
-                self._reusable = False
-            self._finished()
-            if buf:
-                self.close()
-        elif buf:
-            self._body(buf)
+        if framing == 0 or not buf:
+            self._write(head)
+            if framing == 0:
+                if buf:
+                    self._reusable = False
+                self._finished()
+                if buf:
+                    self.close()
+            return
+        self._prefix = head
+        self._write = self._writeWithHead
+        self._body(buf)
+        if self._prefix:  # the body broke before anything was written
+            self._writeWithHead(b"")
 
     def _body(self, data: bytes) -> None:
         remaining = self._remaining
@@ -308,6 +332,17 @@ class HTTPServerProtocol(Protocol):
         # until close
         self.bytes += len(data)
         self._write(data)
+
+    def _writeWithHead(self, data: bytes) -> None:
+        """The first write of a response body: the held-back head goes with it."""
+        head, self._prefix = self._prefix, b""
+        front = self.front
+        write = self._write = front._write if front is not None else _discard
+        if len(data) <= 16384:
+            write(head + data)
+        else:
+            write(head)
+            write(data)
 
     def _finished(self) -> None:
         front, self.front = self.front, None
@@ -387,6 +422,7 @@ class HTTPFrontendProtocol(Protocol):
         self._attempts = 0
         self._responseStarted = False
         self._closeAfter = False
+        self._drainLeft = 0
         self._rules: Any = None
         self._tunnel = False
         self._clientGone = False
@@ -406,15 +442,17 @@ class HTTPFrontendProtocol(Protocol):
             setNoDelay(True)
         self.client = transport.getPeer()  # type: ignore[union-attr]
         self._proto = b"https" if ISSLTransport.providedBy(transport) else b"http"
-        self._write = transport.write  # type: ignore[union-attr]
+        tune(transport)
+        self._write = writeThrough(transport)
         now = self.reactor.seconds()
         self._since = now
         self._lastBytes = -1
         self._tick = self.reactor.callLater(self._tickInterval(), self._checkTimeouts)
+        factory.connectionOpened(self)
 
     def dataReceived(self, data: bytes) -> None:
         state = self._state
-        if state == _SENT and not self._bodyDone:
+        if not self._bodyDone and (state == _SENT or state == _HEAD):
             self._requestBody(data)
             return
         if state == _TUNNEL:
@@ -439,6 +477,29 @@ class HTTPFrontendProtocol(Protocol):
                 self._termination = "CD" if self._state == _SENT else "CC"
             self._endExchange(reusable=False)
         self._state = _CLOSED
+        self.factory.connectionClosed(self)
+
+    def stopGracefully(self) -> None:
+        """
+        The frontend is stopping: close now if idle between requests, else
+        answer the request in flight (or the first request of a connection
+        just accepted) with C{Connection: close} and close after it.
+        """
+        served = hasattr(self, "_requestStart")
+        if served and self._state == _HEAD and not self._buf and self._bodyDone:
+            self._closeClient()
+        else:
+            self._closeAfter = True
+
+    def kill(self) -> None:
+        """
+        Abort this connection now, because a shutdown's grace period ran
+        out; a request in flight is logged with termination C{KD}.
+        """
+        if self._state in (_WAIT, _SENT, _TUNNEL) and self.request is not None:
+            self.abortExchange("KD")
+        elif self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
 
     # -- request ---------------------------------------------------------
 
@@ -478,15 +539,16 @@ class HTTPFrontendProtocol(Protocol):
         self._termination = "--"
         self._attempts = 0
         self._responseStarted = False
-        self._closeAfter = not self._keepAlive
+        self._closeAfter = not self._keepAlive or self.factory.stopping
         self._tw = self._tc = self._tr = -1.0
         self.server = None
         self._state = _WAIT
-        self.transport.pauseProducing()  # type: ignore[union-attr]
+        # The client is paused only if the request has to wait (queue or
+        # connect): a pooled connection takes it at once.
+        self.context = Context(client=self.client, frontend=self.frontend.name, request=request)
         backend, rules = self.routeRequest(request)
         self.backend = backend
         self._rules = rules
-        self.context = Context(client=self.client, frontend=self.frontend.name, request=request)
         self.factory.requests += 1
         self._choose()
 
@@ -498,7 +560,9 @@ class HTTPFrontendProtocol(Protocol):
 
         @return: The backend and the route (or L{None}) that chose it.
         """
-        context = Context(client=self.client, frontend=self.frontend.name, request=request)
+        context = self.context
+        if context is None or context.request is not request:
+            context = Context(client=self.client, frontend=self.frontend.name, request=request)
         for route in self.frontend.routes:
             if route.matcher.matches(request, context):
                 return route.backend, route
@@ -515,6 +579,7 @@ class HTTPFrontendProtocol(Protocol):
             return
         if server is None:
             self._tq = self.reactor.seconds()
+            self.transport.pauseProducing()  # type: ignore[union-attr]
             waiting = self._waiting = backend.enqueue(self.context, self.reactor)
             waiting.addCallbacks(self._dequeued, self._queueFailed)
             return
@@ -546,6 +611,7 @@ class HTTPFrontendProtocol(Protocol):
             return
         conn = HTTPServerProtocol(server, self.factory.pool)
         assert self.backend is not None
+        self.transport.pauseProducing()  # type: ignore[union-attr]
         waiting = self._waiting = connectServer(self.reactor, server, conn, self.backend.timeoutConnect)
         waiting.addCallbacks(self._connected, self._connectFailed)
 
@@ -636,7 +702,7 @@ class HTTPFrontendProtocol(Protocol):
         self.conn = conn
         self._state = _SENT
         self._applyRequestRules(request)
-        self._connWrite = conn.transport.write  # type: ignore[union-attr]
+        self._connWrite = conn.send
         conn.startExchange(self, self._buildHead(request), request.method == b"HEAD")
         transport = self.transport
         assert transport is not None
@@ -696,7 +762,10 @@ class HTTPFrontendProtocol(Protocol):
             self._buf = rest
         if self._state == _HEAD:
             # the response already finished: go on with the next request
-            self._nextRequest()
+            if self._closeAfter:
+                self._closeClient()
+            else:
+                self._nextRequest()
 
     # -- response --------------------------------------------------------
 
@@ -706,6 +775,18 @@ class HTTPFrontendProtocol(Protocol):
 
     def responseHead(self, conn: HTTPServerProtocol, response: Response, framing: int, tunnel: bool = False) -> None:
         """The server's final response head arrived: pass it on."""
+        data = self._responseHeadData(conn, response, framing, tunnel)
+        if data:
+            self._write(data)
+
+    def _responseHeadData(
+        self, conn: HTTPServerProtocol, response: Response, framing: int, tunnel: bool = False
+    ) -> bytes:
+        """
+        Account for the server's final response head and return it as it
+        goes to the client (a tunnel's head is written here, and C{b""}
+        returned).
+        """
         self._tr = self.reactor.seconds()
         self._responseStarted = True
         code = self._status = response.code
@@ -731,18 +812,18 @@ class HTTPFrontendProtocol(Protocol):
             assert transport is not None and conn.transport is not None
             if conn.transport.producer is None:  # type: ignore[attr-defined]
                 conn.transport.registerProducer(transport, True)  # type: ignore[attr-defined]
-            self._connWrite = conn.transport.write
+            self._connWrite = conn.send
             buf, self._buf = self._buf, b""
             data = self._responseHeadBytes(response, tunnel=True)
             conn.bytes += len(data)
             self._write(data)
             if buf:
                 self._connWrite(buf)
-            return
+            return b""
         self._applyResponseRules(response)
         data = self._responseHeadBytes(response)
         conn.bytes += len(data)
-        self._write(data)
+        return data
 
     def _applyResponseRules(self, response: Response) -> None:
         persistence = self.backend.persistence if self.backend is not None else None
@@ -784,16 +865,31 @@ class HTTPFrontendProtocol(Protocol):
     def responseDone(self, conn: HTTPServerProtocol) -> None:
         """The whole response went to the client."""
         self._bytesOut = conn.bytes
-        reusable = self._bodyDone
-        if not reusable:
-            # The server answered before the request body was complete: the
-            # client connection cannot be trusted to frame the next request.
-            self._closeAfter = True
-        self._endExchange(reusable)
+        if not self._bodyDone:
+            # The server answered before the request body was complete (an
+            # early 413, say).  Read and discard the rest of the body, up to
+            # DRAIN_LIMIT bytes, so the client is not reset in the middle of
+            # its upload; then carry on (or close) as usual.
+            self._endExchange(False)
+            self._connWrite = self._discard
+            self._drainLeft = DRAIN_LIMIT
+            self._state = _HEAD
+            self._since = self.reactor.seconds()
+            transport = self.transport
+            if transport is not None:
+                transport.resumeProducing()  # type: ignore[attr-defined]
+            return
+        self._endExchange(True)
         if self._closeAfter:
             self._closeClient()
         else:
             self._nextRequest()
+
+    def _discard(self, data: bytes) -> None:
+        """Drop request-body bytes nobody will read, within DRAIN_LIMIT."""
+        self._drainLeft -= len(data)
+        if self._drainLeft < 0:
+            self._closeClient()
 
     def _nextRequest(self) -> None:
         if not self._bodyDone:
@@ -834,6 +930,12 @@ class HTTPFrontendProtocol(Protocol):
         self.request = None
 
     def _log(self) -> None:
+        if (
+            not self.frontend.log
+            and getattr(self.finished, "__func__", None) is HTTPFrontendProtocol.finished
+            and getattr(self.factory.logAccess, "__func__", None) is HTTPProxyFactory.logAccess
+        ):
+            return  # nobody would see the fields (no log, no override): don't build them
         now = self.reactor.seconds()
         start = self._requestStart
         request = self.request

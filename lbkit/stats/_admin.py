@@ -13,6 +13,9 @@ import hmac
 import os
 from typing import Any, Mapping
 
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
 from lbkit._model import Server, ServerState
 from lbkit.error import ConfigError
 
@@ -25,6 +28,29 @@ STATE_ACTIONS = {
     "maint": ServerState.MAINT,
 }
 ACTIONS = (*STATE_ACTIONS, "weight", "enable-health", "disable-health")
+
+
+def runReload(collector: Any, user: str, via: str) -> Deferred[tuple[bool, str]]:
+    """
+    Reload the site file, logging who asked, on the C{lbkit.admin} logger.
+
+    @return: Fires with C{(True, changes)} or C{(False, why)}: a site file
+        that fails to load leaves the running configuration unchanged.
+    @raise AdminError: when the page runs outside a reloadable service.
+    """
+    reloader = getattr(collector, "reloader", None)
+    if reloader is None:
+        raise AdminError(404, "reload is not available: this page is not part of a site started from a file")
+    collector.log.info("admin: {user} ({via}) reloads the site file", user=user, via=via, action="reload")
+    d: Deferred[Any] = reloader()
+
+    def done(changes: list[str]) -> tuple[bool, str]:
+        return True, "\n".join([f"reloaded: {len(changes)} changes", *changes])
+
+    def failed(reason: Failure) -> tuple[bool, str]:
+        return False, f"reload failed, configuration unchanged: {reason.getErrorMessage()}"
+
+    return d.addCallbacks(done, failed)
 
 
 class AdminError(Exception):

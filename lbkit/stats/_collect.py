@@ -147,6 +147,9 @@ class Collector:
         self._rates = _RateMeter()
         self._started = time.time()
         self._subscribed: set[int] = set()
+        #: Reloads the site file (L{lbkit.service.LoadBalancerService.reload}),
+        #: set by the service; L{None} when the page runs outside one.
+        self.reloader: Any = None
 
     # -- wiring -----------------------------------------------------------
 

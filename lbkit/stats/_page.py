@@ -115,6 +115,13 @@ class Page:
         """
         self.collector.bind(listen)
 
+    def bindReloader(self, reloader: Any) -> None:
+        """
+        Let the admin API reload the site: C{reloader()} returns a
+        L{Deferred} firing with the list of changes (the service calls this).
+        """
+        self.collector.reloader = reloader
+
     def resource(self, reactor: Any) -> IResource:
         """
         The page as a resource tree, to mount in a site of your own.

@@ -12,13 +12,14 @@ import socket
 import struct
 from typing import Any, Callable
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from lbkit.stats._admin import AdminError, runAction
+from lbkit.stats._admin import AdminError, runAction, runReload
 from lbkit.stats._collect import Collector
 
 __all__: list[str] = []
@@ -29,6 +30,7 @@ Commands (one per line; each answer ends with an empty line):
   show servers [BACKEND]
   show stat                               all statistics, as one JSON line
   show info
+  reload                                  load the site file again
   set server BACKEND/SERVER state ready|drain|maint
   set server BACKEND/SERVER weight N
   set weight BACKEND/SERVER N
@@ -58,10 +60,10 @@ def _split(name: str) -> tuple[str, str]:
     return backend, server
 
 
-def execute(collector: Collector, user: str, line: str) -> str:
+def execute(collector: Collector, user: str, line: str) -> str | Deferred[str]:
     """
     Run one command line and return its answer (without the final empty
-    line).
+    line), or a L{Deferred} of it (C{reload}).
     """
     words = line.split()
     if not words:
@@ -72,11 +74,15 @@ def execute(collector: Collector, user: str, line: str) -> str:
         return f"error: {e}"
 
 
-def _execute(collector: Collector, user: str, words: list[str]) -> str:
+def _execute(collector: Collector, user: str, words: list[str]) -> str | Deferred[str]:
     via = "socket"
     match words:
         case ["help"]:
             return HELP
+        case ["reload"]:
+            return runReload(collector, user, f"{via} {user}").addCallback(
+                lambda result: result[1] if result[0] else f"error: {result[1]}"
+            )
         case ["show", "servers", *rest] if len(rest) <= 1:
             lines = ["# backend/server state weight current max total connect_errors check"]
             for backend in collector.backends():
@@ -132,7 +138,14 @@ class CommandProtocol(LineOnlyReceiver):
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
         answer = execute(self.factory.collector, self.user, text)
-        self.sendLine((answer + "\n").encode("utf-8"))
+        if isinstance(answer, Deferred):
+            answer.addCallback(self._answer)
+        else:
+            self._answer(answer)
+
+    def _answer(self, answer: str) -> None:
+        if self.transport is not None:
+            self.sendLine((answer + "\n").encode("utf-8"))
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self.transport.loseConnection()  # type: ignore[union-attr]

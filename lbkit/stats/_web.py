@@ -16,7 +16,7 @@ from twisted.web.resource import NoResource, Resource
 from twisted.web.server import Request
 from twisted.web.template import renderElement
 
-from lbkit.stats._admin import Admin, AdminError, runAction
+from lbkit.stats._admin import Admin, AdminError, runAction, runReload
 from lbkit.stats._collect import Collector
 from lbkit.stats._html import StatsElement
 from lbkit.stats._metrics import MetricsCollector
@@ -176,15 +176,56 @@ class AdminActionResource(_AdminLeaf):
         return _json(request, {"error": "use POST"}, 405)
 
 
+class AdminReloadResource(_AdminLeaf):
+    """
+    C{POST /admin/reload}: load the site file again (same credentials and
+    forgery checks as L{AdminActionResource}).  Answers
+    C{{"ok": true, "changes": [...]}}, or 409 with C{"error"} when the file
+    does not load (the running configuration is then unchanged).
+    """
+
+    def render_POST(self, request: Request) -> Any:
+        user: str = request.adminUser  # type: ignore[attr-defined]
+        if not _sameOrigin(request):
+            return _json(request, {"error": "cross-origin request refused"}, 403)
+        token = _arg(request, "token")
+        if request.getHeader(b"x-lbkit-admin") is None and not (token and self.admin.checkToken(user, token)):
+            return _json(request, {"error": "missing or bad token (or X-LBKit-Admin header)"}, 403)
+        client = request.getClientAddress()
+        try:
+            d = runReload(self.collector, user, f"http {getattr(client, 'host', '?')}")
+        except AdminError as e:
+            return _json(request, {"error": str(e)}, e.code)
+
+        def answer(result: tuple[bool, str]) -> None:
+            ok, text = result
+            lines = text.split("\n")
+            body = {"ok": True, "changes": lines[1:]} if ok else {"error": text}
+            request.write(_json(request, body, 200 if ok else 409))
+            request.finish()
+
+        d.addCallback(answer)
+        from twisted.web.server import NOT_DONE_YET
+
+        return NOT_DONE_YET
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"allow", b"POST")
+        return _json(request, {"error": "use POST"}, 405)
+
+
 class _Admin(Resource):
     def __init__(self, collector: Collector, admin: Admin, refresh: float) -> None:
         super().__init__()
         self.page = AdminHTMLResource(collector, admin, refresh)
         self.action = AdminActionResource(collector, admin)
+        self.reload = AdminReloadResource(collector, admin)
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"server":
             return self.action
+        if path == b"reload":
+            return self.reload
         if path == b"":
             return self.page
         return NoResource()

@@ -1,0 +1,265 @@
+# -*- test-case-name: tests.test_reload -*-
+"""
+Applying a site file again to a running L{LoadBalancerService}, without
+dropping a connection (SIGHUP, or the admin API's reload).
+
+Listeners are matched by endpoint string, backends by name, servers by
+name within their backend:
+
+  - a listener on the same endpoint, of the same kind, keeps its port and
+    its live connections; a frontend takes the new settings in place
+    (backend, routes, timeouts, name, log);
+  - a new endpoint starts listening; a removed one stops listening at once
+    and its connections get the grace period;
+  - a listener whose kind changed on the same endpoint is stopped, then the
+    new one listens (a short window where connections are refused);
+  - a backend of the same name stays the same object and takes the new
+    definition with L{Backend.updateFrom <lbkit.Backend.updateFrom>}: its
+    servers keep their state and counters, changed weights apply, new
+    servers join, removed ones drain and leave once idle;
+  - health checks keep running for the servers that stay; new servers get
+    a monitor; a changed check restarts the backend's checks.
+
+Everything that can fail (loading, two backends with one name, opening the
+access logs, listening on new endpoints) is done before anything running
+changes; a failure leaves the running configuration as it was.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any, Sequence
+
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.logger import Logger
+
+from lbkit._model import Backend, _samePolicy
+from lbkit.config import Site
+from lbkit.error import ConfigError
+
+if TYPE_CHECKING:
+    from lbkit.service import LoadBalancerService
+
+__all__ = ["applySite", "matchListeners"]
+
+_log = Logger(namespace="lbkit")
+
+#: Attributes of a frontend that a reload does not copy onto the running one.
+_KEEP = frozenset(["definedAt", "factories", "endpoint", "description"])
+
+
+def _compatible(old: Any, new: Any) -> bool:
+    """Whether C{new} can take over C{old}'s port and connections."""
+    if type(old) is not type(new):
+        return False
+    if getattr(old, "factory", None) is not getattr(new, "factory", None):
+        return False
+    return _samePolicy(getattr(old, "tls", None), getattr(new, "tls", None))
+
+
+def matchListeners(
+    running: Sequence[Any], loaded: Sequence[Any]
+) -> tuple[list[tuple[Any, Any]], list[Any], list[tuple[Any, Any]], list[Any]]:
+    """
+    Pair the running listeners with the loaded ones by endpoint string.
+
+    @return: C{(kept, added, replaced, removed)}: pairs (old, new) that
+        keep the old port, new listeners, pairs whose kind changed, and
+        old listeners with no counterpart.
+    """
+    byEndpoint = {item.endpoint: item for item in running}
+    kept: list[tuple[Any, Any]] = []
+    added: list[Any] = []
+    replaced: list[tuple[Any, Any]] = []
+    matched: set[int] = set()
+    for new in loaded:
+        old = byEndpoint.get(new.endpoint)
+        if old is None:
+            added.append(new)
+            continue
+        matched.add(id(old))
+        (kept if _compatible(old, new) else replaced).append((old, new))
+    removed = [old for old in running if id(old) not in matched]
+    return kept, added, replaced, removed
+
+
+def _backendsOf(listen: Sequence[Any]) -> list[Backend]:
+    found: dict[int, Backend] = {}
+    for item in listen:
+        for backend in item.backends():
+            found.setdefault(id(backend), backend)
+    return list(found.values())
+
+
+def _retarget(item: Any, mapping: dict[int, Backend]) -> None:
+    """Point C{item}'s backend references at the backends that run on."""
+    for name in ("backend", "default"):
+        value = getattr(item, name, None)
+        if isinstance(value, Backend):
+            setattr(item, name, mapping.get(id(value), value))
+    for route in getattr(item, "routes", ()):
+        if isinstance(route.backend, Backend):
+            route.backend = mapping.get(id(route.backend), route.backend)
+
+
+def _takeOver(old: Any, new: Any) -> None:
+    """Give the running frontend C{old} the settings of C{new}."""
+    for name, value in vars(new).items():
+        if name not in _KEEP:
+            setattr(old, name, value)
+    for factory in getattr(old, "factories", ()):
+        if hasattr(factory, "backend") and hasattr(old, "backend"):
+            factory.backend = old.backend
+        pool = getattr(factory, "pool", None)
+        if pool is not None and hasattr(old, "maxIdlePerServer"):
+            pool.maxIdle = old.maxIdlePerServer
+            pool.idleTimeout = old.poolIdleTimeout
+
+
+def applySite(service: LoadBalancerService, site: Site) -> Deferred[list[str]]:
+    """
+    Apply C{site} to the running C{service}.
+
+    @return: Fires with one line per change, once replaced listeners listen
+        again.
+    @raise ConfigError: before changing anything, when the new site has two
+        backends with one name or an access log cannot be opened.
+    @raise lbkit.service.ListenFailed: before changing anything, when a new
+        endpoint cannot be listened on.
+    """
+    from lbkit.service import ListenFailed
+
+    reactor = service.reactor
+    kept, added, replaced, removed = matchListeners(service.listen, site.listen)
+
+    # -- checks: nothing running changes if one fails -----------------------
+    newBackends = _backendsOf(site.listen)
+    names: dict[str, Backend] = {}
+    for backend in newBackends:
+        if backend.name in names:
+            raise ConfigError(f"{site.path}: two backends are named {backend.name!r}; a reload matches them by name")
+        names[backend.name] = backend
+    running = {b.name: b for b in service.backends()}
+    mapping = {id(b): running.get(b.name, b) for b in newBackends}
+
+    oldSite, service.site = service.site, site
+    try:
+        service._dispatcher.replace(service.effectiveAccessLog())
+    except ConfigError:
+        service.site = oldSite
+        raise
+    for item in site.listen:
+        _retarget(item, mapping)
+    started: list[Any] = []
+    try:
+        for item in added:
+            child = item.makeService(reactor)
+            child.privilegedStartService()
+            started.append((item, child))
+    except ListenFailed as e:
+        for _, child in started:
+            for listening in _listening(child):
+                listening.stopListening()
+        service.site = oldSite
+        service._dispatcher.replace(service.effectiveAccessLog())
+        e.message = f"{site.path}: {e.message}"
+        raise
+
+    # -- apply ---------------------------------------------------------------
+    changes: list[str] = []
+    now = reactor.seconds()
+    for backend in newBackends:
+        old = running.get(backend.name)
+        if old is None:
+            changes.append(f"backend {backend.name} added")
+        elif old is not backend:
+            changes.extend(f"backend {old.name}: {c}" for c in old.updateFrom(backend, now))
+    for old, new in kept:
+        if hasattr(old, "factories"):
+            _takeOver(old, new)
+    effective = [next((o for o, n in kept if n is item), item) for item in site.listen]
+    service.listen = effective
+    for item, child in started:
+        service._origins[id(child)] = item
+        service.itemServices[id(item)] = child
+        service.wireFactories(item)
+        child.setServiceParent(service)
+        changes.append(f"{_label(item)} added")
+    for old in removed:
+        service.retire(old)
+        changes.append(f"{_label(old)} removed: stopped listening, connections finish")
+    rebinding: list[Deferred[Any]] = []
+    for old, new in replaced:
+        changes.append(f"{_label(new)} replaced (listening again on {new.endpoint})")
+        rebinding.append(service.retire(old).addCallback(_listenAgain, service, new))
+    _updateHealth(service, changes)
+    service.bindSite()
+    for line in changes:
+        _log.info("lbkit: reload: {change}", change=line)
+    _log.info("lbkit: reloaded {path}: {count} changes", path=site.path, count=len(changes))
+    return gatherResults(rebinding).addCallback(lambda _: changes)
+
+
+def _listenAgain(ignored: object, service: LoadBalancerService, item: Any) -> None:
+    from lbkit.service import ListenFailed
+
+    try:
+        service.addItem(item)
+    except ListenFailed as e:
+        _log.error("lbkit: reload: {why}", why=str(e))
+
+
+def _label(item: Any) -> str:
+    name = getattr(item, "name", None)
+    kind = "frontend" if hasattr(item, "factories") else type(item).__name__
+    return f"{kind} {name or item.endpoint}"
+
+
+def _listening(child: Any) -> list[Any]:
+    from lbkit.service import _listeningServices
+
+    return _listeningServices(child)
+
+
+def _updateHealth(service: LoadBalancerService, changes: list[str]) -> None:
+    """Keep health checks in step with the backends after a reload."""
+    from lbkit.health import HealthMonitor
+
+    current = service.backends()
+    for backend, health in list(service.healthServices.items()):
+        if backend not in current or service.healthChecks.get(backend) is not backend.health:
+            del service.healthChecks[backend]
+            del service.healthServices[backend]
+            health.disownServiceParent()
+            if backend in current and backend.health is not None:
+                changes.append(f"backend {backend.name}: health checks restarted")
+    for backend in current:
+        running: Any = service.healthServices.get(backend)
+        if running is None:
+            service.ensureHealth(backend)
+            continue
+        monitors: dict[str, Any] = running.monitors
+        servers = {s.name: s for s in backend.servers}
+        for name, monitor in list(monitors.items()):
+            if servers.get(name) is not monitor.server:
+                monitor.stop()
+                del monitors[name]
+        check = backend.health
+        assert check is not None
+        for server in backend.servers:
+            if server.name not in monitors and running.running:
+                monitor = HealthMonitor(
+                    server, check, service.reactor, running.clock,
+                    firstDelay=float(check.interval) * random.random(),
+                )
+                monitors[server.name] = monitor
+                monitor.start()
+        for server in backend.leaving():
+            backend.whenGone(server).addCallback(_stopMonitor, monitors)
+
+
+def _stopMonitor(server: Any, monitors: dict[str, Any]) -> None:
+    monitor = monitors.get(server.name)
+    if monitor is not None and monitor.server is server:
+        monitor.stop()
+        del monitors[server.name]
