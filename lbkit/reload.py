@@ -54,7 +54,11 @@ def _compatible(old: Any, new: Any) -> bool:
         return False
     if getattr(old, "factory", None) is not getattr(new, "factory", None):
         return False
-    return _samePolicy(getattr(old, "tls", None), getattr(new, "tls", None))
+    oldTLS: Any = getattr(old, "tls", None)
+    newTLS: Any = getattr(new, "tls", None)
+    if hasattr(oldTLS, "adopt") and type(oldTLS) is type(newTLS):
+        return True  # the running listener adopts the re-read certificates
+    return _samePolicy(oldTLS, newTLS)
 
 
 def matchListeners(
@@ -104,9 +108,15 @@ def _retarget(item: Any, mapping: dict[int, Backend]) -> None:
 
 def _takeOver(old: Any, new: Any) -> None:
     """Give the running frontend C{old} the settings of C{new}."""
+    oldTLS: Any = getattr(old, "tls", None)
+    newTLS: Any = getattr(new, "tls", None)
     for name, value in vars(new).items():
-        if name not in _KEEP:
-            setattr(old, name, value)
+        if name in _KEEP or (name == "tls" and hasattr(oldTLS, "adopt")):
+            continue
+        setattr(old, name, value)
+    if hasattr(oldTLS, "adopt") and newTLS is not None:
+        # certificate files were read again when the site file loaded
+        oldTLS.adopt(newTLS)
     for factory in getattr(old, "factories", ()):
         if hasattr(factory, "backend") and hasattr(old, "backend"):
             factory.backend = old.backend

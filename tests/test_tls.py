@@ -363,3 +363,30 @@ class ServerTLSTests(HTTPTestCase):
         received = yield client.done
         self.assertEqual(received, b"hello over tls")
         yield gatherResults([p.allGone() for p in factory.built])  # type: ignore[attr-defined]
+
+
+class ReloadTLSTests(HTTPTestCase):
+    """A site reload hands renewed certificate files to the running listener."""
+
+    @inlineCallbacks
+    def test_reloadAdoptsCertificates(self) -> None:
+        """After a reload with the same paths, new handshakes get the renewed certificate."""
+        from lbkit import http
+        from lbkit.reload import _takeOver, matchListeners
+
+        pki = makePKI(self)
+        path = pki.issue("a.pem", "a.example")
+        port, _ = self.site("app1")
+        backend = Backend("app", [Server("app1", f"127.0.0.1:{port}")])
+        running = http.Frontend("tcp:0:interface=127.0.0.1", default=backend, tls=Certificates(default=path))
+        listening = self.frontend(default=backend, tls=running.tls)
+        pki.issue("a.pem", "a.example", ("a.example", "renewed.a.example"))
+        loaded = http.Frontend("tcp:0:interface=127.0.0.1", default=backend, tls=Certificates(default=path))
+        kept, added, replaced, removed = matchListeners([running], [loaded])
+        self.assertEqual((kept, added, replaced, removed), ([(running, loaded)], [], [], []))
+        _takeOver(running, loaded)
+        self.assertEqual(running.tls.lookup("a.example").names, ["a.example", "renewed.a.example"])
+        runner = yield runProcess(
+            self, reactor, [sys.executable, "-c", SSL_CLIENT, str(listening), pki.caFile, "a.example"]
+        )
+        self.assertEqual(runner.exitCode, 0, runner.output)
