@@ -84,3 +84,35 @@ class DrainTests(TestCase):
         self.assertFalse(client.lost.called)
         client.transport.loseConnection()  # type: ignore[union-attr]
         yield client.lost
+
+
+class Silent(Protocol):
+    """Reads everything and never answers."""
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+
+class ClientTimeoutTests(TestCase):
+    timeout = 15
+
+    @inlineCallbacks
+    def test_stalledUploadGets408(self) -> Any:
+        """A client that stops sending its body gets 408 after timeoutClient, and is closed."""
+        port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Factory.forProtocol(Silent))
+        self.addCleanup(port.stopListening)
+        backend = Backend("b", [Server("s1", f"127.0.0.1:{port.getHost().port}")], timeoutServer=30)
+        frontend = http.Frontend("tcp:0:interface=127.0.0.1", default=backend, log=False, timeoutClient=0.4)
+        service = frontend.makeService(reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        client = Client()
+        yield connectProtocol(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", service.port.getHost().port), client  # type: ignore[attr-defined]
+        )
+        started = reactor.seconds()
+        client.transport.write(b"POST / HTTP/1.1\r\nHost: lb\r\nContent-Length: 100\r\n\r\n0123456789")  # type: ignore[union-attr]
+        yield client.lost
+        self.assertTrue(client.data.startswith(b"HTTP/1.1 408 "), client.data[:60])
+        self.assertLess(reactor.seconds() - started, 5)
+        self.assertEqual(backend.servers[0].active, 0)

@@ -1105,6 +1105,17 @@ class HTTPFrontendProtocol(Protocol):
                     if idle >= f.timeoutTunnel:
                         self.abortExchange("cD")
                         return
+                elif state == _SENT and idle >= f.timeoutClient and self._clientStalled():
+                    # the client stopped sending its body, or stopped reading
+                    if self._responseStarted:
+                        self.abortExchange("cD")
+                    else:
+                        if conn is not None:
+                            conn.front = None
+                            conn.abort()
+                        self.conn = None
+                        self._fail(408, "cD")
+                    return
                 elif state == _SENT and self.backend is not None and idle >= self.backend.timeoutServer:
                     if self._responseStarted:
                         self.abortExchange("sD")
@@ -1116,6 +1127,16 @@ class HTTPFrontendProtocol(Protocol):
                         self._fail(504, "sH")
                     return
         self._tick = self.reactor.callLater(self._tickInterval(), self._checkTimeouts)
+
+    def _clientStalled(self) -> bool:
+        """
+        Whether the client is the one holding things up: its request body
+        is unfinished, or it does not read the response (its transport has
+        paused the server connection).
+        """
+        if not self._bodyDone:
+            return True
+        return bool(getattr(self.transport, "producerPaused", False))
 
     # -- hooks for subclasses ---------------------------------------------
 
