@@ -127,7 +127,7 @@ class Frontend:
 
             protocols = self.alpnProtocols()
             if b"h2" in protocols:
-                from lbkit.http._h2 import negotiating
+                from lbkit.http._h2 import negotiating  # type: ignore[import-not-found,unused-ignore]
 
                 factory = negotiating(factory)
             factory = serverFactory(self.tls, factory, reactor, protocols)
