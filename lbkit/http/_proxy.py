@@ -1011,7 +1011,7 @@ class HTTPFrontendProtocol(Protocol):
     def _gotServerAgain(self, server: Server) -> None:
         assert self.backend is not None and self.context is not None
         if server.hasFreeSlot():
-            server.active += 1
+            self.backend.reacquire(server)
             self._slotHeld = True
             self.server = server
             self._attempts += 1
