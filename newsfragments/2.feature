@@ -1,0 +1,1 @@
+Foundation: the lbkit package, the twistd lbkit plugin, the zope.interface contracts, Server/Backend model and tcp (layer 4) mode with back-pressure, half-close, timeouts, retries, maxconn queue and PROXY protocol v1/v2.

@@ -1,0 +1,1 @@
+Balance algorithms: RoundRobin, StaticRR, LeastConn, First, Source, URI, Header, URLParam, Random (power of two choices), ShortestExpectedDelay, NeverQueue; map-based, consistent (bounded loads) and Maglev hashing; lbkit.simulate.
