@@ -1,0 +1,764 @@
+# -*- test-case-name: tests.test_http2 -*-
+"""
+HTTP/2 to clients, over TLS with ALPN (the C{h2} package).
+
+A TLS http frontend that negotiated C{h2} gets an L{H2FrontendProtocol}
+instead of the HTTP/1.1 one (see L{negotiating}).  Each stream becomes an
+ordinary HTTP/1.1 exchange: an L{H2Stream} is an
+L{HTTPFrontendProtocol} whose "client transport" is the stream, so routing,
+balancing, queueing, retries, rules, persistence, timeouts and the access
+log are the HTTP/1.1 code itself.  Servers are spoken to in HTTP/1.1, with
+the same pooled connections.
+
+Flow control: request DATA is acknowledged to the client only once it was
+handed to the server connection (whose full buffer pauses the stream);
+response bytes are sent as the stream's window allows, and the server
+connection is paused while they wait (or while the client's TCP connection
+is full).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Optional
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    RemoteSettingsChanged,
+    RequestReceived,
+    StreamEnded,
+    StreamReset,
+    WindowUpdated,
+)
+from h2.exceptions import ProtocolError, StreamClosedError
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from lbkit._model import Context
+from lbkit.http._parse import CHUNKED, BadMessage, ChunkedFramer, Request, Response, bodyLength
+from lbkit.http._proxy import (
+    _CLOSED,
+    _DONE,
+    _HOP,
+    _MESSAGES,
+    _WAIT,
+    HTTPFrontendProtocol,
+    HTTPProxyFactory,
+    HTTPServerProtocol,
+    _connectionTokens,
+    _formatAddress,
+)
+
+__all__ = ["H2FrontendProtocol", "H2Stream", "negotiating"]
+
+_log = Logger(namespace="lbkit.http")
+
+#: Connection-level receive window offered to clients (streams keep the
+#: protocol's default, 65535 bytes, which bounds what one stream buffers).
+CONNECTION_WINDOW = 2**20
+
+
+# -- choosing the protocol after the TLS handshake ------------------------------
+
+
+class _NegotiatingFactory(Factory):
+    """
+    Wraps an L{HTTPProxyFactory} under TLS: each connection gets the
+    protocol its ALPN negotiation chose.
+    """
+
+    noisy = False
+
+    def __init__(self, wrappedFactory: HTTPProxyFactory) -> None:
+        self.wrappedFactory = wrappedFactory
+
+    def doStart(self) -> None:
+        self.wrappedFactory.doStart()
+
+    def doStop(self) -> None:
+        self.wrappedFactory.doStop()
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        return _Negotiating(self.wrappedFactory, addr)
+
+
+def negotiating(factory: HTTPProxyFactory) -> Factory:
+    """
+    A factory to put under TLS in place of C{factory}: a connection that
+    negotiated C{h2} is served by L{H2FrontendProtocol}, any other by
+    C{factory}'s own protocol.
+    """
+    return _NegotiatingFactory(factory)
+
+
+@implementer(IHandshakeListener)
+class _Negotiating(Protocol):
+    """
+    Stands in until the TLS handshake is over, then hands the connection to
+    the right protocol (and steps out of the data path).
+    """
+
+    def __init__(self, factory: HTTPProxyFactory, addr: Any) -> None:
+        self.factory = factory
+        self.addr = addr
+        self.inner: Optional[Protocol] = None
+        self._timer: Any = None
+
+    def connectionMade(self) -> None:
+        reactor = self.factory.reactor
+        self._timer = reactor.callLater(self.factory.frontend.timeoutHttpRequest, self._timedOut)
+        self.factory.connectionOpened(self)
+
+    def _timedOut(self) -> None:
+        self._timer = None
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def handshakeCompleted(self) -> None:
+        self._switch()
+
+    def _switch(self) -> Protocol:
+        inner = self.inner
+        if inner is not None:
+            return inner
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        transport: Any = self.transport
+        if getattr(transport, "negotiatedProtocol", None) == b"h2":
+            inner = H2FrontendProtocol()
+            inner.factory = self.factory
+        else:
+            inner = self.factory.buildProtocol(self.addr)
+            assert inner is not None
+        self.inner = inner
+        if hasattr(transport, "wrappedProtocol"):
+            transport.wrappedProtocol = inner  # the TLS layer delivers to it directly
+        inner.makeConnection(transport)
+        self.factory.connectionClosed(self)
+        return inner
+
+    def dataReceived(self, data: bytes) -> None:
+        self._switch().dataReceived(data)
+
+    def connectionLost(self, reason: Failure = _DONE) -> None:
+        if self.inner is not None:
+            self.inner.connectionLost(reason)
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.factory.connectionClosed(self)
+
+    def stopGracefully(self) -> None:
+        if self.inner is None and self.transport is not None:
+            self.transport.loseConnection()
+
+    def kill(self) -> None:
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+
+# -- the connection --------------------------------------------------------------
+
+
+@implementer(IPushProducer)
+class H2FrontendProtocol(Protocol):
+    """
+    One HTTP/2 client connection: many L{H2Stream}s over one C{h2}
+    connection state machine.
+    """
+
+    factory: HTTPProxyFactory
+
+    def __init__(self) -> None:
+        self.streams: dict[int, H2Stream] = {}
+        self.paused = False
+        self._stopping = False
+        self._tick: Any = None
+        self._closed = False
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        self.reactor = factory.reactor
+        self.frontend = factory.frontend
+        factory.current += 1
+        factory.total += 1
+        transport: Any = self.transport
+        self.client = transport.getPeer()
+        self.conn = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+        self.conn.initiate_connection()
+        self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+        transport.registerProducer(self, True)
+        self.flush()
+        self._idleSince = self.reactor.seconds()
+        self._tick = self.reactor.callLater(factory.tickInterval, self._checkIdle)
+        factory.connectionOpened(self)
+
+    def flush(self) -> None:
+        """Write what the C{h2} state machine has to send."""
+        data = self.conn.data_to_send()
+        if data and self.transport is not None:
+            self.transport.write(data)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closed:
+            return
+        try:
+            events = self.conn.receive_data(data)
+        except ProtocolError as e:
+            _log.info("{client}: HTTP/2 protocol error: {why}", client=_formatAddress(self.client), why=str(e))
+            self.flush()  # h2 queued a GOAWAY
+            self._close()
+            return
+        for event in events:
+            if isinstance(event, RequestReceived):
+                self._request(event)
+            elif isinstance(event, DataReceived):
+                stream = self.streams.get(event.stream_id)
+                if stream is None:
+                    self._ack(event.flow_controlled_length, event.stream_id)
+                else:
+                    stream.h2Data(event.data, event.flow_controlled_length)
+            elif isinstance(event, StreamEnded):
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream.h2End()
+            elif isinstance(event, StreamReset):
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream.clientGone("CD")
+            elif isinstance(event, WindowUpdated):
+                if event.stream_id:
+                    stream = self.streams.get(event.stream_id)
+                    if stream is not None:
+                        stream.flushOut()
+                else:
+                    self._flushAll()
+            elif isinstance(event, RemoteSettingsChanged):
+                self._flushAll()
+            elif isinstance(event, ConnectionTerminated):
+                self._close()
+                return
+        self.flush()
+
+    def _request(self, event: RequestReceived) -> None:
+        sid = event.stream_id
+        if self._stopping:
+            self.conn.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            return
+        stream = H2Stream(self, sid)
+        self.streams[sid] = stream
+        stream.start(list(event.headers), event.stream_ended is not None)
+
+    def _ack(self, size: int, sid: int) -> None:
+        if size and not self._closed:
+            try:
+                self.conn.acknowledge_received_data(size, sid)
+            except ProtocolError:
+                pass
+
+    def _flushAll(self) -> None:
+        for stream in list(self.streams.values()):
+            stream.flushOut()
+
+    def streamClosed(self, stream: H2Stream) -> None:
+        """Called by C{stream} when it is over."""
+        if self.streams.get(stream.streamId) is stream:
+            del self.streams[stream.streamId]
+        if not self.streams:
+            self._idleSince = self.reactor.seconds()
+            if self._stopping:
+                self._goAway()
+
+    def _goAway(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.conn.close_connection()
+        except ProtocolError:
+            pass
+        self.flush()
+        self._close()
+
+    def _close(self) -> None:
+        self._closed = True
+        transport: Any = self.transport
+        if transport is not None:
+            if transport.producer is not None:
+                transport.unregisterProducer()
+            transport.loseConnection()
+
+    def _checkIdle(self) -> None:
+        self._tick = None
+        if self._closed:
+            return
+        if not self.streams and self.reactor.seconds() - self._idleSince >= self.frontend.timeoutClient:
+            self._goAway()
+            return
+        self._tick = self.reactor.callLater(self.factory.tickInterval, self._checkIdle)
+
+    def connectionLost(self, reason: Failure = _DONE) -> None:
+        self._closed = True
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+        for stream in list(self.streams.values()):
+            stream.clientGone("CD")
+        self.streams.clear()
+        self.factory.current -= 1
+        self.factory.connectionClosed(self)
+
+    # -- drain ---------------------------------------------------------------
+
+    def stopGracefully(self) -> None:
+        """Refuse new streams, finish those in flight, then send GOAWAY."""
+        self._stopping = True
+        if not self.streams:
+            self._goAway()
+
+    def kill(self) -> None:
+        """Abort every stream (termination C{KD}) and the connection."""
+        for stream in list(self.streams.values()):
+            if stream.request is not None and stream._state != _CLOSED:
+                stream.abortExchange("KD")
+        self._closed = True
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    # -- IPushProducer: the client's TCP connection is full / has room -------
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        for stream in list(self.streams.values()):
+            stream.updateProducer()
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        for stream in list(self.streams.values()):
+            stream.flushOut()
+
+    def stopProducing(self) -> None:
+        pass
+
+
+# -- one stream --------------------------------------------------------------------
+
+
+class _StreamTransport:
+    """What an L{H2Stream}, as an HTTP/1.1 exchange, sees as its client connection."""
+
+    disconnecting = False
+
+    def __init__(self, stream: H2Stream) -> None:
+        self.stream = stream
+        self.producer: Any = None
+        self.paused = False
+
+    @property
+    def producerPaused(self) -> bool:
+        """Whether the server connection waits for the client (read by C{_clientStalled})."""
+        return self.stream.producerPaused
+
+    def getPeer(self) -> Any:
+        return self.stream.h2.client
+
+    def getHost(self) -> Any:
+        return self.stream.h2.transport.getHost()  # type: ignore[union-attr]
+
+    def write(self, data: bytes) -> None:
+        self.stream.fromServer(data)
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.producer = producer
+        self.stream.producerPaused = False
+        self.stream.updateProducer()
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.stream.deliverPending()
+
+    def stopProducing(self) -> None:
+        pass
+
+    def loseConnection(self) -> None:
+        self.stream.end()
+
+    def abortConnection(self) -> None:
+        self.stream.reset(ErrorCodes.INTERNAL_ERROR)
+
+
+class H2Stream(HTTPFrontendProtocol):
+    """
+    One HTTP/2 stream, proxied as one HTTP/1.1 exchange.
+    """
+
+    def __init__(self, h2: H2FrontendProtocol, streamId: int) -> None:
+        HTTPFrontendProtocol.__init__(self)
+        self.h2 = h2
+        self.streamId = streamId
+        self.factory = h2.factory
+        self.transport = _StreamTransport(self)  # type: ignore[assignment]
+        self.producerPaused = False
+        self._pending: list[tuple[bytes, int]] = []
+        self._out: deque[bytes] = deque()
+        self._outOffset = 0
+        self._ending = False
+        self._done = False
+        self._clientEnded = False
+        self._dechunker: Optional[_Dechunker] = None
+        self._endOnHeaders = False
+        self._sent = 0
+
+    def start(self, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
+        """The request's HEADERS arrived: build the request, route it, choose a server."""
+        h2 = self.h2
+        self.reactor = h2.reactor
+        self.frontend = h2.frontend
+        self.client = h2.client
+        self._proto = b"https"
+        self._write = self.fromServer
+        self._clientEnded = ended
+        now = self.reactor.seconds()
+        self._since = self._requestStart = now
+        self._lastBytes = -1
+        self._tick = self.reactor.callLater(self._tickInterval(), self._checkTimeouts)
+        method = path = authority = b""
+        fields: list[list[bytes]] = []
+        for name, value in headers:
+            if name[:1] == b":":
+                if name == b":method":
+                    method = value
+                elif name == b":path":
+                    path = value
+                elif name == b":authority":
+                    authority = value
+            else:
+                fields.append([name, value])
+        if authority:  # HTTP/1.1 needs a Host: :authority's, in first place
+            fields = [h for h in fields if h[0] != b"host"]
+            fields.insert(0, [b"host", authority])
+        request = Request(method, path or b"*", b"HTTP/1.1", fields)
+        self.request = request
+        self._bytesIn = 0
+        self._keepAlive = True
+        self._upgrade = False
+        framing = 0
+        bad = method == b"CONNECT"
+        if not ended:
+            try:
+                framing = bodyLength(fields, False)
+            except BadMessage:
+                bad = True
+            if request.header(b"content-length") is None:
+                framing = CHUNKED  # a body of unknown length goes chunked to the server
+        self._bodyRemaining = framing
+        self._bodyFramer = None
+        if framing == CHUNKED:
+            self._bodyFramer = ChunkedFramer()
+        self._bodyDone = framing == 0
+        self._hasBody = framing != 0
+        self._status = 0
+        self._bytesOut = 0
+        self._termination = "--"
+        self._attempts = 0
+        self._responseStarted = False
+        self._closeAfter = True  # one exchange per stream
+        self._tw = self._tc = self._tr = -1.0
+        self.server = None
+        self._state = _WAIT
+        self.factory.requests += 1
+        if bad:  # CONNECT (no tunnels over HTTP/2 here), or an invalid content-length
+            self.backend = None
+            self._fail(501 if method == b"CONNECT" else 400, "CR")
+            return
+        self.context = Context(client=self.client, frontend=self.frontend.name, request=request)
+        backend, rules = self.routeRequest(request)
+        self.backend = backend
+        self._rules = rules
+        self._choose()
+
+    # -- request body: client -> server ------------------------------------
+
+    def h2Data(self, data: bytes, flowLength: int) -> None:
+        """A DATA frame of this stream arrived."""
+        if self._done or self._bodyDone:
+            self.h2._ack(flowLength, self.streamId)
+            return
+        if self._bodyRemaining == CHUNKED and data:
+            data = b"%x\r\n%s\r\n" % (len(data), data)
+        self._pending.append((data, flowLength))
+        self.deliverPending()
+
+    def h2End(self) -> None:
+        """The client ended the stream (its request is complete)."""
+        self._clientEnded = True
+        if not self._done and not self._bodyDone and self._bodyRemaining == CHUNKED:
+            self._pending.append((b"0\r\n\r\n", 0))
+            self.deliverPending()
+
+    def deliverPending(self) -> None:
+        """Pass waiting request bytes on, unless the server side is paused."""
+        transport: Any = self.transport
+        while self._pending and not transport.paused and not self._done:
+            data, size = self._pending.pop(0)
+            if data and not self._bodyDone:
+                self.dataReceived(data)
+            self.h2._ack(size, self.streamId)
+        self.h2.flush()
+
+    # -- response: server -> client ------------------------------------------
+
+    def _responseHeadData(self, conn: HTTPServerProtocol, response: Response, framing: int, tunnel: bool = False) -> bytes:
+        if tunnel:
+            # HTTP/2 has no 101 Switching Protocols: nothing was asked for
+            self.serverFailed(conn, BadMessage("101 Switching Protocols over HTTP/2", 502), True)
+            return b""
+        self._dechunker = _Dechunker() if framing == CHUNKED else None
+        self._endOnHeaders = framing == 0
+        return HTTPFrontendProtocol._responseHeadData(self, conn, response, framing, tunnel)
+
+    def _responseHeadBytes(self, response: Response, interim: bool = False, tunnel: bool = False) -> bytes:
+        """Send the response head as a HEADERS frame; nothing goes through C{_write}."""
+        headers = [(b":status", b"%d" % response.code)]
+        tokens = _connectionTokens(response.headers)
+        for name, value in response.headers:
+            lower = name.lower()
+            if lower in _HOP or lower in tokens:
+                continue
+            headers.append((lower, value))
+        end = self._endOnHeaders and not interim
+        if self._sendHeaders(headers, end) and end:
+            self._streamEnded()
+        return b""
+
+    def fromServer(self, data: bytes) -> None:
+        """Response body bytes from the server, in their HTTP/1.1 framing."""
+        if not data or self._done:
+            return
+        if self._dechunker is not None:
+            pieces = self._dechunker.feed(data)
+        else:
+            pieces = [data]
+        for piece in pieces:
+            if piece:
+                self._out.append(piece)
+        self.flushOut()
+
+    def flushOut(self) -> None:
+        """Send buffered response bytes as far as the flow-control windows allow."""
+        if self._done:
+            return
+        conn = self.h2.conn
+        out = self._out
+        sid = self.streamId
+        try:
+            while out:
+                window = conn.local_flow_control_window(sid)
+                if window <= 0:
+                    break
+                chunk = out[0]
+                offset = self._outOffset
+                size = min(window, conn.max_outbound_frame_size, len(chunk) - offset)
+                conn.send_data(sid, chunk[offset : offset + size])
+                self._sent += size
+                if offset + size == len(chunk):
+                    out.popleft()
+                    self._outOffset = 0
+                else:
+                    self._outOffset = offset + size
+            if not out and self._ending:
+                conn.end_stream(sid)
+                self._streamEnded()
+        except ProtocolError as e:
+            self._broken(e)
+        self.h2.flush()
+        self.updateProducer()
+
+    def updateProducer(self) -> None:
+        """Pause the server connection while response bytes wait, resume it when they are gone."""
+        producer = self.transport.producer  # type: ignore[union-attr]
+        if producer is None:
+            return
+        blocked = bool(self._out) or self.h2.paused
+        if blocked != self.producerPaused:
+            self.producerPaused = blocked
+            if blocked:
+                producer.pauseProducing()
+            else:
+                producer.resumeProducing()
+
+    def responseDone(self, conn: HTTPServerProtocol) -> None:
+        conn.bytes = self._sent + sum(len(c) for c in self._out) - self._outOffset
+        HTTPFrontendProtocol.responseDone(self, conn)
+
+    # -- errors ----------------------------------------------------------------
+
+    def _fail(self, status: int, termination: str) -> None:
+        """Answer with an error status (if nothing was sent yet) and end the stream."""
+        self._termination = termination
+        self._status = status
+        if self._responseStarted:
+            self.abortExchange(termination)
+            return
+        self._releaseSlot()
+        body = _MESSAGES.get(status, b"Error\n")
+        self._bytesOut = len(body)
+        self.factory.responses["5xx" if status >= 500 else "4xx"] += 1
+        headers = [
+            (b":status", b"%d" % status),
+            (b"content-type", b"text/plain"),
+            (b"cache-control", b"no-cache"),
+            (b"content-length", b"%d" % len(body)),
+        ]
+        if self._sendHeaders(headers, False):
+            self._out.append(body)
+            self._ending = True
+            self.flushOut()
+        self._endExchange(reusable=False)
+        self._closeClient()
+
+    def _nextRequest(self) -> None:
+        self._closeClient()
+
+    def finished(self, fields: dict[str, Any]) -> None:
+        request = fields.get("request", "-")
+        if request.endswith(" HTTP/1.1"):
+            fields["request"] = request[:-8] + "HTTP/2.0"
+
+    def _checkTimeouts(self) -> None:
+        HTTPFrontendProtocol._checkTimeouts(self)
+        if self._done and self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+
+    # -- the stream's end ------------------------------------------------------
+
+    def _sendHeaders(self, headers: list[tuple[bytes, bytes]], end: bool) -> bool:
+        if self._done:
+            return False
+        try:
+            self.h2.conn.send_headers(self.streamId, headers, end_stream=end)
+        except ProtocolError as e:
+            self._broken(e)
+            return False
+        self.h2.flush()
+        return True
+
+    def _broken(self, error: ProtocolError) -> None:
+        """C{h2} refused to send: the client reset the stream, or what the server sent cannot go out."""
+        termination = "CD"
+        if not isinstance(error, StreamClosedError):
+            _log.info("{client}: stream {sid}: cannot send the response: {why}",
+                      client=_formatAddress(self.client), sid=self.streamId, why=str(error))
+            self._resetQuietly(ErrorCodes.INTERNAL_ERROR)
+            termination = "SD" if self._responseStarted else "SH"
+        self.clientGone(termination)
+
+    def end(self) -> None:
+        """The exchange is over: end the stream once its bytes are sent."""
+        if self._done:
+            return
+        self._ending = True
+        self.flushOut()
+
+    def _streamEnded(self) -> None:
+        self._ending = False
+        if not self._clientEnded:
+            # the response is complete: the rest of the request is not wanted
+            self._resetQuietly(ErrorCodes.NO_ERROR)
+        self._finish()
+
+    def reset(self, code: ErrorCodes) -> None:
+        """Abandon the stream with RST_STREAM."""
+        if self._done:
+            return
+        self._resetQuietly(code)
+        self._finish()
+
+    def _resetQuietly(self, code: ErrorCodes) -> None:
+        try:
+            self.h2.conn.reset_stream(self.streamId, code)
+        except ProtocolError:
+            pass
+        self.h2.flush()
+
+    def clientGone(self, termination: str) -> None:
+        """The client reset the stream, or its connection is gone."""
+        if self._done:
+            return
+        self._clientGone = True
+        if self._state != _CLOSED and self.request is not None:
+            if self._termination == "--":
+                self._termination = termination
+            self._endExchange(reusable=False)
+        self._state = _CLOSED
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._out.clear()
+        pending, self._pending = self._pending, []
+        for _, size in pending:
+            self.h2._ack(size, self.streamId)
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+        self.h2.streamClosed(self)
+
+
+class _Dechunker:
+    """
+    Decodes a chunked body (already checked by the server protocol's
+    framer) into its data, dropping sizes, extensions and trailers.
+    """
+
+    __slots__ = ("_state", "_remaining", "_line")
+
+    def __init__(self) -> None:
+        self._state = 0  # 0 size line, 1 data, 2 CRLF after data, 3 trailers, 4 done
+        self._remaining = 0
+        self._line = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        i, n = 0, len(data)
+        while i < n and self._state != 4:
+            if self._state == 1:
+                take = min(self._remaining, n - i)
+                out.append(data[i : i + take] if take != n else data)
+                i += take
+                self._remaining -= take
+                if not self._remaining:
+                    self._state = 2
+                continue
+            end = data.find(b"\n", i)
+            if end < 0:
+                self._line += data[i:]
+                break
+            line = (self._line + data[i:end]).rstrip(b"\r")
+            self._line = b""
+            i = end + 1
+            if self._state == 0:
+                self._remaining = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                self._state = 1 if self._remaining else 3
+            elif self._state == 2:
+                self._state = 0
+            elif not line:
+                self._state = 4
+        return out
