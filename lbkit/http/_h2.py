@@ -43,15 +43,14 @@ from zope.interface import implementer
 
 from lbkit._model import Context
 from lbkit.http._parse import CHUNKED, BadMessage, ChunkedFramer, Request, Response, bodyLength
-from lbkit.http._proxy import (
+from lbkit.http._proxy import HTTPFrontendProtocol, HTTPProxyFactory
+from lbkit.http._server import HTTPServerProtocol
+from lbkit.http._wire import (
     _CLOSED,
     _DONE,
     _HOP,
     _MESSAGES,
     _WAIT,
-    HTTPFrontendProtocol,
-    HTTPProxyFactory,
-    HTTPServerProtocol,
     _connectionTokens,
     _formatAddress,
 )

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from lbkit._model import Server
 
 if TYPE_CHECKING:
-    from lbkit.http._proxy import HTTPServerProtocol
+    from lbkit.http._server import HTTPServerProtocol
 
 __all__ = ["ConnectionPool"]
 

@@ -1,0 +1,255 @@
+# -*- test-case-name: tests.test_http -*-
+"""
+http mode: the server side of the proxy, one connection to a server that
+carries one request at a time and waits in the pool between requests.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Optional
+
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+
+from lbkit._model import Server
+from lbkit._pump import tune, writeThrough
+from lbkit.http._parse import (
+    CHUNKED,
+    UNTIL_CLOSE,
+    BadMessage,
+    ChunkedFramer,
+    bodyLength,
+    parseResponseHead,
+)
+from lbkit.http._pool import ConnectionPool
+from lbkit.http._wire import _DONE, MAX_HEAD, _connectionTokens, _discard
+
+if TYPE_CHECKING:
+    from lbkit.http._proxy import HTTPFrontendProtocol
+
+__all__ = ["HTTPServerProtocol"]
+
+
+class HTTPServerProtocol(Protocol):
+    """
+    One connection to a server, carrying one request at a time; kept in
+    the pool between requests.
+    """
+
+    def __init__(self, server: Server, pool: ConnectionPool) -> None:
+        self.server = server
+        self.pool = pool
+        self.front: Optional[HTTPFrontendProtocol] = None
+        self.idleSince = 0.0
+        self.reused = False
+        self.bytes = 0
+        self._buf = b""
+        self._headDone = False
+        self._remaining = 0
+        self._framer: Optional[ChunkedFramer] = None
+        self._headRequest = False
+        self._tunnel = False
+        self._reusable = True
+        self._closing = False
+        self._write: Callable[[bytes], None] = _discard
+        #: A response head held back to go out with the first body bytes
+        #: (one send instead of two).
+        self._prefix = b""
+        self.send: Callable[[bytes], None] = _discard
+
+    def connectionMade(self) -> None:
+        transport = self.transport
+        setNoDelay = getattr(transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            setNoDelay(True)
+        tune(transport)
+        self.send = writeThrough(transport)
+
+    def startExchange(self, front: HTTPFrontendProtocol, head: bytes, isHead: bool) -> None:
+        """Attach to C{front} and send a request head."""
+        self.front = front
+        self._write = front._write
+        self._buf = b""
+        self._headDone = False
+        self._headRequest = isHead
+        self._framer = None
+        self.bytes = 0
+        self.send(head)
+
+    def dataReceived(self, data: bytes) -> None:
+        front = self.front
+        if front is None:
+            # Nothing was asked: a server talking out of turn is not reusable.
+            self._reusable = False
+            self.close()
+            return
+        if self._headDone:
+            self._body(data)
+            return
+        if self._tunnel:
+            self.bytes += len(data)
+            self._write(data)
+            return
+        buf = self._buf + data if self._buf else data
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEAD:
+                    front.serverFailed(self, BadMessage("response head too large", 502), True)
+                    return
+                self._buf = buf
+                return
+            try:
+                response = parseResponseHead(buf[:end])
+                framing = bodyLength(response.headers, True)
+            except BadMessage as e:
+                self._reusable = False
+                front.serverFailed(self, e, True)
+                return
+            buf = buf[end + 4 :]
+            code = response.code
+            if code == 101:
+                self._tunnel = True
+                self._reusable = False
+                self._buf = b""
+                front.responseHead(self, response, 0, tunnel=True)
+                if buf:
+                    self.bytes += len(buf)
+                    self._write(buf)
+                return
+            if 100 <= code < 200:
+                front.interimResponse(response)
+                if self.front is None:
+                    return
+                continue
+            break
+        self._buf = b""
+        self._headDone = True
+        if self._headRequest or code == 204 or code == 304:
+            framing = 0
+        if framing == UNTIL_CLOSE:
+            self._reusable = False
+        elif response.header(b"connection") is not None and b"close" in _connectionTokens(response.headers):
+            self._reusable = False
+        elif response.version == b"HTTP/1.0" and b"keep-alive" not in _connectionTokens(response.headers):
+            self._reusable = False
+        self._remaining = framing
+        if framing == CHUNKED:
+            self._framer = ChunkedFramer()
+        head = front._responseHeadData(self, response, framing)
+        if self.front is None:
+            return
+        if framing == 0 or not buf:
+            self._write(head)
+            if framing == 0:
+                if buf:
+                    self._reusable = False
+                self._finished()
+                if buf:
+                    self.close()
+            return
+        self._prefix = head
+        self._write = self._writeWithHead
+        self._body(buf)
+        if self._prefix:  # the body broke before anything was written
+            self._writeWithHead(b"")
+
+    def _body(self, data: bytes) -> None:
+        remaining = self._remaining
+        if remaining > 0:
+            n = len(data)
+            if n <= remaining:
+                self._remaining = remaining - n
+                self.bytes += n
+                self._write(data)
+                if n == remaining:
+                    self._finished()
+                return
+            self.bytes += remaining
+            self._write(data[:remaining])
+            self._remaining = 0
+            self._reusable = False  # bytes beyond the response: do not trust it
+            self._finished()
+            self.close()
+            return
+        if remaining == CHUNKED:
+            framer = self._framer
+            assert framer is not None
+            try:
+                n = framer.feed(data)
+            except BadMessage:
+                self._reusable = False
+                front = self.front
+                if front is not None:
+                    front.abortExchange("SD")
+                return
+            self.bytes += n
+            self._write(data if n == len(data) else data[:n])
+            if framer.done:
+                if n != len(data):
+                    self._reusable = False
+                self._finished()
+                if not self._reusable:
+                    self.close()
+            return
+        # until close
+        self.bytes += len(data)
+        self._write(data)
+
+    def _writeWithHead(self, data: bytes) -> None:
+        """The first write of a response body: the held-back head goes with it."""
+        head, self._prefix = self._prefix, b""
+        front = self.front
+        write = self._write = front._write if front is not None else _discard
+        if len(data) <= 16384:
+            write(head + data)
+        else:
+            write(head)
+            write(data)
+
+    def _finished(self) -> None:
+        front, self.front = self.front, None
+        self._headDone = False
+        self._write = lambda data: None
+        if front is not None:
+            front.responseDone(self)
+
+    def release(self, reusable: bool) -> None:
+        """The exchange is over: go back to the pool, or close."""
+        self.front = None
+        if reusable and self._reusable and not self._closing and self.connected:
+            self.reused = True
+            # a slow client may have paused us: an idle connection must read
+            # (to notice the server closing) and the next exchange needs it
+            self.transport.resumeProducing()  # type: ignore[union-attr]
+            self.pool.put(self)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        """Close this connection (flushing what is buffered)."""
+        self._closing = True
+        if self.transport is not None:
+            self.transport.unregisterProducer()  # type: ignore[attr-defined]
+            self.transport.loseConnection()
+
+    def abort(self) -> None:
+        """Drop this connection now."""
+        self._closing = True
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def connectionLost(self, reason: Failure = _DONE) -> None:
+        self.connected = False
+        front, self.front = self.front, None
+        if front is None:
+            self.pool.discard(self)
+            return
+        if self._tunnel:
+            front.tunnelEnded()
+        elif not self._headDone:
+            front.serverFailed(self, reason, False)
+        elif self._remaining == UNTIL_CLOSE:
+            front.responseDone(self)
+        else:
+            front.abortExchange("SD")
