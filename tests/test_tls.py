@@ -186,9 +186,13 @@ class TerminationTests(HTTPTestCase):
         url = f"https://a.example:{port}/"
         refused = yield runProcess(self, reactor, base + [url])
         self.assertNotEqual(refused.exitCode, 0, refused.output)
-        allowed = yield runProcess(self, reactor, base + ["--cert", client, "--key", client, url])
+        forged = ["-H", "X-SSL-Client-DN: /CN=admin"]
+        allowed = yield runProcess(self, reactor, base + ["--cert", client, "--key", client] + forged + [url])
         self.assertEqual(allowed.exitCode, 0, allowed.output)
-        self.assertEqual(json.loads(allowed.stdout)["server"], "app1")
+        info = json.loads(allowed.stdout)
+        self.assertEqual(info["server"], "app1")
+        # the verified subject reaches the server; the client's forged one does not
+        self.assertEqual(info["headers"]["x-ssl-client-dn"], ["/CN=client1"])
 
 
 class SSLEndpointErrorTests(SynchronousTestCase):

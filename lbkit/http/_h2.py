@@ -429,6 +429,8 @@ class H2Stream(HTTPFrontendProtocol):
         self.frontend = h2.frontend
         self.client = h2.client
         self._proto = b"https"
+        self._mtls = getattr(getattr(self.frontend, "tls", None), "clientCA", None) is not None
+        self._certTransport = h2.transport
         self._write = self.fromServer
         self._clientEnded = ended
         now = self.reactor.seconds()

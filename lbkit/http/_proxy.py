@@ -111,6 +111,11 @@ class HTTPFrontendProtocol(Protocol):
     """
 
     factory: HTTPProxyFactory
+    _mtls = False
+    _clientDN: Optional[bytes] = None
+    #: The TLS transport whose peer certificate names the client (an
+    #: HTTP/2 stream points this at its connection's transport).
+    _certTransport: Any = None
 
     def __init__(self) -> None:
         self._state = _HEAD
@@ -153,6 +158,9 @@ class HTTPFrontendProtocol(Protocol):
             setNoDelay(True)
         self.client = transport.getPeer()  # type: ignore[union-attr]
         self._proto = b"https" if ISSLTransport.providedBy(transport) else b"http"
+        #: mTLS: the verified client certificate's subject goes to servers
+        self._mtls = self._proto == b"https" and getattr(getattr(self.frontend, "tls", None), "clientCA", None) is not None
+        self._clientDN: Optional[bytes] = None
         tune(transport)
         self._write = writeThrough(transport)
         now = self.reactor.seconds()
@@ -370,10 +378,13 @@ class HTTPFrontendProtocol(Protocol):
         append = out.append
         frontend = self.frontend
         xff: Optional[bytes] = None
+        mtls = self._mtls
         for name, value in headers:
             lower = name.lower()
             if lower in _HOP or lower in tokens:
                 continue
+            if mtls and lower == b"x-ssl-client-dn":
+                continue  # only lbkit says who the client is
             if frontend.forwardedFor and lower == b"x-forwarded-for":
                 xff = value if xff is None else xff + b", " + value
                 continue
@@ -389,6 +400,12 @@ class HTTPFrontendProtocol(Protocol):
             append(b"\r\n")
         elif request.version == b"HTTP/1.0":
             append(b"Connection: keep-alive\r\n")
+        if mtls:
+            dn = self._clientSubject()
+            if dn:
+                append(b"X-SSL-Client-DN: ")
+                append(dn)
+                append(b"\r\n")
         if frontend.forwardedFor:
             client = getattr(self.client, "host", "").encode("ascii")
             append(b"X-Forwarded-For: ")
@@ -402,6 +419,23 @@ class HTTPFrontendProtocol(Protocol):
             append(b"\r\n")
         append(b"\r\n")
         return b"".join(out)
+
+    def _clientSubject(self) -> bytes:
+        """
+        The verified client certificate's subject, OpenSSL's one-line form
+        (C{/C=FR/O=Example/CN=client1}, as HAProxy's C{ssl_c_s_dn}).
+        """
+        if self._clientDN is None:
+            dn = b""
+            try:
+                cert = (self._certTransport or self.transport).getPeerCertificate()  # type: ignore[union-attr]
+            except Exception:
+                cert = None
+            if cert is not None:
+                dn = b"".join(b"/" + k + b"=" + v for k, v in cert.get_subject().get_components())
+                dn = dn.replace(b"\r", b"").replace(b"\n", b"")
+            self._clientDN = dn
+        return self._clientDN
 
     def _send(self, conn: HTTPServerProtocol) -> None:
         request = self.request
