@@ -193,6 +193,9 @@ class TerminationTests(HTTPTestCase):
         self.assertEqual(info["server"], "app1")
         # the verified subject reaches the server; the client's forged one does not
         self.assertEqual(info["headers"]["x-ssl-client-dn"], ["/CN=client1"])
+        overOne = yield runProcess(self, reactor, base + ["--http1.1", "--cert", client, "--key", client] + forged + [url])
+        self.assertEqual(overOne.exitCode, 0, overOne.output)
+        self.assertEqual(json.loads(overOne.stdout)["headers"]["x-ssl-client-dn"], ["/CN=client1"])
 
 
 class SSLEndpointErrorTests(SynchronousTestCase):
