@@ -1,0 +1,267 @@
+"""
+Tests for L{lbkit.reactor}: the C{lbkit-epoll} reactor plugin is listed and
+runs C{twistd lbkit}, and L{LeanEPollReactor} delivers reads, writes and
+connection loss without C{log.callWithLogger}.
+
+The reactor tests build their own L{LeanEPollReactor} instances and drive
+them with C{iterate}; they never install one (installing is global and
+would replace trial's reactor).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from functools import partial
+from typing import Any, Callable
+
+from twisted.application.reactors import getReactorTypes
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.python import context, log
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from lbkit.reactor import LeanEPollReactor
+from tests.helpers import freePort, requireBinary, runProcess, spawn
+from tests.test_examples import REPO, TWISTD
+
+
+def _reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+class Peer(Protocol):
+    """
+    One end of a socketpair: records what it reads, the legacy log
+    C{system} it read it under, and how its connection ended.
+    """
+
+    def __init__(self, onData: Callable[[Peer, bytes], None] = lambda p, d: None) -> None:
+        self.received = b""
+        self.systems: list[str] = []
+        self.lost: Failure | None = None
+        self.onData = onData
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        self.systems.append(context.get(log.ILogContext)["system"])
+        self.onData(self, data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.lost = reason
+
+
+class LeanEPollReactorTests(SynchronousTestCase):
+    """
+    L{LeanEPollReactor.doPoll} on a real, uninstalled reactor.
+    """
+
+    reactorType: type[EPollReactor] = LeanEPollReactor
+
+    def buildReactor(self, kind: type[EPollReactor] | None = None) -> EPollReactor:
+        """
+        A fresh reactor of C{kind} (default L{reactorType}); cleanup closes
+        everything it holds.
+        """
+        r = (kind or self.reactorType)()
+
+        def cleanup() -> None:
+            for reader in list(r._internalReaders):
+                r.removeReader(reader)
+                reader.connectionLost(None)
+            r._internalReaders.clear()
+            r.disconnectAll()
+            for call in r.getDelayedCalls():
+                call.cancel()
+            r._poller.close()
+
+        self.addCleanup(cleanup)
+        return r
+
+    def pair(self, r: EPollReactor, left: Protocol, right: Protocol) -> None:
+        """Connect C{left} and C{right} through a socketpair adopted by C{r}."""
+        a, b = socket.socketpair()
+        for sock, proto in ((a, left), (b, right)):
+            factory = Factory()
+            factory.buildProtocol = lambda addr, p=proto: p  # type: ignore[method-assign,misc]
+            r.adoptStreamConnection(sock.fileno(), socket.AF_UNIX, factory)
+            sock.close()  # the reactor holds a duplicate
+
+    def spin(self, r: EPollReactor, until: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Iterate C{r} until C{until()} is true; fail after C{timeout} seconds."""
+        deadline = time.monotonic() + timeout
+        while not until():
+            if time.monotonic() > deadline:
+                self.fail("the reactor did not get there in time")
+            r.iterate(0.01)
+
+    def noCallWithLogger(self) -> None:
+        """Make any use of C{log.callWithLogger} fail the test."""
+
+        def refuse(*args: object, **kw: object) -> None:
+            raise AssertionError("callWithLogger was used")
+
+        self.patch(log, "callWithLogger", refuse)
+
+    def test_readsWritesAndLoss(self) -> None:
+        """
+        Bytes written on one end are read on the other and echoed back; when
+        one end closes, both see their connection lost, with no
+        C{callWithLogger} on the way.
+        """
+        self.noCallWithLogger()
+        r = self.buildReactor()
+        echo = Peer(lambda p, d: p.transport.write(d))  # type: ignore[union-attr]
+        client = Peer()
+        self.pair(r, echo, client)
+        assert client.transport is not None
+        client.transport.write(b"hello " * 10000)
+        self.spin(r, lambda: len(client.received) == 60000)
+        self.assertEqual(client.received, b"hello " * 10000)
+        client.transport.loseConnection()
+        self.spin(r, lambda: echo.lost is not None and client.lost is not None)
+        self.assertEqual([s for s in r.getReaders() + r.getWriters() if s not in r._internalReaders], [])
+
+    def test_legacyLogSystem(self) -> None:
+        """
+        Inside an I/O callback the legacy log context keeps its default
+        C{system} ("-") rather than the transport's log prefix, which
+        upstream's L{EPollReactor} sets: the one thing the lean reactor drops.
+        """
+        systems = {}
+        for kind in (EPollReactor, self.reactorType):
+            r = self.buildReactor(kind)
+            a, b = Peer(), Peer()
+            self.pair(r, a, b)
+            assert a.transport is not None
+            a.transport.write(b"x")
+            self.spin(r, partial(lambda peer: peer.received == b"x", b))
+            systems[kind] = b.systems[0]
+        self.assertEqual(systems[self.reactorType], "-")
+        self.assertNotEqual(systems[EPollReactor], "-")
+
+    def test_errorInDataReceived(self) -> None:
+        """
+        An exception from C{dataReceived} is logged and loses that
+        connection (C{_doReadOrWrite} does it); the reactor goes on serving
+        the others.
+        """
+        r = self.buildReactor()
+
+        def boom(p: Peer, d: bytes) -> None:
+            raise ZeroDivisionError()
+
+        bad, badClient = Peer(boom), Peer()
+        good, goodClient = Peer(), Peer()
+        self.pair(r, bad, badClient)
+        self.pair(r, good, goodClient)
+        assert badClient.transport is not None and goodClient.transport is not None
+        badClient.transport.write(b"x")
+        goodClient.transport.write(b"y")
+        self.spin(r, lambda: bad.lost is not None and badClient.lost is not None)
+        self.spin(r, lambda: good.received == b"y")
+        assert bad.lost is not None
+        self.assertTrue(bad.lost.check(ZeroDivisionError))
+        self.assertIsNone(good.lost)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_errorInConnectionLost(self) -> None:
+        """
+        An exception from C{connectionLost} (outside what C{_doReadOrWrite}
+        catches) is logged with the transport's log prefix as its
+        C{system}, as C{callWithLogger} did, and the loop goes on.
+        """
+        r = self.buildReactor()
+        events: list[dict[str, Any]] = []
+        log.addObserver(events.append)
+        self.addCleanup(log.removeObserver, events.append)
+
+        class LoseBadly(Peer):
+            def connectionLost(self, reason: Failure = connectionDone) -> None:
+                raise ZeroDivisionError()
+
+        bad, badClient = LoseBadly(), Peer()
+        good, goodClient = Peer(), Peer()
+        self.pair(r, bad, badClient)
+        self.pair(r, good, goodClient)
+        assert badClient.transport is not None and goodClient.transport is not None
+        prefix = bad.transport.logPrefix()  # type: ignore[union-attr]
+        badClient.transport.loseConnection()
+        self.spin(r, lambda: badClient.lost is not None and bool(self.flushLoggedErrors(ZeroDivisionError)))
+        self.assertIn(prefix, [e.get("system") for e in events if e.get("isError")])
+        goodClient.transport.write(b"still here")
+        self.spin(r, lambda: good.received == b"still here")
+        self.assertNotIn(bad.transport, r.getReaders())
+
+
+class PluginTests(TestCase):
+    """
+    C{twistd --reactor=lbkit-epoll lbkit ...}.
+    """
+
+    timeout = 60
+
+    def test_listed(self) -> None:
+        """The C{lbkit-epoll} reactor plugin points at L{lbkit.reactor}."""
+        found = {r.shortName: r for r in getReactorTypes()}
+        self.assertIn("lbkit-epoll", found)
+        self.assertEqual(getattr(found["lbkit-epoll"], "moduleName", None), "lbkit.reactor")
+
+    @inlineCallbacks
+    def test_helpReactors(self) -> Any:
+        """C{twistd --help-reactors} lists it."""
+        proc = yield runProcess(self, _reactor(), [*TWISTD, "--help-reactors"])
+        self.assertIn(b"lbkit-epoll", proc.output)
+
+    @inlineCallbacks
+    def test_proxies(self) -> Any:
+        """
+        C{twistd --reactor=lbkit-epoll -n lbkit} runs on L{LeanEPollReactor}
+        and proxies requests through a tcp frontend to demo backends.
+        """
+        curl = requireBinary("curl")
+        front, one, two = freePort(), freePort(), freePort()
+        site = os.path.abspath(self.mktemp() + "-site.py")
+        with open(site, "w") as f:
+            f.write(SITE.format(front=front, one=one, two=two))
+        process = spawn(
+            self, _reactor(), [*TWISTD, "--reactor=lbkit-epoll", "-n", "--pidfile=", "lbkit", "--config", site],
+            path=REPO,
+        )
+        yield process.waitForOutput(f"listening on tcp:{front}".encode(), timeout=20)
+        yield process.waitForOutput(f"listening on tcp:{two}".encode(), timeout=20)
+        self.assertIn(b"LeanEPollReactor", process.output)
+        answers = []
+        for _ in range(4):
+            result = yield runProcess(
+                self, _reactor(), [curl, "-s", "-S", "--noproxy", "*", "--max-time", "10", f"http://127.0.0.1:{front}/"]
+            )
+            self.assertEqual(result.exitCode, 0, result.output)
+            answers.append(result.stdout.decode().strip())
+        self.assertEqual(sorted(answers), ["one", "one", "two", "two"])
+        code = yield process.stop()
+        self.assertNotIn(b"Traceback", process.output)
+        self.assertIn(code, (0, -15))
+
+
+SITE = """\
+from lbkit import Backend, Server, tcp
+from lbkit.balance import RoundRobin
+from lbkit.demo import HelloServer
+
+web = Backend(
+    "web",
+    servers=[Server("one", "127.0.0.1:{one}"), Server("two", "127.0.0.1:{two}")],
+    balance=RoundRobin(),
+)
+listen = [
+    tcp.Frontend("tcp:{front}:interface=127.0.0.1", backend=web, name="front"),
+    HelloServer("one", "tcp:{one}:interface=127.0.0.1"),
+    HelloServer("two", "tcp:{two}:interface=127.0.0.1"),
+]
+"""
