@@ -441,11 +441,15 @@ def startBackends(
     return ports, proc
 
 
-def lbkitCommand(site: str) -> Callable[[Env, int], tuple[list[str], dict[str, str]]]:
+def lbkitCommand(
+    site: str, reactor: str | None = None, extraEnv: dict[str, str] | None = None
+) -> Callable[[Env, int], tuple[list[str], dict[str, str]]]:
     def command(env: Env, port: int) -> tuple[list[str], dict[str, str]]:
-        argv = [TWISTD, "-n", "--pidfile=", "lbkit", "--config", str(HERE / "sites" / site)]
+        chosen = [f"--reactor={reactor}"] if reactor else []
+        argv = [TWISTD, *chosen, "-n", "--pidfile=", "lbkit", "--config", str(HERE / "sites" / site)]
         servers = ",".join(f"127.0.0.1:{p}" for p in env.backends)
-        return argv, {"LBKIT_BENCH_LISTEN": str(port), "LBKIT_BENCH_SERVERS": servers}
+        siteEnv = {"LBKIT_BENCH_LISTEN": str(port), "LBKIT_BENCH_SERVERS": servers}
+        return argv, {**siteEnv, **(extraEnv or {})}
 
     return command
 
@@ -543,6 +547,18 @@ def allSystems() -> list[System]:
     return [
         System("direct", "direct (nginx backend 1)", ("tcp", "http"), "direct"),
         System("lbkit-tcp", "lbkit tcp", ("tcp",), command=lbkitCommand("tcp.py")),
+        System(
+            "lbkit-tcp-splice",
+            "lbkit tcp splice=True",
+            ("tcp",),
+            command=lbkitCommand("tcp.py", extraEnv={"LBKIT_SPLICE": "1"}),
+        ),
+        System(
+            "lbkit-tcp-lean",
+            "lbkit tcp, lbkit-epoll reactor",
+            ("tcp",),
+            command=lbkitCommand("tcp.py", "lbkit-epoll"),
+        ),
         System("haproxy-tcp", "HAProxy mode tcp", ("tcp",), "haproxy", haproxyCommand("tcp")),
         System(
             "portforward", "twistd portforward (1 backend)", ("tcp",), "python", portforwardCommand
@@ -552,6 +568,13 @@ def allSystems() -> list[System]:
             "lbkit http",
             ("http",),
             command=lbkitCommand("http.py"),
+            unavailable=lbkitHttpAvailable(),
+        ),
+        System(
+            "lbkit-http-lean",
+            "lbkit http, lbkit-epoll reactor",
+            ("http",),
+            command=lbkitCommand("http.py", "lbkit-epoll"),
             unavailable=lbkitHttpAvailable(),
         ),
         System("haproxy-http", "HAProxy mode http", ("http",), "haproxy", haproxyCommand("http")),

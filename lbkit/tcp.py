@@ -92,6 +92,8 @@ class Frontend:
         before routing on what arrived (HAProxy's C{inspect-delay}).
     @ivar inspectLimit: With routes, bytes buffered at most while looking
         for the ClientHello.
+    @ivar splice: On Linux, relay plain TCP connections with C{splice(2)}
+        (zero-copy, see docs/tcp.md); elsewhere, or for TLS, the normal way.
     """
 
     def __init__(
@@ -107,6 +109,7 @@ class Frontend:
         routes: Sequence[Route] = (),
         timeoutInspect: float = 5.0,
         inspectLimit: int = 32768,
+        splice: bool = False,
     ) -> None:
         self.definedAt = definedAt()
         if not isinstance(endpoint, str):
@@ -119,6 +122,7 @@ class Frontend:
                 raise ConfigError(f"frontend {endpoint!r}: routes must be tcp.Route objects, not {route!r}")
         self.timeoutInspect = float(timeoutInspect)
         self.inspectLimit = int(inspectLimit)
+        self.splice = bool(splice)
         self.endpoint = endpoint
         self.backend = backend
         self.name = name or endpoint
@@ -256,6 +260,7 @@ class TCPFrontendProtocol(Protocol):
         self._abortCall: Any = None
         self._clientGone = False
         self._serverGone = True
+        self._splice: Any = None
 
     # -- client events ---------------------------------------------------
 
@@ -353,6 +358,8 @@ class TCPFrontendProtocol(Protocol):
             waiting, self._waiting = self._waiting, None
             waiting.cancel()
         self._clientGone = True
+        if self._splice is not None:
+            self._splice.lost(self.transport)
         stopParser = getattr(self._parser, "stop", None)
         if stopParser is not None:
             stopParser()
@@ -462,6 +469,20 @@ class TCPFrontendProtocol(Protocol):
         if self._pending:
             serverTransport.writeSequence(self._pending)
             self._pending = []
+        if self.factory.frontend.splice and not self._pendingEOF:
+            from lbkit._splice import startSplice
+
+            self._splice = startSplice(self.transport, serverTransport, self, peer, self._relay)
+            if self._splice is not None:
+                self.transport.resumeProducing()  # type: ignore[attr-defined]
+                return
+        self._relay()
+
+    def _relay(self) -> None:
+        """Relay through Python: each transport the other's producer."""
+        assert self.peer is not None and self.transport is not None
+        serverTransport = self.peer.transport
+        assert serverTransport is not None
         self._peerWrite = writeThrough(serverTransport)
         serverTransport.registerProducer(self.transport, True)  # type: ignore[attr-defined]
         self.transport.registerProducer(serverTransport, True)  # type: ignore[attr-defined]
@@ -488,6 +509,8 @@ class TCPFrontendProtocol(Protocol):
         if self.termination == "--" and not reason.check(ConnectionDone) and not self._closed:
             self.termination = "SD"
         self._serverGone = True
+        if self._splice is not None:
+            self._splice.lost(self.peer.transport)  # type: ignore[union-attr]
         self._close()
         self._maybeStopAbortTimer()
 
