@@ -12,6 +12,7 @@ proxies count as a slow answer.
 from zope.interface import implementer
 
 from lbkit import Backend, Server, tcp
+from lbkit.demo import HelloServer
 from lbkit.interfaces import IBalancer
 
 
@@ -46,4 +47,8 @@ web = Backend(
     servers=[Server("web1", "127.0.0.1:9001"), Server("web2", "127.0.0.1:9002")],
     balance=balancer,
 )
-listen = [tcp.Frontend("tcp:8080:interface=127.0.0.1", backend=web, name="custom")]
+listen = [
+    tcp.Frontend("tcp:8080:interface=127.0.0.1", backend=web, name="custom"),
+    HelloServer("web1", "tcp:9001:interface=127.0.0.1"),
+    HelloServer("web2", "tcp:9002:interface=127.0.0.1"),
+]

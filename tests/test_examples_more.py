@@ -1,0 +1,63 @@
+"""
+The remaining examples, each started as a user would (under twistd) and
+asked one real question with curl.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from tests.test_examples import EXAMPLES, curl, needCurl, startProcess, stopCleanly, twistd
+
+
+class MoreExamplesTests(TestCase):
+    timeout = 30
+
+    @inlineCallbacks
+    def startExample(self, example: str, labels: tuple[str, ...]) -> Any:
+        needCurl()
+        watcher, process = startProcess(self, twistd("lbkit", "--config", os.path.join(EXAMPLES, example)))
+        for label in labels:
+            yield watcher.waitFor(f"{label} listening on")
+        return watcher, process
+
+    @inlineCallbacks
+    def test_customBalancer(self) -> Any:
+        """examples/custom_balancer.py serves through its own balancer."""
+        watcher, process = yield self.startExample("custom_balancer.py", ("frontend custom", "demo server web1"))
+        answer = yield curl("http://127.0.0.1:8080/")
+        self.assertIn(answer.strip(), ("web1", "web2"))
+        yield stopCleanly(self, watcher, process)
+
+    @inlineCallbacks
+    def test_health(self) -> Any:
+        """examples/health.py balances over health-checked servers."""
+        watcher, process = yield self.startExample("health.py", ("frontend health-demo", "demo server web1"))
+        answers = set()
+        for _ in range(4):
+            answers.add((yield curl("http://127.0.0.1:8081/")).strip())
+        self.assertTrue(answers <= {"web1", "web2", "web3"} and answers, answers)
+        yield stopCleanly(self, watcher, process)
+
+    @inlineCallbacks
+    def test_stats(self) -> Any:
+        """examples/stats.py: traffic through :8090 shows up in /stats.json on :8404."""
+        watcher, process = yield self.startExample("stats.py", ("frontend web-in", "stats page", "demo server web1"))
+        yield curl("http://127.0.0.1:8090/")
+        stats = json.loads((yield curl("http://127.0.0.1:8404/stats.json")))
+        servers = [s["name"] for b in stats["backends"] for s in b["servers"]]
+        self.assertEqual(sorted(servers), ["web1", "web2"])
+        yield stopCleanly(self, watcher, process)
+
+    @inlineCallbacks
+    def test_operations(self) -> Any:
+        """examples/operations.py serves http on :8084."""
+        watcher, process = yield self.startExample("operations.py", ("frontend ops", "demo server web1"))
+        answer = yield curl("http://127.0.0.1:8084/")
+        self.assertIn(answer.strip(), ("web1", "web2"))
+        yield stopCleanly(self, watcher, process)
