@@ -116,3 +116,36 @@ class ClientTimeoutTests(TestCase):
         self.assertTrue(client.data.startswith(b"HTTP/1.1 408 "), client.data[:60])
         self.assertLess(reactor.seconds() - started, 5)
         self.assertEqual(backend.servers[0].active, 0)
+
+
+class BadRequestLogTests(TestCase):
+    timeout = 15
+
+    @inlineCallbacks
+    def test_badRequestIsLogged(self) -> Any:
+        """A request lbkit cannot parse gets 400 and one access-log line saying <BADREQ>."""
+        from twisted.logger import globalLogPublisher
+
+        events: list[dict[str, Any]] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if event.get("log_namespace") == "lbkit.access":
+                events.append(event)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        backend = Backend("b", [Server("s1", "127.0.0.1:1")])
+        service = http.Frontend("tcp:0:interface=127.0.0.1", default=backend, name="fe").makeService(reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        client = Client()
+        yield connectProtocol(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", service.port.getHost().port), client  # type: ignore[attr-defined]
+        )
+        client.transport.write(b"GARBAGE\r\n\r\n")  # type: ignore[union-attr]
+        yield client.lost
+        self.assertTrue(client.data.startswith(b"HTTP/1.1 400 "), client.data[:40])
+        self.assertEqual(
+            [(e["status"], e["request"], e["termination"], e["server"]) for e in events],
+            [(400, "<BADREQ>", "PR", "<NOSRV>")],
+        )

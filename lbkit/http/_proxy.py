@@ -674,13 +674,17 @@ class HTTPFrontendProtocol(Protocol):
         self._log()
         self.request = None
 
-    def _log(self) -> None:
-        if (
+    def _nobodyListens(self) -> bool:
+        """No access log and no override would see the fields: skip them."""
+        return (
             not self.frontend.log
             and getattr(self.finished, "__func__", None) is HTTPFrontendProtocol.finished
             and getattr(self.factory.logAccess, "__func__", None) is HTTPProxyFactory.logAccess
-        ):
-            return  # nobody would see the fields (no log, no override): don't build them
+        )
+
+    def _log(self) -> None:
+        if self._nobodyListens():
+            return
         now = self.reactor.seconds()
         start = self._requestStart
         request = self.request
@@ -807,8 +811,30 @@ class HTTPFrontendProtocol(Protocol):
             frontend=self.frontend.name, client=_formatAddress(self.client), status=status, why=why,
         )
         self._status = status
-        self._write(_errorResponse(status))
+        body = _errorResponse(status)
+        self._write(body)
         self.factory.responses["4xx" if status < 500 else "5xx"] += 1
+        if not self._nobodyListens():
+            # HAProxy's line for a request it could not parse: <BADREQ>
+            fields = dict(
+                client=_formatAddress(self.client),
+                date=time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime()),
+                frontend=self.frontend.name,
+                backend=self.frontend.name,
+                server="<NOSRV>",
+                TR=int((self.reactor.seconds() - self._since) * 1000),
+                Tw=-1,
+                Tc=-1,
+                Tr=-1,
+                Ta=int((self.reactor.seconds() - self._since) * 1000),
+                status=status,
+                bytes=len(body),
+                termination="cR" if status == 408 else "PR",
+                retries=0,
+                request="<BADREQ>",
+            )
+            self.finished(fields)
+            self.factory.logAccess(fields)
         self._closeClient()
 
     def _closeClient(self) -> None:
