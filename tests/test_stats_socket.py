@@ -42,6 +42,24 @@ class ExecuteTests(SynchronousTestCase):
         self.assertEqual(len(self.cmd("show servers web").splitlines()), 3)
         self.assertTrue(self.cmd("show servers nope").startswith("error: "))
 
+    def test_showTable(self) -> None:
+        """show table lists a StickySource's entries: backend, client, server, idle seconds."""
+        from twisted.internet.address import IPv4Address
+
+        from lbkit import Context
+        from lbkit.persistence import StickySource
+
+        table = StickySource(expire=60, clock=self.clock)
+        self.web.persistence = table
+        server = self.web.tryAcquire(Context(client=IPv4Address("TCP", "10.1.2.3", 5000)))
+        assert server is not None
+        self.web.release(server)
+        self.clock.advance(7)
+        lines = self.cmd("show table").splitlines()
+        self.assertEqual(lines[1:], [f"web 10.1.2.3 {server.name} 7"])
+        self.assertEqual(self.cmd("show table web").splitlines()[1:], lines[1:])
+        self.assertTrue(self.cmd("show table nope").startswith("error: "))
+
     def test_setState(self) -> None:
         """set server B/S state drain|maint|ready changes the state, logged with the peer."""
         self.assertEqual(self.cmd("set server web/web1 state drain"), "done")

@@ -30,6 +30,7 @@ Commands (one per line; each answer ends with an empty line):
   show servers [BACKEND]
   show stat                               all statistics, as one JSON line
   show info
+  show table [BACKEND]                    stick-table entries (StickySource)
   reload                                  load the site file again
   set server BACKEND/SERVER state ready|drain|maint
   set server BACKEND/SERVER weight N
@@ -97,6 +98,22 @@ def _execute(collector: Collector, user: str, words: list[str]) -> str | Deferre
                         f"{s.maxActive} {s.total} {s.connectFailures} {checkText.replace(' ', '_')}"
                     )
             if rest and len(lines) == 1:
+                raise AdminError(404, f"no backend {rest[0]!r}")
+            return "\n".join(lines)
+        case ["show", "table", *rest] if len(rest) <= 1:
+            lines = ["# backend client server idle_seconds"]
+            found = False
+            for backend in collector.backends():
+                if rest and backend.name != rest[0]:
+                    continue
+                found = True
+                entries = getattr(backend.persistence, "entries", None)
+                if entries is None:
+                    continue
+                for client, server, idle in entries():
+                    if server.startswith(backend.name + "/"):
+                        lines.append(f"{backend.name} {client} {server.partition('/')[2]} {idle:.0f}")
+            if rest and not found:
                 raise AdminError(404, f"no backend {rest[0]!r}")
             return "\n".join(lines)
         case ["show", "stat"]:
