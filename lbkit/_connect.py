@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Optional, TypeVar
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import NotConnectingError
 from twisted.internet.interfaces import IAddress, IConnector
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.python.failure import Failure
@@ -52,8 +53,12 @@ class _DirectFactory(ClientFactory):
         protocol.makeConnection = makeConnection  # type: ignore[method-assign]
         return protocol
 
+    #: Set when the attempt was cancelled: C{stopConnecting} then reports a
+    #: failure synchronously, which must not pass for the server's fault.
+    cancelled = False
+
     def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
-        if not self._deferred.called:
+        if not self._deferred.called and not self.cancelled:
             self._deferred.errback(reason)
 
 
@@ -73,11 +78,17 @@ def connectServer(reactor: Any, server: Server, protocol: P, timeout: float) -> 
         connector: list[IConnector] = []
 
         def cancel(d: Deferred[P]) -> None:
+            # Deferred.cancel fails d with CancelledError once this returns
+            factory.cancelled = True
             if connector:
-                connector[0].stopConnecting()
+                try:
+                    connector[0].stopConnecting()
+                except NotConnectingError:
+                    pass
 
         d: Deferred[P] = Deferred(cancel)
-        connector.append(reactor.connectTCP(server.host, server.port, _DirectFactory(protocol, d), timeout=timeout))
+        factory = _DirectFactory(protocol, d)
+        connector.append(reactor.connectTCP(server.host, server.port, factory, timeout=timeout))
     else:
         d = server.endpoint(reactor, timeout).connect(_OneShotFactory(protocol))  # type: ignore[assignment]
     d.addTimeout(timeout, reactor)

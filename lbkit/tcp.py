@@ -290,7 +290,10 @@ class TCPFrontendProtocol(Protocol):
             self._parser = ProxyHeaderParser()
         else:
             transport.pauseProducing()  # type: ignore[attr-defined]
-            self._choose()
+            try:
+                self._choose()
+            except Exception:
+                self._internalError(Failure())
 
     def dataReceived(self, data: bytes) -> None:
         peerWrite = self._peerWrite
@@ -421,9 +424,9 @@ class TCPFrontendProtocol(Protocol):
         self.server = server
         self.attempts += 1
         self.context.tried.add(server)
+        self._slotHeld = True  # before the hook: if it raises, _finish releases
         self.serverChosen(server)
         self._tc = self.reactor.seconds()
-        self._slotHeld = True
         peer = self.serverProtocol(self)
         waiting = self._waiting = connectServer(self.reactor, server, peer, self.backend.timeoutConnect)
         waiting.addCallbacks(self._connected, self._connectFailed).addErrback(self._internalError)

@@ -95,16 +95,16 @@ class OutputWatcher(ProcessProtocol):
         self.ended.callback(code)
 
 
-def startProcess(testCase: TestCase, args: list[str]) -> tuple[OutputWatcher, Any]:
+def startProcess(testCase: TestCase, args: list[str], path: str = REPO) -> tuple[OutputWatcher, Any]:
     """
-    Start C{args} in the repository root; the test's cleanup stops it
+    Start C{args} in C{path} (the repository root by default); the test's cleanup stops it
     (SIGTERM, then SIGKILL after 10 seconds) and waits for its end.
 
     @return: The L{OutputWatcher} and the process transport.
     """
     watcher = OutputWatcher()
     reactor = _reactor()
-    process = reactor.spawnProcess(watcher, args[0], args, env=os.environ.copy(), path=REPO)
+    process = reactor.spawnProcess(watcher, args[0], args, env=os.environ.copy(), path=path)
 
     def stop() -> Deferred[Any] | None:
         if not watcher.running:

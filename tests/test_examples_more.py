@@ -21,7 +21,10 @@ class MoreExamplesTests(TestCase):
     @inlineCallbacks
     def startExample(self, example: str, labels: tuple[str, ...]) -> Any:
         needCurl()
-        watcher, process = startProcess(self, twistd("lbkit", "--config", os.path.join(EXAMPLES, example)))
+        # a scratch working directory: examples may write files (access logs)
+        cwd = os.path.abspath(self.mktemp())
+        os.makedirs(cwd)
+        watcher, process = startProcess(self, twistd("lbkit", "--config", os.path.join(EXAMPLES, example)), cwd)
         for label in labels:
             yield watcher.waitFor(f"{label} listening on")
         return watcher, process
@@ -61,3 +64,4 @@ class MoreExamplesTests(TestCase):
         answer = yield curl("http://127.0.0.1:8084/")
         self.assertIn(answer.strip(), ("web1", "web2"))
         yield stopCleanly(self, watcher, process)
+        self.assertFalse(os.path.exists(os.path.join(os.path.dirname(EXAMPLES), "access.log")))

@@ -405,6 +405,8 @@ class H2Stream(HTTPFrontendProtocol):
     One HTTP/2 stream, proxied as one HTTP/1.1 exchange.
     """
 
+    _abortOnClose = False
+
     def __init__(self, h2: H2FrontendProtocol, streamId: int) -> None:
         HTTPFrontendProtocol.__init__(self)
         self.h2 = h2
@@ -713,6 +715,10 @@ class H2Stream(HTTPFrontendProtocol):
         if self._done:
             return
         self._done = True
+        if self._abortCall is not None:
+            if self._abortCall.active():
+                self._abortCall.cancel()
+            self._abortCall = None
         self._out.clear()
         pending, self._pending = self._pending, []
         for _, size in pending:

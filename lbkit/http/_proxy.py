@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from twisted.internet.defer import CancelledError, TimeoutError
+from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -111,6 +112,10 @@ class HTTPFrontendProtocol(Protocol):
     """
 
     factory: HTTPProxyFactory
+    _abortCall: Any = None
+    #: Abort a closing connection whose client does not read, after
+    #: timeoutClient (an HTTP/2 stream leaves that to its connection).
+    _abortOnClose = True
     _mtls = False
     _clientDN: Optional[bytes] = None
     #: The TLS transport whose peer certificate names the client (an
@@ -190,6 +195,10 @@ class HTTPFrontendProtocol(Protocol):
         if self._tick is not None:
             self._tick.cancel()
             self._tick = None
+        if self._abortCall is not None:
+            if self._abortCall.active():
+                self._abortCall.cancel()
+            self._abortCall = None
         self.factory.current -= 1
         if self._state in (_WAIT, _SENT, _TUNNEL) and self.request is not None:
             if self._termination == "--":
@@ -300,7 +309,7 @@ class HTTPFrontendProtocol(Protocol):
             self._tq = self.reactor.seconds()
             self.transport.pauseProducing()  # type: ignore[union-attr]
             waiting = self._waiting = backend.enqueue(self.context, self.reactor)
-            waiting.addCallbacks(self._dequeued, self._queueFailed)
+            waiting.addCallbacks(self._dequeued, self._queueFailed).addErrback(self._internalError)
             return
         self._gotServer(server)
 
@@ -332,7 +341,7 @@ class HTTPFrontendProtocol(Protocol):
         assert self.backend is not None
         self.transport.pauseProducing()  # type: ignore[union-attr]
         waiting = self._waiting = connectServer(self.reactor, server, conn, self.backend.timeoutConnect)
-        waiting.addCallbacks(self._connected, self._connectFailed)
+        waiting.addCallbacks(self._connected, self._connectFailed).addErrback(self._internalError)
 
     def _connected(self, conn: HTTPServerProtocol) -> None:
         self._waiting = None
@@ -351,7 +360,24 @@ class HTTPFrontendProtocol(Protocol):
             return
         server.connectFailures += 1
         server.observe(False, f"Layer4 connection problem: {reason.getErrorMessage()}")
-        self._retryOrFail(502 if not reason.check(TimeoutError) else 503, "SC" if not reason.check(TimeoutError) else "sC")
+        if reason.check(TimeoutError, ConnectTimeoutError):
+            self._retryOrFail(503, "sC")
+        else:
+            self._retryOrFail(502, "SC")
+
+    def _internalError(self, reason: Failure) -> None:
+        """
+        Something raised while choosing, connecting or sending (a rule, a
+        persistence hook, a subclass): log it and drop the exchange rather
+        than leave the client waiting.
+        """
+        _log.failure(
+            "{frontend}: internal error handling {client}",
+            reason,
+            frontend=self.frontend.name,
+            client=_formatAddress(self.client),
+        )
+        self.abortExchange("IC")
 
     def _retryOrFail(self, status: int, termination: str) -> None:
         backend = self.backend
@@ -388,6 +414,8 @@ class HTTPFrontendProtocol(Protocol):
             if frontend.forwardedFor and lower == b"x-forwarded-for":
                 xff = value if xff is None else xff + b", " + value
                 continue
+            if frontend.forwardedFor and lower == b"x-forwarded-proto":
+                continue  # lbkit knows whether the client used TLS; the client's word is dropped
             append(name)
             append(b": ")
             append(value)
@@ -766,7 +794,7 @@ class HTTPFrontendProtocol(Protocol):
             self._attempts += 1
             conn = HTTPServerProtocol(server, self.factory.pool)
             waiting = self._waiting = connectServer(self.reactor, server, conn, self.backend.timeoutConnect)
-            waiting.addCallbacks(self._connected, self._connectFailed)
+            waiting.addCallbacks(self._connected, self._connectFailed).addErrback(self._internalError)
         else:
             self._retryOrFail(502, "SH")
 
@@ -844,6 +872,12 @@ class HTTPFrontendProtocol(Protocol):
             if transport.producer is not None:  # type: ignore[attr-defined]
                 transport.unregisterProducer()  # type: ignore[attr-defined]
             transport.loseConnection()
+            if self._abortOnClose and self._abortCall is None and not self._clientGone:
+                # a client that never reads would keep a closing connection
+                # (and its buffer) forever: abort it after timeoutClient
+                self._abortCall = self.reactor.callLater(
+                    max(self.frontend.timeoutClient, 1.0), transport.abortConnection  # type: ignore[attr-defined]
+                )
 
     # -- timeouts ----------------------------------------------------------
 

@@ -81,11 +81,24 @@ def _errorResponse(status: int) -> bytes:
     )
 
 
+#: Headers a C{Connection} header may not remove: the framing lbkit has
+#: already read (dropping Content-Length would let a body pass for the next
+#: request: request smuggling) and the Host.
+_NEVER_HOP = frozenset([b"content-length", b"host"])
+
+
 def _connectionTokens(headers: list[list[bytes]]) -> set[bytes]:
+    """
+    The lower-cased options of the C{Connection} headers: hop-by-hop header
+    names, C{close}, C{keep-alive}, C{upgrade} (never C{content-length} or
+    C{host}).
+    """
     tokens: set[bytes] = set()
     for name, value in headers:
         if len(name) == 10 and name.lower() == b"connection":
             tokens.update(t.strip().lower() for t in value.split(b","))
+    if tokens:
+        tokens -= _NEVER_HOP
     return tokens
 
 
