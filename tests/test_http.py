@@ -622,6 +622,17 @@ class InterimAndBodylessTests(SynchronousTestCase):
         server.dataReceived(OK)
         self.assertTrue(client.value().endswith(OK))
 
+    def test_noInterimToHTTP10(self) -> None:
+        """An HTTP/1.0 client never gets a 1xx response, only the final one."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(b"POST / HTTP/1.0\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
+        server, serverSide = h.connect()
+        server.dataReceived(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.assertEqual(client.value(), b"")
+        server.dataReceived(OK)
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 200 "))
+
     def test_headResponse(self) -> None:
         """A HEAD response has no body even with a Content-Length; the connection is reused."""
         h = Harness(self)

@@ -543,7 +543,12 @@ class HTTPFrontendProtocol(Protocol):
     # -- response --------------------------------------------------------
 
     def interimResponse(self, response: Response) -> None:
-        """A 1xx response (e.g. 100 Continue): pass it on."""
+        """
+        A 1xx response (e.g. 100 Continue): pass it on, except to an
+        HTTP/1.0 client, which does not know them (RFC 9110 §15.2).
+        """
+        if self.request is not None and self.request.version == b"HTTP/1.0":
+            return
         self._write(self._responseHeadBytes(response, interim=True))
 
     def responseHead(self, conn: HTTPServerProtocol, response: Response, framing: int, tunnel: bool = False) -> None:
