@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
@@ -21,9 +23,10 @@ class MoreExamplesTests(TestCase):
     @inlineCallbacks
     def startExample(self, example: str, labels: tuple[str, ...]) -> Any:
         needCurl()
-        # a scratch working directory: examples may write files (access logs)
-        cwd = os.path.abspath(self.mktemp())
-        os.makedirs(cwd)
+        # a short scratch working directory: examples may write files (access
+        # logs) and UNIX sockets, whose paths must stay under ~100 bytes
+        cwd = tempfile.mkdtemp(prefix="lbkit-ex-")
+        self.addCleanup(shutil.rmtree, cwd, True)
         watcher, process = startProcess(self, twistd("lbkit", "--config", os.path.join(EXAMPLES, example)), cwd)
         for label in labels:
             yield watcher.waitFor(f"{label} listening on")
