@@ -146,3 +146,27 @@ class NeverReadingClientTests(SynchronousTestCase):
         h.reactor.advance(5.0)
         self.assertTrue(client.disconnected)  # aborted
         proto.connectionLost(Failure(ConnectionError()))
+
+
+class FramingTests(SynchronousTestCase):
+    def test_unrequested101Is502(self) -> None:
+        """A 101 answer to a request that did not ask to upgrade is refused with 502, no tunnel."""
+        h = Harness(self, retries=0)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        server, serverSide = h.connect()
+        server.dataReceived(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n")
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 502 "), client.value()[:40])
+
+    def test_transferCodingsKept(self) -> None:
+        """A 'gzip, chunked' request body reaches the server still marked gzip, chunked."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+        )
+        server, serverSide = h.connect()
+        line, headers = head(serverSide)
+        self.assertEqual(headers[b"transfer-encoding"], b"gzip, chunked")
+        self.assertTrue(serverSide.value().endswith(b"\r\n\r\n2\r\nhi\r\n0\r\n\r\n"))
+        server.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")

@@ -421,7 +421,10 @@ class HTTPFrontendProtocol(Protocol):
             append(value)
             append(b"\r\n")
         if self._bodyRemaining == CHUNKED:
-            append(b"Transfer-Encoding: chunked\r\n")
+            # the body goes on in its original codings (e.g. "gzip, chunked")
+            append(b"Transfer-Encoding: ")
+            append(b", ".join(v.strip() for v in request.headerValues(b"transfer-encoding")) or b"chunked")
+            append(b"\r\n")
         if self._upgrade:
             append(b"Connection: Upgrade\r\nUpgrade: ")
             append(request.header(b"upgrade") or b"")

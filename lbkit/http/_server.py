@@ -108,6 +108,11 @@ class HTTPServerProtocol(Protocol):
                 return
             buf = buf[end + 4 :]
             code = response.code
+            if code == 101 and not getattr(front, "_upgrade", False):
+                # switching protocols was not asked for: not a response to trust
+                self._reusable = False
+                front.serverFailed(self, BadMessage("101 Switching Protocols without an Upgrade request", 502), True)
+                return
             if code == 101:
                 self._tunnel = True
                 self._reusable = False
