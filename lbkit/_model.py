@@ -89,6 +89,18 @@ def parseAddress(address: str) -> Tuple[str, int]:
     return host, int(portText)
 
 
+def formatAddress(address: Any) -> str:
+    """
+    C{host:port} (C{[v6]:port}) of an address for logs, or C{-} when it has
+    no host (UNIX sockets, unknown).
+    """
+    host = getattr(address, "host", None)
+    if host is None:
+        return "-"
+    port = getattr(address, "port", 0)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _isIPv4(host: str) -> bool:
     try:
         ipaddress.IPv4Address(host)

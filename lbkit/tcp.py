@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from lbkit._connect import connectServer
 from lbkit._drain import DrainingFactory
-from lbkit._model import Backend, Context, Server, definedAt
+from lbkit._model import Backend, Context, Server, definedAt, formatAddress
 from lbkit._pump import tune, writeThrough
 from lbkit._sni import ClientHello, Route, sniAbsent, sniEnds, sniIs
 from lbkit.error import ConfigError, NoServerAvailable, QueueTimeout
@@ -43,12 +43,7 @@ TCP_LOG_FORMAT = (
 )
 
 
-def _formatAddress(address: IAddress | None) -> str:
-    host = getattr(address, "host", None)
-    port = getattr(address, "port", None)
-    if host is None:
-        return "-"
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+_formatAddress = formatAddress
 
 
 def _halfClose(transport: Any) -> None:

@@ -6,11 +6,11 @@ http mode: the constants and small helpers both sides of the proxy share
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.internet.error import ConnectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from lbkit._model import formatAddress
 
 _log = Logger(namespace="lbkit.http")
 _DONE = Failure(ConnectionDone())
@@ -102,9 +102,4 @@ def _connectionTokens(headers: list[list[bytes]]) -> set[bytes]:
     return tokens
 
 
-def _formatAddress(address: Any) -> str:
-    host = getattr(address, "host", None)
-    if host is None:
-        return "-"
-    port = getattr(address, "port", 0)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+_formatAddress = formatAddress
