@@ -8,14 +8,16 @@ from __future__ import annotations
 from typing import Any, Optional, TypeVar
 
 from twisted.internet.defer import Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.error import NotConnectingError
+from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import IAddress, IConnector
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.python.failure import Failure
 
-from lbkit._model import Server, _isIPv4
+from lbkit._model import Backend, Context, Server, _isIPv4
 
-__all__ = ["connectServer"]
+__all__ = ["connectServer", "connectFailed", "prepareRetry"]
 
 P = TypeVar("P", bound=Protocol)
 
@@ -93,3 +95,28 @@ def connectServer(reactor: Any, server: Server, protocol: P, timeout: float) -> 
         d = server.endpoint(reactor, timeout).connect(_OneShotFactory(protocol))  # type: ignore[assignment]
     d.addTimeout(timeout, reactor)
     return d
+
+
+def connectFailed(server: Server, reason: Failure) -> bool:
+    """
+    Count a failed connect against C{server} and report it to passive
+    health checks; both modes call this.
+
+    @return: Whether the attempt timed out (C{timeout connect}), as opposed
+        to being refused or failing otherwise.
+    """
+    server.connectFailures += 1
+    server.observe(False, f"Layer4 connection problem: {reason.getErrorMessage()}")
+    return reason.check(DeferredTimeoutError, ConnectTimeoutError) is not None
+
+
+def prepareRetry(backend: Backend, server: Server | None, context: Context) -> None:
+    """
+    Before choosing again after a failed attempt: count the retry, and when
+    every eligible server has been tried, allow them all again (so a
+    one-server backend retries that server).
+    """
+    if server is not None:
+        server.retries += 1
+    if not [s for s in backend.eligible() if s not in context.tried]:
+        context.tried.clear()

@@ -10,16 +10,15 @@ import time
 from typing import Any, Callable, Sequence
 
 from twisted.application.service import IService
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from lbkit._connect import connectServer
+from lbkit._connect import connectFailed, connectServer, prepareRetry
 from lbkit._drain import DrainingFactory
 from lbkit._model import Backend, Context, Server, definedAt, formatAddress
 from lbkit._pump import tune, writeThrough
@@ -434,15 +433,12 @@ class TCPFrontendProtocol(Protocol):
         self.backend.release(server)
         if reason.check(CancelledError):
             return
-        server.connectFailures += 1
-        server.observe(False, f"Layer4 connection problem: {reason.getErrorMessage()}")
+        timedOut = connectFailed(server, reason)
         _log.debug("{server}: connect failed: {why}", server=server.fullName, why=reason.getErrorMessage())
         if self.attempts > self.backend.retries:
-            self._giveUp("sC" if reason.check(TimeoutError, ConnectTimeoutError) else "SC")
+            self._giveUp("sC" if timedOut else "SC")
             return
-        server.retries += 1
-        if not [s for s in self.backend.eligible() if s not in self.context.tried]:
-            self.context.tried.clear()
+        prepareRetry(self.backend, server, self.context)
         self._choose()
 
     def _connected(self, peer: TCPServerProtocol) -> None:

@@ -14,14 +14,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Optional, Union
 
-from twisted.internet.defer import CancelledError, TimeoutError
-from twisted.internet.error import TimeoutError as ConnectTimeoutError
+from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from lbkit._connect import connectServer
+from lbkit._connect import connectFailed, connectServer, prepareRetry
 from lbkit._drain import DrainingFactory
 from lbkit._model import Backend, Context, Server
 from lbkit._pump import tune, writeThrough
@@ -358,9 +357,7 @@ class HTTPFrontendProtocol(Protocol):
         self._releaseSlot()
         if reason.check(CancelledError):
             return
-        server.connectFailures += 1
-        server.observe(False, f"Layer4 connection problem: {reason.getErrorMessage()}")
-        if reason.check(TimeoutError, ConnectTimeoutError):
+        if connectFailed(server, reason):
             self._retryOrFail(503, "sC")
         else:
             self._retryOrFail(502, "SC")
@@ -385,10 +382,7 @@ class HTTPFrontendProtocol(Protocol):
         if self._attempts > backend.retries or self._clientGone:
             self._fail(status, termination)
             return
-        if self.server is not None:
-            self.server.retries += 1
-        if not [s for s in backend.eligible() if s not in self.context.tried]:
-            self.context.tried.clear()
+        prepareRetry(backend, self.server, self.context)
         self._choose()
 
     def _releaseSlot(self) -> None:
