@@ -124,6 +124,9 @@ def _takeOver(old: Any, new: Any) -> None:
         if pool is not None and hasattr(old, "maxIdlePerServer"):
             pool.maxIdle = old.maxIdlePerServer
             pool.idleTimeout = old.poolIdleTimeout
+        updateTimeouts = getattr(factory, "updateTimeouts", None)
+        if updateTimeouts is not None:
+            updateTimeouts()
 
 
 def applySite(service: LoadBalancerService, site: Site) -> Deferred[list[str]]:

@@ -170,3 +170,17 @@ class FramingTests(SynchronousTestCase):
         self.assertEqual(headers[b"transfer-encoding"], b"gzip, chunked")
         self.assertTrue(serverSide.value().endswith(b"\r\n\r\n2\r\nhi\r\n0\r\n\r\n"))
         server.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+
+class ReloadTimeoutTests(SynchronousTestCase):
+    def test_reloadRecomputesTick(self) -> None:
+        """A reload that shortens a timeout makes the running factory check more often."""
+        from lbkit import http
+        from lbkit.reload import _takeOver
+
+        backend = Backend("b", [Server("s", "127.0.0.1:1")])
+        old = http.Frontend("tcp:0", default=backend, timeoutClient=30)
+        factory = old.buildFactory(MemoryReactorClock())
+        self.assertEqual(factory.tickInterval, 2.5)  # timeoutHttpRequest 10 s / 4
+        _takeOver(old, http.Frontend("tcp:0", default=backend, timeoutClient=2))
+        self.assertEqual(factory.tickInterval, 0.5)

@@ -77,11 +77,7 @@ class HTTPProxyFactory(DrainingFactory, Factory):
         self.frontend = frontend
         self.reactor = reactor
         self.pool = ConnectionPool(reactor, frontend.maxIdlePerServer, frontend.poolIdleTimeout)
-        timeouts = [frontend.timeoutHttpRequest, frontend.timeoutClient, frontend.timeoutTunnel]
-        timeouts += [b.timeoutServer for b in frontend.backends()]
-        #: How often each connection checks its timeouts: a quarter of the
-        #: smallest, so a timeout fires at most 25% late.
-        self.tickInterval = max(0.05, min(timeouts) / 4)
+        self.updateTimeouts()
         self.current = 0
         self.total = 0
         self.requests = 0
@@ -91,6 +87,17 @@ class HTTPProxyFactory(DrainingFactory, Factory):
         #: Where access-log lines go; the service points it at the
         #: destinations of L{lbkit.logs.AccessLog} when the site has some.
         self.accessLog = accessLog
+
+    def updateTimeouts(self) -> None:
+        """
+        Work out how often each connection checks its timeouts: a quarter of
+        the smallest, so a timeout fires at most 25% late.  Called again
+        when a reload changes the frontend's or its backends' timeouts.
+        """
+        frontend = self.frontend
+        timeouts = [frontend.timeoutHttpRequest, frontend.timeoutClient, frontend.timeoutTunnel]
+        timeouts += [b.timeoutServer for b in frontend.backends()]
+        self.tickInterval = max(0.05, min(timeouts) / 4)
 
     def stopFactory(self) -> None:
         self.pool.closeAll()
