@@ -622,8 +622,12 @@ class Backend:
             d, context = self._queue[0]
             try:
                 server = self._choose(context)
-            except NoServerAvailable:
-                return
+            except NoServerAvailable as e:
+                # nothing can serve this one (every server down): it gets its
+                # answer now, as a new arrival would, and does not block the rest
+                self._queue.popleft()
+                d.errback(e)
+                continue
             if server is None:
                 return
             self._queue.popleft()

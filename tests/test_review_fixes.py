@@ -184,3 +184,23 @@ class ReloadTimeoutTests(SynchronousTestCase):
         self.assertEqual(factory.tickInterval, 2.5)  # timeoutHttpRequest 10 s / 4
         _takeOver(old, http.Frontend("tcp:0", default=backend, timeoutClient=2))
         self.assertEqual(factory.tickInterval, 0.5)
+
+
+class QueueTests(SynchronousTestCase):
+    def test_queuedFailWhenAllDown(self) -> None:
+        """When every server goes DOWN, queued connections get their answer at once, in order."""
+        from lbkit import ServerState
+        from lbkit.error import NoServerAvailable
+
+        clock = MemoryReactorClock()
+        server = Server("s", "127.0.0.1:1", maxconn=1)
+        backend = Backend("b", [server], timeoutQueue=30)
+        held = backend.tryAcquire(Context())
+        self.assertIs(held, server)
+        waiters = [backend.enqueue(Context(), clock) for _ in range(3)]
+        server.setState(ServerState.DOWN, "test")
+        for d in waiters:
+            self.failureResultOf(d, NoServerAvailable)
+        self.assertEqual(backend.queueLength(), 0)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        backend.release(server)
