@@ -174,7 +174,10 @@ class _FileWriter(_Writer):
         self._file.write(self.text(event) + "\n")
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:
+            pass  # what could not be flushed is lost, as a failed write is
 
 
 class _SyslogWriter(_Writer):
@@ -207,7 +210,13 @@ class _SyslogWriter(_Writer):
         except BlockingIOError:
             self.dropped += 1
         except OSError:
-            # the syslog daemon restarted: reconnect once
+            if not isinstance(self.address, str):
+                # UDP: a refused send only means nobody listened to the last
+                # one; reconnecting would look the host up again, on the
+                # reactor thread, for every line
+                self.dropped += 1
+                return
+            # the local syslog daemon restarted: reconnect once
             try:
                 self._sock.close()
                 self._sock = self._connect()
@@ -236,7 +245,12 @@ class AccessLogDispatcher:
             globalLogPublisher(event)
             return
         for writer in writers:
-            writer.write(event)
+            try:
+                writer.write(event)
+            except OSError:
+                # a full disk or a closed pipe must not break the proxy:
+                # the line is lost and counted
+                writer.dropped = getattr(writer, "dropped", 0) + 1  # type: ignore[attr-defined]
 
     def replace(self, destinations: Sequence[AccessLog]) -> None:
         """

@@ -48,11 +48,26 @@ _log = Logger(namespace="lbkit")
 _KEEP = frozenset(["definedAt", "factories", "endpoint", "description"])
 
 
+def _pageSettings(page: Any) -> tuple[Any, ...]:
+    admin = getattr(page, "admin", None)
+    return (
+        getattr(admin, "_users", None),
+        getattr(admin, "realm", None),
+        getattr(page, "socket", None),
+        getattr(page, "socketMode", None),
+        getattr(page, "refresh", None),
+    )
+
+
 def _compatible(old: Any, new: Any) -> bool:
     """Whether C{new} can take over C{old}'s port and connections."""
     if type(old) is not type(new):
         return False
     if getattr(old, "factory", None) is not getattr(new, "factory", None):
+        return False
+    if not hasattr(old, "factories") and _pageSettings(old) != _pageSettings(new):
+        # a stats page fixes its settings (admin users, socket, refresh) when
+        # it starts: listen again with the new ones, never keep stale ones
         return False
     oldTLS: Any = getattr(old, "tls", None)
     newTLS: Any = getattr(new, "tls", None)

@@ -204,3 +204,44 @@ class QueueTests(SynchronousTestCase):
         self.assertEqual(backend.queueLength(), 0)
         self.assertEqual(clock.getDelayedCalls(), [])
         backend.release(server)
+
+
+class PassiveLayer7Tests(SynchronousTestCase):
+    def test_goodResponseReportedAsLayer7(self) -> None:
+        """The http proxy reports a good response as a Layer7 success, so layer7 passive checks reset."""
+        h = Harness(self)
+        seen: list[tuple[bool, str]] = []
+        h.servers["s1"].addObserver(lambda server, ok, reason: seen.append((ok, reason)))
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        server, serverSide = h.connect()
+        server.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(seen[0], (True, ""))  # the connect
+        self.assertTrue(seen[1][0] and seen[1][1].startswith("Layer7"), seen)
+
+
+class ReloadStatsPageTests(SynchronousTestCase):
+    def test_changedAdminIsReplaced(self) -> None:
+        """A reload that changes a stats page's admin users listens again instead of keeping the old ones."""
+        from lbkit import stats
+        from lbkit.reload import matchListeners
+
+        old = stats.Page("tcp:0", admin=stats.Admin(users={"op": "old"}))
+        new = stats.Page("tcp:0", admin=stats.Admin(users={"op": "new"}))
+        same = stats.Page("tcp:0", admin=stats.Admin(users={"op": "old"}))
+        self.assertEqual(matchListeners([old], [new])[2], [(old, new)])
+        self.assertEqual(matchListeners([old], [same])[0], [(old, same)])
+
+
+class AccessLogErrorTests(SynchronousTestCase):
+    def test_writeErrorIsCounted(self) -> None:
+        """An access-log write that fails (full disk) is dropped and counted, not raised into the proxy."""
+        from lbkit.logs import AccessLog, AccessLogDispatcher
+
+        dispatcher = AccessLogDispatcher()
+        dispatcher.replace([AccessLog("/dev/full")])
+        event = {"log_format": "x {a}", "a": 1, "log_namespace": "lbkit.access", "log_time": 0.0}
+        for _ in range(3):
+            dispatcher(event)  # the file is buffered: writes may fail on flush
+        self.assertGreaterEqual(getattr(dispatcher.writers[0], "dropped", 0), 1)
+        dispatcher.replace([])

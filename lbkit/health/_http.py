@@ -68,11 +68,11 @@ def _checkHost(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> No
         raise ConfigError(f"HTTPCheck: host must be a Host header value such as 'app.example', not {value!r}")
 
 
-@implementer(IAgentEndpointFactory)
-
-class _QuietClientFactory(_HTTP11ClientFactory):  # type: ignore[misc]
+class _QuietClientFactory(_HTTP11ClientFactory):
     noisy = False
 
+
+@implementer(IAgentEndpointFactory)
 class _OneEndpoint:
     """Every URI goes to the same endpoint (the server's, not DNS's)."""
 
@@ -143,7 +143,10 @@ class _HTTPProbe:
         self._request: Deferred[Any] | None = None
         self._reader: _BodyReader | None = None
         endpoint: IStreamClientEndpoint = check.endpointFor(server, reactor)
-        if check.tls is not None:
+        # the server's own endpoint is already TLS when Server(tls=True) and
+        # the check goes to the traffic address: do not wrap it twice
+        ownTLS = server.tlsCreator is not None and check.addr is None and check.port is None
+        if check.tls is not None and not ownTLS:
             endpoint = wrapClientTLS(check.tls, endpoint)
         pool = HTTPConnectionPool(reactor, persistent=False)
         pool._factory = _QuietClientFactory  # no "Starting factory" line per check

@@ -584,7 +584,7 @@ class HTTPFrontendProtocol(Protocol):
             if code >= 500 and code != 501 and code != 505:
                 server.observe(False, f"Layer7 wrong status, code: {code}")
             else:
-                server.observe(True, "")
+                server.observe(True, "Layer7 response")
         if framing == UNTIL_CLOSE:
             self._closeAfter = True
         if tunnel:

@@ -197,7 +197,12 @@ class AdminReloadResource(_AdminLeaf):
         except AdminError as e:
             return _json(request, {"error": str(e)}, e.code)
 
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda f: gone.append(True))
+
         def answer(result: tuple[bool, str]) -> None:
+            if gone:
+                return  # the client left; the reload itself went ahead
             ok, text = result
             lines = text.split("\n")
             body = {"ok": True, "changes": lines[1:]} if ok else {"error": text}
@@ -205,6 +210,7 @@ class AdminReloadResource(_AdminLeaf):
             request.finish()
 
         d.addCallback(answer)
+        d.addErrback(lambda f: self.collector.log.failure("answering a reload request", f))
         from twisted.web.server import NOT_DONE_YET
 
         return NOT_DONE_YET
