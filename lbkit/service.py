@@ -421,6 +421,12 @@ class LoadBalancerService(MultiService):
         except (ConfigError, ListenFailed) as e:
             self._reloading = False
             return self._reloadFailed(e)
+        except Exception:
+            # an unexpected error: log it, and never leave reloads refused
+            self._reloading = False
+            failure = Failure()
+            _log.failure("lbkit: reload failed", failure)
+            return fail(failure)
 
         def finished(result: Any) -> Any:
             self._reloading = False

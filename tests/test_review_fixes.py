@@ -245,3 +245,35 @@ class AccessLogErrorTests(SynchronousTestCase):
             dispatcher(event)  # the file is buffered: writes may fail on flush
         self.assertGreaterEqual(getattr(dispatcher.writers[0], "dropped", 0), 1)
         dispatcher.replace([])
+
+
+class ReloadErrorTests(SynchronousTestCase):
+    def test_unexpectedErrorDoesNotBlockReloads(self) -> None:
+        """A reload that fails with an unexpected error fails, and the next reload is not refused."""
+        import os
+
+        import lbkit.reload
+        from lbkit.service import LoadBalancerService
+
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(
+                "from lbkit import Backend, Server, tcp\n"
+                "b = Backend('b', [Server('s', '127.0.0.1:1')])\n"
+                "listen = [tcp.Frontend('tcp:0:interface=127.0.0.1', b)]\n"
+            )
+        from lbkit.config import loadSite
+
+        site = loadSite(os.path.abspath(path))
+        service = LoadBalancerService(site.listen, MemoryReactorClock())
+        calls: list[int] = []
+
+        def boom(service: Any, site: Any) -> Any:
+            calls.append(1)
+            raise RuntimeError("unexpected")
+
+        self.patch(lbkit.reload, "applySite", boom)
+        self.failureResultOf(service.reload(os.path.abspath(path)), RuntimeError)
+        self.failureResultOf(service.reload(os.path.abspath(path)), RuntimeError)
+        self.assertEqual(len(calls), 2)  # the second was attempted, not refused as "in progress"
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
