@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
-from lbkit._model import Backend, _samePolicy
+from lbkit._backend import Backend, _samePolicy
 from lbkit.config import Site
 from lbkit.error import ConfigError
 

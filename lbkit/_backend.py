@@ -1,0 +1,473 @@
+# -*- test-case-name: tests.test_model -*-
+"""
+L{Backend}: a group of servers with the policy that spreads traffic over
+them (balancer, health check, persistence) and the maxconn queue.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Callable, Sequence, Tuple
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from lbkit._model import Context, Server, ServerState, definedAt
+from lbkit.error import ConfigError, NoServerAvailable, QueueTimeout
+from lbkit.interfaces import IBalancer, IHealthCheck, IPersistence, IServerListener
+
+__all__ = ["Backend"]
+
+_log = Logger(namespace="lbkit")
+
+
+def _defaultBalancer() -> IBalancer:
+    from lbkit.balance import RoundRobin
+
+    return RoundRobin()  # type: ignore[no-any-return]
+
+
+_Waiter = Tuple["Deferred[Server]", Context]
+
+
+@implementer(IServerListener)
+class Backend:
+    """
+    A group of servers, with the policy that spreads traffic over them.
+
+    @ivar name: The backend's name.
+    @ivar servers: Every configured server, in configuration (id) order.
+    @ivar balance: The L{IBalancer}.
+    @ivar health: An L{IHealthCheck} or L{None}.
+    @ivar persistence: An L{IPersistence} or L{None}.
+    @ivar retries: How many more servers to try after a failed connect.
+    @ivar timeoutConnect: Seconds to wait for a server connection.
+    @ivar timeoutServer: Seconds a server may stay silent (idle timeout).
+    @ivar timeoutQueue: Seconds a connection waits for a free slot when all
+        servers are at C{maxconn}.
+    @ivar allBackups: Use every backup server at once (else only the first).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        servers: Sequence[Server] = (),
+        balance: IBalancer | None = None,
+        health: IHealthCheck | None = None,
+        persistence: IPersistence | None = None,
+        *,
+        retries: int = 3,
+        timeoutConnect: float = 5.0,
+        timeoutServer: float = 30.0,
+        timeoutQueue: float | None = None,
+        allBackups: bool = False,
+    ) -> None:
+        self.definedAt = definedAt()
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"backend name must be a non-empty string, not {name!r}")
+        self.name = name
+        servers = list(servers)
+        if not servers:
+            raise ConfigError(f"backend {name!r} has no servers")
+        seen: set[str] = set()
+        for i, server in enumerate(servers):
+            if not isinstance(server, Server):
+                raise ConfigError(f"backend {name!r}: servers must be lbkit.Server objects, not {server!r}")
+            if server.name in seen:
+                raise ConfigError(f"backend {name!r}: two servers are named {server.name!r}")
+            if server.backend is not None:
+                raise ConfigError(f"server {server.name!r} is already in backend {server.backend.name!r}")
+            seen.add(server.name)
+            server.backend = self
+            server.id = i + 1
+            server.addListener(self)
+        self.servers = servers
+        self.balance: IBalancer = _defaultBalancer() if balance is None else balance
+        if not IBalancer.providedBy(self.balance):
+            raise ConfigError(f"backend {name!r}: balance={balance!r} does not provide IBalancer")
+        #: The balancer's optional C{activeChanged(server)} (see L{IBalancer}).
+        self._activeHook: Callable[[Server], object] | None = getattr(self.balance, "activeChanged", None)
+        if health is not None and not IHealthCheck.providedBy(health):
+            raise ConfigError(f"backend {name!r}: health={health!r} does not provide IHealthCheck")
+        if persistence is not None and not IPersistence.providedBy(persistence):
+            raise ConfigError(f"backend {name!r}: persistence={persistence!r} does not provide IPersistence")
+        self.health = health
+        self.persistence = persistence
+        if not isinstance(retries, int) or retries < 0:
+            raise ConfigError(f"backend {name!r}: retries must be a non-negative integer")
+        self.retries = retries
+        self.timeoutConnect = float(timeoutConnect)
+        self.timeoutServer = float(timeoutServer)
+        self.timeoutQueue = self.timeoutConnect if timeoutQueue is None else float(timeoutQueue)
+        self.allBackups = allBackups
+        self._listeners: list[IServerListener] = []
+        if IServerListener.providedBy(self.balance):
+            self._listeners.append(self.balance)  # type: ignore[arg-type]
+        self._queue: deque[_Waiter] = deque()
+        self._anyMaxconn = any(s.maxconn is not None for s in servers)
+        self._eligible: list[Server] = []
+        #: Servers removed by a reload, draining until idle (L{updateFrom}).
+        self._leaving: dict[Server, list[Deferred[Server]]] = {}
+        self._recompute()
+        self.noServerCount = 0
+        #: Clients whose sticky server could not take them, sent elsewhere.
+        self.redispatches = 0
+
+    def __repr__(self) -> str:
+        return f"<Backend {self.name} {len(self.servers)} servers>"
+
+    # -- server state ----------------------------------------------------
+
+    def _recompute(self) -> None:
+        up = [s for s in self.servers if s.state is ServerState.UP and s.weight > 0]
+        primary = [s for s in up if not s.backup]
+        if primary:
+            self._eligible = primary
+        else:
+            backups = [s for s in up if s.backup]
+            self._eligible = backups if self.allBackups else backups[:1]
+
+    def eligible(self) -> Sequence[Server]:
+        """
+        The servers that take new traffic now: UP non-backup servers, or,
+        when there are none, the backup servers (all of them with
+        C{allBackups}, else the first).
+        """
+        return self._eligible
+
+    def addListener(self, listener: IServerListener) -> None:
+        """Subscribe C{listener} to the changes of every server here."""
+        self._listeners.append(listener)
+
+    def removeListener(self, listener: IServerListener) -> None:
+        """Unsubscribe C{listener}."""
+        self._listeners.remove(listener)
+
+    def stateChanged(self, server: Server, old: ServerState, new: ServerState, reason: str) -> None:
+        self._recompute()
+        active = sum(1 for s in self.servers if s.state is ServerState.UP and not s.backup)
+        backup = sum(1 for s in self.servers if s.state is ServerState.UP and s.backup)
+        because = f", reason: {reason}" if reason else ""
+        _log.info(
+            "Server {server} is {state}{because}. {active} active and {backup} backup servers left.",
+            server=server.fullName, state=new.value, because=because, active=active, backup=backup,
+        )
+        if not self._eligible and old is ServerState.UP:
+            _log.error("backend {backend} has no server available!", backend=self.name)
+        for listener in list(self._listeners):
+            listener.stateChanged(server, old, new, reason)
+        self._dispatchQueue()
+
+    def weightChanged(self, server: Server, old: int, new: int) -> None:
+        self._recompute()
+        for listener in list(self._listeners):
+            listener.weightChanged(server, old, new)
+        self._dispatchQueue()
+
+    # -- choosing --------------------------------------------------------
+
+    def _choose(self, context: Context) -> Server | None:
+        """
+        Choose a server with a free slot, or L{None} when every usable
+        server is full.
+
+        @raise NoServerAvailable: when no server is usable at all.
+        """
+        tried = context.tried
+        if self.persistence is not None:
+            sticky = self.persistence.recall(self, context)
+            if sticky is not None:
+                if (
+                    (sticky.state is ServerState.UP or sticky.state is ServerState.DRAIN)
+                    and sticky not in tried
+                    and sticky.hasFreeSlot()
+                ):
+                    return sticky
+                self.redispatches += 1
+        candidates = self._eligible
+        if tried:
+            candidates = [s for s in candidates if s not in tried]
+        if not candidates:
+            raise NoServerAvailable(f"backend {self.name!r} has no server available")
+        if self._anyMaxconn:
+            candidates = [s for s in candidates if s.maxconn is None or s.active < s.maxconn]
+            if not candidates:
+                return None
+        return self.balance.pick(candidates, context) or None
+
+    def _reserve(self, server: Server, context: Context) -> Server:
+        server.active += 1
+        server.total += 1
+        if server.active > server.maxActive:
+            server.maxActive = server.active
+        hook = self._activeHook
+        if hook is not None:
+            hook(server)
+        if self.persistence is not None:
+            self.persistence.remember(self, server, context)
+        return server
+
+    def tryAcquire(self, context: Context) -> Server | None:
+        """
+        Choose a server and reserve one of its connection slots.
+
+        @return: The server (its C{active} count already raised: call
+            L{release} when the connection ends or fails), or L{None} when
+            every usable server is full and the caller should L{enqueue}.
+        @raise NoServerAvailable: when no server is usable at all.
+        """
+        if self._queue:
+            return None  # first come, first served
+        server = self._choose(context)
+        if server is None:
+            return None
+        return self._reserve(server, context)
+
+    def enqueue(self, context: Context, clock: Any) -> Deferred[Server]:
+        """
+        Wait for a free slot, first come first served, at most
+        C{timeoutQueue} seconds.
+
+        @return: A L{Deferred} firing with a reserved server, or failing
+            with L{QueueTimeout}.  Cancelling it leaves the queue.
+        """
+        def cancel(d: Deferred[Server]) -> None:
+            try:
+                self._queue.remove(entry)
+            except ValueError:
+                pass
+
+        d: Deferred[Server] = Deferred(cancel)
+        entry = (d, context)
+        self._queue.append(entry)
+
+        d.addTimeout(self.timeoutQueue, clock, onTimeoutCancel=self._queueTimedOut)
+        return d
+
+    def _queueTimedOut(self, result: object, timeout: float) -> object:
+        if isinstance(result, Failure) and result.check(CancelledError):
+            raise QueueTimeout(f"no free slot in backend {self.name!r} within {timeout:g}s")
+        return result
+
+    def queueLength(self) -> int:
+        """How many connections wait for a slot."""
+        return len(self._queue)
+
+    def release(self, server: Server) -> None:
+        """
+        Give back a slot taken by L{tryAcquire} or L{enqueue}; a waiting
+        connection may take it.
+        """
+        server.active -= 1
+        hook = self._activeHook
+        if hook is not None:
+            hook(server)
+        if server.active <= 0 and server in self._leaving:
+            self._forget(server)
+        if self._queue:
+            self._dispatchQueue()
+
+    def reacquire(self, server: Server) -> None:
+        """
+        Take one more slot on C{server} without choosing (http mode retries
+        a request on the server it just used); the caller has checked
+        L{Server.hasFreeSlot}.  Give it back with L{release}.
+        """
+        server.active += 1
+        if server.active > server.maxActive:
+            server.maxActive = server.active
+        hook = self._activeHook
+        if hook is not None:
+            hook(server)
+
+    def _dispatchQueue(self) -> None:
+        while self._queue:
+            d, context = self._queue[0]
+            try:
+                server = self._choose(context)
+            except NoServerAvailable as e:
+                # nothing can serve this one (every server down): it gets its
+                # answer now, as a new arrival would, and does not block the rest
+                self._queue.popleft()
+                d.errback(e)
+                continue
+            if server is None:
+                return
+            self._queue.popleft()
+            d.callback(self._reserve(server, context))
+
+    # -- reconfiguration (reload) ------------------------------------------
+
+    def updateFrom(self, new: Backend, now: float = 0.0) -> list[str]:
+        """
+        Take the configuration of C{new}, a backend of the same name just
+        loaded again from the site file, and keep this backend's live state.
+
+          - A server of the same name and address stays the same object:
+            its state, counters and sessions are kept; a weight that
+            differs from the one it was configured with is applied with
+            L{Server.setWeight} (a weight set at run time survives a reload
+            that does not change the configured one); C{maxconn},
+            C{backup}, C{sendProxy}, C{slowstart} and C{cookie} are taken.
+          - A server whose address (or TLS settings) changed is replaced by
+            the new one; the old one is set to MAINT and forgotten (its
+            connections go on).
+          - A new server joins, UP (its health checks decide from there).
+          - A server no longer configured goes to DRAIN (if it was UP) and
+            leaves once it has no connection (see L{whenGone}).
+          - The balancer, retries, timeouts and C{allBackups} are taken from
+            C{new}; the health check too, unless configured alike; the
+            persistence strategy is kept (with its stick table) when of the
+            same class.
+
+        C{new} must not be used afterwards: its servers move here.
+
+        @param now: The time, for the servers' C{lastChange}.
+        @return: One line per change, for the log.
+        """
+        changes: list[str] = []
+        mine = {s.name: s for s in self.servers}
+        servers: list[Server] = []
+        nextId = max([s.id for s in self.servers] + [0]) + 1
+        for server in new.servers:
+            server.removeListener(new)
+            server.backend = None
+            old = mine.pop(server.name, None)
+            if old is not None and _sameTarget(old, server):
+                if old._endpoint is not None:
+                    old._endpoint = server._endpoint
+                    old.address = server.address
+                changes.extend(self._updateServer(old, server, now))
+                servers.append(old)
+                continue
+            server.backend = self
+            server.addListener(self)
+            if old is None:
+                server.id = nextId
+                nextId += 1
+                changes.append(f"server {server.name} added ({server.address})")
+            else:
+                server.id = old.id
+                self._leaving.pop(old, None)
+                old.removeListener(self)
+                old.setState(ServerState.MAINT, "replaced by a reload (address changed)", now)
+                changes.append(f"server {server.name} address {old.address} -> {server.address}")
+            servers.append(server)
+        drain: list[Server] = []
+        for old in mine.values():
+            if old not in self._leaving:
+                changes.append(f"server {old.name} removed: draining until idle")
+                self._leaving[old] = []
+                drain.append(old)
+            servers.append(old)
+        self.servers = servers
+        self._updateSettings(new, changes)
+        self._anyMaxconn = any(s.maxconn is not None for s in servers)
+        self._recompute()
+        for old in drain:
+            if old.state is ServerState.UP:
+                old.setState(ServerState.DRAIN, "removed from the site file", now)
+        for old in list(self._leaving):
+            if old.active <= 0:
+                self._forget(old)
+        self._dispatchQueue()
+        return changes
+
+    def _updateServer(self, old: Server, new: Server, now: float) -> list[str]:
+        changes: list[str] = []
+        if self._leaving.pop(old, None) is not None:
+            changes.append(f"server {old.name} configured again: no longer leaving")
+            if old.state is ServerState.DRAIN:
+                old.setState(ServerState.UP, "configured again by a reload", now)
+        for name in ("maxconn", "backup", "sendProxy", "slowstart", "cookie"):
+            before, after = getattr(old, name), getattr(new, name)
+            if before != after:
+                setattr(old, name, after)
+                changes.append(f"server {old.name} {name} {before!r} -> {after!r}")
+        if new.weight != old.initialWeight:
+            changes.append(f"server {old.name} weight {old.weight} -> {new.weight}")
+            old.initialWeight = new.weight
+            old.setWeight(new.weight)
+        return changes
+
+    def _updateSettings(self, new: Backend, changes: list[str]) -> None:
+        oldBalance: Any = self.balance
+        if oldBalance in self._listeners:
+            self._listeners.remove(oldBalance)
+        if type(new.balance) is not type(self.balance):
+            changes.append(f"balance {type(self.balance).__name__} -> {type(new.balance).__name__}")
+        self.balance = new.balance
+        self._activeHook = new._activeHook
+        if IServerListener.providedBy(self.balance):
+            self._listeners.append(self.balance)  # type: ignore[arg-type]
+        if not _samePolicy(self.health, new.health):
+            changes.append("health check changed")
+            self.health = new.health
+        if type(self.persistence) is not type(new.persistence):
+            changes.append("persistence changed")
+            self.persistence = new.persistence
+        for name in ("retries", "timeoutConnect", "timeoutServer", "timeoutQueue", "allBackups"):
+            before, after = getattr(self, name), getattr(new, name)
+            if before != after:
+                setattr(self, name, after)
+                changes.append(f"{name} {before!r} -> {after!r}")
+
+    def whenGone(self, server: Server) -> Deferred[Server]:
+        """
+        A L{Deferred} firing with C{server} once it has left this backend:
+        at once if it is not here, else when a reload removed it and its
+        last connection ended.  (It never fires for a server that stays.)
+        """
+        d: Deferred[Server] = Deferred()
+        waiting = self._leaving.get(server)
+        if waiting is not None:
+            waiting.append(d)
+        elif server not in self.servers:
+            d.callback(server)
+        return d
+
+    def leaving(self) -> list[Server]:
+        """The servers a reload removed that still finish connections."""
+        return list(self._leaving)
+
+    def _forget(self, server: Server) -> None:
+        waiting = self._leaving.pop(server, None)
+        if server in self.servers:
+            self.servers = [s for s in self.servers if s is not server]
+            self._recompute()
+        if self in server._listeners:
+            server.removeListener(self)
+        _log.info("Server {server} left the backend (removed by a reload).", server=server.fullName)
+        for d in waiting or ():
+            d.callback(server)
+
+
+def _sameTarget(old: Server, new: Server) -> bool:
+    """Whether C{new} connects to the same place, the same way, as C{old}."""
+    tls = ("tls", "ca", "sni", "verify")
+    if [getattr(old, n, None) for n in tls] != [getattr(new, n, None) for n in tls]:
+        return False
+    if old._endpoint is not None or new._endpoint is not None:
+        return old._endpoint is not None and new._endpoint is not None
+    return old.address == new.address
+
+
+def _samePolicy(a: Any, b: Any) -> bool:
+    """Whether two policy objects (health checks) are configured alike."""
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    objectEq: Any = object.__eq__
+    if type(a).__eq__ is not objectEq:
+        return bool(a == b)  # attrs classes and others that compare their settings
+
+    def public(o: Any) -> dict[str, Any]:
+        names = list(getattr(o, "__dict__", {})) + [
+            n for klass in type(o).__mro__ for n in getattr(klass, "__slots__", ())
+        ]
+        return {n: getattr(o, n, None) for n in names if not n.startswith("_")}
+
+    return bool(public(a) == public(b))
