@@ -68,3 +68,40 @@ class MoreExamplesTests(TestCase):
         self.assertIn(answer.strip(), ("web1", "web2"))
         yield stopCleanly(self, watcher, process)
         self.assertFalse(os.path.exists(os.path.join(os.path.dirname(EXAMPLES), "access.log")))
+
+
+class TLSExampleTests(TestCase):
+    timeout = 30
+
+    @inlineCallbacks
+    def test_tlsSNI(self) -> Any:
+        """examples/tls_sni.py: https by SNI on :8443, and http on :8080 re-encrypted to it."""
+        from twisted.internet import reactor
+        from twisted.internet.utils import getProcessOutputAndValue
+
+        from tests.test_tls_pki import makePKI
+
+        curlPath = needCurl()
+        pki = makePKI(self)
+        for name in ("default", "a.example", "b.example"):
+            pki.issue(f"{name}.pem", name)
+        self.patch(os, "environ", dict(os.environ, LBKIT_TLS_DIR=pki.directory))
+        cwd = tempfile.mkdtemp(prefix="lbkit-ex-")
+        self.addCleanup(shutil.rmtree, cwd, True)
+        watcher, process = startProcess(
+            self, twistd("lbkit", "--config", os.path.join(EXAMPLES, "tls_sni.py")), cwd
+        )
+        for label in ("frontend https", "frontend reencrypt", "demo server app2"):
+            yield watcher.waitFor(f"{label} listening on")
+        out, err, code = yield getProcessOutputAndValue(
+            curlPath,
+            ["-s", "-S", "--noproxy", "*", "--max-time", "10", "--http1.1", "--cacert", pki.caFile,
+             "--resolve", "a.example:8443:127.0.0.1", "https://a.example:8443/"],
+            env=os.environ.copy(),
+            reactor=reactor,
+        )
+        self.assertEqual(code, 0, err)
+        self.assertIn(out.decode().strip(), ("app1", "app2"))
+        answer = yield curl("http://127.0.0.1:8080/")
+        self.assertIn(answer.strip(), ("app1", "app2"))
+        yield stopCleanly(self, watcher, process)
