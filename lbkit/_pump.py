@@ -35,9 +35,16 @@ def _plainTCP(transport: Any) -> bool:
 
 def tune(transport: Any, bufferSize: int = BUFFER_SIZE) -> None:
     """
-    Read and buffer in chunks of C{bufferSize} on a plain TCP transport
-    (other transports are left as they are).
+    Set TCP_NODELAY where the transport has it (a proxy must not hold small
+    writes back), and read and buffer in chunks of C{bufferSize} on a plain
+    TCP transport.
     """
+    setTcpNoDelay = getattr(transport, "setTcpNoDelay", None)
+    if setTcpNoDelay is not None:
+        try:
+            setTcpNoDelay(True)
+        except OSError:
+            pass
     if _plainTCP(transport):
         transport.bufferSize = bufferSize
 

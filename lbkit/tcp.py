@@ -56,15 +56,6 @@ def _halfClose(transport: Any) -> None:
         transport.loseWriteConnection()
 
 
-def _setNoDelay(transport: Any) -> None:
-    setTcpNoDelay = getattr(transport, "setTcpNoDelay", None)
-    if setTcpNoDelay is not None:
-        try:
-            setTcpNoDelay(True)
-        except OSError:
-            pass
-
-
 @implementer(IListener)
 class Frontend:
     """
@@ -269,7 +260,6 @@ class TCPFrontendProtocol(Protocol):
         self.start = self.reactor.seconds()
         transport = self.transport
         assert transport is not None
-        _setNoDelay(transport)
         tune(transport)
         self.context = Context(client=transport.getPeer(), frontend=factory.frontend.name)
         self._startIdleTimer()
@@ -449,7 +439,6 @@ class TCPFrontendProtocol(Protocol):
         assert server is not None and self.transport is not None and peer.transport is not None
         self._tc = self.reactor.seconds() - self._tc
         serverTransport = peer.transport
-        _setNoDelay(serverTransport)
         if server.sendProxy:
             from lbkit.proxyproto import formatV1, formatV2
 

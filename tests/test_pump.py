@@ -196,13 +196,17 @@ class TuneTests(SynchronousTestCase):
     """L{tune} raises the read size of plain TCP transports only."""
 
     def test_tcp(self) -> None:
-        """A TCP transport reads and buffers in L{BUFFER_SIZE} chunks."""
-        ours, theirs = socket.socketpair()
-        self.addCleanup(ours.close)
+        """A TCP transport reads and buffers in L{BUFFER_SIZE} chunks, with TCP_NODELAY set."""
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(listener.close)
+        theirs = socket.create_connection(listener.getsockname())
         self.addCleanup(theirs.close)
+        ours, _ = listener.accept()
+        self.addCleanup(ours.close)
         transport = Connection(ours, Protocol(), MemoryReactor())
         tune(transport)
         self.assertEqual(transport.bufferSize, BUFFER_SIZE)
+        self.assertTrue(transport.getTcpNoDelay())
 
     def test_other(self) -> None:
         """Other transports are left alone."""

@@ -164,9 +164,6 @@ class HTTPFrontendProtocol(Protocol):
         factory.current += 1
         factory.total += 1
         transport = self.transport
-        setNoDelay = getattr(transport, "setTcpNoDelay", None)
-        if setNoDelay is not None:
-            setNoDelay(True)
         self.client = transport.getPeer()  # type: ignore[union-attr]
         self._proto = b"https" if ISSLTransport.providedBy(transport) else b"http"
         #: mTLS: the verified client certificate's subject goes to servers

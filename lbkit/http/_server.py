@@ -59,9 +59,6 @@ class HTTPServerProtocol(Protocol):
 
     def connectionMade(self) -> None:
         transport = self.transport
-        setNoDelay = getattr(transport, "setTcpNoDelay", None)
-        if setNoDelay is not None:
-            setNoDelay(True)
         tune(transport)
         self.send = writeThrough(transport)
 
