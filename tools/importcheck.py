@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""
+Check lbkit's import structure with C{ast}, without importing anything.
+
+Fails (exit status 1, one line per problem) on:
+
+  - an import cycle among lbkit's modules, counting imports at module level
+    and inside functions (what runs), but not those under
+    C{if TYPE_CHECKING:} (annotations only);
+  - C{from lbkit.x import _name} across modules: a private name of another
+    module (private *modules* such as C{lbkit.http._parse} are fine; the
+    private base classes shared inside C{lbkit.balance} are its internals);
+  - a lazy (function-level) import of an lbkit module: the only lazy imports
+    left are of optional third-party packages.
+
+Usage: python tools/importcheck.py [ROOT]   (ROOT defaults to ./lbkit)
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+#: Packages whose private modules may share underscore names among themselves.
+PRIVATE_SHARING = ("lbkit.balance",)
+
+
+def moduleName(root: Path, path: Path) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def isPackage(path: Path) -> bool:
+    return path.name == "__init__.py"
+
+
+class Imports(ast.NodeVisitor):
+    """Collect (target module, imported names, line, lazy) for one module."""
+
+    def __init__(self, name: str, package: bool) -> None:
+        self.name = name
+        self.package = package
+        self.found: list[tuple[str, list[str], int, bool]] = []
+        self._depth = 0
+
+    def _resolve(self, module: str | None, level: int) -> str:
+        if not level:
+            return module or ""
+        base = self.name.split(".")
+        if not self.package:
+            base = base[:-1]
+        base = base[: len(base) - (level - 1)]
+        return ".".join(base + ([module] if module else []))
+
+    def visit_If(self, node: ast.If) -> None:
+        test = node.test
+        typing = (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+            isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+        )
+        if typing:
+            for child in node.orelse:
+                self.visit(child)
+            return
+        self.generic_visit(node)
+
+    def _function(self, node: ast.AST) -> None:
+        self._depth += 1
+        self.generic_visit(node)
+        self._depth -= 1
+
+    visit_FunctionDef = _function
+    visit_AsyncFunctionDef = _function
+    visit_Lambda = _function
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            self.found.append((alias.name, [], node.lineno, self._depth > 0))
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        target = self._resolve(node.module, node.level)
+        self.found.append((target, [a.name for a in node.names], node.lineno, self._depth > 0))
+
+
+def scan(root: Path) -> list[str]:
+    files = {moduleName(root, p): p for p in sorted(root.rglob("*.py"))}
+    graph: dict[str, set[str]] = {m: set() for m in files}
+    where: dict[tuple[str, str], str] = {}
+    problems: list[str] = []
+    top = root.name
+    for name, path in files.items():
+        visitor = Imports(name, isPackage(path))
+        visitor.visit(ast.parse(path.read_text(), str(path)))
+        for target, names, line, lazy in visitor.found:
+            if target != top and not target.startswith(top + "."):
+                continue
+            location = f"{path}:{line}"
+            edges = []
+            for imported in names:
+                sub = f"{target}.{imported}"
+                if sub in files:
+                    edges.append(sub)
+                    if imported.startswith("_") and sub.rpartition(".")[0] != name.rpartition(".")[0] and name != target:
+                        problems.append(f"{location}: imports private module {sub} from outside its package")
+                else:
+                    edges.append(target)
+                    if imported.startswith("_") and not imported.startswith("__"):
+                        shared = any(
+                            name.startswith(p + ".") and target.startswith(p + ".") for p in PRIVATE_SHARING
+                        )
+                        if not shared:
+                            problems.append(f"{location}: imports private name {imported} from {target}")
+            if not names:
+                edges.append(target)
+            for edge in edges:
+                if edge not in files or edge == name:
+                    continue
+                if lazy:
+                    problems.append(f"{location}: lazy import of {edge} (import lbkit modules at module level)")
+                graph[name].add(edge)
+                where.setdefault((name, edge), location)
+    for size, cycle in cycles(graph):
+        chain = " -> ".join(cycle + [cycle[0]])
+        first = where[(cycle[0], cycle[1 % len(cycle)])]
+        problems.append(f"{first}: import cycle ({size} modules in one circle), e.g. {chain}")
+    return problems
+
+
+def cycles(graph: dict[str, set[str]]) -> list[tuple[int, list[str]]]:
+    """One cycle from each strongly connected component of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    onStack: set[str] = set()
+    result: list[tuple[int, list[str]]] = []
+    counter = [0]
+
+    def strong(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        onStack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                strong(w)
+                low[v] = min(low[v], low[w])
+            elif w in onStack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                onStack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                result.append((len(component), _path(graph, set(component))))
+
+    sys.setrecursionlimit(10000)
+    for v in sorted(graph):
+        if v not in index:
+            strong(v)
+    return result
+
+
+def _path(graph: dict[str, set[str]], component: set[str]) -> list[str]:
+    """A shortest cycle through the component's first module."""
+    start = min(component)
+    previous: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        nxt = []
+        for v in frontier:
+            for w in sorted(graph[v] & component):
+                if w == start:
+                    path = [v]
+                    while path[-1] != start:
+                        path.append(previous[path[-1]])
+                    return list(reversed(path))
+                if w not in previous:
+                    previous[w] = v
+                    nxt.append(w)
+        frontier = nxt
+    return sorted(component)
+
+
+def main(argv: list[str]) -> int:
+    root = Path(argv[1] if len(argv) > 1 else "lbkit").resolve()
+    problems = scan(root)
+    for line in problems:
+        print(line)
+    if problems:
+        print(f"importcheck: {len(problems)} problem(s)")
+        return 1
+    print(f"importcheck: {root.name}: no import cycles, no private names across modules")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
