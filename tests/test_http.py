@@ -10,7 +10,6 @@ from typing import Any, Sequence
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -26,7 +25,7 @@ from lbkit.http import (
     setHeader,
 )
 from lbkit.http._proxy import HTTP_LOG_FORMAT
-from lbkit.testing import FakeEndpoint, HalfCloseableStringTransport
+from lbkit.testing import FakeEndpoint, HalfCloseableStringTransport, HTTPHarness
 
 CLIENT = IPv4Address("TCP", "198.51.100.7", 51000)
 FRONT = IPv4Address("TCP", "127.0.0.1", 8080)
@@ -36,7 +35,11 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
 class Harness:
-    """An http frontend and backends on a L{MemoryReactorClock}, fed by hand."""
+    """
+    An http frontend and backends on a L{MemoryReactorClock}, fed by hand:
+    the public L{HTTPHarness}, with servers made from names and answers as
+    C{(protocol, transport)} pairs.
+    """
 
     def __init__(
         self,
@@ -47,7 +50,6 @@ class Harness:
         **backendArgs: Any,
     ) -> None:
         self.testCase = testCase
-        self.reactor = MemoryReactorClock()
         self.endpoints: dict[str, FakeEndpoint] = {}
         self.servers: dict[str, Server] = {}
 
@@ -62,43 +64,24 @@ class Harness:
         self.backend = backend("be", names)
         routeObjects = [Route(m, backend(f"r{i}", ns)) for i, (m, ns) in enumerate(routes)]
         self.frontend = Frontend("tcp:8080", routeObjects, default=self.backend, name="fe", **(frontendArgs or {}))
-        self.factory = self.frontend.buildFactory(self.reactor)
-        self.factory.startFactory()
-        self.protocols: list[HTTPFrontendProtocol] = []
-        self.serverSides: list[HalfCloseableStringTransport] = []
-        self.serverProtocols: list[HTTPServerProtocol] = []
-        self.logged: list[dict[str, Any]] = []
+        self.harness = HTTPHarness(self.frontend, clientAddress=CLIENT, frontendAddress=FRONT)
+        self.reactor = self.harness.reactor
+        self.factory = self.harness.factory
+        self.logged = self.harness.logged
         testCase.addCleanup(self._cleanUp)
 
     def accept(self) -> tuple[HTTPFrontendProtocol, HalfCloseableStringTransport]:
         """A client connects."""
-        proto = self.factory.buildProtocol(CLIENT)
-        assert isinstance(proto, HTTPFrontendProtocol)
-        proto.finished = self.logged.append  # type: ignore[method-assign]
-        transport = HalfCloseableStringTransport(hostAddress=FRONT, peerAddress=CLIENT)
-        proto.makeConnection(transport)
-        self.protocols.append(proto)
-        return proto, transport
+        client = self.harness.accept()
+        return client.protocol, client.transport
 
     def connect(self, name: str = "s1") -> tuple[HTTPServerProtocol, HalfCloseableStringTransport]:
         """The pending connect to server C{name} succeeds."""
-        attempt = self.endpoints[name].pending[0]
-        proto = attempt.factory.buildProtocol(None)  # type: ignore[arg-type]  # the one protocol it hands out
-        assert isinstance(proto, HTTPServerProtocol)
-        transport = self.endpoints[name].succeed()
-        self.serverSides.append(transport)
-        self.serverProtocols.append(proto)
-        return proto, transport
+        side = self.harness.connect(self.servers[name])
+        return side.protocol, side.transport
 
     def _cleanUp(self) -> None:
-        for proto in self.protocols:
-            if proto.transport is not None and proto._state != 5:
-                proto.connectionLost(DONE)
-            proto._state = 5
-        for server in self.serverProtocols:
-            if server.connected:
-                server.connectionLost(DONE)
-        self.factory.stopFactory()
+        self.harness.close()
         self.testCase.assertEqual(self.reactor.getDelayedCalls(), [])
         self.testCase.assertEqual({n: s.active for n, s in self.servers.items()}, {n: 0 for n in self.servers})
 
