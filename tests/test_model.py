@@ -11,7 +11,6 @@ from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
-from zope.interface.verify import verifyObject
 
 from lbkit import Backend, Context, Server, ServerState
 from lbkit._model import parseAddress
@@ -144,11 +143,6 @@ class BackendChoiceTests(SynchronousTestCase):
     """
     Which servers a L{Backend} chooses.
     """
-
-    def test_providesIServerListener(self) -> None:
-        """A backend is a server listener."""
-        backend = Backend("be", [Server("a", "127.0.0.1:1")])
-        self.assertTrue(verifyObject(IServerListener, backend))
 
     def test_badSettings(self) -> None:
         """No servers, duplicate names, reused servers and bad retries raise ConfigError."""
