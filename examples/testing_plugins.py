@@ -107,8 +107,7 @@ class TellServerItsName:
     """Adds C{X-Server: <name>} to each request, read from the exchange."""
 
     def applyToRequest(self, request: Any, exchange: Any) -> None:
-        request.headers = [h for h in request.headers if h[0].lower() != b"x-server"]
-        request.headers.append([b"X-Server", exchange.server.name.encode()])
+        request.setHeader(b"X-Server", exchange.server.name.encode())
 
     def applyToResponse(self, response: Any, exchange: Any) -> None:
         pass

@@ -348,8 +348,10 @@ class IRequestRule(Interface):
 
     Both methods are called on the reactor thread, must return promptly
     and must not block.  A rule changes the message it is given in place
-    (C{headers} is a list of C{[name, value]} lists of bytes) and does no
-    I/O.  A rule must not raise: an exception is logged, and the request
+    and does no I/O: a request through its C{setHeader}, C{addHeader} and
+    C{removeHeader} methods (which keep its header lookups right), a
+    response by editing C{headers}, a list of C{[name, value]} lists of
+    bytes.  A rule must not raise: an exception is logged, and the request
     fails or its connection is dropped.
 
     The second argument of each method is the I{exchange}: the object
