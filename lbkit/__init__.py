@@ -5,7 +5,7 @@ A site file builds L{Server}s, L{Backend}s and frontends (L{lbkit.tcp}) and
 lists them in C{listen}; C{twistd -n lbkit --config site.py} runs it.
 """
 
-from lbkit._model import Backend, Context, Server, ServerState
+from lbkit._model import Backend, Context, Server, ServerListenerMixin, ServerState
 
-__all__ = ["Server", "Backend", "Context", "ServerState"]
+__all__ = ["Server", "Backend", "Context", "ServerState", "ServerListenerMixin"]
 __version__ = "0.1.0"

@@ -6,6 +6,7 @@ them (balancer, health check, persistence) and the maxconn queue.
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from typing import Any, Callable, Sequence, Tuple
 
@@ -16,7 +17,7 @@ from zope.interface import implementer
 
 from lbkit._model import Context, Server, ServerState, definedAt
 from lbkit.error import ConfigError, NoServerAvailable, QueueTimeout
-from lbkit.interfaces import IBalancer, IHealthCheck, IPersistence, IServerListener
+from lbkit.interfaces import IActiveBalancer, IBalancer, IHealthCheck, IPersistence, IServerListener
 
 __all__ = ["Backend"]
 
@@ -30,6 +31,30 @@ def _defaultBalancer() -> IBalancer:
 
 
 _Waiter = Tuple["Deferred[Server]", Context]
+
+
+def _activeHookOf(balancer: IBalancer, where: tuple[str, int]) -> Callable[[Server], object] | None:
+    """
+    The C{activeChanged} method of C{balancer} when it provides
+    L{IActiveBalancer}.  A balancer declaring only L{IBalancer} but having
+    the method (as lbkit accepted before the interface existed) still gets
+    called, with a C{DeprecationWarning} pointing at C{where}, the line
+    that created the backend.
+    """
+    if IActiveBalancer.providedBy(balancer):
+        return balancer.activeChanged  # type: ignore[attr-defined,no-any-return]
+    hook = getattr(balancer, "activeChanged", None)
+    if hook is not None and callable(hook):
+        warnings.warn_explicit(
+            f"{type(balancer).__name__} has activeChanged() but does not declare"
+            " @implementer(IActiveBalancer) (lbkit.interfaces); it is called for"
+            " now, declare the interface to keep it so",
+            DeprecationWarning,
+            where[0],
+            where[1],
+        )
+        return hook  # type: ignore[no-any-return]
+    return None
 
 
 @implementer(IServerListener)
@@ -87,8 +112,8 @@ class Backend:
         self.balance: IBalancer = _defaultBalancer() if balance is None else balance
         if not IBalancer.providedBy(self.balance):
             raise ConfigError(f"backend {name!r}: balance={balance!r} does not provide IBalancer")
-        #: The balancer's optional C{activeChanged(server)} (see L{IBalancer}).
-        self._activeHook: Callable[[Server], object] | None = getattr(self.balance, "activeChanged", None)
+        #: The balancer's C{activeChanged(server)} (L{IActiveBalancer}), or L{None}.
+        self._activeHook: Callable[[Server], object] | None = _activeHookOf(self.balance, self.definedAt)
         if health is not None and not IHealthCheck.providedBy(health):
             raise ConfigError(f"backend {name!r}: health={health!r} does not provide IHealthCheck")
         if persistence is not None and not IPersistence.providedBy(persistence):

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_model -*-
 """
-The server and backend model: L{Server}, L{Backend}, L{Context} and
-L{ServerState}.
+The server and backend model: L{Server}, L{Backend}, L{Context},
+L{ServerState} and L{ServerListenerMixin}.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from typing import Any, Callable, Tuple, Union
 import attrs
 from twisted.internet.interfaces import IAddress, IStreamClientEndpoint
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from lbkit.error import ConfigError
 from lbkit.interfaces import IServerListener
 
-__all__ = ["Server", "Backend", "Context", "ServerState", "parseAddress"]
+__all__ = ["Server", "Backend", "Context", "ServerState", "ServerListenerMixin", "parseAddress"]
 
 _log = Logger(namespace="lbkit")
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -55,6 +56,22 @@ class ServerState(Enum):
     DOWN = "DOWN"
     DRAIN = "DRAIN"
     MAINT = "MAINT"
+
+
+@implementer(IServerListener)
+class ServerListenerMixin:
+    """
+    An L{IServerListener} whose methods do nothing: subclass it and
+    override only the changes you care about (txtorcon's
+    C{StreamListenerMixin}).  The contract each method keeps (order,
+    re-entrancy, raising) is L{IServerListener}'s.
+    """
+
+    def stateChanged(self, server: Server, old: ServerState, new: ServerState, reason: str) -> None:
+        """C{server} went from C{old} to C{new}; does nothing here."""
+
+    def weightChanged(self, server: Server, old: int, new: int) -> None:
+        """C{server}'s weight (or slow-start ramp) changed; does nothing here."""
 
 
 def parseAddress(address: str) -> Tuple[str, int]:

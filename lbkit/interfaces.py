@@ -1,11 +1,17 @@
 """
 The contracts of lbkit: what a balancer, a health check, a persistence
-strategy and a server-state listener must provide.
+strategy, a header rule, a session and a server-state listener must
+provide.
 
 This module holds documentation only.  Every method is called on the
 reactor thread; none may block.  Policy objects (balancers, checks,
-persistence) never see a transport: the proxy protocols do the I/O and the
-policies decide.
+persistence, rules) never see a transport: the proxy protocols do the I/O
+and the policies decide.
+
+Optional methods and options are separate interfaces extending the basic
+one (L{IActiveBalancer} extends L{IBalancer}, L{IHealthCheckOptions}
+extends L{IHealthCheck}), so C{verifyObject} checks each object against
+what it declares.  L{lbkit.testing.assertProvides} does that in a test.
 """
 
 from __future__ import annotations
@@ -21,12 +27,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IBalancer",
+    "IActiveBalancer",
     "IHealthCheck",
+    "IHealthCheckOptions",
     "IPersistence",
     "IServerListener",
     "IListener",
     "IRequestMatcher",
     "IHTTPPersistence",
+    "IRequestRule",
+    "ISession",
 ]
 
 
@@ -39,17 +49,9 @@ class IBalancer(Interface):
     must return promptly, never block, and never touch sockets.  A balancer
     may keep state between calls (a round-robin position, a hash ring); it
     may learn about server changes by also providing L{IServerListener},
-    in which case the backend subscribes it.
-
-    Optional: a balancer that reads C{Server.active} may define
-    C{activeChanged(server)}, returning nothing.  The backend looks it up
-    once, when created, and then calls it on the reactor thread right
-    after each change of a server's C{active} count that it makes (a
-    connection slot reserved by C{tryAcquire}, C{enqueue} or C{reacquire},
-    or given back by C{release}), before anything else reads the count.
-    It must be O(1) or O(log n).  A balancer relying on it must not trust
-    it before the first call (until then the caller may be changing
-    C{active} by hand, as tests do).
+    in which case the backend subscribes it (before any other listener of
+    the backend).  A balancer that reads C{Server.active} and wants to hear
+    of each change of it provides L{IActiveBalancer}.
     """
 
     def pick(servers: Sequence[Server], context: Context) -> Server | None:
@@ -68,6 +70,41 @@ class IBalancer(Interface):
         """
 
 
+class IActiveBalancer(IBalancer):
+    """
+    A balancer that is told of every change a L{Backend} makes to a
+    server's C{active} count, so it can keep a structure ordered by load
+    (the built-in C{LeastConn}, C{ShortestExpectedDelay} and C{NeverQueue}
+    keep a min-tree) instead of scanning the servers at each pick.
+
+    The backend checks for this interface once, when it is created (and
+    again when a reload hands it a new balancer).  For compatibility, a
+    balancer that only declares L{IBalancer} but has an C{activeChanged}
+    method is still called, with a C{DeprecationWarning} at backend
+    creation: declare C{@implementer(IActiveBalancer)}.
+    """
+
+    def activeChanged(server: Server) -> None:
+        """
+        C{server.active} has just changed.
+
+        Called by the backend on the reactor thread right after each change
+        of the count that it makes: a connection slot reserved by
+        C{tryAcquire}, C{enqueue} or C{reacquire}, or given back by
+        C{release}; before anything else reads the count (so before the
+        next L{pick}).  It must be O(1) or O(log n), must not raise (an
+        exception propagates into the proxy that took or gave back the
+        slot), and must not call back into the backend.
+
+        A balancer relying on it must not trust it before the first call:
+        until then the caller may be changing C{active} by hand, as tests
+        of a balancer used on its own do.
+
+        @param server: The server whose count changed; read the new value
+            from C{server.active}.
+        """
+
+
 class IHealthCheck(Interface):
     """
     Probes one server and says whether it passed.
@@ -76,6 +113,11 @@ class IHealthCheck(Interface):
     counts passes and failures: C{rise} consecutive passes bring a DOWN
     server UP, C{fall} consecutive failures take an UP server DOWN.  The
     check must not block: it returns a L{Deferred}.
+
+    The monitor reads every attribute once, when it is created.  The
+    further options of L{IHealthCheckOptions} are optional: the monitor
+    reads each one the check has (and is not L{None}), and uses the
+    documented default for the others.
     """
 
     interval = Attribute("Seconds between two checks of one server (float).")
@@ -96,6 +138,53 @@ class IHealthCheck(Interface):
             exception) saying why it did not.  The monitor cancels it after
             C{timeout} seconds; cancelling must abort the probe.
         """
+
+
+class IHealthCheckOptions(IHealthCheck):
+    """
+    A health check that states every timing and passive-check option the
+    monitor honours, as L{lbkit.health.BaseCheck} (and so every built-in
+    check) does.
+
+    Each option may also be given alone by a check that provides only
+    L{IHealthCheck}: the monitor reads it with a default when missing or
+    L{None}.  Values are the ones L{lbkit.health.BaseCheck} validates.
+    """
+
+    fastinter = Attribute(
+        "Seconds between checks while a server is changing state (UP with some"
+        " failures, DOWN with some passes, or just marked down by live"
+        " traffic) (float).  Default: C{interval}."
+    )
+    downinter = Attribute("Seconds between checks of a server that is fully DOWN (float).  Default: C{interval}.")
+    spread = Attribute(
+        "Random jitter applied to every interval, a fraction from 0 to 0.5 (float).  Default: 0."
+    )
+    initState = Attribute(
+        "Where a server starts: C{'up'} (UP, the first failure takes it DOWN),"
+        " C{'fully-up'}, C{'down'} (DOWN, the first pass brings it UP) or"
+        " C{'fully-down'} (str).  Default: C{'up'}."
+    )
+    observe = Attribute(
+        "Passive checks of live traffic: L{None} (ignore it), C{'layer4'}"
+        " (count failed connects) or C{'layer7'} (also 5xx responses)."
+        "  Default: L{None}."
+    )
+    errorLimit = Attribute("Consecutive live-traffic errors that trigger C{onError} (int).  Default: 10.")
+    onError = Attribute(
+        "What C{errorLimit} errors do: C{'mark-down'}, C{'fail-check'},"
+        " C{'sudden-death'} or C{'fastinter'} (str).  Default: C{'mark-down'}."
+    )
+    backoff = Attribute(
+        "Seconds to wait, after live traffic marked a server DOWN, before the"
+        " first re-test (float).  Default: 0 (re-test after C{fastinter})."
+    )
+    onMarkedDown = Attribute(
+        "C{'shutdown-sessions'} to call L{ISession.abortSession} on every"
+        " session of a server its checks mark DOWN, or L{None} (sessions run"
+        " on).  Default: L{None}."
+    )
+    passReason = Attribute("The reason shown when a check passes (str).  Default: C{'Check passed'}.")
 
 
 class IPersistence(Interface):
@@ -131,18 +220,53 @@ class IServerListener(Interface):
     """
     Told about changes to servers: state transitions and weight changes.
     Balancers, stats and health monitors subscribe through
-    L{lbkit.Server.addListener} or L{lbkit.Backend.addListener}.  Each method
-    is called on the reactor thread, after the change took effect.
+    L{lbkit.Server.addListener} or L{lbkit.Backend.addListener};
+    L{lbkit.ServerListenerMixin} gives no-op methods to override.
+
+    Each method is called on the reactor thread, synchronously from the
+    call that made the change (L{lbkit.Server.setState},
+    L{lbkit.Server.setWeight}, L{lbkit.Server.setRampFactor}), after the
+    change took effect: C{server.state}, C{server.weight} and
+    C{server.effectiveWeight} already hold the new values.
+
+    Order: a server's listeners are called in the order they subscribed,
+    over a copy of the list (one added during a call is told from the next
+    change on; one removed during a call is still told of this one).  The
+    L{lbkit.Backend} a server belongs to subscribed to it first, when the
+    backend was created: it recomputes L{lbkit.Backend.eligible}, tells
+    its own listeners (the balancer first when it listens, then the others
+    in subscription order), then hands freed capacity to queued
+    connections; only then are the server's other listeners (its health
+    monitor, listeners added with C{Server.addListener}) told.  So a
+    listener of the backend already sees the new eligible list.
+
+    Raising: a listener must not raise.  Nothing guards the calls: the
+    exception propagates to whoever changed the server (the health
+    monitor, the admin API, a reload) and the listeners after it are not
+    told of that change.
+
+    Re-entrancy: a listener must not change a server's state or weight
+    from inside a call.  Such a change is published at once, nested inside
+    the first: the listeners after it would hear of the second change
+    before the first.  Schedule the change instead
+    (C{clock.callLater(0, ...)}, as the health monitor does when an
+    operator ends a maintenance).
     """
 
     def stateChanged(server: Server, old: ServerState, new: ServerState, reason: str) -> None:
         """
-        C{server} went from C{old} to C{new} because of C{reason}.
+        C{server} went from C{old} to C{new} (never equal) because of
+        C{reason} (free text for logs, possibly empty).
         """
 
     def weightChanged(server: Server, old: int, new: int) -> None:
         """
         C{server}'s weight was changed at run time from C{old} to C{new}.
+
+        A slow-start ramp step is also reported here, with C{old == new}:
+        the weight did not change but C{server.effectiveWeight} (weight
+        times C{server.rampFactor}) did.  A listener using
+        C{effectiveWeight} must treat that call as a change.
         """
 
 
@@ -159,6 +283,12 @@ class IListener(Interface):
         """
         Build the L{twisted.application.service.IService} that listens when
         started and stops listening when stopped.
+
+        Called on the reactor thread by L{lbkit.service.LoadBalancerService}
+        when the site is loaded, and by a reload that adds or replaces the
+        listener (while the old one still runs).  It must not listen yet:
+        the service listens in C{privilegedStartService} or
+        C{startService}.
         """
 
     def backends() -> Sequence[Backend]:
@@ -205,4 +335,85 @@ class IHTTPPersistence(IPersistence):
         """
         Change C{response} (an L{lbkit.http.Response}) before the client
         sees it, e.g. insert a C{Set-Cookie}.
+        """
+
+
+class IRequestRule(Interface):
+    """
+    Changes an http request on its way to its server and the response on
+    its way back: HAProxy's C{http-request} and C{http-response} rules.
+    The built-ins are L{lbkit.http.addHeader}, L{lbkit.http.setHeader} and
+    L{lbkit.http.deleteHeader}; a frontend and each route take them in
+    C{requestRules} and C{responseRules}.
+
+    Both methods are called on the reactor thread, must return promptly
+    and must not block.  A rule changes the message it is given in place
+    and does no I/O: a request through its C{setHeader}, C{addHeader} and
+    C{removeHeader} methods (which keep its header lookups right), a
+    response by editing C{headers}, a list of C{[name, value]} lists of
+    bytes.  A rule must not raise: an exception is logged, and the request
+    fails or its connection is dropped.
+
+    The second argument of each method is the I{exchange}: the object
+    carrying this request, in HTTP/1.1 the frontend connection and in
+    HTTP/2 the stream.  A rule may read only these attributes of it, and
+    must not change them or call anything on it:
+
+      - C{client}: the client's address (after any PROXY protocol header);
+      - C{frontend}: the L{lbkit.http.Frontend} that accepted it (read its
+        C{name});
+      - C{backend}: the L{lbkit.Backend} the request was routed to;
+      - C{server}: the L{lbkit.Server} chosen for it;
+      - C{request}: the L{lbkit.http.Request} being proxied.
+    """
+
+    def applyToRequest(request: Any, exchange: Any) -> None:
+        """
+        Change C{request} (an L{lbkit.http.Request}) before its head is
+        written to the server.
+
+        Called after the server was chosen and a connection to it is
+        ready (so C{exchange.server} is set): the frontend's rules first,
+        then those of the route that matched; a persistence strategy's
+        C{rewriteRequest} runs after them.  A request retried on a new
+        connection (a kept-alive one the server had closed) passes through
+        the rules again, with the same C{request} object.
+        """
+
+    def applyToResponse(response: Any, exchange: Any) -> None:
+        """
+        Change C{response} (an L{lbkit.http.Response}) before its head is
+        written to the client.
+
+        Called once per final response head from the server (not for 1xx
+        interim responses, a C{101} upgrade, or the error responses lbkit
+        writes itself): after a persistence strategy's
+        C{rewriteResponse}, the matched route's rules first, then the
+        frontend's.
+        """
+
+
+class ISession(Interface):
+    """
+    A live connection through a server, kept in that server's
+    C{Server.sessions} so it can be shut down with it.
+
+    A tcp frontend's connection (L{lbkit.tcp.TCPFrontendProtocol}) adds
+    itself once its server connection is made and removes itself when it
+    ends.  A session added by other code must do the same: add itself to
+    C{server.sessions}, and discard itself when its connections are lost.
+    """
+
+    def abortSession() -> None:
+        """
+        End this session now: abort both its connections (the client's and
+        the server's), throwing away what is buffered.
+
+        Called on the reactor thread by the health monitor when the checks
+        mark the server DOWN and its check says
+        C{onMarkedDown="shutdown-sessions"}, after the DOWN state was
+        published; the caller iterates over a copy of C{server.sessions},
+        so the session may leave the set at once or later, when its
+        connections are lost.  It must not raise, and a second call must do
+        no harm.
         """

@@ -24,7 +24,7 @@ from lbkit._model import Backend, Context, Server, definedAt, formatAddress
 from lbkit._pump import tune, writeThrough
 from lbkit._sni import ClientHello, Route, sniAbsent, sniEnds, sniIs
 from lbkit.error import ConfigError, NoServerAvailable, QueueTimeout
-from lbkit.interfaces import IListener
+from lbkit.interfaces import IListener, ISession
 
 __all__ = [
     "Frontend", "TCPProxyFactory", "TCPFrontendProtocol", "TCPServerProtocol",
@@ -205,7 +205,7 @@ class TCPServerProtocol(Protocol):
         self.front.serverLost(reason)
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, ISession)
 class TCPFrontendProtocol(Protocol):
     """
     The client side of one proxied connection.

@@ -19,7 +19,7 @@ from lbkit import Backend, Context, Server, ServerState
 from lbkit.balance import LeastConn, NeverQueue, RoundRobin, ShortestExpectedDelay
 from lbkit.balance._scan import _MinTree, _WeightedScan
 from lbkit.error import NoServerAvailable
-from lbkit.interfaces import IBalancer, IServerListener
+from lbkit.interfaces import IActiveBalancer, IBalancer, IServerListener
 
 CTX = Context()
 
@@ -68,7 +68,7 @@ def referenceNQ(servers: Sequence[Server]) -> Server | None:
     return referenceSED(servers)
 
 
-@implementer(IBalancer, IServerListener)
+@implementer(IActiveBalancer, IServerListener)
 class Checked:
     """
     Hands each pick to the balancer under test and to a reference, and
@@ -317,7 +317,7 @@ class ModeTests(SynchronousTestCase):
         """A backend reports every change it makes to active, after making it."""
         seen: list[tuple[str, int]] = []
 
-        @implementer(IBalancer)
+        @implementer(IActiveBalancer)
         class Spy:
             def pick(self, servers: Sequence[Server], context: Context) -> Server | None:
                 return servers[0] if servers else None
@@ -367,3 +367,64 @@ class MinTreeTests(SynchronousTestCase):
         expected = next(i % n for i in range(start, start + n) if keys[i % n] == low)
         self.assertEqual(tree.firstMin(start), expected)
         self.assertEqual([tree.key(i) for i in range(n)], keys)
+
+
+class UndeclaredActiveBalancerTests(SynchronousTestCase):
+    """
+    A balancer written before IActiveBalancer existed (an C{activeChanged}
+    method, only IBalancer declared) keeps working, with a deprecation
+    warning naming the line that built its backend.
+    """
+
+    def undeclared(self, seen: list[int]) -> IBalancer:
+        @implementer(IBalancer)
+        class Old:
+            def pick(self, servers: Sequence[Server], context: Context) -> Server | None:
+                return servers[0] if servers else None
+
+            def activeChanged(self, server: Server) -> None:
+                seen.append(server.active)
+
+        return Old()
+
+    def test_stillCalled(self) -> None:
+        """An undeclared activeChanged is still called after each change of active."""
+        seen: list[int] = []
+        backend = Backend("be", makeServers([1]), balance=self.undeclared(seen))
+        server = backend.tryAcquire(Context())
+        assert server is not None
+        backend.release(server)
+        self.assertEqual(seen, [1, 0])
+        self.flushWarnings()
+
+    def test_warnsAtTheSiteLine(self) -> None:
+        """Building its backend warns once, pointing at the line that built it."""
+        balancer = self.undeclared([])
+        Backend("be", makeServers([1]), balance=balancer)
+        warnings = self.flushWarnings()
+        self.assertEqual([w["category"] for w in warnings], [DeprecationWarning])
+        self.assertIn("IActiveBalancer", warnings[0]["message"])
+        self.assertEqual(warnings[0]["filename"], __file__.replace(".pyc", ".py"))
+
+    def test_declaredDoesNotWarn(self) -> None:
+        """The built-ins that use activeChanged declare IActiveBalancer, so nothing warns."""
+        for make in (LeastConn, ShortestExpectedDelay, NeverQueue, RoundRobin):
+            Backend("be", makeServers([1]), balance=make())
+        self.assertEqual(self.flushWarnings(), [])
+
+    def test_declaredIsCalled(self) -> None:
+        """A balancer declaring IActiveBalancer hears of each change, with no warning."""
+        seen: list[str] = []
+
+        @implementer(IActiveBalancer)
+        class New:
+            def pick(self, servers: Sequence[Server], context: Context) -> Server | None:
+                return servers[0] if servers else None
+
+            def activeChanged(self, server: Server) -> None:
+                seen.append(server.name)
+
+        backend = Backend("be", makeServers([1]), balance=New())
+        backend.release(backend.tryAcquire(Context()) or backend.servers[0])
+        self.assertEqual(seen, ["s0", "s0"])
+        self.assertEqual(self.flushWarnings(), [])

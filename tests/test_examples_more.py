@@ -105,3 +105,30 @@ class TLSExampleTests(TestCase):
         answer = yield curl("http://127.0.0.1:8080/")
         self.assertIn(answer.strip(), ("app1", "app2"))
         yield stopCleanly(self, watcher, process)
+
+
+class TestingExampleTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_testingPlugins(self) -> Any:
+        """examples/testing_plugins.py passes when run with trial, as a user would run it."""
+        import sys
+
+        from twisted.internet import reactor
+        from twisted.internet.utils import getProcessOutputAndValue
+
+        cwd = tempfile.mkdtemp(prefix="lbkit-ex-")
+        self.addCleanup(shutil.rmtree, cwd, True)
+        repo = os.path.dirname(EXAMPLES)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])))
+        out, err, code = yield getProcessOutputAndValue(
+            sys.executable,
+            ["-m", "twisted.trial", os.path.join(EXAMPLES, "testing_plugins.py")],
+            env=env,
+            path=cwd,
+            reactor=reactor,
+        )
+        text = out.decode() + err.decode()
+        self.assertEqual(code, 0, text)
+        self.assertIn("PASSED (successes=8)", text)

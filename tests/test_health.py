@@ -32,25 +32,7 @@ from lbkit.health import (
     monitorFor,
 )
 from lbkit.interfaces import IHealthCheck, IServerListener
-
-
-@attrs.frozen
-class FakeCheck(BaseCheck):
-    """A check whose probes are Deferreds the test fires."""
-
-    probes: list[Deferred[None]] = attrs.field(factory=list, kw_only=True)
-    cancelled: list[Deferred[None]] = attrs.field(factory=list, kw_only=True)
-
-    def check(self, server: Server, reactor: Any) -> Deferred[None]:
-        d: Deferred[None] = Deferred(self.cancelled.append)
-        self.probes.append(d)
-        return d
-
-    def passLast(self) -> None:
-        self.probes[-1].callback(None)
-
-    def failLast(self, reason: str = "Layer7 wrong status, code: 500") -> None:
-        self.probes[-1].errback(CheckFailed(reason))
+from lbkit.testing import FakeCheck, FakeSession, RecordingListener
 
 
 @implementer(IHealthCheck)
@@ -71,32 +53,6 @@ class PlainCheck:
         return d
 
 
-@implementer(IServerListener)
-class Recorder:
-    """Records the transitions and weight changes a server publishes."""
-
-    def __init__(self) -> None:
-        self.states: list[tuple[str, str, str]] = []
-        self.weights: list[tuple[int, int]] = []
-
-    def stateChanged(self, server: Server, old: ServerState, new: ServerState, reason: str) -> None:
-        self.states.append((old.value, new.value, reason))
-
-    def weightChanged(self, server: Server, old: int, new: int) -> None:
-        self.weights.append((old, new))
-
-
-class FakeSession:
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.aborted = False
-        server.sessions.add(self)
-
-    def abortSession(self) -> None:
-        self.aborted = True
-        self.server.sessions.discard(self)
-
-
 class MonitorTestCase(SynchronousTestCase):
     """Builds a server in a backend, a clock, and a monitor on demand."""
 
@@ -104,7 +60,7 @@ class MonitorTestCase(SynchronousTestCase):
         self.clock = Clock()
         self.server = Server("srv", "127.0.0.1:8000", slowstart=0.0)
         self.backend = Backend("be", [self.server, Server("other", "127.0.0.1:8001")])
-        self.recorder = Recorder()
+        self.recorder = RecordingListener()
         self.server.addListener(self.recorder)
         self.addCleanup(self.assertEqual, self.clock.getDelayedCalls(), [])
 

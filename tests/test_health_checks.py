@@ -18,12 +18,10 @@ from twisted.protocols.policies import WrappingFactory
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
-from zope.interface.verify import verifyObject
 
 from lbkit import Backend, Server
 from lbkit.error import CheckFailed, ConfigError
 from lbkit.health import AgentCheck, HTTPCheck, TCPCheck, parseAgentReply
-from lbkit.interfaces import IHealthCheck
 
 reactor: Any = _reactor
 
@@ -131,11 +129,6 @@ def makeSite() -> tuple[Site, _Page]:
 
 
 class ContractTests(SynchronousTestCase):
-    def test_verifyObject(self) -> None:
-        """Every built-in check provides IHealthCheck."""
-        for check in [TCPCheck(), HTTPCheck(), AgentCheck(port=5555)]:
-            self.assertTrue(verifyObject(IHealthCheck, check))
-
     def test_tcpCancelIsLeftToTheMonitor(self) -> None:
         """Cancelling a TCP check (the monitor's timeout) stops the connect and stays a CancelledError."""
         memory = MemoryReactorClock()

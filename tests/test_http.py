@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -26,7 +26,7 @@ from lbkit.http import (
     setHeader,
 )
 from lbkit.http._proxy import HTTP_LOG_FORMAT
-from lbkit.testing import FakeEndpoint, HalfCloseableStringTransport
+from lbkit.testing import FakeEndpoint, HalfCloseableStringTransport, HTTPHarness
 
 CLIENT = IPv4Address("TCP", "198.51.100.7", 51000)
 FRONT = IPv4Address("TCP", "127.0.0.1", 8080)
@@ -36,7 +36,11 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
 class Harness:
-    """An http frontend and backends on a L{MemoryReactorClock}, fed by hand."""
+    """
+    An http frontend and backends on a L{MemoryReactorClock}, fed by hand:
+    the public L{HTTPHarness}, with servers made from names and answers as
+    C{(protocol, transport)} pairs.
+    """
 
     def __init__(
         self,
@@ -47,7 +51,6 @@ class Harness:
         **backendArgs: Any,
     ) -> None:
         self.testCase = testCase
-        self.reactor = MemoryReactorClock()
         self.endpoints: dict[str, FakeEndpoint] = {}
         self.servers: dict[str, Server] = {}
 
@@ -62,43 +65,24 @@ class Harness:
         self.backend = backend("be", names)
         routeObjects = [Route(m, backend(f"r{i}", ns)) for i, (m, ns) in enumerate(routes)]
         self.frontend = Frontend("tcp:8080", routeObjects, default=self.backend, name="fe", **(frontendArgs or {}))
-        self.factory = self.frontend.buildFactory(self.reactor)
-        self.factory.startFactory()
-        self.protocols: list[HTTPFrontendProtocol] = []
-        self.serverSides: list[HalfCloseableStringTransport] = []
-        self.serverProtocols: list[HTTPServerProtocol] = []
-        self.logged: list[dict[str, Any]] = []
+        self.harness = HTTPHarness(self.frontend, clientAddress=CLIENT, frontendAddress=FRONT)
+        self.reactor = self.harness.reactor
+        self.factory = self.harness.factory
+        self.logged = self.harness.logged
         testCase.addCleanup(self._cleanUp)
 
     def accept(self) -> tuple[HTTPFrontendProtocol, HalfCloseableStringTransport]:
         """A client connects."""
-        proto = self.factory.buildProtocol(CLIENT)
-        assert isinstance(proto, HTTPFrontendProtocol)
-        proto.finished = self.logged.append  # type: ignore[method-assign]
-        transport = HalfCloseableStringTransport(hostAddress=FRONT, peerAddress=CLIENT)
-        proto.makeConnection(transport)
-        self.protocols.append(proto)
-        return proto, transport
+        client = self.harness.accept()
+        return client.protocol, client.transport
 
     def connect(self, name: str = "s1") -> tuple[HTTPServerProtocol, HalfCloseableStringTransport]:
         """The pending connect to server C{name} succeeds."""
-        attempt = self.endpoints[name].pending[0]
-        proto = attempt.factory.buildProtocol(None)  # type: ignore[arg-type]  # the one protocol it hands out
-        assert isinstance(proto, HTTPServerProtocol)
-        transport = self.endpoints[name].succeed()
-        self.serverSides.append(transport)
-        self.serverProtocols.append(proto)
-        return proto, transport
+        side = self.harness.connect(self.servers[name])
+        return side.protocol, side.transport
 
     def _cleanUp(self) -> None:
-        for proto in self.protocols:
-            if proto.transport is not None and proto._state != 5:
-                proto.connectionLost(DONE)
-            proto._state = 5
-        for server in self.serverProtocols:
-            if server.connected:
-                server.connectionLost(DONE)
-        self.factory.stopFactory()
+        self.harness.close()
         self.testCase.assertEqual(self.reactor.getDelayedCalls(), [])
         self.testCase.assertEqual({n: s.active for n, s in self.servers.items()}, {n: 0 for n in self.servers})
 
@@ -717,3 +701,117 @@ class FrontendConfigTests(SynchronousTestCase):
         b = Backend("b", [Server("t", "127.0.0.1:2")])
         fe = Frontend("tcp:0", [Route(pathBegins("/a"), a), Route(pathBegins("/b"), a)], default=b)
         self.assertEqual(list(fe.backends()), [a, b])
+
+
+class ConnectionTokenTests(SynchronousTestCase):
+    """
+    The Connection header cannot remove the headers that frame the body
+    (request smuggling), in either direction.
+    """
+
+    def test_connectionCannotDropContentLength(self) -> None:
+        """'Connection: content-length' does not remove the framing the body is forwarded with."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(
+            b"POST / HTTP/1.1\r\nHost: a\r\nConnection: content-length, host\r\n"
+            b"Content-Length: 5\r\n\r\nhello"
+        )
+        server, serverSide = h.connect()
+        line, headers = head(serverSide)
+        self.assertEqual(headers[b"content-length"], b"5")
+        self.assertEqual(headers[b"host"], b"a")
+        self.assertTrue(serverSide.value().endswith(b"\r\n\r\nhello"))
+        server.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    def test_responseCannotDropContentLength(self) -> None:
+        """A server's 'Connection: content-length' does not strip the length sent to the client."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        server, serverSide = h.connect()
+        server.dataReceived(b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 2\r\n\r\nok")
+        line, headers = head(client)
+        self.assertEqual(headers[b"content-length"], b"2")
+
+
+class ForwardedProtoTests(SynchronousTestCase):
+    def test_forwardedProtoNotSpoofed(self) -> None:
+        """The client's own X-Forwarded-Proto is dropped; the server sees lbkit's only."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\n\r\n")
+        server, serverSide = h.connect()
+        values = [
+            line.split(b":", 1)[1].strip()
+            for line in serverSide.value().split(b"\r\n\r\n")[0].split(b"\r\n")
+            if line.lower().startswith(b"x-forwarded-proto:")
+        ]
+        self.assertEqual(values, [b"http"])
+        server.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+
+class ConnectTimeoutTests(SynchronousTestCase):
+    def test_connectTimeoutIs503(self) -> None:
+        """A connect that times out (the connector's own timeout) answers 503 sC, as documented."""
+        h = Harness(self, retries=0)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        h.endpoints["s1"].fail(ConnectTimeoutError())
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 503 "), client.value()[:40])
+        self.assertEqual(h.logged[-1]["termination"], "sC")
+
+
+class NeverReadingClientTests(SynchronousTestCase):
+    def test_closingConnectionIsAborted(self) -> None:
+        """A connection lbkit closes is aborted after timeoutClient if the client never reads."""
+        h = Harness(self, frontendArgs={"timeoutClient": 5.0})
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        server, serverSide = h.connect()
+        server.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.assertTrue(client.disconnecting)
+        self.assertFalse(client.disconnected)
+        h.reactor.advance(5.0)
+        self.assertTrue(client.disconnected)  # aborted
+        proto.connectionLost(Failure(ConnectionError()))
+
+
+class UnrequestedUpgradeTests(SynchronousTestCase):
+    def test_unrequested101Is502(self) -> None:
+        """A 101 answer to a request that did not ask to upgrade is refused with 502, no tunnel."""
+        h = Harness(self, retries=0)
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        server, serverSide = h.connect()
+        server.dataReceived(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n")
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 502 "), client.value()[:40])
+
+
+class TransferCodingTests(SynchronousTestCase):
+    def test_transferCodingsKept(self) -> None:
+        """A 'gzip, chunked' request body reaches the server still marked gzip, chunked."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+        )
+        server, serverSide = h.connect()
+        line, headers = head(serverSide)
+        self.assertEqual(headers[b"transfer-encoding"], b"gzip, chunked")
+        self.assertTrue(serverSide.value().endswith(b"\r\n\r\n2\r\nhi\r\n0\r\n\r\n"))
+        server.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+
+class PassiveHealthReportTests(SynchronousTestCase):
+    def test_goodResponseReportedAsLayer7(self) -> None:
+        """The http proxy reports a good response as a Layer7 success, so layer7 passive checks reset."""
+        h = Harness(self)
+        seen: list[tuple[bool, str]] = []
+        h.servers["s1"].addObserver(lambda server, ok, reason: seen.append((ok, reason)))
+        proto, client = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        server, serverSide = h.connect()
+        server.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(seen[0], (True, ""))  # the connect
+        self.assertTrue(seen[1][0] and seen[1][1].startswith("Layer7"), seen)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
-from zope.interface.verify import verifyObject
 
 from lbkit import Backend, Context, Server
 from lbkit.error import ConfigError
@@ -51,15 +50,14 @@ class MatcherTests(SynchronousTestCase):
     Every built-in matcher decides as documented.
     """
 
-    def test_providesInterface(self) -> None:
-        """Every matcher provides IRequestMatcher."""
+    def test_repr(self) -> None:
+        """Every matcher shows what it matches in its repr."""
         for m in [
             pathBegins("/"), pathIs("/"), pathEnds(".js"), pathMatches("x"), hostIs("a"), hostMatches("a"),
             headerExists("a"), headerIs("a", "b"), headerMatches("a", "b"), methodIs("GET"), sourceIn("10.0.0.0/8"),
             allOf(pathBegins("/")), anyOf(pathBegins("/")), notMatching(pathBegins("/")),
         ]:
-            self.assertTrue(verifyObject(IRequestMatcher, m))
-            self.assertTrue(repr(m))
+            self.assertNotIn("object at 0x", repr(m))
 
     def test_pathBegins(self) -> None:
         """pathBegins matches any of its prefixes, ignoring the query."""

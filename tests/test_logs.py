@@ -200,3 +200,15 @@ class ExampleTests(SynchronousTestCase):
         site = loadSite(os.path.join(here, "examples", "operations.py"))
         self.assertEqual([(a.path, a.format) for a in site.accessLog], [("access.log", "text"), ("access.json", "json")])
         self.assertEqual(site.grace, 10.0)
+
+
+class AccessLogErrorTests(SynchronousTestCase):
+    def test_writeErrorIsCounted(self) -> None:
+        """An access-log write that fails (full disk) is dropped and counted, not raised into the proxy."""
+        dispatcher = AccessLogDispatcher()
+        dispatcher.replace([AccessLog("/dev/full")])
+        event = {"log_format": "x {a}", "a": 1, "log_namespace": "lbkit.access", "log_time": 0.0}
+        for _ in range(3):
+            dispatcher(event)  # the file is buffered: writes may fail on flush
+        self.assertGreaterEqual(getattr(dispatcher.writers[0], "dropped", 0), 1)
+        dispatcher.replace([])

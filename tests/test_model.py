@@ -11,7 +11,6 @@ from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
-from zope.interface.verify import verifyObject
 
 from lbkit import Backend, Context, Server, ServerState
 from lbkit._model import parseAddress
@@ -144,11 +143,6 @@ class BackendChoiceTests(SynchronousTestCase):
     """
     Which servers a L{Backend} chooses.
     """
-
-    def test_providesIServerListener(self) -> None:
-        """A backend is a server listener."""
-        backend = Backend("be", [Server("a", "127.0.0.1:1")])
-        self.assertTrue(verifyObject(IServerListener, backend))
 
     def test_badSettings(self) -> None:
         """No servers, duplicate names, reused servers and bad retries raise ConfigError."""
@@ -321,3 +315,20 @@ class BackendQueueTests(SynchronousTestCase):
         waiter = backend.enqueue(Context(), self.clock)
         b.setState(ServerState.UP)
         self.assertIs(self.successResultOf(waiter), b)
+
+
+class QueueAllDownTests(SynchronousTestCase):
+    def test_queuedFailWhenAllDown(self) -> None:
+        """When every server goes DOWN, queued connections get their answer at once, in order."""
+        clock = Clock()
+        server = Server("s", "127.0.0.1:1", maxconn=1)
+        backend = Backend("b", [server], timeoutQueue=30)
+        held = backend.tryAcquire(Context())
+        self.assertIs(held, server)
+        waiters = [backend.enqueue(Context(), clock) for _ in range(3)]
+        server.setState(ServerState.DOWN, "test")
+        for d in waiters:
+            self.failureResultOf(d, NoServerAvailable)
+        self.assertEqual(backend.queueLength(), 0)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        backend.release(server)

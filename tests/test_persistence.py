@@ -9,11 +9,9 @@ from typing import Any, Optional
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface.verify import verifyObject
 
 from lbkit import Backend, Context, Server, ServerState
 from lbkit.http import Request, Response
-from lbkit.interfaces import IHTTPPersistence, IPersistence
 from lbkit.persistence import Cookie, StickySource
 
 
@@ -58,10 +56,6 @@ class StickySourceTests(SynchronousTestCase):
         self.table = StickySource(expire=60, size=2, clock=self.clock)
         self.s = Servers(self.table)
 
-    def test_interface(self) -> None:
-        """StickySource provides IPersistence."""
-        self.assertTrue(verifyObject(IPersistence, self.table))
-
     def test_sameClientSameServer(self) -> None:
         """A client address keeps going to the server it first got."""
         first = self.s.pick(Context(client=client()))
@@ -101,10 +95,6 @@ class StickySourceTests(SynchronousTestCase):
 
 
 class CookieInsertTests(SynchronousTestCase):
-    def test_interface(self) -> None:
-        """Cookie provides IHTTPPersistence."""
-        self.assertTrue(verifyObject(IHTTPPersistence, Cookie("SERVERID")))
-
     def test_badMode(self) -> None:
         """An unknown mode is refused at configuration time."""
         self.assertRaises(ValueError, Cookie, "SERVERID", mode="bogus")

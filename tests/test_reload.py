@@ -480,3 +480,62 @@ class HealthReloadTests(TestCase):
         self.assertIsNot(service.healthServices[app], health)
         self.assertFalse(a.running)
         self.assertEqual(sorted(service.healthServices[app].monitors), ["a", "c"])  # type: ignore[attr-defined]
+
+
+class ReloadTimeoutTests(SynchronousTestCase):
+    def test_reloadRecomputesTick(self) -> None:
+        """A reload that shortens a timeout makes the running factory check more often."""
+        from twisted.internet.testing import MemoryReactorClock
+
+        from lbkit import http
+        from lbkit.reload import _takeOver
+
+        backend = Backend("b", [Server("s", "127.0.0.1:1")])
+        old = http.Frontend("tcp:0", default=backend, timeoutClient=30)
+        factory = old.buildFactory(MemoryReactorClock())
+        self.assertEqual(factory.tickInterval, 2.5)  # timeoutHttpRequest 10 s / 4
+        _takeOver(old, http.Frontend("tcp:0", default=backend, timeoutClient=2))
+        self.assertEqual(factory.tickInterval, 0.5)
+
+
+class ReloadStatsPageTests(SynchronousTestCase):
+    def test_changedAdminIsReplaced(self) -> None:
+        """A reload that changes a stats page's admin users listens again instead of keeping the old ones."""
+        from lbkit import stats
+        from lbkit.reload import matchListeners
+
+        old = stats.Page("tcp:0", admin=stats.Admin(users={"op": "old"}))
+        new = stats.Page("tcp:0", admin=stats.Admin(users={"op": "new"}))
+        same = stats.Page("tcp:0", admin=stats.Admin(users={"op": "old"}))
+        self.assertEqual(matchListeners([old], [new])[2], [(old, new)])
+        self.assertEqual(matchListeners([old], [same])[0], [(old, same)])
+
+
+class ReloadErrorTests(SynchronousTestCase):
+    def test_unexpectedErrorDoesNotBlockReloads(self) -> None:
+        """A reload that fails with an unexpected error fails, and the next reload is not refused."""
+        from twisted.internet.testing import MemoryReactorClock
+
+        import lbkit.reload
+        from lbkit.config import loadSite
+
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write(
+                "from lbkit import Backend, Server, tcp\n"
+                "b = Backend('b', [Server('s', '127.0.0.1:1')])\n"
+                "listen = [tcp.Frontend('tcp:0:interface=127.0.0.1', b)]\n"
+            )
+        site = loadSite(path)
+        service = LoadBalancerService(site.listen, MemoryReactorClock())
+        calls: list[int] = []
+
+        def boom(service: Any, site: Any) -> Any:
+            calls.append(1)
+            raise RuntimeError("unexpected")
+
+        self.patch(lbkit.reload, "applySite", boom)
+        self.failureResultOf(service.reload(path), RuntimeError)
+        self.failureResultOf(service.reload(path), RuntimeError)
+        self.assertEqual(len(calls), 2)  # the second was attempted, not refused as "in progress"
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)

@@ -11,8 +11,8 @@ from typing import Any, Sequence, cast
 
 from twisted.internet import reactor as _globalReactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
-from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
+from twisted.internet.defer import CancelledError, Deferred, gatherResults, inlineCallbacks
+from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError, UserError
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import ClientCreator, Factory, Protocol
 from twisted.internet.task import LoopingCall
@@ -24,6 +24,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from lbkit import Backend, Context, Server, ServerState
+from lbkit._connect import connectServer
 from lbkit.balance import RoundRobin
 from lbkit.interfaces import IBalancer
 from lbkit.proxyproto import formatV1, formatV2
@@ -872,3 +873,58 @@ class BackpressureTests(TestCase):
         growth = peak[-1] - baseline
         self.assertLess(growth, 40 * 2**20, f"lbkit RSS grew by {growth / 2**20:.1f} MB")
         self.assertEqual(lbkit.exitCode, None)
+
+
+class _StopFailsConnector:
+    """A connector whose stopConnecting fails the attempt at once, as Twisted's does."""
+
+    def __init__(self, factory: Any) -> None:
+        self.factory = factory
+
+    def stopConnecting(self) -> None:
+        self.factory.clientConnectionFailed(self, Failure(UserError()))
+
+
+class _StopFailsReactor(MemoryReactorClock):
+    def connectTCP(self, host: str, port: int, factory: Any, timeout: float = 30, bindAddress: Any = None) -> Any:
+        MemoryReactorClock.connectTCP(self, host, port, factory, timeout, bindAddress)
+        return _StopFailsConnector(factory)
+
+
+class CancelledConnectTests(SynchronousTestCase):
+    def test_cancelIsCancelled(self) -> None:
+        """Cancelling an IPv4 connect fails it with CancelledError, not the connector's UserError."""
+        reactor = _StopFailsReactor()
+        server = Server("s", "127.0.0.1:9")
+        d: Deferred[Any] = connectServer(reactor, server, TCPFrontendProtocol(), 5)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(reactor.getDelayedCalls(), [])
+
+
+class RaisingServerChosenTests(SynchronousTestCase):
+    def test_raisingHookReleasesSlot(self) -> None:
+        """A serverChosen hook that raises does not leak the server's slot."""
+
+        class RaisingHook(TCPFrontendProtocol):
+            def serverChosen(self, server: Server) -> None:
+                raise RuntimeError("hook failed")
+
+        class RaisingFactory(TCPProxyFactory):
+            protocol = RaisingHook
+
+        reactor = MemoryReactorClock()
+        server = Server("s", FakeEndpoint())
+        backend = Backend("b", [server])
+        frontend = Frontend("tcp:0", backend, factory=RaisingFactory, log=False)
+        factory = frontend.buildFactory(reactor)
+        proto = factory.buildProtocol(CLIENT)
+        transport = HalfCloseableStringTransport(hostAddress=FRONT, peerAddress=CLIENT)
+        proto.makeConnection(transport)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        proto.connectionLost(Failure(ConnectionError()))
+        self.assertEqual(server.active, 0)
+        self.assertEqual(backend.tryAcquire(Context()), server)
+        backend.release(server)
+        for call in reactor.getDelayedCalls():
+            call.cancel()

@@ -11,12 +11,12 @@ from zope.interface import implementer
 
 from lbkit._model import Context, Server
 from lbkit.balance._scan import _Pairs, _pairsFor, _WeightedScan
-from lbkit.interfaces import IBalancer
+from lbkit.interfaces import IActiveBalancer
 
 __all__ = ["LeastConn"]
 
 
-@implementer(IBalancer)
+@implementer(IActiveBalancer)
 class LeastConn(_WeightedScan):
     """
     Send the connection to the server with the fewest active connections

@@ -12,14 +12,14 @@ from zope.interface import implementer
 from lbkit._model import Context, Server
 from lbkit.balance._scan import _WeightedScan
 from lbkit.balance._sed import _shortestDelay
-from lbkit.interfaces import IBalancer
+from lbkit.interfaces import IActiveBalancer
 
 __all__ = ["NeverQueue"]
 
 _IDLE = float("-inf")
 
 
-@implementer(IBalancer)
+@implementer(IActiveBalancer)
 class NeverQueue(_WeightedScan):
     """
     Send the connection to an idle server when there is one (the first in

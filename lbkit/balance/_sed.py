@@ -11,7 +11,7 @@ from zope.interface import implementer
 
 from lbkit._model import Context, Server
 from lbkit.balance._scan import _Pairs, _WeightedScan
-from lbkit.interfaces import IBalancer
+from lbkit.interfaces import IActiveBalancer
 
 __all__ = ["ShortestExpectedDelay"]
 
@@ -29,7 +29,7 @@ def _shortestDelay(pairs: _Pairs) -> Server | None:
     return best
 
 
-@implementer(IBalancer)
+@implementer(IActiveBalancer)
 class ShortestExpectedDelay(_WeightedScan):
     """
     Send the connection where it is expected to finish first: the server

@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from lbkit._model import Server, _isIPv4, _isIPv6
 from lbkit.error import CheckFailed, ConfigError
-from lbkit.interfaces import IHealthCheck
+from lbkit.interfaces import IHealthCheckOptions
 
 __all__ = ["BaseCheck", "OBSERVE_MODES", "ON_ERROR_MODES", "INIT_STATES", "connectReason", "connectFailure"]
 
@@ -105,7 +105,7 @@ def connectReason(failure: Failure) -> str:
     return f'Layer4 connection problem, info: "{failure.getErrorMessage()}"'
 
 
-@implementer(IHealthCheck)
+@implementer(IHealthCheckOptions)
 @attrs.frozen
 class BaseCheck:
     """

@@ -32,7 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from lbkit._model import Server, ServerState
+from lbkit._model import Server, ServerListenerMixin, ServerState
 from lbkit.error import CheckFailed
 from lbkit.health._base import connectReason
 from lbkit.interfaces import IHealthCheck, IServerListener
@@ -88,7 +88,7 @@ def _setRamp(server: Server, factor: float) -> None:
 
 
 @implementer(IServerListener)
-class HealthMonitor:
+class HealthMonitor(ServerListenerMixin):
     """
     Runs C{check} against C{server} on C{clock}, forever, until L{stop}.
 
@@ -234,9 +234,6 @@ class HealthMonitor:
                 self._reconcileCall = self.clock.callLater(0, self._reconcile)
         elif new is ServerState.UP and old is ServerState.MAINT:
             self._startRamp()
-
-    def weightChanged(self, server: Server, old: int, new: int) -> None:
-        pass
 
     def _reconcile(self) -> None:
         self._reconcileCall = None

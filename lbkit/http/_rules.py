@@ -9,7 +9,10 @@ from __future__ import annotations
 import re
 from typing import Any, Union
 
+from zope.interface import implementer
+
 from lbkit.http._parse import Request, Response
+from lbkit.interfaces import IRequestRule
 
 __all__ = ["addHeader", "setHeader", "deleteHeader", "HeaderRule"]
 
@@ -21,10 +24,11 @@ def _b(value: _Text) -> bytes:
     return value.encode("latin-1") if isinstance(value, str) else bytes(value)
 
 
+@implementer(IRequestRule)
 class HeaderRule:
     """
     One change to a message's headers: C{action} is C{"add"}, C{"set"} or
-    C{"delete"}.
+    C{"delete"}.  An L{IRequestRule}; it reads nothing of the exchange.
     """
 
     def __init__(self, action: str, name: _Text, value: _Text = b"") -> None:
@@ -49,12 +53,12 @@ class HeaderRule:
             headers.append([self.name, self.value])
         return headers
 
-    def applyToRequest(self, request: Request, proxy: Any) -> None:
+    def applyToRequest(self, request: Request, exchange: Any) -> None:
         """Change C{request}'s headers before it goes to the server."""
         request.headers = self._apply(request.headers)
         request._lower = None
 
-    def applyToResponse(self, response: Response, proxy: Any) -> None:
+    def applyToResponse(self, response: Response, exchange: Any) -> None:
         """Change C{response}'s headers before it goes to the client."""
         response.headers = self._apply(response.headers)
 

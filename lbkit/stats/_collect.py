@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from lbkit._model import Backend, Server, ServerState
+from lbkit._model import Backend, Server, ServerListenerMixin, ServerState
 from lbkit.interfaces import IServerListener
 
 __all__: list[str] = []
@@ -126,7 +126,7 @@ def modeOf(frontend: Any) -> str:
 
 
 @implementer(IServerListener)
-class Collector:
+class Collector(ServerListenerMixin):
     """
     Finds the frontends, backends and servers of a C{listen} list and reads
     their live counters.  It subscribes to every backend to learn when each
@@ -172,9 +172,6 @@ class Collector:
 
     def stateChanged(self, server: Server, old: ServerState, new: ServerState, reason: str) -> None:
         self._since[id(server)] = self.now()
-
-    def weightChanged(self, server: Server, old: int, new: int) -> None:
-        pass
 
     # -- finding ----------------------------------------------------------
 
