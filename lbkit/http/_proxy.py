@@ -361,10 +361,9 @@ class HTTPFrontendProtocol(Protocol):
         self._releaseSlot()
         if reason.check(CancelledError):
             return
-        if connectFailed(server, reason):
-            self._retryOrFail(503, "sC")
-        else:
-            self._retryOrFail(502, "SC")
+        # no server could take the request, timed out (sC) or refused (SC):
+        # 503, as HAProxy (502 is for a server that answered wrong)
+        self._retryOrFail(503, "sC" if connectFailed(server, reason) else "SC")
 
     def _internalError(self, reason: Failure) -> None:
         """
