@@ -364,3 +364,35 @@ class TrackingProxyFactory(TCPProxyFactory):
         assert isinstance(p, TrackingFrontendProtocol)
         self.built.append(p)
         return p
+
+
+def startHAProxy(testCase: TestCase, reactor: Any, config: str) -> tuple[int, ProcessRunner]:
+    """
+    Start /usr/sbin/haproxy with C{config} (skip the test if it is not
+    installed); the test's cleanup stops it.
+
+    C{config} is a whole configuration file in which the frontend listens
+    with C{bind {bind}}: that becomes a socket on 127.0.0.1, port 0, made
+    here and handed to HAProxy as file descriptor 3, so connections made as
+    soon as this returns wait in its backlog until HAProxy accepts them.
+
+    @return: The port HAProxy listens on, and its process.
+    """
+    haproxy = requireBinary("/usr/sbin/haproxy")
+    path = testCase.mktemp() + ".cfg"
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        port: int = listener.getsockname()[1]
+        with open(path, "w") as f:
+            f.write(config.replace("{bind}", "fd@3"))
+        runner = ProcessRunner(reactor)
+        reactor.spawnProcess(
+            runner, haproxy, [haproxy, "-db", "-f", path], env=os.environ.copy(),
+            childFDs={0: "w", 1: "r", 2: "r", 3: listener.fileno()},
+        )
+    finally:
+        listener.close()
+    testCase.addCleanup(runner.stop)
+    return port, runner

@@ -466,7 +466,7 @@ class ErrorTests(SynchronousTestCase):
         self.assertEqual(h.logged[0]["retries"], 1)
 
     def test_connectRefusedEverywhere(self) -> None:
-        """When every attempt is refused the answer is 502 after the retries."""
+        """When every attempt is refused the answer is 503 (SC) after the retries."""
         h = Harness(self, ("s1", "s2"), retries=2)
         proto, client = h.accept()
         proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -475,7 +475,8 @@ class ErrorTests(SynchronousTestCase):
             [name] = [n for n, e in h.endpoints.items() if e.pending]
             tried.append(name)
             h.endpoints[name].fail()
-        self.assertAnswered(client, 502)
+        self.assertAnswered(client, 503)
+        self.assertEqual(h.logged[0]["termination"], "SC")
         self.assertEqual(sorted(tried[:2]), ["s1", "s2"])
         self.assertEqual([e.pending for e in h.endpoints.values()], [[], []])
         self.assertEqual(h.logged[0]["retries"], 2)

@@ -330,12 +330,12 @@ class HTTP2Tests(HTTPTestCase):
         self.assertEqual((status2, json.loads(body2)["server"]), (200, "app1"))
 
     @inlineCallbacks
-    def test_connectFailure502(self) -> None:
-        """A server that refuses connections gives the stream a 502."""
+    def test_connectFailure503(self) -> None:
+        """A server that refuses connections gives the stream a 503."""
         port = self.tlsFrontend(default=Backend("dead", [Server("dead1", f"127.0.0.1:{freePort()}")], retries=0))
         client = yield self.h2client(port)
         status, _, body = yield client.request("/")
-        self.assertEqual(status, 502)
+        self.assertEqual(status, 503)
 
     @inlineCallbacks
     def test_clientResetClosesServer(self) -> None:

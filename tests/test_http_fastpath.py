@@ -31,6 +31,13 @@ HEADS = [
     b"G@T / HTTP/1.1",
     b"GET /\x7f HTTP/1.1",
     b"GET / HTTP/1.1\nHost: x",
+    b"GET /a#b HTTP/1.1\r\nHost: x",
+    b"GET /\x80 HTTP/1.1\r\nHost: x",
+    b"GET http://x/a?b HTTP/1.1\r\nX: 1",
+    b"GET http://x/a HTTP/1.1\r\nHost: y",
+    b"GET / HTTP/1.1\r\nHost: x\r\nHost: x",
+    b"GET / HTTP/1.1\r\nHost: x\r\nHost: y",
+    b"GET / HTTP/1.1" + b"\r\nX: 1" * 101,
 ]
 
 

@@ -11,6 +11,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from lbkit.http._parse import (
     CHUNKED,
+    MAX_CHUNK,
+    MAX_HEADERS,
     UNTIL_CLOSE,
     BadMessage,
     ChunkedFramer,
@@ -102,6 +104,67 @@ class RequestHeadTests(SynchronousTestCase):
     def test_bareLF(self) -> None:
         """A bare LF in the head is a 400."""
         self.assertBad(b"GET / HTTP/1.1\r\nA: 1\nB: 2")
+        self.assertBad(b"GET / HTTP/1.1\nHost: a")
+
+    def test_targetCharacters(self) -> None:
+        """A target with a fragment or a byte of 0x80 or more is a 400."""
+        self.assertBad(b"GET /a#b HTTP/1.1")
+        self.assertBad(b"GET /a\x80 HTTP/1.1\r\nHost: a")
+        self.assertBad(b"GET /\xff HTTP/1.1")
+
+    def test_targetForms(self) -> None:
+        """Origin-form, '*', a CONNECT authority and http(s) URIs are accepted; other targets are a 400."""
+        self.assertEqual(parseRequestHead(b"OPTIONS * HTTP/1.1\r\nHost: a").uri, b"*")
+        self.assertEqual(parseRequestHead(b"CONNECT a:443 HTTP/1.1\r\nHost: a:443").uri, b"a:443")
+        for target in [b"a/b", b"?q", b"ftp://a/b", b"http:/a", b"a.example:80"]:
+            self.assertBad(b"GET " + target + b" HTTP/1.1\r\nHost: a")
+
+    def test_absoluteForm(self) -> None:
+        """An absolute-form target is reduced to its path and query, its authority becoming the Host."""
+        r = parseRequestHead(b"GET http://Admin.Example/secret?x=1 HTTP/1.1\r\nX: 1")
+        self.assertEqual((r.uri, r.path, r.query, r.host), (b"/secret?x=1", b"/secret", b"x=1", b"admin.example"))
+        self.assertEqual(r.headers, [[b"Host", b"Admin.Example"], [b"X", b"1"]])
+        self.assertEqual(parseRequestHead(b"GET HTTPS://[::1]:8443 HTTP/1.0").uri, b"/")
+        self.assertEqual(parseRequestHead(b"GET http://a?q HTTP/1.1").uri, b"/?q")
+        r = parseRequestHead(b"GET http://a.example:80/x HTTP/1.1\r\nHost: A.example")
+        self.assertEqual((r.uri, r.headers), (b"/x", [[b"Host", b"A.example"]]))
+        self.assertEqual(parseRequestHead(b"GET https://a/x HTTP/1.1\r\nHost: a:443").uri, b"/x")
+        self.assertEqual(parseRequestHead(b"GET http://a:/x HTTP/1.1\r\nHost: a").uri, b"/x")
+
+    def test_absoluteFormOtherHost(self) -> None:
+        """A Host that names another host than the absolute target, or another port, is a 400."""
+        self.assertBad(b"GET http://admin.example/ HTTP/1.1\r\nHost: public.example")
+        self.assertBad(b"GET http://a:8080/ HTTP/1.1\r\nHost: a")
+        self.assertBad(b"GET https://a:80/ HTTP/1.1\r\nHost: a")
+        self.assertBad(b"GET http://a/ HTTP/1.1\r\nHost: ")
+
+    def test_absoluteFormBadAuthority(self) -> None:
+        """An empty authority, userinfo or a port that is not a number is a 400."""
+        for target in [b"http:///x", b"http://u@a/x", b"http://a:b@c/", b"http://a:x/", b"http://a b/"]:
+            self.assertBad(b"GET " + target + b" HTTP/1.1")
+
+    def test_duplicateHost(self) -> None:
+        """Different Host headers are a 400; identical ones (in any case) are merged into the first."""
+        self.assertBad(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b")
+        self.assertBad(b"GET / HTTP/1.1\r\nHost: a\r\nhost: a:80")
+        r = parseRequestHead(b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\nHOST: A")
+        self.assertEqual(r.headers, [[b"Host", b"a"], [b"X", b"1"]])
+
+    def test_duplicateContentLength(self) -> None:
+        """Different Content-Lengths are a 400; identical ones are merged into the first."""
+        self.assertBad(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 05")
+        r = parseRequestHead(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nHost: a\r\ncontent-length: 5")
+        self.assertEqual(r.headers, [[b"Content-Length", b"5"], [b"Host", b"a"]])
+
+    def test_transferEncodingHTTP10(self) -> None:
+        """An HTTP/1.0 request with Transfer-Encoding is a 400 (RFC 9112 section 6.1)."""
+        self.assertBad(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked")
+
+    def test_headerCount(self) -> None:
+        """MAX_HEADERS header lines are accepted; one more is a 431."""
+        self.assertEqual(len(parseRequestHead(b"GET / HTTP/1.1" + b"\r\nX: 1" * MAX_HEADERS).headers), MAX_HEADERS)
+        self.assertBad(b"GET / HTTP/1.1" + b"\r\nX: 1" * (MAX_HEADERS + 1), 431)
+        self.assertBad(b"GET / HTTP/1.1" + b"\r\nX : 1" * (MAX_HEADERS + 1))  # malformed first
 
     def test_badHeaders(self) -> None:
         """A header without a colon, with a space before the colon, or folded is a 400."""
@@ -148,9 +211,26 @@ class BodyLengthTests(SynchronousTestCase):
         self.assertEqual(bodyLength([[b"Content-Length", b"42"]], False), 42)
 
     def test_chunked(self) -> None:
-        """A final chunked coding means chunked framing."""
-        self.assertEqual(bodyLength([[b"Transfer-Encoding", b"gzip, Chunked"]], False), CHUNKED)
+        """A request's chunked coding, or a response's final one, means chunked framing."""
+        self.assertEqual(bodyLength([[b"Transfer-Encoding", b"Chunked"]], False), CHUNKED)
+        self.assertEqual(bodyLength([[b"Transfer-Encoding", b", chunked,"]], False), CHUNKED)
         self.assertEqual(bodyLength([[b"transfer-encoding", b"gzip"], [b"Transfer-Encoding", b"chunked"]], True), CHUNKED)
+        self.assertEqual(bodyLength([[b"Transfer-Encoding", b"gzip, chunked"]], True), CHUNKED)
+
+    def test_requestCodings(self) -> None:
+        """A request Transfer-Encoding other than chunked alone, once, is rejected (as HAProxy does)."""
+        for values in [
+            [b"gzip, chunked"],
+            [b"identity, chunked"],
+            [b"chunked, chunked"],
+            [b"chunked", b"chunked"],
+            [b"gzip", b"chunked"],
+            [b"chunked;x=1"],
+            [b""],
+            [b"\x0bchunked"],
+        ]:
+            e = self.assertRaises(BadMessage, bodyLength, [[b"Transfer-Encoding", v] for v in values], False)
+            self.assertEqual(e.status, 400, values)
 
     def test_neither(self) -> None:
         """Without either header a request has no body and a response lasts until close."""
@@ -170,7 +250,7 @@ class BodyLengthTests(SynchronousTestCase):
 
     def test_invalidContentLength(self) -> None:
         """A Content-Length that is not a plain number is rejected."""
-        for value in [b"-1", b"+5", b"0x10", b"5, 5", b"", b"1" * 19, b"\xd9\xa3"]:
+        for value in [b"-1", b"+5", b"0x10", b"5, 5", b"", b"1" * 19, b"\xd9\xa3", b"\x0b5", b"5\x0c", b"5\x1c"]:
             self.assertRaises(BadMessage, bodyLength, [[b"Content-Length", value]], False)
 
     def test_requestWithoutFinalChunked(self) -> None:
@@ -211,8 +291,29 @@ class ChunkedFramerTests(SynchronousTestCase):
 
     def test_badSize(self) -> None:
         """Chunk sizes that are not plain hex digits are rejected."""
-        for size in [b"x", b"", b"-1", b"+5", b"0x5", b"1_0", b" ", b"1" * 17]:
+        for size in [b"x", b"", b"-1", b"+5", b"0x5", b"1_0", b" ", b"1" * 17, b"5 x", b"\x0b5"]:
             self.assertRaises(BadMessage, ChunkedFramer().feed, size + b"\r\nhello\r\n0\r\n\r\n")
+
+    def test_sizeLimit(self) -> None:
+        """A chunk size up to MAX_CHUNK (2**52 - 1) is accepted; a larger one is rejected."""
+        framer = ChunkedFramer()
+        piece = b"%x\r\nhello" % MAX_CHUNK
+        self.assertEqual(framer.feed(piece), len(piece))
+        self.assertFalse(framer.done)
+        for size in [b"%x" % (MAX_CHUNK + 1), b"ffffffffffffffff", b"8000000000000000"]:
+            self.assertRaises(BadMessage, ChunkedFramer().feed, size + b"\r\nhello\r\n0\r\n\r\n")
+
+    def test_extensions(self) -> None:
+        """Extensions may hold HTAB and quotes but no other control character (a bare CR among them)."""
+        body = b"5;a=\"b c\"\t; d\r\nhello\r\n0;e\r\n\r\n"
+        self.assertEqual(ChunkedFramer().feed(body), len(body))
+        for ext in [b";a\rb", b";a\x00", b";\x1b", b";a\x7f"]:
+            self.assertRaises(BadMessage, ChunkedFramer().feed, b"5" + ext + b"\r\nhello\r\n0\r\n\r\n")
+
+    def test_badTrailers(self) -> None:
+        """A trailer line that is not a well-formed header field is rejected."""
+        for trailer in [b"bad trailer", b"X-T: a\rb", b" folded", b"X T: 1", b": 1", b"X-T: a\x00"]:
+            self.assertRaises(BadMessage, ChunkedFramer().feed, b"5\r\nhello\r\n0\r\nX-A: 1\r\n" + trailer + b"\r\n\r\n")
 
     def test_missingCRLFAfterData(self) -> None:
         """Data longer than its chunk size is rejected."""

@@ -22,12 +22,20 @@ __all__ = [
     "bodyLength",
     "CHUNKED",
     "UNTIL_CLOSE",
+    "MAX_HEADERS",
 ]
 
 #: Body framing: a chunked body.
 CHUNKED = -1
 #: Body framing: a response body that ends when the server closes.
 UNTIL_CLOSE = -2
+#: At most this many header lines in a request head (HAProxy's
+#: tune.http.maxhdr is 101 counting the request line); more is a 431.
+MAX_HEADERS = 100
+#: The largest chunk size accepted: 2**52 - 1, as HAProxy (a value a
+#: server storing sizes in a double or a signed 64-bit int still reads
+#: right).
+MAX_CHUNK = (1 << 52) - 1
 
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _T = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
@@ -35,9 +43,16 @@ _T = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 # and header lines "token:value" with no CR, LF or NUL in the value.
 # Anything they do not match goes to the line-by-line parser, which has
 # the last word (and the precise error message).
-_REQUEST_LINE = re.compile(b"(" + _T + rb") ([^\x00-\x20\x7f]+) (HTTP/1\.[01])(\r\n|\Z)")
+_REQUEST_LINE = re.compile(b"(" + _T + rb") ([^\x00-\x20\x7f-\xff#]+) (HTTP/1\.[01])(\r\n|\Z)")
 _FIELDS = re.compile(_T + rb":[^\r\n\x00]*(?:\r\n" + _T + rb":[^\r\n\x00]*)*")
+_FIELD = re.compile(_T + rb":[^\r\n\x00]*")
 _HEX = re.compile(rb"^[0-9A-Fa-f]{1,16}$")
+# a chunk extension may hold no control character but HTAB
+_EXT_CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# absolute-form: http or https, then an authority (RFC 3986 reg-name or
+# IP literal, optional port; no userinfo), then path and query
+_ABSOLUTE = re.compile(rb"([Hh][Tt][Tt][Pp][Ss]?)://([^/?]*)(.*)", re.S)
+_AUTHORITY = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+)(?::[0-9]*)?")
 _VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
 
 
@@ -59,7 +74,9 @@ class Request:
     A request head, as balancers and route matchers see it.
 
     @ivar method: e.g. C{b"GET"}.
-    @ivar uri: The request target as sent (path plus optional C{?query}).
+    @ivar uri: The request target: path plus optional C{?query} (an
+        absolute-form target as sent is reduced to this, its authority
+        being the Host), or C{*}, or a C{CONNECT} authority.
     @ivar path: The target without its query.
     @ivar query: The query without C{?} (may be empty).
     @ivar version: C{b"HTTP/1.1"} or C{b"HTTP/1.0"}.
@@ -190,16 +207,22 @@ def parseRequestHead(head: bytes) -> Request:
     """
     Parse a request head: the bytes before the blank line, without it.
 
-    @raise BadMessage: when malformed.
+    An absolute-form target (C{GET http://host/path}) becomes the
+    origin-form request it stands for (RFC 9112 section 3.2.2): C{uri} is
+    its path and query, and its authority is the Host.  Identical repeated
+    C{Host} or C{Content-Length} headers are merged into the first.
+
+    @raise BadMessage: when malformed (400), with more than L{MAX_HEADERS}
+        header lines (431), or of another HTTP version (505).
     """
     m = _REQUEST_LINE.match(head)
     if m is not None:
         method, uri, version, eol = m.groups()
         if not eol:
-            return Request(method, uri, version, [])
+            return _request(method, uri, version, [])
         headers = _fastHeaders(head, m.end())
         if headers is not None:
-            return Request(method, uri, version, headers)
+            return _request(method, uri, version, headers)
     lines = head.split(b"\r\n")
     requestLine = lines[0]
     parts = requestLine.split(b" ")
@@ -212,11 +235,98 @@ def parseRequestHead(head: bytes) -> Request:
         if version.startswith(b"HTTP/"):
             raise BadMessage(f"unsupported version {version[:20]!r}", 505)
         raise BadMessage(f"malformed request line {requestLine[:80]!r}")
-    if not uri or any(c <= 0x20 or c == 0x7F for c in uri):
+    if not uri or any(c <= 0x20 or c >= 0x7F or c == 0x23 for c in uri):
         raise BadMessage("malformed request target")
     if b"\n" in head.replace(b"\r\n", b""):
         raise BadMessage("bare LF in request head")
-    return Request(method, uri, version, _parseHeaders(lines[1:], 400))
+    return _request(method, uri, version, _parseHeaders(lines[1:], 400))
+
+
+def _request(method: bytes, uri: bytes, version: bytes, headers: list[list[bytes]]) -> Request:
+    """
+    The L{Request} of a parsed head, once the rules that span several
+    header lines hold (RFC 9112 sections 3.2 and 6.1).
+    """
+    if len(headers) > MAX_HEADERS:
+        raise BadMessage(f"more than {MAX_HEADERS} header lines", 431)
+    host: Optional[bytes] = None
+    cl: Optional[bytes] = None
+    repeated = False
+    for name, value in headers:
+        n = len(name)
+        if n == 4 and name.lower() == b"host":
+            if host is None:
+                host = value
+            elif value.lower() != host.lower():
+                raise BadMessage("conflicting Host headers")
+            else:
+                repeated = True
+        elif n == 14 and name.lower() == b"content-length":
+            if cl is None:
+                cl = value
+            elif value != cl:
+                raise BadMessage("conflicting Content-Length headers")
+            else:
+                repeated = True
+        elif n == 17 and version == b"HTTP/1.0" and name.lower() == b"transfer-encoding":
+            raise BadMessage("Transfer-Encoding in an HTTP/1.0 request")
+    if repeated:
+        headers = _firstOnly(headers)
+    if uri[0] != 0x2F:  # not origin-form ("/...")
+        uri, headers = _otherForm(method, uri, host, headers)
+    return Request(method, uri, version, headers)
+
+
+def _firstOnly(headers: list[list[bytes]]) -> list[list[bytes]]:
+    """C{headers} without the second and later C{Host} and C{Content-Length} lines."""
+    kept = []
+    had: set[bytes] = set()
+    for h in headers:
+        lower = h[0].lower()
+        if lower == b"host" or lower == b"content-length":
+            if lower in had:
+                continue
+            had.add(lower)
+        kept.append(h)
+    return kept
+
+
+def _hostKey(authority: bytes, scheme: bytes) -> bytes:
+    """C{authority} as compared: lower-cased, without the scheme's default port."""
+    key = authority.lower()
+    default = b":443" if scheme == b"https" else b":80"
+    if key.endswith(default):
+        return key[: -len(default)]
+    if key.endswith(b":"):
+        return key[:-1]
+    return key
+
+
+def _otherForm(
+    method: bytes, uri: bytes, host: Optional[bytes], headers: list[list[bytes]]
+) -> tuple[bytes, list[list[bytes]]]:
+    """
+    A target that is not origin-form: C{*} and a C{CONNECT} authority go
+    on as they are; an http(s) absolute-form target becomes its path and
+    query, with its authority as the Host (added first when there is none).
+
+    @raise BadMessage: for any other target, an invalid authority (empty,
+        with userinfo, a bad port) or a Host header naming another host.
+    """
+    if uri == b"*" or method == b"CONNECT":
+        return uri, headers
+    m = _ABSOLUTE.fullmatch(uri)
+    if m is None:
+        raise BadMessage(f"malformed request target {uri[:40]!r}")
+    scheme, authority, rest = m.groups()
+    scheme = scheme.lower()
+    if _AUTHORITY.fullmatch(authority) is None:
+        raise BadMessage(f"invalid authority in request target {authority[:40]!r}")
+    if host is None:
+        headers = [[b"Host", authority]] + headers
+    elif _hostKey(host, scheme) != _hostKey(authority, scheme):
+        raise BadMessage("Host header does not match the request target")
+    return (rest if rest[:1] == b"/" else b"/" + rest), headers
 
 
 def parseResponseHead(head: bytes) -> Response:
@@ -241,6 +351,9 @@ def bodyLength(headers: list[list[bytes]], response: bool) -> int:
     """
     The framing of a message body from its headers (RFC 9112 §6.3).
 
+    A request's C{Transfer-Encoding} must be C{chunked} alone; a
+    response's must end with C{chunked}, or its body lasts until close.
+
     @return: A byte count, L{CHUNKED}, or for a response without either
         header L{UNTIL_CLOSE} (a request without either has no body: 0).
     @raise BadMessage: on conflicting or invalid framing headers.
@@ -258,14 +371,18 @@ def bodyLength(headers: list[list[bytes]], response: bool) -> int:
     if te is not None:
         if cl is not None:
             raise BadMessage("both Transfer-Encoding and Content-Length", status)
-        codings = [c.strip().lower() for c in te.split(b",")]
-        if codings[-1] != b"chunked":
-            if response:
-                return UNTIL_CLOSE
-            raise BadMessage("Transfer-Encoding without final chunked", status)
+        if response:
+            codings = [c.strip().lower() for c in te.split(b",")]
+            return CHUNKED if codings[-1] == b"chunked" else UNTIL_CLOSE
+        # a request: chunked and nothing else, once (as HAProxy); empty
+        # list elements are allowed (RFC 9110 section 5.6.1)
+        codings = [c for c in (c.strip(b" \t").lower() for c in te.split(b",")) if c]
+        if codings != [b"chunked"]:
+            raise BadMessage(f"Transfer-Encoding other than chunked {te[:40]!r}", status)
         return CHUNKED
     if cl is not None:
-        cl = cl.strip()
+        # digits only: the header parser has trimmed spaces and tabs, and
+        # any other byte around the number is refused, not stripped
         if not cl.isdigit() or len(cl) > 18:
             raise BadMessage(f"invalid Content-Length {cl[:20]!r}", status)
         return int(cl)
@@ -280,6 +397,10 @@ class ChunkedFramer:
     Feed it each piece with L{feed}; it returns how many bytes of the
     piece belong to the body.  When that is less than the piece's length,
     or when L{done} becomes true, the body ended there.
+
+    It is strict: CRLF line ends, chunk sizes of hex digits up to
+    L{MAX_CHUNK}, extensions without control characters other than HTAB,
+    trailer lines that are header fields.
     """
 
     __slots__ = ("done", "_state", "_remaining", "_line")
@@ -322,16 +443,24 @@ class ChunkedFramer:
             line = line[:-1]
             if state == 0:
                 # strictly hex digits (int() would take "0x", "_", "+", "-")
-                size = line.split(b";", 1)[0].rstrip(b" \t")
+                size, semicolon, extensions = line.partition(b";")
+                size = size.rstrip(b" \t")
                 if not _HEX.match(size):
                     raise BadMessage(f"malformed chunk size {size[:20]!r}")
-                self._remaining = int(size, 16)
-                self._state = 3 if self._remaining == 0 else 1
+                remaining = int(size, 16)
+                if remaining > MAX_CHUNK:
+                    raise BadMessage(f"chunk size too large {size[:20]!r}")
+                if semicolon and _EXT_CTL.search(extensions) is not None:
+                    raise BadMessage("control character in a chunk extension")
+                self._remaining = remaining
+                self._state = 3 if remaining == 0 else 1
             elif state == 2:
                 if line:
                     raise BadMessage("missing CRLF after chunk data")
                 self._state = 0
-            else:  # trailers: until an empty line
+            else:  # trailers: header fields until an empty line
                 if not line:
                     self.done = True
+                elif _FIELD.fullmatch(line) is None:
+                    raise BadMessage(f"malformed trailer line {line[:60]!r}")
         return i

@@ -243,11 +243,25 @@ class HTTPFrontendProtocol(Protocol):
             self._buf = buf
             if len(buf) > MAX_HEAD:
                 self._reject(431, "request head too large")
+            elif b"\n\n" in buf or b"\n\r\n" in buf:
+                # a head ended by a blank line after a bare LF: refused now
+                # rather than left waiting for a CRLF CRLF that never comes
+                self._buf = b""
+                self._reject(400, "bare LF in request head")
+            return
+        if end + 4 > MAX_HEAD:
+            # the same limit when the whole head came in one read
+            self._buf = b""
+            self._reject(431, "request head too large")
             return
         self._requestStart = self.reactor.seconds()
         try:
             request = parseRequestHead(buf[:end])
             framing = bodyLength(request.headers, False)
+            if framing == CHUNKED and len(buf) > end + 4:
+                # chunks that came with the head are checked before any
+                # server is chosen: a bad one then reaches no server
+                ChunkedFramer().feed(buf[end + 4 :])
         except BadMessage as e:
             self._buf = b""
             self._reject(e.status, str(e))
@@ -361,10 +375,9 @@ class HTTPFrontendProtocol(Protocol):
         self._releaseSlot()
         if reason.check(CancelledError):
             return
-        if connectFailed(server, reason):
-            self._retryOrFail(503, "sC")
-        else:
-            self._retryOrFail(502, "SC")
+        # no server could take the request, timed out (sC) or refused (SC):
+        # 503, as HAProxy (502 is for a server that answered wrong)
+        self._retryOrFail(503, "sC" if connectFailed(server, reason) else "SC")
 
     def _internalError(self, reason: Failure) -> None:
         """
@@ -419,10 +432,8 @@ class HTTPFrontendProtocol(Protocol):
             append(value)
             append(b"\r\n")
         if self._bodyRemaining == CHUNKED:
-            # the body goes on in its original codings (e.g. "gzip, chunked")
-            append(b"Transfer-Encoding: ")
-            append(b", ".join(v.strip() for v in request.headerValues(b"transfer-encoding")) or b"chunked")
-            append(b"\r\n")
+            # the only coding a request may have (bodyLength)
+            append(b"Transfer-Encoding: chunked\r\n")
         if self._upgrade:
             append(b"Connection: Upgrade\r\nUpgrade: ")
             append(request.header(b"upgrade") or b"")
@@ -518,9 +529,17 @@ class HTTPFrontendProtocol(Protocol):
         try:
             n = framer.feed(data)
         except BadMessage as e:
-            self._termination = "CR"
             _log.info("{client}: bad request body: {why}", client=_formatAddress(self.client), why=str(e))
-            self.abortExchange("CR")
+            if self._responseStarted:
+                self.abortExchange("CR")
+                return
+            # the server got part of a broken body: drop its connection,
+            # and tell the client why (400) before closing
+            conn, self.conn = self.conn, None
+            if conn is not None:
+                conn.front = None
+                conn.abort()
+            self._fail(400, "CR")
             return
         self._bytesIn += n
         self._connWrite(data if n == len(data) else data[:n])
