@@ -22,7 +22,7 @@ from lbkit._connect import connectFailed, connectServer, prepareRetry
 from lbkit._drain import DrainingFactory
 from lbkit._model import Backend, Context, Server, definedAt, formatAddress
 from lbkit._pump import tune, writeThrough
-from lbkit._sni import ClientHello, Route, sniAbsent, sniEnds, sniIs
+from lbkit._sni import ClientHello, InvalidClientHello, Route, sniAbsent, sniEnds, sniIs
 from lbkit.error import ConfigError, NoServerAvailable, QueueTimeout
 from lbkit.interfaces import IListener
 
@@ -296,11 +296,11 @@ class TCPFrontendProtocol(Protocol):
 
         try:
             info = self._parser.feed(data)
-        except InvalidProxyHeader as e:
+        except (InvalidProxyHeader, InvalidClientHello) as e:
             _log.warn(
-                "{frontend}: closing {client}: malformed PROXY header: {why}",
+                "{frontend}: closing {client}: malformed {what}: {why}",
                 frontend=self.factory.frontend.name, client=_formatAddress(self.context.client if self.context else None),
-                why=str(e),
+                what="PROXY header" if isinstance(e, InvalidProxyHeader) else "TLS ClientHello", why=str(e),
             )
             self._parser = None
             self.termination = "PR"
