@@ -764,6 +764,35 @@ class RealSocketTests(TestCase):
         self.assertEqual((dead.connectFailures, dead.active), (1, 0))
         self.assertEqual((events[0]["server"], events[0]["retries"]), ("live", 1))
 
+    @inlineCallbacks
+    def test_proxyV2DatagramRefused(self) -> Any:
+        """
+        On a tcp frontend with acceptProxy, a v2 header naming UDP (or UNIX
+        datagram) closes the connection (PR) before any server is
+        contacted; the same header for TCP goes through.
+        """
+        import struct
+
+        factory, serverPort = self.startServer(Echo)
+        backend = Backend("be", [Server("a", f"127.0.0.1:{serverPort}")])
+        self.proxyFactory = TrackingProxyFactory(Frontend("tcp:0", backend, name="fe", acceptProxy=True), reactor)
+        port = listen(self, reactor, self.proxyFactory)
+        signature = b"\r\n\r\n\x00\r\nQUIT\n"
+        inet = bytes([10, 0, 0, 1, 10, 0, 0, 2]) + struct.pack("!HH", 5000, 53)
+        inet6 = bytes(15) + b"\x01" + bytes(15) + b"\x02" + struct.pack("!HH", 5000, 53)
+        unix = b"/run/a".ljust(108, b"\x00") * 2
+        good = signature + struct.pack("!BBH", 0x21, 0x11, len(inet)) + inet
+        received = yield self.connect(port, Collector(good + b"ping", expect=4))
+        self.assertEqual(received, b"ping")
+        self.assertEqual(self.proxyFactory.built[-1].context.client.host, "10.0.0.1")  # type: ignore[union-attr]
+        for family, block in ((0x12, inet), (0x22, inet6), (0x32, unix)):
+            header = signature + struct.pack("!BBH", 0x21, family, len(block)) + block
+            received = yield self.connect(port, Collector(header + b"ping", expect=4))
+            self.assertEqual(received, b"", hex(family))
+            self.assertEqual(self.proxyFactory.built[-1].termination, "PR", hex(family))
+        yield self.settle(factory)
+        self.assertEqual(len(factory.built), 1)
+
 
 CHUNK = b"\xa5" * 2**16
 TOTAL = 200 * 2**20
