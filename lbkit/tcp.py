@@ -240,7 +240,8 @@ class TCPFrontendProtocol(Protocol):
         self._serverEOF = False
         self._destination: IAddress | None = None
         self._tq = self._tc = -1.0
-        self._tw = 0.0
+        #: Seconds spent in the queue; -1 until a server is looked for.
+        self._tw = -1.0
         self._slotHeld = False
         self._abortCall: Any = None
         self._clientGone = False
@@ -359,6 +360,8 @@ class TCPFrontendProtocol(Protocol):
 
     def _choose(self) -> None:
         assert self.context is not None
+        if self._tw < 0:
+            self._tw = 0.0
         try:
             server = self.backend.tryAcquire(self.context)
         except NoServerAvailable:
@@ -374,12 +377,12 @@ class TCPFrontendProtocol(Protocol):
 
     def _dequeued(self, server: Server) -> None:
         self._waiting = None
-        self._tw = self.reactor.seconds() - self._tq
+        self._tw += self.reactor.seconds() - self._tq
         self._connect(server)
 
     def _queueFailed(self, reason: Failure) -> None:
         self._waiting = None
-        self._tw = self.reactor.seconds() - self._tq
+        self._tw += self.reactor.seconds() - self._tq
         if reason.check(CancelledError):
             return
         self._giveUp("sQ" if reason.check(QueueTimeout) else "SC")
@@ -604,7 +607,7 @@ class TCPFrontendProtocol(Protocol):
             server.bytesOut += bytesOut
             self.backend.release(server)
         now = self.reactor.seconds()
-        tw = int(self._tw * 1000)
+        tw = int(self._tw * 1000) if self._tw >= 0 else -1
         fields = dict(
             client=_formatAddress(self.context.client if self.context else None),
             date=time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime(self.acceptTime))

@@ -349,6 +349,30 @@ class AccessLogTests(SynchronousTestCase):
         self.assertIn(" fe be/<NOSRV> ", formatEvent(events[0]))
         self.assertTrue(formatEvent(events[0]).endswith(" SC 0"))
 
+    def test_queueTimeoutTw(self) -> None:
+        """A connection that timed out in the queue logs the time it waited there as Tw."""
+        events = captureLogs(self, "lbkit.access")
+        endpoint = FakeEndpoint()
+        h = Harness(self, [Server("a", endpoint, maxconn=1)], timeoutQueue=3)
+        first, _ = h.accept()
+        endpoint.succeed()
+        h.reactor.advance(0.5)
+        second, _ = h.accept()
+        h.reactor.advance(3)
+        h.end(second)
+        self.assertEqual([(e["termination"], e["Tw"], e["Tc"]) for e in events], [("sQ", 3000, -1)])
+        h.end(first)
+        self.assertEqual((events[1]["termination"], events[1]["Tw"]), ("--", 0))
+
+    def test_twBeforeQueue(self) -> None:
+        """A connection that ended before a server was looked for logs Tw -1 (HAProxy's meaning)."""
+        events = captureLogs(self, "lbkit.access")
+        h = Harness(self, [Server("a", FakeEndpoint())], acceptProxy=True)
+        proto, _ = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+        h.end(proto)
+        self.assertEqual([(e["termination"], e["Tw"], e["Tc"]) for e in events], [("PR", -1, -1)])
+
     def test_disabled(self) -> None:
         """A frontend with log=False logs no access lines."""
         events = captureLogs(self, "lbkit.access")
