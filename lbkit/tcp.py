@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from lbkit._connect import connectFailed, connectServer, prepareRetry
+from lbkit._connect import connectFailed, connectServer, isLocalResourceError, prepareRetry
 from lbkit._drain import DrainingFactory
 from lbkit._model import Backend, Context, Server, definedAt, formatAddress
 from lbkit._pump import tune, writeThrough
@@ -426,12 +426,14 @@ class TCPFrontendProtocol(Protocol):
         self.backend.release(server)
         if reason.check(CancelledError):
             return
+        local = isLocalResourceError(reason)
         timedOut = connectFailed(server, reason)
         _log.debug("{server}: connect failed: {why}", server=server.fullName, why=reason.getErrorMessage())
         if self.attempts > self.backend.retries:
-            self._giveUp("sC" if timedOut else "SC")
+            self._giveUp("RC" if local else "sC" if timedOut else "SC")
             return
-        prepareRetry(self.backend, server, self.context)
+        # a retry after lbkit's own failure is not one the server caused
+        prepareRetry(self.backend, None if local else server, self.context)
         self._choose()
 
     def _connected(self, peer: TCPServerProtocol) -> None:
