@@ -343,7 +343,9 @@ class Backend:
           - A server no longer configured goes to DRAIN (if it was UP) and
             leaves once it has no connection (see L{whenGone}).
           - The balancer, retries, timeouts and C{allBackups} are taken from
-            C{new}; the health check too, unless configured alike; the
+            C{new} (a balancer of another class, or with other public
+            settings, is listed among the changes); the health check too,
+            unless configured alike; the
             persistence strategy is kept (with its stick table) when of the
             same class.
 
@@ -421,8 +423,7 @@ class Backend:
         oldBalance: Any = self.balance
         if oldBalance in self._listeners:
             self._listeners.remove(oldBalance)
-        if type(new.balance) is not type(self.balance):
-            changes.append(f"balance {type(self.balance).__name__} -> {type(new.balance).__name__}")
+        changes.extend(_balanceChanges(self.balance, new.balance))
         self.balance = new.balance
         self._activeHook = new._activeHook
         if IServerListener.providedBy(self.balance):
@@ -479,6 +480,17 @@ def _sameTarget(old: Server, new: Server) -> bool:
     return old.address == new.address
 
 
+def _publicSettings(o: Any) -> dict[str, Any]:
+    """
+    The settings of a policy object: its public attributes (for lbkit's
+    balancers and checks, what their constructors were given).
+    """
+    names = list(getattr(o, "__dict__", {})) + [
+        n for klass in type(o).__mro__ for n in getattr(klass, "__slots__", ())
+    ]
+    return {n: getattr(o, n, None) for n in names if not n.startswith("_")}
+
+
 def _samePolicy(a: Any, b: Any) -> bool:
     """Whether two policy objects (health checks) are configured alike."""
     if a is b:
@@ -488,11 +500,22 @@ def _samePolicy(a: Any, b: Any) -> bool:
     objectEq: Any = object.__eq__
     if type(a).__eq__ is not objectEq:
         return bool(a == b)  # attrs classes and others that compare their settings
+    return bool(_publicSettings(a) == _publicSettings(b))
 
-    def public(o: Any) -> dict[str, Any]:
-        names = list(getattr(o, "__dict__", {})) + [
-            n for klass in type(o).__mro__ for n in getattr(klass, "__slots__", ())
-        ]
-        return {n: getattr(o, n, None) for n in names if not n.startswith("_")}
 
-    return bool(public(a) == public(b))
+def _balanceChanges(old: Any, new: Any) -> list[str]:
+    """
+    The change lines of a reload replacing balancer C{old} by C{new}: the
+    class, or each setting (public attribute) that differs.
+    """
+    if old is new:
+        return []
+    before, after = type(old).__name__, type(new).__name__
+    if type(old) is not type(new):
+        return [f"balance {before} -> {after}"]
+    was, now = _publicSettings(old), _publicSettings(new)
+    return [
+        f"balance {after}: {name} {was.get(name)!r} -> {now.get(name)!r}"
+        for name in sorted(set(was) | set(now))
+        if was.get(name) != now.get(name)
+    ]

@@ -16,8 +16,9 @@ from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.python.failure import Failure
 
 from lbkit._model import Backend, Context, Server, _isIPv4
+from lbkit._resources import resourceErrno, watch
 
-__all__ = ["connectServer", "connectFailed", "prepareRetry"]
+__all__ = ["connectServer", "connectFailed", "isLocalResourceError", "prepareRetry"]
 
 P = TypeVar("P", bound=Protocol)
 
@@ -97,14 +98,32 @@ def connectServer(reactor: Any, server: Server, protocol: P, timeout: float) -> 
     return d
 
 
+def isLocalResourceError(reason: Failure) -> bool:
+    """
+    Whether a connect failed because lbkit itself ran out of something
+    (file descriptors, socket memory, local ports) rather than because of
+    the server: HAProxy's C{SF_ERR_RESOURCE}, logged with termination
+    C{RC}.  L{connectFailed} charges such a failure to nobody.
+    """
+    return resourceErrno(reason.value) is not None
+
+
 def connectFailed(server: Server, reason: Failure) -> bool:
     """
     Count a failed connect against C{server} and report it to passive
     health checks; both modes call this.
 
+    A failure for lack of a local resource (L{isLocalResourceError}) is not
+    the server's: it is not counted, not reported to the health checks,
+    and only logged, once per episode (see L{lbkit._resources.watch}).
+
     @return: Whether the attempt timed out (C{timeout connect}), as opposed
         to being refused or failing otherwise.
     """
+    number = resourceErrno(reason.value)
+    if number is not None:
+        watch.exhausted(number, f"server {server.fullName}")
+        return False
     server.connectFailures += 1
     server.observe(False, f"Layer4 connection problem: {reason.getErrorMessage()}")
     return reason.check(DeferredTimeoutError, ConnectTimeoutError) is not None

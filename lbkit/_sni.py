@@ -16,9 +16,11 @@ from typing import Any, Callable, Optional, Sequence
 import attrs
 
 from lbkit._model import Backend
-from lbkit.error import ConfigError
+from lbkit.error import ConfigError, LBKitError
 
-__all__ = ["ClientHello", "ClientHelloParser", "Route", "sniIs", "sniEnds", "sniAbsent"]
+__all__ = [
+    "ClientHello", "ClientHelloParser", "InvalidClientHello", "Route", "sniIs", "sniEnds", "sniAbsent", "validHostName",
+]
 
 _HANDSHAKE = 0x16
 _CLIENT_HELLO = 0x01
@@ -38,15 +40,45 @@ class ClientHello:
     @ivar alpn: The ALPN protocols offered.
     @ivar complete: Whether the whole ClientHello was read (not cut short
         by the size limit or the inspection timeout).
+    @ivar badServerName: The SNI host_name, byte for byte, when it is not a
+        DNS host name (see L{validHostName}); C{serverName} is then
+        L{None}.  tcp mode closes such a connection rather than route it.
     """
 
     isTLS: bool = False
     serverName: Optional[str] = None
     alpn: tuple[bytes, ...] = ()
     complete: bool = False
+    badServerName: Optional[bytes] = None
 
 
 _NOT_TLS = ClientHello()
+
+#: The bytes a host name may hold: letters, digits, C{-} and C{.} (RFC 1123),
+#: and C{_}, which real names use and which cannot split or end a name.
+_HOST_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+#: Longest host_name accepted (OpenSSL's C{TLSEXT_MAXLEN_host_name}).
+_MAX_HOST_NAME = 255
+
+
+class InvalidClientHello(LBKitError, ValueError):
+    """
+    The TLS ClientHello names a server with something that is not a host
+    name.  The message says what; the connection should be aborted.
+    """
+
+
+def validHostName(name: bytes) -> bool:
+    """
+    Whether an SNI host_name is a DNS host name lbkit will route on: 1 to
+    255 bytes of letters, digits, C{-}, C{_} and C{.}, no empty label (one
+    trailing dot is allowed).  Anything else -- NUL, control characters,
+    spaces, bytes above 0x7F (IDNs travel as C{xn--} A-labels) -- could be
+    read differently by the server, so it is refused.
+    """
+    if not 0 < len(name) <= _MAX_HOST_NAME or not _HOST_BYTES.issuperset(name):
+        return False
+    return b"" not in (name[:-1] if name.endswith(b".") else name).split(b".")
 
 
 class ClientHelloParser:
@@ -129,22 +161,26 @@ def _parseClientHello(body: bytes) -> ClientHello:
         (total,) = struct.unpack_from("!H", body, pos)
         pos += 2
         end = min(len(body), pos + total)
-        serverName: Optional[str] = None
+        raw: Optional[bytes] = None
         alpn: tuple[bytes, ...] = ()
         while pos + 4 <= end:
             kind, size = struct.unpack_from("!HH", body, pos)
             data = body[pos + 4:pos + 4 + size]
             pos += 4 + size
             if kind == _EXT_SERVER_NAME:
-                serverName = _serverName(data)
+                raw = _serverName(data)
             elif kind == _EXT_ALPN:
                 alpn = _alpn(data)
+        if raw and not validHostName(raw):
+            return ClientHello(isTLS=True, alpn=alpn, complete=True, badServerName=raw)
+        serverName = raw.decode("ascii").lower().rstrip(".") if raw else None
         return ClientHello(isTLS=True, serverName=serverName, alpn=alpn, complete=True)
     except (IndexError, struct.error):
         return ClientHello(isTLS=True, complete=False)
 
 
-def _serverName(data: bytes) -> Optional[str]:
+def _serverName(data: bytes) -> Optional[bytes]:
+    """The host_name entry of a server_name extension, as sent."""
     (total,) = struct.unpack_from("!H", data, 0)
     pos, end = 2, min(len(data), 2 + total)
     while pos + 3 <= end:
@@ -152,10 +188,7 @@ def _serverName(data: bytes) -> Optional[str]:
         name = data[pos + 3:pos + 3 + size]
         pos += 3 + size
         if kind == 0:
-            try:
-                return name.decode("ascii").lower().rstrip(".") or None
-            except UnicodeDecodeError:
-                return None
+            return name
     return None
 
 
@@ -309,6 +342,9 @@ class _SNIPhase:
     def _result(self, hello: ClientHello) -> _PhaseResult:
         self._done = True
         self.stop()
+        if hello.badServerName is not None:
+            self.hello = hello
+            raise InvalidClientHello(f"SNI host name {hello.badServerName[:64]!r} is not a DNS host name")
         if self.hello is None:
             self.hello = hello
             self._protocol.backend = chooseBackend(self._routes, self._default, hello)

@@ -43,6 +43,8 @@ _V2_MAX_LENGTH = 536
 _V2_LOCAL = 0x20
 _V2_PROXY = 0x21
 _V2_UNSPEC = 0x00
+#: The transport nibble of a v2 family byte that means SOCK_DGRAM.
+_V2_DGRAM = 0x2
 _V2_INET = struct.Struct("!4s4sHH")
 _V2_INET6 = struct.Struct("!16s16sHH")
 _V2_UNIX = struct.Struct("!108s108s")
@@ -138,9 +140,18 @@ class ProxyHeaderParser:
     L{ProxyInfo} or raised L{InvalidProxyHeader}.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stream: bool = True) -> None:
+        """
+        @param stream: Whether the header arrives on a stream connection
+            (TCP or UNIX stream: every lbkit frontend).  Then a v2 C{PROXY}
+            header naming a datagram transport (UDP over IPv4 or IPv6, UNIX
+            datagram) is refused: it cannot describe this connection, and
+            its addresses must not be taken for the client's.  C{False}
+            accepts every family.
+        """
         self._buffer = b""
         self._finished = False
+        self._stream = stream
 
     def feed(self, data: bytes) -> ProxyInfo | None:
         """
@@ -171,7 +182,7 @@ class ProxyHeaderParser:
         if buffer.startswith(_V1_PREFIX):
             return _parseV1(buffer)
         if buffer.startswith(_V2_SIGNATURE):
-            return _parseV2(buffer)
+            return _parseV2(buffer, self._stream)
         if _V1_PREFIX.startswith(buffer) or _V2_SIGNATURE.startswith(buffer):
             return None
         raise InvalidProxyHeader(f"no PROXY protocol signature at start of {buffer[:16]!r}")
@@ -262,8 +273,11 @@ def _v1Address(version: int, host: bytes, port: bytes) -> IAddress:
     return IPv6Address("TCP", _hostText(ip), int(port))
 
 
-def _parseV2(buffer: bytes) -> ProxyInfo | None:
-    """Parse a buffer that starts with the v2 signature."""
+def _parseV2(buffer: bytes, stream: bool) -> ProxyInfo | None:
+    """
+    Parse a buffer that starts with the v2 signature; with C{stream}, refuse
+    a datagram transport.
+    """
     if len(buffer) < _V2_FIXED.size:
         return None
     _, versionCommand, family, length = _V2_FIXED.unpack_from(buffer)
@@ -277,6 +291,10 @@ def _parseV2(buffer: bytes) -> ProxyInfo | None:
     if versionCommand == _V2_PROXY:
         if family not in _V2_BLOCK_SIZES:
             raise InvalidProxyHeader(f"v2 header has unknown family 0x{family:02x}")
+        if stream and family & 0x0F == _V2_DGRAM:
+            raise InvalidProxyHeader(
+                f"v2 header names a datagram transport (family 0x{family:02x}) on a stream connection"
+            )
         if length < _V2_BLOCK_SIZES[family]:
             raise InvalidProxyHeader(
                 f"v2 address block of {length} bytes is too short for family 0x{family:02x}"

@@ -94,6 +94,7 @@ class ListeningService(Service):
         self.label = label
         self.port: IListeningPort | None = None
         self.grace: float | None = None
+        self._acceptGuard: Any = None
 
     def privilegedStartService(self) -> None:
         if self.port is not None:
@@ -112,6 +113,9 @@ class ListeningService(Service):
                 f"{self.label} cannot listen on {self.description!r}: {_why(reason)}", reason
             )
         self.port = result[0]
+        from lbkit._resources import guardAccept
+
+        self._acceptGuard = guardAccept(self.port, self.reactor, self.label)
         _log.info("lbkit: {label} listening on {endpoint}", label=self.label, endpoint=self.description)
 
     def startService(self) -> None:
@@ -131,6 +135,9 @@ class ListeningService(Service):
         port, self.port = self.port, None
         if port is None:
             return succeed(None)
+        guard, self._acceptGuard = getattr(self, "_acceptGuard", None), None
+        if guard is not None:
+            guard.stop()
         d: Deferred[Any] = maybeDeferred(port.stopListening)  # type: ignore[call-overload]
 
         def stopped(result: object) -> None:

@@ -18,11 +18,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from lbkit._connect import connectFailed, connectServer, prepareRetry
+from lbkit._connect import connectFailed, connectServer, isLocalResourceError, prepareRetry
 from lbkit._drain import DrainingFactory
 from lbkit._model import Backend, Context, Server, definedAt, formatAddress
 from lbkit._pump import tune, writeThrough
-from lbkit._sni import ClientHello, Route, sniAbsent, sniEnds, sniIs
+from lbkit._sni import ClientHello, InvalidClientHello, Route, sniAbsent, sniEnds, sniIs
 from lbkit.error import ConfigError, NoServerAvailable, QueueTimeout
 from lbkit.interfaces import IListener, ISession
 
@@ -240,7 +240,8 @@ class TCPFrontendProtocol(Protocol):
         self._serverEOF = False
         self._destination: IAddress | None = None
         self._tq = self._tc = -1.0
-        self._tw = 0.0
+        #: Seconds spent in the queue; -1 until a server is looked for.
+        self._tw = -1.0
         self._slotHeld = False
         self._abortCall: Any = None
         self._clientGone = False
@@ -296,11 +297,11 @@ class TCPFrontendProtocol(Protocol):
 
         try:
             info = self._parser.feed(data)
-        except InvalidProxyHeader as e:
+        except (InvalidProxyHeader, InvalidClientHello) as e:
             _log.warn(
-                "{frontend}: closing {client}: malformed PROXY header: {why}",
+                "{frontend}: closing {client}: malformed {what}: {why}",
                 frontend=self.factory.frontend.name, client=_formatAddress(self.context.client if self.context else None),
-                why=str(e),
+                what="PROXY header" if isinstance(e, InvalidProxyHeader) else "TLS ClientHello", why=str(e),
             )
             self._parser = None
             self.termination = "PR"
@@ -359,6 +360,8 @@ class TCPFrontendProtocol(Protocol):
 
     def _choose(self) -> None:
         assert self.context is not None
+        if self._tw < 0:
+            self._tw = 0.0
         try:
             server = self.backend.tryAcquire(self.context)
         except NoServerAvailable:
@@ -374,12 +377,12 @@ class TCPFrontendProtocol(Protocol):
 
     def _dequeued(self, server: Server) -> None:
         self._waiting = None
-        self._tw = self.reactor.seconds() - self._tq
+        self._tw += self.reactor.seconds() - self._tq
         self._connect(server)
 
     def _queueFailed(self, reason: Failure) -> None:
         self._waiting = None
-        self._tw = self.reactor.seconds() - self._tq
+        self._tw += self.reactor.seconds() - self._tq
         if reason.check(CancelledError):
             return
         self._giveUp("sQ" if reason.check(QueueTimeout) else "SC")
@@ -423,12 +426,14 @@ class TCPFrontendProtocol(Protocol):
         self.backend.release(server)
         if reason.check(CancelledError):
             return
+        local = isLocalResourceError(reason)
         timedOut = connectFailed(server, reason)
         _log.debug("{server}: connect failed: {why}", server=server.fullName, why=reason.getErrorMessage())
         if self.attempts > self.backend.retries:
-            self._giveUp("sC" if timedOut else "SC")
+            self._giveUp("RC" if local else "sC" if timedOut else "SC")
             return
-        prepareRetry(self.backend, server, self.context)
+        # a retry after lbkit's own failure is not one the server caused
+        prepareRetry(self.backend, None if local else server, self.context)
         self._choose()
 
     def _connected(self, peer: TCPServerProtocol) -> None:
@@ -604,7 +609,7 @@ class TCPFrontendProtocol(Protocol):
             server.bytesOut += bytesOut
             self.backend.release(server)
         now = self.reactor.seconds()
-        tw = int(self._tw * 1000)
+        tw = int(self._tw * 1000) if self._tw >= 0 else -1
         fields = dict(
             client=_formatAddress(self.context.client if self.context else None),
             date=time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime(self.acceptTime))

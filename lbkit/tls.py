@@ -242,17 +242,22 @@ class Certificates:
 
     def lookup(self, serverName: str | None) -> Any:
         """
-        The key pair for C{serverName}: an exact entry, else the closest
-        C{"*.domain"} wildcard entry, else the default.
+        The key pair for C{serverName}: an exact entry, else the
+        C{"*.domain"} wildcard entry for its parent domain, else the
+        default.
+
+        A wildcard stands for exactly one label (RFC 6125, section 6.4.3, as
+        TLS clients check it): C{"*.example.com"} covers C{a.example.com},
+        not C{a.b.example.com} nor C{example.com}.
         """
         if serverName:
             name = serverName.lower().rstrip(".")
             found = self._hosts.get(name)
             if found is not None:
                 return found
-            labels = name.split(".")
-            for i in range(1, len(labels)):
-                found = self._hosts.get("*." + ".".join(labels[i:]))
+            first, dot, parent = name.partition(".")
+            if first and dot and parent:
+                found = self._hosts.get("*." + parent)
                 if found is not None:
                     return found
         return self._default

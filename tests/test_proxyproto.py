@@ -93,7 +93,7 @@ class FormatTests(SynchronousTestCase):
         self.assertEqual(formatV1(source, dest), b"PROXY UNKNOWN\r\n")
         header = formatV2(source, dest)
         self.assertEqual(header[13], 0x12)
-        self.assertEqual(_parse(header), ProxyInfo(source, dest, b""))
+        self.assertEqual(ProxyHeaderParser(stream=False).feed(header), ProxyInfo(source, dest, b""))
 
     def test_mixedFamiliesMapped(self) -> None:
         """An IPv4 address paired with an IPv6 one is sent as ::ffff:a.b.c.d."""
@@ -220,7 +220,7 @@ class ParseTests(SynchronousTestCase):
     def test_v2UnixAbstract(self) -> None:
         """An abstract v2 UNIX name keeps its leading NUL."""
         block = b"\x00abstract".ljust(108, b"\x00") * 2
-        info = _parse(_v2(0x21, 0x32, block))
+        info = _parse(_v2(0x21, 0x31, block))
         assert info is not None
         assert isinstance(info.source, UNIXAddress)
         self.assertEqual(info.source.name, b"\x00abstract")
@@ -332,6 +332,15 @@ class InvalidTests(SynchronousTestCase):
         """A v2 PROXY family outside the spec's list is rejected."""
         self.assertInvalid(_v2(0x21, 0x41, b""), "unknown family 0x41")
         self.assertInvalid(_v2(0x21, 0x13, b"\x00" * 12), "unknown family 0x13")
+
+    def test_v2DatagramOnStream(self) -> None:
+        """
+        A v2 PROXY header for UDP or UNIX datagram is refused by a stream
+        parser (the default) as soon as its family byte arrives.
+        """
+        for family in (0x12, 0x22, 0x32):
+            self.assertInvalid(_v2(0x21, family, b"")[:16], "datagram transport")
+        self.assertEqual(_parse(_v2(0x20, 0x12, b"\x00" * 12)), ProxyInfo(None, None, b""))
 
     def test_v2TooLongEarly(self) -> None:
         """A v2 length beyond the 536-byte cap is rejected from the fixed part."""

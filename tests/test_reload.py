@@ -331,6 +331,45 @@ class ReloadStreamTests(TestCase):
 
         yield self.assertFailure(client.get(second), ConnectionRefusedError)
 
+    @inlineCallbacks
+    def test_balancerSettingsListed(self) -> Any:
+        """
+        A reload that changes the balancer's class or one of its settings
+        names it in the changes it returns and logs; an unchanged balancer
+        is not listed.
+        """
+        site = textwrap.dedent("""\
+            from lbkit import Backend, Server, http
+            from lbkit.balance import LeastConn, RoundRobin, URI
+
+            app = Backend("app", servers=[Server("a", "127.0.0.1:{port}")], balance={balance})
+            listen = [http.Frontend("tcp:0:interface=127.0.0.1", default=app, name="web", log=False)]
+            """)
+        writeSite(self.path, site.format(port=self.ports["a"], balance="URI(depth=2)"))
+        service = fromSiteFile(self.path, reactor())
+        service.startService()
+        self.addCleanup(service.stopService)
+        events = captureLog(self)
+        steps = [
+            ("URI(depth=3)", ["backend app: balance URI: depth 2 -> 3"]),
+            ('URI(depth=3, hashType="consistent", ringPoints=80)', [
+                "backend app: balance URI: hashType 'map-based' -> 'consistent'",
+                "backend app: balance URI: ringPoints 40 -> 80",
+            ]),
+            ('URI(depth=3, hashType="consistent", ringPoints=80)', []),
+            ("RoundRobin()", ["backend app: balance URI -> RoundRobin"]),
+            ("LeastConn()", ["backend app: balance RoundRobin -> LeastConn"]),
+            ("LeastConn()", []),
+        ]
+        for balance, expected in steps:
+            writeSite(self.path, site.format(port=self.ports["a"], balance=balance))
+            del events[:]
+            changes = yield service.reload()
+            self.assertEqual([c for c in changes if "balance" in c], expected, balance)
+            logged = [e["change"] for e in events if "change" in e]
+            self.assertEqual([c for c in logged if "balance" in c], expected, balance)
+        self.assertEqual(type(service.backends()[0].balance).__name__, "LeastConn")
+
 
 class UpdateFromTests(SynchronousTestCase):
     """L{Backend.updateFrom} keeps live servers and applies the new definition."""

@@ -350,6 +350,30 @@ class AccessLogTests(SynchronousTestCase):
         self.assertIn(" fe be/<NOSRV> ", formatEvent(events[0]))
         self.assertTrue(formatEvent(events[0]).endswith(" SC 0"))
 
+    def test_queueTimeoutTw(self) -> None:
+        """A connection that timed out in the queue logs the time it waited there as Tw."""
+        events = captureLogs(self, "lbkit.access")
+        endpoint = FakeEndpoint()
+        h = Harness(self, [Server("a", endpoint, maxconn=1)], timeoutQueue=3)
+        first, _ = h.accept()
+        endpoint.succeed()
+        h.reactor.advance(0.5)
+        second, _ = h.accept()
+        h.reactor.advance(3)
+        h.end(second)
+        self.assertEqual([(e["termination"], e["Tw"], e["Tc"]) for e in events], [("sQ", 3000, -1)])
+        h.end(first)
+        self.assertEqual((events[1]["termination"], events[1]["Tw"]), ("--", 0))
+
+    def test_twBeforeQueue(self) -> None:
+        """A connection that ended before a server was looked for logs Tw -1 (HAProxy's meaning)."""
+        events = captureLogs(self, "lbkit.access")
+        h = Harness(self, [Server("a", FakeEndpoint())], acceptProxy=True)
+        proto, _ = h.accept()
+        proto.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+        h.end(proto)
+        self.assertEqual([(e["termination"], e["Tw"], e["Tc"]) for e in events], [("PR", -1, -1)])
+
     def test_disabled(self) -> None:
         """A frontend with log=False logs no access lines."""
         events = captureLogs(self, "lbkit.access")
@@ -764,6 +788,35 @@ class RealSocketTests(TestCase):
         yield self.settle(factory)
         self.assertEqual((dead.connectFailures, dead.active), (1, 0))
         self.assertEqual((events[0]["server"], events[0]["retries"]), ("live", 1))
+
+    @inlineCallbacks
+    def test_proxyV2DatagramRefused(self) -> Any:
+        """
+        On a tcp frontend with acceptProxy, a v2 header naming UDP (or UNIX
+        datagram) closes the connection (PR) before any server is
+        contacted; the same header for TCP goes through.
+        """
+        import struct
+
+        factory, serverPort = self.startServer(Echo)
+        backend = Backend("be", [Server("a", f"127.0.0.1:{serverPort}")])
+        self.proxyFactory = TrackingProxyFactory(Frontend("tcp:0", backend, name="fe", acceptProxy=True), reactor)
+        port = listen(self, reactor, self.proxyFactory)
+        signature = b"\r\n\r\n\x00\r\nQUIT\n"
+        inet = bytes([10, 0, 0, 1, 10, 0, 0, 2]) + struct.pack("!HH", 5000, 53)
+        inet6 = bytes(15) + b"\x01" + bytes(15) + b"\x02" + struct.pack("!HH", 5000, 53)
+        unix = b"/run/a".ljust(108, b"\x00") * 2
+        good = signature + struct.pack("!BBH", 0x21, 0x11, len(inet)) + inet
+        received = yield self.connect(port, Collector(good + b"ping", expect=4))
+        self.assertEqual(received, b"ping")
+        self.assertEqual(self.proxyFactory.built[-1].context.client.host, "10.0.0.1")  # type: ignore[union-attr]
+        for family, block in ((0x12, inet), (0x22, inet6), (0x32, unix)):
+            header = signature + struct.pack("!BBH", 0x21, family, len(block)) + block
+            received = yield self.connect(port, Collector(header + b"ping", expect=4))
+            self.assertEqual(received, b"", hex(family))
+            self.assertEqual(self.proxyFactory.built[-1].termination, "PR", hex(family))
+        yield self.settle(factory)
+        self.assertEqual(len(factory.built), 1)
 
 
 CHUNK = b"\xa5" * 2**16

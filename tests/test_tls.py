@@ -107,6 +107,23 @@ class TerminationTests(HTTPTestCase):
             self.assertEqual(info["headers"]["x-forwarded-proto"], ["https"])
 
     @inlineCallbacks
+    def test_wildcardCoversOneLabel(self) -> None:
+        """
+        A C{*.b.example} certificate is served for C{x.b.example} only: a
+        deeper name or the bare domain gets the default (RFC 6125 6.4.3).
+        """
+        certs = Certificates(
+            default=self.pki.issue("default.pem", "default"),
+            byHost={"*.b.example": self.pki.issue("w.pem", "*.b.example")},
+        )
+        port = self.frontend(default=self.backend, tls=certs)
+        result = yield self.sslClient(port, "x.b.example", "y.x.b.example", "b.example")
+        self.assertEqual(
+            {name: r[0] for name, r in result.items()},
+            {"x.b.example": "*.b.example", "y.x.b.example": "default", "b.example": "default"},
+        )
+
+    @inlineCallbacks
     def test_alpnWithoutHTTP2(self) -> None:
         """With C{http2=False} only http/1.1 is offered through ALPN."""
         port = self.frontend(default=self.backend, tls=self.certs, http2=False)

@@ -219,7 +219,7 @@ class CertificateFileTests(SynchronousTestCase):
         self.assertRaises(ConfigError, Certificates, default=good, byHost={"": good})
 
     def test_lookup(self) -> None:
-        """Exact names win, then the closest wildcard, then the default."""
+        """Exact names win, then a wildcard for the parent domain, then the default."""
         d = self.pki.issue("d.pem", "default")
         a = self.pki.issue("a.pem", "a.example")
         w = self.pki.issue("w.pem", "*.b.example")
@@ -227,7 +227,8 @@ class CertificateFileTests(SynchronousTestCase):
         self.assertEqual(certs.lookup("a.example").certFile, a)
         self.assertEqual(certs.lookup("a.example.").certFile, a)
         self.assertEqual(certs.lookup("x.b.example").certFile, w)
-        self.assertEqual(certs.lookup("y.x.b.example").certFile, w)
+        self.assertEqual(certs.lookup("y.x.b.example").certFile, d)
+        self.assertEqual(certs.lookup(".b.example").certFile, d)
         self.assertEqual(certs.lookup("b.example").certFile, d)
         self.assertEqual(certs.lookup(None).certFile, d)
 

@@ -13,17 +13,25 @@ import textwrap
 from typing import Any
 
 from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from lbkit import Backend, Server, tcp
-from lbkit._sni import ClientHello, ClientHelloParser
+from lbkit._sni import ClientHello, ClientHelloParser, validHostName
 from lbkit.error import ConfigError
 from lbkit.proxyproto import formatV1
 from lbkit.testing import HalfCloseableStringTransport
 from lbkit.tls import loadKeyPair
-from tests.helpers import TrackingProxyFactory, listen, requireBinary, runProcess
+from tests.helpers import (
+    Collector,
+    TrackingFactory,
+    TrackingProxyFactory,
+    listen,
+    requireBinary,
+    runProcess,
+)
 from tests.test_http_integration import reactor
 from tests.test_tls_pki import makePKI
 
@@ -100,6 +108,20 @@ class ParserTests(SynchronousTestCase):
         parser = ClientHelloParser()
         self.assertIsNone(parser.feed(clientHello("a.example")[:30]))
         self.assertEqual(parser.finish(), ClientHello(isTLS=True, complete=False))
+
+    def test_badServerName(self) -> None:
+        """A name that is not a host name is reported as such, never as C{serverName}."""
+        result = ClientHelloParser().feed(rawClientHello(b"a\x00.b.example"))
+        self.assertEqual(result, ClientHello(isTLS=True, complete=True, badServerName=b"a\x00.b.example"))
+        result = ClientHelloParser().feed(rawClientHello(b"My_Host.b.example."))
+        self.assertEqual(result, ClientHello(isTLS=True, serverName="my_host.b.example", complete=True))
+
+    def test_validHostName(self) -> None:
+        """Letters, digits, C{-}, C{_} and dots between non-empty labels make a host name."""
+        for good in (b"a", b"a-1.example", b"xn--bcher-kva.example", b"_srv.example", b"a.example.", b"a" * 255):
+            self.assertTrue(validHostName(good), good)
+        for bad in (b"", b"a b", b"a\x00b", b"a\tb", b"\xc3\xa9.example", b"a..b", b".a", b"a..", b"*.a", b"a" * 256):
+            self.assertFalse(validHostName(bad), bad)
 
     def test_garbageInside(self) -> None:
         """A malformed ClientHello body gives no name rather than an exception."""
@@ -312,3 +334,74 @@ class PassThroughTests(TestCase):
             self.assertIn(f"CN = {subject}".encode(), runner.output)
             self.assertIn(b"Verification: OK", runner.output)
         yield self.allGone()
+
+
+def rawClientHello(hostName: bytes) -> bytes:
+    """
+    A minimal TLS 1.2 ClientHello, built by hand, whose SNI host_name is
+    C{hostName} byte for byte (an ssl library refuses to send bad names).
+    """
+    name = b"\x00" + struct.pack("!H", len(hostName)) + hostName
+    serverNameList = struct.pack("!H", len(name)) + name
+    extensions = struct.pack("!HH", 0, len(serverNameList)) + serverNameList
+    body = (
+        b"\x03\x03" + bytes(range(32))  # legacy_version, random
+        + b"\x00"  # no session id
+        + struct.pack("!H", 2) + b"\x13\x01"  # one cipher suite
+        + b"\x01\x00"  # compression: null
+        + struct.pack("!H", len(extensions)) + extensions
+    )
+    handshake = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x01" + struct.pack("!H", len(handshake)) + handshake
+
+
+class BadServerNameTests(TestCase):
+    """
+    A ClientHello whose SNI name is not a DNS host name (control
+    characters, spaces, NUL, bytes above 0x7F) is refused: the connection
+    is closed before any server is contacted, whatever the routes say.
+    """
+
+    timeout = 10
+
+    def setUp(self) -> None:
+        self.servers: dict[str, TrackingFactory] = {}
+        backends = {}
+        for name in ("good", "default"):
+            factory = TrackingFactory(Tagged)
+            factory.name = name  # type: ignore[attr-defined]
+            self.servers[name] = factory
+            backends[name] = Backend(name, [Server(name, f"127.0.0.1:{listen(self, reactor, factory)}")])
+        fe = tcp.Frontend(
+            "tcp:0:interface=127.0.0.1", backend=backends["default"], log=False,
+            routes=[tcp.Route(tcp.sniEnds(".good.example"), backends["good"])],
+            factory=TrackingProxyFactory,
+        )
+        self.factory = fe.buildFactory(reactor)
+        self.port = listen(self, reactor, self.factory)
+
+    @inlineCallbacks
+    def send(self, hostName: bytes) -> Any:
+        """Send a ClientHello naming C{hostName}; fire with what came back once closed."""
+        client = Collector(rawClientHello(hostName))
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), client)
+        received = yield client.done
+        yield self.factory.built[-1].allGone()  # type: ignore[attr-defined]
+        return received
+
+    @inlineCallbacks
+    def test_goodNameRoutes(self) -> None:
+        """The hand-built ClientHello with a valid name reaches its route's server."""
+        received = yield self.send(b"x.good.example")
+        self.assertTrue(received.startswith(b"good:\x16\x03"), received[:20])
+
+    @inlineCallbacks
+    def test_badNamesRefused(self) -> None:
+        """Each bad name gets the connection closed (PR), and no server is connected."""
+        for bad in (b"evil\x00.good.example", b"a b.good.example", b"a\r\n.good.example",
+                    b"\x7f.good.example", "é.good.example".encode(), b"a..good.example", b".good.example"):
+            received = yield self.send(bad)
+            self.assertEqual(received, b"", bad)
+            self.assertEqual(self.factory.built[-1].termination, "PR", bad)
+        self.assertEqual([len(f.built) for f in self.servers.values()], [0, 0])
+        self.assertEqual(len(self.flushLoggedErrors()), 0)

@@ -35,6 +35,9 @@ class _HashBalancer(_Tracking):
     @ivar hashType: C{"map-based"}, C{"consistent"} or C{"maglev"}.
     @ivar hashBalanceFactor: L{None}, or the bounded-load factor in
         percent (at least 100).
+    @ivar ringPoints: Points on the ring per unit of weight.
+    @ivar maglevTableSize: The Maglev table size, or L{None} for the
+        default.
     """
 
     def __init__(
@@ -81,8 +84,8 @@ class _HashBalancer(_Tracking):
             raise ConfigError(f"ringPoints must be a positive integer, not {ringPoints!r}")
         self.hashType = hashType
         self.hashBalanceFactor = hashBalanceFactor
-        self._ringPoints = ringPoints
-        self._maglevSize = maglevTableSize
+        self.ringPoints = ringPoints
+        self.maglevTableSize = maglevTableSize
         self._table: _Table | None = None
         self._fallback = RoundRobin()
         if maglevTableSize is not None:
@@ -100,9 +103,9 @@ class _HashBalancer(_Tracking):
 
     def _rebuild(self, servers: list[Server]) -> None:
         if self.hashType == "consistent":
-            self._table = _Ring(servers, self._ringPoints)
+            self._table = _Ring(servers, self.ringPoints)
         elif self.hashType == "maglev":
-            self._table = _Maglev(servers, self._maglevSize)
+            self._table = _Maglev(servers, self.maglevTableSize)
         else:
             self._table = _MapTable(servers)
 
