@@ -202,13 +202,13 @@ class HTTPHarnessTests(SynchronousTestCase):
         self.harness.connect(self.b).respond(OK)
 
     def test_connectRefused(self) -> None:
-        """Refused connects answer 502 once the retries are used up."""
+        """Refused connects answer 503 (as HAProxy) once the retries are used up."""
         client = self.harness.request(GET)
         endpoint = self.a.endpoint(self.harness.reactor)
         assert isinstance(endpoint, FakeEndpoint)
         for _ in range(self.web.retries + 1):
             endpoint.fail()
-        self.assertTrue(client.received().startswith(b"HTTP/1.1 502 "), client.received()[:40])
+        self.assertTrue(client.received().startswith(b"HTTP/1.1 503 "), client.received()[:40])
         self.assertEqual(self.harness.logged[0]["termination"], "SC")
 
     def test_closeEndsEverything(self) -> None:
