@@ -339,6 +339,19 @@ class BodyTests(RealPageMixin, TestCase):
         self.assertEqual(Answer(client.received).code, 413)
 
     @defer.inlineCallbacks
+    def test_oneAnswerPerRefusal(self) -> Any:
+        """
+        Bytes after the point of refusal are not parsed: malformed chunks
+        behind an oversized one do not add a 400 after the 413.
+        """
+        port, _ = self.startPage(stats.Admin(users={"admin": "secret"}))
+        request = head("POST", "/admin/server", ("Transfer-Encoding", "chunked"),
+                       ("Authorization", basic("admin", "secret")))
+        answer = yield self.exchange(port, request + b"%x\r\n" % (CAP + 1) + b"a" * (CAP + 1) + b"\r\nZZ junk\r\n")
+        self.assertEqual(answer.code, 413)
+        self.assertNotIn(b"HTTP/1.1 400", answer.body)
+
+    @defer.inlineCallbacks
     def test_smallAdminBodiesStillWork(self) -> Any:
         """
         The admin page's form POST (a small urlencoded body, plain or

@@ -157,6 +157,12 @@ class StatsChannel(HTTPChannel):
         if not self.refused:
             super().allContentReceived()
 
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # the chunk decoder goes on with the rest of the bytes it was given
+        # after a refusal: what it finds there gets no second answer
+        if not self.refused:
+            super()._respondToBadRequestAndDisconnect()
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._lingering is not None and self._lingering.active():
             self._lingering.cancel()
