@@ -14,6 +14,13 @@ client still sends is thrown away unread, for at most L{LINGER} seconds and
 L{LINGER_BYTES} bytes, so the client can read the answer before the
 connection is aborted.  Chunked bodies are counted as they arrive and cut at
 the limit.
+
+Twisted has no public hook between the head and the body, so this leans
+on L{HTTPChannel} internals of Twisted 26: C{allHeadersReceived} runs after
+the last header and before any body byte, C{_path} holds the request
+target then, and C{_networkProducer} / C{_respondToBadRequestAndDisconnect}
+are what C{loseConnection} and bad input use.  tests/test_stats_security.py
+fails if any of that changes.
 """
 
 from __future__ import annotations
