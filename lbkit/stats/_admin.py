@@ -75,9 +75,23 @@ class Admin:
         constant time (L{hmac.compare_digest}), and so is a user name that
         does not exist.
     @param realm: The basic-auth realm browsers show.
+    @param loginFailures: Failed logins from one client address, within
+        C{loginWindow} seconds, after which that address gets 429 answers
+        (no password checked) for C{loginLockout} seconds.
+    @param loginRate: Failed logins per second checked over all addresses
+        (bursts of four seconds' worth); beyond that every login waits.
     """
 
-    def __init__(self, users: Mapping[str, str], realm: str = "lbkit") -> None:
+    def __init__(
+        self,
+        users: Mapping[str, str],
+        realm: str = "lbkit",
+        *,
+        loginFailures: int = 10,
+        loginWindow: float = 60.0,
+        loginLockout: float = 60.0,
+        loginRate: float = 5.0,
+    ) -> None:
         if not isinstance(users, Mapping) or not users:
             raise ConfigError("stats.Admin: users must be a non-empty dict of name to password")
         for name, password in users.items():
@@ -87,6 +101,15 @@ class Admin:
                 raise ConfigError(f"stats.Admin: user {name!r} needs a non-empty password")
         if not isinstance(realm, str) or '"' in realm:
             raise ConfigError(f"stats.Admin: bad realm {realm!r}")
+        if not isinstance(loginFailures, int) or isinstance(loginFailures, bool) or loginFailures < 1:
+            raise ConfigError(f"stats.Admin: loginFailures must be a whole number of at least 1, not {loginFailures!r}")
+        for name, value in (("loginWindow", loginWindow), ("loginLockout", loginLockout), ("loginRate", loginRate)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
+                raise ConfigError(f"stats.Admin: {name} must be a positive number, not {value!r}")
+        self.loginFailures = loginFailures
+        self.loginWindow = float(loginWindow)
+        self.loginLockout = float(loginLockout)
+        self.loginRate = float(loginRate)
         self._users = {name.encode("utf-8"): password.encode("utf-8") for name, password in users.items()}
         self.realm = realm
         self._key = os.urandom(32)

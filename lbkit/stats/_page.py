@@ -10,7 +10,6 @@ from typing import Any, Sequence
 
 from twisted.application.service import IService, MultiService
 from twisted.web.resource import IResource
-from twisted.web.server import Site
 from zope.interface import implementer
 
 from lbkit._model import definedAt
@@ -18,6 +17,7 @@ from lbkit.error import ConfigError
 from lbkit.interfaces import IListener
 from lbkit.stats._admin import Admin
 from lbkit.stats._collect import Collector
+from lbkit.stats._site import StatsSite
 from lbkit.stats._socket import CommandFactory
 from lbkit.stats._web import buildResource
 
@@ -124,19 +124,19 @@ class Page:
 
     def resource(self, reactor: Any) -> IResource:
         """
-        The page as a resource tree, to mount in a site of your own.
+        The page as a resource tree, to mount in a site of your own.  The
+        admin routes still check credentials and throttle failed logins
+        (timed by C{reactor}), but the body limits need the page's own site:
+        yours reads each body before any resource sees the request.
         """
         self.collector.start(reactor)
-        return buildResource(self.collector, self.refresh, self.admin)
+        return buildResource(self.collector, self.refresh, self.admin, reactor)
 
     def makeService(self, reactor: Any) -> IService:
         from lbkit.service import ListeningService
 
         service = _PageService(self, reactor)
-        site = Site(buildResource(self.collector, self.refresh, self.admin))
-        site.noisy = False
-        site.log = lambda request: None  # type: ignore[method-assign]
-        site.displayTracebacks = False
+        site = StatsSite(buildResource(self.collector, self.refresh, self.admin, reactor), reactor)
         ListeningService(self.endpoint, site, reactor, "stats page").setServiceParent(service)  # type: ignore[arg-type]
         if self.socket is not None:
             path = os.path.abspath(self.socket)

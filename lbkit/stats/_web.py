@@ -1,12 +1,15 @@
 # -*- test-case-name: tests.test_stats -*-
 """
 The stats page's HTTP resources: C{/}, C{/stats.json}, C{/metrics}, and,
-with an L{Admin}, C{/admin/} and C{POST /admin/server}.
+with an L{Admin}, C{/admin/}, C{POST /admin/server} and C{POST /admin/reload}.
+
+Each resource says what its requests may bring, for L{lbkit.stats._site} to
+check from the head: C{bodyLimit} (bytes of body; 0 but for the admin POSTs)
+and C{guard} (the L{Guard} of admin routes, L{None} elsewhere).
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,6 +21,7 @@ from twisted.web.template import renderElement
 
 from lbkit.stats._admin import Admin, AdminError, runAction, runReload
 from lbkit.stats._collect import Collector
+from lbkit.stats._guard import MAX_BODY, Guard, Refusal, jsonBody
 from lbkit.stats._html import StatsElement
 from lbkit.stats._metrics import MetricsCollector
 
@@ -39,7 +43,13 @@ def _json(request: Request, body: Any, code: int = 200) -> bytes:
     request.setResponseCode(code)
     request.setHeader(b"content-type", b"application/json")
     _noCache(request)
-    return json.dumps(body, indent=1, sort_keys=True).encode() + b"\n"
+    return jsonBody(body)
+
+
+def _refuse(request: Request, refusal: Refusal) -> bytes:
+    for name, value in refusal.headers:
+        request.setHeader(name, value)
+    return _json(request, {"error": refusal.error}, refusal.code)
 
 
 def _arg(request: Request, name: str) -> str | None:
@@ -51,6 +61,8 @@ def _arg(request: Request, name: str) -> str | None:
 
 class _Leaf(Resource):
     isLeaf = True
+    bodyLimit = 0
+    guard: Guard | None = None
 
     def __init__(self, collector: Collector) -> None:
         super().__init__()
@@ -91,26 +103,34 @@ class MetricsResource(_Leaf):
 
 
 class _AdminLeaf(_Leaf):
-    """Answers 401 unless the request carries an admin's credentials."""
+    """
+    Answers 401 unless the request carries an admin's credentials (429
+    while the guard's throttle refuses).  Behind a L{StatsSite} the channel
+    has checked them from the head already and set C{request.adminUser};
+    mounted in another site, the check happens here.
+    """
 
-    def __init__(self, collector: Collector, admin: Admin) -> None:
+    guard: Guard
+
+    def __init__(self, collector: Collector, guard: Guard) -> None:
         super().__init__(collector)
-        self.admin = admin
+        self.guard = guard
+        self.admin: Admin = guard.admin
 
     def render(self, request: Request) -> Any:
-        user = self.admin.authenticate(request.getHeader(b"authorization"))  # type: ignore[arg-type]
-        if user is None:
-            request.setHeader(b"www-authenticate", self.admin.challenge())
-            return _json(request, {"error": "authentication required"}, 401)
-        request.adminUser = user  # type: ignore[attr-defined]
+        if getattr(request, "adminUser", None) is None:
+            user = self.guard.login(request.getHeader(b"authorization"), request.getClientAddress())
+            if isinstance(user, Refusal):
+                return _refuse(request, user)
+            request.adminUser = user  # type: ignore[attr-defined]
         return super().render(request)
 
 
 class AdminHTMLResource(_AdminLeaf):
     """C{/admin/}: the page, with buttons."""
 
-    def __init__(self, collector: Collector, admin: Admin, refresh: float) -> None:
-        super().__init__(collector, admin)
+    def __init__(self, collector: Collector, guard: Guard, refresh: float) -> None:
+        super().__init__(collector, guard)
         self.refresh = refresh
 
     def render_GET(self, request: Request) -> Any:
@@ -148,6 +168,8 @@ class AdminActionResource(_AdminLeaf):
     page cannot send without a CORS preflight, never granted here).
     """
 
+    bodyLimit = MAX_BODY
+
     def render_POST(self, request: Request) -> Any:
         user: str = request.adminUser  # type: ignore[attr-defined]
         if not _sameOrigin(request):
@@ -183,6 +205,8 @@ class AdminReloadResource(_AdminLeaf):
     C{{"ok": true, "changes": [...]}}, or 409 with C{"error"} when the file
     does not load (the running configuration is then unchanged).
     """
+
+    bodyLimit = MAX_BODY
 
     def render_POST(self, request: Request) -> Any:
         user: str = request.adminUser  # type: ignore[attr-defined]
@@ -221,11 +245,14 @@ class AdminReloadResource(_AdminLeaf):
 
 
 class _Admin(Resource):
-    def __init__(self, collector: Collector, admin: Admin, refresh: float) -> None:
+    bodyLimit = 0
+
+    def __init__(self, collector: Collector, guard: Guard, refresh: float) -> None:
         super().__init__()
-        self.page = AdminHTMLResource(collector, admin, refresh)
-        self.action = AdminActionResource(collector, admin)
-        self.reload = AdminReloadResource(collector, admin)
+        self.guard = guard
+        self.page = AdminHTMLResource(collector, guard, refresh)
+        self.action = AdminActionResource(collector, guard)
+        self.reload = AdminReloadResource(collector, guard)
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"server":
@@ -240,13 +267,16 @@ class _Admin(Resource):
         return self.page.render(request)
 
 
-def buildResource(collector: Collector, refresh: float, admin: Admin | None) -> Resource:
-    """The root resource of a stats page."""
+def buildResource(collector: Collector, refresh: float, admin: Admin | None, clock: Any) -> Resource:
+    """
+    The root resource of a stats page; C{clock} (an L{IReactorTime}) times
+    the admin routes' login throttle.
+    """
     root = Resource()
     root.putChild(b"", HTMLResource(collector, refresh))
     root.putChild(b"stats.json", JSONResource(collector))
     root.putChild(b"metrics", MetricsResource(collector))
     if admin is not None:
-        root.putChild(b"admin", _Admin(collector, admin, refresh))
+        root.putChild(b"admin", _Admin(collector, Guard(admin, clock), refresh))
     return root
 
