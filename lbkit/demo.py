@@ -13,7 +13,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from zope.interface import implementer
 
-from lbkit._model import definedAt
+from lbkit._origin import definedAt
 from lbkit.interfaces import IListener
 
 __all__ = ["HelloServer"]

@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
-from lbkit._backend import Backend, _samePolicy
+from lbkit._backend import Backend
+from lbkit._settings import samePolicy
 from lbkit.config import Site
 from lbkit.error import ConfigError
 
@@ -73,7 +74,7 @@ def _compatible(old: Any, new: Any) -> bool:
     newTLS: Any = getattr(new, "tls", None)
     if hasattr(oldTLS, "adopt") and type(oldTLS) is type(newTLS):
         return True  # the running listener adopts the re-read certificates
-    return _samePolicy(oldTLS, newTLS)
+    return samePolicy(oldTLS, newTLS)
 
 
 def matchListeners(

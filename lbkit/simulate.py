@@ -30,7 +30,8 @@ import attrs
 from twisted.internet.address import IPv4Address
 from twisted.python import usage
 
-from lbkit._model import Backend, Context, Server
+from lbkit._backend import Backend
+from lbkit._model import Context, Server
 from lbkit.interfaces import IBalancer
 
 __all__ = ["Workload", "Result", "simulate", "builtins", "compare", "formatTable", "main"]

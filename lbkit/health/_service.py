@@ -7,13 +7,15 @@ L{IService}.
 from __future__ import annotations
 
 import random as _random
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.application.service import Service
 from twisted.logger import Logger
 
-from lbkit._model import Backend
 from lbkit.health._monitor import HealthMonitor
+
+if TYPE_CHECKING:
+    from lbkit._backend import Backend
 
 __all__ = ["HealthService"]
 

@@ -10,7 +10,8 @@ from typing import Any, Optional, Sequence
 from twisted.application.service import IService
 from zope.interface import implementer
 
-from lbkit._model import Backend, definedAt
+from lbkit._backend import Backend
+from lbkit._origin import definedAt
 from lbkit.error import ConfigError
 from lbkit.http._proxy import HTTPProxyFactory
 from lbkit.http._routing import Route

@@ -13,7 +13,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Site
 from zope.interface import implementer
 
-from lbkit._model import definedAt
+from lbkit._origin import definedAt
 from lbkit.error import ConfigError
 from lbkit.interfaces import IListener
 from lbkit.stats._admin import Admin
