@@ -188,6 +188,9 @@ class Server:
         self.checkEnabled = True
         #: The last health-check result (set by the monitor), or L{None}.
         self.lastCheck: Any = None
+        #: The health monitor checking this server, set by it while it runs
+        #: (see L{lbkit.health.monitorFor}), or L{None}.
+        self.healthMonitor: Any = None
 
     def __repr__(self) -> str:
         return f"<Server {self.name} {self.address} {self.state.value}>"

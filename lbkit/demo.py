@@ -13,6 +13,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from zope.interface import implementer
 
+from lbkit._listening import ListeningService
 from lbkit._origin import definedAt
 from lbkit.interfaces import IListener
 
@@ -54,8 +55,6 @@ class HelloServer:
         return []
 
     def makeService(self, reactor: Any) -> IService:
-        from lbkit.service import ListeningService
-
         site = Site(_Hello(self.name))
         site.noisy = False
         site.log = lambda request: None  # type: ignore[method-assign]

@@ -555,7 +555,7 @@ class ReloadErrorTests(SynchronousTestCase):
         """A reload that fails with an unexpected error fails, and the next reload is not refused."""
         from twisted.internet.testing import MemoryReactorClock
 
-        import lbkit.reload
+        import lbkit.service
         from lbkit.config import loadSite
 
         path = os.path.abspath(self.mktemp())
@@ -573,7 +573,7 @@ class ReloadErrorTests(SynchronousTestCase):
             calls.append(1)
             raise RuntimeError("unexpected")
 
-        self.patch(lbkit.reload, "applySite", boom)
+        self.patch(lbkit.service, "applySite", boom)
         self.failureResultOf(service.reload(path), RuntimeError)
         self.failureResultOf(service.reload(path), RuntimeError)
         self.assertEqual(len(calls), 2)  # the second was attempted, not refused as "in progress"

@@ -11,6 +11,7 @@ from twisted.application.service import IService
 from zope.interface import implementer
 
 from lbkit._backend import Backend
+from lbkit._listening import ListeningService
 from lbkit._origin import definedAt
 from lbkit.error import ConfigError
 from lbkit.http._proxy import HTTPProxyFactory
@@ -120,8 +121,6 @@ class Frontend:
         return [b"h2", b"http/1.1"] if self.http2 and h2Available() else [b"http/1.1"]
 
     def makeService(self, reactor: Any) -> IService:
-        from lbkit.service import ListeningService
-
         factory: Any = self.buildFactory(reactor)
         if self.tls is not None:
             from lbkit.tls import serverFactory

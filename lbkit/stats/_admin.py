@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 
 from lbkit._model import Server, ServerState
 from lbkit.error import ConfigError
+from lbkit.health import monitorFor
 
 __all__ = ["Admin"]
 
@@ -160,8 +161,6 @@ def runAction(
     if action in STATE_ACTIONS:
         new = STATE_ACTIONS[action]
         detail = f"state {server.state.value} -> {new.value}"
-        from lbkit.health import monitorFor
-
         monitor = monitorFor(server)
         reason = f"set by {user} ({via})"
         if monitor is not None:

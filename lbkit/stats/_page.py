@@ -13,6 +13,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Site
 from zope.interface import implementer
 
+from lbkit._listening import ListeningService
 from lbkit._origin import definedAt
 from lbkit.error import ConfigError
 from lbkit.interfaces import IListener
@@ -130,8 +131,6 @@ class Page:
         return buildResource(self.collector, self.refresh, self.admin)
 
     def makeService(self, reactor: Any) -> IService:
-        from lbkit.service import ListeningService
-
         service = _PageService(self, reactor)
         site = Site(buildResource(self.collector, self.refresh, self.admin))
         site.noisy = False
