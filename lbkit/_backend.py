@@ -465,8 +465,10 @@ class Backend:
         if server in self.servers:
             self.servers = [s for s in self.servers if s is not server]
             self._recompute()
-        if self in server._listeners:
+        try:
             server.removeListener(self)
+        except ValueError:
+            pass  # not subscribed (any more)
         _log.info("Server {server} left the backend (removed by a reload).", server=server.fullName)
         for d in waiting or ():
             d.callback(server)

@@ -90,14 +90,14 @@ class RunningService(Protocol):
 
 
 def _pageSettings(page: Any) -> tuple[Any, ...]:
-    admin = getattr(page, "admin", None)
-    return (
-        getattr(admin, "_users", None),
-        getattr(admin, "realm", None),
-        getattr(page, "socket", None),
-        getattr(page, "socketMode", None),
-        getattr(page, "refresh", None),
-    )
+    return (getattr(page, "socket", None), getattr(page, "socketMode", None), getattr(page, "refresh", None))
+
+
+def _sameAdmin(old: Any, new: Any) -> bool:
+    before, after = getattr(old, "admin", None), getattr(new, "admin", None)
+    if before is None or after is None:
+        return before is after
+    return bool(before.sameAs(after))
 
 
 def _compatible(old: Any, new: Any) -> bool:
@@ -106,7 +106,7 @@ def _compatible(old: Any, new: Any) -> bool:
         return False
     if getattr(old, "factory", None) is not getattr(new, "factory", None):
         return False
-    if not hasattr(old, "factories") and _pageSettings(old) != _pageSettings(new):
+    if not hasattr(old, "factories") and (_pageSettings(old) != _pageSettings(new) or not _sameAdmin(old, new)):
         # a stats page fixes its settings (admin users, socket, refresh) when
         # it starts: listen again with the new ones, never keep stale ones
         return False

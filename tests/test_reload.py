@@ -549,6 +549,19 @@ class ReloadStatsPageTests(SynchronousTestCase):
         self.assertEqual(matchListeners([old], [new])[2], [(old, new)])
         self.assertEqual(matchListeners([old], [same])[0], [(old, same)])
 
+    def test_changedRealmOrNoAdminIsReplaced(self) -> None:
+        """A reload that changes a stats page's admin realm, or turns its admin off, listens again."""
+        from lbkit import stats
+        from lbkit.reload import matchListeners
+
+        old = stats.Page("tcp:0", admin=stats.Admin(users={"op": "pw"}))
+        realm = stats.Page("tcp:0", admin=stats.Admin(users={"op": "pw"}, realm="ops"))
+        plain = stats.Page("tcp:0")
+        self.assertEqual(matchListeners([old], [realm])[2], [(old, realm)])
+        self.assertEqual(matchListeners([old], [plain])[2], [(old, plain)])
+        again = stats.Page("tcp:0")
+        self.assertEqual(matchListeners([plain], [again])[0], [(plain, again)])
+
 
 class ReloadErrorTests(SynchronousTestCase):
     def test_unexpectedErrorDoesNotBlockReloads(self) -> None:

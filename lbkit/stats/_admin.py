@@ -95,6 +95,13 @@ class Admin:
     def __repr__(self) -> str:
         return f"<stats.Admin users={sorted(n.decode() for n in self._users)}>"
 
+    def sameAs(self, other: object) -> bool:
+        """
+        Whether C{other} is an L{Admin} with the same users, passwords and
+        realm (a reload keeps a stats page listening only then).
+        """
+        return isinstance(other, Admin) and (self._users, self.realm) == (other._users, other.realm)
+
     def checkPassword(self, user: bytes, password: bytes) -> bool:
         """
         Whether C{user} and C{password} match, in time that depends on
