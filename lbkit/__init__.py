@@ -6,13 +6,13 @@ lists them in C{listen}; C{twistd -n lbkit --config site.py} runs it.
 """
 
 from lbkit._backend import Backend
-from lbkit._connect import serverEndpoint as _serverEndpoint
-from lbkit._model import Context, Server, ServerListenerMixin, ServerState
-from lbkit._model import setEndpointBuilder as _setEndpointBuilder
+from lbkit._connect import serverEndpoint
+from lbkit._model import Context, Server, ServerListenerMixin, ServerState, setEndpointBuilder
 
-# Server.endpoint() builds endpoints with the connecting code (a layer above
-# the model): installed here, where every use of lbkit starts.
-_setEndpointBuilder(_serverEndpoint)
+# Server.endpoint() builds endpoints with the connecting code, a layer above
+# the model: installed here, where every use of lbkit starts.
+setEndpointBuilder(serverEndpoint)
+del serverEndpoint, setEndpointBuilder
 
 __all__ = ["Server", "Backend", "Context", "ServerState", "ServerListenerMixin"]
 __version__ = "0.1.0"

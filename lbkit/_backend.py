@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from lbkit import _model
+import lbkit._model
 from lbkit._model import Context, Server, ServerState
 from lbkit._origin import definedAt
 from lbkit._settings import balanceChanges, samePolicy
@@ -500,4 +500,4 @@ def backendsOf(listen: Sequence[Any]) -> list[Backend]:
 # Transitional: lbkit.tcp, lbkit._sni and lbkit.http._proxy (rewritten on
 # other branches) still import Backend from lbkit._model, which no longer
 # imports this module.  Remove once they import it from lbkit._backend.
-setattr(_model, "Backend", Backend)  # noqa: B010 (mypy: "cannot assign to a type")
+setattr(lbkit._model, "Backend", Backend)  # noqa: B010 (mypy: "cannot assign to a type")
