@@ -15,11 +15,10 @@ from twisted.internet.interfaces import IAddress, IStreamClientEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
 
-# parseAddress, formatAddress and definedAt are imported from here by older
-# code: they live in lbkit._address and lbkit._origin.
+# Transitional: tcp.py and http/_wire.py (other branches) still import
+# formatAddress and definedAt from here; they live in _address and _origin.
 from lbkit._address import formatAddress as formatAddress
-from lbkit._address import parseAddress as parseAddress
-from lbkit._origin import DefinedAt as DefinedAt
+from lbkit._address import parseAddress
 from lbkit._origin import definedAt as definedAt
 from lbkit.error import ConfigError
 from lbkit.interfaces import IServerListener
@@ -43,9 +42,9 @@ def setEndpointBuilder(builder: EndpointBuilder) -> None:
     Say how L{Server.endpoint} builds a server's client endpoint.
 
     The model holds the settings (address, TLS keywords) and no connecting
-    or TLS code: L{lbkit._connect} installs its L{serverEndpoint
-    <lbkit._connect.serverEndpoint>} here when it loads, and importing
-    C{lbkit} loads it.
+    or TLS code: the C{lbkit} package installs L{serverEndpoint
+    <lbkit._connect.serverEndpoint>} here when it is imported, which is
+    before any of its modules is.
     """
     global _endpointBuilder
     _endpointBuilder = builder

@@ -24,7 +24,7 @@ Everything that can fail (loading, two backends with one name, opening the
 access logs, listening on new endpoints) is done before anything running
 changes; a failure leaves the running configuration as it was.
 
-This module sits below L{lbkit.service}: it works on a L{RunningService},
+It does not import L{lbkit.service}: it works on a L{RunningService},
 the public methods the running service offers it.
 """
 
