@@ -23,7 +23,8 @@ from zope.interface import Attribute, Interface
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
-    from lbkit._model import Backend, Context, Server, ServerState
+    from lbkit._backend import Backend
+    from lbkit._model import Context, Server, ServerState
 
 __all__ = [
     "IBalancer",

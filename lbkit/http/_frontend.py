@@ -10,11 +10,14 @@ from typing import Any, Optional, Sequence
 from twisted.application.service import IService
 from zope.interface import implementer
 
-from lbkit._model import Backend, definedAt
+from lbkit._backend import Backend
+from lbkit._listening import ListeningService
+from lbkit._origin import definedAt
 from lbkit.error import ConfigError
 from lbkit.http._proxy import HTTPProxyFactory
 from lbkit.http._routing import Route
 from lbkit.interfaces import IListener
+from lbkit.tls import Certificates, fromSSLEndpoint, h2Available, serverFactory
 
 __all__ = ["Frontend"]
 
@@ -56,8 +59,6 @@ class Frontend:
         self.definedAt = definedAt()
         if not isinstance(endpoint, str):
             raise ConfigError(f"frontend endpoint must be a Twisted endpoint string, not {endpoint!r}")
-        from lbkit.tls import Certificates, fromSSLEndpoint
-
         if tls is not None and not isinstance(tls, Certificates):
             raise ConfigError(f"http.Frontend {endpoint!r}: tls must be an lbkit.tls.Certificates, not {tls!r}")
         #: The endpoint string as given (an C{ssl:} one is served as C{tcp:}
@@ -114,17 +115,11 @@ class Frontend:
 
     def alpnProtocols(self) -> list[bytes]:
         """What a TLS frontend offers through ALPN, most preferred first."""
-        from lbkit.tls import h2Available
-
         return [b"h2", b"http/1.1"] if self.http2 and h2Available() else [b"http/1.1"]
 
     def makeService(self, reactor: Any) -> IService:
-        from lbkit.service import ListeningService
-
         factory: Any = self.buildFactory(reactor)
         if self.tls is not None:
-            from lbkit.tls import serverFactory
-
             protocols = self.alpnProtocols()
             if b"h2" in protocols:
                 from lbkit.http._h2 import negotiating  # type: ignore[import-not-found,unused-ignore]

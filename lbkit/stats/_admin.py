@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 
 from lbkit._model import Server, ServerState
 from lbkit.error import ConfigError
+from lbkit.health import monitorFor
 
 __all__ = ["Admin"]
 
@@ -117,6 +118,13 @@ class Admin:
     def __repr__(self) -> str:
         return f"<stats.Admin users={sorted(n.decode() for n in self._users)}>"
 
+    def sameAs(self, other: object) -> bool:
+        """
+        Whether C{other} is an L{Admin} with the same users, passwords and
+        realm (a reload keeps a stats page listening only then).
+        """
+        return isinstance(other, Admin) and (self._users, self.realm) == (other._users, other.realm)
+
     def checkPassword(self, user: bytes, password: bytes) -> bool:
         """
         Whether C{user} and C{password} match, in time that depends on
@@ -183,8 +191,6 @@ def runAction(
     if action in STATE_ACTIONS:
         new = STATE_ACTIONS[action]
         detail = f"state {server.state.value} -> {new.value}"
-        from lbkit.health import monitorFor
-
         monitor = monitorFor(server)
         reason = f"set by {user} ({via})"
         if monitor is not None:
