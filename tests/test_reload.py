@@ -562,6 +562,17 @@ class ReloadStatsPageTests(SynchronousTestCase):
         again = stats.Page("tcp:0")
         self.assertEqual(matchListeners([plain], [again])[0], [(plain, again)])
 
+    def test_changedLoginThrottlingIsReplaced(self) -> None:
+        """A reload that changes only a stats page's login throttling listens again with the new limits."""
+        from lbkit import stats
+        from lbkit.reload import matchListeners
+
+        old = stats.Page("tcp:0", admin=stats.Admin(users={"op": "pw"}))
+        stricter = stats.Page("tcp:0", admin=stats.Admin(users={"op": "pw"}, loginFailures=3))
+        self.assertEqual(matchListeners([old], [stricter])[2], [(old, stricter)])
+        same = stats.Page("tcp:0", admin=stats.Admin(users={"op": "pw"}))
+        self.assertEqual(matchListeners([old], [same])[0], [(old, same)])
+
 
 class ReloadErrorTests(SynchronousTestCase):
     def test_unexpectedErrorDoesNotBlockReloads(self) -> None:

@@ -120,10 +120,14 @@ class Admin:
 
     def sameAs(self, other: object) -> bool:
         """
-        Whether C{other} is an L{Admin} with the same users, passwords and
-        realm (a reload keeps a stats page listening only then).
+        Whether C{other} is an L{Admin} with the same users, passwords,
+        realm and login throttling (a reload keeps a stats page listening
+        only then).
         """
-        return isinstance(other, Admin) and (self._users, self.realm) == (other._users, other.realm)
+        return isinstance(other, Admin) and self._settings() == other._settings()
+
+    def _settings(self) -> tuple[object, ...]:
+        return (self._users, self.realm, self.loginFailures, self.loginWindow, self.loginLockout, self.loginRate)
 
     def checkPassword(self, user: bytes, password: bytes) -> bool:
         """
