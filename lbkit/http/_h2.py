@@ -15,6 +15,10 @@ handed to the server connection (whose full buffer pauses the stream);
 response bytes are sent as the stream's window allows, and the server
 connection is paused while they wait (or while the client's TCP connection
 is full).
+
+Each request head is checked (L{lbkit.http._h2head}) and re-framed for
+HTTP/1.1 by lbkit; a malformed one is refused with RST_STREAM
+PROTOCOL_ERROR.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from h2.events import (
     RequestReceived,
     StreamEnded,
     StreamReset,
+    TrailersReceived,
     WindowUpdated,
 )
 from h2.exceptions import ProtocolError, StreamClosedError
@@ -42,7 +47,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from lbkit._model import Context
-from lbkit.http._parse import CHUNKED, BadMessage, ChunkedFramer, Request, Response, bodyLength
+from lbkit.http._h2head import MalformedRequest, checkRequestHead, checkTrailers
+from lbkit.http._parse import CHUNKED, BadMessage, ChunkedFramer, Request, Response
 from lbkit.http._proxy import HTTPFrontendProtocol, HTTPProxyFactory
 from lbkit.http._server import HTTPServerProtocol
 from lbkit.http._wire import (
@@ -192,7 +198,9 @@ class H2FrontendProtocol(Protocol):
         factory.total += 1
         transport: Any = self.transport
         self.client = transport.getPeer()
-        self.conn = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+        # inbound header blocks are checked by lbkit.http._h2head, per stream
+        config = H2Configuration(client_side=False, header_encoding=None, validate_inbound_headers=False)
+        self.conn = H2Connection(config)
         self.conn.initiate_connection()
         self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         transport.registerProducer(self, True)
@@ -230,6 +238,10 @@ class H2FrontendProtocol(Protocol):
                 stream = self.streams.get(event.stream_id)
                 if stream is not None:
                     stream.h2End()
+            elif isinstance(event, TrailersReceived):
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream.h2Trailers(event.headers)
             elif isinstance(event, StreamReset):
                 stream = self.streams.get(event.stream_id)
                 if stream is not None:
@@ -423,13 +435,20 @@ class H2Stream(HTTPFrontendProtocol):
         self._dechunker: Optional[_Dechunker] = None
         self._endOnHeaders = False
         self._sent = 0
+        #: request body bytes the client declared and has not sent yet, or None
+        self._declaredLeft: Optional[int] = None
 
     def start(self, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
-        """The request's HEADERS arrived: build the request, route it, choose a server."""
+        """The request's HEADERS arrived: check it, build the request, route it, choose a server."""
         h2 = self.h2
         self.reactor = h2.reactor
         self.frontend = h2.frontend
         self.client = h2.client
+        try:
+            head = checkRequestHead(headers, ended)
+        except MalformedRequest as e:
+            self.malformed(str(e))
+            return
         self._proto = b"https"
         self._mtls = getattr(getattr(self.frontend, "tls", None), "clientCA", None) is not None
         self._certTransport = h2.transport
@@ -439,35 +458,17 @@ class H2Stream(HTTPFrontendProtocol):
         self._since = self._requestStart = now
         self._lastBytes = -1
         self._tick = self.reactor.callLater(self._tickInterval(), self._checkTimeouts)
-        method = path = authority = b""
-        fields: list[list[bytes]] = []
-        for name, value in headers:
-            if name[:1] == b":":
-                if name == b":method":
-                    method = value
-                elif name == b":path":
-                    path = value
-                elif name == b":authority":
-                    authority = value
-            else:
-                fields.append([name, value])
-        if authority:  # HTTP/1.1 needs a Host: :authority's, in first place
-            fields = [h for h in fields if h[0] != b"host"]
-            fields.insert(0, [b"host", authority])
-        request = Request(method, path or b"*", b"HTTP/1.1", fields)
+        method = head.method
+        request = Request(method, head.path or b"*", b"HTTP/1.1", head.fields)
         self.request = request
         self._bytesIn = 0
         self._keepAlive = True
         self._upgrade = False
-        framing = 0
-        bad = method == b"CONNECT"
-        if not ended:
-            try:
-                framing = bodyLength(fields, False)
-            except BadMessage:
-                bad = True
-            if request.header(b"content-length") is None:
-                framing = CHUNKED  # a body of unknown length goes chunked to the server
+        # lbkit frames the body for HTTP/1.1 itself: the declared length
+        # (checked against the DATA received), else chunked
+        length = head.contentLength
+        self._declaredLeft = length
+        framing = 0 if ended else CHUNKED if length is None else length
         self._bodyRemaining = framing
         self._bodyFramer = None
         if framing == CHUNKED:
@@ -484,9 +485,9 @@ class H2Stream(HTTPFrontendProtocol):
         self.server = None
         self._state = _WAIT
         self.factory.requests += 1
-        if bad:  # CONNECT (no tunnels over HTTP/2 here), or an invalid content-length
+        if method == b"CONNECT":  # no tunnels over HTTP/2 here
             self.backend = None
-            self._fail(501 if method == b"CONNECT" else 400, "CR")
+            self._fail(501, "CR")
             return
         self.context = Context(client=self.client, frontend=self.frontend.name, request=request)
         backend, rules = self.routeRequest(request)
@@ -498,6 +499,15 @@ class H2Stream(HTTPFrontendProtocol):
 
     def h2Data(self, data: bytes, flowLength: int) -> None:
         """A DATA frame of this stream arrived."""
+        left = self._declaredLeft
+        if left is not None and data:
+            # (the h2 package checks this too, as a connection error)
+            left -= len(data)
+            self._declaredLeft = left
+            if left < 0:
+                self.h2._ack(flowLength, self.streamId)
+                self.malformed("more DATA than its content-length")
+                return
         if self._done or self._bodyDone:
             self.h2._ack(flowLength, self.streamId)
             return
@@ -509,9 +519,41 @@ class H2Stream(HTTPFrontendProtocol):
     def h2End(self) -> None:
         """The client ended the stream (its request is complete)."""
         self._clientEnded = True
+        if self._declaredLeft:
+            self.malformed("stream ended before its content-length")
+            return
         if not self._done and not self._bodyDone and self._bodyRemaining == CHUNKED:
             self._pending.append((b"0\r\n\r\n", 0))
             self.deliverPending()
+
+    def h2Trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """A trailers block arrived: checked, and not forwarded."""
+        try:
+            checkTrailers(headers)
+        except MalformedRequest as e:
+            self.malformed(str(e))
+
+    def malformed(self, why: str) -> None:
+        """
+        The request is malformed (RFC 9113 §8.1.1): RST_STREAM
+        PROTOCOL_ERROR; a server connection it went to is aborted, never
+        pooled (it may be waiting for body bytes that will not come).
+        """
+        if self._done:
+            return
+        _log.info("{client}: stream {sid}: malformed HTTP/2 request refused: {why}",
+                  client=_formatAddress(self.client), sid=self.streamId, why=why)
+        if self.request is not None and self._state != _CLOSED:
+            if self._termination == "--":
+                self._termination = "PR"
+            conn = self.conn
+            if conn is not None:
+                conn.front = None
+                conn.abort()
+            self._endExchange(reusable=False)
+        self._state = _CLOSED
+        self._resetQuietly(ErrorCodes.PROTOCOL_ERROR)
+        self._finish()
 
     def deliverPending(self) -> None:
         """Pass waiting request bytes on, unless the server side is paused."""
