@@ -1,6 +1,7 @@
 """
 HTTP/2 requests that try to smuggle a second request to the server,
-and malformed HTTP/2 request heads, over real sockets on 127.0.0.1: lbkit's TLS frontend in
+malformed HTTP/2 request heads, and floods (PING, SETTINGS, rapid reset,
+too many streams), over real sockets on 127.0.0.1: lbkit's TLS frontend in
 this process, clients built on the C{h2} package that send what they are
 told, valid or not, and servers that record the exact bytes they read.
 """
@@ -9,19 +10,26 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import struct
+import time
 from typing import Any, Callable, Optional
 
 from h2.config import H2Configuration
+from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.settings import Settings
 from twisted.internet import ssl, task
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.web.server import Request
+from zope.interface import implementer
 
+from lbkit.http._h2 import MAX_CONCURRENT_STREAMS, RESET_BURST
 from tests.helpers import freePort, requireBinary, spawn
 from tests.test_http2 import H2Client, HTTP2TestCase, StreamResetError
 from tests.test_http_integration import Info, RawClient, TrackingSite, backend, reactor
@@ -539,6 +547,273 @@ class AcceptedTests(SecurityTestCase):
         result = yield outcome(client.send([(b":method", b"CONNECT"), (b":authority", b"a.example:443")]))
         self.assertEqual(result[:2], ("response", 501))
         self.assertEqual(servers.built, [])
+
+
+# -- finding 3: floods -----------------------------------------------------------------
+
+
+def _frame(kind: int, flags: int, sid: int, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", sid) + payload
+
+
+_PING = _frame(6, 0, 0, b"12345678")
+_SETTINGS = _frame(4, 0, 0, b"")
+
+
+@implementer(IHandshakeListener, IPushProducer)
+class Flooder(Protocol):
+    """
+    Sends the HTTP/2 preface and C{opening}, then C{frame} over and over as
+    fast as its own connection takes them (it respects its back-pressure),
+    and never reads a byte of what the server sends.
+
+    @ivar monitor: Called after each batch written; returning true stops the flood.
+    @ivar done: Fires when the flood is over: the connection closed, or
+        C{monitor} or C{limit} stopped it.
+    """
+
+    def __init__(self, opening: bytes, frame: bytes, monitor: Callable[[], bool], limit: int) -> None:
+        self.opening = opening
+        self.batch = frame * 1000
+        self.monitor = monitor
+        self.limit = limit
+        self.sent = 0
+        self.paused = False
+        self.stopped = False
+        self.done: Deferred[None] = Deferred()
+        self.closed: Deferred[None] = Deferred()
+        self._call: Any = None
+
+    def handshakeCompleted(self) -> None:
+        transport: Any = self.transport
+        _smallBuffers(transport.transport)
+        transport.pauseProducing()  # never read
+        transport.registerProducer(self, True)
+        transport.write(_PREFACE + _SETTINGS + self.opening)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._call is None and not self.paused and not self.stopped:
+            self._call = reactor.callLater(0, self._pump)
+
+    def _pump(self) -> None:
+        self._call = None
+        if self.paused or self.stopped:
+            return
+        self.transport.write(self.batch)  # type: ignore[union-attr]
+        self.sent += len(self.batch)
+        if self.monitor() or self.sent >= self.limit:
+            self.stopped = True
+            self._done()
+            return
+        self._schedule()
+
+    def _done(self) -> None:
+        if not self.done.called:
+            self.done.callback(None)
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self._schedule()
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+
+    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+        self.stopped = True
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None
+        self.closed.callback(None)
+        self._done()
+
+
+def _smallBuffers(tcp: Any) -> None:
+    """Make the kernel buffers of a connection small (and fixed): what is not read shows up at once."""
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        tcp.getHandle().setsockopt(socket.SOL_SOCKET, option, 32768)
+
+
+def _buffered(protocol: Any) -> int:
+    """Bytes lbkit's side of a TLS connection holds, not yet given to the kernel."""
+    tcp = protocol.transport.transport
+    return len(tcp.dataBuffer) - tcp.offset + tcp._tempDataLen  # type: ignore[no-any-return]
+
+
+class FloodTests(SecurityTestCase):
+    """
+    A client that makes lbkit answer without reading, or that opens and
+    resets streams, or opens too many, costs a bounded amount and is cut
+    off; other clients are served meanwhile.
+    """
+
+    timeout = 30
+
+    @inlineCallbacks
+    def flood(self, frame: bytes) -> Any:
+        class Mute(FramingServer):
+            def answer(self, method: bytes, target: bytes) -> None:
+                if target != b"/hold":
+                    FramingServer.answer(self, method, target)
+
+        serverPort, servers = self.custom(Mute)
+        port = self.tlsFrontend(default=backend("raw", [serverPort]), timeoutClient=1)
+        [factory] = self.frontendFactories()
+        warnings: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if event.get("log_namespace") == "lbkit.http" and "ENHANCE_YOUR_CALM" in event.get("log_format", ""):
+                warnings.append(event["why"])
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        with open(self.pki.caFile, "rb") as f:
+            ca = ssl.Certificate.loadPEM(f.read())
+        creator = ssl.optionsForClientTLS("a.example", trustRoot=ca, acceptableProtocols=[b"h2"])
+        highest = [0]
+        bound = 2 * 1024 * 1024
+
+        def monitor() -> bool:
+            for p in factory.connections:
+                if getattr(p, "conn", None) is not None and p.transport is not None:
+                    if not highest[0]:
+                        _smallBuffers(p.transport.transport)  # so that the kernel does not hide the flood
+                    highest[0] = max(highest[0], _buffered(p), 1)
+            return highest[0] > bound
+
+        # a stream stays open meanwhile (its server does not answer): the
+        # connection is not idle, it is a client that does not read
+        encoder = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+        encoder.initiate_connection()
+        encoder.data_to_send()
+        encoder.send_headers(1, head(b"GET", b"/hold"), end_stream=True)
+        flooder = Flooder(encoder.data_to_send(), frame, monitor, 64 * 1024 * 1024)
+        yield connectProtocol(wrapClientTLS(creator, TCP4ClientEndpoint(reactor, "127.0.0.1", port)), flooder)
+        start = time.monotonic()
+        self.lost.append(flooder.closed)
+        self.addCleanup(lambda: flooder.transport.abortConnection() if flooder.transport else None)  # type: ignore[attr-defined]
+        client = yield self.h2client(port)
+        status, _, _ = yield client.request("/")
+        self.assertEqual(status, 200)
+        self.assertLess(time.monotonic() - start, 2)
+        yield flooder.done.addTimeout(15, reactor)
+        self.assertLess(highest[0], bound)
+        self.assertTrue(flooder.closed.called, "the flood did not end")
+        self.assertLess(highest[0], 512 * 1024)
+        self.assertLess(time.monotonic() - start, 3)
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("not read", warnings[0])
+        yield servers.built[0].gone  # the open stream's server connection is closed too
+
+    def test_pingFloodNotReading(self) -> None:
+        """
+        A client that sends PINGs and never reads makes lbkit stop reading
+        once its answers pile up (a bounded buffer), and is cut off within
+        bounded time; another client is served meanwhile.
+        """
+        return self.flood(_PING)  # type: ignore[no-any-return]
+
+    def test_settingsFloodNotReading(self) -> None:
+        """The same for a client that sends SETTINGS frames and never reads their ACKs."""
+        return self.flood(_SETTINGS)  # type: ignore[no-any-return]
+
+    @inlineCallbacks
+    def test_rapidReset(self) -> None:
+        """
+        HEADERS each followed at once by RST_STREAM (CVE-2023-44487): past
+        the reset budget lbkit sends GOAWAY ENHANCE_YOUR_CALM and closes;
+        the reset streams reached no server and wrote no access-log line.
+        """
+        serverPort, servers = self.recorder()
+        log = self.accessLog()
+        port = self.tlsFrontend(default=backend("raw", [serverPort]), log=True)
+        client = yield self.rawClient(port)
+        yield client.send(head(b"GET", b"/warm"))
+        for _ in range(3 * RESET_BURST):
+            sid = client.conn.get_next_available_stream_id()
+            client.conn.send_headers(sid, head(b"GET", b"/reset"), end_stream=True)
+            client.conn.reset_stream(sid, ErrorCodes.CANCEL)
+            client.flush()
+        yield client.closed.addTimeout(10, reactor)
+        self.assertEqual(client.goAway, ErrorCodes.ENHANCE_YOUR_CALM)
+        self.assertEqual([e for e in log if e["request"].startswith("GET /reset")], [])
+        self.assertEqual([r for r in self.seen(servers) if r[1] == b"/reset"], [])
+        self.assertEqual(len(servers.built), 1)  # the /warm one
+
+    @inlineCallbacks
+    def test_rapidResetAfterRouting(self) -> None:
+        """
+        Resets of streams lbkit had already sent to a server count against
+        the same budget: GOAWAY ENHANCE_YOUR_CALM, after at most the
+        budget's worth of such streams (and as many access-log lines).
+        """
+        class Mute(FramingServer):
+            def answer(self, method: bytes, target: bytes) -> None:
+                if target != b"/reset":
+                    FramingServer.answer(self, method, target)
+
+        serverPort, servers = self.custom(Mute)
+        log = self.accessLog()
+        port = self.tlsFrontend(default=backend("raw", [serverPort]), log=True)
+        client = yield self.rawClient(port)
+        batch = MAX_CONCURRENT_STREAMS // 2
+        for _ in range(3 * RESET_BURST // batch):
+            if client.goAway is not None:
+                break
+            sids = []
+            for _ in range(batch):
+                sids.append(client.conn.get_next_available_stream_id())
+                client.conn.send_headers(sids[-1], head(b"GET", b"/reset"), end_stream=True)
+            sync = yield outcome(client.send(head(b"GET", b"/sync")))  # the batch was routed
+            if sync[0] != "response":
+                break
+            for sid in sids:
+                client.conn.reset_stream(sid, ErrorCodes.CANCEL)
+            client.flush()
+        yield client.closed.addTimeout(10, reactor)
+        self.assertEqual(client.goAway, ErrorCodes.ENHANCE_YOUR_CALM)
+        served = [r for r in self.seen(servers) if r[1] == b"/reset"]
+        self.assertLessEqual(len(served), RESET_BURST + batch)
+        self.assertLessEqual(len([e for e in log if e["request"].startswith("GET /reset")]), RESET_BURST + batch)
+
+    @inlineCallbacks
+    def test_tooManyStreamsRefused(self) -> None:
+        """
+        A stream past SETTINGS_MAX_CONCURRENT_STREAMS gets REFUSED_STREAM;
+        the streams already open are served, and so is the next one.
+        """
+        held: list[FramingServer] = []
+        allHeld: Deferred[None] = Deferred()
+
+        class Holding(FramingServer):
+            def answer(self, method: bytes, target: bytes) -> None:
+                if target.startswith(b"/hold"):
+                    held.append(self)
+                    if len(held) == MAX_CONCURRENT_STREAMS:
+                        allHeld.callback(None)
+                    self.waiting = (method, target)
+                else:
+                    FramingServer.answer(self, method, target)
+
+        serverPort, servers = self.custom(Holding)
+        port = self.tlsFrontend(default=backend("raw", [serverPort]))
+        client = yield self.rawClient(port)
+        yield client.send(head(b"GET", b"/warm"))
+        client.ignoreStreamLimit()
+        streams = [outcome(client.send(head(b"GET", b"/hold/%d" % i))) for i in range(MAX_CONCURRENT_STREAMS)]
+        yield allHeld
+        extra = yield outcome(client.send(head(b"GET", b"/extra")))
+        self.assertEqual(extra, ("reset", ErrorCodes.REFUSED_STREAM))
+        for p in held:
+            FramingServer.answer(p, *p.waiting)
+        results = yield gatherResults(streams)
+        self.assertEqual({r[:2] for r in results}, {("response", 200)})
+        after = yield outcome(client.send(head(b"GET", b"/after")))
+        self.assertEqual(after[:2], ("response", 200))
+        self.assertNotIn((b"GET", b"/extra"), self.seen(servers))
 
 
 # -- HAProxy as the oracle --------------------------------------------------------------
