@@ -6,6 +6,7 @@ time.
 
 from __future__ import annotations
 
+import errno
 from typing import Any, Sequence
 
 from twisted.internet.address import IPv4Address
@@ -813,3 +814,69 @@ class PassiveHealthReportTests(SynchronousTestCase):
         server.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         self.assertEqual(seen[0], (True, ""))  # the connect
         self.assertTrue(seen[1][0] and seen[1][1].startswith("Layer7"), seen)
+
+
+# -- hardening finding 10 (http mode) -------------------------------------------
+
+
+GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
+def oneServer(
+    testCase: SynchronousTestCase, frontendArgs: dict[str, Any] | None = None, **serverArgs: Any
+) -> tuple[HTTPHarness, Server]:
+    """An L{HTTPHarness} over one server C{s1} made with C{serverArgs}; closed in cleanup."""
+    server = Server("s1", FakeEndpoint(IPv4Address("TCP", "192.0.2.1", 80)), **serverArgs)
+    frontend = Frontend("tcp:8080", default=Backend("be", [server]), name="fe", **(frontendArgs or {}))
+    harness = HTTPHarness(frontend, clientAddress=CLIENT, frontendAddress=FRONT)
+
+    def close() -> None:
+        harness.close()
+        testCase.assertEqual(harness.reactor.getDelayedCalls(), [])
+
+    testCase.addCleanup(close)
+    return harness, server
+
+
+class QueueAndResourceTests(SynchronousTestCase):
+    """
+    The time spent queued is logged when the queue times out, and lbkit's
+    own lack of resources is answered 503 RC without blaming the server.
+    """
+
+    def test_queueTimeoutLogsTw(self) -> None:
+        """A request that times out in the queue logs Tw, the time it waited."""
+        h, _ = oneServer(self, maxconn=1)
+        h.frontend.default.timeoutQueue = 3.0
+        first = h.request(GET)
+        h.connect()
+        second = h.request(GET)
+        h.reactor.advance(3)
+        self.assertTrue(second.received().startswith(b"HTTP/1.1 503 "))
+        [fields] = h.logged
+        self.assertEqual((fields["termination"], fields["Tw"]), ("sQ", 3000))
+        first.lose()
+
+    def test_resourceErrorIs503RC(self) -> None:
+        """A connect that fails for lack of file descriptors gets 503 RC; the server is not charged."""
+        h = Harness(self, retries=0)
+        proto, client = h.accept()
+        proto.dataReceived(GET)
+        h.endpoints["s1"].fail(OSError(errno.EMFILE, "Too many open files"))
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 503 "), client.value()[:40])
+        self.assertEqual(h.logged[0]["termination"], "RC")
+        server = h.servers["s1"]
+        self.assertEqual((server.connectFailures, server.retries, server.state), (0, 0, ServerState.UP))
+
+    def test_resourceErrorRetried(self) -> None:
+        """After a resource failure the request is retried, and the retry is not counted against the server."""
+        h = Harness(self, ("s1", "s2"), retries=1)
+        proto, client = h.accept()
+        proto.dataReceived(GET)
+        [first] = [n for n, e in h.endpoints.items() if e.pending]
+        h.endpoints[first].fail(OSError(errno.EMFILE, "Too many open files"))
+        [second] = [n for n, e in h.endpoints.items() if e.pending]
+        conn, _ = h.connect(second)
+        conn.dataReceived(OK)
+        self.assertEqual(client.value(), OK)
+        self.assertEqual(h.servers[first].retries, 0)

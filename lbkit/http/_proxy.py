@@ -20,7 +20,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from lbkit._connect import connectFailed, connectServer, prepareRetry
+from lbkit._connect import connectFailed, connectServer, isLocalResourceError, prepareRetry
 from lbkit._drain import DrainingFactory
 from lbkit._model import Backend, Context, Server
 from lbkit._pump import tune, writeThrough
@@ -336,6 +336,7 @@ class HTTPFrontendProtocol(Protocol):
 
     def _queueFailed(self, reason: Failure) -> None:
         self._waiting = None
+        self._tw = self.reactor.seconds()  # the time queued is logged however the wait ended
         if reason.check(CancelledError):
             return
         self._fail(503, "sQ" if reason.check(QueueTimeout) else "SC")
@@ -375,6 +376,12 @@ class HTTPFrontendProtocol(Protocol):
         self._releaseSlot()
         if reason.check(CancelledError):
             return
+        if isLocalResourceError(reason):
+            # lbkit ran out of file descriptors or ports: nobody's fault
+            # but its own (503, RC, as HAProxy), and retried elsewhere
+            connectFailed(server, reason)
+            self._retryOrFail(503, "RC")
+            return
         # no server could take the request, timed out (sC) or refused (SC):
         # 503, as HAProxy (502 is for a server that answered wrong)
         self._retryOrFail(503, "sC" if connectFailed(server, reason) else "SC")
@@ -399,7 +406,8 @@ class HTTPFrontendProtocol(Protocol):
         if self._attempts > backend.retries or self._clientGone:
             self._fail(status, termination)
             return
-        prepareRetry(backend, self.server, self.context)
+        # a retry after lbkit's own failure is not one the server caused
+        prepareRetry(backend, None if termination == "RC" else self.server, self.context)
         self._choose()
 
     def _releaseSlot(self) -> None:
