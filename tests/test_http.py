@@ -838,6 +838,45 @@ def oneServer(
     return harness, server
 
 
+class AbortedResponseBytesTests(SynchronousTestCase):
+    """
+    A response cut short logs the bytes that reached the client, not 0.
+    """
+
+    def test_serverGone(self) -> None:
+        """The server leaves mid-body: the log has the head and body bytes passed on."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(GET)
+        conn, _ = h.connect()
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+        conn.connectionLost(LOST)
+        self.assertEqual((h.logged[0]["termination"], h.logged[0]["bytes"]), ("SD", len(client.value())))
+
+    def test_clientGone(self) -> None:
+        """The client leaves mid-body: the log has what was sent to it."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(GET)
+        conn, _ = h.connect()
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+        conn.dataReceived(b"defg")
+        proto.connectionLost(LOST)
+        self.assertEqual((h.logged[0]["termination"], h.logged[0]["bytes"]), ("CD", len(client.value())))
+
+    def test_serverTimeout(self) -> None:
+        """The server falls silent mid-body past timeoutServer: sD, with the bytes sent."""
+        h = Harness(self, timeoutServer=1)
+        proto, client = h.accept()
+        proto.dataReceived(GET)
+        conn, _ = h.connect()
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+        for _ in range(8):
+            h.reactor.advance(0.25)
+        self.assertEqual((h.logged[0]["termination"], h.logged[0]["bytes"]), ("sD", len(client.value())))
+        self.assertGreater(h.logged[0]["bytes"], 3)
+
+
 class QueueAndResourceTests(SynchronousTestCase):
     """
     The time spent queued is logged when the queue times out, and lbkit's

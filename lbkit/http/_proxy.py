@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from lbkit._connect import connectFailed, connectServer, isLocalResourceError, prepareRetry
 from lbkit._drain import DrainingFactory
 from lbkit._model import Backend, Context, Server
-from lbkit._pump import tune, writeThrough
+from lbkit._pump import tune, unsent, writeThrough
 from lbkit.error import NoServerAvailable, QueueTimeout
 from lbkit.http._parse import (
     CHUNKED,
@@ -721,6 +721,10 @@ class HTTPFrontendProtocol(Protocol):
                 conn.transport.unregisterProducer()  # type: ignore[attr-defined]
             if conn.front is self:
                 conn.front = None
+            if self._responseStarted and self._bytesOut == 0:
+                # cut short (server gone, client gone, timeout): log what
+                # reached the client, as HAProxy does
+                self._bytesOut = self._sentToClient(conn)
             conn.release(reusable and not self._tunnel)
         if self._waiting is not None:
             waiting, self._waiting = self._waiting, None
@@ -734,6 +738,14 @@ class HTTPFrontendProtocol(Protocol):
         self._releaseSlot()
         self._log()
         self.request = None
+
+    def _sentToClient(self, conn: HTTPServerProtocol) -> int:
+        """
+        How many bytes of the response on C{conn} (head and body) the
+        client transport has sent: what was written to it, less what is
+        still in its buffer, which an abort throws away.
+        """
+        return max(0, conn.bytes - unsent(self.transport))
 
     def _nobodyListens(self) -> bool:
         """No access log and no override would see the fields: skip them."""

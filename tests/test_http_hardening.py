@@ -1,0 +1,222 @@
+"""
+http mode over real sockets on 127.0.0.1, for the http items of hardening
+finding 10: the PROXY protocol from a balancer in front (C{acceptProxy})
+and to servers (C{sendProxy}), sessions shut down with their server, a
+deadline for request bodies, and the bytes logged for a response cut
+short.  HAProxy is the oracle where it expresses the same thing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from twisted.internet import ssl
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+
+from lbkit import Backend
+from lbkit.proxyproto import InvalidProxyHeader, ProxyHeaderParser, ProxyInfo
+from lbkit.tls import Certificates
+from tests.test_http2 import H2Client
+from tests.test_http_integration import HTTPTestCase, OneShot, ServerFactory, backend, reactor
+from tests.test_http_security import Exchange, RecordingProxyFactory
+from tests.test_tls_pki import makePKI
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+#: What a balancer in front would say: client 203.0.113.9:40000 came to 192.0.2.1:80.
+V1_HEADER = b"PROXY TCP4 203.0.113.9 192.0.2.1 40000 80\r\n"
+_DONE = Failure(ConnectionDone())
+
+
+class ProxyRecorder(Protocol):
+    """
+    A raw HTTP/1.1 server that records every byte it receives; with
+    C{expectHeader}, it first reads a PROXY header (kept in L{info}, or
+    L{badHeader} set if what came first was not one).  It answers 200
+    C{ok} to every request head (requests have no body here).
+    """
+
+    def __init__(self, expectHeader: bool) -> None:
+        self.data = b""
+        self.info: Optional[ProxyInfo] = None
+        self.badHeader: Optional[bytes] = None
+        self.requests = 0
+        self._parser: Optional[ProxyHeaderParser] = ProxyHeaderParser() if expectHeader else None
+        self._pending = b""
+        #: Fires when this connection is lost.
+        self.gone: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+        if self._parser is not None:
+            try:
+                info = self._parser.feed(data)
+            except InvalidProxyHeader:
+                self._parser = None
+                self.badHeader = self.data[:60]
+                assert self.transport is not None
+                self.transport.loseConnection()
+                return
+            if info is None:
+                return
+            self._parser = None
+            self.info = info
+            data = info.rest
+        self._pending += data
+        while b"\r\n\r\n" in self._pending:
+            _, self._pending = self._pending.split(b"\r\n\r\n", 1)
+            self.requests += 1
+            assert self.transport is not None
+            self.transport.write(OK)
+
+    def connectionLost(self, reason: Failure = _DONE) -> None:
+        self.gone.callback(None)
+
+
+class Held(OneShot):
+    """A L{OneShot} whose L{gone} fires when its connection is lost."""
+
+    def __init__(self, action: Callable[[OneShot], None]) -> None:
+        OneShot.__init__(self, action)
+        self.gone: Deferred[None] = Deferred()
+
+    def connectionLost(self, reason: Failure = _DONE) -> None:
+        self.gone.callback(None)
+
+
+class ProxiedH2Client(H2Client):
+    """An L{H2Client} that sends C{header} in the clear, then starts TLS (as behind an L4 balancer)."""
+
+    def __init__(self, header: bytes, creator: Any) -> None:
+        H2Client.__init__(self)
+        self.header = header
+        self.creator = creator
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self.header)
+        self.transport.startTLS(self.creator)  # type: ignore[attr-defined]
+        H2Client.connectionMade(self)
+
+
+class HardeningTestCase(HTTPTestCase):
+    """Recording servers, a frontend that keeps its log fields, TLS certificates."""
+
+    timeout = 15
+
+    def proxyRecorder(self, expectHeader: bool = True) -> tuple[int, ServerFactory]:
+        """A L{ProxyRecorder} server: its port and factory (C{built} lists its connections)."""
+        return self.custom(lambda: ProxyRecorder(expectHeader))
+
+    def lbkit(self, routes: Any = (), default: Optional[Backend] = None, **kwargs: Any) -> int:
+        """An lbkit frontend that records its access-log fields; its port."""
+        return self.frontend(routes, default=default, factory=RecordingProxyFactory, **kwargs)
+
+    def logged(self) -> list[dict[str, Any]]:
+        """The access-log fields of the last frontend started."""
+        factory = self._frontends[-1].factories[0]
+        assert isinstance(factory, RecordingProxyFactory)
+        return factory.logged
+
+    def certificates(self) -> Certificates:
+        self.pki = makePKI(self)
+        return Certificates(default=self.pki.issue("a.pem", "a.example"))
+
+    def clientTLS(self) -> Any:
+        with open(self.pki.caFile, "rb") as f:
+            ca = ssl.Certificate.loadPEM(f.read())
+        return ssl.optionsForClientTLS("a.example", trustRoot=ca, acceptableProtocols=[b"h2"])
+
+    @inlineCallbacks
+    def h2client(self, port: int, header: bytes = b"") -> Any:
+        """An HTTP/2 client over TLS, sending C{header} before TLS if given; closed in cleanup."""
+        client = ProxiedH2Client(header, self.clientTLS())
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+        self.lost.append(client.closed)
+        self.addCleanup(lambda: client.transport.loseConnection() if client.transport else None)  # type: ignore[attr-defined]
+        return client
+
+    @inlineCallbacks
+    def exchange(self, port: int, data: bytes) -> Any:
+        """Send C{data} on a new connection; fire with every byte received until it closed."""
+        client = Exchange(data)
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+        yield client.closed
+        return client.raw
+
+
+HAPROXY_ACCEPT = """
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 5s
+  timeout server 5s
+frontend fe
+  bind {bind} accept-proxy
+  option forwardfor
+  default_backend be
+backend be
+  server s1 127.0.0.1:%d
+"""
+
+
+HAPROXY_SEND = """
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 5s
+  timeout server 5s
+frontend fe
+  bind {bind}
+  default_backend be
+backend be
+  http-reuse always
+  server s1 127.0.0.1:%d send-proxy
+"""
+
+
+HAPROXY_BUFFER = """
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  timeout http-request 500ms
+frontend fe
+  bind {bind}
+  option http-buffer-request
+  default_backend be
+backend be
+  server s1 127.0.0.1:%d
+"""
+
+
+class AbortedResponseBytesTests(HardeningTestCase):
+    """
+    A response cut short is logged with the bytes the client got, not 0.
+    """
+
+    @inlineCallbacks
+    def test_serverGoneMidBody(self) -> Any:
+        """The server closes after part of the body: the log's bytes are what the client received."""
+        servers: list[OneShot] = []
+
+        def answerPart(p: OneShot) -> None:
+            p.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 300)  # type: ignore[union-attr]
+            servers.append(p)
+
+        serverPort, factory = self.custom(lambda: Held(answerPart))
+        port = self.lbkit(default=backend("be", [serverPort]))
+        c = yield self.client(port)
+        c.send(GET)
+        yield c.waitData(b"x" * 300)
+        servers[0].transport.loseConnection()  # type: ignore[union-attr]
+        yield c.closed
+        [fields] = self.logged()
+        self.assertEqual((fields["status"], fields["termination"]), (200, "SD"))
+        self.assertGreater(fields["bytes"], 300)
+        self.assertEqual(fields["bytes"], len(c.raw))
