@@ -12,6 +12,7 @@ from typing import Any, Sequence
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.error import TimeoutError as ConnectTimeoutError
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -26,6 +27,7 @@ from lbkit.http import (
     pathBegins,
     setHeader,
 )
+from lbkit.http._acceptproxy import AcceptProxyFactory
 from lbkit.http._proxy import HTTP_LOG_FORMAT
 from lbkit.testing import FakeEndpoint, HalfCloseableStringTransport, HTTPHarness
 
@@ -919,3 +921,88 @@ class QueueAndResourceTests(SynchronousTestCase):
         conn.dataReceived(OK)
         self.assertEqual(client.value(), OK)
         self.assertEqual(h.servers[first].retries, 0)
+
+
+class AcceptProxyUnitTests(SynchronousTestCase):
+    """
+    C{acceptProxy=True}: each connection's PROXY header is read before
+    HTTP, through the factory the frontend listens with.
+    """
+
+    def setUp(self) -> None:
+        self.endpoint = FakeEndpoint(IPv4Address("TCP", "192.0.2.1", 80))
+        self.frontend = Frontend(
+            "tcp:8080", default=Backend("be", [Server("s1", self.endpoint)]), name="fe", acceptProxy=True,
+            timeoutClient=5,
+        )
+        self.reactor = MemoryReactorClock()
+        self.proxyFactory = self.frontend.buildFactory(self.reactor)
+        self.factory = AcceptProxyFactory(self.proxyFactory, self.proxyFactory)
+
+    def connect(self) -> tuple[Any, HalfCloseableStringTransport]:
+        protocol = self.factory.buildProtocol(CLIENT)
+        transport = HalfCloseableStringTransport(hostAddress=FRONT, peerAddress=CLIENT)
+        protocol.makeConnection(transport)
+        self.addCleanup(self.cleanUp, protocol, transport)
+        return protocol, transport
+
+    def cleanUp(self, protocol: Any, transport: HalfCloseableStringTransport) -> None:
+        protocol.connectionLost(DONE)
+        self.assertEqual(self.proxyFactory.connections, set())
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_headerInPieces(self) -> None:
+        """A header arriving in pieces names the client; the request after it is served."""
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"PROXY TCP4 203.0.113.9 19")
+        self.assertEqual(self.endpoint.attempts, [])
+        protocol.dataReceived(b"2.0.2.7 40000 80\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        inner = protocol.wrapped
+        self.assertIsInstance(inner, HTTPFrontendProtocol)
+        self.assertEqual(inner.client, IPv4Address("TCP", "203.0.113.9", 40000))
+        self.assertEqual(inner.transport.getHost(), IPv4Address("TCP", "192.0.2.7", 80))
+        self.assertEqual(len(self.endpoint.pending), 1)
+        self.assertEqual(self.proxyFactory.connections, {inner})
+
+    def test_localKeepsRealAddress(self) -> None:
+        """A v2 LOCAL header (a health check from the balancer) keeps the connection's own addresses."""
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00" + GET)
+        self.assertEqual(protocol.wrapped.client, CLIENT)
+
+    def test_noHeaderCut(self) -> None:
+        """A connection that starts with anything else is aborted, with no answer and no server."""
+        protocol, transport = self.connect()
+        protocol.dataReceived(GET)
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(transport.value(), b"")
+        self.assertIsNone(protocol.wrapped)
+        self.assertEqual(self.proxyFactory.connections, set())
+
+    def test_headerTimeout(self) -> None:
+        """Waiting for the header is bounded by timeoutClient."""
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"PROXY ")
+        self.assertEqual(self.proxyFactory.connections, {protocol})
+        self.reactor.advance(4.9)
+        self.assertFalse(transport.disconnected)
+        self.reactor.advance(0.1)
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(self.proxyFactory.connections, set())
+
+    def test_stopWhileWaiting(self) -> None:
+        """A frontend that stops closes the connections still waiting for their header."""
+        protocol, transport = self.connect()
+        self.proxyFactory.stopGracefully()
+        self.assertTrue(transport.disconnecting)
+
+    def test_offPassesThrough(self) -> None:
+        """With acceptProxy off (a reload may turn it off), connections go to the frontend's protocol directly."""
+        self.frontend.acceptProxy = False
+        protocol = self.factory.buildProtocol(CLIENT)
+        self.assertIsInstance(protocol, HTTPFrontendProtocol)
+
+    def test_makeService(self) -> None:
+        """The frontend listens through the PROXY header reader, outside TLS."""
+        service: Any = self.frontend.makeService(self.reactor)
+        self.assertIsInstance(service.factory, AcceptProxyFactory)

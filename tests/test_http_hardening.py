@@ -8,9 +8,11 @@ short.  HAProxy is the oracle where it expresses the same thing.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable, Optional
 
 from twisted.internet import ssl
+from twisted.internet.address import IPv6Address
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone
@@ -18,8 +20,10 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
 from lbkit import Backend
-from lbkit.proxyproto import InvalidProxyHeader, ProxyHeaderParser, ProxyInfo
+from lbkit.http import Route, sourceIn
+from lbkit.proxyproto import InvalidProxyHeader, ProxyHeaderParser, ProxyInfo, formatV2
 from lbkit.tls import Certificates
+from tests.helpers import startHAProxy
 from tests.test_http2 import H2Client
 from tests.test_http_integration import HTTPTestCase, OneShot, ServerFactory, backend, reactor
 from tests.test_http_security import Exchange, RecordingProxyFactory
@@ -162,6 +166,88 @@ frontend fe
 backend be
   server s1 127.0.0.1:%d
 """
+
+
+class AcceptProxyTests(HardeningTestCase):
+    """
+    C{http.Frontend(acceptProxy=True)}: every connection starts with a
+    PROXY header, whose source is the client everywhere.
+    """
+
+    @inlineCallbacks
+    def test_v1NamesTheClient(self) -> Any:
+        """The v1 header's source is what routes, X-Forwarded-For and the log see, for each request of the connection."""
+        proxied, other = self.site("proxied")[0], self.site("other")[0]
+        port = self.lbkit(
+            [Route(sourceIn("203.0.113.0/24"), backend("proxied", [proxied]))],
+            default=backend("other", [other]),
+            acceptProxy=True,
+        )
+        c = yield self.client(port)
+        c.send(V1_HEADER + GET)
+        [(response, body)] = yield c.responses(1)
+        info = json.loads(body)
+        self.assertEqual((response.code, info["server"]), (200, "proxied"))
+        self.assertEqual(info["headers"]["x-forwarded-for"], ["203.0.113.9"])
+        c.send(GET)
+        [_, (response, body)] = yield c.responses(2)
+        self.assertEqual(json.loads(body)["server"], "proxied")
+        self.assertEqual([f["client"] for f in self.logged()], ["203.0.113.9:40000"] * 2)
+
+    @inlineCallbacks
+    def test_v2NamesTheClient(self) -> Any:
+        """A v2 header (IPv6 here) names the client just as well."""
+        proxied, other = self.site("proxied")[0], self.site("other")[0]
+        port = self.lbkit(
+            [Route(sourceIn("2001:db8::/32"), backend("proxied", [proxied]))],
+            default=backend("other", [other]),
+            acceptProxy=True,
+        )
+        header = formatV2(IPv6Address("TCP", "2001:db8::7", 40000), IPv6Address("TCP", "2001:db8::1", 80))
+        c = yield self.client(port)
+        c.send(header + GET)
+        [(response, body)] = yield c.responses(1)
+        info = json.loads(body)
+        self.assertEqual(info["server"], "proxied")
+        self.assertEqual(info["headers"]["x-forwarded-for"], ["2001:db8::7"])
+
+    @inlineCallbacks
+    def test_noHeaderRefusedAsHAProxy(self) -> Any:
+        """A connection without a valid PROXY header is cut without an answer, by HAProxy and lbkit alike."""
+        serverPort, site = self.site("app")
+        haproxy, _ = startHAProxy(self, reactor, HAPROXY_ACCEPT % serverPort)
+        port = self.lbkit(default=backend("app", [serverPort]), acceptProxy=True)
+        for data in (GET, b"PROXY garbage\r\n" + GET):
+            expected = yield self.exchange(haproxy, data)
+            got = yield self.exchange(port, data)
+            self.assertEqual((expected, got), (b"", b""), data)
+        self.assertEqual(site.connections, 0)
+        self.assertEqual(self.logged(), [])
+
+    @inlineCallbacks
+    def test_forwardedForAsHAProxy(self) -> Any:
+        """HAProxy and lbkit both put the header's source in X-Forwarded-For."""
+        serverPort, site = self.site("app")
+        haproxy, _ = startHAProxy(self, reactor, HAPROXY_ACCEPT % serverPort)
+        port = self.lbkit(default=backend("app", [serverPort]), acceptProxy=True)
+        seen = []
+        for target in (haproxy, port):
+            c = yield self.client(target)
+            c.send(V1_HEADER + GET)
+            [(response, body)] = yield c.responses(1)
+            seen.append(json.loads(body)["headers"]["x-forwarded-for"])
+            c.transport.loseConnection()
+        self.assertEqual(seen, [["203.0.113.9"], ["203.0.113.9"]])
+
+    @inlineCallbacks
+    def test_tlsHTTP2(self) -> Any:
+        """On a TLS frontend the header comes before the handshake; HTTP/2 streams see its source."""
+        port = self.lbkit(default=backend("app", [self.site("app")[0]]), tls=self.certificates(), acceptProxy=True)
+        client = yield self.h2client(port, V1_HEADER)
+        status, _, body = yield client.request("/")
+        self.assertEqual(status, 200)
+        self.assertEqual(json.loads(body)["headers"]["x-forwarded-for"], ["203.0.113.9"])
+        self.assertEqual(self.logged()[0]["client"], "203.0.113.9:40000")
 
 
 HAPROXY_SEND = """

@@ -12,6 +12,7 @@ from zope.interface import implementer
 
 from lbkit._model import Backend, definedAt
 from lbkit.error import ConfigError
+from lbkit.http._acceptproxy import AcceptProxyFactory
 from lbkit.http._proxy import HTTPProxyFactory
 from lbkit.http._routing import Route
 from lbkit.interfaces import IListener
@@ -31,6 +32,11 @@ class Frontend:
     @ivar tls: The L{lbkit.tls.Certificates} this frontend terminates TLS
         with (also set from an C{ssl:} endpoint string), or L{None}.
     @ivar http2: Offer HTTP/2 through ALPN on a TLS frontend.
+    @ivar acceptProxy: Every connection starts with a PROXY protocol
+        header (v1 or v2, before any TLS) from a balancer in front, whose
+        source address is then the client's everywhere (C{X-Forwarded-For},
+        the log, balancing, C{sourceIn}); a connection without a valid one
+        is cut (HAProxy's C{bind ... accept-proxy}).
     """
 
     def __init__(
@@ -52,6 +58,7 @@ class Frontend:
         factory: Optional[type[HTTPProxyFactory]] = None,
         tls: Any = None,
         http2: bool = True,
+        acceptProxy: bool = False,
     ) -> None:
         self.definedAt = definedAt()
         if not isinstance(endpoint, str):
@@ -87,6 +94,7 @@ class Frontend:
         self.timeoutClient = float(timeoutClient)
         self.timeoutHttpRequest = float(timeoutHttpRequest)
         self.timeoutTunnel = float(timeoutTunnel)
+        self.acceptProxy = bool(acceptProxy)
         self.forwardedFor = forwardedFor
         self.requestRules = list(requestRules)
         self.responseRules = list(responseRules)
@@ -122,6 +130,7 @@ class Frontend:
         from lbkit.service import ListeningService
 
         factory: Any = self.buildFactory(reactor)
+        proxyFactory = factory
         if self.tls is not None:
             from lbkit.tls import serverFactory
 
@@ -131,4 +140,7 @@ class Frontend:
 
                 factory = negotiating(factory)
             factory = serverFactory(self.tls, factory, reactor, protocols)
+        # outermost, for the PROXY header comes before TLS; it reads
+        # acceptProxy per connection, so a reload can change it
+        factory = AcceptProxyFactory(factory, proxyFactory)
         return ListeningService(self.endpoint, factory, reactor, f"frontend {self.name}")
