@@ -29,6 +29,7 @@ from lbkit.http import (
 )
 from lbkit.http._acceptproxy import AcceptProxyFactory
 from lbkit.http._proxy import HTTP_LOG_FORMAT
+from lbkit.proxyproto import formatV2
 from lbkit.testing import FakeEndpoint, HalfCloseableStringTransport, HTTPHarness
 
 CLIENT = IPv4Address("TCP", "198.51.100.7", 51000)
@@ -921,6 +922,67 @@ class QueueAndResourceTests(SynchronousTestCase):
         conn.dataReceived(OK)
         self.assertEqual(client.value(), OK)
         self.assertEqual(h.servers[first].retries, 0)
+
+
+class SendProxyUnitTests(SynchronousTestCase):
+    """
+    C{Server(sendProxy=...)}: a new server connection starts with the
+    client's PROXY header and serves that client connection only.
+    """
+
+    def test_headerFirst(self) -> None:
+        """The PROXY header, naming the client and the address it reached, comes before the request."""
+        h, _ = oneServer(self, sendProxy=1)
+        h.request(GET)
+        server = h.connect()
+        self.assertTrue(
+            server.received().startswith(b"PROXY TCP4 198.51.100.7 127.0.0.1 51000 8080\r\nGET / HTTP/1.1\r\n"),
+            server.received()[:80],
+        )
+
+    def test_v2(self) -> None:
+        """sendProxy=2 sends a v2 header."""
+        h, _ = oneServer(self, sendProxy=2)
+        h.request(GET)
+        server = h.connect()
+        self.assertTrue(server.received().startswith(formatV2(CLIENT, FRONT) + b"GET / "))
+
+    def test_privateConnection(self) -> None:
+        """The connection is kept for its client connection only: another client gets a new one."""
+        h, s1 = oneServer(self, sendProxy=1)
+        a = h.request(GET)
+        serverA = h.connect()
+        serverA.respond(OK)
+        self.assertEqual(h.factory.pool.idleCount(), 0)
+        b = h.request(GET, peer=IPv4Address("TCP", "198.51.100.8", 52000))
+        serverB = h.connect()
+        self.assertTrue(serverB.received().startswith(b"PROXY TCP4 198.51.100.8 "))
+        serverB.respond(OK)
+        a.send(GET)
+        self.assertEqual(h.pending(), [])
+        self.assertEqual(serverA.received().count(b"GET / "), 2)
+        serverA.respond(OK)
+        self.assertEqual(a.received(), OK + OK)
+        self.assertEqual(b.received(), OK)
+        a.lose()
+        self.assertTrue(serverA.transport.disconnecting)
+        self.assertFalse(serverB.transport.disconnecting)
+
+    def test_closedWhenClientCloses(self) -> None:
+        """After the last request of a client connection (Connection: close), its server connection closes."""
+        h, _ = oneServer(self, sendProxy=1)
+        h.request(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        server = h.connect()
+        server.respond(OK)
+        self.assertTrue(server.transport.disconnecting)
+
+    def test_noPoolNoKeeping(self) -> None:
+        """With maxIdlePerServer=0 no connection is kept, private ones included."""
+        h, _ = oneServer(self, dict(maxIdlePerServer=0), sendProxy=1)
+        h.request(GET)
+        server = h.connect()
+        server.respond(OK)
+        self.assertTrue(server.transport.disconnecting)
 
 
 class AcceptProxyUnitTests(SynchronousTestCase):

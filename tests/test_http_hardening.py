@@ -12,14 +12,14 @@ import json
 from typing import Any, Callable, Optional
 
 from twisted.internet import ssl
-from twisted.internet.address import IPv6Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
-from lbkit import Backend
+from lbkit import Backend, Server
 from lbkit.http import Route, sourceIn
 from lbkit.proxyproto import InvalidProxyHeader, ProxyHeaderParser, ProxyInfo, formatV2
 from lbkit.tls import Certificates
@@ -263,6 +263,114 @@ backend be
   http-reuse always
   server s1 127.0.0.1:%d send-proxy
 """
+
+
+class SendProxyTests(HardeningTestCase):
+    """
+    C{Server(sendProxy=1 or 2)} in http mode: each new server connection
+    starts with the PROXY header of the client that caused it, and is
+    never used for another client connection.
+    """
+
+    @inlineCallbacks
+    def test_v1HeaderFirst(self) -> Any:
+        """The server connection starts with one v1 header naming the client; later requests of that client reuse it."""
+        serverPort, recorder = self.proxyRecorder()
+        port = self.lbkit(default=Backend("be", [Server("s1", f"127.0.0.1:{serverPort}", sendProxy=1)]))
+        c = yield self.client(port)
+        c.send(GET)
+        yield c.responses(1)
+        c.send(GET)
+        yield c.responses(2)
+        [conn] = recorder.built
+        assert isinstance(conn, ProxyRecorder)
+        self.assertIsNone(conn.badHeader)
+        self.assertEqual(conn.info.source, c.transport.getHost())  # type: ignore[union-attr]
+        self.assertEqual(conn.info.destination, IPv4Address("TCP", "127.0.0.1", port))  # type: ignore[union-attr]
+        self.assertEqual(conn.requests, 2)
+        self.assertTrue(conn.data.startswith(b"PROXY TCP4 127.0.0.1 127.0.0.1 "))
+        self.assertEqual(conn.data.count(b"PROXY"), 1)
+
+    @inlineCallbacks
+    def test_v2HeaderFirst(self) -> Any:
+        """With sendProxy=2 the server connection starts with a v2 header naming the client."""
+        serverPort, recorder = self.proxyRecorder()
+        port = self.lbkit(default=Backend("be", [Server("s1", f"127.0.0.1:{serverPort}", sendProxy=2)]))
+        c = yield self.client(port)
+        c.send(GET)
+        yield c.responses(1)
+        [conn] = recorder.built
+        assert isinstance(conn, ProxyRecorder)
+        self.assertTrue(conn.data.startswith(formatV2(c.transport.getHost(), IPv4Address("TCP", "127.0.0.1", port))))
+        self.assertEqual(conn.requests, 1)
+
+    @inlineCallbacks
+    def test_notSharedAcrossClientsAsHAProxy(self) -> Any:
+        """Clients A, B, A: two server connections, A's reused by A only, through HAProxy and lbkit alike."""
+        results = []
+        for proxy in ("haproxy", "lbkit"):
+            serverPort, recorder = self.proxyRecorder()
+            server = Server("s1", f"127.0.0.1:{serverPort}", sendProxy=1)
+            if proxy == "haproxy":
+                port, _ = startHAProxy(self, reactor, HAPROXY_SEND % serverPort)
+            else:
+                port = self.lbkit(default=Backend("be", [server]))
+            a = yield self.client(port)
+            a.send(GET)
+            yield a.responses(1)
+            b = yield self.client(port)
+            b.send(GET)
+            yield b.responses(1)
+            a.send(GET)
+            yield a.responses(2)
+            ports = {a.transport.getHost().port: "A", b.transport.getHost().port: "B"}
+            results.append([(ports[p.info.source.port], p.requests) for p in recorder.built])  # type: ignore[attr-defined]
+            a.transport.loseConnection()
+            b.transport.loseConnection()
+        self.assertEqual(results, [[("A", 2), ("B", 1)]] * 2)
+
+    @inlineCallbacks
+    def test_closedWithItsClient(self) -> Any:
+        """A server connection that carries a client's PROXY header closes when that client leaves."""
+        serverPort, recorder = self.proxyRecorder()
+        port = self.lbkit(default=Backend("be", [Server("s1", f"127.0.0.1:{serverPort}", sendProxy=1)]))
+        c = yield self.client(port)
+        c.send(GET)
+        yield c.responses(1)
+        [conn] = recorder.built
+        assert isinstance(conn, ProxyRecorder)
+        self.assertEqual(conn.info.source, c.transport.getHost())  # type: ignore[union-attr]
+        c.transport.loseConnection()
+        yield conn.gone
+        self.assertEqual(self._frontends[-1].factories[0].pool.idleCount(), 0)
+
+    @inlineCallbacks
+    def test_chainedFromAcceptProxy(self) -> Any:
+        """Behind a balancer (acceptProxy), the header sent on is the one received."""
+        serverPort, recorder = self.proxyRecorder()
+        port = self.lbkit(
+            default=Backend("be", [Server("s1", f"127.0.0.1:{serverPort}", sendProxy=1)]), acceptProxy=True
+        )
+        c = yield self.client(port)
+        c.send(V1_HEADER + GET)
+        yield c.responses(1)
+        [conn] = recorder.built
+        assert isinstance(conn, ProxyRecorder)
+        self.assertTrue(conn.data.startswith(V1_HEADER + b"GET / HTTP/1.1\r\n"), conn.data[:80])
+
+    @inlineCallbacks
+    def test_http2(self) -> Any:
+        """An HTTP/2 stream's server connection starts with its client's header too."""
+        serverPort, recorder = self.proxyRecorder()
+        port = self.lbkit(
+            default=Backend("be", [Server("s1", f"127.0.0.1:{serverPort}", sendProxy=1)]), tls=self.certificates()
+        )
+        client = yield self.h2client(port)
+        status, _, body = yield client.request("/")
+        self.assertEqual((status, body), (200, b"ok"))
+        [conn] = recorder.built
+        assert isinstance(conn, ProxyRecorder)
+        self.assertEqual(conn.info.source, client.transport.getHost())  # type: ignore[union-attr]
 
 
 HAPROXY_BUFFER = """

@@ -55,6 +55,7 @@ from lbkit.http._wire import (
     _formatAddress,
     _log,
 )
+from lbkit.proxyproto import formatV1, formatV2
 
 if TYPE_CHECKING:
     from lbkit.http._frontend import Frontend
@@ -127,6 +128,9 @@ class HTTPFrontendProtocol(Protocol):
     #: The TLS transport whose peer certificate names the client (an
     #: HTTP/2 stream points this at its connection's transport).
     _certTransport: Any = None
+    #: Idle connections to C{sendProxy} servers, which carry this client's
+    #: PROXY header and so serve no other client connection.
+    _private: Optional[dict[Server, HTTPServerProtocol]] = None
 
     def __init__(self) -> None:
         self._state = _HEAD
@@ -208,6 +212,10 @@ class HTTPFrontendProtocol(Protocol):
                 self._termination = "CD" if self._state == _SENT else "CC"
             self._endExchange(reusable=False)
         self._state = _CLOSED
+        if self._private:
+            private, self._private = self._private, None
+            for conn in private.values():
+                conn.close()
         self.factory.connectionClosed(self)
 
     def stopGracefully(self) -> None:
@@ -350,7 +358,12 @@ class HTTPFrontendProtocol(Protocol):
         self.serverChosen(server)
         now = self.reactor.seconds()
         self._tw = now
-        conn = self.factory.pool.get(server) if not self._upgrade else None
+        if self._upgrade:
+            conn = None
+        elif server.sendProxy:
+            conn = self._takePrivate(server)
+        else:
+            conn = self.factory.pool.get(server)
         if conn is not None:
             self._tc = now
             self._send(conn)
@@ -364,9 +377,41 @@ class HTTPFrontendProtocol(Protocol):
     def _connected(self, conn: HTTPServerProtocol) -> None:
         self._waiting = None
         self._tc = self.reactor.seconds()
-        assert self.server is not None
-        self.server.observe(True)
+        server = self.server
+        assert server is not None
+        if server.sendProxy:
+            # the first bytes say who the client is; the connection is
+            # then this client connection's own (see _keepPrivate)
+            fmt = formatV1 if server.sendProxy == 1 else formatV2
+            conn.send(fmt(self.client, self.transport.getHost()))  # type: ignore[union-attr]
+            conn.private = True
+        server.observe(True)
         self._send(conn)
+
+    def _takePrivate(self, server: Server) -> Optional[HTTPServerProtocol]:
+        """This client connection's idle connection to C{server}, or L{None}."""
+        private = self._private
+        conn = private.pop(server, None) if private else None
+        if conn is not None and conn.transport is not None and conn.connected:
+            return conn
+        return None
+
+    def _keepPrivate(self, conn: HTTPServerProtocol) -> None:
+        """
+        Keep C{conn}, which carries this client's PROXY header, for this
+        client connection's next requests; close it when there will be
+        none (or the frontend keeps no idle connections).
+        """
+        if self._closeAfter or self._clientGone or self._state == _CLOSED or self.factory.pool.maxIdle <= 0:
+            conn.close()
+            return
+        private = self._private
+        if private is None:
+            private = self._private = {}
+        old = private.get(conn.server)
+        if old is not None and old is not conn:
+            old.close()
+        private[conn.server] = conn
 
     def _connectFailed(self, reason: Failure) -> None:
         self._waiting = None
@@ -725,7 +770,7 @@ class HTTPFrontendProtocol(Protocol):
                 # cut short (server gone, client gone, timeout): log what
                 # reached the client, as HAProxy does
                 self._bytesOut = self._sentToClient(conn)
-            conn.release(reusable and not self._tunnel)
+            conn.release(reusable and not self._tunnel, self._keepPrivate if conn.private else None)
         if self._waiting is not None:
             waiting, self._waiting = self._waiting, None
             waiting.cancel()
