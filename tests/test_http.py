@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from lbkit import Backend, Server, ServerState
 from lbkit.error import ConfigError
+from lbkit.health import HealthMonitor
 from lbkit.http import (
     Frontend,
     HTTPFrontendProtocol,
@@ -29,8 +30,15 @@ from lbkit.http import (
 )
 from lbkit.http._acceptproxy import AcceptProxyFactory
 from lbkit.http._proxy import HTTP_LOG_FORMAT
+from lbkit.interfaces import ISession
 from lbkit.proxyproto import formatV2
-from lbkit.testing import FakeEndpoint, HalfCloseableStringTransport, HTTPHarness
+from lbkit.testing import (
+    FakeCheck,
+    FakeEndpoint,
+    HalfCloseableStringTransport,
+    HTTPHarness,
+    assertProvides,
+)
 
 CLIENT = IPv4Address("TCP", "198.51.100.7", 51000)
 FRONT = IPv4Address("TCP", "127.0.0.1", 8080)
@@ -839,6 +847,75 @@ def oneServer(
 
     testCase.addCleanup(close)
     return harness, server
+
+
+class SessionTests(SynchronousTestCase):
+    """
+    A request on a server connection is one of that server's sessions,
+    which C{onMarkedDown="shutdown-sessions"} cuts.
+    """
+
+    def test_providesISession(self) -> None:
+        """The http frontend protocol is an ISession."""
+        h = Harness(self)
+        proto, _ = h.accept()
+        assertProvides(self, ISession, proto)
+
+    def test_sessionWhileOnServer(self) -> None:
+        """A request is in its server's sessions from when it is sent until its response ends."""
+        h = Harness(self)
+        proto, _ = h.accept()
+        proto.dataReceived(GET)
+        server = h.servers["s1"]
+        self.assertEqual(server.sessions, set())  # still connecting
+        conn, _ = h.connect()
+        self.assertEqual(server.sessions, {proto})
+        conn.dataReceived(OK)
+        self.assertEqual(server.sessions, set())
+
+    def test_abortSession(self) -> None:
+        """abortSession cuts both connections, logging SK with the bytes sent so far."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(GET)
+        conn, serverSide = h.connect()
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+        proto.abortSession()
+        self.assertTrue(client.disconnected)
+        self.assertTrue(serverSide.disconnected)
+        [fields] = h.logged
+        self.assertEqual((fields["termination"], fields["bytes"]), ("SK", len(client.value())))
+        self.assertEqual(h.servers["s1"].sessions, set())
+        proto.abortSession()  # a second call does no harm
+        self.assertEqual(len(h.logged), 1)
+
+    def test_abortSessionBetweenRequests(self) -> None:
+        """Between requests abortSession does nothing (the connection is not on a server)."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(GET)
+        conn, _ = h.connect()
+        conn.dataReceived(OK)
+        proto.abortSession()
+        self.assertFalse(client.disconnecting)
+
+    def test_shutdownSessions(self) -> None:
+        """A health check with onMarkedDown="shutdown-sessions" cuts the response in flight (SK)."""
+        h = Harness(self)
+        server = h.servers["s1"]
+        check = FakeCheck(interval=1.0, fall=1, initState="fully-up", onMarkedDown="shutdown-sessions")
+        monitor = HealthMonitor(server, check, h.reactor)
+        monitor.start()
+        self.addCleanup(monitor.stop)
+        h.reactor.advance(0)
+        proto, client = h.accept()
+        proto.dataReceived(GET)
+        conn, serverSide = h.connect()
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+        check.failLast()
+        self.assertTrue(client.disconnected)
+        self.assertTrue(serverSide.disconnected)
+        self.assertEqual(h.logged[0]["termination"], "SK")
 
 
 class AbortedResponseBytesTests(SynchronousTestCase):

@@ -17,11 +17,14 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from lbkit import Backend, Server
-from lbkit.http import Route, sourceIn
+from lbkit import Backend, Server, ServerState
+from lbkit.health import HealthMonitor
+from lbkit.http import Route, pathBegins, sourceIn
 from lbkit.proxyproto import InvalidProxyHeader, ProxyHeaderParser, ProxyInfo, formatV2
+from lbkit.testing import FakeCheck
 from lbkit.tls import Certificates
 from tests.helpers import startHAProxy
 from tests.test_http2 import H2Client
@@ -371,6 +374,72 @@ class SendProxyTests(HardeningTestCase):
         [conn] = recorder.built
         assert isinstance(conn, ProxyRecorder)
         self.assertEqual(conn.info.source, client.transport.getHost())  # type: ignore[union-attr]
+
+
+class ShutdownSessionsTests(HardeningTestCase):
+    """
+    A health check with C{onMarkedDown="shutdown-sessions"} cuts the
+    requests in flight on a server it marks DOWN.
+    """
+
+    def monitor(self, server: Server) -> tuple[FakeCheck, Clock]:
+        """A monitor that marks C{server} DOWN at the first failed probe: its check and clock."""
+        clock = Clock()
+        check = FakeCheck(interval=1.0, fall=1, initState="fully-up", onMarkedDown="shutdown-sessions")
+        monitor = HealthMonitor(server, check, reactor, clock)
+        monitor.start()
+        self.addCleanup(monitor.stop)
+        clock.advance(0)
+        return check, clock
+
+    def slowServer(self) -> tuple[int, ServerFactory]:
+        """A server that sends a response head and 3 of its 1000 body bytes, then nothing."""
+
+        def answerSlowly(p: OneShot) -> None:
+            p.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nabc")  # type: ignore[union-attr]
+
+        return self.custom(lambda: Held(answerSlowly))
+
+    @inlineCallbacks
+    def test_responseInFlightCut(self) -> Any:
+        """A response in flight is cut when its server is marked DOWN, and logged SK with the bytes sent."""
+        serverPort, factory = self.slowServer()
+        server = Server("s1", f"127.0.0.1:{serverPort}")
+        port = self.lbkit(default=Backend("be", [server]))
+        check, _ = self.monitor(server)
+        c = yield self.client(port)
+        c.send(GET)
+        yield c.waitData(b"abc")
+        check.failLast()
+        self.assertIs(server.state, ServerState.DOWN)
+        yield c.closed
+        yield factory.built[0].gone  # type: ignore[attr-defined]
+        [fields] = self.logged()
+        self.assertEqual((fields["status"], fields["termination"]), (200, "SK"))
+        self.assertEqual(fields["bytes"], len(c.raw))
+        self.assertEqual(server.sessions, set())
+
+    @inlineCallbacks
+    def test_http2StreamOnly(self) -> Any:
+        """Over HTTP/2 only the stream is reset: the connection goes on with other requests."""
+        serverPort, factory = self.slowServer()
+        server = Server("s1", f"127.0.0.1:{serverPort}")
+        port = self.lbkit(
+            [Route(pathBegins("/slow"), Backend("slow", [server]))],
+            default=backend("app", [self.site("app")[0]]),
+            tls=self.certificates(),
+        )
+        check, _ = self.monitor(server)
+        client = yield self.h2client(port)
+        slow = client.request("/slow")
+        client.firstData[1] = Deferred()
+        yield client.firstData[1]
+        check.failLast()
+        yield self.assertFailure(slow, RuntimeError)
+        yield factory.built[0].gone  # type: ignore[attr-defined]
+        status, _, _ = yield client.request("/other")
+        self.assertEqual(status, 200)
+        self.assertEqual([f["termination"] for f in self.logged()], ["SK", "--"])
 
 
 HAPROXY_BUFFER = """

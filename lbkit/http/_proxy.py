@@ -19,6 +19,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from lbkit._connect import connectFailed, connectServer, isLocalResourceError, prepareRetry
 from lbkit._drain import DrainingFactory
@@ -55,6 +56,7 @@ from lbkit.http._wire import (
     _formatAddress,
     _log,
 )
+from lbkit.interfaces import ISession
 from lbkit.proxyproto import formatV1, formatV2
 
 if TYPE_CHECKING:
@@ -111,9 +113,14 @@ class HTTPProxyFactory(DrainingFactory, Factory):
 
 
 
+@implementer(ISession)
 class HTTPFrontendProtocol(Protocol):
     """
     One client connection in http mode.
+
+    While a request is on a server connection, the protocol is one of
+    that server's C{sessions} (L{abortSession} cuts it when the server is
+    taken down with its sessions).
 
     Hooks for subclasses: L{routeRequest}, L{serverChosen}, L{finished}.
     """
@@ -239,6 +246,16 @@ class HTTPFrontendProtocol(Protocol):
             self.abortExchange("KD")
         elif self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def abortSession(self) -> None:
+        """
+        Cut the request in flight now, because its server was taken down
+        with its sessions (L{lbkit.interfaces.ISession}): both connections
+        are aborted, and the request is logged with termination C{SK}.
+        (An HTTP/2 stream resets only itself.)
+        """
+        if self._state in (_WAIT, _SENT, _TUNNEL) and self.request is not None:
+            self.abortExchange("SK")
 
     # -- request ---------------------------------------------------------
 
@@ -458,8 +475,10 @@ class HTTPFrontendProtocol(Protocol):
     def _releaseSlot(self) -> None:
         if self._slotHeld:
             self._slotHeld = False
-            assert self.backend is not None and self.server is not None
-            self.backend.release(self.server)
+            server = self.server
+            assert self.backend is not None and server is not None
+            server.sessions.discard(self)
+            self.backend.release(server)
 
     def _buildHead(self, request: Request) -> bytes:
         headers = request.headers
@@ -539,6 +558,7 @@ class HTTPFrontendProtocol(Protocol):
             return
         self.conn = conn
         self._state = _SENT
+        self.server.sessions.add(self)
         self._applyRequestRules(request)
         self._connWrite = conn.send
         conn.startExchange(self, self._buildHead(request), request.method == b"HEAD")
