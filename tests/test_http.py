@@ -918,6 +918,87 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(h.logged[0]["termination"], "SK")
 
 
+class RequestBodyDeadlineTests(SynchronousTestCase):
+    """
+    C{timeoutRequestBody}: the whole request body must arrive within that
+    many seconds of going to the server.
+    """
+
+    def trickle(self, h: Harness, seconds: int) -> tuple[HTTPFrontendProtocol, HalfCloseableStringTransport,
+                                                         HalfCloseableStringTransport]:
+        """POST a 100-byte body, one byte a second for C{seconds} seconds."""
+        proto, client = h.accept()
+        proto.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n")
+        conn, serverSide = h.connect()
+        for _ in range(seconds):
+            h.reactor.advance(1)
+            if client.disconnecting:
+                break
+            proto.dataReceived(b"x")
+        return proto, client, serverSide
+
+    def test_trickleCut(self) -> None:
+        """A body still trickling when the deadline passes gets 408, and its server connection is aborted."""
+        h = Harness(self, frontendArgs=dict(timeoutRequestBody=5))
+        proto, client, serverSide = self.trickle(h, 4)
+        self.assertEqual(client.value(), b"")
+        self.trickleMore(h, proto, client, 2)
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 408 "), client.value()[:40])
+        self.assertTrue(client.disconnecting)
+        self.assertTrue(serverSide.disconnected)
+        [fields] = h.logged
+        self.assertEqual((fields["status"], fields["termination"]), (408, "cD"))
+
+    def trickleMore(self, h: Harness, proto: HTTPFrontendProtocol, client: HalfCloseableStringTransport,
+                    seconds: int) -> None:
+        for _ in range(seconds):
+            h.reactor.advance(1)
+            if client.disconnecting:
+                return
+            proto.dataReceived(b"x")
+
+    def test_noDeadlineByDefault(self) -> None:
+        """Without timeoutRequestBody, a body that keeps trickling keeps going."""
+        h = Harness(self)
+        proto, client, serverSide = self.trickle(h, 60)
+        self.assertEqual(client.value(), b"")
+        self.assertFalse(serverSide.disconnecting)
+        self.assertTrue(serverSide.value().endswith(b"x" * 60))
+        proto.dataReceived(b"x" * 40)
+        h.harness.servers[0].respond(OK)
+        self.assertEqual(client.value(), OK)
+
+    def test_cutOnceAnswerStarted(self) -> None:
+        """If the server already answered part of its response, the exchange is cut, cD."""
+        h = Harness(self, frontendArgs=dict(timeoutRequestBody=2))
+        proto, client = h.accept()
+        proto.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nx")
+        conn, serverSide = h.connect()
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+        self.trickleMore(h, proto, client, 4)
+        self.assertTrue(client.disconnected)
+        self.assertTrue(serverSide.disconnected)
+        self.assertEqual(h.logged[0]["termination"], "cD")
+
+    def test_completeBodyUnaffected(self) -> None:
+        """A body that arrived in time is not cut later, however slow the server is to answer."""
+        h = Harness(self, frontendArgs=dict(timeoutRequestBody=2), timeoutServer=20)
+        proto, client = h.accept()
+        proto.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx")
+        conn, _ = h.connect()
+        h.reactor.advance(10)
+        conn.dataReceived(OK)
+        self.assertEqual(client.value(), OK)
+
+    def test_config(self) -> None:
+        """timeoutRequestBody must be a number of seconds over 0, or None."""
+        b = Backend("b", [Server("s", "127.0.0.1:1")])
+        self.assertIsNone(Frontend("tcp:0", default=b).timeoutRequestBody)
+        self.assertEqual(Frontend("tcp:0", default=b, timeoutRequestBody=3).timeoutRequestBody, 3.0)
+        for bad in (0, -1, "soon"):
+            self.assertRaises(ConfigError, Frontend, "tcp:0", default=b, timeoutRequestBody=bad)
+
+
 class AbortedResponseBytesTests(SynchronousTestCase):
     """
     A response cut short logs the bytes that reached the client, not 0.

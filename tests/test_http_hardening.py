@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, LoopingCall
 from twisted.python.failure import Failure
 
 from lbkit import Backend, Server, ServerState
@@ -456,6 +456,47 @@ frontend fe
 backend be
   server s1 127.0.0.1:%d
 """
+
+
+class RequestBodyDeadlineTests(HardeningTestCase):
+    """
+    C{http.Frontend(timeoutRequestBody=N)}: a request body that takes
+    longer than N seconds, however steadily it trickles, is cut with 408.
+    """
+
+    @inlineCallbacks
+    def trickle(self, port: int) -> Any:
+        """POST a 100-byte body one byte every 0.1 s; fire with the response."""
+        c = yield self.client(port)
+        c.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n")
+        dribble = LoopingCall(c.transport.write, b"x")
+        dribble.clock = reactor
+        dribble.start(0.1)
+        self.addCleanup(lambda: dribble.stop() if dribble.running else None)
+        [(response, _)] = yield c.responses(1)
+        dribble.stop()
+        return response
+
+    @inlineCallbacks
+    def test_trickledBodyCut(self) -> Any:
+        """A body trickling past the deadline gets 408, its server connection is closed, the log says cD."""
+        serverPort, factory = self.custom(lambda: Held(lambda p: None))
+        port = self.lbkit(default=backend("be", [serverPort]), timeoutRequestBody=0.5)
+        response = yield self.trickle(port)
+        self.assertEqual(response.code, 408)
+        yield factory.built[0].gone  # type: ignore[attr-defined]
+        [fields] = self.logged()
+        self.assertEqual((fields["status"], fields["termination"]), (408, "cD"))
+
+    @inlineCallbacks
+    def test_sameStatusAsHAProxy(self) -> Any:
+        """HAProxy with http-buffer-request and timeout http-request answers the trickled body with 408 too."""
+        serverPort, _ = self.custom(lambda: Held(lambda p: None))
+        haproxy, _ = startHAProxy(self, reactor, HAPROXY_BUFFER % serverPort)
+        port = self.lbkit(default=backend("be", [serverPort]), timeoutRequestBody=0.5)
+        expected = yield self.trickle(haproxy)
+        got = yield self.trickle(port)
+        self.assertEqual((expected.code, got.code), (408, 408))
 
 
 class AbortedResponseBytesTests(HardeningTestCase):

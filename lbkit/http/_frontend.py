@@ -37,6 +37,10 @@ class Frontend:
         source address is then the client's everywhere (C{X-Forwarded-For},
         the log, balancing, C{sourceIn}); a connection without a valid one
         is cut (HAProxy's C{bind ... accept-proxy}).
+    @ivar timeoutRequestBody: L{None}, or seconds within which a request
+        body must have arrived whole, counted from when lbkit starts
+        passing it to the server: else 408 (or a cut, if the response has
+        started), termination C{cD}.
     """
 
     def __init__(
@@ -59,6 +63,7 @@ class Frontend:
         tls: Any = None,
         http2: bool = True,
         acceptProxy: bool = False,
+        timeoutRequestBody: Optional[float] = None,
     ) -> None:
         self.definedAt = definedAt()
         if not isinstance(endpoint, str):
@@ -95,6 +100,16 @@ class Frontend:
         self.timeoutHttpRequest = float(timeoutHttpRequest)
         self.timeoutTunnel = float(timeoutTunnel)
         self.acceptProxy = bool(acceptProxy)
+        if timeoutRequestBody is not None:
+            try:
+                timeoutRequestBody = float(timeoutRequestBody)
+            except (TypeError, ValueError):
+                timeoutRequestBody = -1.0
+            if not timeoutRequestBody > 0:
+                raise ConfigError(
+                    f"http.Frontend {endpoint!r}: timeoutRequestBody must be a number of seconds over 0, or None"
+                )
+        self.timeoutRequestBody: Optional[float] = timeoutRequestBody
         self.forwardedFor = forwardedFor
         self.requestRules = list(requestRules)
         self.responseRules = list(responseRules)

@@ -99,6 +99,8 @@ class HTTPProxyFactory(DrainingFactory, Factory):
         """
         frontend = self.frontend
         timeouts = [frontend.timeoutHttpRequest, frontend.timeoutClient, frontend.timeoutTunnel]
+        if frontend.timeoutRequestBody is not None:
+            timeouts.append(frontend.timeoutRequestBody)
         timeouts += [b.timeoutServer for b in frontend.backends()]
         self.tickInterval = max(0.05, min(timeouts) / 4)
 
@@ -1010,6 +1012,13 @@ class HTTPFrontendProtocol(Protocol):
                 return
         else:
             conn = self.conn
+            deadline = f.timeoutRequestBody
+            if deadline is not None and state == _SENT and not self._bodyDone and now - self._tc >= deadline:
+                # the whole body did not arrive in time, however steadily
+                # it trickles (HAProxy's timeout http-request with
+                # http-buffer-request)
+                self._clientTooSlow(conn)
+                return
             moved = self._bytesIn + (conn.bytes if conn is not None else 0)
             if moved != self._lastBytes:
                 self._lastBytes = moved
@@ -1022,14 +1031,7 @@ class HTTPFrontendProtocol(Protocol):
                         return
                 elif state == _SENT and idle >= f.timeoutClient and self._clientStalled():
                     # the client stopped sending its body, or stopped reading
-                    if self._responseStarted:
-                        self.abortExchange("cD")
-                    else:
-                        if conn is not None:
-                            conn.front = None
-                            conn.abort()
-                        self.conn = None
-                        self._fail(408, "cD")
+                    self._clientTooSlow(conn)
                     return
                 elif state == _SENT and self.backend is not None and idle >= self.backend.timeoutServer:
                     if self._responseStarted:
@@ -1042,6 +1044,20 @@ class HTTPFrontendProtocol(Protocol):
                         self._fail(504, "sH")
                     return
         self._tick = self.reactor.callLater(self._tickInterval(), self._checkTimeouts)
+
+    def _clientTooSlow(self, conn: Optional[HTTPServerProtocol]) -> None:
+        """
+        The client held the exchange up too long: answer 408 if nothing
+        was sent yet, else cut it; termination C{cD} either way.
+        """
+        if self._responseStarted:
+            self.abortExchange("cD")
+            return
+        if conn is not None:
+            conn.front = None
+            conn.abort()
+        self.conn = None
+        self._fail(408, "cD")
 
     def _clientStalled(self) -> bool:
         """
