@@ -1205,9 +1205,10 @@ class AcceptProxyUnitTests(SynchronousTestCase):
         protocol.dataReceived(b"PROXY ")
         self.assertEqual(self.proxyFactory.connections, {protocol})
         self.reactor.advance(4.9)
-        self.assertFalse(transport.disconnected)
+        self.assertFalse(transport.disconnecting)
         self.reactor.advance(0.1)
-        self.assertTrue(transport.disconnected)
+        self.assertTrue(transport.disconnecting)
+        self.assertIsNone(protocol.wrapped)
         self.assertEqual(self.proxyFactory.connections, set())
 
     def test_stopWhileWaiting(self) -> None:

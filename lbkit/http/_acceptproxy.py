@@ -149,9 +149,19 @@ class _ProxyHeaderReader(Protocol):
         self.transport.abortConnection()  # type: ignore[union-attr]
 
     def _timedOut(self) -> None:
+        """No whole header within timeoutClient: close (HAProxy closes too)."""
         self._timer = None
-        if self._parser is not None:
-            self._refuse("no PROXY header in time")
+        if self._parser is None:
+            return
+        proxyFactory = self.factory.proxyFactory  # type: ignore[attr-defined]
+        _log.info(
+            "{frontend}: closing {client}: no PROXY header in {timeout:g}s",
+            frontend=proxyFactory.frontend.name, client=formatAddress(self.transport.getPeer()),  # type: ignore[union-attr]
+            timeout=proxyFactory.frontend.timeoutClient,
+        )
+        self._parser = None
+        self._waited()
+        self.transport.loseConnection()  # type: ignore[union-attr]
 
     def _waited(self) -> None:
         """The wait for the header is over: stop its timer, stop being tracked."""
