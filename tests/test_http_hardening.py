@@ -363,7 +363,7 @@ class SendProxyTests(HardeningTestCase):
 
     @inlineCallbacks
     def test_http2(self) -> Any:
-        """An HTTP/2 stream's server connection starts with its client's header too."""
+        """An HTTP/2 stream's server connection starts with its client's header too, and closes after the stream."""
         serverPort, recorder = self.proxyRecorder()
         port = self.lbkit(
             default=Backend("be", [Server("s1", f"127.0.0.1:{serverPort}", sendProxy=1)]), tls=self.certificates()
@@ -374,6 +374,7 @@ class SendProxyTests(HardeningTestCase):
         [conn] = recorder.built
         assert isinstance(conn, ProxyRecorder)
         self.assertEqual(conn.info.source, client.transport.getHost())  # type: ignore[union-attr]
+        yield conn.gone  # one stream, one exchange: the connection is not kept
 
 
 class ShutdownSessionsTests(HardeningTestCase):
