@@ -27,6 +27,7 @@ from hyperframe.frame import (
     SettingsFrame,
 )
 from twisted.internet.defer import Deferred
+from twisted.internet.error import TimeoutError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
@@ -285,6 +286,7 @@ class RecordingServer(Protocol):
             self.parser.buf = b""
             assert self.transport is not None
             self.transport.loseConnection()
+        self.factory.checkQuiet()
 
     def reportCut(self, closed: bool) -> None:
         """Report the request under way, if there is one not reported as it is."""
@@ -297,6 +299,7 @@ class RecordingServer(Protocol):
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
         self.reportCut(True)
         self.factory.open.discard(self)
+        self.factory.checkQuiet()
 
 
 class RecordingFactory(Factory):
@@ -312,6 +315,29 @@ class RecordingFactory(Factory):
         self.events: list[Event] = []
         self.connections = 0
         self.open: set[RecordingServer] = set()
+        self._quiet: list[Deferred[None]] = []
+
+    def quiet(self, reactor: Any, timeout: float) -> Deferred[None]:
+        """
+        Fires once no open connection is in the middle of a request (a
+        proxy closing one it gave up on may take a moment), or after
+        C{timeout} seconds if one still is.
+        """
+        d: Deferred[None] = Deferred()
+        self._quiet.append(d)
+        d.addTimeout(timeout, reactor)
+        d.addErrback(lambda f: f.trap(TimeoutError))
+        self.checkQuiet()
+        return d
+
+    def checkQuiet(self) -> None:
+        """Fire the L{quiet} waiters if no open connection is in the middle of a request."""
+        if any(server.parser.pending() is not None for server in self.open):
+            return
+        waiting, self._quiet = self._quiet, []
+        for d in waiting:
+            if not d.called:
+                d.callback(None)
 
     def mark(self) -> int:
         """A position in L{events}, for L{since}."""

@@ -68,6 +68,8 @@ backend be
 #: How long a client waits for an answer (an unfinished request: less).
 DEADLINE = 2.0
 INCOMPLETE_DEADLINE = 0.4
+#: How long a proxy may take to close a server connection it gave up on.
+QUIET = 0.5
 
 
 class RecordingProxyFactory(HTTPProxyFactory):
@@ -198,6 +200,7 @@ class DifferentialTests(HTTPTestCase):
         logMarks = side.logMark()
         outcome = yield self.probe(side, case)
         fenced = yield self.fence(side, isinstance(case, H2Case))
+        yield side.recorder.quiet(reactor, QUIET)
         events = [
             e for e in side.recorder.since(mark) if not (e.kind == "request" and e.seen.target.startswith(b"/__fence/"))
         ]
