@@ -5,7 +5,14 @@ A site file builds L{Server}s, L{Backend}s and frontends (L{lbkit.tcp}) and
 lists them in C{listen}; C{twistd -n lbkit --config site.py} runs it.
 """
 
-from lbkit._model import Backend, Context, Server, ServerListenerMixin, ServerState
+from lbkit._backend import Backend
+from lbkit._connect import serverEndpoint
+from lbkit._model import Context, Server, ServerListenerMixin, ServerState, setEndpointBuilder
+
+# Server.endpoint() builds endpoints with the connecting code, a layer above
+# the model: installed here, where every use of lbkit starts.
+setEndpointBuilder(serverEndpoint)
+del serverEndpoint, setEndpointBuilder
 
 __all__ = ["Server", "Backend", "Context", "ServerState", "ServerListenerMixin"]
 __version__ = "0.1.0"

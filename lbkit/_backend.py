@@ -15,19 +15,21 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from lbkit._model import Context, Server, ServerState, definedAt
+import lbkit._model
+from lbkit._model import Context, Server, ServerState
+from lbkit._origin import definedAt
+from lbkit._settings import balanceChanges, samePolicy
+from lbkit.balance._roundrobin import RoundRobin
 from lbkit.error import ConfigError, NoServerAvailable, QueueTimeout
 from lbkit.interfaces import IActiveBalancer, IBalancer, IHealthCheck, IPersistence, IServerListener
 
-__all__ = ["Backend"]
+__all__ = ["Backend", "backendsOf"]
 
 _log = Logger(namespace="lbkit")
 
 
 def _defaultBalancer() -> IBalancer:
-    from lbkit.balance import RoundRobin
-
-    return RoundRobin()  # type: ignore[no-any-return]
+    return RoundRobin()
 
 
 _Waiter = Tuple["Deferred[Server]", Context]
@@ -363,8 +365,8 @@ class Backend:
             server.backend = None
             old = mine.pop(server.name, None)
             if old is not None and _sameTarget(old, server):
-                if old._endpoint is not None:
-                    old._endpoint = server._endpoint
+                if old.givenEndpoint is not None:
+                    old.givenEndpoint = server.givenEndpoint
                     old.address = server.address
                 changes.extend(self._updateServer(old, server, now))
                 servers.append(old)
@@ -423,12 +425,12 @@ class Backend:
         oldBalance: Any = self.balance
         if oldBalance in self._listeners:
             self._listeners.remove(oldBalance)
-        changes.extend(_balanceChanges(self.balance, new.balance))
+        changes.extend(balanceChanges(self.balance, new.balance))
         self.balance = new.balance
         self._activeHook = new._activeHook
         if IServerListener.providedBy(self.balance):
             self._listeners.append(self.balance)  # type: ignore[arg-type]
-        if not _samePolicy(self.health, new.health):
+        if not samePolicy(self.health, new.health):
             changes.append("health check changed")
             self.health = new.health
         if type(self.persistence) is not type(new.persistence):
@@ -463,8 +465,10 @@ class Backend:
         if server in self.servers:
             self.servers = [s for s in self.servers if s is not server]
             self._recompute()
-        if self in server._listeners:
+        try:
             server.removeListener(self)
+        except ValueError:
+            pass  # not subscribed (any more)
         _log.info("Server {server} left the backend (removed by a reload).", server=server.fullName)
         for d in waiting or ():
             d.callback(server)
@@ -475,47 +479,25 @@ def _sameTarget(old: Server, new: Server) -> bool:
     tls = ("tls", "ca", "sni", "verify")
     if [getattr(old, n, None) for n in tls] != [getattr(new, n, None) for n in tls]:
         return False
-    if old._endpoint is not None or new._endpoint is not None:
-        return old._endpoint is not None and new._endpoint is not None
+    if old.givenEndpoint is not None or new.givenEndpoint is not None:
+        return old.givenEndpoint is not None and new.givenEndpoint is not None
     return old.address == new.address
 
 
-def _publicSettings(o: Any) -> dict[str, Any]:
+def backendsOf(listen: Sequence[Any]) -> list[Backend]:
     """
-    The settings of a policy object: its public attributes (for lbkit's
-    balancers and checks, what their constructors were given).
+    Every backend the items of a C{listen} list send traffic to, once each,
+    in first-seen order (what L{lbkit.config.Site.backends}, the running
+    service, its reload and the stats pages list).
     """
-    names = list(getattr(o, "__dict__", {})) + [
-        n for klass in type(o).__mro__ for n in getattr(klass, "__slots__", ())
-    ]
-    return {n: getattr(o, n, None) for n in names if not n.startswith("_")}
+    found: dict[int, Backend] = {}
+    for item in listen:
+        for backend in item.backends():
+            found.setdefault(id(backend), backend)
+    return list(found.values())
 
 
-def _samePolicy(a: Any, b: Any) -> bool:
-    """Whether two policy objects (health checks) are configured alike."""
-    if a is b:
-        return True
-    if type(a) is not type(b):
-        return False
-    objectEq: Any = object.__eq__
-    if type(a).__eq__ is not objectEq:
-        return bool(a == b)  # attrs classes and others that compare their settings
-    return bool(_publicSettings(a) == _publicSettings(b))
-
-
-def _balanceChanges(old: Any, new: Any) -> list[str]:
-    """
-    The change lines of a reload replacing balancer C{old} by C{new}: the
-    class, or each setting (public attribute) that differs.
-    """
-    if old is new:
-        return []
-    before, after = type(old).__name__, type(new).__name__
-    if type(old) is not type(new):
-        return [f"balance {before} -> {after}"]
-    was, now = _publicSettings(old), _publicSettings(new)
-    return [
-        f"balance {after}: {name} {was.get(name)!r} -> {now.get(name)!r}"
-        for name in sorted(set(was) | set(now))
-        if was.get(name) != now.get(name)
-    ]
+# Transitional: lbkit.tcp, lbkit._sni and lbkit.http._proxy (rewritten on
+# other branches) still import Backend from lbkit._model, which no longer
+# imports this module.  Remove once they import it from lbkit._backend.
+setattr(lbkit._model, "Backend", Backend)  # noqa: B010 (mypy: "cannot assign to a type")

@@ -1,26 +1,94 @@
 # -*- test-case-name: tests.test_tcp -*-
 """
-Connecting to a server: one call that both modes use.
+Connecting to a server: its client endpoint (L{serverEndpoint}, with TLS
+when the server has C{tls=True}), and one connect call that both modes use.
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.error import NotConnectingError
 from twisted.internet.error import TimeoutError as ConnectTimeoutError
-from twisted.internet.interfaces import IAddress, IConnector
+from twisted.internet.interfaces import (
+    IAddress,
+    IConnector,
+    IOpenSSLClientConnectionCreator,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.python.failure import Failure
 
-from lbkit._model import Backend, Context, Server, _isIPv4
+from lbkit._address import hostEndpoint, isIPv4
+from lbkit._backend import Backend
+from lbkit._model import Context, Server
 from lbkit._resources import resourceErrno, watch
+from lbkit.error import ConfigError
+from lbkit.tls import clientCreator, wrapClientEndpoint
 
-__all__ = ["connectServer", "connectFailed", "isLocalResourceError", "prepareRetry"]
+__all__ = [
+    "serverEndpoint",
+    "tlsCreatorOf",
+    "checkServerTLS",
+    "connectServer",
+    "connectFailed",
+    "isLocalResourceError",
+    "prepareRetry",
+]
 
 P = TypeVar("P", bound=Protocol)
+
+
+def tlsCreatorOf(server: Server) -> IOpenSSLClientConnectionCreator | None:
+    """
+    The TLS connection creator of a C{tls=True} server (L{None} without
+    TLS), built from its settings with L{lbkit.tls.clientCreator} the first
+    time and kept on the server as C{server.tlsCreator}.
+
+    @raise ConfigError: when its C{ca} file cannot be read or holds no
+        certificate.
+    """
+    if not server.tls:
+        return None
+    if server.tlsCreator is None:
+        # the server logged the verify=False warning when it was built
+        server.tlsCreator = clientCreator(server.tlsServerName, server.ca, server.verify, warn=False)
+    return server.tlsCreator  # type: ignore[no-any-return]
+
+
+def checkServerTLS(server: Server) -> None:
+    """
+    Build the TLS connection creator of C{server} now (reading its C{ca}
+    file), as L{lbkit.config.checkListen} does for every server at load.
+
+    @raise ConfigError: naming the file and line that created the server
+        (C{"site.py:12: cannot read TLS CA file ..."}) when its TLS files
+        are wrong.
+    """
+    try:
+        tlsCreatorOf(server)
+    except ConfigError as e:
+        filename, line = server.definedAt
+        raise ConfigError(f"{filename}:{line}: {e}" if line else str(e)) from None
+
+
+def serverEndpoint(server: Server, reactor: Any, timeout: float = 30) -> IStreamClientEndpoint:
+    """
+    The client endpoint that connects to C{server}: the endpoint it was
+    given, or one to its host and port; wrapped in TLS when it has
+    C{tls=True}.  L{Server.endpoint} returns this.
+
+    @param timeout: Seconds a connect may take (not for a given endpoint).
+    """
+    endpoint = server.givenEndpoint
+    if endpoint is None:
+        endpoint = hostEndpoint(reactor, server.host, server.port, timeout)
+    creator = tlsCreatorOf(server)
+    if creator is not None:
+        return wrapClientEndpoint(creator, endpoint, reactor)
+    return endpoint
 
 
 class _OneShotFactory(Factory):
@@ -75,9 +143,11 @@ def connectServer(reactor: Any, server: Server, protocol: P, timeout: float) -> 
 
     @return: A L{Deferred} firing with C{protocol} once connected, failing
         with the connect error, or with L{twisted.internet.defer.TimeoutError}
-        after C{timeout} seconds.  Cancelling it stops the attempt.
+        after C{timeout} seconds (or at once with L{ConfigError} when the
+        TLS files of a server never checked at load are wrong).  Cancelling
+        it stops the attempt.
     """
-    if server._endpoint is None and server.tlsCreator is None and _isIPv4(server.host):
+    if server.givenEndpoint is None and not server.tls and isIPv4(server.host):
         connector: list[IConnector] = []
 
         def cancel(d: Deferred[P]) -> None:
@@ -93,7 +163,13 @@ def connectServer(reactor: Any, server: Server, protocol: P, timeout: float) -> 
         factory = _DirectFactory(protocol, d)
         connector.append(reactor.connectTCP(server.host, server.port, factory, timeout=timeout))
     else:
-        d = server.endpoint(reactor, timeout).connect(_OneShotFactory(protocol))  # type: ignore[assignment]
+        try:
+            endpoint = serverEndpoint(server, reactor, timeout)
+        except ConfigError:
+            # TLS files not checked at load (no checkListen) and wrong: this
+            # attempt fails with the error that names them
+            return fail()
+        d = endpoint.connect(_OneShotFactory(protocol))  # type: ignore[assignment]
     d.addTimeout(timeout, reactor)
     return d
 

@@ -1,45 +1,53 @@
 # -*- test-case-name: tests.test_model -*-
 """
-The server and backend model: L{Server}, L{Backend}, L{Context},
-L{ServerState} and L{ServerListenerMixin}.
+The server model: L{Server}, L{Context}, L{ServerState} and
+L{ServerListenerMixin} (L{Backend <lbkit._backend.Backend>} is in
+L{lbkit._backend}).
 """
 
 from __future__ import annotations
 
-import ipaddress
-import os
-import sys
 from enum import Enum
-from typing import Any, Callable, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import attrs
 from twisted.internet.interfaces import IAddress, IStreamClientEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
 
+# Transitional: tcp.py and http/_wire.py (other branches) still import
+# formatAddress and definedAt from here; they live in _address and _origin.
+from lbkit._address import formatAddress as formatAddress
+from lbkit._address import parseAddress
+from lbkit._origin import definedAt as definedAt
 from lbkit.error import ConfigError
 from lbkit.interfaces import IServerListener
 
-__all__ = ["Server", "Backend", "Context", "ServerState", "ServerListenerMixin", "parseAddress"]
+if TYPE_CHECKING:
+    # Backend (lbkit._backend) is a layer above; tcp.py, _sni.py and
+    # http/_proxy.py still import it from here (see the end of _backend.py).
+    from lbkit._backend import Backend as Backend
 
-_log = Logger(namespace="lbkit")
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+__all__ = ["Server", "Context", "ServerState", "ServerListenerMixin", "setEndpointBuilder"]
 
-DefinedAt = Tuple[str, int]
+_tlsLog = Logger(namespace="lbkit.tls")
+
+#: Builds the endpoint L{Server.endpoint} returns; see L{setEndpointBuilder}.
+EndpointBuilder = Callable[["Server", Any, float], IStreamClientEndpoint]
+_endpointBuilder: Optional[EndpointBuilder] = None
 
 
-def definedAt() -> DefinedAt:
+def setEndpointBuilder(builder: EndpointBuilder) -> None:
     """
-    The file and line, outside lbkit itself, that is creating an object.
-    Used in configuration errors ("site.py:12: ...").
+    Say how L{Server.endpoint} builds a server's client endpoint.
+
+    The model holds the settings (address, TLS keywords) and no connecting
+    or TLS code: the C{lbkit} package installs L{serverEndpoint
+    <lbkit._connect.serverEndpoint>} here when it is imported, which is
+    before any of its modules is.
     """
-    frame: Any = sys._getframe(1)
-    while frame is not None:
-        filename = os.path.abspath(frame.f_code.co_filename)
-        if not filename.startswith(_PACKAGE_DIR + os.sep):
-            return (frame.f_code.co_filename, frame.f_lineno)
-        frame = frame.f_back
-    return ("<unknown>", 0)
+    global _endpointBuilder
+    _endpointBuilder = builder
 
 
 class ServerState(Enum):
@@ -72,62 +80,6 @@ class ServerListenerMixin:
 
     def weightChanged(self, server: Server, old: int, new: int) -> None:
         """C{server}'s weight (or slow-start ramp) changed; does nothing here."""
-
-
-def parseAddress(address: str) -> Tuple[str, int]:
-    """
-    Split C{"host:port"} (or C{"[v6addr]:port"}) into host and port.
-
-    @raise ConfigError: when C{address} cannot be parsed.
-    """
-    if not isinstance(address, str):
-        raise ConfigError(f"server address must be a 'host:port' string, not {address!r}")
-    if address.startswith("["):
-        host, sep, rest = address[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise ConfigError(f"cannot parse server address {address!r}: expected '[v6addr]:port'")
-        portText = rest[1:]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ConfigError(f"cannot parse server address {address!r}: {host!r} is not an IPv6 address") from None
-    else:
-        host, sep, portText = address.rpartition(":")
-        if not sep or not host:
-            raise ConfigError(f"cannot parse server address {address!r}: expected 'host:port'")
-        if ":" in host:
-            raise ConfigError(f"cannot parse server address {address!r}: write IPv6 addresses as '[addr]:port'")
-    if not portText.isdigit() or not 0 < int(portText) < 65536:
-        raise ConfigError(f"cannot parse server address {address!r}: port {portText!r} is not a number from 1 to 65535")
-    return host, int(portText)
-
-
-def formatAddress(address: Any) -> str:
-    """
-    C{host:port} (C{[v6]:port}) of an address for logs, or C{-} when it has
-    no host (UNIX sockets, unknown).
-    """
-    host = getattr(address, "host", None)
-    if host is None:
-        return "-"
-    port = getattr(address, "port", 0)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _isIPv4(host: str) -> bool:
-    try:
-        ipaddress.IPv4Address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _isIPv6(host: str) -> bool:
-    try:
-        ipaddress.IPv6Address(host)
-    except ValueError:
-        return False
-    return True
 
 
 @attrs.define(eq=False)
@@ -185,9 +137,10 @@ class Server:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"server name must be a non-empty string, not {name!r}")
         self.name = name
-        self._endpoint: IStreamClientEndpoint | None = None
+        #: The endpoint given instead of a C{"host:port"} address, or L{None}.
+        self.givenEndpoint: IStreamClientEndpoint | None = None
         if IStreamClientEndpoint.providedBy(address):
-            self._endpoint = address  # type: ignore[assignment]
+            self.givenEndpoint = address  # type: ignore[assignment]
             self.host, self.port = "", 0
             self.address = repr(address)
         else:
@@ -234,19 +187,26 @@ class Server:
         self.checkEnabled = True
         #: The last health-check result (set by the monitor), or L{None}.
         self.lastCheck: Any = None
+        #: The health monitor checking this server, set by it while it runs
+        #: (see L{lbkit.health.monitorFor}), or L{None}.
+        self.healthMonitor: Any = None
 
     def __repr__(self) -> str:
         return f"<Server {self.name} {self.address} {self.state.value}>"
 
     def _initTLS(self, tls: bool, ca: str | None, sni: str | None, verify: bool) -> None:
         """
-        Check the TLS keyword arguments and build the connection creator
-        (see L{lbkit.tls.clientCreator}).
+        Check the TLS keyword arguments and keep them as settings; the
+        connection creator is built from them by L{lbkit._connect} (when
+        the site is checked at load, so a bad C{ca} file is a configuration
+        error there, or on the first connect).
         """
         self.tls = bool(tls)
         self.ca = ca
         self.sni = sni
         self.verify = bool(verify)
+        #: The TLS connection creator of a C{tls=True} server, once built
+        #: (see L{lbkit._connect.tlsCreatorOf}); L{None} before and without TLS.
         self.tlsCreator: Any = None
         if not self.tls:
             given = [k for k, v in (("ca", ca), ("sni", sni)) if v is not None] + ([] if verify else ["verify"])
@@ -255,35 +215,28 @@ class Server:
             return
         if sni is not None and (not isinstance(sni, str) or not sni):
             raise ConfigError(f"server {self.name!r}: sni must be a host name, not {sni!r}")
-        serverName = sni or self.host
-        if not serverName:
+        if not self.tlsServerName:
             raise ConfigError(f"server {self.name!r}: tls=True with an endpoint address needs sni=")
-        from lbkit.tls import clientCreator
+        if not self.verify:
+            _tlsLog.warn(
+                # as lbkit.tls.clientCreator logs it
+                "lbkit: {label}: TLS certificate verification is OFF (verify=False): the connection can be intercepted",
+                label=f"server {self.name!r} ({self.address})",
+            )
 
-        self.tlsCreator = clientCreator(serverName, ca, self.verify, label=f"server {self.name!r} ({self.address})")
+    @property
+    def tlsServerName(self) -> str:
+        """The name sent as SNI and checked on the certificate: C{sni}, else the host."""
+        return self.sni or self.host
 
     def endpoint(self, reactor: Any, timeout: float = 30) -> IStreamClientEndpoint:
         """
         The client endpoint that connects to this server (TLS-wrapped when
-        the server has C{tls=True}).
+        the server has C{tls=True}): L{lbkit._connect.serverEndpoint}.
         """
-        endpoint = self._plainEndpoint(reactor, timeout)
-        if self.tlsCreator is not None:
-            from lbkit.tls import wrapClientEndpoint
-
-            return wrapClientEndpoint(self.tlsCreator, endpoint, reactor)
-        return endpoint
-
-    def _plainEndpoint(self, reactor: Any, timeout: float) -> IStreamClientEndpoint:
-        if self._endpoint is not None:
-            return self._endpoint
-        from twisted.internet import endpoints
-
-        if _isIPv4(self.host):
-            return endpoints.TCP4ClientEndpoint(reactor, self.host, self.port, timeout=timeout)
-        if _isIPv6(self.host):
-            return endpoints.TCP6ClientEndpoint(reactor, self.host, self.port, timeout=timeout)
-        return endpoints.HostnameEndpoint(reactor, self.host.encode("ascii"), self.port, timeout=timeout)
+        if _endpointBuilder is None:
+            raise RuntimeError("lbkit._connect is not loaded (import lbkit loads it)")
+        return _endpointBuilder(self, reactor, timeout)
 
     @property
     def effectiveWeight(self) -> int:
@@ -369,8 +322,4 @@ class Server:
         if old != weight:
             for listener in list(self._listeners):
                 listener.weightChanged(self, old, weight)
-
-
-# Backend lives in its own module; it is part of this module's public face.
-from lbkit._backend import Backend  # noqa: E402
 

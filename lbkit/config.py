@@ -22,8 +22,11 @@ from typing import Any, Sequence
 import attrs
 from twisted.internet.endpoints import serverFromString
 
+from lbkit._backend import Backend, backendsOf
+from lbkit._connect import checkServerTLS
 from lbkit.error import ConfigError
 from lbkit.interfaces import IListener
+from lbkit.logs import checkAccessLog
 
 __all__ = ["Site", "loadSite", "checkListen", "checkGrace"]
 
@@ -47,6 +50,10 @@ class Site:
     namespace: dict[str, Any]
     accessLog: Sequence[Any] = ()
     grace: float | None = None
+
+    def backends(self) -> list[Backend]:
+        """Every backend the C{listen} list sends traffic to, once each, in first-seen order."""
+        return backendsOf(self.listen)
 
 
 def _where(path: str, tb: Any) -> int | None:
@@ -198,8 +205,6 @@ def loadSite(path: str) -> Site:
     checkListen(listen, path, listenLine, itemLines=itemLines)
     accessLog: tuple[Any, ...] = ()
     if namespace.get("accessLog") is not None:
-        from lbkit.logs import checkAccessLog
-
         accessLog = checkAccessLog(namespace["accessLog"], f"{path}:{_assignedAt(tree.body, 'accessLog')}")
     grace = namespace.get("grace")
     if grace is not None:
@@ -278,7 +283,10 @@ def checkListen(
 ) -> None:
     """
     Check a C{listen} list: a non-empty list of L{IListener}s, at least one
-    of them a frontend, every endpoint parseable, no two on one address.
+    of them a frontend, every endpoint parseable, no two on one address,
+    and the TLS files of every server readable (their connection creators
+    are built now, so a bad C{ca} file is named with the line that created
+    the server).
 
     @param listen: The list to check.
     @param path: The file it comes from, for messages.
@@ -326,8 +334,12 @@ def checkListen(
                     f"and {other.endpoint!r} ({otherWhere})"
                 )
         bound.append((key, item, itemWhere))
-    if not any(item.backends() for item in listen):
+    backends = backendsOf(listen)
+    if not backends:
         raise ConfigError(
             f"{where}: no frontends: `listen` has no frontend, only "
             f"{', '.join(repr(item) for item in listen)}; add a tcp.Frontend or http.Frontend"
         )
+    for backend in backends:
+        for server in backend.servers:
+            checkServerTLS(server)

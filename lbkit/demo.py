@@ -13,7 +13,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from zope.interface import implementer
 
-from lbkit._model import definedAt
+from lbkit._listening import ListeningService
+from lbkit._origin import definedAt
 from lbkit.interfaces import IListener
 
 __all__ = ["HelloServer"]
@@ -54,8 +55,6 @@ class HelloServer:
         return []
 
     def makeService(self, reactor: Any) -> IService:
-        from lbkit.service import ListeningService
-
         site = Site(_Hello(self.name))
         site.noisy = False
         site.log = lambda request: None  # type: ignore[method-assign]

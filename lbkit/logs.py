@@ -33,7 +33,7 @@ from typing import IO, Any, Sequence
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from zope.interface import implementer
 
-from lbkit._model import definedAt
+from lbkit._origin import definedAt
 from lbkit.error import ConfigError
 
 __all__ = ["AccessLog", "AccessLogDispatcher", "FACILITIES", "jsonRecord", "checkAccessLog", "parseDestination"]

@@ -23,24 +23,26 @@ name within their backend:
 Everything that can fail (loading, two backends with one name, opening the
 access logs, listening on new endpoints) is done before anything running
 changes; a failure leaves the running configuration as it was.
+
+It does not import L{lbkit.service}: it works on a L{RunningService},
+the public methods the running service offers it.
 """
 
 from __future__ import annotations
 
-import random
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Protocol, Sequence
 
+from twisted.application.service import IService
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
-from lbkit._backend import Backend, _samePolicy
+from lbkit._backend import Backend
+from lbkit._listening import ListenFailed, listeningServices
+from lbkit._settings import samePolicy
 from lbkit.config import Site
 from lbkit.error import ConfigError
 
-if TYPE_CHECKING:
-    from lbkit.service import LoadBalancerService
-
-__all__ = ["applySite", "matchListeners"]
+__all__ = ["applySite", "matchListeners", "RunningService"]
 
 _log = Logger(namespace="lbkit")
 
@@ -48,15 +50,54 @@ _log = Logger(namespace="lbkit")
 _KEEP = frozenset(["definedAt", "factories", "endpoint", "description"])
 
 
+class RunningService(Protocol):
+    """
+    What L{applySite} needs of the running service
+    (L{lbkit.service.LoadBalancerService} provides it).
+
+    @ivar reactor: The reactor its listeners run on.
+    @ivar listen: Its C{listen} list (a reload sets the new one).
+    @ivar site: The site file it runs (a reload sets the new one).
+    """
+
+    reactor: Any
+    listen: list[Any]
+    site: Site | None
+
+    def backends(self) -> list[Backend]:
+        """Every backend its listeners send traffic to, once each."""
+
+    def effectiveAccessLog(self) -> Sequence[Any]:
+        """The access-log destinations in force (from C{site} unless given)."""
+
+    def replaceAccessLog(self, destinations: Sequence[Any]) -> None:
+        """Send access lines to C{destinations}; raise L{ConfigError}, changing nothing, if one cannot open."""
+
+    def addItem(self, item: Any) -> IService:
+        """Build the service of C{item} and add it."""
+
+    def adoptChild(self, item: Any, child: IService) -> None:
+        """Add C{child}, already built (and listening) for C{item}, as its service."""
+
+    def retire(self, item: Any) -> Deferred[None]:
+        """Stop C{item}'s service (its connections get the grace period); fires once its port is free."""
+
+    def syncHealth(self) -> list[str]:
+        """Bring the health checks in line with the backends; one line per change."""
+
+    def bindSite(self) -> None:
+        """Tell the items that show the whole site (stats pages) what it is now."""
+
+
 def _pageSettings(page: Any) -> tuple[Any, ...]:
-    admin = getattr(page, "admin", None)
-    return (
-        getattr(admin, "_users", None),
-        getattr(admin, "realm", None),
-        getattr(page, "socket", None),
-        getattr(page, "socketMode", None),
-        getattr(page, "refresh", None),
-    )
+    return (getattr(page, "socket", None), getattr(page, "socketMode", None), getattr(page, "refresh", None))
+
+
+def _sameAdmin(old: Any, new: Any) -> bool:
+    before, after = getattr(old, "admin", None), getattr(new, "admin", None)
+    if before is None or after is None:
+        return before is after
+    return bool(before.sameAs(after))
 
 
 def _compatible(old: Any, new: Any) -> bool:
@@ -65,7 +106,7 @@ def _compatible(old: Any, new: Any) -> bool:
         return False
     if getattr(old, "factory", None) is not getattr(new, "factory", None):
         return False
-    if not hasattr(old, "factories") and _pageSettings(old) != _pageSettings(new):
+    if not hasattr(old, "factories") and (_pageSettings(old) != _pageSettings(new) or not _sameAdmin(old, new)):
         # a stats page fixes its settings (admin users, socket, refresh) when
         # it starts: listen again with the new ones, never keep stale ones
         return False
@@ -73,7 +114,7 @@ def _compatible(old: Any, new: Any) -> bool:
     newTLS: Any = getattr(new, "tls", None)
     if hasattr(oldTLS, "adopt") and type(oldTLS) is type(newTLS):
         return True  # the running listener adopts the re-read certificates
-    return _samePolicy(oldTLS, newTLS)
+    return samePolicy(oldTLS, newTLS)
 
 
 def matchListeners(
@@ -100,14 +141,6 @@ def matchListeners(
         (kept if _compatible(old, new) else replaced).append((old, new))
     removed = [old for old in running if id(old) not in matched]
     return kept, added, replaced, removed
-
-
-def _backendsOf(listen: Sequence[Any]) -> list[Backend]:
-    found: dict[int, Backend] = {}
-    for item in listen:
-        for backend in item.backends():
-            found.setdefault(id(backend), backend)
-    return list(found.values())
 
 
 def _retarget(item: Any, mapping: dict[int, Backend]) -> None:
@@ -144,7 +177,7 @@ def _takeOver(old: Any, new: Any) -> None:
             updateTimeouts()
 
 
-def applySite(service: LoadBalancerService, site: Site) -> Deferred[list[str]]:
+def applySite(service: RunningService, site: Site) -> Deferred[list[str]]:
     """
     Apply C{site} to the running C{service}.
 
@@ -155,13 +188,11 @@ def applySite(service: LoadBalancerService, site: Site) -> Deferred[list[str]]:
     @raise lbkit.service.ListenFailed: before changing anything, when a new
         endpoint cannot be listened on.
     """
-    from lbkit.service import ListenFailed
-
     reactor = service.reactor
     kept, added, replaced, removed = matchListeners(service.listen, site.listen)
 
     # -- checks: nothing running changes if one fails -----------------------
-    newBackends = _backendsOf(site.listen)
+    newBackends = site.backends()
     names: dict[str, Backend] = {}
     for backend in newBackends:
         if backend.name in names:
@@ -172,7 +203,7 @@ def applySite(service: LoadBalancerService, site: Site) -> Deferred[list[str]]:
 
     oldSite, service.site = service.site, site
     try:
-        service._dispatcher.replace(service.effectiveAccessLog())
+        service.replaceAccessLog(service.effectiveAccessLog())
     except ConfigError:
         service.site = oldSite
         raise
@@ -186,10 +217,10 @@ def applySite(service: LoadBalancerService, site: Site) -> Deferred[list[str]]:
             started.append((item, child))
     except ListenFailed as e:
         for _, child in started:
-            for listening in _listening(child):
+            for listening in listeningServices(child):
                 listening.stopListening()
         service.site = oldSite
-        service._dispatcher.replace(service.effectiveAccessLog())
+        service.replaceAccessLog(service.effectiveAccessLog())
         e.message = f"{site.path}: {e.message}"
         raise
 
@@ -208,10 +239,7 @@ def applySite(service: LoadBalancerService, site: Site) -> Deferred[list[str]]:
     effective = [next((o for o, n in kept if n is item), item) for item in site.listen]
     service.listen = effective
     for item, child in started:
-        service._origins[id(child)] = item
-        service.itemServices[id(item)] = child
-        service.wireFactories(item)
-        child.setServiceParent(service)
+        service.adoptChild(item, child)
         changes.append(f"{_label(item)} added")
     for old in removed:
         service.retire(old)
@@ -220,7 +248,7 @@ def applySite(service: LoadBalancerService, site: Site) -> Deferred[list[str]]:
     for old, new in replaced:
         changes.append(f"{_label(new)} replaced (listening again on {new.endpoint})")
         rebinding.append(service.retire(old).addCallback(_listenAgain, service, new))
-    _updateHealth(service, changes)
+    changes.extend(service.syncHealth())
     service.bindSite()
     for line in changes:
         _log.info("lbkit: reload: {change}", change=line)
@@ -228,9 +256,7 @@ def applySite(service: LoadBalancerService, site: Site) -> Deferred[list[str]]:
     return gatherResults(rebinding).addCallback(lambda _: changes)
 
 
-def _listenAgain(ignored: object, service: LoadBalancerService, item: Any) -> None:
-    from lbkit.service import ListenFailed
-
+def _listenAgain(ignored: object, service: RunningService, item: Any) -> None:
     try:
         service.addItem(item)
     except ListenFailed as e:
@@ -241,53 +267,3 @@ def _label(item: Any) -> str:
     name = getattr(item, "name", None)
     kind = "frontend" if hasattr(item, "factories") else type(item).__name__
     return f"{kind} {name or item.endpoint}"
-
-
-def _listening(child: Any) -> list[Any]:
-    from lbkit.service import _listeningServices
-
-    return _listeningServices(child)
-
-
-def _updateHealth(service: LoadBalancerService, changes: list[str]) -> None:
-    """Keep health checks in step with the backends after a reload."""
-    from lbkit.health import HealthMonitor
-
-    current = service.backends()
-    for backend, health in list(service.healthServices.items()):
-        if backend not in current or service.healthChecks.get(backend) is not backend.health:
-            del service.healthChecks[backend]
-            del service.healthServices[backend]
-            health.disownServiceParent()
-            if backend in current and backend.health is not None:
-                changes.append(f"backend {backend.name}: health checks restarted")
-    for backend in current:
-        running: Any = service.healthServices.get(backend)
-        if running is None:
-            service.ensureHealth(backend)
-            continue
-        monitors: dict[str, Any] = running.monitors
-        servers = {s.name: s for s in backend.servers}
-        for name, monitor in list(monitors.items()):
-            if servers.get(name) is not monitor.server:
-                monitor.stop()
-                del monitors[name]
-        check = backend.health
-        assert check is not None
-        for server in backend.servers:
-            if server.name not in monitors and running.running:
-                monitor = HealthMonitor(
-                    server, check, service.reactor, running.clock,
-                    firstDelay=float(check.interval) * random.random(),
-                )
-                monitors[server.name] = monitor
-                monitor.start()
-        for server in backend.leaving():
-            backend.whenGone(server).addCallback(_stopMonitor, monitors)
-
-
-def _stopMonitor(server: Any, monitors: dict[str, Any]) -> None:
-    monitor = monitors.get(server.name)
-    if monitor is not None and monitor.server is server:
-        monitor.stop()
-        del monitors[server.name]

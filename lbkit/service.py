@@ -18,173 +18,27 @@ import signal
 from typing import Any, Sequence
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
-from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort
-from twisted.internet.protocol import Factory
+from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from lbkit._drain import DrainingFactory
-from lbkit._model import definedAt
+from lbkit._backend import Backend, backendsOf
+
+# ListeningService and ListenFailed live a layer down (frontends use them);
+# they are part of this module's public face.
+from lbkit._listening import ListenFailed as ListenFailed
+from lbkit._listening import ListeningService as ListeningService
+from lbkit._listening import listeningServices
+from lbkit._origin import definedAt
 from lbkit.config import Site, checkGrace, checkListen, loadSite
-from lbkit.error import ConfigError, LBKitError
+from lbkit.error import ConfigError
+from lbkit.health import HealthService
 from lbkit.logs import AccessLog, AccessLogDispatcher, checkAccessLog
+from lbkit.reload import applySite
 
 __all__ = ["LoadBalancerService", "ListeningService", "ListenFailed", "fromSiteFile"]
 
 _log = Logger(namespace="lbkit")
-
-
-class ListenFailed(CannotListenError, LBKitError):
-    """
-    A listener could not start listening, e.g. because its port is taken.
-
-    Its message is one line a user can act on::
-
-        site.py:14: frontend demo cannot listen on 'tcp:8080:interface=127.0.0.1':
-        [Errno 98] Address already in use
-
-    @ivar reason: The original exception.
-    """
-
-    def __init__(self, message: str, reason: BaseException) -> None:
-        CannotListenError.__init__(
-            self,
-            getattr(reason, "interface", ""),
-            getattr(reason, "port", 0),
-            getattr(reason, "socketError", reason),
-        )
-        self.message = message
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return self.message
-
-
-def _why(reason: BaseException) -> str:
-    if isinstance(reason, CannotListenError):
-        return str(reason.socketError)
-    return f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__
-
-
-class ListeningService(Service):
-    """
-    Listens on an endpoint string with a factory while running.  Failing to
-    listen at start-up raises L{ListenFailed}, so a process does not run
-    half-configured.
-
-    Stopping it stops listening at once.  With a C{grace} period, and a
-    factory that tracks its connections (L{lbkit._drain.DrainingFactory}:
-    every tcp and http frontend), it then asks them to finish (idle http
-    keep-alive connections close now, requests in flight get
-    C{Connection: close}), waits up to C{grace} seconds, and aborts what is
-    left; L{stopService}'s L{Deferred} fires when the last one is gone.
-
-    @ivar port: The listening port while running, else L{None}.
-    @ivar grace: Seconds connections may take to finish when stopping; 0
-        aborts them at once; L{None} (the default) does not wait for them.
-    """
-
-    def __init__(self, description: str, factory: Factory, reactor: Any, label: str) -> None:
-        self.description = description
-        self.factory = factory
-        self.reactor = reactor
-        self.label = label
-        self.port: IListeningPort | None = None
-        self.grace: float | None = None
-        self._acceptGuard: Any = None
-
-    def privilegedStartService(self) -> None:
-        if self.port is not None:
-            return  # listening already (a reload starts listeners before adding them)
-        Service.privilegedStartService(self)
-        endpoint = serverFromString(self.reactor, self.description)
-        d = endpoint.listen(self.factory)
-        result: list[Any] = []
-        d.addBoth(result.append)
-        if not result:
-            raise RuntimeError(f"{self.label}: listening on {self.description!r} did not finish at once")
-        if isinstance(result[0], Failure):
-            reason = result[0].value
-            assert reason is not None
-            raise ListenFailed(
-                f"{self.label} cannot listen on {self.description!r}: {_why(reason)}", reason
-            )
-        self.port = result[0]
-        from lbkit._resources import guardAccept
-
-        self._acceptGuard = guardAccept(self.port, self.reactor, self.label)
-        _log.info("lbkit: {label} listening on {endpoint}", label=self.label, endpoint=self.description)
-
-    def startService(self) -> None:
-        if self.port is None:
-            self.privilegedStartService()
-        Service.startService(self)
-
-    def stopService(self) -> Deferred[None] | None:
-        Service.stopService(self)
-        stopped = self.stopListening()
-        if self.grace is None or self.drainingFactory() is None:
-            return stopped
-        return gatherResults([stopped, self.drain(self.grace)]).addCallback(lambda _: None)
-
-    def stopListening(self) -> Deferred[None]:
-        """Stop accepting connections; fires once the port is closed."""
-        port, self.port = self.port, None
-        if port is None:
-            return succeed(None)
-        guard, self._acceptGuard = getattr(self, "_acceptGuard", None), None
-        if guard is not None:
-            guard.stop()
-        d: Deferred[Any] = maybeDeferred(port.stopListening)  # type: ignore[call-overload]
-
-        def stopped(result: object) -> None:
-            _log.info("lbkit: {label} stopped listening on {endpoint}", label=self.label, endpoint=self.description)
-
-        return d.addCallback(stopped)
-
-    def drainingFactory(self) -> DrainingFactory | None:
-        """The factory (under any wrapping, e.g. TLS) that tracks connections."""
-        factory: Any = self.factory
-        while factory is not None and not isinstance(factory, DrainingFactory):
-            factory = getattr(factory, "wrappedFactory", None)
-        return factory
-
-    def drain(self, grace: float) -> Deferred[None]:
-        """
-        Ask the open connections to finish, wait up to C{grace} seconds for
-        them, then abort the rest.  Fires when none is left.
-        """
-        factory = self.drainingFactory()
-        if factory is None:
-            return succeed(None)
-        factory.stopGracefully()
-        idle = factory.whenIdle()
-        if not idle.called:
-            _log.info(
-                "lbkit: {label}: {count} connections have {grace:g}s to finish",
-                label=self.label, count=len(factory.connections), grace=grace,
-            )
-
-        def kill() -> None:
-            _log.info(
-                "lbkit: {label}: grace period over, closing {count} connections",
-                label=self.label, count=len(factory.connections),
-            )
-            factory.killAll()
-
-        timer = self.reactor.callLater(grace, kill) if not idle.called else None
-
-        def done(result: object) -> None:
-            if timer is not None and timer.active():
-                timer.cancel()
-            pool = getattr(factory, "pool", None)
-            if pool is not None:
-                pool.closeAll()  # connections put back while draining
-
-        return idle.addCallback(done)
 
 
 class LoadBalancerService(MultiService):
@@ -249,8 +103,8 @@ class LoadBalancerService(MultiService):
         self.itemServices: dict[int, IService] = {}
         #: The health service of each backend that has a check, and the
         #: check it was started with.
-        self.healthServices: dict[Any, IService] = {}
-        self.healthChecks: dict[Any, Any] = {}
+        self.healthServices: dict[Backend, HealthService] = {}
+        self.healthChecks: dict[Backend, Any] = {}
         self._draining: list[Deferred[Any]] = []
         self._dispatcher = AccessLogDispatcher()
         #: The logger every frontend's access lines go through.
@@ -304,12 +158,21 @@ class LoadBalancerService(MultiService):
 
     def addItem(self, item: Any) -> IService:
         """Build the service of one C{listen} item and add it (it starts if we run)."""
-        child = item.makeService(self.reactor)
+        child: IService = item.makeService(self.reactor)
+        self.adoptChild(item, child)
+        return child
+
+    def adoptChild(self, item: Any, child: IService) -> None:
+        """
+        Add C{child}, the service C{item.makeService} built (a reload builds
+        and starts it first, to know it can listen), as C{item}'s service:
+        its access lines go through L{accessLogger}, and a failure to listen
+        names the line that created C{item}.
+        """
         self._origins[id(child)] = item
         self.itemServices[id(item)] = child
         self.wireFactories(item)
         child.setServiceParent(self)
-        return child  # type: ignore[no-any-return]
 
     def wireFactories(self, item: Any) -> None:
         """Send the access lines of C{item}'s factories through L{accessLogger}."""
@@ -317,16 +180,41 @@ class LoadBalancerService(MultiService):
             if hasattr(factory, "accessLog"):
                 factory.accessLog = self.accessLogger
 
-    def ensureHealth(self, backend: Any) -> None:
+    def ensureHealth(self, backend: Backend) -> None:
         """Run a health service for C{backend} if it has a check and none runs."""
         if backend.health is None or backend in self.healthServices:
             return
-        from lbkit.health import HealthService  # type: ignore[import-not-found,import-untyped,unused-ignore]
-
         service = HealthService(backend, self.reactor)
         self.healthServices[backend] = service
         self.healthChecks[backend] = backend.health
         service.setServiceParent(self)
+
+    def syncHealth(self) -> list[str]:
+        """
+        Keep the health checks in step with the backends, after a reload
+        changed them: a backend no longer used, or whose check changed,
+        loses its health service (one with the new check starts); a new
+        backend with a check gets one; the others check the servers they
+        have now (L{HealthService.sync}).
+
+        @return: One line per backend whose checks restarted.
+        """
+        changes: list[str] = []
+        current = self.backends()
+        for backend, health in list(self.healthServices.items()):
+            if backend not in current or self.healthChecks.get(backend) is not backend.health:
+                del self.healthChecks[backend]
+                del self.healthServices[backend]
+                health.disownServiceParent()
+                if backend in current and backend.health is not None:
+                    changes.append(f"backend {backend.name}: health checks restarted")
+        for backend in current:
+            running = self.healthServices.get(backend)
+            if running is None:
+                self.ensureHealth(backend)
+            else:
+                running.sync()
+        return changes
 
     def _where(self, child: IService) -> str:
         item = self._origins.get(id(child))
@@ -337,7 +225,7 @@ class LoadBalancerService(MultiService):
 
     def privilegedStartService(self) -> None:
         self._build()
-        self._dispatcher.replace(self.effectiveAccessLog())
+        self.replaceAccessLog(self.effectiveAccessLog())
         Service.privilegedStartService(self)
         started: list[IService] = []
         for child in self:
@@ -377,7 +265,7 @@ class LoadBalancerService(MultiService):
         for item in self.listen:
             child = self.itemServices.get(id(item))
             if child is not None:
-                for listening in _listeningServices(child):
+                for listening in listeningServices(child):
                     listening.grace = grace
         stopped = MultiService.stopService(self)
         draining, self._draining = self._draining, []
@@ -388,13 +276,18 @@ class LoadBalancerService(MultiService):
 
         return d.addBoth(closed)
 
-    def backends(self) -> list[Any]:
+    def backends(self) -> list[Backend]:
         """Every backend some listener sends traffic to, once each."""
-        found: dict[int, Any] = {}
-        for item in self.listen:
-            for backend in item.backends():
-                found.setdefault(id(backend), backend)
-        return list(found.values())
+        return backendsOf(self.listen)
+
+    def replaceAccessLog(self, destinations: Sequence[AccessLog]) -> None:
+        """
+        Send the access lines to C{destinations} from now on (Twisted's log
+        when empty), closing the ones no longer used.
+
+        @raise ConfigError: when one cannot be opened; nothing changes then.
+        """
+        self._dispatcher.replace(destinations)
 
     # -- reloading --------------------------------------------------------
 
@@ -410,8 +303,6 @@ class LoadBalancerService(MultiService):
 
         @return: Fires with one line per change made.
         """
-        from lbkit.reload import applySite
-
         if path is None:
             path = self.site.path if self.site is not None else None
         if path is None:
@@ -458,7 +349,7 @@ class LoadBalancerService(MultiService):
         """
         child = self.itemServices.pop(id(item))
         self._origins.pop(id(child), None)
-        listening = _listeningServices(child)
+        listening = listeningServices(child)
         freed = gatherResults([c.stopListening() for c in listening])
         grace = self.effectiveGrace()
         parts: list[Deferred[Any]] = [freed]
@@ -474,13 +365,6 @@ class LoadBalancerService(MultiService):
 
         done.addBoth(drained)
         return freed.addCallback(lambda _: None)
-
-
-def _listeningServices(service: IService) -> list[ListeningService]:
-    """C{service} itself, or its children, that listen."""
-    if isinstance(service, ListeningService):
-        return [service]
-    return [c for c in service if isinstance(c, ListeningService)] if isinstance(service, MultiService) else []
 
 
 def fromSiteFile(path: str, reactor: Any = None, **kwargs: Any) -> LoadBalancerService:

@@ -30,7 +30,9 @@ import attrs
 from twisted.internet.address import IPv4Address
 from twisted.python import usage
 
-from lbkit._model import Backend, Context, Server
+from lbkit import balance
+from lbkit._backend import Backend
+from lbkit._model import Context, Server
 from lbkit.interfaces import IBalancer
 
 __all__ = ["Workload", "Result", "simulate", "builtins", "compare", "formatTable", "main"]
@@ -237,28 +239,27 @@ def builtins() -> list[tuple[str, Callable[[], IBalancer]]]:
     """
     The built-in balancers, labelled, with the options worth comparing.
     """
-    from lbkit import balance as b
 
     def seeded(draws: int) -> Callable[[], IBalancer]:
-        return lambda: b.Random(draws, random=random.Random(7))
+        return lambda: balance.Random(draws, random=random.Random(7))
 
     return [
-        ("RoundRobin", b.RoundRobin),
-        ("StaticRR", b.StaticRR),
-        ("LeastConn", b.LeastConn),
-        ("ShortestExpectedDelay", b.ShortestExpectedDelay),
-        ("NeverQueue", b.NeverQueue),
-        ("First", b.First),
+        ("RoundRobin", balance.RoundRobin),
+        ("StaticRR", balance.StaticRR),
+        ("LeastConn", balance.LeastConn),
+        ("ShortestExpectedDelay", balance.ShortestExpectedDelay),
+        ("NeverQueue", balance.NeverQueue),
+        ("First", balance.First),
         ("Random(draws=1)", seeded(1)),
         ("Random(draws=2)", seeded(2)),
-        ("Source", b.Source),
-        ("Source(consistent)", lambda: b.Source(hashType="consistent")),
-        ("Source(consistent, 125%)", lambda: b.Source(hashType="consistent", hashBalanceFactor=125)),
-        ("Source(maglev)", lambda: b.Source(hashType="maglev")),
-        ("URI", b.URI),
-        ("URI(consistent, 150%)", lambda: b.URI(hashType="consistent", hashBalanceFactor=150)),
-        ("Header(x-user)", lambda: b.Header(b"X-User")),
-        ("URLParam(user)", lambda: b.URLParam(b"user")),
+        ("Source", balance.Source),
+        ("Source(consistent)", lambda: balance.Source(hashType="consistent")),
+        ("Source(consistent, 125%)", lambda: balance.Source(hashType="consistent", hashBalanceFactor=125)),
+        ("Source(maglev)", lambda: balance.Source(hashType="maglev")),
+        ("URI", balance.URI),
+        ("URI(consistent, 150%)", lambda: balance.URI(hashType="consistent", hashBalanceFactor=150)),
+        ("Header(x-user)", lambda: balance.Header(b"X-User")),
+        ("URLParam(user)", lambda: balance.URLParam(b"user")),
     ]
 
 

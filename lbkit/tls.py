@@ -39,7 +39,8 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
-from lbkit._model import definedAt
+from lbkit._address import isIPv4, isIPv6
+from lbkit._origin import definedAt
 from lbkit.error import ConfigError
 
 __all__ = ["Certificates", "KeyPair", "loadKeyPair", "clientCreator", "serverFactory", "fromSSLEndpoint", "wrapClientEndpoint"]
@@ -409,13 +410,11 @@ class _NoVerifyCreator:
 
 
 def _isAddress(host: str) -> bool:
-    from lbkit._model import _isIPv4, _isIPv6
-
-    return _isIPv4(host) or _isIPv6(host)
+    return isIPv4(host) or isIPv6(host)
 
 
 def clientCreator(
-    serverName: str, ca: str | None = None, verify: bool = True, label: str = "server"
+    serverName: str, ca: str | None = None, verify: bool = True, label: str = "server", *, warn: bool = True
 ) -> IOpenSSLClientConnectionCreator:
     """
     The connection creator lbkit uses to speak TLS to a server.
@@ -426,14 +425,17 @@ def clientCreator(
         store when L{None}.
     @param verify: When false, the server's certificate is not checked at
         all; a warning is logged.
+    @param warn: Whether to log that warning (L{lbkit.Server} logs it
+        itself when it is built, then builds its creator without).
     @raise ConfigError: when C{ca} cannot be read or holds no certificate.
     """
     if not verify:
-        _log.warn(
-            "lbkit: {label}: TLS certificate verification is OFF (verify=False): "
-            "the connection can be intercepted",
-            label=label,
-        )
+        if warn:
+            _log.warn(
+                "lbkit: {label}: TLS certificate verification is OFF (verify=False): "
+                "the connection can be intercepted",
+                label=label,
+            )
         return _NoVerifyCreator(None if _isAddress(serverName) else serverName)
     trustRoot: Any
     if ca is None:
@@ -479,13 +481,12 @@ def wrapClientEndpoint(
 
 def h2Available() -> bool:
     """
-    Whether lbkit can serve HTTP/2 (its front protocol and the C{h2}
-    package are present); until then only C{http/1.1} is offered.
+    Whether lbkit can serve HTTP/2: the C{h2} package (an optional
+    dependency) is installed.  Without it a TLS http frontend offers only
+    C{http/1.1} through ALPN.
     """
     try:
-        import h2  # noqa: F401
-
-        from lbkit.http import _h2  # type: ignore[attr-defined]  # noqa: F401
+        import h2.connection  # noqa: F401
     except ImportError:
         return False
     return True

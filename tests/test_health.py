@@ -587,6 +587,32 @@ class ServiceTests(SynchronousTestCase):
         self.addCleanup(self.service.stopService)
         self.assertEqual(sorted(self.service.monitors), ["s0", "s1", "s2", "s3"])
 
+    def test_syncChecksNewServer(self) -> None:
+        """A server a reload adds is checked, first at a random point of one interval (the service's random)."""
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        new = Server("s9", "127.0.0.1:9009")
+        self.backend.updateFrom(Backend("be", [Server(s.name, s.address) for s in self.servers] + [new], health=self.check))
+        before = set(self.clock.getDelayedCalls())
+        self.service.sync()
+        self.assertIs(self.service.monitors["s9"].server, new)
+        [first] = [c for c in self.clock.getDelayedCalls() if c not in before]
+        self.assertEqual(first.getTime(), 2.0 * 0.5)
+
+    def test_syncStopsLeavingServerWhenGone(self) -> None:
+        """A server a reload removes is checked while it finishes its connections, and no longer once it left."""
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        leaving = self.servers[3]
+        monitor = self.service.monitors["s3"]
+        self.backend.reacquire(leaving)  # one connection still open
+        self.backend.updateFrom(Backend("be", [Server(s.name, s.address) for s in self.servers[:3]], health=self.check))
+        self.service.sync()
+        self.assertTrue(monitor.running)
+        self.backend.release(leaving)
+        self.assertFalse(monitor.running)
+        self.assertEqual(sorted(self.service.monitors), ["s0", "s1", "s2"])
+
     def test_needsHealth(self) -> None:
         """A backend without a check cannot have a HealthService."""
         self.assertRaises(ValueError, HealthService, Backend("nohealth", [Server("x", "127.0.0.1:1")]), self.clock)

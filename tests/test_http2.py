@@ -15,6 +15,7 @@ from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import (
+    ConnectionTerminated,
     DataReceived,
     ResponseReceived,
     StreamEnded,
@@ -60,14 +61,26 @@ def _pattern(n: int) -> bytes:
     return (b"0123456789abcdef" * (n // 16 + 1))[:n]
 
 
+class StreamResetError(RuntimeError):
+    """A stream of an L{H2Client} was reset by the server."""
+
+    def __init__(self, code: ErrorCodes) -> None:
+        RuntimeError.__init__(self, f"stream reset: {code!r}")
+        self.code = code
+
+
 class H2Client(Protocol):
     """
     A small HTTP/2 client: L{request} fires with C{(status, headers, body)}
-    per stream, or fails with the error code of a RST_STREAM.
+    per stream, or fails with L{StreamResetError} (the error code of a
+    RST_STREAM).
+
+    @ivar goAway: The error code of the GOAWAY received, if any.
     """
 
-    def __init__(self) -> None:
-        self.conn = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+    def __init__(self, config: Optional[H2Configuration] = None) -> None:
+        self.conn = H2Connection(config or H2Configuration(client_side=True, header_encoding=None))
+        self.goAway: Optional[ErrorCodes] = None
         self.results: dict[int, Deferred[tuple[int, dict[bytes, bytes], bytes]]] = {}
         self.heads: dict[int, dict[bytes, bytes]] = {}
         self.bodies: dict[int, list[bytes]] = {}
@@ -153,10 +166,12 @@ class H2Client(Protocol):
             elif isinstance(event, StreamReset):
                 d = self.results.pop(event.stream_id, None)
                 if d is not None:
-                    d.errback(Failure(RuntimeError(f"stream reset: {event.error_code!r}")))
+                    d.errback(Failure(StreamResetError(event.error_code)))
             elif isinstance(event, WindowUpdated):
                 for sid in list(self.uploads):
                     self._upload(sid)
+            elif isinstance(event, ConnectionTerminated):
+                self.goAway = event.error_code
         self.flush()
 
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
@@ -166,10 +181,9 @@ class H2Client(Protocol):
         self.closed.callback(None)
 
 
-class HTTP2Tests(HTTPTestCase):
+class HTTP2TestCase(HTTPTestCase):
     """
-    A TLS http frontend speaks HTTP/2 to clients that negotiate it, and
-    proxies each stream like an HTTP/1.1 request.
+    L{HTTPTestCase} with a PKI, TLS frontends and HTTP/2 clients.
     """
 
     def setUp(self) -> None:
@@ -188,12 +202,12 @@ class HTTP2Tests(HTTPTestCase):
         return self.frontend(routes, default=default, tls=self.certs, **kwargs)
 
     @inlineCallbacks
-    def h2client(self, port: int) -> Any:
-        """A connected L{H2Client}; closed in cleanup."""
+    def h2client(self, port: int, client: Optional[H2Client] = None) -> Any:
+        """A connected L{H2Client} (C{client}, or a new one); closed in cleanup."""
         with open(self.pki.caFile, "rb") as f:
             ca = ssl.Certificate.loadPEM(f.read())
         creator = ssl.optionsForClientTLS("a.example", trustRoot=ca, acceptableProtocols=[b"h2"])
-        client = H2Client()
+        client = client or H2Client()
         yield connectProtocol(wrapClientTLS(creator, TCP4ClientEndpoint(reactor, "127.0.0.1", port)), client)
         self.lost.append(client.closed)
         self.addCleanup(lambda: client.transport.loseConnection() if client.transport else None)  # type: ignore[attr-defined]
@@ -208,6 +222,13 @@ class HTTP2Tests(HTTPTestCase):
         ])
         self.assertEqual(runner.exitCode, 0, runner.output)
         return runner.stdout.decode("latin-1")
+
+
+class HTTP2Tests(HTTP2TestCase):
+    """
+    A TLS http frontend speaks HTTP/2 to clients that negotiate it, and
+    proxies each stream like an HTTP/1.1 request.
+    """
 
     def test_available(self) -> None:
         """With the C{h2} package installed, HTTP/2 is available."""

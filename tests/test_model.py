@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from lbkit import Backend, Context, Server, ServerState
-from lbkit._model import parseAddress
+from lbkit._address import parseAddress
 from lbkit.error import ConfigError, NoServerAvailable, QueueTimeout
 from lbkit.interfaces import IServerListener
 from lbkit.testing import FakeEndpoint

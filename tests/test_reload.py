@@ -549,13 +549,37 @@ class ReloadStatsPageTests(SynchronousTestCase):
         self.assertEqual(matchListeners([old], [new])[2], [(old, new)])
         self.assertEqual(matchListeners([old], [same])[0], [(old, same)])
 
+    def test_changedRealmOrNoAdminIsReplaced(self) -> None:
+        """A reload that changes a stats page's admin realm, or turns its admin off, listens again."""
+        from lbkit import stats
+        from lbkit.reload import matchListeners
+
+        old = stats.Page("tcp:0", admin=stats.Admin(users={"op": "pw"}))
+        realm = stats.Page("tcp:0", admin=stats.Admin(users={"op": "pw"}, realm="ops"))
+        plain = stats.Page("tcp:0")
+        self.assertEqual(matchListeners([old], [realm])[2], [(old, realm)])
+        self.assertEqual(matchListeners([old], [plain])[2], [(old, plain)])
+        again = stats.Page("tcp:0")
+        self.assertEqual(matchListeners([plain], [again])[0], [(plain, again)])
+
+    def test_changedLoginThrottlingIsReplaced(self) -> None:
+        """A reload that changes only a stats page's login throttling listens again with the new limits."""
+        from lbkit import stats
+        from lbkit.reload import matchListeners
+
+        old = stats.Page("tcp:0", admin=stats.Admin(users={"op": "pw"}))
+        stricter = stats.Page("tcp:0", admin=stats.Admin(users={"op": "pw"}, loginFailures=3))
+        self.assertEqual(matchListeners([old], [stricter])[2], [(old, stricter)])
+        same = stats.Page("tcp:0", admin=stats.Admin(users={"op": "pw"}))
+        self.assertEqual(matchListeners([old], [same])[0], [(old, same)])
+
 
 class ReloadErrorTests(SynchronousTestCase):
     def test_unexpectedErrorDoesNotBlockReloads(self) -> None:
         """A reload that fails with an unexpected error fails, and the next reload is not refused."""
         from twisted.internet.testing import MemoryReactorClock
 
-        import lbkit.reload
+        import lbkit.service
         from lbkit.config import loadSite
 
         path = os.path.abspath(self.mktemp())
@@ -573,7 +597,7 @@ class ReloadErrorTests(SynchronousTestCase):
             calls.append(1)
             raise RuntimeError("unexpected")
 
-        self.patch(lbkit.reload, "applySite", boom)
+        self.patch(lbkit.service, "applySite", boom)
         self.failureResultOf(service.reload(path), RuntimeError)
         self.failureResultOf(service.reload(path), RuntimeError)
         self.assertEqual(len(calls), 2)  # the second was attempted, not refused as "in progress"

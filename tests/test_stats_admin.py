@@ -15,6 +15,8 @@ from twisted.logger import ILogObserver, Logger
 from twisted.trial.unittest import SynchronousTestCase
 
 from lbkit import ServerState, stats
+from lbkit.health import HealthMonitor
+from lbkit.testing import FakeCheck
 from tests.test_stats import Client, makeSite
 
 ADMIN = {"X-LBKit-Admin": "1"}
@@ -97,6 +99,20 @@ class ActionTests(AdminTestsMixin, SynchronousTestCase):
         self.post("?backend=web&server=web2&action=ready")
         self.assertIs(self.web.servers[1].state, ServerState.UP)
         self.assertEqual([e["action"] for e in self.events], ["maint", "ready"])
+
+    def test_readyRestoresCheckedState(self) -> None:
+        """ready on a checked server that failed its checks while in MAINT makes it DOWN, not UP."""
+        server = self.web.servers[1]
+        check = FakeCheck(interval=1.0, fall=1, initState="fully-up")
+        monitor = HealthMonitor(server, check, self.clock)
+        monitor.start()
+        self.addCleanup(monitor.stop)
+        self.clock.advance(0)
+        self.post("?backend=web&server=web2&action=maint")
+        check.failLast()
+        self.assertIs(server.state, ServerState.MAINT)
+        self.post("?backend=web&server=web2&action=ready")
+        self.assertIs(server.state, ServerState.DOWN)
 
     def test_weight(self) -> None:
         """action=weight sets the weight; a bad one is 400 and changes nothing."""

@@ -20,6 +20,7 @@ from lbkit import Backend, Server, tcp
 from lbkit.config import loadSite
 from lbkit.error import ConfigError
 from lbkit.http import Frontend
+from lbkit.service import LoadBalancerService
 from lbkit.tls import Certificates, h2Available, loadKeyPair
 from tests.helpers import Collector, Echo, TrackingProxyFactory, listen, requireBinary, runProcess
 from tests.test_http_integration import HTTPTestCase, Info, TrackingSite, reactor
@@ -276,6 +277,19 @@ class SiteFileTests(SynchronousTestCase):
                 """))
         e = self.assertRaises(ConfigError, loadSite, site)
         self.assertIn(f"{site}:3:", str(e))
+        self.assertIn(missing, str(e))
+
+    def test_badCAInListen(self) -> None:
+        """
+        A service built from a C{listen} list refuses a server whose CA file
+        is missing, naming the line that created the server.
+        """
+        missing = os.path.join(self.mktemp(), "nope.pem")
+        here = sys._getframe().f_lineno
+        server = Server("a", "127.0.0.1:9001", tls=True, ca=missing)
+        listen = [tcp.Frontend("tcp:0:interface=127.0.0.1", backend=Backend("app", [server]))]
+        e = self.assertRaises(ConfigError, LoadBalancerService, listen)
+        self.assertTrue(str(e).startswith(f"{server.definedAt[0]}:{here + 1}: "), str(e))
         self.assertIn(missing, str(e))
 
 

@@ -11,7 +11,11 @@ Fails (exit status 1, one line per problem) on:
     module (private *modules* such as C{lbkit.http._parse} are fine; the
     private base classes shared inside C{lbkit.balance} are its internals);
   - a lazy (function-level) import of an lbkit module: the only lazy imports
-    left are of optional third-party packages.
+    left are of optional third-party packages;
+  - an import (module level or inside a function, not under
+    C{TYPE_CHECKING}) that points up: to a module of a higher layer than
+    the importing one's, in the L{LAYERS} table below;
+  - a module the table does not place in a layer.
 
 Usage: python tools/importcheck.py [ROOT]   (ROOT defaults to ./lbkit)
 """
@@ -22,8 +26,79 @@ import ast
 import sys
 from pathlib import Path
 
+#: The layers of lbkit, lowest first (docs: /work/shared/ARCHITECTURE.md
+#: section 5.2).  A module may import (at run time) only modules of its own
+#: layer or a lower one; a C{TYPE_CHECKING} import may point up, to annotate.
+#: Each entry is a module or package prefix: the longest prefix that
+#: matches a module gives its layer, and a prefix covers the package's
+#: submodules ("lbkit.balance" covers "lbkit.balance._roundrobin").  The
+#: facade "lbkit" (the package's __init__) matches only itself.
+LAYER_NAMES = ("foundation", "model", "policy", "backend", "mechanism", "modes", "application")
+LAYERS: dict[str, int] = {
+    # 0 foundation: errors, contracts, sans-I/O parsers, small helpers
+    "lbkit.error": 0,
+    "lbkit.interfaces": 0,
+    "lbkit._origin": 0,
+    "lbkit._address": 0,
+    "lbkit._settings": 0,
+    "lbkit.proxyproto": 0,
+    "lbkit.http._parse": 0,
+    # 1 model: Server, Context, ServerState
+    "lbkit._model": 1,
+    # 2 policy: decisions that read the model, never a transport
+    "lbkit.balance": 2,
+    "lbkit.persistence": 2,
+    "lbkit.http._rules": 2,
+    # 3 Backend, and what must check that a value is one (routes)
+    "lbkit._backend": 3,
+    "lbkit.http._routing": 3,
+    # 4 mechanism: connecting, TLS, listening, draining, pumping, parsing glue
+    "lbkit._pump": 4,
+    "lbkit._drain": 4,
+    "lbkit._resources": 4,
+    "lbkit._connect": 4,
+    "lbkit.tls": 4,
+    "lbkit._listening": 4,
+    "lbkit._sni": 4,
+    "lbkit._splice": 4,
+    "lbkit.http._pool": 4,
+    "lbkit.http._server": 4,
+    "lbkit.http._wire": 4,
+    "lbkit.http._headers": 4,
+    # 5 modes: frontends and their protocols, health checks, stats pages
+    "lbkit.tcp": 5,
+    "lbkit.http": 5,
+    "lbkit.health": 5,
+    "lbkit.stats": 5,
+    # 6 application: site files, the service tree, reload, twistd, tools
+    "lbkit": 6,
+    "lbkit.config": 6,
+    "lbkit.logs": 6,
+    "lbkit.service": 6,
+    "lbkit.reload": 6,
+    "lbkit.tap": 6,
+    "lbkit.simulate": 6,
+    "lbkit.demo": 6,
+    "lbkit.testing": 6,
+    "lbkit.reactor": 6,
+}
+
 #: Packages whose private modules may share underscore names among themselves.
 PRIVATE_SHARING = ("lbkit.balance",)
+
+
+def layerOf(module: str) -> int | None:
+    """The layer of C{module} in L{LAYERS}, or L{None} when it has none."""
+    best: tuple[int, int] | None = None
+    for prefix, layer in LAYERS.items():
+        covers = module == prefix or (prefix.count(".") > 0 and module.startswith(prefix + "."))
+        if covers and (best is None or len(prefix) > best[0]):
+            best = (len(prefix), layer)
+    return None if best is None else best[1]
+
+
+def describe(layer: int) -> str:
+    return f"layer {layer}, {LAYER_NAMES[layer]}"
 
 
 def moduleName(root: Path, path: Path) -> str:
@@ -91,6 +166,8 @@ def scan(root: Path) -> list[str]:
     problems: list[str] = []
     top = root.name
     for name, path in files.items():
+        if top == "lbkit" and layerOf(name) is None:
+            problems.append(f"{path}:1: {name} has no layer: add it to LAYERS in tools/importcheck.py")
         visitor = Imports(name, isPackage(path))
         visitor.visit(ast.parse(path.read_text(), str(path)))
         for target, names, line, lazy in visitor.found:
@@ -119,6 +196,12 @@ def scan(root: Path) -> list[str]:
                     continue
                 if lazy:
                     problems.append(f"{location}: lazy import of {edge} (import lbkit modules at module level)")
+                mine, theirs = layerOf(name), layerOf(edge)
+                if top == "lbkit" and mine is not None and theirs is not None and theirs > mine:
+                    problems.append(
+                        f"{location}: {name} ({describe(mine)}) imports {edge} ({describe(theirs)}):"
+                        " an import goes only to the same or a lower layer"
+                    )
                 graph[name].add(edge)
                 where.setdefault((name, edge), location)
     for size, cycle in cycles(graph):
@@ -195,7 +278,7 @@ def main(argv: list[str]) -> int:
     if problems:
         print(f"importcheck: {len(problems)} problem(s)")
         return 1
-    print(f"importcheck: {root.name}: no import cycles, no private names across modules")
+    print(f"importcheck: {root.name}: no import cycles, no private names across modules, no import up a layer")
     return 0
 
 

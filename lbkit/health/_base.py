@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 import attrs
-from twisted.internet import endpoints
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectError, ConnectingCancelledError, ConnectionRefusedError
 from twisted.internet.error import TimeoutError as ConnectTimeout
@@ -19,7 +18,9 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from lbkit._model import Server, _isIPv4, _isIPv6
+from lbkit._address import hostEndpoint
+from lbkit._connect import serverEndpoint
+from lbkit._model import Server
 from lbkit.error import CheckFailed, ConfigError
 from lbkit.interfaces import IHealthCheckOptions
 
@@ -209,15 +210,11 @@ class BaseCheck:
         connect timeout is C{timeout}.
         """
         if self.addr is None and self.port is None:
-            return server.endpoint(reactor, timeout=self.timeout)
+            return serverEndpoint(server, reactor, timeout=self.timeout)
         host, port = self.target(server)
         if not host:
             raise ConfigError(f"{type(self).__name__}: server {server.name!r} has no host; set addr=")
-        if _isIPv4(host):
-            return endpoints.TCP4ClientEndpoint(reactor, host, port, timeout=self.timeout)
-        if _isIPv6(host):
-            return endpoints.TCP6ClientEndpoint(reactor, host, port, timeout=self.timeout)
-        return endpoints.HostnameEndpoint(reactor, host.encode("ascii"), port, timeout=self.timeout)
+        return hostEndpoint(reactor, host, port, self.timeout)
 
 
 def connectFailure(reason: Failure) -> Failure:

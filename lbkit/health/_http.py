@@ -145,7 +145,7 @@ class _HTTPProbe:
         endpoint: IStreamClientEndpoint = check.endpointFor(server, reactor)
         # the server's own endpoint is already TLS when Server(tls=True) and
         # the check goes to the traffic address: do not wrap it twice
-        ownTLS = server.tlsCreator is not None and check.addr is None and check.port is None
+        ownTLS = server.tls and check.addr is None and check.port is None
         if check.tls is not None and not ownTLS:
             endpoint = wrapClientTLS(check.tls, endpoint)
         pool = HTTPConnectionPool(reactor, persistent=False)

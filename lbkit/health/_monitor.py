@@ -21,7 +21,6 @@ the operator sets the server ready again.
 from __future__ import annotations
 
 import random as _random
-import weakref
 from enum import Enum
 from typing import Any, Callable, Optional
 
@@ -45,15 +44,16 @@ _log = Logger(namespace="lbkit.health")
 RAMP_STEPS = 20
 
 _ADMIN = (ServerState.MAINT, ServerState.DRAIN)
-_monitors: weakref.WeakKeyDictionary[Server, HealthMonitor] = weakref.WeakKeyDictionary()
 
 
 def monitorFor(server: Server) -> Optional[HealthMonitor]:
     """
     The running L{HealthMonitor} of C{server}, or L{None}: how an admin
-    interface reaches L{HealthMonitor.setAdmin}.
+    interface reaches L{HealthMonitor.setAdmin}.  (A running monitor sets
+    itself as C{server.healthMonitor}.)
     """
-    return _monitors.get(server)
+    monitor = server.healthMonitor
+    return monitor if isinstance(monitor, HealthMonitor) and monitor.running else None
 
 
 class _Health(Enum):
@@ -168,7 +168,7 @@ class HealthMonitor(ServerListenerMixin):
         if self.running:
             return
         self.running = True
-        _monitors[self.server] = self
+        self.server.healthMonitor = self
         self.server.addListener(self)
         self.server.addObserver(self._observed)
         self._passes = self._failures = self._errors = 0
@@ -194,11 +194,10 @@ class HealthMonitor(ServerListenerMixin):
             return
         self.running = False
         self._generation += 1
-        if _monitors.get(self.server) is self:
-            del _monitors[self.server]
+        if self.server.healthMonitor is self:
+            self.server.healthMonitor = None
         self.server.removeListener(self)
-        if self._observed in self.server._observers:
-            self.server.removeObserver(self._observed)
+        self.server.removeObserver(self._observed)
         for name in ("_call", "_rampCall", "_reconcileCall"):
             call = getattr(self, name)
             setattr(self, name, None)

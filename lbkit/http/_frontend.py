@@ -10,11 +10,15 @@ from typing import Any, Optional, Sequence
 from twisted.application.service import IService
 from zope.interface import implementer
 
-from lbkit._model import Backend, definedAt
+from lbkit._backend import Backend
+from lbkit._listening import ListeningService
+from lbkit._origin import definedAt
 from lbkit.error import ConfigError
+from lbkit.http._acceptproxy import AcceptProxyFactory
 from lbkit.http._proxy import HTTPProxyFactory
 from lbkit.http._routing import Route
 from lbkit.interfaces import IListener
+from lbkit.tls import Certificates, fromSSLEndpoint, h2Available, serverFactory
 
 __all__ = ["Frontend"]
 
@@ -31,6 +35,15 @@ class Frontend:
     @ivar tls: The L{lbkit.tls.Certificates} this frontend terminates TLS
         with (also set from an C{ssl:} endpoint string), or L{None}.
     @ivar http2: Offer HTTP/2 through ALPN on a TLS frontend.
+    @ivar acceptProxy: Every connection starts with a PROXY protocol
+        header (v1 or v2, before any TLS) from a balancer in front, whose
+        source address is then the client's everywhere (C{X-Forwarded-For},
+        the log, balancing, C{sourceIn}); a connection without a valid one
+        is cut (HAProxy's C{bind ... accept-proxy}).
+    @ivar timeoutRequestBody: L{None}, or seconds within which a request
+        body must have arrived whole, counted from when lbkit starts
+        passing it to the server: else 408 (or a cut, if the response has
+        started), termination C{cD}.
     """
 
     def __init__(
@@ -52,12 +65,12 @@ class Frontend:
         factory: Optional[type[HTTPProxyFactory]] = None,
         tls: Any = None,
         http2: bool = True,
+        acceptProxy: bool = False,
+        timeoutRequestBody: Optional[float] = None,
     ) -> None:
         self.definedAt = definedAt()
         if not isinstance(endpoint, str):
             raise ConfigError(f"frontend endpoint must be a Twisted endpoint string, not {endpoint!r}")
-        from lbkit.tls import Certificates, fromSSLEndpoint
-
         if tls is not None and not isinstance(tls, Certificates):
             raise ConfigError(f"http.Frontend {endpoint!r}: tls must be an lbkit.tls.Certificates, not {tls!r}")
         #: The endpoint string as given (an C{ssl:} one is served as C{tcp:}
@@ -87,6 +100,17 @@ class Frontend:
         self.timeoutClient = float(timeoutClient)
         self.timeoutHttpRequest = float(timeoutHttpRequest)
         self.timeoutTunnel = float(timeoutTunnel)
+        self.acceptProxy = bool(acceptProxy)
+        if timeoutRequestBody is not None:
+            try:
+                timeoutRequestBody = float(timeoutRequestBody)
+            except (TypeError, ValueError):
+                timeoutRequestBody = -1.0
+            if not timeoutRequestBody > 0:
+                raise ConfigError(
+                    f"http.Frontend {endpoint!r}: timeoutRequestBody must be a number of seconds over 0, or None"
+                )
+        self.timeoutRequestBody: Optional[float] = timeoutRequestBody
         self.forwardedFor = forwardedFor
         self.requestRules = list(requestRules)
         self.responseRules = list(responseRules)
@@ -114,21 +138,19 @@ class Frontend:
 
     def alpnProtocols(self) -> list[bytes]:
         """What a TLS frontend offers through ALPN, most preferred first."""
-        from lbkit.tls import h2Available
-
         return [b"h2", b"http/1.1"] if self.http2 and h2Available() else [b"http/1.1"]
 
     def makeService(self, reactor: Any) -> IService:
-        from lbkit.service import ListeningService
-
         factory: Any = self.buildFactory(reactor)
+        proxyFactory = factory
         if self.tls is not None:
-            from lbkit.tls import serverFactory
-
             protocols = self.alpnProtocols()
             if b"h2" in protocols:
                 from lbkit.http._h2 import negotiating  # type: ignore[import-not-found,unused-ignore]
 
                 factory = negotiating(factory)
             factory = serverFactory(self.tls, factory, reactor, protocols)
+        # outermost, for the PROXY header comes before TLS; it reads
+        # acceptProxy per connection, so a reload can change it
+        factory = AcceptProxyFactory(factory, proxyFactory)
         return ListeningService(self.endpoint, factory, reactor, f"frontend {self.name}")

@@ -15,6 +15,13 @@ handed to the server connection (whose full buffer pauses the stream);
 response bytes are sent as the stream's window allows, and the server
 connection is paused while they wait (or while the client's TCP connection
 is full).
+
+Safety (see docs/tls.md, "HTTP/2 limits"): each request head is checked
+(L{lbkit.http._h2head}) and re-framed for HTTP/1.1 by lbkit; a malformed
+one is refused with RST_STREAM PROTOCOL_ERROR.  Reading from a client
+stops while its connection is full; a client that does not read for
+C{timeoutClient}, resets or gets refused too many streams, or piles up
+unread PING/SETTINGS answers gets GOAWAY (ENHANCE_YOUR_CALM) and is closed.
 """
 
 from __future__ import annotations
@@ -28,13 +35,16 @@ from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
     DataReceived,
+    PingReceived,
     RemoteSettingsChanged,
     RequestReceived,
     StreamEnded,
     StreamReset,
+    TrailersReceived,
     WindowUpdated,
 )
 from h2.exceptions import ProtocolError, StreamClosedError
+from h2.settings import SettingCodes, Settings
 from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -42,7 +52,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from lbkit._model import Context
-from lbkit.http._parse import CHUNKED, BadMessage, ChunkedFramer, Request, Response, bodyLength
+from lbkit.http._h2head import MalformedRequest, checkRequestHead, checkTrailers
+from lbkit.http._parse import CHUNKED, BadMessage, ChunkedFramer, Request, Response
 from lbkit.http._proxy import HTTPFrontendProtocol, HTTPProxyFactory
 from lbkit.http._server import HTTPServerProtocol
 from lbkit.http._wire import (
@@ -62,6 +73,50 @@ _log = Logger(namespace="lbkit.http")
 #: Connection-level receive window offered to clients (streams keep the
 #: protocol's default, 65535 bytes, which bounds what one stream buffers).
 CONNECTION_WINDOW = 2**20
+_NONE: frozenset[int] = frozenset()
+
+#: SETTINGS_MAX_CONCURRENT_STREAMS advertised to clients (HAProxy's
+#: tune.h2.fe.max-concurrent-streams default); a stream opened past it is
+#: refused with RST_STREAM REFUSED_STREAM, the connection goes on.
+MAX_CONCURRENT_STREAMS = 100
+
+#: The misbehaviour budget of a connection, a token bucket as nghttp2's
+#: defence against rapid reset (CVE-2023-44487; nghttp2 1.57 allows a burst
+#: of 1000 and 33 a second): each stream the client resets before its
+#: response is complete, each stream refused for exceeding
+#: MAX_CONCURRENT_STREAMS and each malformed request costs a token; tokens
+#: come back at RESET_RATE a second up to RESET_BURST.  With none left the
+#: connection gets GOAWAY ENHANCE_YOUR_CALM and is closed.  The burst is
+#: smaller than nghttp2's because a stream costs lbkit more than it costs a
+#: C library: twice MAX_CONCURRENT_STREAMS (nginx bounds the streams opened in
+#: one read the same way) still lets a client cancel all its streams twice
+#: in a row.
+RESET_BURST = 2 * MAX_CONCURRENT_STREAMS
+RESET_RATE = 33.0
+
+#: While the client's connection is full (it does not read), lbkit stops
+#: reading from it; PING and SETTINGS frames already read still need an
+#: answer, and past this many of them answered into a full connection
+#: (Envoy's max_outbound_control_frames default) it is closed with GOAWAY
+#: ENHANCE_YOUR_CALM.  One that stays full for timeoutClient is closed too.
+MAX_QUEUED_CONTROL = 1000
+
+
+class _LocalSettings(Settings):
+    """
+    lbkit's own SETTINGS, as advertised; but the C{h2} package is told of
+    no stream limit, because it would enforce MAX_CONCURRENT_STREAMS as a
+    connection error: L{H2FrontendProtocol} refuses the extra streams one
+    by one instead.
+    """
+
+    @property  # type: ignore[override]
+    def max_concurrent_streams(self) -> int:
+        return 2**31 - 1
+
+    @max_concurrent_streams.setter
+    def max_concurrent_streams(self, value: int) -> None:
+        self[SettingCodes.MAX_CONCURRENT_STREAMS] = value
 
 
 # -- choosing the protocol after the TLS handshake ------------------------------
@@ -183,6 +238,14 @@ class H2FrontendProtocol(Protocol):
         self._stopping = False
         self._tick: Any = None
         self._closed = False
+        self._abortCall: Any = None
+        self._pausedSince = 0.0
+        self._budget = float(RESET_BURST)
+        self._budgetAt = 0.0
+        self._queuedControl = 0
+        #: streams reset, and reset before they were routed (for the log line)
+        self.resets = 0
+        self.dropped = 0
 
     def connectionMade(self) -> None:
         factory = self.factory
@@ -192,12 +255,18 @@ class H2FrontendProtocol(Protocol):
         factory.total += 1
         transport: Any = self.transport
         self.client = transport.getPeer()
-        self.conn = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+        # inbound header blocks are checked by lbkit.http._h2head, per stream
+        config = H2Configuration(client_side=False, header_encoding=None, validate_inbound_headers=False)
+        self.conn = H2Connection(config)
+        self.conn.local_settings = _LocalSettings(client=False, initial_values={
+            SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+            SettingCodes.MAX_HEADER_LIST_SIZE: self.conn.DEFAULT_MAX_HEADER_LIST_SIZE,
+        })
         self.conn.initiate_connection()
         self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         transport.registerProducer(self, True)
         self.flush()
-        self._idleSince = self.reactor.seconds()
+        self._idleSince = self._budgetAt = self.reactor.seconds()
         self._tick = self.reactor.callLater(factory.tickInterval, self._checkIdle)
         factory.connectionOpened(self)
 
@@ -217,35 +286,69 @@ class H2FrontendProtocol(Protocol):
             self.flush()  # h2 queued a GOAWAY
             self._close()
             return
+        streams = self.streams
+        # A stream whose RST_STREAM came in the same read as its HEADERS is
+        # dropped before it is routed: no server connection, no log line.
+        resets = frozenset(e.stream_id for e in events if isinstance(e, StreamReset)) if len(events) > 1 else _NONE
+        dropped: set[int] = set()
+        flushAll = False
+        flush: set[int] = set()
         for event in events:
+            if self._closed:
+                return
             if isinstance(event, RequestReceived):
-                self._request(event)
+                if event.stream_id in resets:
+                    dropped.add(event.stream_id)
+                    self.dropped += 1
+                else:
+                    self._request(event)
             elif isinstance(event, DataReceived):
-                stream = self.streams.get(event.stream_id)
+                stream = streams.get(event.stream_id)
                 if stream is None:
                     self._ack(event.flow_controlled_length, event.stream_id)
                 else:
                     stream.h2Data(event.data, event.flow_controlled_length)
             elif isinstance(event, StreamEnded):
-                stream = self.streams.get(event.stream_id)
+                stream = streams.get(event.stream_id)
                 if stream is not None:
                     stream.h2End()
-            elif isinstance(event, StreamReset):
-                stream = self.streams.get(event.stream_id)
+            elif isinstance(event, TrailersReceived):
+                stream = streams.get(event.stream_id)
                 if stream is not None:
-                    stream.clientGone("CD")
+                    stream.h2Trailers(event.headers)
+            elif isinstance(event, StreamReset):
+                stream = streams.get(event.stream_id)
+                if stream is not None or event.stream_id in dropped:
+                    self.resets += 1
+                    if stream is not None:
+                        stream.clientReset()
+                    if self.glitch("streams reset by the client"):
+                        return
             elif isinstance(event, WindowUpdated):
                 if event.stream_id:
-                    stream = self.streams.get(event.stream_id)
-                    if stream is not None:
-                        stream.flushOut()
+                    flush.add(event.stream_id)
                 else:
-                    self._flushAll()
-            elif isinstance(event, RemoteSettingsChanged):
-                self._flushAll()
+                    flushAll = True
+            elif isinstance(event, (PingReceived, RemoteSettingsChanged)):
+                if isinstance(event, RemoteSettingsChanged):
+                    flushAll = True
+                if self.paused:
+                    # an answer queued in a connection the client does not read
+                    self._queuedControl += 1
+                    if self._queuedControl > MAX_QUEUED_CONTROL:
+                        self.enhanceYourCalm("PING/SETTINGS answers not read", reading=False)
+                        return
             elif isinstance(event, ConnectionTerminated):
                 self._close()
                 return
+        # window updates and settings: each stream is flushed once per read
+        if flushAll:
+            self._flushAll()
+        else:
+            for sid in flush:
+                stream = streams.get(sid)
+                if stream is not None:
+                    stream.flushOut()
         self.flush()
 
     def _request(self, event: RequestReceived) -> None:
@@ -253,9 +356,52 @@ class H2FrontendProtocol(Protocol):
         if self._stopping:
             self.conn.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
             return
+        if len(self.streams) >= MAX_CONCURRENT_STREAMS:
+            self.conn.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            self.glitch("streams past SETTINGS_MAX_CONCURRENT_STREAMS")
+            return
         stream = H2Stream(self, sid)
         self.streams[sid] = stream
         stream.start(list(event.headers), event.stream_ended is not None)
+
+    def glitch(self, why: str) -> bool:
+        """
+        Spend one token of the misbehaviour budget (see L{RESET_BURST});
+        with none left, send GOAWAY ENHANCE_YOUR_CALM and close.
+
+        @return: Whether the connection is being closed.
+        """
+        now = self.reactor.seconds()
+        budget = self._budget + (now - self._budgetAt) * RESET_RATE
+        self._budget = (budget if budget < RESET_BURST else RESET_BURST) - 1
+        self._budgetAt = now
+        if self._budget >= 0:
+            return False
+        self.enhanceYourCalm(why)
+        return True
+
+    def enhanceYourCalm(self, why: str, reading: bool = True) -> None:
+        """
+        The client abuses the connection: GOAWAY ENHANCE_YOUR_CALM, and
+        close it with its streams (at once if the client does not read).
+        """
+        if self._closed:
+            return
+        _log.warn(
+            "{client}: HTTP/2 connection closed (GOAWAY ENHANCE_YOUR_CALM): {why}; "
+            "{resets} streams reset by the client ({dropped} before routing)",
+            client=_formatAddress(self.client), why=why, resets=self.resets, dropped=self.dropped,
+        )
+        try:
+            self.conn.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
+        except ProtocolError:
+            pass
+        self.flush()
+        self._close()
+        if not reading and self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+        for stream in list(self.streams.values()):
+            stream.clientGone("CD")
 
     def _ack(self, size: int, sid: int) -> None:
         if size and not self._closed:
@@ -288,18 +434,29 @@ class H2FrontendProtocol(Protocol):
         self._close()
 
     def _close(self) -> None:
+        if self._abortCall is not None:
+            return
         self._closed = True
         transport: Any = self.transport
         if transport is not None:
             if transport.producer is not None:
                 transport.unregisterProducer()
             transport.loseConnection()
+            # a client that does not read would keep it open: abort it then
+            self._abortCall = self.reactor.callLater(
+                max(self.frontend.timeoutClient, 1.0), transport.abortConnection
+            )
 
     def _checkIdle(self) -> None:
         self._tick = None
         if self._closed:
             return
-        if not self.streams and self.reactor.seconds() - self._idleSince >= self.frontend.timeoutClient:
+        now = self.reactor.seconds()
+        if self.paused and now - self._pausedSince >= self.frontend.timeoutClient:
+            # nothing it was sent was read for timeoutClient
+            self.enhanceYourCalm("the client does not read", reading=False)
+            return
+        if not self.streams and now - self._idleSince >= self.frontend.timeoutClient:
             self._goAway()
             return
         self._tick = self.reactor.callLater(self.factory.tickInterval, self._checkIdle)
@@ -309,6 +466,10 @@ class H2FrontendProtocol(Protocol):
         if self._tick is not None:
             self._tick.cancel()
             self._tick = None
+        if self._abortCall is not None:
+            if self._abortCall.active():
+                self._abortCall.cancel()
+            self._abortCall = None
         for stream in list(self.streams.values()):
             stream.clientGone("CD")
         self.streams.clear()
@@ -335,12 +496,23 @@ class H2FrontendProtocol(Protocol):
     # -- IPushProducer: the client's TCP connection is full / has room -------
 
     def pauseProducing(self) -> None:
+        """The client does not read what it is sent: stop reading from it, pause the servers."""
+        if self.paused:
+            return
         self.paused = True
+        self._pausedSince = self.reactor.seconds()
+        self._queuedControl = 0
+        if self.transport is not None:
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
         for stream in list(self.streams.values()):
             stream.updateProducer()
 
     def resumeProducing(self) -> None:
+        if not self.paused:
+            return
         self.paused = False
+        if self.transport is not None and not self._closed:
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
         for stream in list(self.streams.values()):
             stream.flushOut()
 
@@ -423,13 +595,21 @@ class H2Stream(HTTPFrontendProtocol):
         self._dechunker: Optional[_Dechunker] = None
         self._endOnHeaders = False
         self._sent = 0
+        #: request body bytes the client declared and has not sent yet, or None
+        self._declaredLeft: Optional[int] = None
+        self._quiet = False
 
     def start(self, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
-        """The request's HEADERS arrived: build the request, route it, choose a server."""
+        """The request's HEADERS arrived: check it, build the request, route it, choose a server."""
         h2 = self.h2
         self.reactor = h2.reactor
         self.frontend = h2.frontend
         self.client = h2.client
+        try:
+            head = checkRequestHead(headers, ended)
+        except MalformedRequest as e:
+            self.malformed(str(e))
+            return
         self._proto = b"https"
         self._mtls = getattr(getattr(self.frontend, "tls", None), "clientCA", None) is not None
         self._certTransport = h2.transport
@@ -439,35 +619,17 @@ class H2Stream(HTTPFrontendProtocol):
         self._since = self._requestStart = now
         self._lastBytes = -1
         self._tick = self.reactor.callLater(self._tickInterval(), self._checkTimeouts)
-        method = path = authority = b""
-        fields: list[list[bytes]] = []
-        for name, value in headers:
-            if name[:1] == b":":
-                if name == b":method":
-                    method = value
-                elif name == b":path":
-                    path = value
-                elif name == b":authority":
-                    authority = value
-            else:
-                fields.append([name, value])
-        if authority:  # HTTP/1.1 needs a Host: :authority's, in first place
-            fields = [h for h in fields if h[0] != b"host"]
-            fields.insert(0, [b"host", authority])
-        request = Request(method, path or b"*", b"HTTP/1.1", fields)
+        method = head.method
+        request = Request(method, head.path or b"*", b"HTTP/1.1", head.fields)
         self.request = request
         self._bytesIn = 0
         self._keepAlive = True
         self._upgrade = False
-        framing = 0
-        bad = method == b"CONNECT"
-        if not ended:
-            try:
-                framing = bodyLength(fields, False)
-            except BadMessage:
-                bad = True
-            if request.header(b"content-length") is None:
-                framing = CHUNKED  # a body of unknown length goes chunked to the server
+        # lbkit frames the body for HTTP/1.1 itself: the declared length
+        # (checked against the DATA received), else chunked
+        length = head.contentLength
+        self._declaredLeft = length
+        framing = 0 if ended else CHUNKED if length is None else length
         self._bodyRemaining = framing
         self._bodyFramer = None
         if framing == CHUNKED:
@@ -484,9 +646,9 @@ class H2Stream(HTTPFrontendProtocol):
         self.server = None
         self._state = _WAIT
         self.factory.requests += 1
-        if bad:  # CONNECT (no tunnels over HTTP/2 here), or an invalid content-length
+        if method == b"CONNECT":  # no tunnels over HTTP/2 here
             self.backend = None
-            self._fail(501 if method == b"CONNECT" else 400, "CR")
+            self._fail(501, "CR")
             return
         self.context = Context(client=self.client, frontend=self.frontend.name, request=request)
         backend, rules = self.routeRequest(request)
@@ -498,6 +660,15 @@ class H2Stream(HTTPFrontendProtocol):
 
     def h2Data(self, data: bytes, flowLength: int) -> None:
         """A DATA frame of this stream arrived."""
+        left = self._declaredLeft
+        if left is not None and data:
+            # (the h2 package checks this too, as a connection error)
+            left -= len(data)
+            self._declaredLeft = left
+            if left < 0:
+                self.h2._ack(flowLength, self.streamId)
+                self.malformed("more DATA than its content-length")
+                return
         if self._done or self._bodyDone:
             self.h2._ack(flowLength, self.streamId)
             return
@@ -509,9 +680,42 @@ class H2Stream(HTTPFrontendProtocol):
     def h2End(self) -> None:
         """The client ended the stream (its request is complete)."""
         self._clientEnded = True
+        if self._declaredLeft:
+            self.malformed("stream ended before its content-length")
+            return
         if not self._done and not self._bodyDone and self._bodyRemaining == CHUNKED:
             self._pending.append((b"0\r\n\r\n", 0))
             self.deliverPending()
+
+    def h2Trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """A trailers block arrived: checked, and not forwarded."""
+        try:
+            checkTrailers(headers)
+        except MalformedRequest as e:
+            self.malformed(str(e))
+
+    def malformed(self, why: str) -> None:
+        """
+        The request is malformed (RFC 9113 §8.1.1): RST_STREAM
+        PROTOCOL_ERROR; a server connection it went to is aborted, never
+        pooled (it may be waiting for body bytes that will not come).
+        """
+        if self._done:
+            return
+        _log.info("{client}: stream {sid}: malformed HTTP/2 request refused: {why}",
+                  client=_formatAddress(self.client), sid=self.streamId, why=why)
+        if self.request is not None and self._state != _CLOSED:
+            if self._termination == "--":
+                self._termination = "PR"
+            conn = self.conn
+            if conn is not None:
+                conn.front = None
+                conn.abort()
+            self._endExchange(reusable=False)
+        self._state = _CLOSED
+        self._resetQuietly(ErrorCodes.PROTOCOL_ERROR)
+        self._finish()
+        self.h2.glitch("malformed requests")
 
     def deliverPending(self) -> None:
         """Pass waiting request bytes on, unless the server side is paused."""
@@ -562,14 +766,18 @@ class H2Stream(HTTPFrontendProtocol):
         self.flushOut()
 
     def flushOut(self) -> None:
-        """Send buffered response bytes as far as the flow-control windows allow."""
+        """
+        Send buffered response bytes as far as the flow-control windows
+        allow, and not into a client connection that is full.
+        """
         if self._done:
             return
-        conn = self.h2.conn
+        h2 = self.h2
+        conn = h2.conn
         out = self._out
         sid = self.streamId
         try:
-            while out:
+            while out and not h2.paused:
                 window = conn.local_flow_control_window(sid)
                 if window <= 0:
                     break
@@ -698,6 +906,20 @@ class H2Stream(HTTPFrontendProtocol):
         except ProtocolError:
             pass
         self.h2.flush()
+
+    def clientReset(self) -> None:
+        """
+        The client reset the stream.  One reset before the request went to
+        a server (routing, queue, connect) is not logged: it cost no server
+        anything, and a flood of them would flood the log too.
+        """
+        if self._state == _WAIT:
+            self._quiet = True
+        self.clientGone("CD")
+
+    def _log(self) -> None:
+        if not self._quiet:
+            HTTPFrontendProtocol._log(self)
 
     def clientGone(self, termination: str) -> None:
         """The client reset the stream, or its connection is gone."""

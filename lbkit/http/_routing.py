@@ -11,7 +11,9 @@ from typing import Any, Sequence, Union
 
 from zope.interface import implementer
 
-from lbkit._model import Backend, Context, definedAt
+from lbkit._backend import Backend
+from lbkit._model import Context
+from lbkit._origin import definedAt
 from lbkit.error import ConfigError
 from lbkit.http._parse import Request
 from lbkit.interfaces import IRequestMatcher

@@ -6,12 +6,15 @@ Cookie-based persistence (http mode), as HAProxy's C{cookie} keyword.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from zope.interface import implementer
 
-from lbkit._model import Backend, Context, Server
+from lbkit._model import Context, Server
 from lbkit.interfaces import IHTTPPersistence
+
+if TYPE_CHECKING:
+    from lbkit._backend import Backend
 
 __all__ = ["Cookie"]
 

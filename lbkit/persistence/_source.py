@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from zope.interface import implementer
 
-from lbkit._model import Backend, Context, Server
+from lbkit._model import Context, Server
 from lbkit.interfaces import IPersistence
+
+if TYPE_CHECKING:
+    from lbkit._backend import Backend
 
 __all__ = ["StickySource"]
 

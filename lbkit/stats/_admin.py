@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 
 from lbkit._model import Server, ServerState
 from lbkit.error import ConfigError
+from lbkit.health import monitorFor
 
 __all__ = ["Admin"]
 
@@ -117,6 +118,17 @@ class Admin:
     def __repr__(self) -> str:
         return f"<stats.Admin users={sorted(n.decode() for n in self._users)}>"
 
+    def sameAs(self, other: object) -> bool:
+        """
+        Whether C{other} is an L{Admin} with the same users, passwords,
+        realm and login throttling (a reload keeps a stats page listening
+        only then).
+        """
+        return isinstance(other, Admin) and self._settings() == other._settings()
+
+    def _settings(self) -> tuple[object, ...]:
+        return (self._users, self.realm, self.loginFailures, self.loginWindow, self.loginLockout, self.loginRate)
+
     def checkPassword(self, user: bytes, password: bytes) -> bool:
         """
         Whether C{user} and C{password} match, in time that depends on
@@ -183,8 +195,6 @@ def runAction(
     if action in STATE_ACTIONS:
         new = STATE_ACTIONS[action]
         detail = f"state {server.state.value} -> {new.value}"
-        from lbkit.health import monitorFor
-
         monitor = monitorFor(server)
         reason = f"set by {user} ({via})"
         if monitor is not None:

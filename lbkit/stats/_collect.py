@@ -15,7 +15,8 @@ from typing import Any, Iterable, Sequence
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from lbkit._model import Backend, Server, ServerListenerMixin, ServerState
+from lbkit._backend import Backend, backendsOf
+from lbkit._model import Server, ServerListenerMixin, ServerState
 from lbkit.interfaces import IServerListener
 
 __all__: list[str] = []
@@ -103,15 +104,6 @@ def _lastCheck(last: Any) -> dict[str, Any]:
 def frontendsOf(listen: Sequence[Any]) -> list[Any]:
     """The items of a C{listen} list that send traffic to backends."""
     return [item for item in listen if list(item.backends())]
-
-
-def backendsOf(listen: Sequence[Any]) -> list[Backend]:
-    """Every backend of a C{listen} list, once each, in first-seen order."""
-    found: dict[int, Backend] = {}
-    for item in listen:
-        for backend in item.backends():
-            found.setdefault(id(backend), backend)
-    return list(found.values())
 
 
 def modeOf(frontend: Any) -> str:

@@ -12,7 +12,8 @@ from twisted.application.service import IService, MultiService
 from twisted.web.resource import IResource
 from zope.interface import implementer
 
-from lbkit._model import definedAt
+from lbkit._listening import ListeningService
+from lbkit._origin import definedAt
 from lbkit.error import ConfigError
 from lbkit.interfaces import IListener
 from lbkit.stats._admin import Admin
@@ -133,8 +134,6 @@ class Page:
         return buildResource(self.collector, self.refresh, self.admin, reactor)
 
     def makeService(self, reactor: Any) -> IService:
-        from lbkit.service import ListeningService
-
         service = _PageService(self, reactor)
         site = StatsSite(buildResource(self.collector, self.refresh, self.admin, reactor), reactor)
         ListeningService(self.endpoint, site, reactor, "stats page").setServiceParent(service)  # type: ignore[arg-type]

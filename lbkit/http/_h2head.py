@@ -1,0 +1,181 @@
+# -*- test-case-name: tests.test_http2_security -*-
+"""
+HTTP/2 request heads, checked as RFC 9113 §8.1.1, §8.2 and §8.3 (and RFC
+9110's grammar) say, and turned into the fields of an HTTP/1.1 request: no
+I/O.
+
+The C{h2} package runs with C{validate_inbound_headers=False}: every rule
+about header blocks is checked here, once, so that a malformed request is a
+stream error (RST_STREAM PROTOCOL_ERROR) that leaves the client's other
+streams alone, as HAProxy does, instead of the connection error C{h2} makes
+of it.  (C{h2} still checks, unconditionally and as a connection error, that
+a content-length is digits and that DATA frames do not disagree with it;
+when the stream ends with its HEADERS or with trailers, L{H2Stream} checks
+the length itself.)
+
+The client's framing headers are never copied: content-length is parsed
+here and written again by lbkit, transfer-encoding is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+__all__ = ["MalformedRequest", "H2RequestHead", "checkRequestHead", "checkTrailers"]
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+#: A regular field name: a token, lower case (RFC 9113 §8.2.1).
+_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+\Z")
+#: An origin-form :path: "/" then visible ASCII except "#" (no CTL, SP,
+#: DEL or byte >= 0x80: what an HTTP/1.1 request line can carry as is).
+_PATH = re.compile(rb"/[\x21\x22\x24-\x7e]*\Z")
+_SCHEME = re.compile(rb"[A-Za-z][A-Za-z0-9+\-.]*\Z")
+#: host [":" port], host an IP literal or a reg-name without "," (ambiguous
+#: in a Host header, HAProxy refuses it too) and without userinfo.
+_AUTHORITY = re.compile(rb"(?:\[[0-9A-Za-z:.]+\]|[A-Za-z0-9\-._~!$&'()*+;=%]+)(?::[0-9]*)?\Z")
+#: What a field value may not hold (RFC 9113 §8.2.1); nor may it start or
+#: end with SP or HTAB.
+_NUL_CR_LF = re.compile(rb"[\x00\r\n]")
+_DIGITS = re.compile(rb"[0-9]{1,18}\Z")
+#: Connection-specific fields, malformed in HTTP/2 (RFC 9113 §8.2.2).
+_CONNECTION_SPECIFIC = frozenset([b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"])
+_PSEUDO = frozenset([b":method", b":scheme", b":path", b":authority"])
+#: Methods that do not anticipate a body (RFC 9110 §8.6): a bodyless request
+#: with one of them goes without Content-Length, any other with
+#: C{Content-Length: 0}.
+_NO_BODY_EXPECTED = frozenset([b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE", b"CONNECT"])
+
+
+class MalformedRequest(ValueError):
+    """A request head RFC 9113 calls malformed; the message says why."""
+
+
+class H2RequestHead:
+    """
+    A checked HTTP/2 request head, ready for HTTP/1.1.
+
+    @ivar method: The :method.
+    @ivar path: The :path (the HTTP/1.1 request target), or C{b""} for CONNECT.
+    @ivar fields: C{[name, value]} pairs: C{host} first (from :authority
+        when there is one), then the client's fields without any host,
+        content-length or te, then lbkit's own C{content-length} when the
+        request has a declared or an empty body.
+    @ivar contentLength: The declared body length, or L{None} (then a body,
+        if DATA follows, goes chunked).
+    """
+
+    __slots__ = ("method", "path", "fields", "contentLength")
+
+    def __init__(self, method: bytes, path: bytes, fields: list[list[bytes]], contentLength: Optional[int]) -> None:
+        self.method = method
+        self.path = path
+        self.fields = fields
+        self.contentLength = contentLength
+
+
+def checkRequestHead(headers: list[tuple[bytes, bytes]], ended: bool) -> H2RequestHead:
+    """
+    Check the header block of a request and build its HTTP/1.1 fields.
+
+    @param headers: The decoded header block, as the C{h2} package gives it.
+    @param ended: Whether the HEADERS frame ended the stream (no body).
+    @raise MalformedRequest: when the head is malformed.
+    """
+    pseudo: dict[bytes, bytes] = {}
+    fields: list[list[bytes]] = []
+    host: Optional[bytes] = None
+    hosts = 0
+    length: Optional[bytes] = None
+    regular = False
+    for name, value in headers:
+        if name[:1] == b":":
+            if regular:
+                raise MalformedRequest(f"pseudo-header {_show(name)} after a regular field")
+            if name not in _PSEUDO:
+                raise MalformedRequest(f"pseudo-header {_show(name)} not allowed in a request")
+            if name in pseudo:
+                raise MalformedRequest(f"pseudo-header {_show(name)} repeated")
+            pseudo[name] = value
+            continue
+        regular = True
+        if _NAME.match(name) is None:
+            raise MalformedRequest(f"invalid field name {_show(name)}")
+        if value and (_NUL_CR_LF.search(value) is not None or value[0] in b" \t" or value[-1] in b" \t"):
+            raise MalformedRequest(f"invalid value in field {_show(name)}")
+        if name in _CONNECTION_SPECIFIC:
+            raise MalformedRequest(f"connection-specific field {_show(name)}")
+        if name == b"te":
+            if value.lower() != b"trailers":
+                raise MalformedRequest("te other than trailers")
+            continue  # hop-by-hop: not forwarded
+        if name == b"content-length":
+            if _DIGITS.match(value) is None or (length is not None and value != length):
+                raise MalformedRequest("invalid content-length")
+            length = value
+            continue  # lbkit writes its own
+        if name == b"host":
+            hosts += 1
+            host = value
+            continue
+        fields.append([name, value])
+    method = pseudo.get(b":method")
+    if method is None:
+        raise MalformedRequest("no :method")
+    if _TOKEN.match(method) is None:
+        raise MalformedRequest(f"invalid :method {_show(method)}")
+    authority = pseudo.get(b":authority")
+    if method == b"CONNECT":
+        if b":scheme" in pseudo or b":path" in pseudo or authority is None:
+            raise MalformedRequest("CONNECT needs :authority and neither :scheme nor :path")
+        path = b""
+    else:
+        scheme = pseudo.get(b":scheme")
+        path = pseudo.get(b":path")  # type: ignore[assignment]
+        if scheme is None or path is None:
+            raise MalformedRequest("no :scheme or :path")
+        if _SCHEME.match(scheme) is None:
+            raise MalformedRequest(f"invalid :scheme {_show(scheme)}")
+        if path == b"*":
+            if method != b"OPTIONS":
+                raise MalformedRequest(":path * is only for OPTIONS")
+        elif _PATH.match(path) is None:
+            raise MalformedRequest(f"invalid :path {_show(path)}")
+    if authority is not None:
+        # :authority wins; a host field is dropped (RFC 9113 §8.3.1, as HAProxy does)
+        if _AUTHORITY.match(authority) is None:
+            raise MalformedRequest(f"invalid :authority {_show(authority)}")
+        host = authority
+    elif host is None:
+        raise MalformedRequest("neither :authority nor host")
+    elif hosts > 1 or _AUTHORITY.match(host) is None:
+        raise MalformedRequest("invalid host")
+    fields.insert(0, [b"host", host])
+    contentLength = None if length is None else int(length)
+    if ended:
+        if contentLength:
+            raise MalformedRequest(f"content-length {contentLength} on a stream ended by its HEADERS")
+        contentLength = 0
+        if method not in _NO_BODY_EXPECTED:
+            fields.append([b"content-length", b"0"])
+    elif contentLength is not None:
+        fields.append([b"content-length", b"%d" % contentLength])
+    return H2RequestHead(method, path, fields, contentLength)
+
+
+def checkTrailers(headers: list[tuple[bytes, bytes]]) -> None:
+    """
+    Check a trailers block (which lbkit does not forward).
+
+    @raise MalformedRequest: when it holds a pseudo-header or an invalid field.
+    """
+    for name, value in headers:
+        if name[:1] == b":":
+            raise MalformedRequest(f"pseudo-header {_show(name)} in trailers")
+        if _NAME.match(name) is None or _NUL_CR_LF.search(value) is not None:
+            raise MalformedRequest(f"invalid trailer field {_show(name)}")
+
+
+def _show(data: bytes) -> str:
+    """C{data} for a log line: printable, at most 40 bytes."""
+    return repr(data[:40])[1:]
