@@ -231,10 +231,6 @@ class DifferentialTests(HTTPTestCase):
         """No HTTP/2 corpus entry is forwarded by lbkit where HAProxy refuses it, or read by its server otherwise than lbkit parsed it."""
         return self.runCorpus(H2_CASES)
 
-    test_http2.todo = (  # type: ignore[attr-defined]
-        "h2sec not merged: HTTP/2 requests are not validated yet (content-length on an ended stream, "
-        ":path and :method syntax, header names)"
-    )
 
 
 # -- the harness itself ----------------------------------------------------------

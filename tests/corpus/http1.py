@@ -25,6 +25,12 @@ _HN = "h1_host_normalization.vtc"
 _TV = "h1_request_target_validation.vtc"
 _RB = "http_request_buffer.vtc"
 _PU = "protocol_upgrade.vtc"
+#: Why the CONNECT entries marked BUG fail.
+_CONNECT_BUG = (
+    "lbkit forwards a CONNECT whatever its target and Host say: a target without a port, an empty port, "
+    "a path, or another host or port than Host's, all of which HAProxy refuses with 400 (and the Host a "
+    "route matched is not where the tunnel would go)"
+)
 #: Where http_request_buffer.vtc c3 cuts its request: after "1\r\n1\r\n1".
 _RB_SPLIT = len(b"POST /1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n1\r\n1")
 
@@ -159,7 +165,8 @@ TRANSFER_ENCODING = [
     H1Case("te-xchunked", "hardening", _te(b"xchunked")),
     H1Case("te-chunked-trailing-comma", "RFC 9110 §5.6.1 (empty list elements)", _te(b"chunked,")),
     H1Case("te-leading-comma", "RFC 9110 §5.6.1 (empty list elements)", _te(b", chunked"), expect=LENIENT,
-           why="an empty list element is allowed (RFC 9110 §5.6.1): lbkit reads chunked and sends the server a plain 'Transfer-Encoding: chunked'; HAProxy answers 422"),
+           why=("an empty list element is allowed (RFC 9110 §5.6.1): lbkit reads chunked and sends "
+                "the server a plain 'Transfer-Encoding: chunked'; HAProxy answers 422")),
     H1Case("te-chunked-param", "RFC 9112 §7", _te(b"chunked;q=1")),
     H1Case("te-vt", "hardening: control characters", _te(b"chunked\x0b")),
     H1Case("te-nul-in-name", "hardening", P + b"Transfer-Encoding\x00: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
@@ -179,7 +186,8 @@ CHUNKS = [
     H1Case("chunk-size-ffff", "hardening: chunk sizes that overflow", _chunks(b"ffffffffffffffff\r\nhello\r\n0\r\n\r\n")),
     H1Case("chunk-size-17-digits", "hardening: chunk sizes that overflow",
            _chunks(b"00000000000000005\r\nhello\r\n0\r\n\r\n"), expect=STRICTER,
-           why="17 hex digits, a small value: lbkit takes at most 16 digits, as a size that fits 64 bits"),
+           why=("17 hex digits, a small value: lbkit takes at most 16 digits, as a size that fits 64"
+                " bits")),
     H1Case("chunk-size-overflow-split", "hardening: chunk sizes that overflow",
            _chunks(b"10000000000000\r\nhello\r\n0\r\n\r\n"), split=2),
     H1Case("chunk-size-largest", "hardening: chunk sizes", _chunks(b"fffffffffffff\r\nhello"),
@@ -195,14 +203,15 @@ CHUNKS = [
            _chunks(b"5;a\rb\r\nhello\r\n0\r\n\r\n"), split=(len(TE) + 5, len(TE) + 6)),
     H1Case("chunk-ext-bare-lf", "hardening: bare LF", _chunks(b"5;a\nb\r\nhello\r\n0\r\n\r\n")),
     H1Case("chunk-ext-nul", "hardening: control characters", _chunks(b"5;a\x00b\r\nhello\r\n0\r\n\r\n"), expect=STRICTER,
-           why='HAProxy re-chunks bodies and drops extensions; lbkit forwards chunks as they are, so it refuses control bytes in extensions'),
+           why=("HAProxy re-chunks bodies and drops extensions; lbkit forwards chunks as they are, "
+                "so it refuses control bytes in extensions")),
     H1Case("chunk-ext-tab", "RFC 9112 §7.1.1", _chunks(b"5;a=b\tc\r\nhello\r\n0\r\n\r\n")),
     H1Case("chunk-size-bare-lf", "hardening: bare LF line endings", _chunks(b"5\nhello\r\n0\r\n\r\n"),
            expect=STRICTER, why="HAProxy takes LF alone as a chunk line end; lbkit wants CRLF (RFC 9112 §7.1)"),
     H1Case("chunk-data-bare-lf", "hardening: bare LF line endings", _chunks(b"5\r\nhello\n0\r\n\r\n"),
            expect=STRICTER, why="the same after chunk data"),
     H1Case("chunk-last-bare-lf", "hardening: bare LF line endings", _chunks(b"5\r\nhello\r\n0\n\n"), expect=STRICTER,
-           why='HAProxy takes LF alone as the end of the last chunk and trailers; lbkit wants CRLF'),
+           why=("HAProxy takes LF alone as the end of the last chunk and trailers; lbkit wants CRLF")),
     H1Case("chunk-data-too-long", "RFC 9112 §7.1", _chunks(b"5\r\nhelloXX\r\n0\r\n\r\n")),
     H1Case("chunk-data-no-crlf", "RFC 9112 §7.1", _chunks(b"5\r\nhello0\r\n\r\n")),
     H1Case("chunk-trailer-malformed", "hardening: malformed trailer line", _chunks(b"5\r\nhello\r\n0\r\nbad trailer\r\n\r\n")),
@@ -278,18 +287,19 @@ TARGETS = [
     H1Case("abs-options", f"{_TV} c3", _abs(b"http://haproxy.org", b"haproxy.org", b"OPTIONS")),
     H1Case("connect", f"{_HN} c5", _abs(b"hostname:80", b"hostname:80", b"CONNECT")),
     H1Case("connect-no-port", f"{_HN} c14", _abs(b"hostname", b"hostname", b"CONNECT"), expect=BUG,
-           why="lbkit forwards a CONNECT whatever its target and Host say: a target without a port, an empty port, a path, or another host or port than Host's, which HAProxy refuses with 400 (the Host a route matched is not where the tunnel would go)"),
+           why=_CONNECT_BUG),
     H1Case("connect-host-mismatch", f"{_HN} c15", _abs(b"hostname1:80", b"hostname2:80", b"CONNECT"), expect=BUG,
-           why="lbkit forwards a CONNECT whatever its target and Host say: a target without a port, an empty port, a path, or another host or port than Host's, which HAProxy refuses with 400 (the Host a route matched is not where the tunnel would go)"),
+           why=_CONNECT_BUG),
     H1Case("connect-port-mismatch", f"{_HN} c16", _abs(b"hostname:80", b"hostname:443", b"CONNECT"), expect=BUG,
-           why="lbkit forwards a CONNECT whatever its target and Host say: a target without a port, an empty port, a path, or another host or port than Host's, which HAProxy refuses with 400 (the Host a route matched is not where the tunnel would go)"),
+           why=_CONNECT_BUG),
     H1Case("connect-slash", f"{_HN} c18", _abs(b"/", b"hostname", b"CONNECT"), expect=BUG,
-           why="lbkit forwards a CONNECT whatever its target and Host say: a target without a port, an empty port, a path, or another host or port than Host's, which HAProxy refuses with 400 (the Host a route matched is not where the tunnel would go)"),
+           why=_CONNECT_BUG),
     H1Case("connect-empty-port", f"{_HN} c19", _abs(b"hostname:", b"hostname", b"CONNECT"), expect=BUG,
-           why="lbkit forwards a CONNECT whatever its target and Host say: a target without a port, an empty port, a path, or another host or port than Host's, which HAProxy refuses with 400 (the Host a route matched is not where the tunnel would go)"),
+           why=_CONNECT_BUG),
     H1Case("connect-absolute", f"{_TV} c9", _abs(b"http://haproxy.org:80", b"haproxy.org", b"CONNECT")),
     H1Case("options-star-path", f"{_TV} c4", _abs(b"*/test", b"a", b"OPTIONS"), expect=STRICTER,
-           why="HAProxy 2.6 forwards '*/test' (3.0 refuses it, as the reg-test says); lbkit takes '*' alone"),
+           why=("HAProxy 2.6 forwards '*/test' (3.0 refuses it, as the reg-test says); lbkit takes "
+                "'*' alone")),
     H1Case("get-star", f"{_TV} c5", _abs(b"*", b"a")),
     H1Case("get-authority-form", f"{_TV} c12", _abs(b"haproxy.org:80", b"haproxy.org")),
     H1Case("get-relative", f"{_TV} c13", _abs(b"admin", b"a")),
@@ -340,7 +350,8 @@ SYNTAX = [
     H1Case("header-vt-value", "RFC 9110 §5.5", G + b"X-A: a\x0bb\r\n\r\n"),
     H1Case("header-del-value", "RFC 9110 §5.5", G + b"X-A: a\x7fb\r\n\r\n"),
     H1Case("version-1-2", "RFC 9112 §2.3", b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", expect=STRICTER,
-           why='HAProxy forwards any HTTP/1.x as HTTP/1.1; lbkit answers 505 to a version it does not speak'),
+           why=("HAProxy forwards any HTTP/1.x as HTTP/1.1; lbkit answers 505 to a version it does "
+                "not speak")),
     H1Case("version-2-0", "RFC 9112 §2.3", b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", expect=STRICTER,
            why='the same for HTTP/2.0 in an HTTP/1 request line'),
     H1Case("version-lowercase", "RFC 9112 §2.3", b"GET / http/1.1\r\nHost: a\r\n\r\n"),
@@ -349,7 +360,8 @@ SYNTAX = [
     H1Case("method-nontoken", "RFC 9112 §3", b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n"),
     H1Case("method-leading-space", "RFC 9112 §3", b" GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
     H1Case("double-space-target", "RFC 9112 §3", b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", expect=STRICTER,
-           why='two spaces in the request line: HAProxy takes it, lbkit wants single spaces (RFC 9112 §3)'),
+           why=("two spaces in the request line: HAProxy takes it, lbkit wants single spaces (RFC "
+                "9112 §3)")),
     H1Case("leading-lf", "RFC 9112 §2.2", b"\n" + G + b"\r\n", expect=STRICTER,
            why='an LF alone before the request line: lbkit ignores CRLFs only'),
     H1Case("upgrade-custom", f"{_PU} c1",
@@ -357,7 +369,9 @@ SYNTAX = [
            "the server answers 200, not 101: no tunnel, the connection goes on"),
     H1Case("upgrade-h2c", f"{_PU} c8_h2c", G + b"connection: upgrade\r\nupgrade: h2c\r\n\r\n"),
     H1Case("upgrade-websocket-no-key", "websocket.vtc c2_1", G + b"connection: upgrade\r\nupgrade: websocket\r\n\r\n", expect=LENIENT,
-           why='HAProxy checks the WebSocket handshake and wants Sec-WebSocket-Key (RFC 6455 §4.1); lbkit leaves that to the server and tunnels only after its 101, and the request has no framing ambiguity'),
+           why=("HAProxy checks the WebSocket handshake and wants Sec-WebSocket-Key (RFC 6455 §4.1);"
+                " lbkit leaves that to the server and tunnels only after its 101, and the request "
+                "has no framing ambiguity")),
     H1Case("upgrade-websocket-lists", "websocket.vtc c2_2",
            G + b"connection: upgrade\r\nupgrade: proto1, websocket, proto2\r\nupgrade: proto3\r\n\r\n"),
     H1Case("upgrade-post-body", f"{_PU} c10_h1_post",
