@@ -9,7 +9,7 @@ HTTP/1.1 parsing); RFC 9112 sections are given as "RFC 9112 §n".
 
 from __future__ import annotations
 
-from tests.corpus import BUG, LENIENT, STRICTER, H1Case
+from tests.corpus import LENIENT, STRICTER, H1Case
 
 __all__ = ["CASES"]
 
@@ -25,12 +25,6 @@ _HN = "h1_host_normalization.vtc"
 _TV = "h1_request_target_validation.vtc"
 _RB = "http_request_buffer.vtc"
 _PU = "protocol_upgrade.vtc"
-#: Why the CONNECT entries marked BUG fail.
-_CONNECT_BUG = (
-    "lbkit forwards a CONNECT whatever its target and Host say: a target without a port, an empty port, "
-    "a path, or another host or port than Host's, all of which HAProxy refuses with 400 (and the Host a "
-    "route matched is not where the tunnel would go)"
-)
 #: Where http_request_buffer.vtc c3 cuts its request: after "1\r\n1\r\n1".
 _RB_SPLIT = len(b"POST /1 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n1\r\n1")
 
@@ -286,16 +280,11 @@ TARGETS = [
            "lbkit forwards http and https targets only", expect=STRICTER),
     H1Case("abs-options", f"{_TV} c3", _abs(b"http://haproxy.org", b"haproxy.org", b"OPTIONS")),
     H1Case("connect", f"{_HN} c5", _abs(b"hostname:80", b"hostname:80", b"CONNECT")),
-    H1Case("connect-no-port", f"{_HN} c14", _abs(b"hostname", b"hostname", b"CONNECT"), expect=BUG,
-           why=_CONNECT_BUG),
-    H1Case("connect-host-mismatch", f"{_HN} c15", _abs(b"hostname1:80", b"hostname2:80", b"CONNECT"), expect=BUG,
-           why=_CONNECT_BUG),
-    H1Case("connect-port-mismatch", f"{_HN} c16", _abs(b"hostname:80", b"hostname:443", b"CONNECT"), expect=BUG,
-           why=_CONNECT_BUG),
-    H1Case("connect-slash", f"{_HN} c18", _abs(b"/", b"hostname", b"CONNECT"), expect=BUG,
-           why=_CONNECT_BUG),
-    H1Case("connect-empty-port", f"{_HN} c19", _abs(b"hostname:", b"hostname", b"CONNECT"), expect=BUG,
-           why=_CONNECT_BUG),
+    H1Case("connect-no-port", f"{_HN} c14", _abs(b"hostname", b"hostname", b"CONNECT")),
+    H1Case("connect-host-mismatch", f"{_HN} c15", _abs(b"hostname1:80", b"hostname2:80", b"CONNECT")),
+    H1Case("connect-port-mismatch", f"{_HN} c16", _abs(b"hostname:80", b"hostname:443", b"CONNECT")),
+    H1Case("connect-slash", f"{_HN} c18", _abs(b"/", b"hostname", b"CONNECT")),
+    H1Case("connect-empty-port", f"{_HN} c19", _abs(b"hostname:", b"hostname", b"CONNECT")),
     H1Case("connect-absolute", f"{_TV} c9", _abs(b"http://haproxy.org:80", b"haproxy.org", b"CONNECT")),
     H1Case("options-star-path", f"{_TV} c4", _abs(b"*/test", b"a", b"OPTIONS"), expect=STRICTER,
            why=("HAProxy 2.6 forwards '*/test' (3.0 refuses it, as the reg-test says); lbkit takes "
