@@ -19,9 +19,9 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from lbkit import Backend, Server, tcp
-from lbkit._sni import ClientHello, ClientHelloParser, validHostName
 from lbkit.error import ConfigError
 from lbkit.proxyproto import formatV1
+from lbkit.tcp._sni import ClientHello, ClientHelloParser, validHostName
 from lbkit.testing import HalfCloseableStringTransport
 from lbkit.tls import loadKeyPair
 from tests.helpers import (

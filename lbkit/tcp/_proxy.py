@@ -22,9 +22,9 @@ from lbkit._connect import connectFailed, connectServer, isLocalResourceError, p
 from lbkit._drain import DrainingFactory
 from lbkit._model import Backend, Context, Server, definedAt, formatAddress
 from lbkit._pump import tune, writeThrough
-from lbkit._sni import ClientHello, InvalidClientHello, Route, sniAbsent, sniEnds, sniIs
 from lbkit.error import ConfigError, NoServerAvailable, QueueTimeout
 from lbkit.interfaces import IListener, ISession
+from lbkit.tcp._sni import ClientHello, InvalidClientHello, Route, sniAbsent, sniEnds, sniIs
 
 __all__ = [
     "Frontend", "TCPProxyFactory", "TCPFrontendProtocol", "TCPServerProtocol",
@@ -266,7 +266,7 @@ class TCPFrontendProtocol(Protocol):
         self._startIdleTimer()
         if factory.frontend.routes:
             # SNI pass-through: read the ClientHello, choose self.backend.
-            from lbkit._sni import _SNIPhase
+            from lbkit.tcp._sni import _SNIPhase
 
             self._parser = _SNIPhase(self, factory.frontend.acceptProxy)
         elif factory.frontend.acceptProxy:
@@ -458,7 +458,7 @@ class TCPFrontendProtocol(Protocol):
             serverTransport.writeSequence(self._pending)
             self._pending = []
         if self.factory.frontend.splice and not self._pendingEOF:
-            from lbkit._splice import startSplice
+            from lbkit.tcp._splice import startSplice
 
             self._splice = startSplice(self.transport, serverTransport, self, peer, self._relay)
             if self._splice is not None:
