@@ -21,7 +21,7 @@ from typing import Any, Callable
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.tcp import Connection
 
-__all__ = ["BUFFER_SIZE", "tune", "writeThrough"]
+__all__ = ["BUFFER_SIZE", "plainTCP", "tune", "writeThrough"]
 
 #: Bytes read per C{recv} on a proxied TCP connection, and how much may wait
 #: in its write buffer before its producer is paused (Twisted uses one
@@ -29,7 +29,12 @@ __all__ = ["BUFFER_SIZE", "tune", "writeThrough"]
 BUFFER_SIZE = 2**18
 
 
-def _plainTCP(transport: Any) -> bool:
+def plainTCP(transport: Any) -> bool:
+    """
+    Whether C{transport} is a plain Twisted TCP connection (not TLS), whose
+    socket lbkit may use directly (L{writeThrough}, and tcp mode's splice
+    relay).
+    """
     return isinstance(transport, Connection) and not transport.TLS and not ISSLTransport.providedBy(transport)
 
 
@@ -45,7 +50,7 @@ def tune(transport: Any, bufferSize: int = BUFFER_SIZE) -> None:
             setTcpNoDelay(True)
         except OSError:
             pass
-    if _plainTCP(transport):
+    if plainTCP(transport):
         transport.bufferSize = bufferSize
 
 
@@ -66,7 +71,7 @@ def writeThrough(transport: Any) -> Callable[[bytes], None]:
     itself.
     """
     write: Callable[[bytes], None] = transport.write
-    if not _plainTCP(transport):
+    if not plainTCP(transport):
         return write
     send = transport.socket.send
 
