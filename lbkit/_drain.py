@@ -30,9 +30,16 @@ class DrainingFactory:
 
     @ivar stopping: Whether L{stopGracefully} was called: protocols read it
         to refuse new work (http answers with C{Connection: close}).
+    @ivar current: With L{countsConnections}, the connections open now.
+    @ivar total: With L{countsConnections}, the connections opened so far.
     """
 
     stopping = False
+    #: Whether L{connectionOpened} and L{connectionClosed} keep C{current}
+    #: and C{total}; a factory that sets it must not count them itself.
+    countsConnections = False
+    current = 0
+    total = 0
 
     @property
     def connections(self) -> set[Any]:
@@ -45,6 +52,9 @@ class DrainingFactory:
     def connectionOpened(self, protocol: Any) -> None:
         """Called by a protocol from C{connectionMade}."""
         self.connections.add(protocol)
+        if self.countsConnections:
+            self.current += 1
+            self.total += 1
         if self.stopping:
             # accepted in the very turn the port stopped: finish it too
             _stop(protocol)
@@ -52,7 +62,10 @@ class DrainingFactory:
     def connectionClosed(self, protocol: Any) -> None:
         """Called by a protocol from C{connectionLost}."""
         conns = self.connections
-        conns.discard(protocol)
+        if protocol in conns:
+            conns.remove(protocol)
+            if self.countsConnections:
+                self.current -= 1
         if not conns:
             waiters: list[Deferred[None]] = self.__dict__.pop("_idleWaiters", [])
             for d in waiters:

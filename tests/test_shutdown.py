@@ -220,3 +220,19 @@ class DrainingFactoryTests(SynchronousTestCase):
         factory.killAll()
         self.assertTrue(graceful.killed and late.killed)
         self.assertTrue(plain.transport.aborted)
+
+    def test_countsWhenAsked(self) -> None:
+        """A factory with countsConnections keeps current and total; one without leaves them to itself."""
+
+        class Counting(DrainingFactory):
+            countsConnections = True
+
+        counting, silent = Counting(), DrainingFactory()
+        a, b = Plain(), Plain()
+        for factory in (counting, silent):
+            factory.connectionOpened(a)
+            factory.connectionOpened(b)
+            factory.connectionClosed(a)
+            factory.connectionClosed(a)  # a second report of the same close counts once
+        self.assertEqual((counting.current, counting.total), (1, 2))
+        self.assertEqual((silent.current, silent.total), (0, 0))
