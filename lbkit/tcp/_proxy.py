@@ -1,208 +1,49 @@
 # -*- test-case-name: tests.test_tcp -*-
 """
-tcp mode (layer 4): accept a client, choose a server, connect, and pump
-bytes both ways with back-pressure and half-close.
+The client side of a tcp-mode (layer 4) connection: accept a client,
+choose a server, connect, and pump bytes both ways with back-pressure and
+half-close.
+
+L{TCPFrontendProtocol}'s life is one L{Phase} at a time: ACCEPTED, then
+INSPECTING (a PROXY header and/or the ClientHello, with C{acceptProxy} or
+C{routes}), QUEUED (looking for a server, maybe in the backend's queue),
+CONNECTING (a server chosen), RELAYING, and CLOSED from any of them.  Its
+HAProxy termination code (docs/operations.md) comes from the phase it is
+in, or was in when it began to close: a client lost while QUEUED is
+C{CQ}, while CONNECTING C{CC}, while RELAYING C{CD}.  The half-close flags
+C{_clientEOF} and C{_serverEOF} are apart from the phase.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from twisted.application.service import IService
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, ISSLTransport
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from lbkit._connect import connectFailed, connectServer, isLocalResourceError, prepareRetry
-from lbkit._drain import DrainingFactory
-from lbkit._model import Backend, Context, Server, definedAt, formatAddress
+from lbkit._dispatch import Dispatch, DispatchFailed
+from lbkit._model import Context, Server, formatAddress
 from lbkit._pump import tune, writeThrough
-from lbkit.error import ConfigError, NoServerAvailable, QueueTimeout
-from lbkit.interfaces import IListener, ISession
-from lbkit.tcp._sni import ClientHello, InvalidClientHello, Route, sniAbsent, sniEnds, sniIs
+from lbkit.interfaces import ISession
+from lbkit.proxyproto import InvalidProxyHeader, formatV1, formatV2
+from lbkit.tcp._phase import CLIENT_LOST, Phase, Termination
+from lbkit.tcp._server import TCPServerProtocol, halfClose
+from lbkit.tcp._sni import ClientHello, Inspected, Inspector, InvalidClientHello, chooseBackend
+from lbkit.tcp._splice import startSplice
 
-__all__ = [
-    "Frontend", "TCPProxyFactory", "TCPFrontendProtocol", "TCPServerProtocol",
-    "Route", "sniIs", "sniEnds", "sniAbsent", "ClientHello",
-]
+if TYPE_CHECKING:
+    from lbkit.tcp._frontend import Frontend, TCPProxyFactory
 
-accessLog = Logger(namespace="lbkit.access")
+__all__ = ["TCPFrontendProtocol"]
+
 _log = Logger(namespace="lbkit.tcp")
 _DONE = Failure(ConnectionDone())
-
-#: The access-log line of a tcp connection (see docs/tcp.md).
-TCP_LOG_FORMAT = (
-    "{client} [{date}] {frontend} {backend}/{server} {Tw}/{Tc}/{Tt} "
-    "{bytesIn} {bytesOut} {termination} {retries}"
-)
-
-
-_formatAddress = formatAddress
-
-
-def _halfClose(transport: Any) -> None:
-    """
-    Shut the write half of C{transport}, or close it where half-close is not
-    possible (TLS: Twisted #5341).
-    """
-    if ISSLTransport.providedBy(transport) or not hasattr(transport, "loseWriteConnection"):
-        transport.loseConnection()
-    else:
-        transport.loseWriteConnection()
-
-
-@implementer(IListener)
-class Frontend:
-    """
-    A tcp-mode frontend: listens on C{endpoint} and sends every connection
-    to a server of C{backend}.
-
-    @ivar endpoint: A Twisted server endpoint string, e.g.
-        C{"tcp:8080:interface=127.0.0.1"}.
-    @ivar backend: The L{Backend}.
-    @ivar name: Shown in logs and stats; by default derived from the endpoint.
-    @ivar timeoutClient: Seconds without traffic before the connection is
-        closed (HAProxy's C{timeout client}).
-    @ivar acceptProxy: Expect a PROXY protocol (v1 or v2) header first.
-    @ivar log: Emit one access-log line per connection.
-    @ivar factory: The factory class (a L{TCPProxyFactory} subclass).
-    @ivar routes: L{Route}s tried in order on the TLS ClientHello (SNI
-        pass-through, see docs/tls.md); C{backend} takes the rest.
-    @ivar timeoutInspect: With routes, seconds to wait for the ClientHello
-        before routing on what arrived (HAProxy's C{inspect-delay}).
-    @ivar inspectLimit: With routes, bytes buffered at most while looking
-        for the ClientHello.
-    @ivar splice: On Linux, relay plain TCP connections with C{splice(2)}
-        (zero-copy, see docs/tcp.md); elsewhere, or for TLS, the normal way.
-    """
-
-    def __init__(
-        self,
-        endpoint: str,
-        backend: Backend,
-        *,
-        name: str | None = None,
-        timeoutClient: float = 30.0,
-        acceptProxy: bool = False,
-        log: bool = True,
-        factory: type[TCPProxyFactory] | None = None,
-        routes: Sequence[Route] = (),
-        timeoutInspect: float = 5.0,
-        inspectLimit: int = 32768,
-        splice: bool = False,
-    ) -> None:
-        self.definedAt = definedAt()
-        if not isinstance(endpoint, str):
-            raise ConfigError(f"frontend endpoint must be a Twisted endpoint string, not {endpoint!r}")
-        if not isinstance(backend, Backend):
-            raise ConfigError(f"frontend {endpoint!r}: backend must be an lbkit.Backend, not {backend!r}")
-        self.routes = list(routes)
-        for route in self.routes:
-            if not isinstance(route, Route):
-                raise ConfigError(f"frontend {endpoint!r}: routes must be tcp.Route objects, not {route!r}")
-        self.timeoutInspect = float(timeoutInspect)
-        self.inspectLimit = int(inspectLimit)
-        self.splice = bool(splice)
-        self.endpoint = endpoint
-        self.backend = backend
-        self.name = name or endpoint
-        self.timeoutClient = float(timeoutClient)
-        self.acceptProxy = acceptProxy
-        self.log = log
-        self.factory = factory or TCPProxyFactory
-        self.factories: list[TCPProxyFactory] = []
-        if not (isinstance(self.factory, type) and issubclass(self.factory, TCPProxyFactory)):
-            raise ConfigError(f"frontend {endpoint!r}: factory must be a TCPProxyFactory subclass")
-
-    def __repr__(self) -> str:
-        return f"<tcp.Frontend {self.name}>"
-
-    def backends(self) -> Sequence[Backend]:
-        found = [self.backend]
-        for route in self.routes:
-            if route.backend not in found:
-                found.append(route.backend)
-        return found
-
-    def buildFactory(self, reactor: Any) -> TCPProxyFactory:
-        """The factory that serves this frontend's connections."""
-        factory = self.factory(self, reactor)
-        self.factories.append(factory)
-        return factory
-
-    def makeService(self, reactor: Any) -> IService:
-        from lbkit.service import ListeningService
-
-        return ListeningService(self.endpoint, self.buildFactory(reactor), reactor, f"frontend {self.name}")
-
-
-class TCPProxyFactory(DrainingFactory, Factory):
-    """
-    Builds a L{TCPFrontendProtocol} (or the class in L{protocol}) for each
-    accepted client.  Subclass it, and the protocol classes, to change how
-    connections are handled; see examples/logging_subclass.py.
-
-    @ivar current: Client connections open now.
-    @ivar total: Client connections accepted so far.
-    """
-
-    protocol: type[Protocol] = None  # type: ignore[assignment]
-    noisy = False
-
-    def __init__(self, frontend: Frontend, reactor: Any) -> None:
-        self.frontend = frontend
-        self.backend = frontend.backend
-        self.reactor = reactor
-        self.current = 0
-        self.total = 0
-        self.bytesIn = 0
-        self.bytesOut = 0
-        #: Where access-log lines go; the service points it at the
-        #: destinations of L{lbkit.logs.AccessLog} when the site has some.
-        self.accessLog = accessLog
-
-    def logAccess(self, fields: dict[str, Any]) -> None:
-        """Emit the access-log line of one finished connection."""
-        if self.frontend.log:
-            self.accessLog.info(TCP_LOG_FORMAT, **fields)
-
-
-@implementer(IHalfCloseableProtocol)
-class TCPServerProtocol(Protocol):
-    """
-    The server side of one proxied connection: passes what the server sends
-    to the client.
-    """
-
-    def __init__(self, front: TCPFrontendProtocol) -> None:
-        self.front = front
-        self.bytes = 0
-        self._write: Callable[[bytes], None] | None = None
-        self.readDone = False
-
-    def connectionMade(self) -> None:
-        tune(self.transport)
-        self._write = writeThrough(self.front.transport)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.bytes += len(data)
-        self._write(data)  # type: ignore[misc]
-
-    def readConnectionLost(self) -> None:
-        if not self.readDone:
-            self.readDone = True
-            self.front.serverEOF()
-
-    def writeConnectionLost(self) -> None:
-        pass
-
-    def connectionLost(self, reason: Failure = _DONE) -> None:
-        self.front.serverLost(reason)
 
 
 @implementer(IHalfCloseableProtocol, ISession)
@@ -210,12 +51,14 @@ class TCPFrontendProtocol(Protocol):
     """
     The client side of one proxied connection.
 
-    Its life: accepted (reading paused) → optional PROXY header → a server
-    is chosen (maybe after waiting in the backend queue) → connected (both
-    transports registered as each other's producers) → both directions end
-    → closed and logged.
+    Its life: accepted (reading paused) → optional PROXY header and TLS
+    ClientHello → a server is chosen (maybe after waiting in the backend
+    queue) → connected (both transports registered as each other's
+    producers) → both directions end → closed and logged.
 
     Hooks for subclasses: L{serverChosen}, L{serverConnected}, L{finished}.
+
+    @ivar hello: With C{routes}, the L{ClientHello} once read, else L{None}.
     """
 
     factory: TCPProxyFactory
@@ -228,25 +71,28 @@ class TCPFrontendProtocol(Protocol):
         self.termination = "--"
         self.bytes = 0
         self.attempts = 0
-        self._peerWrite: Callable[[bytes], None] | None = None
-        self._pending: list[bytes] = []
-        self._pendingEOF = False
-        self._parser: Any = None
-        self._waiting: Deferred[Any] | None = None
-        self._idleCall: Any = None
-        self._idleBytes = 0
-        self._closed = False
+        self.hello: Optional[ClientHello] = None
+        self._phase = Phase.ACCEPTED
+        self._closedIn = Phase.ACCEPTED
         self._clientEOF = False
         self._serverEOF = False
-        self._destination: IAddress | None = None
-        self._tq = self._tc = -1.0
-        #: Seconds spent in the queue; -1 until a server is looked for.
-        self._tw = -1.0
-        self._slotHeld = False
-        self._abortCall: Any = None
         self._clientGone = False
         self._serverGone = True
+        self._peerWrite: Callable[[bytes], None] | None = None
+        self._pending: list[bytes] = []
+        self._inspector: Inspector | None = None
+        self._inspectCall: Any = None
+        self._dispatch: Dispatch[TCPServerProtocol] | None = None
+        self._idleCall: Any = None
+        self._idleBytes = 0
+        self._destination: IAddress | None = None
+        self._abortCall: Any = None
         self._splice: Any = None
+
+    @property
+    def _where(self) -> Phase:
+        """The phase now, or the one the connection was in when it began closing."""
+        return self._closedIn if self._phase is Phase.CLOSED else self._phase
 
     # -- client events ---------------------------------------------------
 
@@ -254,31 +100,20 @@ class TCPFrontendProtocol(Protocol):
         factory = self.factory
         self.reactor = factory.reactor
         self.backend = factory.backend
-        factory.current += 1
-        factory.total += 1
         factory.connectionOpened(self)
         self.acceptTime = time.time()
         self.start = self.reactor.seconds()
         transport = self.transport
         assert transport is not None
         tune(transport)
-        self.context = Context(client=transport.getPeer(), frontend=factory.frontend.name)
+        frontend = factory.frontend
+        self.context = Context(client=transport.getPeer(), frontend=frontend.name)
         self._startIdleTimer()
-        if factory.frontend.routes:
-            # SNI pass-through: read the ClientHello, choose self.backend.
-            from lbkit.tcp._sni import _SNIPhase
-
-            self._parser = _SNIPhase(self, factory.frontend.acceptProxy)
-        elif factory.frontend.acceptProxy:
-            from lbkit.proxyproto import ProxyHeaderParser
-
-            self._parser = ProxyHeaderParser()
+        if frontend.routes or frontend.acceptProxy:
+            self._startInspecting(frontend)
         else:
             transport.pauseProducing()  # type: ignore[attr-defined]
-            try:
-                self._choose()
-            except Exception:
-                self._internalError(Failure())
+            self._startDispatch()
 
     def dataReceived(self, data: bytes) -> None:
         peerWrite = self._peerWrite
@@ -286,106 +121,134 @@ class TCPFrontendProtocol(Protocol):
             self.bytes += len(data)
             peerWrite(data)
             return
-        if self._parser is not None:
-            self._parseProxyHeader(data)
+        if self._phase is Phase.INSPECTING:
+            self._inspect(data)
             return
         self.bytes += len(data)
         self._pending.append(data)
-
-    def _parseProxyHeader(self, data: bytes) -> None:
-        from lbkit.proxyproto import InvalidProxyHeader
-
-        try:
-            info = self._parser.feed(data)
-        except (InvalidProxyHeader, InvalidClientHello) as e:
-            _log.warn(
-                "{frontend}: closing {client}: malformed {what}: {why}",
-                frontend=self.factory.frontend.name, client=_formatAddress(self.context.client if self.context else None),
-                what="PROXY header" if isinstance(e, InvalidProxyHeader) else "TLS ClientHello", why=str(e),
-            )
-            self._parser = None
-            self.termination = "PR"
-            self.transport.abortConnection()  # type: ignore[union-attr]
-            return
-        if info is None:
-            return
-        self._parser = None
-        assert self.context is not None
-        if info.source is not None:
-            self.context.client = info.source
-            self._destination = info.destination
-        self.transport.pauseProducing()  # type: ignore[union-attr]
-        if info.rest:
-            self.bytes += len(info.rest)
-            self._pending.append(info.rest)
-        self._choose()
 
     def readConnectionLost(self) -> None:
         if self._clientEOF:
             return
         self._clientEOF = True
-        peer = self.peer
-        if peer is None:
-            if self._parser is not None:
+        phase = self._phase
+        if phase is Phase.RELAYING:
+            peer = self.peer
+            assert peer is not None and peer.transport is not None
+            peer.transport.unregisterProducer()  # type: ignore[attr-defined]
+            halfClose(peer.transport)
+            if self._serverEOF:
                 self._close()
-            else:
-                self._pendingEOF = True
-            return
-        peer.transport.unregisterProducer()  # type: ignore[union-attr]
-        _halfClose(peer.transport)
-        if self._serverEOF:
+        elif phase is Phase.INSPECTING:
             self._close()
+        # QUEUED or CONNECTING: passed on once connected (_relay)
 
     def writeConnectionLost(self) -> None:
         pass
 
     def connectionLost(self, reason: Failure = _DONE) -> None:
         if self.termination == "--" and not reason.check(ConnectionDone):
-            self.termination = "CD" if self.peer is not None else ("CQ" if self.server is None else "CC")
-        if self._waiting is not None:
-            waiting, self._waiting = self._waiting, None
-            waiting.cancel()
+            self.termination = CLIENT_LOST[self._where]
+        if self._dispatch is not None:
+            self._dispatch.cancel()
         self._clientGone = True
         if self._splice is not None:
             self._splice.lost(self.transport)
-        stopParser = getattr(self._parser, "stop", None)
-        if stopParser is not None:
-            stopParser()
         self._close()
         self._finish()
         self._maybeStopAbortTimer()
         self.factory.connectionClosed(self)
 
+    # -- inspecting: PROXY header, TLS ClientHello ------------------------
+
+    def _startInspecting(self, frontend: Frontend) -> None:
+        self._phase = Phase.INSPECTING
+        # with routes (SNI pass-through), the ClientHello chooses self.backend
+        routes = bool(frontend.routes)
+        self._inspector = Inspector(frontend.acceptProxy, frontend.inspectLimit if routes else None)
+        if routes and frontend.timeoutInspect > 0:
+            self._inspectCall = self.reactor.callLater(frontend.timeoutInspect, self._inspectTimedOut)
+
+    def _inspect(self, data: bytes) -> None:
+        assert self._inspector is not None
+        try:
+            done = self._inspector.feed(data)
+        except (InvalidProxyHeader, InvalidClientHello) as e:
+            self.hello = self._inspector.hello
+            _log.warn(
+                "{frontend}: closing {client}: malformed {what}: {why}",
+                frontend=self.factory.frontend.name, client=formatAddress(self.context.client if self.context else None),
+                what="PROXY header" if isinstance(e, InvalidProxyHeader) else "TLS ClientHello", why=str(e),
+            )
+            self._giveUp(Termination.MALFORMED, abort=True)
+            return
+        if done is not None:
+            self._endInspecting(done)
+
+    def _inspectTimedOut(self) -> None:
+        self._inspectCall = None
+        if self._phase is not Phase.INSPECTING:
+            return
+        assert self._inspector is not None
+        if self._inspector.waitingForProxy:
+            # Not even the PROXY header came: close, as the PROXY phase would.
+            self._giveUp(Termination.CLIENT_IDLE_BEFORE)
+            return
+        self._endInspecting(self._inspector.finish())
+
+    def _stopInspecting(self) -> None:
+        self._inspector = None
+        if self._inspectCall is not None:
+            self._inspectCall.cancel()
+            self._inspectCall = None
+
+    def _endInspecting(self, done: Inspected) -> None:
+        """Route on what the inspect phase read, and replay it to the server chosen now."""
+        self._stopInspecting()
+        context = self.context
+        assert context is not None and self.transport is not None
+        hello = self.hello = done.hello
+        if hello is not None:
+            frontend = self.factory.frontend
+            self.backend = chooseBackend(frontend.routes, frontend.backend, hello)
+            context.notes["sni"] = hello.serverName
+        info = done.proxy
+        if info is not None and info.source is not None:
+            context.client = info.source
+            self._destination = info.destination
+        self.transport.pauseProducing()  # type: ignore[attr-defined]
+        if done.rest:
+            self.bytes += len(done.rest)
+            self._pending.append(done.rest)
+        self._startDispatch()
+
     # -- choosing and connecting ------------------------------------------
 
-    def _choose(self) -> None:
+    def _startDispatch(self) -> None:
         assert self.context is not None
-        if self._tw < 0:
-            self._tw = 0.0
-        try:
-            server = self.backend.tryAcquire(self.context)
-        except NoServerAvailable:
-            self.backend.noServerCount += 1
-            self._giveUp("SC")
-            return
-        if server is None:
-            self._tq = self.reactor.seconds()
-            waiting = self._waiting = self.backend.enqueue(self.context, self.reactor)
-            waiting.addCallbacks(self._dequeued, self._queueFailed).addErrback(self._internalError)
-            return
-        self._connect(server)
+        self._phase = Phase.QUEUED
+        dispatch = self._dispatch = Dispatch(
+            self.backend, self.context, self.reactor, self._newPeer, serverChosen=self._chose
+        )
+        dispatch.start().addCallbacks(self._connected, self._notConnected).addErrback(self._internalError)
 
-    def _dequeued(self, server: Server) -> None:
-        self._waiting = None
-        self._tw += self.reactor.seconds() - self._tq
-        self._connect(server)
+    def _newPeer(self, server: Server) -> TCPServerProtocol:
+        return self.serverProtocol(self)
 
-    def _queueFailed(self, reason: Failure) -> None:
-        self._waiting = None
-        self._tw += self.reactor.seconds() - self._tq
+    def _chose(self, server: Server) -> None:
+        assert self._dispatch is not None
+        self.server = server
+        self.attempts = self._dispatch.attempts
+        self._phase = Phase.CONNECTING
+        self.serverChosen(server)
+
+    def _notConnected(self, reason: Failure) -> Optional[Failure]:
         if reason.check(CancelledError):
-            return
-        self._giveUp("sQ" if reason.check(QueueTimeout) else "SC")
+            return None
+        if isinstance(reason.value, DispatchFailed):
+            self._giveUp(reason.value.termination)
+            return None
+        return reason
 
     def _internalError(self, reason: Failure) -> None:
         """
@@ -396,87 +259,52 @@ class TCPFrontendProtocol(Protocol):
             "{frontend}: internal error handling {client}",
             reason,
             frontend=self.factory.frontend.name,
-            client=_formatAddress(self.context.client if self.context else None),
+            client=formatAddress(self.context.client if self.context else None),
         )
         if self.termination == "--":
-            self.termination = "IC"
+            self.termination = Termination.INTERNAL_ERROR
         self._abortBoth()
 
-    def _giveUp(self, termination: str) -> None:
-        self.termination = termination
-        self.transport.loseConnection()  # type: ignore[union-attr]
-
-    def _connect(self, server: Server) -> None:
-        assert self.context is not None
-        self.server = server
-        self.attempts += 1
-        self.context.tried.add(server)
-        self._slotHeld = True  # before the hook: if it raises, _finish releases
-        self.serverChosen(server)
-        self._tc = self.reactor.seconds()
-        peer = self.serverProtocol(self)
-        waiting = self._waiting = connectServer(self.reactor, server, peer, self.backend.timeoutConnect)
-        waiting.addCallbacks(self._connected, self._connectFailed).addErrback(self._internalError)
-
-    def _connectFailed(self, reason: Failure) -> None:
-        self._waiting = None
-        server = self.server
-        assert server is not None and self.context is not None
-        self._slotHeld = False
-        self.backend.release(server)
-        if reason.check(CancelledError):
-            return
-        local = isLocalResourceError(reason)
-        timedOut = connectFailed(server, reason)
-        _log.debug("{server}: connect failed: {why}", server=server.fullName, why=reason.getErrorMessage())
-        if self.attempts > self.backend.retries:
-            self._giveUp("RC" if local else "sC" if timedOut else "SC")
-            return
-        # a retry after lbkit's own failure is not one the server caused
-        prepareRetry(self.backend, None if local else server, self.context)
-        self._choose()
-
-    def _connected(self, peer: TCPServerProtocol) -> None:
-        self._waiting = None
+    def _connected(self, result: tuple[Server, TCPServerProtocol]) -> None:
+        server, peer = result
         self.peer = peer
         self._serverGone = False
-        server = self.server
-        assert server is not None and self.transport is not None and peer.transport is not None
-        self._tc = self.reactor.seconds() - self._tc
+        self._phase = Phase.RELAYING
+        assert self.transport is not None and peer.transport is not None and self.context is not None
         serverTransport = peer.transport
         if server.sendProxy:
-            from lbkit.proxyproto import formatV1, formatV2
-
-            assert self.context is not None
             fmt = formatV1 if server.sendProxy == 1 else formatV2
             destination = self._destination or self.transport.getHost()
             serverTransport.write(fmt(self.context.client, destination))  # type: ignore[arg-type]
         server.sessions.add(self)
-        server.observe(True)
         self.serverConnected(server, peer)
         if self._pending:
             serverTransport.writeSequence(self._pending)
             self._pending = []
-        if self.factory.frontend.splice and not self._pendingEOF:
-            from lbkit.tcp._splice import startSplice
-
+        if self.factory.frontend.splice and not self._clientEOF:
             self._splice = startSplice(self.transport, serverTransport, self, peer, self._relay)
             if self._splice is not None:
                 self.transport.resumeProducing()  # type: ignore[attr-defined]
                 return
-        self._relay()
+        self._relay(clientDone=self._clientEOF)
 
-    def _relay(self) -> None:
-        """Relay through Python: each transport the other's producer."""
+    def _relay(self, clientDone: bool = False) -> None:
+        """
+        Relay through Python: each transport the other's producer.  (Also
+        the splice relay's fall-back.)
+
+        @param clientDone: The client's end-of-file came before the server
+            connection: pass it on now.
+        """
         assert self.peer is not None and self.transport is not None
         serverTransport = self.peer.transport
         assert serverTransport is not None
         self._peerWrite = writeThrough(serverTransport)
         serverTransport.registerProducer(self.transport, True)  # type: ignore[attr-defined]
         self.transport.registerProducer(serverTransport, True)  # type: ignore[attr-defined]
-        if self._pendingEOF:
+        if clientDone:
             serverTransport.unregisterProducer()  # type: ignore[attr-defined]
-            _halfClose(serverTransport)
+            halfClose(serverTransport)
         else:
             self.transport.resumeProducing()  # type: ignore[attr-defined]
 
@@ -488,14 +316,14 @@ class TCPFrontendProtocol(Protocol):
         transport = self.transport
         assert transport is not None
         transport.unregisterProducer()  # type: ignore[attr-defined]
-        _halfClose(transport)
-        if self._clientEOF or self._pendingEOF:
+        halfClose(transport)
+        if self._clientEOF:
             self._close()
 
     def serverLost(self, reason: Failure) -> None:
         """The server connection is gone: close the client side too."""
-        if self.termination == "--" and not reason.check(ConnectionDone) and not self._closed:
-            self.termination = "SD"
+        if self.termination == "--" and not reason.check(ConnectionDone) and self._phase is not Phase.CLOSED:
+            self.termination = Termination.SERVER_LOST
         self._serverGone = True
         if self._splice is not None:
             self._splice.lost(self.peer.transport)  # type: ignore[union-attr]
@@ -515,34 +343,54 @@ class TCPFrontendProtocol(Protocol):
 
     def _checkIdle(self) -> None:
         self._idleCall = None
-        if self._closed:
+        phase = self._phase
+        if phase is Phase.CLOSED:
             return
         now = self.reactor.seconds()
         moved = self.bytes + (self.peer.bytes if self.peer is not None else 0)
         timeout = self._idleTimeout()
-        established = self.peer is not None or self._parser is not None
+        # waiting for a server is not the client's idleness
+        established = phase is Phase.RELAYING or phase is Phase.INSPECTING
         if moved != self._idleBytes or not established:
             self._idleBytes = moved
             self._idleSince = now
         elif now - self._idleSince >= timeout:
             if self.factory.frontend.timeoutClient <= self.backend.timeoutServer:
-                self.termination = "cD" if self.peer is not None else "cR"
+                self.termination = Termination.CLIENT_IDLE_RELAYING if phase is Phase.RELAYING else Termination.CLIENT_IDLE_BEFORE
             else:
-                self.termination = "sD"
+                self.termination = Termination.SERVER_IDLE
             self._close()
             return
         self._idleCall = self.reactor.callLater(timeout / 4, self._checkIdle)
 
     # -- ending -----------------------------------------------------------
 
-    def _close(self) -> None:
-        """Close both sides, flushing what is buffered."""
-        if self._closed:
-            return
-        self._closed = True
+    def _enterClosed(self) -> bool:
+        """Move to CLOSED and stop the timers; whether it was not there yet."""
+        if self._phase is Phase.CLOSED:
+            return False
+        self._closedIn, self._phase = self._phase, Phase.CLOSED
+        self._stopInspecting()
         if self._idleCall is not None:
             self._idleCall.cancel()
             self._idleCall = None
+        return True
+
+    def _giveUp(self, termination: str, abort: bool = False) -> None:
+        """End a connection that will get no server: close (or abort) the client."""
+        self.termination = termination
+        self._enterClosed()
+        transport = self.transport
+        assert transport is not None
+        if abort:
+            transport.abortConnection()  # type: ignore[attr-defined]
+        else:
+            transport.loseConnection()
+
+    def _close(self) -> None:
+        """Close both sides, flushing what is buffered."""
+        if not self._enterClosed():
+            return
         peer = self.peer
         transport = self.transport
         if peer is not None and peer.transport is not None:
@@ -567,7 +415,7 @@ class TCPFrontendProtocol(Protocol):
         buffered (used when its server is taken down with its sessions).
         """
         if self.termination == "--":
-            self.termination = "SK"
+            self.termination = Termination.SESSION_KILLED
         if self._abortCall is not None:
             self._abortCall.cancel()
         self._abortBoth()
@@ -585,7 +433,7 @@ class TCPFrontendProtocol(Protocol):
         connected).
         """
         if self.termination == "--":
-            self.termination = "KD" if self.peer is not None else "KC"
+            self.termination = Termination.KILLED_RELAYING if self._where is Phase.RELAYING else Termination.KILLED_BEFORE
         self.abortSession()
 
     def _maybeStopAbortTimer(self) -> None:
@@ -595,30 +443,29 @@ class TCPFrontendProtocol(Protocol):
 
     def _finish(self) -> None:
         factory = self.factory
-        factory.current -= 1
         server = self.server
         peer = self.peer
+        dispatch = self._dispatch
         bytesOut = peer.bytes if peer is not None else 0
         factory.bytesIn += self.bytes
         factory.bytesOut += bytesOut
         if server is not None:
             server.sessions.discard(self)
-        if server is not None and self._slotHeld:
-            self._slotHeld = False
+        if server is not None and dispatch is not None and dispatch.holding:
             server.bytesIn += self.bytes
             server.bytesOut += bytesOut
-            self.backend.release(server)
+            dispatch.release()
         now = self.reactor.seconds()
-        tw = int(self._tw * 1000) if self._tw >= 0 else -1
         fields = dict(
-            client=_formatAddress(self.context.client if self.context else None),
+            client=formatAddress(self.context.client if self.context else None),
             date=time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime(self.acceptTime))
             + f".{int(self.acceptTime * 1000) % 1000:03d}",
             frontend=factory.frontend.name,
             backend=self.backend.name,
             server=server.name if server is not None else "<NOSRV>",
-            Tw=tw,
-            Tc=int(self._tc * 1000) if peer is not None else -1,
+            # Tw is -1 for a connection that never looked for a server
+            Tw=int(dispatch.waited * 1000) if dispatch is not None else -1,
+            Tc=int((dispatch.connectedAt - dispatch.chosenAt) * 1000) if peer is not None and dispatch else -1,
             Tt=int((now - self.start) * 1000),
             bytesIn=self.bytes,
             bytesOut=bytesOut,
@@ -647,6 +494,3 @@ class TCPFrontendProtocol(Protocol):
         Called once per connection when it is over, with the access-log
         fields (see docs/tcp.md).  The default does nothing.
         """
-
-
-TCPProxyFactory.protocol = TCPFrontendProtocol
