@@ -49,12 +49,22 @@ class DrainingFactory:
             conns = self.__dict__["_connections"] = set()
         return conns
 
-    def connectionOpened(self, protocol: Any) -> None:
-        """Called by a protocol from C{connectionMade}."""
+    def connectionOpened(self, protocol: Any, counted: bool = True) -> None:
+        """
+        Called by a protocol from C{connectionMade}.
+
+        @param counted: Whether it counts in C{current} and C{total} (with
+            L{countsConnections}): false for a stand-in that hands the
+            connection on to a protocol that registers in turn (http's ALPN
+            negotiation), so the connection is counted once.
+        """
         self.connections.add(protocol)
         if self.countsConnections:
-            self.current += 1
-            self.total += 1
+            if counted:
+                self.current += 1
+                self.total += 1
+            else:
+                self.__dict__.setdefault("_uncounted", set()).add(protocol)
         if self.stopping:
             # accepted in the very turn the port stopped: finish it too
             _stop(protocol)
@@ -65,7 +75,11 @@ class DrainingFactory:
         if protocol in conns:
             conns.remove(protocol)
             if self.countsConnections:
-                self.current -= 1
+                uncounted: set[Any] = self.__dict__.get("_uncounted", set())
+                if protocol in uncounted:
+                    uncounted.remove(protocol)
+                else:
+                    self.current -= 1
         if not conns:
             waiters: list[Deferred[None]] = self.__dict__.pop("_idleWaiters", [])
             for d in waiters:
