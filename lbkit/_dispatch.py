@@ -93,20 +93,6 @@ class DispatchFailed(LBKitError):
         self.reason = reason
 
 
-def _guarded(method: Callable[..., None]) -> Callable[..., None]:
-    """A step that fails the dispatch instead of raising (a hook, a balancer)."""
-
-    def step(self: Dispatch[Any], *args: Any) -> None:
-        try:
-            method(self, *args)
-        except Exception:
-            self._fail(Failure())
-
-    step.__name__ = method.__name__
-    step.__doc__ = method.__doc__
-    return step
-
-
 class Dispatch(Generic[P]):
     """
     Gets a connected server protocol for one client (tcp) or request (http):
@@ -196,7 +182,10 @@ class Dispatch(Generic[P]):
             L{CancelledError}.
         """
         d = self._begin()
-        self._choose()
+        try:
+            self._choose()
+        except Exception:
+            self._fail(Failure())
         return d
 
     def retry(self, termination: str, status: int) -> Deferred[tuple[Server, P]]:
@@ -209,8 +198,11 @@ class Dispatch(Generic[P]):
         @return: As L{start}.
         """
         d = self._begin()
-        self.release()
-        self._retryOrFail(termination, status, self.server, None)
+        try:
+            self.release()
+            self._retryOrFail(termination, status, self.server, None)
+        except Exception:
+            self._fail(Failure())
         return d
 
     def again(self, termination: str, status: int) -> Deferred[tuple[Server, P]]:
@@ -222,17 +214,20 @@ class Dispatch(Generic[P]):
         @return: As L{start}.
         """
         d = self._begin()
-        self.release()
-        server = self.server
-        assert server is not None
-        self.attempts -= 1
-        if server.hasFreeSlot():
-            self.backend.reacquire(server)
-            self.holding = True
-            self.attempts += 1
-            self._connectTo(server)
-        else:
-            self._retryOrFail(termination, status, server, None)
+        try:
+            self.release()
+            server = self.server
+            assert server is not None
+            self.attempts -= 1
+            if server.hasFreeSlot():
+                self.backend.reacquire(server)
+                self.holding = True
+                self.attempts += 1
+                self._connectTo(server)
+            else:
+                self._retryOrFail(termination, status, server, None)
+        except Exception:
+            self._fail(Failure())
         return d
 
     def cancel(self) -> None:
@@ -248,6 +243,10 @@ class Dispatch(Generic[P]):
             self.backend.release(self.server)
 
     # -- the loop ------------------------------------------------------------
+    #
+    # start(), retry(), again() and the callbacks of the queue's and the
+    # connect's Deferreds are the entry points: each turns an exception (a
+    # hook, a balancer) into a failed dispatch, the slot given back.
 
     def _begin(self) -> Deferred[tuple[Server, P]]:
         if self._result is not None and not self._result.called:
@@ -256,7 +255,6 @@ class Dispatch(Generic[P]):
         self._result = d
         return d
 
-    @_guarded
     def _choose(self) -> None:
         self.state = DispatchState.CHOOSING
         backend = self.backend
@@ -274,14 +272,16 @@ class Dispatch(Generic[P]):
             return
         self._chosen(server)
 
-    @_guarded
     def _dequeued(self, server: Server) -> None:
         self._waiting = None
         self.waited += self.reactor.seconds() - self.queuedAt
-        self._chosen(server)
+        try:
+            self._chosen(server)
+        except Exception:
+            self._fail(Failure())
 
-    @_guarded
     def _queueFailed(self, reason: Failure) -> None:
+        # nothing here calls out: no exception to catch
         self._waiting = None
         self.waited += self.reactor.seconds() - self.queuedAt
         if reason.check(CancelledError) or self.state is DispatchState.CANCELLED:
@@ -307,7 +307,6 @@ class Dispatch(Generic[P]):
                 return
         self._connectTo(server)
 
-    @_guarded
     def _connectTo(self, server: Server) -> None:
         self.state = DispatchState.CONNECTING
         self.reused = False
@@ -315,33 +314,37 @@ class Dispatch(Generic[P]):
         waiting = self._waiting = self._connect(self.reactor, server, protocol, self.backend.timeoutConnect)
         waiting.addCallbacks(self._connected, self._connectFailed)
 
-    @_guarded
     def _connected(self, protocol: P) -> None:
         self._waiting = None
         self.connectedAt = self.reactor.seconds()
         server = self.server
         assert server is not None
-        server.observe(True)
+        try:
+            server.observe(True)
+        except Exception:
+            self._fail(Failure())
+            return
         self._succeed(server, protocol)
 
-    @_guarded
     def _connectFailed(self, reason: Failure) -> None:
         self._waiting = None
         server = self.server
         assert server is not None
-        self.release()
-        if reason.check(CancelledError) or self.state is DispatchState.CANCELLED:
-            # cancelled: nobody's failure (a connector may report its own)
-            self.state = DispatchState.CANCELLED
-            return
-        local = isLocalResourceError(reason)
-        timedOut = connectFailed(server, reason)
-        _log.debug("{server}: connect failed: {why}", server=server.fullName, why=reason.getErrorMessage())
-        termination = OUT_OF_RESOURCES if local else CONNECT_TIMEOUT if timedOut else SERVER_REFUSED
-        # a retry after lbkit's own failure is not one the server caused
-        self._retryOrFail(termination, 503, None if local else server, reason)
+        try:
+            self.release()
+            if reason.check(CancelledError) or self.state is DispatchState.CANCELLED:
+                # cancelled: nobody's failure (a connector may report its own)
+                self.state = DispatchState.CANCELLED
+                return
+            local = isLocalResourceError(reason)
+            timedOut = connectFailed(server, reason)
+            _log.debug("{server}: connect failed: {why}", server=server.fullName, why=reason.getErrorMessage())
+            termination = OUT_OF_RESOURCES if local else CONNECT_TIMEOUT if timedOut else SERVER_REFUSED
+            # a retry after lbkit's own failure is not one the server caused
+            self._retryOrFail(termination, 503, None if local else server, reason)
+        except Exception:
+            self._fail(Failure())
 
-    @_guarded
     def _retryOrFail(self, termination: str, status: int, blame: Optional[Server], reason: Optional[Failure]) -> None:
         if self.attempts > self.backend.retries:
             self._fail(Failure(DispatchFailed(termination, status, reason)))
@@ -356,7 +359,10 @@ class Dispatch(Generic[P]):
         result.callback((server, protocol))
 
     def _fail(self, reason: Failure) -> None:
-        self.release()
+        try:
+            self.release()
+        except Exception:  # a balancer's hook: the failure still gets out
+            _log.failure("{dispatch}: giving back the slot failed", dispatch=self)
         self.state = DispatchState.FAILED
         result = self._result
         if result is not None and not result.called:

@@ -75,8 +75,8 @@ class DrainingFactory:
         if protocol in conns:
             conns.remove(protocol)
             if self.countsConnections:
-                uncounted: set[Any] = self.__dict__.get("_uncounted", set())
-                if protocol in uncounted:
+                uncounted: set[Any] | None = self.__dict__.get("_uncounted")
+                if uncounted and protocol in uncounted:
                     uncounted.remove(protocol)
                 else:
                     self.current -= 1

@@ -365,16 +365,16 @@ class TCPFrontendProtocol(Protocol):
 
     # -- ending -----------------------------------------------------------
 
-    def _enterClosed(self) -> bool:
-        """Move to CLOSED and stop the timers; whether it was not there yet."""
+    def _enterClosed(self) -> None:
+        """Move to CLOSED and stop the timers."""
         if self._phase is Phase.CLOSED:
-            return False
+            return
         self._closedIn, self._phase = self._phase, Phase.CLOSED
-        self._stopInspecting()
+        if self._inspector is not None:
+            self._stopInspecting()
         if self._idleCall is not None:
             self._idleCall.cancel()
             self._idleCall = None
-        return True
 
     def _giveUp(self, termination: str, abort: bool = False) -> None:
         """End a connection that will get no server: close (or abort) the client."""
@@ -389,8 +389,9 @@ class TCPFrontendProtocol(Protocol):
 
     def _close(self) -> None:
         """Close both sides, flushing what is buffered."""
-        if not self._enterClosed():
+        if self._phase is Phase.CLOSED:
             return
+        self._enterClosed()
         peer = self.peer
         transport = self.transport
         if peer is not None and peer.transport is not None:
