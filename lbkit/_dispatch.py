@@ -120,6 +120,17 @@ class Dispatch(Generic[P]):
         -1.0 before.
     """
 
+    # defaults (one connection sets few of them)
+    state = DispatchState.IDLE
+    server: Optional[Server] = None
+    attempts = 0
+    holding = False
+    reused = False
+    waited = 0.0
+    queuedAt = chosenAt = connectedAt = -1.0
+    _result: Optional[Deferred[tuple[Server, P]]] = None
+    _waiting: Optional[Deferred[Any]] = None
+
     def __init__(
         self,
         backend: Backend,
@@ -151,15 +162,6 @@ class Dispatch(Generic[P]):
         self._connect = connect
         self._serverChosen = serverChosen
         self._pooled = pooled
-        self.state = DispatchState.IDLE
-        self.server: Optional[Server] = None
-        self.attempts = 0
-        self.holding = False
-        self.reused = False
-        self.waited = 0.0
-        self.queuedAt = self.chosenAt = self.connectedAt = -1.0
-        self._result: Optional[Deferred[tuple[Server, P]]] = None
-        self._waiting: Optional[Deferred[Any]] = None
 
     def __repr__(self) -> str:
         return f"<Dispatch {self.backend.name} {self.state.name} server={self.server and self.server.name}>"

@@ -230,7 +230,7 @@ class TCPFrontendProtocol(Protocol):
         dispatch = self._dispatch = Dispatch(
             self.backend, self.context, self.reactor, self._newPeer, serverChosen=self._chose
         )
-        dispatch.start().addCallbacks(self._connected, self._notConnected).addErrback(self._internalError)
+        dispatch.start().addCallbacks(self._connected, self._notConnected)
 
     def _newPeer(self, server: Server) -> TCPServerProtocol:
         return self.serverProtocol(self)
@@ -242,13 +242,11 @@ class TCPFrontendProtocol(Protocol):
         self._phase = Phase.CONNECTING
         self.serverChosen(server)
 
-    def _notConnected(self, reason: Failure) -> Optional[Failure]:
-        if reason.check(CancelledError):
-            return None
+    def _notConnected(self, reason: Failure) -> None:
         if isinstance(reason.value, DispatchFailed):
             self._giveUp(reason.value.termination)
-            return None
-        return reason
+        elif not reason.check(CancelledError):
+            self._internalError(reason)  # a hook or the balancer raised
 
     def _internalError(self, reason: Failure) -> None:
         """
@@ -266,7 +264,12 @@ class TCPFrontendProtocol(Protocol):
         self._abortBoth()
 
     def _connected(self, result: tuple[Server, TCPServerProtocol]) -> None:
-        server, peer = result
+        try:
+            self._relayTo(*result)
+        except Exception:
+            self._internalError(Failure())
+
+    def _relayTo(self, server: Server, peer: TCPServerProtocol) -> None:
         self.peer = peer
         self._serverGone = False
         self._phase = Phase.RELAYING
