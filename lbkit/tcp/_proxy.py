@@ -4,14 +4,10 @@ The client side of a tcp-mode (layer 4) connection: accept a client,
 choose a server, connect, and pump bytes both ways with back-pressure and
 half-close.
 
-L{TCPFrontendProtocol}'s life is one L{Phase} at a time: ACCEPTED, then
-INSPECTING (a PROXY header and/or the ClientHello, with C{acceptProxy} or
-C{routes}), QUEUED (looking for a server, maybe in the backend's queue),
-CONNECTING (a server chosen), RELAYING, and CLOSED from any of them.  Its
-HAProxy termination code (docs/operations.md) comes from the phase it is
-in, or was in when it began to close: a client lost while QUEUED is
-C{CQ}, while CONNECTING C{CC}, while RELAYING C{CD}.  The half-close flags
-C{_clientEOF} and C{_serverEOF} are apart from the phase.
+L{TCPFrontendProtocol}'s life is one L{Phase} at a time, and its
+termination codes come from the phase (L{lbkit.tcp._phase}); the
+half-close flags C{_clientEOF} and C{_serverEOF} are apart from it.
+Choosing, queueing, connecting and retrying are L{lbkit._dispatch}'s.
 """
 
 from __future__ import annotations
