@@ -115,7 +115,7 @@ class JSONTests(SynchronousTestCase):
     def test_schema(self) -> None:
         """/stats.json has the documented top-level keys, one frontend and one backend."""
         snap = self.client.json()
-        self.assertEqual(set(snap), {"version", "time", "uptime", "frontends", "backends"})
+        self.assertEqual(set(snap), {"version", "time", "uptime", "frontends", "backends", "accessLog"})
         self.assertEqual(snap["version"], 1)
         [fe] = snap["frontends"]
         self.assertEqual((fe["name"], fe["mode"], fe["backends"]), ("web-in", "tcp", ["web"]))
