@@ -34,16 +34,9 @@ from typing import Any, Sequence
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from zope.interface import implementer
 
-from lbkit._accesslog import (
-    FACILITIES,
-    SYSLOG_FORMATS,
-    AccessLogSink,
-    FileWriter,
-    LineWriter,
-    StdoutWriter,
-    SyslogWriter,
-)
+from lbkit._accesslog import AccessLogSink, FileWriter, LineWriter, StdoutWriter
 from lbkit._origin import definedAt
+from lbkit._syslog import FACILITIES, SYSLOG_FORMATS, SyslogWriter
 from lbkit.error import ConfigError
 
 __all__ = [
@@ -259,24 +252,24 @@ def checkAccessLog(value: Any, where: str) -> tuple[AccessLog, ...]:
     return tuple(items)
 
 
-def parseDestination(text: str, format: str = "text") -> AccessLog:
+def parseDestination(text: str, format: str = "text", syslogFormat: str = "rfc3164") -> AccessLog:
     """
     An C{--access-log} option: C{log} (Twisted's log), C{-} (standard
     output), C{syslog}, C{syslog:/path/to/socket}, C{syslog:host:port}, or a
-    file path.
+    file path; C{syslogFormat} frames the syslog ones.
 
     @raise ConfigError: when it cannot be understood.
     """
     if text == "log":
         return AccessLog(format=format)
     if text == "syslog":
-        return AccessLog(format=format, syslog=True)
+        return AccessLog(format=format, syslog=True, syslogFormat=syslogFormat)
     if text.startswith("syslog:"):
         rest = text[len("syslog:"):]
         if rest.startswith("/"):
-            return AccessLog(format=format, syslog=rest)
+            return AccessLog(format=format, syslog=rest, syslogFormat=syslogFormat)
         host, sep, port = rest.rpartition(":")
         if not sep or not port.isdigit():
             raise ConfigError(f"--access-log {text!r}: expected syslog:/path or syslog:host:port")
-        return AccessLog(format=format, syslog=(host, int(port)))
+        return AccessLog(format=format, syslog=(host, int(port)), syslogFormat=syslogFormat)
     return AccessLog(text, format=format)

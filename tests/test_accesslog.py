@@ -22,8 +22,9 @@ from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
 from lbkit import _logline
-from lbkit._accesslog import AccessLogSink, FileWriter, LineWriter, StdoutWriter, SyslogWriter, jsonLine
+from lbkit._accesslog import AccessLogSink, FileWriter, LineWriter, StdoutWriter, jsonLine
 from lbkit._logline import formatHTTPLine, formatTCPLine, httpDate, tcpDate
+from lbkit._syslog import SyslogWriter
 from lbkit.http._wire import HTTP_LOG_FORMAT
 from lbkit.logs import AccessLog, AccessLogDispatcher
 from lbkit.tcp import TCP_LOG_FORMAT
@@ -146,7 +147,7 @@ class FileTests(SynchronousTestCase):
         """A buffer that passes its size is written at once, without waiting for the timer."""
         path = self.mktemp()
         writer, clock = self.writer(path, flushSize=1000)
-        for i in range(100):
+        for _ in range(100):
             writer.add(b"x" * 20)
         written = read(path)
         self.assertGreaterEqual(len(written), 1000)
@@ -288,7 +289,7 @@ class SyslogTests(SynchronousTestCase):
         for message, line in zip(got, [b"first line", b"second line"], strict=True):
             self.assertRegex(message, rb"^<150>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d lbkit\[%d\]: " % os.getpid())
             self.assertTrue(message.endswith(b": " + line))
-        self.assertEqual(writer.name, "syslog:127.0.0.1:%d" % receiver.getsockname()[1])
+        self.assertEqual(writer.name, f"syslog:127.0.0.1:{receiver.getsockname()[1]}")
 
     def test_udpRFC5424(self) -> None:
         """With RFC 5424 framing, a datagram carries version 1, an RFC 3339 time, host, tag and pid."""

@@ -56,6 +56,7 @@ LAYERS: dict[str, int] = {
     # 4 mechanism: connecting, TLS, listening, draining, pumping, parsing glue
     "lbkit._pump": 4,
     "lbkit._accesslog": 4,
+    "lbkit._syslog": 4,
     "lbkit._drain": 4,
     "lbkit._resources": 4,
     "lbkit._connect": 4,
