@@ -275,7 +275,10 @@ def _stdoutWriter() -> tuple[Callable[[memoryview], int], Callable[[], None]]:
     and its closer; the flags of fd 1 itself (which twistd's own log shares)
     are left alone.
     """
-    mode = os.fstat(1).st_mode
+    try:
+        mode = os.fstat(1).st_mode
+    except OSError as e:
+        raise ConfigError(f"AccessLog: cannot write to standard output: {e.strerror}") from None
     if stat.S_ISREG(mode):
         fd = os.dup(1)  # a regular file does not block
         return (lambda data: os.write(fd, data)), (lambda: os.close(fd))

@@ -71,7 +71,11 @@ class SyslogWriter(LineWriter):
         self.priority = FACILITIES[facility] * 8 + _INFO
         self.tag = tag
         self.framing = framing
-        where = address if isinstance(address, str) else f"{address[0]}:{address[1]}"
+        if isinstance(address, str):
+            where = address
+        else:
+            host = f"[{address[0]}]" if ":" in address[0] else address[0]
+            where = f"{host}:{address[1]}"
         super().__init__(f"syslog:{where}", format, clock, **kwargs)
         if batch is not None:
             self.batch = batch

@@ -57,6 +57,22 @@ def jsonRecord(event: LogEvent) -> dict[str, Any]:
     return record
 
 
+def _lineOf(event: LogEvent) -> bytes:
+    """
+    The text of an access-log event, as L{formatEvent} gives it, encoded.
+    A plain format (no C{{name()}} calls, as the documented ones) is
+    applied with C{str.format_map}, which gives the same text many times
+    faster than L{formatEvent}'s own formatter.
+    """
+    format = event.get("log_format")
+    if isinstance(format, str) and "(" not in format and "log_flattened" not in event:
+        try:
+            return format.format_map(event).encode("utf-8", "backslashreplace")
+        except Exception:
+            pass  # formatEvent says what went wrong, in the line
+    return formatEvent(event).encode("utf-8", "backslashreplace")
+
+
 def _checkTag(tag: Any, syslogFormat: str) -> None:
     if not isinstance(tag, str) or not tag:
         raise ConfigError(f"AccessLog: tag must be a program name, not {tag!r}")
@@ -206,8 +222,7 @@ class AccessLogDispatcher:
             writer.write(event)
         sink = self.sink
         if sink.writers:
-            line = formatEvent(event).encode("utf-8", "backslashreplace")
-            sink.emit(line, lambda: jsonRecord(event))
+            sink.emit(_lineOf(event), lambda: jsonRecord(event))
 
     def replace(self, destinations: Sequence[AccessLog]) -> None:
         """

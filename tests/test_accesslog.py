@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.logger import Logger
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from lbkit import _logline
 from lbkit._accesslog import AccessLogSink, FileWriter, LineWriter, StdoutWriter, jsonLine
@@ -303,6 +303,22 @@ class SyslogTests(SynchronousTestCase):
             rb"^<134>1 \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}[+-]\d\d:\d\d \S+ edge %d - - a line$" % os.getpid(),
         )
 
+    def test_udpIPv6(self) -> None:
+        """A UDP syslog on an IPv6 address works, named with brackets."""
+        receiver = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        self.addCleanup(receiver.close)
+        try:
+            receiver.bind(("::1", 0))
+        except OSError:
+            raise SkipTest("no IPv6 loopback") from None
+        port = receiver.getsockname()[1]
+        writer, clock = self.writer(("::1", port))
+        writer.add(b"six")
+        clock.advance(0.2)
+        (message,) = received(receiver)
+        self.assertTrue(message.endswith(b": six"))
+        self.assertEqual(writer.name, f"syslog:[::1]:{port}")
+
     def test_batchSentWithoutTimer(self) -> None:
         """A batch of lines goes out at once, without waiting for the timer."""
         receiver = self.udpReceiver()
@@ -446,3 +462,35 @@ class SinkTests(SynchronousTestCase):
         self.assertRaises(NotImplementedError, writer.flush)
         self.assertIsNone(writer.reopen())
         self.assertTrue(re.match(r"<LineWriter x text>", repr(writer)))
+
+
+class EventTextTests(SynchronousTestCase):
+    """The event path writes what L{formatEvent} would, however the event is formatted."""
+
+    def line(self, event: dict[str, Any]) -> bytes:
+        from lbkit.logs import _lineOf
+
+        return _lineOf(event)
+
+    def test_sameAsFormatEvent(self) -> None:
+        """Plain, attribute, conversion, call and broken formats give formatEvent's text."""
+        from twisted.logger import formatEvent
+
+        class Thing:
+            name = "thing"
+
+            def __repr__(self) -> str:
+                return "<Thing>"
+
+        events: list[dict[str, Any]] = [
+            dict(TCP_FIELDS, log_format=TCP_LOG_FORMAT),
+            dict(HTTP_FIELDS, log_format=HTTP_LOG_FORMAT, request="GET /caf\xe9 HTTP/1.1"),
+            {"log_format": "{a.name} {a!r} {b:>5}", "a": Thing(), "b": 7},
+            {"log_format": "{f()} x", "f": lambda: "called"},
+            {"log_format": "{missing} x"},
+            {"log_format": "no fields"},
+            {"log_format": None},
+            {},
+        ]
+        for event in events:
+            self.assertEqual(self.line(event), formatEvent(event).encode("utf-8"), event)

@@ -272,6 +272,44 @@ class ReopenTests(TestCase):
         self.assertEqual(requests(path), ["/three"])
 
 
+class SignalTests(TestCase):
+    """SIGUSR1 in a service with signal handlers installed."""
+
+    timeout = 10
+
+    @inlineCallbacks
+    def test_sigusr1ChainsAndRestores(self) -> Any:
+        """
+        SIGUSR1 reopens the access logs on the reactor thread and still
+        calls the handler that was there before (twistd's log rotation);
+        stopping puts that handler back.
+        """
+        earlier: list[int] = []
+
+        def previous(signum: int, frame: Any) -> None:
+            earlier.append(signum)
+
+        old = signal.signal(signal.SIGUSR1, previous)
+        self.addCleanup(signal.signal, signal.SIGUSR1, old)
+        path = self.mktemp()
+        service = LoadBalancerService(
+            [tcp.Frontend("tcp:0:interface=127.0.0.1", Backend("web", [Server("web1", "127.0.0.1:9")]))],
+            reactor(), accessLog=[AccessLog(path)], installSignalHandlers=True,
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        reopened: Deferred[list[str]] = Deferred()
+        service.reopenAccessLogs = lambda: reopened.callback(LoadBalancerService.reopenAccessLogs(service))  # type: ignore[method-assign]
+        os.rename(path, path + ".1")
+        os.kill(os.getpid(), signal.SIGUSR1)
+        results = yield reopened
+        self.assertEqual(results, [f"file:{path}: reopened"])
+        self.assertTrue(os.path.exists(path))
+        self.assertEqual(earlier, [signal.SIGUSR1])
+        yield service.stopService()
+        self.assertIs(signal.getsignal(signal.SIGUSR1), previous)
+
+
 class ProcessLogTests(TestCase):
     """C{twistd lbkit --access-log PATH} as a real process, rotated with SIGUSR1."""
 
