@@ -37,7 +37,7 @@ from typing import Callable
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, Logger, formatEvent
 
-from lbkit._logline import formatHTTPLine, httpDate
+from lbkit._logline import formatHTTPLine, httpDate, httpFields
 from lbkit.http._wire import HTTP_LOG_FORMAT
 from lbkit.logs import AccessLog, AccessLogDispatcher, jsonRecord
 
@@ -102,16 +102,8 @@ def fastPath(dispatcher: AccessLogDispatcher) -> Callable[[int], None]:
 
     def one(i: int) -> None:
         if sink.active:
-            ta = i % 100
-            date = httpDate()
-            sink.emit(
-                formatHTTPLine(CLIENT, date, "demo", "web", "web2", 0, 0, 1, 2, ta, 200, 187, "--", 0, REQUEST),
-                lambda: dict(
-                    client=CLIENT, date=date, frontend="demo", backend="web", server="web2",
-                    TR=0, Tw=0, Tc=1, Tr=2, Ta=ta, status=200, bytes=187, termination="--", retries=0,
-                    request=REQUEST.decode("latin-1"),
-                ),
-            )
+            values = (CLIENT, httpDate(), "demo", "web", "web2", 0, 0, 1, 2, i % 100, 200, 187, "--", 0, REQUEST)
+            sink.emit(formatHTTPLine(*values), lambda: httpFields(*values))
 
     return one
 

@@ -11,9 +11,12 @@ L{tcpDate} keep the text of the current second.
 
 An exchange logs with::
 
-    line = formatHTTPLine(client, httpDate(), frontend.name, backend.name,
-                          server.name, 0, Tw, Tc, Tr, Ta, status, sent,
-                          termination, retries, requestLine)
+    values = (client, httpDate(), frontend.name, backend.name, server.name,
+              0, Tw, Tc, Tr, Ta, status, sent, termination, retries, requestLine)
+    sink.emit(formatHTTPLine(*values), lambda: httpFields(*values))
+
+L{httpFields} and L{tcpFields} build the documented dict from the same
+values, for the destinations (JSON) and hooks that want it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ import builtins
 import time
 from typing import Any
 
-__all__ = ["formatHTTPLine", "formatTCPLine", "httpDate", "tcpDate", "HTTP_DATE", "TCP_DATE"]
+__all__ = [
+    "formatHTTPLine", "formatTCPLine", "httpFields", "tcpFields", "httpDate", "tcpDate", "HTTP_DATE", "TCP_DATE",
+]
 
 #: The C{strftime} format of an http line's date (to the second).
 HTTP_DATE = "%d/%b/%Y:%H:%M:%S"
@@ -132,3 +137,56 @@ def formatTCPLine(
         f"{client} [{date}] {frontend} {backend}/{server} {Tw}/{Tc}/{Tt} "
         f"{bytesIn} {bytesOut} {termination} {retries}"
     ).encode()
+
+
+def httpFields(
+    client: Any,
+    date: Any,
+    frontend: Any,
+    backend: Any,
+    server: Any,
+    TR: Any,
+    Tw: Any,
+    Tc: Any,
+    Tr: Any,
+    Ta: Any,
+    status: Any,
+    bytes: Any,
+    termination: Any,
+    retries: Any,
+    request: builtins.bytes | bytearray | str,
+) -> dict[str, Any]:
+    """
+    The fields dict of an http line (what C{finished(fields)} and JSON
+    destinations get), from L{formatHTTPLine}'s arguments: C{request} as
+    text (bytes read as Latin-1).
+    """
+    if not isinstance(request, str):
+        request = request.decode("latin-1")
+    return {
+        "client": client, "date": date, "frontend": frontend, "backend": backend, "server": server,
+        "TR": TR, "Tw": Tw, "Tc": Tc, "Tr": Tr, "Ta": Ta, "status": status, "bytes": bytes,
+        "termination": termination, "retries": retries, "request": request,
+    }
+
+
+def tcpFields(
+    client: Any,
+    date: Any,
+    frontend: Any,
+    backend: Any,
+    server: Any,
+    Tw: Any,
+    Tc: Any,
+    Tt: Any,
+    bytesIn: Any,
+    bytesOut: Any,
+    termination: Any,
+    retries: Any,
+) -> dict[str, Any]:
+    """The fields dict of a tcp line, from L{formatTCPLine}'s arguments."""
+    return {
+        "client": client, "date": date, "frontend": frontend, "backend": backend, "server": server,
+        "Tw": Tw, "Tc": Tc, "Tt": Tt, "bytesIn": bytesIn, "bytesOut": bytesOut,
+        "termination": termination, "retries": retries,
+    }

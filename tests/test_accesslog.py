@@ -23,7 +23,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from lbkit import _logline
 from lbkit._accesslog import AccessLogSink, FileWriter, LineWriter, StdoutWriter, jsonLine
-from lbkit._logline import formatHTTPLine, formatTCPLine, httpDate, tcpDate
+from lbkit._logline import formatHTTPLine, formatTCPLine, httpDate, httpFields, tcpDate, tcpFields
 from lbkit._syslog import SyslogWriter
 from lbkit.http._wire import HTTP_LOG_FORMAT
 from lbkit.logs import AccessLog, AccessLogDispatcher
@@ -31,6 +31,9 @@ from lbkit.tcp import TCP_LOG_FORMAT
 from tests.test_logs import HTTP_FIELDS, TCP_FIELDS
 
 FAST = settings(max_examples=200, deadline=None)
+#: The fields of each line, in the order of the documented formats.
+HTTP_NAMES = re.findall(r"{(\w+)}", HTTP_LOG_FORMAT)
+TCP_NAMES = re.findall(r"{(\w+)}", TCP_LOG_FORMAT)
 
 names = st.text(min_size=1, max_size=20)
 numbers = st.integers(min_value=-1, max_value=10**12)
@@ -68,6 +71,10 @@ class FormatTests(SynchronousTestCase):
         expected = HTTP_LOG_FORMAT.format(**fields).encode("utf-8")
         self.assertEqual(formatHTTPLine(**dict(fields, request=request)), expected)
         self.assertEqual(formatHTTPLine(**fields), expected)
+        raw = dict(fields, request=request)
+        values = tuple(raw[name] for name in HTTP_NAMES)
+        self.assertEqual(formatHTTPLine(*values), expected)
+        self.assertEqual(httpFields(*values), fields)
 
     @FAST
     @given(
@@ -78,6 +85,9 @@ class FormatTests(SynchronousTestCase):
     def test_tcpLine(self, **fields: Any) -> None:
         """A tcp line is byte for byte C{TCP_LOG_FORMAT} of the same fields, encoded as UTF-8."""
         self.assertEqual(formatTCPLine(**fields), TCP_LOG_FORMAT.format(**fields).encode("utf-8"))
+        values = tuple(fields[name] for name in TCP_NAMES)
+        self.assertEqual(formatTCPLine(*values), formatTCPLine(**fields))
+        self.assertEqual(tcpFields(*values), fields)
 
     def test_documentedExamples(self) -> None:
         """The fields of the documented examples give the documented lines."""
