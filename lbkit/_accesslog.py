@@ -1,15 +1,17 @@
 # -*- test-case-name: tests.test_accesslog -*-
 """
 Access-log destinations off the hot path: an L{AccessLogSink} and its
-buffered L{LineWriter}s (a file, standard output, syslog over UDP or a
-UNIX datagram socket).
+buffered L{LineWriter}s: a file, standard output, and (L{lbkit._syslog})
+syslog over UDP or a UNIX datagram socket.
 
-An exchange that formatted its line to bytes (L{lbkit._logline}) hands
-it over with::
+An exchange that formats its own line (L{lbkit._logline}) hands it over
+with::
 
     sink = factory.accessSink
     if sink is not None and sink.active:
-        sink.emit(line, lambda: fields)   # fields: only JSON destinations call it
+        sink.emit(formatHTTPLine(*values), lambda: httpFields(*values))
+
+(the fields are built only for JSON destinations).
 
 Each writer appends the line to its own buffer and writes the buffer out
 when it passes C{flushSize} bytes, or C{flushInterval} seconds after the
