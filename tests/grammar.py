@@ -37,6 +37,8 @@ LENIENCIES: dict[str, str] = {
     "target-pct": "a '%' not followed by two hex digits in the request target",
     "target-form": "a request target in none of the four forms of RFC 9112 3.2 "
     "(origin, absolute, authority, asterisk)",
+    "field-name-lf": "a field name ending in a bare LF, in a response head (lbkit's token regex "
+    "ends in '$', which also matches before a final newline)",
     "field-ctl": "control characters other than HTAB (0x01-0x08, 0x0b, 0x0c, 0x0e-0x1f, 0x7f) "
     "in a field value (RFC 9110 5.5)",
     # -- HTTP/1.1 response heads ------------------------------------------
@@ -137,7 +139,8 @@ def fieldLine(line: bytes, allow: frozenset[str] = frozenset()) -> tuple[bytes, 
     @return: The name and the value without its surrounding whitespace.
     """
     name, sep, rest = line.partition(b":")
-    if not sep or not _TOKEN.fullmatch(name):
+    token = name[:-1] if "field-name-lf" in allow and name.endswith(b"\n") else name
+    if not sep or not _TOKEN.fullmatch(token):
         raise Refused(f"field name in {line[:60]!r}")
     value = rest.strip(b" \t")
     allowed = _VCHAR + b" \t" + (_CTL if "field-ctl" in allow else b"")

@@ -374,6 +374,13 @@ class ResponseHeadTests(SynchronousTestCase):
         "new (minor, a common leniency): a status line without SP after the code is accepted",
         b"HTTP/1.1 200",
     )
+    test_strictFieldNameLF = strictTodo(
+        responseHeadInputs, "assertAcceptsOnlyGrammar", "field-name-lf",
+        "new: a response field name may end in a bare LF ('Content-Length\\n: 5' is a field named "
+        "'Content-Length\\n'): _parse._TOKEN ends in '$', which matches before a final newline, "
+        "and parseResponseHead has no bare-LF check",
+        b"HTTP/1.1 200 OK\r\nContent-Length\n: 5", b"HTTP/1.0 404 \r\nTransfer-Encodin\n:+ chunked",
+    )
     test_strictFieldControls = strictTodo(
         responseHeadInputs, "assertAcceptsOnlyGrammar", "field-ctl",
         "new: control characters other than HTAB are accepted in field values",
