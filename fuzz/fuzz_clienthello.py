@@ -20,9 +20,8 @@ from typing import Optional
 import _common
 import atheris
 
-with atheris.instrument_imports(include=["lbkit._sni", "tests.grammar"]):
-    from lbkit._sni import ClientHello, ClientHelloParser
-
+with atheris.instrument_imports(include=["lbkit.tcp._sni", "tests.grammar"]):
+    from lbkit.tcp._sni import ClientHello, ClientHelloParser
     from tests import grammar
     from tests.grammar import TODAY, Incomplete, Refused
 

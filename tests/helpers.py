@@ -471,26 +471,39 @@ def splitAt(data: bytes, cuts: Sequence[int]) -> list[bytes]:
     return [data[a:b] for a, b in zip(points, points[1:], strict=False)] or [b""]
 
 
-def strictTodo(strategy: Any, check: str, leniency: str, reason: str, *examples: Any) -> Callable[..., None]:
+def strictProperty(strategy: Any, check: str, doc: str, *examples: Any, allow: Any = None) -> Callable[..., None]:
     """
-    A C{todo} test for one leniency a parser has today (a name in
-    L{tests.grammar.LENIENCIES}): the property method C{check}, called with
-    each value and the reference grammar's C{allow} set minus C{leniency},
-    on C{examples} first (so it fails while the leniency is there), then on
-    values drawn from C{strategy}.  Once the parser is fixed the test passes
-    and trial reports an unexpected success: then remove the C{todo}.
+    A test of a parser against the reference grammar: the property method
+    C{check}, called with each value and C{allow} (by default
+    L{tests.grammar.TODAY}), on C{examples} first, then on values drawn from
+    C{strategy}.  C{doc} is its docstring.
     """
     from hypothesis import example, given
 
-    from tests.grammar import LENIENCIES, TODAY
+    from tests.grammar import TODAY
 
     @fuzzSettings(min(FUZZ_EXAMPLES, 25))
     @given(strategy)
     def test(self: Any, value: Any) -> None:
-        getattr(self, check)(value, TODAY - {leniency})
+        getattr(self, check)(value, TODAY if allow is None else allow)
 
     for e in examples:
         test = example(e)(test)
-    test.__doc__ = f"Refuses {LENIENCIES[leniency]}."
+    test.__doc__ = doc
+    return test
+
+
+def strictTodo(strategy: Any, check: str, leniency: str, reason: str, *examples: Any) -> Callable[..., None]:
+    """
+    A C{todo} test for one leniency a parser has today (a name in
+    L{tests.grammar.LENIENCIES}): L{strictProperty} with the reference
+    grammar's C{allow} set minus C{leniency}, with C{examples} that show it,
+    so it fails while the leniency is there.  Were the parser made stricter,
+    the test would pass and trial report an unexpected success: then remove
+    the C{todo} and the leniency (a L{strictProperty} guards the fix).
+    """
+    from tests.grammar import LENIENCIES, TODAY
+
+    test = strictProperty(strategy, check, f"Refuses {LENIENCIES[leniency]}.", *examples, allow=TODAY - {leniency})
     test.todo = reason  # type: ignore[attr-defined]
     return test

@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from lbkit.proxyproto import InvalidProxyHeader, ProxyHeaderParser, ProxyInfo
 from tests import grammar
 from tests.grammar import TODAY, Incomplete, ProxyModel, Refused
-from tests.helpers import fuzzSettings, mutated, splitAt, strictTodo
+from tests.helpers import fuzzSettings, mutated, splitAt, strictProperty, strictTodo
 
 _SETTINGS = fuzzSettings()
 SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -214,9 +214,9 @@ class ProxyHeaderParserTests(SynchronousTestCase):
         "new: v1 ports with leading zeros are accepted ('Heading zeroes are not permitted')",
         b"PROXY TCP4 1.2.3.4 5.6.7.8 080 443\r\n", b"PROXY TCP6 ::1 ::2 1 00000\r\n",
     )
-    test_strictV2UDP = strictTodo(
-        inputs, "assertAcceptsOnlyGrammar", "v2-udp",
-        "known finding: v2 UDP families are accepted on a TCP listener",
+    test_strictV2UDP = strictProperty(
+        inputs, "assertAcceptsOnlyGrammar",
+        "Refuses a v2 PROXY header for UDP (families 0x12, 0x22, 0x32) on a TCP listener.",
         SIGNATURE + b"\x21\x12\x00\x0c" + bytes(12),
         SIGNATURE + b"\x21\x22\x00\x24" + bytes(36),
         SIGNATURE + b"\x21\x32\x00\xd8" + bytes(216),
