@@ -20,7 +20,7 @@ from lbkit.http import HTTPProxyFactory, Route, hostIs, pathBegins
 from lbkit.http._parse import MAX_HEADERS
 from lbkit.http._wire import MAX_HEAD
 from tests.helpers import freePort, startHAProxy
-from tests.test_http_integration import HTTPTestCase, ServerFactory
+from tests.test_http_integration import HTTPTestCase, OneShot, ServerFactory
 
 reactor: Any = _globalReactor
 
@@ -364,6 +364,47 @@ class ConnectFailureTests(SecurityTestCase):
         self.assertEqual(code, 503)
         [fields] = self.logged()
         self.assertEqual((fields["status"], fields["termination"], fields["retries"]), (503, "SC", 1))
+
+
+class ResponseHeadTests(SecurityTestCase):
+    """
+    A server's response head whose status line or framing some client
+    could read differently from lbkit is answered 502 to the client, and
+    none of its bytes reach the client.
+    """
+
+    @inlineCallbacks
+    def assertBadGateway(self, answers: list[bytes]) -> Any:
+        """Each of C{answers}, from a server, gets the client a 502 and nothing of the answer."""
+        for answer in answers:
+            port, _ = self.custom(lambda answer=answer: OneShot(lambda p: p.transport.write(answer)))
+            lb = self.lbkit(default=one(port))
+            client = Exchange(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", lb), client)
+            code = yield client.answered
+            assert client.transport is not None
+            client.transport.loseConnection()
+            yield client.closed
+            self.assertEqual(code, 502, answer)
+            self.assertNotIn(b"Injected", client.raw, answer)
+            self.assertNotIn(b"ok", client.raw.split(b"\r\n\r\n", 1)[1], answer)
+
+    def test_lineBreakInStatusLine(self) -> Any:
+        """A bare LF or CR, or another control character, in the reason phrase is a 502."""
+        return self.assertBadGateway([
+            b"HTTP/1.1 200 OK\nX-Injected: 1\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 100 \nX-Injected:\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 200 O\rX-Injected: 1\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 200 O\x00K\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 200 O\x1bK\r\nContent-Length: 2\r\n\r\nok",
+        ])
+
+    def test_lineBreakInFieldName(self) -> Any:
+        """A field name that ends in a bare LF is a 502."""
+        return self.assertBadGateway([
+            b"HTTP/1.1 200 OK\r\nX-Injected\n: 1\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding\n: chunked\r\n\r\nok",
+        ])
 
 
 #: Requests lbkit and HAProxy both refuse with 400 before a server sees them.

@@ -37,7 +37,8 @@ MAX_HEADERS = 100
 #: right).
 MAX_CHUNK = (1 << 52) - 1
 
-_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# (\Z, not $: $ also matches before a final newline)
+_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _T = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 # The common case in one regex each (C speed): a well-formed request line,
 # and header lines "token:value" with no CR, LF or NUL in the value.
@@ -46,8 +47,8 @@ _T = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _REQUEST_LINE = re.compile(b"(" + _T + rb") ([^\x00-\x20\x7f-\xff#]+) (HTTP/1\.[01])(\r\n|\Z)")
 _FIELDS = re.compile(_T + rb":[^\r\n\x00]*(?:\r\n" + _T + rb":[^\r\n\x00]*)*")
 _FIELD = re.compile(_T + rb":[^\r\n\x00]*")
-_HEX = re.compile(rb"^[0-9A-Fa-f]{1,16}$")
-# a chunk extension may hold no control character but HTAB
+_HEX = re.compile(rb"^[0-9A-Fa-f]{1,16}\Z")
+# a chunk extension or a reason phrase may hold no control character but HTAB
 _EXT_CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # absolute-form: http or https, then an authority (RFC 3986 reg-name or
 # IP literal, optional port; no userinfo), then path and query
@@ -354,6 +355,9 @@ def parseResponseHead(head: bytes) -> Response:
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
         raise BadMessage(f"malformed status line {line[:80]!r}", 502)
     reason = parts[2] if len(parts) > 2 else b""
+    if _EXT_CTL.search(reason) is not None:
+        # a bare CR or LF would end the status line early for a client
+        raise BadMessage(f"control character in the reason phrase {reason[:40]!r}", 502)
     headers = [] if end < 0 else _fastHeaders(head, end + 2)
     if headers is None:
         headers = _parseHeaders(head[end + 2 :].split(b"\r\n"), 502)
