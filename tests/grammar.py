@@ -49,11 +49,8 @@ LENIENCIES: dict[str, str] = {
     "status-version": "a status line whose version is 'HTTP/1.' followed by anything but a digit",
     "status-no-sp": "a status line without the SP after the status code",
     # -- body framing ------------------------------------------------------
-    "te-chunked-twice": "Transfer-Encoding naming chunked more than once (RFC 9112 6.1)",
     "te-syntax": "in a response, a Transfer-Encoding element that is not a transfer-coding "
     "(token, parameters)",
-    "framing-ctl-ws": "VT, FF (or other ASCII whitespace besides SP and HTAB) around a "
-    "Content-Length or Transfer-Encoding value, ignored",
     # -- chunked bodies ----------------------------------------------------
     "chunk-ext-syntax": "a chunk extension that is not ';' name ['=' token / quoted-string], "
     "or whitespace after the size with no ';'",
@@ -258,7 +255,7 @@ def bodyFraming(headers: list[tuple[bytes, bytes]], response: bool, allow: froze
     """
 
     def trim(v: bytes) -> bytes:
-        return v.strip() if "framing-ctl-ws" in allow else v.strip(b" \t")
+        return v.strip(b" \t")  # OWS (RFC 9110 5.6.3): not VT, FF or other ASCII whitespace
 
     lenientCodings = response and "te-syntax" in allow
     te = [v for n, v in headers if n.lower() == b"transfer-encoding"]
@@ -283,7 +280,7 @@ def bodyFraming(headers: list[tuple[bytes, bytes]], response: bool, allow: froze
                     codings.append(element.lower())  # lbkit: not chunked, another coding
                 else:
                     codings.append(m.group(1).lower())
-        if codings.count(b"chunked") > 1 and "te-chunked-twice" not in allow:
+        if codings.count(b"chunked") > 1:
             raise Refused("chunked applied more than once")
         if codings and codings[-1] == b"chunked":
             return CHUNKED

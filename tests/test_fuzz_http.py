@@ -446,9 +446,8 @@ class BodyLengthTests(SynchronousTestCase):
         """The reference's framing constants are lbkit's."""
         self.assertEqual((grammar.CHUNKED, grammar.UNTIL_CLOSE), (CHUNKED, UNTIL_CLOSE))
 
-    test_strictChunkedTwice = strictTodo(
-        framingInputs, "assertFramesAsGrammar", "te-chunked-twice",
-        "new: a response Transfer-Encoding naming chunked twice is read as chunked",
+    test_strictChunkedTwice = strictProperty(
+        framingInputs, "assertFramesAsGrammar", "Refuses Transfer-Encoding naming chunked more than once (RFC 9112 6.1).",
         (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked", False),
         (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked", False),
         (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked", True),
@@ -461,10 +460,10 @@ class BodyLengthTests(SynchronousTestCase):
         (b"POST / HTTP/1.1\r\nTransfer-Encoding: g@zip, chunked", False),
         (b"POST / HTTP/1.1\r\nTransfer-Encoding: g@zip, chunked", True),
     )
-    test_strictFramingWhitespace = strictTodo(
-        framingInputs, "assertFramesAsGrammar", "framing-ctl-ws",
-        "new: VT/FF around Content-Length and Transfer-Encoding values are stripped, so "
-        "'Transfer-Encoding: \\x0bchunked' is chunked to lbkit, maybe not to a server",
+    test_strictFramingWhitespace = strictProperty(
+        framingInputs, "assertFramesAsGrammar",
+        "Reads VT, FF (or other ASCII whitespace besides SP and HTAB) around a Content-Length or "
+        "Transfer-Encoding value as part of it: 'Transfer-Encoding: \\x0bchunked' is not chunked.",
         (b"POST / HTTP/1.1\r\nTransfer-Encoding: \x0bchunked", False),
         (b"POST / HTTP/1.1\r\nContent-Length: 5\x0c", False),
         (b"POST / HTTP/1.1\r\nTransfer-Encoding: \x0bchunked", True),

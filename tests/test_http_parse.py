@@ -232,6 +232,15 @@ class BodyLengthTests(SynchronousTestCase):
             e = self.assertRaises(BadMessage, bodyLength, [[b"Transfer-Encoding", v] for v in values], False)
             self.assertEqual(e.status, 400, values)
 
+    def test_responseCodings(self) -> None:
+        """A response naming chunked twice is a 502; one whose last coding has VT or FF around chunked lasts until close."""
+        for values in [[b"chunked, chunked"], [b"chunked", b"chunked"], [b"chunked, gzip, chunked"]]:
+            e = self.assertRaises(BadMessage, bodyLength, [[b"Transfer-Encoding", v] for v in values], True)
+            self.assertEqual(e.status, 502, values)
+        for value in [b"\x0bchunked", b"chunked\x0c", b"gzip, \x0cchunked"]:
+            self.assertEqual(bodyLength([[b"Transfer-Encoding", value]], True), UNTIL_CLOSE, value)
+        self.assertEqual(bodyLength([[b"Transfer-Encoding", b"gzip ,\tchunked "]], True), CHUNKED)
+
     def test_neither(self) -> None:
         """Without either header a request has no body and a response lasts until close."""
         self.assertEqual(bodyLength([], False), 0)

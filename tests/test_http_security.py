@@ -406,6 +406,33 @@ class ResponseHeadTests(SecurityTestCase):
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding\n: chunked\r\n\r\nok",
         ])
 
+    def test_framing(self) -> Any:
+        """VT or FF around a Content-Length, or chunked applied twice, is a 502, as HAProxy answers."""
+        return self.assertBadGateway([
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\x0c\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nContent-Length: \x0b2\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        ])
+
+    @inlineCallbacks
+    def test_controlCharacterBeforeChunked(self) -> Any:
+        """
+        A Transfer-Encoding of VT or FF with chunked is another coding, not
+        chunked: the body lasts until the server closes, and so does the
+        client's connection (no client can take what follows for a response).
+        """
+        for value in (b"\x0bchunked", b"chunked\x0c", b"gzip, chunked\x0b"):
+            answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + value + b"\r\n\r\n2\r\nok\r\n0\r\n\r\nmore"
+            port, _ = self.custom(lambda answer=answer: OneShot(lambda p: (p.transport.write(answer), p.transport.loseConnection())))
+            client = Exchange(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.lbkit(default=one(port))), client)
+            code = yield client.answered
+            yield client.closed
+            head, _, body = client.raw.partition(b"\r\n\r\n")
+            self.assertEqual((code, body), (200, b"2\r\nok\r\n0\r\n\r\nmore"), value)
+            self.assertIn(b"\r\nConnection: close", head, value)
+
 
 #: Requests lbkit and HAProxy both refuse with 400 before a server sees them.
 LENIENCIES = [

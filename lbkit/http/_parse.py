@@ -369,7 +369,8 @@ def bodyLength(headers: list[list[bytes]], response: bool) -> int:
     The framing of a message body from its headers (RFC 9112 §6.3).
 
     A request's C{Transfer-Encoding} must be C{chunked} alone; a
-    response's must end with C{chunked}, or its body lasts until close.
+    response's must end with C{chunked} (and name it once), or its body
+    lasts until close.
 
     @return: A byte count, L{CHUNKED}, or for a response without either
         header L{UNTIL_CLOSE} (a request without either has no body: 0).
@@ -389,7 +390,11 @@ def bodyLength(headers: list[list[bytes]], response: bool) -> int:
         if cl is not None:
             raise BadMessage("both Transfer-Encoding and Content-Length", status)
         if response:
-            codings = [c.strip().lower() for c in te.split(b",")]
+            # only SP and HTAB are whitespace (RFC 9110 section 5.6.3):
+            # "\x0bchunked" is another coding, not chunked
+            codings = [c.strip(b" \t").lower() for c in te.split(b",")]
+            if codings.count(b"chunked") > 1:
+                raise BadMessage("Transfer-Encoding applies chunked twice", status)
             return CHUNKED if codings[-1] == b"chunked" else UNTIL_CLOSE
         # a request: chunked and nothing else, once (as HAProxy); empty
         # list elements are allowed (RFC 9110 section 5.6.1)
