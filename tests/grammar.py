@@ -46,7 +46,6 @@ LENIENCIES: dict[str, str] = {
     "host-repeat": "Host lines repeated with the same value (without case), read as one; "
     "RFC 9112 3.2 says such a request gets 400",
     # -- HTTP/1.1 response heads ------------------------------------------
-    "status-version": "a status line whose version is 'HTTP/1.' followed by anything but a digit",
     "status-no-sp": "a status line without the SP after the status code",
     # -- body framing ------------------------------------------------------
     "te-syntax": "in a response, a Transfer-Encoding element that is not a transfer-coding "
@@ -224,8 +223,7 @@ def responseHead(head: bytes, allow: frozenset[str] = frozenset()) -> tuple[byte
     statusLine = lines[0]
     version, sp, rest = statusLine.partition(b" ")
     if not _HTTP_VERSION.fullmatch(version):
-        if not ("status-version" in allow and version.startswith(b"HTTP/1.")):
-            raise Refused(f"status line version {version[:20]!r}")
+        raise Refused(f"status line version {version[:20]!r}")
     code, sp2, reason = rest[:3], rest[3:4], rest[4:]
     if not sp or len(code) != 3 or code.translate(None, b"0123456789"):
         raise Refused(f"status code in {statusLine[:60]!r}")

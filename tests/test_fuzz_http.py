@@ -387,10 +387,10 @@ class ResponseHeadTests(SynchronousTestCase):
         """What lbkit accepts, RFC 9112 accepts (allowing only the leniencies known today)."""
         self.assertAcceptsOnlyGrammar(head, TODAY)
 
-    test_strictStatusVersion = strictTodo(
-        responseHeadInputs, "assertAcceptsOnlyGrammar", "status-version",
-        "new: any 'HTTP/1.' prefix is taken as the version of a status line",
-        b"HTTP/1.x 200 OK", b"HTTP/1.1\x00 200 OK",
+    test_strictStatusVersion = strictProperty(
+        responseHeadInputs, "assertAcceptsOnlyGrammar",
+        "Refuses a status line whose version is not 'HTTP/' digit '.' digit (RFC 9112 2.3).",
+        b"HTTP/1.x 200 OK", b"HTTP/1.1\x00 200 OK", b"HTTP/1.\r1 100 ", b"HTTP/1.10 200 OK", b"HTTP/1. 200 OK",
     )
     test_strictReasonPhrase = strictProperty(
         responseHeadInputs, "assertAcceptsOnlyGrammar",

@@ -196,7 +196,8 @@ class ResponseHeadTests(SynchronousTestCase):
 
     def test_bad(self) -> None:
         """A malformed status line or header is a 502."""
-        for head in [b"HTTP/1.1 20 OK", b"HTTP/2 200 OK", b"garbage", b"HTTP/1.1 abc OK", b"HTTP/1.1 200 OK\r\nbad"]:
+        for head in [b"HTTP/1.1 20 OK", b"HTTP/2 200 OK", b"garbage", b"HTTP/1.1 abc OK", b"HTTP/1.1 200 OK\r\nbad",
+                     b"HTTP/1.x 200 OK", b"HTTP/1.\r1 200 OK", b"HTTP/1.10 200 OK", b"HTTP/2.0 200 OK", b"HTTP/0.9 200 OK"]:
             e = self.assertRaises(BadMessage, parseResponseHead, head)
             self.assertEqual(e.status, 502, head)
 

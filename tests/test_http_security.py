@@ -434,6 +434,24 @@ class ResponseHeadTests(SecurityTestCase):
             self.assertIn(b"\r\nConnection: close", head, value)
 
 
+    def test_version(self) -> Any:
+        """A status line whose version is not HTTP/1. and a digit is a 502, as HAProxy answers."""
+        return self.assertBadGateway([
+            b"HTTP/1.x 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.\r1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1\x00 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.10 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ])
+
+    @inlineCallbacks
+    def test_minorVersions(self) -> Any:
+        """HTTP/1.0, HTTP/1.1 and a later HTTP/1 minor version pass (RFC 9110 2.5), as through HAProxy."""
+        for version in (b"HTTP/1.0", b"HTTP/1.1", b"HTTP/1.2"):
+            answer = version + b" 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            port, _ = self.custom(lambda answer=answer: OneShot(lambda p: p.transport.write(answer)))
+            code = yield self.exchange(self.lbkit(default=one(port)), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            self.assertEqual(code, 200, version)
+
 #: Requests lbkit and HAProxy both refuse with 400 before a server sees them.
 LENIENCIES = [
     # a chunk size past 2**52 - 1 (HAProxy's limit)

@@ -347,12 +347,19 @@ def parseResponseHead(head: bytes) -> Response:
     """
     Parse a response head: the bytes before the blank line, without it.
 
+    The version is C{HTTP/1.} and a digit (RFC 9112 section 2.3; a later
+    minor version is read as 1.1, RFC 9110 section 2.5).
+
     @raise BadMessage: when malformed (status 502).
     """
     end = head.find(b"\r\n")
     line = head if end < 0 else head[:end]
     parts = line.split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
+    version = parts[0]
+    if (
+        len(parts) < 2 or len(version) != 8 or not version.startswith(b"HTTP/1.") or not version[7:].isdigit()
+        or len(parts[1]) != 3 or not parts[1].isdigit()
+    ):
         raise BadMessage(f"malformed status line {line[:80]!r}", 502)
     reason = parts[2] if len(parts) > 2 else b""
     if _EXT_CTL.search(reason) is not None:
