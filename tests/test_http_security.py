@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from twisted.internet import reactor as _globalReactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
@@ -534,6 +534,22 @@ class LeniencyTests(SecurityTestCase):
         yield self.server.lost[0]
         self.assertEqual(code, 400)
         self.assertEqual([f["termination"] for f in self.logged()], ["CR"])
+
+    @inlineCallbacks
+    def test_longChunkLine(self) -> Any:
+        """
+        A chunk line over 4 KiB is a 400 however it arrives: in one read with
+        the head it reaches no server; in later reads the server connection is
+        dropped.
+        """
+        data = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;" + b"x" * 5000
+        data += b"\r\nhello\r\n0\r\n\r\n"
+        code = yield self.exchange(self.port, data)
+        self.assertEqual((code, seen(self.server)), (400, b""))
+        code = yield self.exchange(self.port, data, 1000)
+        yield gatherResults(self.server.lost)  # type: ignore[attr-defined]
+        self.assertEqual(code, 400)
+        self.assertNotIn(b"hello", seen(self.server))
 
     @inlineCallbacks
     def test_strictButNotStricter(self) -> Any:

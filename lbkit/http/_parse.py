@@ -429,7 +429,8 @@ class ChunkedFramer:
 
     It is strict: CRLF line ends, chunk sizes of hex digits up to
     L{MAX_CHUNK}, extensions without control characters other than HTAB,
-    trailer lines that are header fields.
+    trailer lines that are header fields, lines of at most 4096 bytes
+    (however they arrive).
     """
 
     __slots__ = ("done", "_state", "_remaining", "_line")
@@ -466,6 +467,8 @@ class ChunkedFramer:
                 return n
             line = self._line + data[i:end] if self._line else data[i:end]
             self._line = b""
+            if len(line) > 4096:  # the same limit however the line arrived
+                raise BadMessage("chunk line too long")
             i = end + 1
             if line[-1:] != b"\r":
                 raise BadMessage("bare LF in chunked body")
