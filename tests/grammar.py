@@ -53,8 +53,6 @@ LENIENCIES: dict[str, str] = {
     # -- chunked bodies ----------------------------------------------------
     "chunk-ext-syntax": "a chunk extension that is not ';' name ['=' token / quoted-string], "
     "or whitespace after the size with no ';'",
-    # -- PROXY protocol ----------------------------------------------------
-    "v1-port-zeros": "a v1 port with leading zeros ('Heading zeroes are not permitted')",
     # -- TLS ClientHello ---------------------------------------------------
     "sni-hostname": "an SNI host name with '_', a label that begins or ends with '-' or is over 63 "
     "bytes, or a name of 254 or 255 bytes (RFC 1123 LDH names are at most 253)",
@@ -366,7 +364,7 @@ ProxyModel = tuple[Optional[Endpoint], Optional[Endpoint], bytes]
 
 
 def _v1Port(port: bytes, allow: frozenset[str]) -> int:
-    if _PORT.fullmatch(port) or ("v1-port-zeros" in allow and re.fullmatch(rb"[0-9]{1,5}", port)):
+    if _PORT.fullmatch(port):  # "Heading zeroes are not permitted in front of numbers"
         if int(port) <= 0xFFFF:
             return int(port)
     raise Refused(f"v1 port {port!r}")

@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from lbkit.proxyproto import InvalidProxyHeader, ProxyHeaderParser, ProxyInfo
 from tests import grammar
 from tests.grammar import TODAY, Incomplete, ProxyModel, Refused
-from tests.helpers import fuzzSettings, mutated, splitAt, strictProperty, strictTodo
+from tests.helpers import fuzzSettings, mutated, splitAt, strictProperty
 
 _SETTINGS = fuzzSettings()
 SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -209,9 +209,9 @@ class ProxyHeaderParserTests(SynchronousTestCase):
         """What lbkit accepts, the specification accepts (allowing only the leniencies known today)."""
         self.assertAcceptsOnlyGrammar(data, TODAY)
 
-    test_strictV1Ports = strictTodo(
-        inputs, "assertAcceptsOnlyGrammar", "v1-port-zeros",
-        "new: v1 ports with leading zeros are accepted ('Heading zeroes are not permitted')",
+    test_strictV1Ports = strictProperty(
+        inputs, "assertAcceptsOnlyGrammar",
+        "Refuses a v1 port with leading zeros ('Heading zeroes are not permitted').",
         b"PROXY TCP4 1.2.3.4 5.6.7.8 080 443\r\n", b"PROXY TCP6 ::1 ::2 1 00000\r\n",
     )
     test_strictV2UDP = strictProperty(
