@@ -34,7 +34,9 @@ import ipaddress
 import re
 from typing import Optional, Union
 
-#: Name -> what the leniency accepts that the grammar refuses.
+#: Name -> what the leniency accepts that the grammar refuses.  Each is kept
+#: on purpose; docs/fuzzing.md says why (HAProxy accepts the same, or the
+#: leniency cannot change where a message ends or which host it names).
 LENIENCIES: dict[str, str] = {
     # -- HTTP/1.1 request heads -------------------------------------------
     "target-unwise": "characters RFC 3986 excludes (\" < > \\ ^ ` { | }, and [ ] outside a host) "
@@ -42,7 +44,6 @@ LENIENCIES: dict[str, str] = {
     "target-pct": "a '%' not followed by two hex digits in the request target",
     "field-ctl": "control characters other than HTAB (0x01-0x08, 0x0b, 0x0c, 0x0e-0x1f, 0x7f) "
     "in a field value (RFC 9110 5.5)",
-    # (HAProxy merges them too)
     "host-repeat": "Host lines repeated with the same value (without case), read as one; "
     "RFC 9112 3.2 says such a request gets 400",
     # -- HTTP/1.1 response heads ------------------------------------------

@@ -455,8 +455,8 @@ class BodyLengthTests(SynchronousTestCase):
     )
     test_strictTransferCodingSyntax = strictTodo(
         framingInputs, "assertFramesAsGrammar", "te-syntax",
-        "documented leniency, as HAProxy: in a response, a transfer-coding that is not a token is "
-        "accepted before chunked (a request may only say chunked)",
+        "documented leniency: in a response, a transfer-coding that is not a token is accepted "
+        "before a final chunked, which alone decides the framing (a request may only say chunked)",
         (b"POST / HTTP/1.1\r\nTransfer-Encoding: g@zip, chunked", False),
         (b"POST / HTTP/1.1\r\nTransfer-Encoding: g@zip, chunked", True),
     )
