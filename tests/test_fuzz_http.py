@@ -289,12 +289,12 @@ class RequestHeadTests(SynchronousTestCase):
     @_SETTINGS
     @given(requestHeadInputs)
     def test_onlyBadMessage(self, head: bytes) -> None:
-        """Any bytes give a request or BadMessage (400 or 505), never another exception."""
+        """Any bytes give a request or BadMessage (400, 431 or 505), never another exception."""
         try:
             request = parseRequestHead(head)
             bodyLength(request.headers, False)
         except BadMessage as e:
-            self.assertIn(e.status, (400, 505))
+            self.assertIn(e.status, (400, 431, 505))
 
     @_SETTINGS
     @given(requestHeadInputs)
