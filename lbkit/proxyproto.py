@@ -266,7 +266,9 @@ def _v1Address(version: int, host: bytes, port: bytes) -> IAddress:
         raise InvalidProxyHeader(f"v1 header has bad IPv{version} address {host!r}") from None
     if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
         raise InvalidProxyHeader(f"v1 header has scoped IPv6 address {host!r}")
-    if not (port.isdigit() and len(port) <= 5 and int(port) <= 0xFFFF):
+    # a decimal in 0..65535 without leading zeros: the specification says
+    # "Heading zeroes are not permitted in front of numbers"
+    if not (port.isdigit() and len(port) <= 5 and int(port) <= 0xFFFF) or (len(port) > 1 and port[0] == 0x30):
         raise InvalidProxyHeader(f"v1 header has bad port {port!r}")
     if version == 4:
         return IPv4Address("TCP", str(ip), int(port))

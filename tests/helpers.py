@@ -414,3 +414,96 @@ def startHAProxyListening(
             listener.close()
     testCase.addCleanup(runner.stop)
     return ports, runner
+
+
+# -- fuzz properties (tests/test_fuzz_*.py) ---------------------------------------
+
+#: Examples per fuzz property; LBKIT_FUZZ_EXAMPLES=5000 runs them longer.
+FUZZ_EXAMPLES = int(os.environ.get("LBKIT_FUZZ_EXAMPLES", "75"))
+
+
+def fuzzSettings(examples: int = FUZZ_EXAMPLES) -> Any:
+    """
+    Hypothesis settings for the fuzz properties: bounded, deterministic
+    (the same examples on every run, no example database), no deadline.
+    """
+    from hypothesis import HealthCheck, settings
+
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+def mutated(base: Any, pieces: Sequence[bytes]) -> Any:
+    """
+    A strategy: C{base}'s bytes after one to four insertions (of one of
+    C{pieces}), deletions, replacements and copies of a few bytes.
+    """
+    from hypothesis import strategies as st
+
+    @st.composite
+    def strategy(draw: Any) -> bytes:
+        data = bytearray(draw(base))
+        for _ in range(draw(st.integers(1, 4))):
+            op = draw(st.sampled_from(["insert", "delete", "replace", "copy"]))
+            i = draw(st.integers(0, len(data)))
+            j = min(len(data), i + draw(st.integers(1, 6)))
+            if op == "insert":
+                data[i:i] = draw(st.sampled_from(pieces))
+            elif op == "delete":
+                del data[i:j]
+            elif op == "replace":
+                data[i:j] = draw(st.sampled_from(pieces))
+            else:
+                data[i:i] = data[i:j]
+        return bytes(data)
+
+    return strategy()
+
+
+def splitAt(data: bytes, cuts: Sequence[int]) -> list[bytes]:
+    """C{data} cut at the given offsets (each taken modulo C{len(data) + 1})."""
+    points = sorted({0, len(data)} | {c % (len(data) + 1) for c in cuts})
+    return [data[a:b] for a, b in zip(points, points[1:], strict=False)] or [b""]
+
+
+def strictProperty(strategy: Any, check: str, doc: str, *examples: Any, allow: Any = None) -> Callable[..., None]:
+    """
+    A test of a parser against the reference grammar: the property method
+    C{check}, called with each value and C{allow} (by default
+    L{tests.grammar.TODAY}), on C{examples} first, then on values drawn from
+    C{strategy}.  C{doc} is its docstring.
+    """
+    from hypothesis import example, given
+
+    from tests.grammar import TODAY
+
+    @fuzzSettings(min(FUZZ_EXAMPLES, 25))
+    @given(strategy)
+    def test(self: Any, value: Any) -> None:
+        getattr(self, check)(value, TODAY if allow is None else allow)
+
+    for e in examples:
+        test = example(e)(test)
+    test.__doc__ = doc
+    return test
+
+
+def strictTodo(strategy: Any, check: str, leniency: str, reason: str, *examples: Any) -> Callable[..., None]:
+    """
+    A C{todo} test for one leniency a parser has today (a name in
+    L{tests.grammar.LENIENCIES}): L{strictProperty} with the reference
+    grammar's C{allow} set minus C{leniency}, with C{examples} that show it,
+    so it fails while the leniency is there.  Were the parser made stricter,
+    the test would pass and trial report an unexpected success: then remove
+    the C{todo} and the leniency (a L{strictProperty} guards the fix).
+    """
+    from tests.grammar import LENIENCIES, TODAY
+
+    test = strictProperty(strategy, check, f"Refuses {LENIENCIES[leniency]}.", *examples, allow=TODAY - {leniency})
+    test.todo = reason  # type: ignore[attr-defined]
+    return test

@@ -167,7 +167,8 @@ class ContractTests(SynchronousTestCase):
     def test_httpBadOptions(self) -> None:
         """Bad HTTPCheck options raise ConfigError."""
         for kw in [dict(path="healthz"), dict(method="GE T"), dict(status=99), dict(status=[]),
-                   dict(body=5), dict(host="a b"), dict(headers={"x": 1}), dict(maxBody=0)]:
+                   dict(body=5), dict(host="a b"), dict(headers={"x": 1}), dict(maxBody=0),
+                   dict(method="GET\n"), dict(headers={"X-A\n": "1"})]:
             self.assertRaises(ConfigError, HTTPCheck, **kw)
 
     def test_agentNeedsPort(self) -> None:

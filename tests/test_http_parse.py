@@ -196,7 +196,8 @@ class ResponseHeadTests(SynchronousTestCase):
 
     def test_bad(self) -> None:
         """A malformed status line or header is a 502."""
-        for head in [b"HTTP/1.1 20 OK", b"HTTP/2 200 OK", b"garbage", b"HTTP/1.1 abc OK", b"HTTP/1.1 200 OK\r\nbad"]:
+        for head in [b"HTTP/1.1 20 OK", b"HTTP/2 200 OK", b"garbage", b"HTTP/1.1 abc OK", b"HTTP/1.1 200 OK\r\nbad",
+                     b"HTTP/1.x 200 OK", b"HTTP/1.\r1 200 OK", b"HTTP/1.10 200 OK", b"HTTP/2.0 200 OK", b"HTTP/0.9 200 OK"]:
             e = self.assertRaises(BadMessage, parseResponseHead, head)
             self.assertEqual(e.status, 502, head)
 
@@ -231,6 +232,15 @@ class BodyLengthTests(SynchronousTestCase):
         ]:
             e = self.assertRaises(BadMessage, bodyLength, [[b"Transfer-Encoding", v] for v in values], False)
             self.assertEqual(e.status, 400, values)
+
+    def test_responseCodings(self) -> None:
+        """A response naming chunked twice is a 502; one whose last coding has VT or FF around chunked lasts until close."""
+        for values in [[b"chunked, chunked"], [b"chunked", b"chunked"], [b"chunked, gzip, chunked"]]:
+            e = self.assertRaises(BadMessage, bodyLength, [[b"Transfer-Encoding", v] for v in values], True)
+            self.assertEqual(e.status, 502, values)
+        for value in [b"\x0bchunked", b"chunked\x0c", b"gzip, \x0cchunked"]:
+            self.assertEqual(bodyLength([[b"Transfer-Encoding", value]], True), UNTIL_CLOSE, value)
+        self.assertEqual(bodyLength([[b"Transfer-Encoding", b"gzip ,\tchunked "]], True), CHUNKED)
 
     def test_neither(self) -> None:
         """Without either header a request has no body and a response lasts until close."""

@@ -216,3 +216,4 @@ class HeaderRuleTests(SynchronousTestCase):
         """A name that is not a token is refused."""
         self.assertRaises(ValueError, setHeader, "X Y", "1")
         self.assertRaises(ValueError, addHeader, "", "1")
+        self.assertRaises(ValueError, addHeader, "X-A\n", "1")  # a final newline too

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from twisted.internet import reactor as _globalReactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
@@ -20,7 +20,7 @@ from lbkit.http import HTTPProxyFactory, Route, hostIs, pathBegins
 from lbkit.http._parse import MAX_HEADERS
 from lbkit.http._wire import MAX_HEAD
 from tests.helpers import freePort, startHAProxy
-from tests.test_http_integration import HTTPTestCase, ServerFactory
+from tests.test_http_integration import HTTPTestCase, OneShot, ServerFactory
 
 reactor: Any = _globalReactor
 
@@ -366,6 +366,92 @@ class ConnectFailureTests(SecurityTestCase):
         self.assertEqual((fields["status"], fields["termination"], fields["retries"]), (503, "SC", 1))
 
 
+class ResponseHeadTests(SecurityTestCase):
+    """
+    A server's response head whose status line or framing some client
+    could read differently from lbkit is answered 502 to the client, and
+    none of its bytes reach the client.
+    """
+
+    @inlineCallbacks
+    def assertBadGateway(self, answers: list[bytes]) -> Any:
+        """Each of C{answers}, from a server, gets the client a 502 and nothing of the answer."""
+        for answer in answers:
+            port, _ = self.custom(lambda answer=answer: OneShot(lambda p: p.transport.write(answer)))
+            lb = self.lbkit(default=one(port))
+            client = Exchange(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", lb), client)
+            code = yield client.answered
+            assert client.transport is not None
+            client.transport.loseConnection()
+            yield client.closed
+            self.assertEqual(code, 502, answer)
+            self.assertNotIn(b"Injected", client.raw, answer)
+            self.assertNotIn(b"ok", client.raw.split(b"\r\n\r\n", 1)[1], answer)
+
+    def test_lineBreakInStatusLine(self) -> Any:
+        """A bare LF or CR, or another control character, in the reason phrase is a 502."""
+        return self.assertBadGateway([
+            b"HTTP/1.1 200 OK\nX-Injected: 1\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 100 \nX-Injected:\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 200 O\rX-Injected: 1\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 200 O\x00K\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 200 O\x1bK\r\nContent-Length: 2\r\n\r\nok",
+        ])
+
+    def test_lineBreakInFieldName(self) -> Any:
+        """A field name that ends in a bare LF is a 502."""
+        return self.assertBadGateway([
+            b"HTTP/1.1 200 OK\r\nX-Injected\n: 1\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding\n: chunked\r\n\r\nok",
+        ])
+
+    def test_framing(self) -> Any:
+        """VT or FF around a Content-Length, or chunked applied twice, is a 502, as HAProxy answers."""
+        return self.assertBadGateway([
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\x0c\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nContent-Length: \x0b2\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        ])
+
+    @inlineCallbacks
+    def test_controlCharacterBeforeChunked(self) -> Any:
+        """
+        A Transfer-Encoding of VT or FF with chunked is another coding, not
+        chunked: the body lasts until the server closes, and so does the
+        client's connection (no client can take what follows for a response).
+        """
+        for value in (b"\x0bchunked", b"chunked\x0c", b"gzip, chunked\x0b"):
+            answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + value + b"\r\n\r\n2\r\nok\r\n0\r\n\r\nmore"
+            port, _ = self.custom(lambda answer=answer: OneShot(lambda p: (p.transport.write(answer), p.transport.loseConnection())))
+            client = Exchange(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.lbkit(default=one(port))), client)
+            code = yield client.answered
+            yield client.closed
+            head, _, body = client.raw.partition(b"\r\n\r\n")
+            self.assertEqual((code, body), (200, b"2\r\nok\r\n0\r\n\r\nmore"), value)
+            self.assertIn(b"\r\nConnection: close", head, value)
+
+
+    def test_version(self) -> Any:
+        """A status line whose version is not HTTP/1. and a digit is a 502, as HAProxy answers."""
+        return self.assertBadGateway([
+            b"HTTP/1.x 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.\r1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1\x00 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.10 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ])
+
+    @inlineCallbacks
+    def test_minorVersions(self) -> Any:
+        """HTTP/1.0, HTTP/1.1 and a later HTTP/1 minor version pass (RFC 9110 2.5), as through HAProxy."""
+        for version in (b"HTTP/1.0", b"HTTP/1.1", b"HTTP/1.2"):
+            answer = version + b" 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            port, _ = self.custom(lambda answer=answer: OneShot(lambda p: p.transport.write(answer)))
+            code = yield self.exchange(self.lbkit(default=one(port)), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            self.assertEqual(code, 200, version)
+
 #: Requests lbkit and HAProxy both refuse with 400 before a server sees them.
 LENIENCIES = [
     # a chunk size past 2**52 - 1 (HAProxy's limit)
@@ -448,6 +534,22 @@ class LeniencyTests(SecurityTestCase):
         yield self.server.lost[0]
         self.assertEqual(code, 400)
         self.assertEqual([f["termination"] for f in self.logged()], ["CR"])
+
+    @inlineCallbacks
+    def test_longChunkLine(self) -> Any:
+        """
+        A chunk line over 4 KiB is a 400 however it arrives: in one read with
+        the head it reaches no server; in later reads the server connection is
+        dropped.
+        """
+        data = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;" + b"x" * 5000
+        data += b"\r\nhello\r\n0\r\n\r\n"
+        code = yield self.exchange(self.port, data)
+        self.assertEqual((code, seen(self.server)), (400, b""))
+        code = yield self.exchange(self.port, data, 1000)
+        yield gatherResults(self.server.lost)  # type: ignore[attr-defined]
+        self.assertEqual(code, 400)
+        self.assertNotIn(b"hello", seen(self.server))
 
     @inlineCallbacks
     def test_strictButNotStricter(self) -> Any:

@@ -314,8 +314,8 @@ class InvalidTests(SynchronousTestCase):
         self.assertInvalid(b"PROXY TCP6 fe80::1%eth0 ::1 1 2\r\n", "scoped")
 
     def test_v1BadPort(self) -> None:
-        """v1 ports that are not decimals in 0..65535 are rejected."""
-        for port in [b"65536", b"-1", b"+1", b"1_0", b"0x10", b"000001", b"\xd9\xa1"]:
+        """v1 ports that are not decimals in 0..65535 without leading zeros are rejected."""
+        for port in [b"65536", b"-1", b"+1", b"1_0", b"0x10", b"000001", b"\xd9\xa1", b"080", b"00", b"00000"]:
             line = b"PROXY TCP4 1.2.3.4 5.6.7.8 " + port + b" 2\r\n"
             self.assertInvalid(line, "bad port")
 

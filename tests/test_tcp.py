@@ -890,6 +890,28 @@ class RealSocketTests(TestCase):
         yield self.settle(factory)
         self.assertEqual(len(factory.built), 1)
 
+    @inlineCallbacks
+    def test_proxyV1PortLeadingZeroRefused(self) -> Any:
+        """
+        On a tcp frontend with acceptProxy, a v1 header whose port has a
+        leading zero closes the connection (PR) before any server is
+        contacted; port 0 and the same ports without zeros go through.
+        """
+        factory, serverPort = self.startServer(Echo)
+        backend = Backend("be", [Server("a", f"127.0.0.1:{serverPort}")])
+        self.proxyFactory = TrackingProxyFactory(Frontend("tcp:0", backend, name="fe", acceptProxy=True), reactor)
+        port = listen(self, reactor, self.proxyFactory)
+        for good in (b"PROXY TCP4 10.0.0.1 10.0.0.2 80 443\r\n", b"PROXY TCP6 ::1 ::2 0 65535\r\n"):
+            received = yield self.connect(port, Collector(good + b"ping", expect=4))
+            self.assertEqual(received, b"ping", good)
+        for bad in (b"PROXY TCP4 10.0.0.1 10.0.0.2 080 443\r\n", b"PROXY TCP4 10.0.0.1 10.0.0.2 80 0443\r\n",
+                    b"PROXY TCP6 ::1 ::2 1 00000\r\n", b"PROXY TCP6 ::1 ::2 00 1\r\n"):
+            received = yield self.connect(port, Collector(bad + b"ping", expect=4))
+            self.assertEqual(received, b"", bad)
+            self.assertEqual(self.proxyFactory.built[-1].termination, "PR", bad)
+        yield self.settle(factory)
+        self.assertEqual(len(factory.built), 2)
+
 
 CHUNK = b"\xa5" * 2**16
 TOTAL = 200 * 2**20

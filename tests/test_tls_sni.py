@@ -131,12 +131,21 @@ class ParserTests(SynchronousTestCase):
             self.assertFalse(validHostName(bad), bad)
 
     def test_garbageInside(self) -> None:
-        """A malformed ClientHello body gives no name rather than an exception."""
+        """A malformed ClientHello body gives no name rather than an exception, and says what is wrong."""
         data = bytearray(clientHello("a.example"))
         data[5 + 4 + 34] = 0xFF  # session id length runs past the end
         result = ClientHelloParser().feed(bytes(data))
         assert result is not None
-        self.assertIsNone(result.serverName)
+        self.assertEqual((result.isTLS, result.serverName, result.complete), (True, None, False))
+        self.assertEqual(result.malformed, "legacy_session_id of 255 bytes")
+
+    def test_malformedStructure(self) -> None:
+        """Lengths that overrun or leave bytes, repeated extensions or names, empty names: malformed, with no name."""
+        for data in MALFORMED_HELLOS:
+            result = ClientHelloParser().feed(data)
+            assert result is not None
+            self.assertEqual((result.isTLS, result.serverName, result.complete), (True, None, False), data)
+            self.assertIsNotNone(result.malformed, data)
 
 
 class InspectorTests(SynchronousTestCase):
@@ -169,6 +178,13 @@ class InspectorTests(SynchronousTestCase):
         self.assertIsNone(inspector.feed(data))
         done = inspector.finish()
         self.assertEqual((done.hello, done.rest), (ClientHello(isTLS=True, complete=False), data))
+
+    def test_malformedHello(self) -> None:
+        """A ClientHello whose structure is malformed raises, and is kept for the log."""
+        inspector = Inspector(acceptProxy=False, helloLimit=32768)
+        self.assertRaises(InvalidClientHello, inspector.feed, MALFORMED_HELLOS[2])
+        assert inspector.hello is not None
+        self.assertEqual(inspector.hello.malformed, "extension 0 twice")
 
     def test_badServerName(self) -> None:
         """A name that is not a host name raises, and the ClientHello is kept for the log."""
@@ -397,18 +413,50 @@ def rawClientHello(hostName: bytes) -> bytes:
     A minimal TLS 1.2 ClientHello, built by hand, whose SNI host_name is
     C{hostName} byte for byte (an ssl library refuses to send bad names).
     """
-    name = b"\x00" + struct.pack("!H", len(hostName)) + hostName
-    serverNameList = struct.pack("!H", len(name)) + name
-    extensions = struct.pack("!HH", 0, len(serverNameList)) + serverNameList
+    return rawHello(vector(2, sniExtension(hostName)))
+
+
+def vector(lengthSize: int, data: bytes) -> bytes:
+    """A TLS vector: the length of C{data} in C{lengthSize} bytes, then C{data}."""
+    return len(data).to_bytes(lengthSize, "big") + data
+
+
+def sniExtension(hostName: bytes) -> bytes:
+    """A server_name extension with one host_name, C{hostName}."""
+    return struct.pack("!H", 0) + vector(2, vector(2, b"\x00" + vector(2, hostName)))
+
+
+def rawHello(extensions: bytes) -> bytes:
+    """
+    A minimal TLS 1.2 ClientHello record, built by hand, ending with
+    C{extensions}, byte for byte (its length included).
+    """
     body = (
         b"\x03\x03" + bytes(range(32))  # legacy_version, random
         + b"\x00"  # no session id
         + struct.pack("!H", 2) + b"\x13\x01"  # one cipher suite
         + b"\x01\x00"  # compression: null
-        + struct.pack("!H", len(extensions)) + extensions
+        + extensions
     )
     handshake = b"\x01" + len(body).to_bytes(3, "big") + body
     return b"\x16\x03\x01" + struct.pack("!H", len(handshake)) + handshake
+
+
+#: ClientHellos whose structure RFC 8446 refuses, each with a name that would route.
+MALFORMED_HELLOS = [
+    rawHello(b"\x00\x40" + sniExtension(b"x.good.example")),  # the extensions overrun the hello
+    rawHello(vector(2, sniExtension(b"x.good.example")) + b"\x00"),  # a byte after them
+    rawHello(vector(2, sniExtension(b"x.good.example") + sniExtension(b"y.good.example"))),  # SNI twice
+    rawHello(vector(2, b"\x00\x00" + vector(2, vector(2, b"\x00" + vector(2, b"x.good.example")) + b"\x00"))),
+    rawHello(vector(2, b"\x00\x00" + vector(2, b"\x00\x40\x00" + vector(2, b"x.good.example")))),
+    rawHello(vector(2, b"\x00\x00" + vector(2, vector(2, b"\x00" + vector(2, b"x.good.example")
+                                                           + b"\x00" + vector(2, b"y.good.example"))))),
+    rawHello(vector(2, sniExtension(b"x.good.example") + b"\x00\x10" + vector(2, vector(2, b"\x02h2\x00")))),
+    rawHello(vector(2, sniExtension(b"x.good.example") + b"\x00\x10" + b"\x00\x05\x00\x05\x02h2")),
+    rawHello(vector(2, sniExtension(b"x.good.example") + b"\x00\x10" + vector(2, b"\x00\x03\x05h2"))),
+    rawHello(vector(2, sniExtension(b""))),  # an empty host_name
+    rawHello(vector(2, sniExtension(b"x.good.example") + b"\x00")),  # an extension cut short
+]
 
 
 class BadServerNameTests(TestCase):
@@ -439,7 +487,13 @@ class BadServerNameTests(TestCase):
     @inlineCallbacks
     def send(self, hostName: bytes) -> Any:
         """Send a ClientHello naming C{hostName}; fire with what came back once closed."""
-        client = Collector(rawClientHello(hostName))
+        received = yield self.sendRaw(rawClientHello(hostName))
+        return received
+
+    @inlineCallbacks
+    def sendRaw(self, data: bytes) -> Any:
+        """Send C{data}; fire with what came back once closed."""
+        client = Collector(data)
         yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), client)
         received = yield client.done
         yield self.factory.built[-1].allGone()  # type: ignore[attr-defined]
@@ -459,5 +513,18 @@ class BadServerNameTests(TestCase):
             received = yield self.send(bad)
             self.assertEqual(received, b"", bad)
             self.assertEqual(self.factory.built[-1].termination, "PR", bad)
+        self.assertEqual([len(f.built) for f in self.servers.values()], [0, 0])
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+    @inlineCallbacks
+    def test_malformedHelloRefused(self) -> None:
+        """
+        Each ClientHello whose structure RFC 8446 refuses gets the connection
+        closed (PR), and no server is connected, though its name would route.
+        """
+        for data in MALFORMED_HELLOS:
+            received = yield self.sendRaw(data)
+            self.assertEqual(received, b"", data)
+            self.assertEqual(self.factory.built[-1].termination, "PR", data)
         self.assertEqual([len(f.built) for f in self.servers.values()], [0, 0])
         self.assertEqual(len(self.flushLoggedErrors()), 0)

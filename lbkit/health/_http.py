@@ -29,7 +29,7 @@ __all__ = ["HTTPCheck"]
 Status = Union[int, range, Sequence[int]]
 BodyPattern = Union[str, bytes, "re.Pattern[str]", "re.Pattern[bytes]", None]
 
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # (\Z: $ matches before a final newline)
 
 
 def _checkStatus(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:

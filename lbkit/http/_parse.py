@@ -37,7 +37,8 @@ MAX_HEADERS = 100
 #: right).
 MAX_CHUNK = (1 << 52) - 1
 
-_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# (\Z, not $: $ also matches before a final newline)
+_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _T = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 # The common case in one regex each (C speed): a well-formed request line,
 # and header lines "token:value" with no CR, LF or NUL in the value.
@@ -46,8 +47,8 @@ _T = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _REQUEST_LINE = re.compile(b"(" + _T + rb") ([^\x00-\x20\x7f-\xff#]+) (HTTP/1\.[01])(\r\n|\Z)")
 _FIELDS = re.compile(_T + rb":[^\r\n\x00]*(?:\r\n" + _T + rb":[^\r\n\x00]*)*")
 _FIELD = re.compile(_T + rb":[^\r\n\x00]*")
-_HEX = re.compile(rb"^[0-9A-Fa-f]{1,16}$")
-# a chunk extension may hold no control character but HTAB
+_HEX = re.compile(rb"^[0-9A-Fa-f]{1,16}\Z")
+# a chunk extension or a reason phrase may hold no control character but HTAB
 _EXT_CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # absolute-form: http or https, then an authority (RFC 3986 reg-name or
 # IP literal, optional port; no userinfo), then path and query
@@ -346,14 +347,24 @@ def parseResponseHead(head: bytes) -> Response:
     """
     Parse a response head: the bytes before the blank line, without it.
 
+    The version is C{HTTP/1.} and a digit (RFC 9112 section 2.3; a later
+    minor version is read as 1.1, RFC 9110 section 2.5).
+
     @raise BadMessage: when malformed (status 502).
     """
     end = head.find(b"\r\n")
     line = head if end < 0 else head[:end]
     parts = line.split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
+    version = parts[0]
+    if (
+        len(parts) < 2 or len(version) != 8 or not version.startswith(b"HTTP/1.") or not version[7:].isdigit()
+        or len(parts[1]) != 3 or not parts[1].isdigit()
+    ):
         raise BadMessage(f"malformed status line {line[:80]!r}", 502)
     reason = parts[2] if len(parts) > 2 else b""
+    if _EXT_CTL.search(reason) is not None:
+        # a bare CR or LF would end the status line early for a client
+        raise BadMessage(f"control character in the reason phrase {reason[:40]!r}", 502)
     headers = [] if end < 0 else _fastHeaders(head, end + 2)
     if headers is None:
         headers = _parseHeaders(head[end + 2 :].split(b"\r\n"), 502)
@@ -365,7 +376,8 @@ def bodyLength(headers: list[list[bytes]], response: bool) -> int:
     The framing of a message body from its headers (RFC 9112 §6.3).
 
     A request's C{Transfer-Encoding} must be C{chunked} alone; a
-    response's must end with C{chunked}, or its body lasts until close.
+    response's must end with C{chunked} (and name it once), or its body
+    lasts until close.
 
     @return: A byte count, L{CHUNKED}, or for a response without either
         header L{UNTIL_CLOSE} (a request without either has no body: 0).
@@ -385,7 +397,11 @@ def bodyLength(headers: list[list[bytes]], response: bool) -> int:
         if cl is not None:
             raise BadMessage("both Transfer-Encoding and Content-Length", status)
         if response:
-            codings = [c.strip().lower() for c in te.split(b",")]
+            # only SP and HTAB are whitespace (RFC 9110 section 5.6.3):
+            # "\x0bchunked" is another coding, not chunked
+            codings = [c.strip(b" \t").lower() for c in te.split(b",")]
+            if codings.count(b"chunked") > 1:
+                raise BadMessage("Transfer-Encoding applies chunked twice", status)
             return CHUNKED if codings[-1] == b"chunked" else UNTIL_CLOSE
         # a request: chunked and nothing else, once (as HAProxy); empty
         # list elements are allowed (RFC 9110 section 5.6.1)
@@ -413,7 +429,8 @@ class ChunkedFramer:
 
     It is strict: CRLF line ends, chunk sizes of hex digits up to
     L{MAX_CHUNK}, extensions without control characters other than HTAB,
-    trailer lines that are header fields.
+    trailer lines that are header fields, lines of at most 4096 bytes
+    (however they arrive).
     """
 
     __slots__ = ("done", "_state", "_remaining", "_line")
@@ -450,6 +467,8 @@ class ChunkedFramer:
                 return n
             line = self._line + data[i:end] if self._line else data[i:end]
             self._line = b""
+            if len(line) > 4096:  # the same limit however the line arrived
+                raise BadMessage("chunk line too long")
             i = end + 1
             if line[-1:] != b"\r":
                 raise BadMessage("bare LF in chunked body")

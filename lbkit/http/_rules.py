@@ -17,7 +17,7 @@ from lbkit.interfaces import IRequestRule
 __all__ = ["addHeader", "setHeader", "deleteHeader", "HeaderRule"]
 
 _Text = Union[str, bytes]
-_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")  # (\Z: $ matches before a final newline)
 
 
 def _b(value: _Text) -> bytes:

@@ -44,10 +44,16 @@ class ClientHello:
     @ivar serverName: The SNI host name (lower case), or L{None}.
     @ivar alpn: The ALPN protocols offered.
     @ivar complete: Whether the whole ClientHello was read (not cut short
-        by the size limit or the inspection timeout).
+        by the size limit or the inspection timeout) and well formed.
     @ivar badServerName: The SNI host_name, byte for byte, when it is not a
         DNS host name (see L{validHostName}); C{serverName} is then
         L{None}.  tcp mode closes such a connection rather than route it.
+    @ivar malformed: When the whole ClientHello was read but its structure
+        is not one RFC 8446 allows (a length that runs past its enclosing
+        structure or leaves bytes after it, an extension or a server name
+        type twice, an empty name), what is wrong; C{complete} is then
+        false and C{serverName} L{None}.  tcp mode closes such a
+        connection rather than route it.
     """
 
     isTLS: bool = False
@@ -55,6 +61,7 @@ class ClientHello:
     alpn: tuple[bytes, ...] = ()
     complete: bool = False
     badServerName: Optional[bytes] = None
+    malformed: Optional[str] = None
 
 
 _NOT_TLS = ClientHello()
@@ -68,9 +75,14 @@ _MAX_HOST_NAME = 255
 
 class InvalidClientHello(LBKitError, ValueError):
     """
-    The TLS ClientHello names a server with something that is not a host
-    name.  The message says what; the connection should be aborted.
+    The TLS ClientHello is malformed, or names a server with something that
+    is not a host name.  The message says what; the connection should be
+    aborted.
     """
+
+
+class _Malformed(Exception):
+    """A ClientHello structure RFC 8446 refuses; the message says what."""
 
 
 def validHostName(name: bytes) -> bool:
@@ -154,57 +166,103 @@ class ClientHelloParser:
 
 
 def _parseClientHello(body: bytes) -> ClientHello:
-    """Read the server name and ALPN list out of a ClientHello body."""
+    """
+    Read the server name and ALPN list out of a ClientHello body, whose
+    structure must be exactly as RFC 8446 section 4.1.2 (and RFC 6066
+    section 3, RFC 7301 section 3.1 for the two extensions) has it.
+    """
     try:
+        if len(body) < 2 + 32:
+            raise _Malformed("ClientHello cut short")
         pos = 2 + 32  # legacy_version, random
-        pos += 1 + body[pos]  # session id
-        (n,) = struct.unpack_from("!H", body, pos)
-        pos += 2 + n  # cipher suites
-        pos += 1 + body[pos]  # compression methods
-        if pos >= len(body):
-            return ClientHello(isTLS=True, complete=True)
-        (total,) = struct.unpack_from("!H", body, pos)
-        pos += 2
-        end = min(len(body), pos + total)
+        _, pos = _vector(body, pos, 1, 0, 32, "legacy_session_id")
+        suites, pos = _vector(body, pos, 2, 2, 0xFFFE, "cipher_suites")
+        if len(suites) % 2:
+            raise _Malformed("cipher_suites of an odd length")
+        _, pos = _vector(body, pos, 1, 1, 0xFF, "legacy_compression_methods")
         raw: Optional[bytes] = None
         alpn: tuple[bytes, ...] = ()
-        while pos + 4 <= end:
-            kind, size = struct.unpack_from("!HH", body, pos)
-            data = body[pos + 4:pos + 4 + size]
-            pos += 4 + size
-            if kind == _EXT_SERVER_NAME:
-                raw = _serverName(data)
-            elif kind == _EXT_ALPN:
-                alpn = _alpn(data)
-        if raw and not validHostName(raw):
-            return ClientHello(isTLS=True, alpn=alpn, complete=True, badServerName=raw)
-        serverName = raw.decode("ascii").lower().rstrip(".") if raw else None
-        return ClientHello(isTLS=True, serverName=serverName, alpn=alpn, complete=True)
-    except (IndexError, struct.error):
-        return ClientHello(isTLS=True, complete=False)
+        if pos < len(body):
+            extensions, pos = _vector(body, pos, 2, 0, 0xFFFF, "extensions")
+            if pos != len(body):
+                raise _Malformed("bytes after the extensions")
+            raw, alpn = _extensions(extensions)
+    except _Malformed as e:
+        return ClientHello(isTLS=True, complete=False, malformed=str(e))
+    if raw is not None and not validHostName(raw):
+        return ClientHello(isTLS=True, alpn=alpn, complete=True, badServerName=raw)
+    serverName = raw.decode("ascii").lower().rstrip(".") if raw is not None else None
+    return ClientHello(isTLS=True, serverName=serverName, alpn=alpn, complete=True)
+
+
+def _vector(data: bytes, pos: int, lengthSize: int, low: int, high: int, what: str) -> tuple[bytes, int]:
+    """
+    The TLS vector at C{pos} of C{data} (its length in C{lengthSize} bytes,
+    between C{low} and C{high}), and the position after it.
+
+    @raise _Malformed: when it does not fit, or its length is out of bounds.
+    """
+    start = pos + lengthSize
+    if start > len(data):
+        raise _Malformed(f"{what} cut short")
+    n = int.from_bytes(data[pos:start], "big")
+    if not low <= n <= high:
+        raise _Malformed(f"{what} of {n} bytes")
+    if start + n > len(data):
+        raise _Malformed(f"{what} of {n} bytes runs past its end")
+    return data[start:start + n], start + n
+
+
+def _extensions(data: bytes) -> tuple[Optional[bytes], tuple[bytes, ...]]:
+    """The host_name (as sent) and the ALPN list in the extensions of a ClientHello."""
+    raw: Optional[bytes] = None
+    alpn: tuple[bytes, ...] = ()
+    seen = set()
+    pos = 0
+    while pos < len(data):
+        if pos + 2 > len(data):
+            raise _Malformed("extension cut short")
+        kind = int.from_bytes(data[pos:pos + 2], "big")
+        if kind in seen:  # RFC 8446 section 4.2
+            raise _Malformed(f"extension {kind} twice")
+        seen.add(kind)
+        ext, pos = _vector(data, pos + 2, 2, 0, 0xFFFF, f"extension {kind}")
+        if kind == _EXT_SERVER_NAME:
+            raw = _serverName(ext)
+        elif kind == _EXT_ALPN:
+            alpn = _alpn(ext)
+    return raw, alpn
 
 
 def _serverName(data: bytes) -> Optional[bytes]:
     """The host_name entry of a server_name extension, as sent."""
-    (total,) = struct.unpack_from("!H", data, 0)
-    pos, end = 2, min(len(data), 2 + total)
-    while pos + 3 <= end:
-        kind, size = struct.unpack_from("!BH", data, pos)
-        name = data[pos + 3:pos + 3 + size]
-        pos += 3 + size
+    names, end = _vector(data, 0, 2, 1, 0xFFFF, "server_name_list")
+    if end != len(data):
+        raise _Malformed("bytes after the server_name_list")
+    found: Optional[bytes] = None
+    types = set()
+    pos = 0
+    while pos < len(names):
+        kind = names[pos]
+        if kind in types:  # RFC 6066 section 3
+            raise _Malformed(f"two server names of type {kind}")
+        types.add(kind)
+        name, pos = _vector(names, pos + 1, 2, 1, 0xFFFF, "server name")
         if kind == 0:
-            return name
-    return None
+            found = name
+    return found
 
 
 def _alpn(data: bytes) -> tuple[bytes, ...]:
-    (total,) = struct.unpack_from("!H", data, 0)
-    pos, end = 2, min(len(data), 2 + total)
+    """The protocols of an application_layer_protocol_negotiation extension."""
+    protocols, end = _vector(data, 0, 2, 2, 0xFFFF, "protocol_name_list")
+    if end != len(data):
+        raise _Malformed("bytes after the protocol_name_list")
     found = []
-    while pos < end:
-        size = data[pos]
-        found.append(data[pos + 1:pos + 1 + size])
-        pos += 1 + size
+    pos = 0
+    while pos < len(protocols):
+        name, pos = _vector(protocols, pos, 1, 1, 0xFF, "protocol name")
+        found.append(name)
     return tuple(found)
 
 
@@ -332,8 +390,8 @@ class Inspector:
 
         @return: L{None} while more is needed, else what was read.
         @raise InvalidProxyHeader: The PROXY header is malformed.
-        @raise InvalidClientHello: The ClientHello names a server with
-            something that is not a host name.
+        @raise InvalidClientHello: The ClientHello is malformed, or names a
+            server with something that is not a host name.
         """
         if self._proxy is not None:
             info = self._proxy.feed(data)
@@ -354,6 +412,9 @@ class Inspector:
         if hello.badServerName is not None:
             self.hello = hello
             raise InvalidClientHello(f"SNI host name {hello.badServerName[:64]!r} is not a DNS host name")
+        if hello.malformed is not None:
+            self.hello = hello
+            raise InvalidClientHello(hello.malformed)
         return self._result(hello)
 
     def finish(self) -> Inspected:
