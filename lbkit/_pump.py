@@ -7,9 +7,13 @@ Twisted's C{transport.write} only buffers: it arms write polling and the
 next reactor pass sends.  For a proxy, which writes what it has just read,
 that costs two C{epoll_ctl} calls and a loop pass per write.
 L{writeThrough} sends at once when nothing is waiting in the transport's
-buffer, and hands Twisted whatever the socket did not take, so ordering,
-back-pressure (pausing the producer once the buffer is full) and error
-handling stay Twisted's.
+buffer, and hands Twisted whatever the socket did not take, so ordering and
+error handling stay Twisted's.  It also pauses the transport's producer as
+soon as anything is left in that buffer, where Twisted would wait until the
+buffer holds more than C{bufferSize}: with large reads, that wait let a
+second whole read pile up behind the first one's unsent rest, for each
+client that stops reading.  So a direction holds at most one read
+(L{BUFFER_SIZE}) in Python.
 
 L{tune} raises the read size, so bulk transfers move in large chunks.
 L{unsent} says how much a transport still holds (for the access log of a
@@ -25,9 +29,10 @@ from twisted.internet.tcp import Connection
 
 __all__ = ["BUFFER_SIZE", "tune", "writeThrough", "unsent"]
 
-#: Bytes read per C{recv} on a proxied TCP connection, and how much may wait
-#: in its write buffer before its producer is paused (Twisted uses one
-#: attribute, C{bufferSize}, for both; its default is 64 KiB).
+#: Bytes read per C{recv} on a proxied TCP connection (Twisted's
+#: C{bufferSize}, 64 KiB by default).  Twisted also pauses a transport's
+#: producer once more than C{bufferSize} waits in its write buffer; writes
+#: through L{writeThrough} pause it as soon as anything waits there.
 BUFFER_SIZE = 2**18
 
 
@@ -59,9 +64,16 @@ def writeThrough(transport: Any) -> Callable[[bytes], None]:
     data goes straight to C{socket.send}; whatever the socket does not take
     (all of it when it would block or fails) is passed to C{transport.write},
     and every later write follows it there until Twisted has flushed the
-    buffer.  Bytes therefore leave in order, a full buffer still pauses the
-    transport's producer, and a socket error is met again by Twisted's own
-    write, which closes the connection as usual.
+    buffer.  Bytes therefore leave in order, and a socket error is met again
+    by Twisted's own write, which closes the connection as usual.
+
+    Whenever a write leaves bytes in that buffer, the transport's streaming
+    producer (the other side of the proxy) is paused at once, the way
+    Twisted's own write pauses it once the buffer passes C{bufferSize}, and
+    Twisted's C{doWrite} resumes it when the buffer is empty.  The producer
+    therefore delivers no further read while one is still unsent: a
+    stalled reader costs at most one read (L{BUFFER_SIZE}), plus whatever
+    the producer's protocol writes in that same turn (a response head).
 
     For anything but a plain TCP transport (TLS, a test's
     C{StringTransport}, a wrapping protocol) it returns C{transport.write}
@@ -76,14 +88,23 @@ def writeThrough(transport: Any) -> Callable[[bytes], None]:
         t = transport
         if t.dataBuffer or t._tempDataLen or t.disconnecting or t._writeDisconnecting or not t.connected or t.TLS:
             write(data)
-            return
-        try:
-            sent = send(data)
-        except OSError:  # would block, or broken: Twisted's write deals with it
-            write(data)
-            return
-        if sent < len(data):
-            write(data[sent:])
+        else:
+            try:
+                sent = send(data)
+            except OSError:  # would block, or broken: Twisted's write deals with it
+                write(data)
+            else:
+                if sent == len(data):
+                    return
+                write(data[sent:])
+        # Something now waits in Twisted's buffer: stop the producer at once,
+        # as Twisted's write would above bufferSize, so that no further read
+        # piles up behind it; Twisted's doWrite resumes it once the buffer
+        # is empty.
+        producer = t.producer
+        if producer is not None and t._tempDataLen and t.streamingProducer:
+            t.producerPaused = True
+            producer.pauseProducing()
 
     return sendOrBuffer
 

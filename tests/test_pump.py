@@ -173,6 +173,49 @@ class WriteThroughTests(SynchronousTestCase):
         self.flush()
         self.assertFalse(producer.paused)
 
+    def test_anyRemainderPausesProducer(self) -> None:
+        """A remainder far below C{bufferSize} pauses the producer at once, and a flush resumes it."""
+        producer = RecordingProducer()
+        self.transport.registerProducer(producer, True)
+        self.socket.allowance = 10
+        self.write(b"x" * 100)
+        self.assertEqual(unsent(self.transport), 90)
+        self.assertTrue(producer.paused)
+        self.assertTrue(self.transport.producerPaused)
+        self.flush()
+        self.assertFalse(producer.paused)
+        self.write(b"y" * 100)  # sent whole: the producer keeps going
+        self.assertFalse(producer.paused)
+
+    def test_queuedWritePausesProducer(self) -> None:
+        """A write queued behind unsent bytes pauses a producer registered since the first one."""
+        producer = RecordingProducer()
+        self.socket.allowance = 0
+        self.write(b"head")  # before any producer: nothing to pause
+        self.transport.registerProducer(producer, True)
+        self.assertFalse(producer.paused)
+        self.write(b"body")
+        self.assertTrue(producer.paused)
+        self.assertEqual(self.flush(), b"headbody")
+        self.assertFalse(producer.paused)
+
+    def test_wouldBlockPausesProducer(self) -> None:
+        """When the socket takes nothing, the producer is paused."""
+        producer = RecordingProducer()
+        self.transport.registerProducer(producer, True)
+        self.socket.allowance = 0
+        self.write(b"abc")
+        self.assertTrue(producer.paused)
+
+    def test_pullProducerLeftAlone(self) -> None:
+        """A non-streaming producer is never paused (Twisted asks it for more instead)."""
+        producer = RecordingProducer()
+        self.transport.registerProducer(producer, False)
+        producer.paused = False
+        self.socket.allowance = 1
+        self.write(b"abc")
+        self.assertFalse(producer.paused)
+
     def test_errorLeftToTwisted(self) -> None:
         """A send error hands the data to Twisted, whose own write meets the error and reports it."""
         self.socket.error = ConnectionResetError(errno.ECONNRESET, "reset")

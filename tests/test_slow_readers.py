@@ -1,0 +1,180 @@
+"""
+Tests for what lbkit holds in memory for a client that stops reading: the
+byte pump (L{lbkit._pump}) in tcp and http mode, through real sockets.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+from typing import Any, Callable
+
+from twisted.internet import reactor, task
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.trial.unittest import TestCase
+from zope.interface import implementer
+
+from lbkit import Backend, Server, http
+from lbkit._pump import BUFFER_SIZE
+from lbkit.tcp import Frontend as TCPFrontend
+
+from .helpers import TrackingFactory, listen
+
+#: Slow-reader clients per test.
+CLIENTS = 6
+#: What the streaming server writes per call.
+CHUNK = b"x" * 2**16
+
+
+@implementer(IPushProducer)
+class Streamer(Protocol):
+    """
+    A server that writes without end as fast as its connection takes it
+    (it is its own transport's streaming producer): at once in tcp mode,
+    after a response head announcing 1 GiB once a request head arrived in
+    http mode.
+    """
+
+    http = False
+
+    def __init__(self) -> None:
+        self.paused = True
+        self.started = False
+        self.received = b""
+
+    def connectionMade(self) -> None:
+        if not self.http:
+            self.start(b"")
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if self.http and not self.started and b"\r\n\r\n" in self.received:
+            self.start(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % 2**30)
+
+    def start(self, head: bytes) -> None:
+        self.started = True
+        assert self.transport is not None
+        self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        if head:
+            self.transport.write(head)
+        self.resumeProducing()
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        transport: Any = self.transport
+        while not self.paused and transport.connected and not transport.disconnecting:
+            transport.write(CHUNK)  # pauses this producer once its buffer is full
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def stopProducing(self) -> None:
+        self.paused = True
+
+
+class HTTPStreamer(Streamer):
+    http = True
+
+
+def held(transport: Any) -> int:
+    """The bytes a Twisted TCP transport keeps in its write buffer."""
+    return len(transport.dataBuffer) + transport._tempDataLen  # type: ignore[no-any-return]
+
+
+def stalled(client: Any, server: Any) -> bool:
+    """
+    Whether a proxied connection has reached its final state for a client
+    that reads nothing: lbkit no longer reads the server, and the client's
+    socket takes no more (so nothing will write to it or resume reading).
+    """
+    if server in reactor.getReaders() or not held(client):
+        return False
+    _, writable, _ = select.select([], [client.socket], [], 0)
+    return not writable
+
+
+class SlowReaderTests(TestCase):
+    """
+    Clients with a tiny receive window that never read, in front of a server
+    that streams without end: lbkit must stop reading the server with at most
+    one read's worth (L{BUFFER_SIZE}) waiting per connection, not two.
+    """
+
+    timeout = 30
+
+    def streamingBackend(self, protocol: Callable[[], Protocol]) -> Backend:
+        """A backend of one streaming server; its connections are gone before cleanup ends."""
+        factory = TrackingFactory(protocol)
+        port = listen(self, reactor, factory)
+        self.addCleanup(lambda: factory.allLost())
+        return Backend("be", [Server("s1", f"127.0.0.1:{port}")], timeoutServer=60)
+
+    def slowReaders(self, port: int, request: bytes) -> None:
+        """Connect L{CLIENTS} clients that send C{request} and never read."""
+        for _ in range(CLIENTS):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            self.addCleanup(s.close)
+            s.connect(("127.0.0.1", port))  # loopback: the kernel completes it at once
+            if request:
+                s.sendall(request)
+
+    @inlineCallbacks
+    def waitForStall(self, factory: Any, pairs: Callable[[Any], tuple[Any, Any] | None]) -> Any:
+        """
+        Wait until every client connection is stalled; return what lbkit's
+        transports hold for each of them.
+        """
+        for _ in range(1000):
+            found = [pairs(p) for p in list(factory.connections)]
+            ready = [pair for pair in found if pair is not None]
+            if len(ready) == CLIENTS and all(stalled(c, s) for c, s in ready):
+                return [held(c) + held(s) for c, s in ready]
+            yield task.deferLater(reactor, 0.02, lambda: None)
+        self.fail("the connections never stalled")
+
+    def assertBounded(self, holding: list[int]) -> None:
+        worst = max(holding)
+        self.assertLessEqual(
+            worst, BUFFER_SIZE,
+            f"lbkit holds up to {worst} bytes for a stalled client ({holding}), "
+            f"more than one read of {BUFFER_SIZE}",
+        )
+
+    @inlineCallbacks
+    def test_tcp(self) -> Any:
+        """In tcp mode, a client that stops reading costs lbkit at most one read of buffered bytes."""
+        backend = self.streamingBackend(Streamer)
+        factory = TCPFrontend("tcp:0", backend, name="fe", log=False).buildFactory(reactor)
+        port = listen(self, reactor, factory)
+        self.addCleanup(factory.whenIdle)
+        self.slowReaders(port, b"")
+
+        def pair(p: Any) -> tuple[Any, Any] | None:
+            peer = getattr(p, "peer", None)
+            if peer is None or peer.transport is None or p._peerWrite is None:
+                return None
+            return p.transport, peer.transport
+
+        holding = yield self.waitForStall(factory, pair)
+        self.assertBounded(holding)
+
+    @inlineCallbacks
+    def test_http(self) -> Any:
+        """In http mode, a client that stops reading a response costs lbkit at most one read of buffered bytes."""
+        backend = self.streamingBackend(HTTPStreamer)
+        factory = http.Frontend("tcp:0", default=backend, name="fe", log=False).buildFactory(reactor)
+        port = listen(self, reactor, factory)
+        self.addCleanup(factory.whenIdle)
+        self.slowReaders(port, b"GET /big HTTP/1.1\r\nHost: lb\r\n\r\n")
+
+        def pair(p: Any) -> tuple[Any, Any] | None:
+            conn = getattr(p, "conn", None)
+            if conn is None or conn.transport is None:
+                return None
+            return p.transport, conn.transport
+
+        holding = yield self.waitForStall(factory, pair)
+        self.assertBounded(holding)
