@@ -43,8 +43,9 @@ def _plainTCP(transport: Any) -> bool:
 def tune(transport: Any, bufferSize: int = BUFFER_SIZE) -> None:
     """
     Set TCP_NODELAY where the transport has it (a proxy must not hold small
-    writes back), and read and buffer in chunks of C{bufferSize} on a plain
-    TCP transport.
+    writes back), and, on a plain TCP transport, read and buffer in chunks
+    of C{bufferSize} and let go of the write buffer once the connection is
+    lost (see L{_releaseOnLoss}).
     """
     setTcpNoDelay = getattr(transport, "setTcpNoDelay", None)
     if setTcpNoDelay is not None:
@@ -54,6 +55,37 @@ def tune(transport: Any, bufferSize: int = BUFFER_SIZE) -> None:
             pass
     if _plainTCP(transport):
         transport.bufferSize = bufferSize
+        if "connectionLost" not in transport.__dict__:
+            _releaseOnLoss(transport)
+
+
+def _releaseOnLoss(transport: Any) -> None:
+    """
+    Empty C{transport}'s write buffer once the connection is lost.
+
+    A lost connection's transport and protocols usually sit in reference
+    cycles (each protocol holds its transport, the two protocols of a
+    proxied connection hold each other), which only the garbage collector's
+    rare full passes free; meanwhile the bytes a client never read (up to
+    one read, L{BUFFER_SIZE}) stayed with them, and a process that cuts many
+    stalled readers kept tens of MiB that way.  Twisted's C{connectionLost}
+    (and so the protocol's, which may still ask L{unsent}) runs first; the
+    buffer is dropped after it.  The wrapper, set on the instance the way
+    Twisted's own C{abortConnection} replaces C{doRead}, removes itself.
+    """
+    lost = transport.connectionLost
+
+    def connectionLost(reason: Any) -> None:
+        try:
+            lost(reason)
+        finally:
+            transport.__dict__.pop("connectionLost", None)
+            transport.dataBuffer = b""
+            transport.offset = 0
+            transport._tempDataBuffer = []
+            transport._tempDataLen = 0
+
+    transport.connectionLost = connectionLost
 
 
 def writeThrough(transport: Any) -> Callable[[bytes], None]:

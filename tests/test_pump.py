@@ -9,10 +9,12 @@ import errno
 import socket
 from typing import Any
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.internet.tcp import Connection
 from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
@@ -264,6 +266,32 @@ class TuneTests(SynchronousTestCase):
         tune(transport)
         self.assertEqual(transport.bufferSize, BUFFER_SIZE)
         self.assertTrue(transport.getTcpNoDelay())
+
+    def test_lostConnectionLetsGoOfBuffer(self) -> None:
+        """Once a tuned TCP transport's connection is lost, its unsent bytes are dropped, after its protocol saw them."""
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(listener.close)
+        theirs = socket.create_connection(listener.getsockname())
+        self.addCleanup(theirs.close)
+        ours, _ = listener.accept()
+        self.addCleanup(ours.close)
+        seen = []
+
+        class Recording(Protocol):
+            def connectionLost(self, reason: Any = None) -> None:
+                seen.append(unsent(transport))
+
+        transport = Connection(ours, Recording(), MemoryReactor())
+        transport.connected = 1
+        tune(transport)
+        tune(transport)  # a second tune does not wrap twice
+        transport.write(b"x" * 1000)
+        self.assertEqual(unsent(transport), 1000)
+        transport.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(seen, [1000])
+        self.assertEqual(unsent(transport), 0)
+        self.assertEqual((transport.dataBuffer, transport._tempDataBuffer), (b"", []))
+        self.assertNotIn("connectionLost", transport.__dict__)  # no cycle through the wrapper left
 
     def test_other(self) -> None:
         """Other transports are left alone."""

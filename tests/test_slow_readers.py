@@ -106,13 +106,14 @@ class SlowReaderTests(TestCase):
 
     def streamingBackend(self, protocol: Callable[[], Protocol]) -> Backend:
         """A backend of one streaming server; its connections are gone before cleanup ends."""
-        factory = TrackingFactory(protocol)
+        factory = self.servers = TrackingFactory(protocol)
         port = listen(self, reactor, factory)
         self.addCleanup(lambda: factory.allLost())
         return Backend("be", [Server("s1", f"127.0.0.1:{port}")], timeoutServer=60)
 
-    def slowReaders(self, port: int, request: bytes) -> None:
+    def slowReaders(self, port: int, request: bytes) -> list[socket.socket]:
         """Connect L{CLIENTS} clients that send C{request} and never read."""
+        clients = []
         for _ in range(CLIENTS):
             s = socket.socket()
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -120,20 +121,56 @@ class SlowReaderTests(TestCase):
             s.connect(("127.0.0.1", port))  # loopback: the kernel completes it at once
             if request:
                 s.sendall(request)
+            clients.append(s)
+        return clients
 
     @inlineCallbacks
     def waitForStall(self, factory: Any, pairs: Callable[[Any], tuple[Any, Any] | None]) -> Any:
         """
-        Wait until every client connection is stalled; return what lbkit's
-        transports hold for each of them.
+        Wait until every client connection is stalled; return the pairs of
+        lbkit transports (client's, server's) of each.
         """
         for _ in range(1000):
             found = [pairs(p) for p in list(factory.connections)]
             ready = [pair for pair in found if pair is not None]
             if len(ready) == CLIENTS and all(stalled(c, s) for c, s in ready):
-                return [held(c) + held(s) for c, s in ready]
+                return ready
             yield task.deferLater(reactor, 0.02, lambda: None)
         self.fail("the connections never stalled")
+
+    @inlineCallbacks
+    def stallThrough(self, mode: str) -> Any:
+        """
+        Stall L{CLIENTS} slow readers through a C{mode} ("tcp" or "http")
+        frontend; return the frontend's factory, the client sockets and the
+        stalled pairs of lbkit transports.
+        """
+        if mode == "tcp":
+            backend = self.streamingBackend(Streamer)
+            factory: Any = TCPFrontend("tcp:0", backend, name="fe", log=False).buildFactory(reactor)
+            request = b""
+
+            def pair(p: Any) -> tuple[Any, Any] | None:
+                peer = getattr(p, "peer", None)
+                if peer is None or peer.transport is None or p._peerWrite is None:
+                    return None
+                return p.transport, peer.transport
+        else:
+            backend = self.streamingBackend(HTTPStreamer)
+            factory = http.Frontend("tcp:0", default=backend, name="fe", log=False).buildFactory(reactor)
+            request = b"GET /big HTTP/1.1\r\nHost: lb\r\n\r\n"
+
+            def pair(p: Any) -> tuple[Any, Any] | None:
+                conn = getattr(p, "conn", None)
+                if conn is None or conn.transport is None:
+                    return None
+                return p.transport, conn.transport
+
+        port = listen(self, reactor, factory)
+        self.addCleanup(factory.whenIdle)
+        clients = self.slowReaders(port, request)
+        pairs = yield self.waitForStall(factory, pair)
+        return factory, clients, pairs
 
     def assertBounded(self, holding: list[int]) -> None:
         worst = max(holding)
@@ -146,35 +183,29 @@ class SlowReaderTests(TestCase):
     @inlineCallbacks
     def test_tcp(self) -> Any:
         """In tcp mode, a client that stops reading costs lbkit at most one read of buffered bytes."""
-        backend = self.streamingBackend(Streamer)
-        factory = TCPFrontend("tcp:0", backend, name="fe", log=False).buildFactory(reactor)
-        port = listen(self, reactor, factory)
-        self.addCleanup(factory.whenIdle)
-        self.slowReaders(port, b"")
-
-        def pair(p: Any) -> tuple[Any, Any] | None:
-            peer = getattr(p, "peer", None)
-            if peer is None or peer.transport is None or p._peerWrite is None:
-                return None
-            return p.transport, peer.transport
-
-        holding = yield self.waitForStall(factory, pair)
-        self.assertBounded(holding)
+        _, _, pairs = yield self.stallThrough("tcp")
+        self.assertBounded([held(c) + held(s) for c, s in pairs])
 
     @inlineCallbacks
     def test_http(self) -> Any:
         """In http mode, a client that stops reading a response costs lbkit at most one read of buffered bytes."""
-        backend = self.streamingBackend(HTTPStreamer)
-        factory = http.Frontend("tcp:0", default=backend, name="fe", log=False).buildFactory(reactor)
-        port = listen(self, reactor, factory)
-        self.addCleanup(factory.whenIdle)
-        self.slowReaders(port, b"GET /big HTTP/1.1\r\nHost: lb\r\n\r\n")
+        _, _, pairs = yield self.stallThrough("http")
+        self.assertBounded([held(c) + held(s) for c, s in pairs])
 
-        def pair(p: Any) -> tuple[Any, Any] | None:
-            conn = getattr(p, "conn", None)
-            if conn is None or conn.transport is None:
-                return None
-            return p.transport, conn.transport
+    @inlineCallbacks
+    def assertReleasedWhenCut(self, mode: str) -> Any:
+        factory, clients, pairs = yield self.stallThrough(mode)
+        self.assertTrue(all(held(c) for c, _ in pairs))
+        for s in clients:
+            s.close()  # unread bytes: the kernel resets the connection
+        yield factory.whenIdle()
+        yield self.servers.allLost()  # lbkit's transports are done with by then
+        self.assertEqual([(held(c), held(s)) for c, s in pairs], [(0, 0)] * CLIENTS)
 
-        holding = yield self.waitForStall(factory, pair)
-        self.assertBounded(holding)
+    def test_tcpCutReleases(self) -> Any:
+        """In tcp mode, the bytes held for a stalled client are let go as soon as its connection is lost."""
+        return self.assertReleasedWhenCut("tcp")
+
+    def test_httpCutReleases(self) -> Any:
+        """In http mode, the bytes held for a stalled client are let go as soon as its connection is lost."""
+        return self.assertReleasedWhenCut("http")
