@@ -44,8 +44,8 @@ def tune(transport: Any, bufferSize: int = BUFFER_SIZE) -> None:
     """
     Set TCP_NODELAY where the transport has it (a proxy must not hold small
     writes back), and, on a plain TCP transport, read and buffer in chunks
-    of C{bufferSize} and let go of the write buffer once the connection is
-    lost (see L{_releaseOnLoss}).
+    of C{bufferSize}, pause a producer registered while bytes wait, and let
+    go of the write buffer once the connection is lost (see L{_watch}).
     """
     setTcpNoDelay = getattr(transport, "setTcpNoDelay", None)
     if setTcpNoDelay is not None:
@@ -56,35 +56,60 @@ def tune(transport: Any, bufferSize: int = BUFFER_SIZE) -> None:
     if _plainTCP(transport):
         transport.bufferSize = bufferSize
         if "connectionLost" not in transport.__dict__:
-            _releaseOnLoss(transport)
+            _watch(transport)
 
 
-def _releaseOnLoss(transport: Any) -> None:
+def _buffered(transport: Any) -> bool:
+    return bool(transport._tempDataLen or len(transport.dataBuffer) > transport.offset)
+
+
+def _watch(transport: Any) -> None:
     """
-    Empty C{transport}'s write buffer once the connection is lost.
+    Replace two of C{transport}'s methods, on the instance (the way
+    Twisted's own C{abortConnection} replaces C{doRead}):
 
-    A lost connection's transport and protocols usually sit in reference
-    cycles (each protocol holds its transport, the two protocols of a
-    proxied connection hold each other), which only the garbage collector's
-    rare full passes free; meanwhile the bytes a client never read (up to
-    one read, L{BUFFER_SIZE}) stayed with them, and a process that cuts many
-    stalled readers kept tens of MiB that way.  Twisted's C{connectionLost}
-    (and so the protocol's, which may still ask L{unsent}) runs first; the
-    buffer is dropped after it.  The wrapper, set on the instance the way
-    Twisted's own C{abortConnection} replaces C{doRead}, removes itself.
+      - C{registerProducer}: a streaming producer registered while bytes
+        still wait in the buffer (an http connection's next response
+        behind the rest of the previous one) is paused at once, like one
+        that wrote them (L{writeThrough}).  C{producerPaused}, which
+        Twisted leaves set when a producer is unregistered before the
+        buffer drained, is set afresh, so it says whether I{this} producer
+        waits for the buffer (http mode reads it to tell a client that
+        does not read from a slow server).
+
+      - C{connectionLost}: Twisted's (and so the protocol's, which may still
+        ask L{unsent}) runs first, then the write buffer is emptied.  A lost
+        connection's transport and protocols usually sit in reference cycles
+        (each protocol holds its transport, the two protocols of a proxied
+        connection hold each other) that only the garbage collector's rare
+        full passes free; the bytes a client never read (up to one read,
+        L{BUFFER_SIZE}) stayed with them meanwhile, and a process that cut
+        many stalled readers kept tens of MiB that way.  Both replacements
+        are removed then, which also breaks their own cycle.
     """
+    register = transport.registerProducer
     lost = transport.connectionLost
+
+    def registerProducer(producer: Any, streaming: bool) -> None:
+        register(producer, streaming)
+        if transport.producer is producer and streaming:
+            paused = transport.producerPaused = _buffered(transport)
+            if paused:
+                producer.pauseProducing()
 
     def connectionLost(reason: Any) -> None:
         try:
             lost(reason)
         finally:
-            transport.__dict__.pop("connectionLost", None)
+            d = transport.__dict__
+            d.pop("connectionLost", None)
+            d.pop("registerProducer", None)
             transport.dataBuffer = b""
             transport.offset = 0
             transport._tempDataBuffer = []
             transport._tempDataLen = 0
 
+    transport.registerProducer = registerProducer
     transport.connectionLost = connectionLost
 
 

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from lbkit._pump import BUFFER_SIZE, tune, unsent, writeThrough
+from lbkit._pump import BUFFER_SIZE, _watch, tune, unsent, writeThrough
 
 
 class ScriptedSocket:
@@ -218,6 +218,31 @@ class WriteThroughTests(SynchronousTestCase):
         self.write(b"abc")
         self.assertFalse(producer.paused)
 
+    def test_producerRegisteredBehindBufferPaused(self) -> None:
+        """A producer registered while bytes wait is paused at once, and resumed once they are sent."""
+        _watch(self.transport)
+        self.socket.allowance = 0
+        self.write(b"rest of an earlier response")
+        producer = RecordingProducer()
+        self.transport.registerProducer(producer, True)
+        self.assertTrue(producer.paused)
+        self.flush()
+        self.assertFalse(producer.paused)
+
+    def test_staleProducerPausedCleared(self) -> None:
+        """C{producerPaused} left set by an unregistered producer does not carry over to the next one."""
+        _watch(self.transport)
+        first, second = RecordingProducer(), RecordingProducer()
+        self.transport.registerProducer(first, True)
+        self.socket.allowance = 0
+        self.write(b"abc")
+        self.transport.unregisterProducer()  # before the buffer drained
+        self.flush()
+        self.assertTrue(self.transport.producerPaused)  # Twisted's leftover
+        self.transport.registerProducer(second, True)
+        self.assertFalse(self.transport.producerPaused)
+        self.assertFalse(second.paused)
+
     def test_errorLeftToTwisted(self) -> None:
         """A send error hands the data to Twisted, whose own write meets the error and reports it."""
         self.socket.error = ConnectionResetError(errno.ECONNRESET, "reset")
@@ -291,7 +316,8 @@ class TuneTests(SynchronousTestCase):
         self.assertEqual(seen, [1000])
         self.assertEqual(unsent(transport), 0)
         self.assertEqual((transport.dataBuffer, transport._tempDataBuffer), (b"", []))
-        self.assertNotIn("connectionLost", transport.__dict__)  # no cycle through the wrapper left
+        self.assertNotIn("connectionLost", transport.__dict__)  # no cycle through the wrappers left
+        self.assertNotIn("registerProducer", transport.__dict__)
 
     def test_other(self) -> None:
         """Other transports are left alone."""
