@@ -7,9 +7,13 @@ Twisted's C{transport.write} only buffers: it arms write polling and the
 next reactor pass sends.  For a proxy, which writes what it has just read,
 that costs two C{epoll_ctl} calls and a loop pass per write.
 L{writeThrough} sends at once when nothing is waiting in the transport's
-buffer, and hands Twisted whatever the socket did not take, so ordering,
-back-pressure (pausing the producer once the buffer is full) and error
-handling stay Twisted's.
+buffer, and hands Twisted whatever the socket did not take, so ordering and
+error handling stay Twisted's.  It also pauses the transport's producer as
+soon as anything is left in that buffer, where Twisted would wait until the
+buffer holds more than C{bufferSize}: with large reads, that wait let a
+second whole read pile up behind the first one's unsent rest, for each
+client that stops reading.  So a direction holds at most one read
+(L{BUFFER_SIZE}) in Python.
 
 L{tune} raises the read size, so bulk transfers move in large chunks.
 L{unsent} says how much a transport still holds (for the access log of a
@@ -25,9 +29,10 @@ from twisted.internet.tcp import Connection
 
 __all__ = ["BUFFER_SIZE", "plainTCP", "tune", "writeThrough", "unsent"]
 
-#: Bytes read per C{recv} on a proxied TCP connection, and how much may wait
-#: in its write buffer before its producer is paused (Twisted uses one
-#: attribute, C{bufferSize}, for both; its default is 64 KiB).
+#: Bytes read per C{recv} on a proxied TCP connection (Twisted's
+#: C{bufferSize}, 64 KiB by default).  Twisted also pauses a transport's
+#: producer once more than C{bufferSize} waits in its write buffer; writes
+#: through L{writeThrough} pause it as soon as anything waits there.
 BUFFER_SIZE = 2**18
 
 
@@ -43,8 +48,9 @@ def plainTCP(transport: Any) -> bool:
 def tune(transport: Any, bufferSize: int = BUFFER_SIZE) -> None:
     """
     Set TCP_NODELAY where the transport has it (a proxy must not hold small
-    writes back), and read and buffer in chunks of C{bufferSize} on a plain
-    TCP transport.
+    writes back), and, on a plain TCP transport, read and buffer in chunks
+    of C{bufferSize}, pause a producer registered while bytes wait, and let
+    go of the write buffer once the connection is lost (see L{_watch}).
     """
     setTcpNoDelay = getattr(transport, "setTcpNoDelay", None)
     if setTcpNoDelay is not None:
@@ -54,6 +60,62 @@ def tune(transport: Any, bufferSize: int = BUFFER_SIZE) -> None:
             pass
     if plainTCP(transport):
         transport.bufferSize = bufferSize
+        if "connectionLost" not in transport.__dict__:
+            _watch(transport)
+
+
+def _buffered(transport: Any) -> bool:
+    return bool(transport._tempDataLen or len(transport.dataBuffer) > transport.offset)
+
+
+def _watch(transport: Any) -> None:
+    """
+    Replace two of C{transport}'s methods, on the instance (the way
+    Twisted's own C{abortConnection} replaces C{doRead}):
+
+      - C{registerProducer}: a streaming producer registered while bytes
+        still wait in the buffer (an http connection's next response
+        behind the rest of the previous one) is paused at once, like one
+        that wrote them (L{writeThrough}).  C{producerPaused}, which
+        Twisted leaves set when a producer is unregistered before the
+        buffer drained, is set afresh, so it says whether I{this} producer
+        waits for the buffer (http mode reads it to tell a client that
+        does not read from a slow server).
+
+      - C{connectionLost}: Twisted's (and so the protocol's, which may still
+        ask L{unsent}) runs first, then the write buffer is emptied.  A lost
+        connection's transport and protocols usually sit in reference cycles
+        (each protocol holds its transport, the two protocols of a proxied
+        connection hold each other) that only the garbage collector's rare
+        full passes free; the bytes a client never read (up to one read,
+        L{BUFFER_SIZE}) stayed with them meanwhile, and a process that cut
+        many stalled readers kept tens of MiB that way.  Both replacements
+        are removed then, which also breaks their own cycle.
+    """
+    register = transport.registerProducer
+    lost = transport.connectionLost
+
+    def registerProducer(producer: Any, streaming: bool) -> None:
+        register(producer, streaming)
+        if transport.producer is producer and streaming:
+            paused = transport.producerPaused = _buffered(transport)
+            if paused:
+                producer.pauseProducing()
+
+    def connectionLost(reason: Any) -> None:
+        try:
+            lost(reason)
+        finally:
+            d = transport.__dict__
+            d.pop("connectionLost", None)
+            d.pop("registerProducer", None)
+            transport.dataBuffer = b""
+            transport.offset = 0
+            transport._tempDataBuffer = []
+            transport._tempDataLen = 0
+
+    transport.registerProducer = registerProducer
+    transport.connectionLost = connectionLost
 
 
 def writeThrough(transport: Any) -> Callable[[bytes], None]:
@@ -64,9 +126,16 @@ def writeThrough(transport: Any) -> Callable[[bytes], None]:
     data goes straight to C{socket.send}; whatever the socket does not take
     (all of it when it would block or fails) is passed to C{transport.write},
     and every later write follows it there until Twisted has flushed the
-    buffer.  Bytes therefore leave in order, a full buffer still pauses the
-    transport's producer, and a socket error is met again by Twisted's own
-    write, which closes the connection as usual.
+    buffer.  Bytes therefore leave in order, and a socket error is met again
+    by Twisted's own write, which closes the connection as usual.
+
+    Whenever a write leaves bytes in that buffer, the transport's streaming
+    producer (the other side of the proxy) is paused at once, the way
+    Twisted's own write pauses it once the buffer passes C{bufferSize}, and
+    Twisted's C{doWrite} resumes it when the buffer is empty.  The producer
+    therefore delivers no further read while one is still unsent: a
+    stalled reader costs at most one read (L{BUFFER_SIZE}), plus whatever
+    the producer's protocol writes in that same turn (a response head).
 
     For anything but a plain TCP transport (TLS, a test's
     C{StringTransport}, a wrapping protocol) it returns C{transport.write}
@@ -81,14 +150,23 @@ def writeThrough(transport: Any) -> Callable[[bytes], None]:
         t = transport
         if t.dataBuffer or t._tempDataLen or t.disconnecting or t._writeDisconnecting or not t.connected or t.TLS:
             write(data)
-            return
-        try:
-            sent = send(data)
-        except OSError:  # would block, or broken: Twisted's write deals with it
-            write(data)
-            return
-        if sent < len(data):
-            write(data[sent:])
+        else:
+            try:
+                sent = send(data)
+            except OSError:  # would block, or broken: Twisted's write deals with it
+                write(data)
+            else:
+                if sent == len(data):
+                    return
+                write(data[sent:])
+        # Something now waits in Twisted's buffer: stop the producer at once,
+        # as Twisted's write would above bufferSize, so that no further read
+        # piles up behind it; Twisted's doWrite resumes it once the buffer
+        # is empty.
+        producer = t.producer
+        if producer is not None and t._tempDataLen and t.streamingProducer:
+            t.producerPaused = True
+            producer.pauseProducing()
 
     return sendOrBuffer
 

@@ -9,14 +9,16 @@ import errno
 import socket
 from typing import Any
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.internet.tcp import Connection
 from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from lbkit._pump import BUFFER_SIZE, tune, unsent, writeThrough
+from lbkit._pump import BUFFER_SIZE, _watch, tune, unsent, writeThrough
 
 
 class ScriptedSocket:
@@ -173,6 +175,74 @@ class WriteThroughTests(SynchronousTestCase):
         self.flush()
         self.assertFalse(producer.paused)
 
+    def test_anyRemainderPausesProducer(self) -> None:
+        """A remainder far below C{bufferSize} pauses the producer at once, and a flush resumes it."""
+        producer = RecordingProducer()
+        self.transport.registerProducer(producer, True)
+        self.socket.allowance = 10
+        self.write(b"x" * 100)
+        self.assertEqual(unsent(self.transport), 90)
+        self.assertTrue(producer.paused)
+        self.assertTrue(self.transport.producerPaused)
+        self.flush()
+        self.assertFalse(producer.paused)
+        self.write(b"y" * 100)  # sent whole: the producer keeps going
+        self.assertFalse(producer.paused)
+
+    def test_queuedWritePausesProducer(self) -> None:
+        """A write queued behind unsent bytes pauses a producer registered since the first one."""
+        producer = RecordingProducer()
+        self.socket.allowance = 0
+        self.write(b"head")  # before any producer: nothing to pause
+        self.transport.registerProducer(producer, True)
+        self.assertFalse(producer.paused)
+        self.write(b"body")
+        self.assertTrue(producer.paused)
+        self.assertEqual(self.flush(), b"headbody")
+        self.assertFalse(producer.paused)
+
+    def test_wouldBlockPausesProducer(self) -> None:
+        """When the socket takes nothing, the producer is paused."""
+        producer = RecordingProducer()
+        self.transport.registerProducer(producer, True)
+        self.socket.allowance = 0
+        self.write(b"abc")
+        self.assertTrue(producer.paused)
+
+    def test_pullProducerLeftAlone(self) -> None:
+        """A non-streaming producer is never paused (Twisted asks it for more instead)."""
+        producer = RecordingProducer()
+        self.transport.registerProducer(producer, False)
+        producer.paused = False
+        self.socket.allowance = 1
+        self.write(b"abc")
+        self.assertFalse(producer.paused)
+
+    def test_producerRegisteredBehindBufferPaused(self) -> None:
+        """A producer registered while bytes wait is paused at once, and resumed once they are sent."""
+        _watch(self.transport)
+        self.socket.allowance = 0
+        self.write(b"rest of an earlier response")
+        producer = RecordingProducer()
+        self.transport.registerProducer(producer, True)
+        self.assertTrue(producer.paused)
+        self.flush()
+        self.assertFalse(producer.paused)
+
+    def test_staleProducerPausedCleared(self) -> None:
+        """C{producerPaused} left set by an unregistered producer does not carry over to the next one."""
+        _watch(self.transport)
+        first, second = RecordingProducer(), RecordingProducer()
+        self.transport.registerProducer(first, True)
+        self.socket.allowance = 0
+        self.write(b"abc")
+        self.transport.unregisterProducer()  # before the buffer drained
+        self.flush()
+        self.assertTrue(self.transport.producerPaused)  # Twisted's leftover
+        self.transport.registerProducer(second, True)
+        self.assertFalse(self.transport.producerPaused)
+        self.assertFalse(second.paused)
+
     def test_errorLeftToTwisted(self) -> None:
         """A send error hands the data to Twisted, whose own write meets the error and reports it."""
         self.socket.error = ConnectionResetError(errno.ECONNRESET, "reset")
@@ -221,6 +291,33 @@ class TuneTests(SynchronousTestCase):
         tune(transport)
         self.assertEqual(transport.bufferSize, BUFFER_SIZE)
         self.assertTrue(transport.getTcpNoDelay())
+
+    def test_lostConnectionLetsGoOfBuffer(self) -> None:
+        """Once a tuned TCP transport's connection is lost, its unsent bytes are dropped, after its protocol saw them."""
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(listener.close)
+        theirs = socket.create_connection(listener.getsockname())
+        self.addCleanup(theirs.close)
+        ours, _ = listener.accept()
+        self.addCleanup(ours.close)
+        seen = []
+
+        class Recording(Protocol):
+            def connectionLost(self, reason: Any = None) -> None:
+                seen.append(unsent(transport))
+
+        transport = Connection(ours, Recording(), MemoryReactor())
+        transport.connected = 1
+        tune(transport)
+        tune(transport)  # a second tune does not wrap twice
+        transport.write(b"x" * 1000)
+        self.assertEqual(unsent(transport), 1000)
+        transport.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(seen, [1000])
+        self.assertEqual(unsent(transport), 0)
+        self.assertEqual((transport.dataBuffer, transport._tempDataBuffer), (b"", []))
+        self.assertNotIn("connectionLost", transport.__dict__)  # no cycle through the wrappers left
+        self.assertNotIn("registerProducer", transport.__dict__)
 
     def test_other(self) -> None:
         """Other transports are left alone."""
