@@ -134,7 +134,7 @@ class QuietLogTests(SynchronousTestCase):
     def test_nobodyListening(self) -> None:
         """With log=False and no hook, the fields are never built; with log=True they are."""
         calls: list[Any] = []
-        self.patch(_proxy, "_formatAddress", lambda address: calls.append(address) or "-")
+        self.patch(_proxy, "formatAddress", lambda address: calls.append(address) or "-")
         for log in (False, True):
             h = Harness(self, frontendArgs={"log": log})
             proto, client = h.accept()

@@ -23,7 +23,8 @@ from zope.interface import implementer
 
 from lbkit import Backend, Server, ServerState
 from lbkit.http import Frontend, Route, headerIs, hostIs, pathBegins
-from lbkit.http._parse import CHUNKED, ChunkedFramer, bodyLength, parseResponseHead
+from lbkit.http._body import CHUNKED, ChunkedFramer, bodyLength
+from lbkit.http._parse import parseResponseHead
 from tests.helpers import freePort
 
 reactor: Any = _globalReactor

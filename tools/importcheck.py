@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     "lbkit._settings": 0,
     "lbkit.proxyproto": 0,
     "lbkit.http._parse": 0,
+    "lbkit.http._body": 0,
     # 1 model: Server, Context, ServerState
     "lbkit._model": 1,
     # 2 policy: decisions that read the model, never a transport
@@ -63,7 +64,6 @@ LAYERS: dict[str, int] = {
     "lbkit._splice": 4,
     "lbkit.http._pool": 4,
     "lbkit.http._server": 4,
-    "lbkit.http._wire": 4,
     "lbkit.http._headers": 4,
     # 5 modes: frontends and their protocols, health checks, stats pages
     "lbkit.tcp": 5,

@@ -46,25 +46,19 @@ from h2.events import (
 from h2.exceptions import ProtocolError, StreamClosedError
 from h2.settings import SettingCodes, Settings
 from twisted.internet.interfaces import IHandshakeListener, IPushProducer
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from lbkit._address import formatAddress
 from lbkit._model import Context
+from lbkit.http._body import CHUNKED, ChunkedFramer
 from lbkit.http._h2head import MalformedRequest, checkRequestHead, checkTrailers
-from lbkit.http._parse import CHUNKED, BadMessage, ChunkedFramer, Request, Response
-from lbkit.http._proxy import HTTPFrontendProtocol, HTTPProxyFactory
+from lbkit.http._headers import HOP, MESSAGES, connectionTokens
+from lbkit.http._parse import BadMessage, Request, Response
+from lbkit.http._proxy import CLOSED, WAIT, HTTPFrontendProtocol, HTTPProxyFactory
 from lbkit.http._server import HTTPServerProtocol
-from lbkit.http._wire import (
-    _CLOSED,
-    _DONE,
-    _HOP,
-    _MESSAGES,
-    _WAIT,
-    _connectionTokens,
-    _formatAddress,
-)
 
 __all__ = ["H2FrontendProtocol", "H2Stream", "negotiating"]
 
@@ -202,7 +196,7 @@ class _Negotiating(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self._switch().dataReceived(data)
 
-    def connectionLost(self, reason: Failure = _DONE) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.inner is not None:
             self.inner.connectionLost(reason)
             return
@@ -282,7 +276,7 @@ class H2FrontendProtocol(Protocol):
         try:
             events = self.conn.receive_data(data)
         except ProtocolError as e:
-            _log.info("{client}: HTTP/2 protocol error: {why}", client=_formatAddress(self.client), why=str(e))
+            _log.info("{client}: HTTP/2 protocol error: {why}", client=formatAddress(self.client), why=str(e))
             self.flush()  # h2 queued a GOAWAY
             self._close()
             return
@@ -390,7 +384,7 @@ class H2FrontendProtocol(Protocol):
         _log.warn(
             "{client}: HTTP/2 connection closed (GOAWAY ENHANCE_YOUR_CALM): {why}; "
             "{resets} streams reset by the client ({dropped} before routing)",
-            client=_formatAddress(self.client), why=why, resets=self.resets, dropped=self.dropped,
+            client=formatAddress(self.client), why=why, resets=self.resets, dropped=self.dropped,
         )
         try:
             self.conn.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
@@ -461,7 +455,7 @@ class H2FrontendProtocol(Protocol):
             return
         self._tick = self.reactor.callLater(self.factory.tickInterval, self._checkIdle)
 
-    def connectionLost(self, reason: Failure = _DONE) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closed = True
         if self._tick is not None:
             self._tick.cancel()
@@ -487,7 +481,7 @@ class H2FrontendProtocol(Protocol):
     def kill(self) -> None:
         """Abort every stream (termination C{KD}) and the connection."""
         for stream in list(self.streams.values()):
-            if stream.request is not None and stream._state != _CLOSED:
+            if stream.request is not None and stream._state != CLOSED:
                 stream.abortExchange("KD")
         self._closed = True
         if self.transport is not None:
@@ -592,7 +586,7 @@ class H2Stream(HTTPFrontendProtocol):
         self._ending = False
         self._done = False
         self._clientEnded = False
-        self._dechunker: Optional[_Dechunker] = None
+        self._dechunker: Optional[ChunkedFramer] = None
         self._endOnHeaders = False
         self._sent = 0
         #: request body bytes the client declared and has not sent yet, or None
@@ -613,6 +607,7 @@ class H2Stream(HTTPFrontendProtocol):
         self._proto = b"https"
         self._mtls = getattr(getattr(self.frontend, "tls", None), "clientCA", None) is not None
         self._certTransport = h2.transport
+        self._clientHost = getattr(self.client, "host", "").encode("ascii")
         self._write = self.fromServer
         self._clientEnded = ended
         now = self.reactor.seconds()
@@ -630,10 +625,7 @@ class H2Stream(HTTPFrontendProtocol):
         length = head.contentLength
         self._declaredLeft = length
         framing = 0 if ended else CHUNKED if length is None else length
-        self._bodyRemaining = framing
-        self._bodyFramer = None
-        if framing == CHUNKED:
-            self._bodyFramer = ChunkedFramer()
+        self._body.start(framing)
         self._bodyDone = framing == 0
         self._hasBody = framing != 0
         self._status = 0
@@ -644,7 +636,7 @@ class H2Stream(HTTPFrontendProtocol):
         self._closeAfter = True  # one exchange per stream
         self._tw = self._tc = self._tr = -1.0
         self.server = None
-        self._state = _WAIT
+        self._state = WAIT
         self.factory.requests += 1
         if method == b"CONNECT":  # no tunnels over HTTP/2 here
             self.backend = None
@@ -672,7 +664,7 @@ class H2Stream(HTTPFrontendProtocol):
         if self._done or self._bodyDone:
             self.h2._ack(flowLength, self.streamId)
             return
-        if self._bodyRemaining == CHUNKED and data:
+        if self._body.framing == CHUNKED and data:
             data = b"%x\r\n%s\r\n" % (len(data), data)
         self._pending.append((data, flowLength))
         self.deliverPending()
@@ -683,7 +675,7 @@ class H2Stream(HTTPFrontendProtocol):
         if self._declaredLeft:
             self.malformed("stream ended before its content-length")
             return
-        if not self._done and not self._bodyDone and self._bodyRemaining == CHUNKED:
+        if not self._done and not self._bodyDone and self._body.framing == CHUNKED:
             self._pending.append((b"0\r\n\r\n", 0))
             self.deliverPending()
 
@@ -703,8 +695,8 @@ class H2Stream(HTTPFrontendProtocol):
         if self._done:
             return
         _log.info("{client}: stream {sid}: malformed HTTP/2 request refused: {why}",
-                  client=_formatAddress(self.client), sid=self.streamId, why=why)
-        if self.request is not None and self._state != _CLOSED:
+                  client=formatAddress(self.client), sid=self.streamId, why=why)
+        if self.request is not None and self._state != CLOSED:
             if self._termination == "--":
                 self._termination = "PR"
             conn = self.conn
@@ -712,7 +704,7 @@ class H2Stream(HTTPFrontendProtocol):
                 conn.front = None
                 conn.abort()
             self._endExchange(reusable=False)
-        self._state = _CLOSED
+        self._state = CLOSED
         self._resetQuietly(ErrorCodes.PROTOCOL_ERROR)
         self._finish()
         self.h2.glitch("malformed requests")
@@ -734,17 +726,17 @@ class H2Stream(HTTPFrontendProtocol):
             # HTTP/2 has no 101 Switching Protocols: nothing was asked for
             self.serverFailed(conn, BadMessage("101 Switching Protocols over HTTP/2", 502), True)
             return b""
-        self._dechunker = _Dechunker() if framing == CHUNKED else None
+        self._dechunker = ChunkedFramer(decode=True) if framing == CHUNKED else None
         self._endOnHeaders = framing == 0
         return HTTPFrontendProtocol._responseHeadData(self, conn, response, framing, tunnel)
 
     def _responseHeadBytes(self, response: Response, interim: bool = False, tunnel: bool = False) -> bytes:
         """Send the response head as a HEADERS frame; nothing goes through C{_write}."""
         headers = [(b":status", b"%d" % response.code)]
-        tokens = _connectionTokens(response.headers)
+        tokens = connectionTokens(response.headers)
         for name, value in response.headers:
             lower = name.lower()
-            if lower in _HOP or lower in tokens:
+            if lower in HOP or lower in tokens:
                 continue
             headers.append((lower, value))
         end = self._endOnHeaders and not interim
@@ -756,8 +748,11 @@ class H2Stream(HTTPFrontendProtocol):
         """Response body bytes from the server, in their HTTP/1.1 framing."""
         if not data or self._done:
             return
-        if self._dechunker is not None:
-            pieces = self._dechunker.feed(data)
+        dechunker = self._dechunker
+        if dechunker is not None:
+            dechunker.feed(data)
+            pieces = dechunker.pieces or []
+            dechunker.pieces = []
         else:
             pieces = [data]
         for piece in pieces:
@@ -826,7 +821,7 @@ class H2Stream(HTTPFrontendProtocol):
             self.abortExchange(termination)
             return
         self._releaseSlot()
-        body = _MESSAGES.get(status, b"Error\n")
+        body = MESSAGES.get(status, b"Error\n")
         self._bytesOut = len(body)
         self.factory.responses["5xx" if status >= 500 else "4xx"] += 1
         headers = [
@@ -874,7 +869,7 @@ class H2Stream(HTTPFrontendProtocol):
         termination = "CD"
         if not isinstance(error, StreamClosedError):
             _log.info("{client}: stream {sid}: cannot send the response: {why}",
-                      client=_formatAddress(self.client), sid=self.streamId, why=str(error))
+                      client=formatAddress(self.client), sid=self.streamId, why=str(error))
             self._resetQuietly(ErrorCodes.INTERNAL_ERROR)
             termination = "SD" if self._responseStarted else "SH"
         self.clientGone(termination)
@@ -913,7 +908,7 @@ class H2Stream(HTTPFrontendProtocol):
         a server (routing, queue, connect) is not logged: it cost no server
         anything, and a flood of them would flood the log too.
         """
-        if self._state == _WAIT:
+        if self._state == WAIT:
             self._quiet = True
         self.clientGone("CD")
 
@@ -926,11 +921,11 @@ class H2Stream(HTTPFrontendProtocol):
         if self._done:
             return
         self._clientGone = True
-        if self._state != _CLOSED and self.request is not None:
+        if self._state != CLOSED and self.request is not None:
             if self._termination == "--":
                 self._termination = termination
             self._endExchange(reusable=False)
-        self._state = _CLOSED
+        self._state = CLOSED
         self._finish()
 
     def _finish(self) -> None:
@@ -949,45 +944,3 @@ class H2Stream(HTTPFrontendProtocol):
             self._tick.cancel()
             self._tick = None
         self.h2.streamClosed(self)
-
-
-class _Dechunker:
-    """
-    Decodes a chunked body (already checked by the server protocol's
-    framer) into its data, dropping sizes, extensions and trailers.
-    """
-
-    __slots__ = ("_state", "_remaining", "_line")
-
-    def __init__(self) -> None:
-        self._state = 0  # 0 size line, 1 data, 2 CRLF after data, 3 trailers, 4 done
-        self._remaining = 0
-        self._line = b""
-
-    def feed(self, data: bytes) -> list[bytes]:
-        out: list[bytes] = []
-        i, n = 0, len(data)
-        while i < n and self._state != 4:
-            if self._state == 1:
-                take = min(self._remaining, n - i)
-                out.append(data[i : i + take] if take != n else data)
-                i += take
-                self._remaining -= take
-                if not self._remaining:
-                    self._state = 2
-                continue
-            end = data.find(b"\n", i)
-            if end < 0:
-                self._line += data[i:]
-                break
-            line = (self._line + data[i:end]).rstrip(b"\r")
-            self._line = b""
-            i = end + 1
-            if self._state == 0:
-                self._remaining = int(line.split(b";", 1)[0].strip() or b"0", 16)
-                self._state = 1 if self._remaining else 3
-            elif self._state == 2:
-                self._state = 0
-            elif not line:
-                self._state = 4
-        return out

@@ -16,45 +16,37 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import ISSLTransport
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from lbkit._address import formatAddress
 from lbkit._connect import connectFailed, connectServer, prepareRetry
 from lbkit._drain import DrainingFactory
 from lbkit._model import Backend, Context, Server
 from lbkit._pump import tune, writeThrough
 from lbkit.error import NoServerAvailable, QueueTimeout
-from lbkit.http._parse import (
+from lbkit.http._body import (
     CHUNKED,
+    DRAIN_LIMIT,
     UNTIL_CLOSE,
-    BadMessage,
+    BodyReader,
     ChunkedFramer,
-    Request,
-    Response,
     bodyLength,
-    parseRequestHead,
 )
+from lbkit.http._headers import (
+    CODE_CLASS,
+    HTTP_LOG_FORMAT,
+    IDEMPOTENT,
+    clientSubject,
+    connectionTokens,
+    errorResponse,
+    requestHead,
+    responseHead,
+)
+from lbkit.http._parse import MAX_HEAD, BadMessage, HeadReader, Request, Response, parseRequestHead
 from lbkit.http._pool import ConnectionPool
 from lbkit.http._server import HTTPServerProtocol
-from lbkit.http._wire import (
-    _CLOSED,
-    _CODE_CLASS,
-    _DONE,
-    _HEAD,
-    _HOP,
-    _IDEMPOTENT,
-    _SENT,
-    _TUNNEL,
-    _WAIT,
-    DRAIN_LIMIT,
-    HTTP_LOG_FORMAT,
-    MAX_HEAD,
-    _connectionTokens,
-    _errorResponse,
-    _formatAddress,
-    _log,
-)
 
 if TYPE_CHECKING:
     from lbkit.http._frontend import Frontend
@@ -62,6 +54,10 @@ if TYPE_CHECKING:
 __all__ = ["HTTPProxyFactory", "HTTPFrontendProtocol", "HTTPServerProtocol", "HTTP_LOG_FORMAT"]
 
 accessLog = Logger(namespace="lbkit.access")
+_log = Logger(namespace="lbkit.http")
+
+# client connection states (public for _h2 until H2Stream composes an Exchange)
+HEAD, WAIT, SENT, TUNNEL, CLOSED = range(5)
 
 
 class HTTPProxyFactory(DrainingFactory, Factory):
@@ -129,16 +125,16 @@ class HTTPFrontendProtocol(Protocol):
     _certTransport: Any = None
 
     def __init__(self) -> None:
-        self._state = _HEAD
+        self._state = HEAD
         self._buf = b""
+        self._head = HeadReader()
+        self._body = BodyReader()
         self.request: Optional[Request] = None
         self.context: Optional[Context] = None
         self.backend: Optional[Backend] = None
         self.server: Optional[Server] = None
         self.conn: Optional[HTTPServerProtocol] = None
         self._keepAlive = True
-        self._bodyRemaining = 0
-        self._bodyFramer: Optional[ChunkedFramer] = None
         self._bodyDone = True
         self._waiting: Any = None
         self._tick: Any = None
@@ -169,6 +165,7 @@ class HTTPFrontendProtocol(Protocol):
         #: mTLS: the verified client certificate's subject goes to servers
         self._mtls = self._proto == b"https" and getattr(getattr(self.frontend, "tls", None), "clientCA", None) is not None
         self._clientDN: Optional[bytes] = None
+        self._clientHost = getattr(self.client, "host", "").encode("ascii")
         tune(transport)
         self._write = writeThrough(transport)
         now = self.reactor.seconds()
@@ -179,21 +176,22 @@ class HTTPFrontendProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         state = self._state
-        if not self._bodyDone and (state == _SENT or state == _HEAD):
+        if not self._bodyDone and (state == SENT or state == HEAD):
             self._requestBody(data)
             return
-        if state == _TUNNEL:
+        if state == TUNNEL:
             self._bytesIn += len(data)
             self._connWrite(data)
             return
+        if state == HEAD:
+            self._parseHead(data)
+            return
         self._buf = self._buf + data if self._buf else data
-        if state == _HEAD:
-            self._parseHead()
-        elif len(self._buf) > MAX_HEAD:
+        if len(self._buf) > MAX_HEAD:
             # pipelined requests pile up while one is served: stop reading
             self.transport.pauseProducing()  # type: ignore[union-attr]
 
-    def connectionLost(self, reason: Failure = _DONE) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._clientGone = True
         if self._tick is not None:
             self._tick.cancel()
@@ -203,11 +201,11 @@ class HTTPFrontendProtocol(Protocol):
                 self._abortCall.cancel()
             self._abortCall = None
         self.factory.current -= 1
-        if self._state in (_WAIT, _SENT, _TUNNEL) and self.request is not None:
+        if self._state in (WAIT, SENT, TUNNEL) and self.request is not None:
             if self._termination == "--":
-                self._termination = "CD" if self._state == _SENT else "CC"
+                self._termination = "CD" if self._state == SENT else "CC"
             self._endExchange(reusable=False)
-        self._state = _CLOSED
+        self._state = CLOSED
         self.factory.connectionClosed(self)
 
     def stopGracefully(self) -> None:
@@ -217,7 +215,7 @@ class HTTPFrontendProtocol(Protocol):
         just accepted) with C{Connection: close} and close after it.
         """
         served = hasattr(self, "_requestStart")
-        if served and self._state == _HEAD and not self._buf and self._bodyDone:
+        if served and self._state == HEAD and not self._buf and not self._head.buffered and self._bodyDone:
             self._closeClient()
         else:
             self._closeAfter = True
@@ -227,56 +225,43 @@ class HTTPFrontendProtocol(Protocol):
         Abort this connection now, because a shutdown's grace period ran
         out; a request in flight is logged with termination C{KD}.
         """
-        if self._state in (_WAIT, _SENT, _TUNNEL) and self.request is not None:
+        if self._state in (WAIT, SENT, TUNNEL) and self.request is not None:
             self.abortExchange("KD")
         elif self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
     # -- request ---------------------------------------------------------
 
-    def _parseHead(self) -> None:
-        buf = self._buf
-        while buf[:2] == b"\r\n":
-            buf = buf[2:]
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            self._buf = buf
-            if len(buf) > MAX_HEAD:
-                self._reject(431, "request head too large")
-            elif b"\n\n" in buf or b"\n\r\n" in buf:
-                # a head ended by a blank line after a bare LF: refused now
-                # rather than left waiting for a CRLF CRLF that never comes
-                self._buf = b""
-                self._reject(400, "bare LF in request head")
-            return
-        if end + 4 > MAX_HEAD:
-            # the same limit when the whole head came in one read
-            self._buf = b""
-            self._reject(431, "request head too large")
-            return
-        self._requestStart = self.reactor.seconds()
+    def _parseHead(self, data: bytes) -> None:
         try:
-            request = parseRequestHead(buf[:end])
-            framing = bodyLength(request.headers, False)
-            if framing == CHUNKED and len(buf) > end + 4:
-                # chunks that came with the head are checked before any
-                # server is chosen: a bad one then reaches no server
-                ChunkedFramer().feed(buf[end + 4 :])
+            got = self._head.feed(data)
         except BadMessage as e:
-            self._buf = b""
             self._reject(e.status, str(e))
             return
-        self._buf = buf[end + 4 :]
+        if got is None:
+            return
+        head, rest = got
+        self._requestStart = self.reactor.seconds()
+        try:
+            request = parseRequestHead(head)
+            framing = bodyLength(request.headers, False)
+            if framing == CHUNKED and rest:
+                # chunks that came with the head are checked before any
+                # server is chosen: a bad one then reaches no server
+                ChunkedFramer().feed(rest)
+        except BadMessage as e:
+            self._reject(e.status, str(e))
+            return
+        self._buf = rest
         self.request = request
-        self._bytesIn = end + 4
-        tokens = _connectionTokens(request.headers)
+        self._bytesIn = len(head) + 4
+        tokens = connectionTokens(request.headers)
         if request.version == b"HTTP/1.1":
             self._keepAlive = b"close" not in tokens
         else:
             self._keepAlive = b"keep-alive" in tokens
         self._upgrade = b"upgrade" in tokens and request.header(b"upgrade") is not None
-        self._bodyRemaining = framing
-        self._bodyFramer = ChunkedFramer() if framing == CHUNKED else None
+        self._body.start(framing)
         self._bodyDone = framing == 0
         self._hasBody = framing != 0
         self._status = 0
@@ -287,7 +272,7 @@ class HTTPFrontendProtocol(Protocol):
         self._closeAfter = not self._keepAlive or self.factory.stopping
         self._tw = self._tc = self._tr = -1.0
         self.server = None
-        self._state = _WAIT
+        self._state = WAIT
         # The client is paused only if the request has to wait (queue or
         # connect): a pooled connection takes it at once.
         self.context = Context(client=self.client, frontend=self.frontend.name, request=request)
@@ -389,7 +374,7 @@ class HTTPFrontendProtocol(Protocol):
             "{frontend}: internal error handling {client}",
             reason,
             frontend=self.frontend.name,
-            client=_formatAddress(self.client),
+            client=formatAddress(self.client),
         )
         self.abortExchange("IC")
 
@@ -409,72 +394,20 @@ class HTTPFrontendProtocol(Protocol):
             self.backend.release(self.server)
 
     def _buildHead(self, request: Request) -> bytes:
-        headers = request.headers
-        tokens = _connectionTokens(headers)
-        out = [request.method, b" ", request.uri, b" ", request.version, b"\r\n"]
-        append = out.append
-        frontend = self.frontend
-        xff: Optional[bytes] = None
-        mtls = self._mtls
-        for name, value in headers:
-            lower = name.lower()
-            if lower in _HOP or lower in tokens:
-                continue
-            if mtls and lower == b"x-ssl-client-dn":
-                continue  # only lbkit says who the client is
-            if frontend.forwardedFor and lower == b"x-forwarded-for":
-                xff = value if xff is None else xff + b", " + value
-                continue
-            if frontend.forwardedFor and lower == b"x-forwarded-proto":
-                continue  # lbkit knows whether the client used TLS; the client's word is dropped
-            append(name)
-            append(b": ")
-            append(value)
-            append(b"\r\n")
-        if self._bodyRemaining == CHUNKED:
-            # the only coding a request may have (bodyLength)
-            append(b"Transfer-Encoding: chunked\r\n")
-        if self._upgrade:
-            append(b"Connection: Upgrade\r\nUpgrade: ")
-            append(request.header(b"upgrade") or b"")
-            append(b"\r\n")
-        elif request.version == b"HTTP/1.0":
-            append(b"Connection: keep-alive\r\n")
-        if mtls:
-            dn = self._clientSubject()
-            if dn:
-                append(b"X-SSL-Client-DN: ")
-                append(dn)
-                append(b"\r\n")
-        if frontend.forwardedFor:
-            client = getattr(self.client, "host", "").encode("ascii")
-            append(b"X-Forwarded-For: ")
-            append(xff + b", " + client if xff else client)
-            append(b"\r\nX-Forwarded-Proto: ")
-            append(self._proto)
-            host = request.header(b"host")
-            if host is not None and request.header(b"x-forwarded-host") is None:
-                append(b"\r\nX-Forwarded-Host: ")
-                append(host)
-            append(b"\r\n")
-        append(b"\r\n")
-        return b"".join(out)
+        return requestHead(
+            request,
+            self._body.framing == CHUNKED,
+            self._upgrade,
+            self.frontend.forwardedFor,
+            self._clientHost,
+            self._proto,
+            self._clientSubject() if self._mtls else None,
+        )
 
     def _clientSubject(self) -> bytes:
-        """
-        The verified client certificate's subject, OpenSSL's one-line form
-        (C{/C=FR/O=Example/CN=client1}, as HAProxy's C{ssl_c_s_dn}).
-        """
+        """The verified client certificate's subject (see L{clientSubject}), once per connection."""
         if self._clientDN is None:
-            dn = b""
-            try:
-                cert = (self._certTransport or self.transport).getPeerCertificate()  # type: ignore[union-attr]
-            except Exception:
-                cert = None
-            if cert is not None:
-                dn = b"".join(b"/" + k + b"=" + v for k, v in cert.get_subject().get_components())
-                dn = dn.replace(b"\r", b"").replace(b"\n", b"")
-            self._clientDN = dn
+            self._clientDN = clientSubject(self._certTransport or self.transport)
         return self._clientDN
 
     def _send(self, conn: HTTPServerProtocol) -> None:
@@ -485,7 +418,7 @@ class HTTPFrontendProtocol(Protocol):
             self._releaseSlot()
             return
         self.conn = conn
-        self._state = _SENT
+        self._state = SENT
         self._applyRequestRules(request)
         self._connWrite = conn.send
         conn.startExchange(self, self._buildHead(request), request.method == b"HEAD")
@@ -509,27 +442,11 @@ class HTTPFrontendProtocol(Protocol):
             rewrite(self.backend, request, self.context)
 
     def _requestBody(self, data: bytes) -> None:
-        remaining = self._bodyRemaining
-        if remaining > 0:
-            n = len(data)
-            if n <= remaining:
-                self._bodyRemaining = remaining - n
-                self._bytesIn += n
-                self._connWrite(data)
-                if n == remaining:
-                    self._requestBodyDone(b"")
-                return
-            self._bytesIn += remaining
-            self._connWrite(data[:remaining])
-            self._bodyRemaining = 0
-            self._requestBodyDone(data[remaining:])
-            return
-        framer = self._bodyFramer
-        assert framer is not None
+        reader = self._body
         try:
-            n = framer.feed(data)
+            n = reader.feed(data)
         except BadMessage as e:
-            _log.info("{client}: bad request body: {why}", client=_formatAddress(self.client), why=str(e))
+            _log.info("{client}: bad request body: {why}", client=formatAddress(self.client), why=str(e))
             if self._responseStarted:
                 self.abortExchange("CR")
                 return
@@ -543,7 +460,7 @@ class HTTPFrontendProtocol(Protocol):
             return
         self._bytesIn += n
         self._connWrite(data if n == len(data) else data[:n])
-        if framer.done:
+        if reader.done:
             self._requestBodyDone(data[n:])
 
     def _requestBodyDone(self, rest: bytes) -> None:
@@ -553,7 +470,7 @@ class HTTPFrontendProtocol(Protocol):
             conn.transport.unregisterProducer()  # type: ignore[attr-defined]
         if rest:
             self._buf = rest
-        if self._state == _HEAD:
+        if self._state == HEAD:
             # the response already finished: go on with the next request
             if self._closeAfter:
                 self._closeClient()
@@ -590,7 +507,7 @@ class HTTPFrontendProtocol(Protocol):
         code = self._status = response.code
         server = self.server
         assert server is not None
-        key = _CODE_CLASS[code // 100] if code < 600 else "other"
+        key = CODE_CLASS[code // 100] if code < 600 else "other"
         server.responses[key] += 1
         server.requests += 1
         self.factory.responses[key] += 1
@@ -604,7 +521,7 @@ class HTTPFrontendProtocol(Protocol):
         if framing == UNTIL_CLOSE:
             self._closeAfter = True
         if tunnel:
-            self._state = _TUNNEL
+            self._state = TUNNEL
             self._tunnel = True
             transport = self.transport
             assert transport is not None and conn.transport is not None
@@ -633,32 +550,9 @@ class HTTPFrontendProtocol(Protocol):
                 rule.applyToResponse(response, self)
 
     def _responseHeadBytes(self, response: Response, interim: bool = False, tunnel: bool = False) -> bytes:
-        headers = response.headers
-        tokens = _connectionTokens(headers)
-        out = [b"HTTP/1.1 %d " % response.code, response.reason, b"\r\n"]
-        append = out.append
-        for name, value in headers:
-            lower = name.lower()
-            if lower in _HOP or lower in tokens:
-                if lower == b"transfer-encoding" and not interim:
-                    pass  # the body is passed on in its own framing
-                elif tunnel and lower == b"upgrade":
-                    pass
-                else:
-                    continue
-            append(name)
-            append(b": ")
-            append(value)
-            append(b"\r\n")
-        if tunnel:
-            append(b"Connection: Upgrade\r\n")
-        elif not interim:
-            if self._closeAfter:
-                append(b"Connection: close\r\n")
-            elif self.request is not None and self.request.version == b"HTTP/1.0":
-                append(b"Connection: keep-alive\r\n")
-        append(b"\r\n")
-        return b"".join(out)
+        request = self.request
+        http10 = request is not None and request.version == b"HTTP/1.0"
+        return responseHead(response, interim, tunnel, self._closeAfter, http10)
 
     def responseDone(self, conn: HTTPServerProtocol) -> None:
         """The whole response went to the client."""
@@ -671,7 +565,7 @@ class HTTPFrontendProtocol(Protocol):
             self._endExchange(False)
             self._connWrite = self._discard
             self._drainLeft = DRAIN_LIMIT
-            self._state = _HEAD
+            self._state = HEAD
             self._since = self.reactor.seconds()
             transport = self.transport
             if transport is not None:
@@ -691,16 +585,17 @@ class HTTPFrontendProtocol(Protocol):
 
     def _nextRequest(self) -> None:
         if not self._bodyDone:
-            self._state = _HEAD  # body still arriving: finish it, then parse
+            self._state = HEAD  # body still arriving: finish it, then parse
             return
-        self._state = _HEAD
+        self._state = HEAD
         self._since = self.reactor.seconds()
         transport = self.transport
         if transport is None:
             return
         transport.resumeProducing()  # type: ignore[attr-defined]
         if self._buf:
-            self._parseHead()
+            buf, self._buf = self._buf, b""
+            self._parseHead(buf)
 
     def _endExchange(self, reusable: bool) -> None:
         """Release the server connection and slot, and log the request."""
@@ -745,7 +640,7 @@ class HTTPFrontendProtocol(Protocol):
         backend = self.backend
         ms = lambda a, b: int((b - a) * 1000) if a >= 0 and b >= 0 else -1  # noqa: E731
         fields = dict(
-            client=_formatAddress(self.client),
+            client=formatAddress(self.client),
             date=time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime()),
             frontend=self.frontend.name,
             backend=backend.name if backend is not None else "-",
@@ -784,7 +679,7 @@ class HTTPFrontendProtocol(Protocol):
             server.observe(False, f"Layer7 invalid response: {why}")
         canRetry = (
             isinstance(reason, Failure)
-            and request.method in _IDEMPOTENT
+            and request.method in IDEMPOTENT
             and not self._hasBody  # a body already sent cannot be sent again
         )
         self.conn = None
@@ -799,12 +694,12 @@ class HTTPFrontendProtocol(Protocol):
             # a kept-alive connection the server closed meanwhile: try again
             self._attempts -= 1
             assert server is not None
-            self._state = _WAIT
+            self._state = WAIT
             transport.pauseProducing()  # type: ignore[union-attr]
             self._gotServerAgain(server)
             return
         if canRetry:
-            self._state = _WAIT
+            self._state = WAIT
             transport.pauseProducing()  # type: ignore[union-attr]
             self._retryOrFail(502, "SH")
             return
@@ -834,7 +729,7 @@ class HTTPFrontendProtocol(Protocol):
         self._endExchange(reusable=False)
         if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
-        self._state = _CLOSED
+        self._state = CLOSED
 
     def tunnelEnded(self) -> None:
         """The server side of a tunnel closed: close the client too."""
@@ -849,7 +744,7 @@ class HTTPFrontendProtocol(Protocol):
             self.abortExchange(termination)
             return
         self._releaseSlot()
-        body = _errorResponse(status)
+        body = errorResponse(status)
         self._bytesOut = len(body)
         self.factory.responses["5xx" if status >= 500 else "4xx"] += 1
         if self.transport is not None:
@@ -861,16 +756,16 @@ class HTTPFrontendProtocol(Protocol):
         """A malformed request: answer C{status}, log, close."""
         _log.info(
             "{frontend}: {client}: {status} {why}",
-            frontend=self.frontend.name, client=_formatAddress(self.client), status=status, why=why,
+            frontend=self.frontend.name, client=formatAddress(self.client), status=status, why=why,
         )
         self._status = status
-        body = _errorResponse(status)
+        body = errorResponse(status)
         self._write(body)
         self.factory.responses["4xx" if status < 500 else "5xx"] += 1
         if not self._nobodyListens():
             # HAProxy's line for a request it could not parse: <BADREQ>
             fields = dict(
-                client=_formatAddress(self.client),
+                client=formatAddress(self.client),
                 date=time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime()),
                 frontend=self.frontend.name,
                 backend=self.frontend.name,
@@ -891,7 +786,7 @@ class HTTPFrontendProtocol(Protocol):
         self._closeClient()
 
     def _closeClient(self) -> None:
-        self._state = _CLOSED
+        self._state = CLOSED
         transport = self.transport
         if transport is not None:
             if transport.producer is not None:  # type: ignore[attr-defined]
@@ -912,13 +807,13 @@ class HTTPFrontendProtocol(Protocol):
     def _checkTimeouts(self) -> None:
         self._tick = None
         state = self._state
-        if state == _CLOSED:
+        if state == CLOSED:
             return
         now = self.reactor.seconds()
         f = self.frontend
-        if state == _HEAD:
+        if state == HEAD:
             if now - self._since >= f.timeoutHttpRequest:
-                if self._buf:
+                if self._buf or self._head.buffered:
                     self._reject(408, "request head not complete in time")
                 else:
                     self._closeClient()  # idle keep-alive connection
@@ -931,11 +826,11 @@ class HTTPFrontendProtocol(Protocol):
                 self._since = now
             else:
                 idle = now - self._since
-                if state == _TUNNEL:
+                if state == TUNNEL:
                     if idle >= f.timeoutTunnel:
                         self.abortExchange("cD")
                         return
-                elif state == _SENT and idle >= f.timeoutClient and self._clientStalled():
+                elif state == SENT and idle >= f.timeoutClient and self._clientStalled():
                     # the client stopped sending its body, or stopped reading
                     if self._responseStarted:
                         self.abortExchange("cD")
@@ -946,7 +841,7 @@ class HTTPFrontendProtocol(Protocol):
                         self.conn = None
                         self._fail(408, "cD")
                     return
-                elif state == _SENT and self.backend is not None and idle >= self.backend.timeoutServer:
+                elif state == SENT and self.backend is not None and idle >= self.backend.timeoutServer:
                     if self._responseStarted:
                         self.abortExchange("sD")
                     else:

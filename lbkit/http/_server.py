@@ -8,26 +8,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Optional
 
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from lbkit._model import Server
 from lbkit._pump import tune, writeThrough
-from lbkit.http._parse import (
-    CHUNKED,
-    UNTIL_CLOSE,
-    BadMessage,
-    ChunkedFramer,
-    bodyLength,
-    parseResponseHead,
-)
+from lbkit.http._body import UNTIL_CLOSE, BodyReader, bodyLength
+from lbkit.http._headers import connectionTokens
+from lbkit.http._parse import BadMessage, HeadReader, parseResponseHead
 from lbkit.http._pool import ConnectionPool
-from lbkit.http._wire import _DONE, MAX_HEAD, _connectionTokens, _discard
 
 if TYPE_CHECKING:
     from lbkit.http._proxy import HTTPFrontendProtocol
 
 __all__ = ["HTTPServerProtocol"]
+
+
+def _discard(data: bytes) -> None:
+    pass
 
 
 class HTTPServerProtocol(Protocol):
@@ -43,10 +41,9 @@ class HTTPServerProtocol(Protocol):
         self.idleSince = 0.0
         self.reused = False
         self.bytes = 0
-        self._buf = b""
+        self._head = HeadReader(request=False)
+        self._body = BodyReader()
         self._headDone = False
-        self._remaining = 0
-        self._framer: Optional[ChunkedFramer] = None
         self._headRequest = False
         self._tunnel = False
         self._reusable = True
@@ -66,10 +63,9 @@ class HTTPServerProtocol(Protocol):
         """Attach to C{front} and send a request head."""
         self.front = front
         self._write = front._write
-        self._buf = b""
+        self._head.buffered = b""
         self._headDone = False
         self._headRequest = isHead
-        self._framer = None
         self.bytes = 0
         self.send(head)
 
@@ -81,29 +77,26 @@ class HTTPServerProtocol(Protocol):
             self.close()
             return
         if self._headDone:
-            self._body(data)
+            self._bodyData(data)
             return
         if self._tunnel:
             self.bytes += len(data)
             self._write(data)
             return
-        buf = self._buf + data if self._buf else data
+        reader = self._head
+        buf = data
         while True:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > MAX_HEAD:
-                    front.serverFailed(self, BadMessage("response head too large", 502), True)
-                    return
-                self._buf = buf
-                return
             try:
-                response = parseResponseHead(buf[:end])
+                got = reader.feed(buf)
+                if got is None:
+                    return
+                head, buf = got
+                response = parseResponseHead(head)
                 framing = bodyLength(response.headers, True)
             except BadMessage as e:
                 self._reusable = False
                 front.serverFailed(self, e, True)
                 return
-            buf = buf[end + 4 :]
             code = response.code
             if code == 101 and not getattr(front, "_upgrade", False):
                 # switching protocols was not asked for: not a response to trust
@@ -113,7 +106,6 @@ class HTTPServerProtocol(Protocol):
             if code == 101:
                 self._tunnel = True
                 self._reusable = False
-                self._buf = b""
                 front.responseHead(self, response, 0, tunnel=True)
                 if buf:
                     self.bytes += len(buf)
@@ -125,19 +117,16 @@ class HTTPServerProtocol(Protocol):
                     return
                 continue
             break
-        self._buf = b""
         self._headDone = True
         if self._headRequest or code == 204 or code == 304:
             framing = 0
         if framing == UNTIL_CLOSE:
             self._reusable = False
-        elif response.header(b"connection") is not None and b"close" in _connectionTokens(response.headers):
+        elif response.header(b"connection") is not None and b"close" in connectionTokens(response.headers):
             self._reusable = False
-        elif response.version == b"HTTP/1.0" and b"keep-alive" not in _connectionTokens(response.headers):
+        elif response.version == b"HTTP/1.0" and b"keep-alive" not in connectionTokens(response.headers):
             self._reusable = False
-        self._remaining = framing
-        if framing == CHUNKED:
-            self._framer = ChunkedFramer()
+        self._body.start(framing)
         head = front._responseHeadData(self, response, framing)
         if self.front is None:
             return
@@ -152,51 +141,28 @@ class HTTPServerProtocol(Protocol):
             return
         self._prefix = head
         self._write = self._writeWithHead
-        self._body(buf)
+        self._bodyData(buf)
         if self._prefix:  # the body broke before anything was written
             self._writeWithHead(b"")
 
-    def _body(self, data: bytes) -> None:
-        remaining = self._remaining
-        if remaining > 0:
-            n = len(data)
-            if n <= remaining:
-                self._remaining = remaining - n
-                self.bytes += n
-                self._write(data)
-                if n == remaining:
-                    self._finished()
-                return
-            self.bytes += remaining
-            self._write(data[:remaining])
-            self._remaining = 0
-            self._reusable = False  # bytes beyond the response: do not trust it
+    def _bodyData(self, data: bytes) -> None:
+        reader = self._body
+        try:
+            n = reader.feed(data)
+        except BadMessage:
+            self._reusable = False
+            front = self.front
+            if front is not None:
+                front.abortExchange("SD")
+            return
+        self.bytes += n
+        self._write(data if n == len(data) else data[:n])
+        if reader.done:
+            if n != len(data):
+                self._reusable = False  # bytes beyond the response: do not trust it
             self._finished()
-            self.close()
-            return
-        if remaining == CHUNKED:
-            framer = self._framer
-            assert framer is not None
-            try:
-                n = framer.feed(data)
-            except BadMessage:
-                self._reusable = False
-                front = self.front
-                if front is not None:
-                    front.abortExchange("SD")
-                return
-            self.bytes += n
-            self._write(data if n == len(data) else data[:n])
-            if framer.done:
-                if n != len(data):
-                    self._reusable = False
-                self._finished()
-                if not self._reusable:
-                    self.close()
-            return
-        # until close
-        self.bytes += len(data)
-        self._write(data)
+            if not self._reusable:
+                self.close()
 
     def _writeWithHead(self, data: bytes) -> None:
         """The first write of a response body: the held-back head goes with it."""
@@ -241,7 +207,7 @@ class HTTPServerProtocol(Protocol):
         if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
-    def connectionLost(self, reason: Failure = _DONE) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.connected = False
         front, self.front = self.front, None
         if front is None:
@@ -251,7 +217,7 @@ class HTTPServerProtocol(Protocol):
             front.tunnelEnded()
         elif not self._headDone:
             front.serverFailed(self, reason, False)
-        elif self._remaining == UNTIL_CLOSE:
+        elif self._body.framing == UNTIL_CLOSE:
             front.responseDone(self)
         else:
             front.abortExchange("SD")
