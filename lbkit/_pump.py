@@ -12,6 +12,8 @@ back-pressure (pausing the producer once the buffer is full) and error
 handling stay Twisted's.
 
 L{tune} raises the read size, so bulk transfers move in large chunks.
+L{unsent} says how much a transport still holds (for the access log of a
+response cut short).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, Callable
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.tcp import Connection
 
-__all__ = ["BUFFER_SIZE", "tune", "writeThrough"]
+__all__ = ["BUFFER_SIZE", "tune", "writeThrough", "unsent"]
 
 #: Bytes read per C{recv} on a proxied TCP connection, and how much may wait
 #: in its write buffer before its producer is paused (Twisted uses one
@@ -84,3 +86,16 @@ def writeThrough(transport: Any) -> Callable[[bytes], None]:
             write(data[sent:])
 
     return sendOrBuffer
+
+
+def unsent(transport: Any) -> int:
+    """
+    How many bytes written to C{transport} are still in its buffer, not
+    yet handed to the socket: what C{abortConnection} would throw away.
+
+    Known for a plain TCP transport (the buffer L{writeThrough} checks);
+    0 for anything else (TLS, a test's C{StringTransport}, a wrapper).
+    """
+    if not _plainTCP(transport):
+        return 0
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen  # type: ignore[no-any-return]

@@ -401,8 +401,11 @@ class ISession(Interface):
 
     A tcp frontend's connection (L{lbkit.tcp.TCPFrontendProtocol}) adds
     itself once its server connection is made and removes itself when it
-    ends.  A session added by other code must do the same: add itself to
-    C{server.sessions}, and discard itself when its connections are lost.
+    ends.  An http request (L{lbkit.http.HTTPFrontendProtocol}, an HTTP/2
+    stream too) is one from when it goes to its server connection until
+    its exchange ends.  A session added by other code must do the same:
+    add itself to C{server.sessions}, and discard itself when its
+    connections are lost.
     """
 
     def abortSession() -> None:

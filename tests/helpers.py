@@ -378,21 +378,39 @@ def startHAProxy(testCase: TestCase, reactor: Any, config: str) -> tuple[int, Pr
 
     @return: The port HAProxy listens on, and its process.
     """
+    ports, runner = startHAProxyListening(testCase, reactor, config, 1)
+    return ports[0], runner
+
+
+def startHAProxyListening(
+    testCase: TestCase, reactor: Any, config: str, count: int
+) -> tuple[list[int], ProcessRunner]:
+    """
+    L{startHAProxy} with C{count} listening sockets: C{{bind}} in C{config}
+    is the first, C{{bind1}}, C{{bind2}} ... the others (file descriptors
+    3, 4, 5 ...).
+
+    @return: The ports, in that order, and HAProxy's process.
+    """
     haproxy = requireBinary("/usr/sbin/haproxy")
     path = testCase.mktemp() + ".cfg"
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listeners = []
     try:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(64)
-        port: int = listener.getsockname()[1]
+        for i in range(count):
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listeners.append(listener)
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(64)
+            config = config.replace("{bind%s}" % (i or ""), f"fd@{3 + i}")
+        ports: list[int] = [s.getsockname()[1] for s in listeners]
         with open(path, "w") as f:
-            f.write(config.replace("{bind}", "fd@3"))
+            f.write(config)
         runner = ProcessRunner(reactor)
-        reactor.spawnProcess(
-            runner, haproxy, [haproxy, "-db", "-f", path], env=os.environ.copy(),
-            childFDs={0: "w", 1: "r", 2: "r", 3: listener.fileno()},
-        )
+        childFDs: dict[int, Any] = {0: "w", 1: "r", 2: "r"}
+        childFDs.update({3 + i: s.fileno() for i, s in enumerate(listeners)})
+        reactor.spawnProcess(runner, haproxy, [haproxy, "-db", "-f", path], env=os.environ.copy(), childFDs=childFDs)
     finally:
-        listener.close()
+        for listener in listeners:
+            listener.close()
     testCase.addCleanup(runner.stop)
-    return port, runner
+    return ports, runner

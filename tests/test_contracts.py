@@ -165,6 +165,7 @@ class ServerListenerContractTests(SynchronousTestCase):
 
 class SessionContractTests(SynchronousTestCase):
     def test_sessions(self) -> None:
-        """What goes into Server.sessions provides ISession: a tcp connection, and the fake."""
+        """What goes into Server.sessions provides ISession: a tcp connection, an http one, and the fake."""
         assertProvides(self, ISession, TCPFrontendProtocol())
+        assertProvides(self, ISession, http.HTTPFrontendProtocol())
         assertProvides(self, ISession, FakeSession(Server("a", "127.0.0.1:1")))

@@ -6,17 +6,20 @@ time.
 
 from __future__ import annotations
 
+import errno
 from typing import Any, Sequence
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.error import TimeoutError as ConnectTimeoutError
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from lbkit import Backend, Server, ServerState
 from lbkit.error import ConfigError
+from lbkit.health import HealthMonitor
 from lbkit.http import (
     Frontend,
     HTTPFrontendProtocol,
@@ -25,8 +28,17 @@ from lbkit.http import (
     pathBegins,
     setHeader,
 )
+from lbkit.http._acceptproxy import AcceptProxyFactory
 from lbkit.http._proxy import HTTP_LOG_FORMAT
-from lbkit.testing import FakeEndpoint, HalfCloseableStringTransport, HTTPHarness
+from lbkit.interfaces import ISession
+from lbkit.proxyproto import formatV2
+from lbkit.testing import (
+    FakeCheck,
+    FakeEndpoint,
+    HalfCloseableStringTransport,
+    HTTPHarness,
+    assertProvides,
+)
 
 CLIENT = IPv4Address("TCP", "198.51.100.7", 51000)
 FRONT = IPv4Address("TCP", "127.0.0.1", 8080)
@@ -813,3 +825,405 @@ class PassiveHealthReportTests(SynchronousTestCase):
         server.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         self.assertEqual(seen[0], (True, ""))  # the connect
         self.assertTrue(seen[1][0] and seen[1][1].startswith("Layer7"), seen)
+
+
+# -- hardening finding 10 (http mode) -------------------------------------------
+
+
+GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
+def oneServer(
+    testCase: SynchronousTestCase, frontendArgs: dict[str, Any] | None = None, **serverArgs: Any
+) -> tuple[HTTPHarness, Server]:
+    """An L{HTTPHarness} over one server C{s1} made with C{serverArgs}; closed in cleanup."""
+    server = Server("s1", FakeEndpoint(IPv4Address("TCP", "192.0.2.1", 80)), **serverArgs)
+    frontend = Frontend("tcp:8080", default=Backend("be", [server]), name="fe", **(frontendArgs or {}))
+    harness = HTTPHarness(frontend, clientAddress=CLIENT, frontendAddress=FRONT)
+
+    def close() -> None:
+        harness.close()
+        testCase.assertEqual(harness.reactor.getDelayedCalls(), [])
+
+    testCase.addCleanup(close)
+    return harness, server
+
+
+class SessionTests(SynchronousTestCase):
+    """
+    A request on a server connection is one of that server's sessions,
+    which C{onMarkedDown="shutdown-sessions"} cuts.
+    """
+
+    def test_providesISession(self) -> None:
+        """The http frontend protocol is an ISession."""
+        h = Harness(self)
+        proto, _ = h.accept()
+        assertProvides(self, ISession, proto)
+
+    def test_sessionWhileOnServer(self) -> None:
+        """A request is in its server's sessions from when it is sent until its response ends."""
+        h = Harness(self)
+        proto, _ = h.accept()
+        proto.dataReceived(GET)
+        server = h.servers["s1"]
+        self.assertEqual(server.sessions, set())  # still connecting
+        conn, _ = h.connect()
+        self.assertEqual(server.sessions, {proto})
+        conn.dataReceived(OK)
+        self.assertEqual(server.sessions, set())
+
+    def test_abortSession(self) -> None:
+        """abortSession cuts both connections, logging SK with the bytes sent so far."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(GET)
+        conn, serverSide = h.connect()
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+        proto.abortSession()
+        self.assertTrue(client.disconnected)
+        self.assertTrue(serverSide.disconnected)
+        [fields] = h.logged
+        self.assertEqual((fields["termination"], fields["bytes"]), ("SK", len(client.value())))
+        self.assertEqual(h.servers["s1"].sessions, set())
+        proto.abortSession()  # a second call does no harm
+        self.assertEqual(len(h.logged), 1)
+
+    def test_abortSessionBetweenRequests(self) -> None:
+        """Between requests abortSession does nothing (the connection is not on a server)."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(GET)
+        conn, _ = h.connect()
+        conn.dataReceived(OK)
+        proto.abortSession()
+        self.assertFalse(client.disconnecting)
+
+    def test_shutdownSessions(self) -> None:
+        """A health check with onMarkedDown="shutdown-sessions" cuts the response in flight (SK)."""
+        h = Harness(self)
+        server = h.servers["s1"]
+        check = FakeCheck(interval=1.0, fall=1, initState="fully-up", onMarkedDown="shutdown-sessions")
+        monitor = HealthMonitor(server, check, h.reactor)
+        monitor.start()
+        self.addCleanup(monitor.stop)
+        h.reactor.advance(0)
+        proto, client = h.accept()
+        proto.dataReceived(GET)
+        conn, serverSide = h.connect()
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+        check.failLast()
+        self.assertTrue(client.disconnected)
+        self.assertTrue(serverSide.disconnected)
+        self.assertEqual(h.logged[0]["termination"], "SK")
+
+
+class RequestBodyDeadlineTests(SynchronousTestCase):
+    """
+    C{timeoutRequestBody}: the whole request body must arrive within that
+    many seconds of going to the server.
+    """
+
+    def trickle(self, h: Harness, seconds: int) -> tuple[HTTPFrontendProtocol, HalfCloseableStringTransport,
+                                                         HalfCloseableStringTransport]:
+        """POST a 100-byte body, one byte a second for C{seconds} seconds."""
+        proto, client = h.accept()
+        proto.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n")
+        conn, serverSide = h.connect()
+        for _ in range(seconds):
+            h.reactor.advance(1)
+            if client.disconnecting:
+                break
+            proto.dataReceived(b"x")
+        return proto, client, serverSide
+
+    def test_trickleCut(self) -> None:
+        """A body still trickling when the deadline passes gets 408, and its server connection is aborted."""
+        h = Harness(self, frontendArgs=dict(timeoutRequestBody=5))
+        proto, client, serverSide = self.trickle(h, 4)
+        self.assertEqual(client.value(), b"")
+        self.trickleMore(h, proto, client, 2)
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 408 "), client.value()[:40])
+        self.assertTrue(client.disconnecting)
+        self.assertTrue(serverSide.disconnected)
+        [fields] = h.logged
+        self.assertEqual((fields["status"], fields["termination"]), (408, "cD"))
+
+    def trickleMore(self, h: Harness, proto: HTTPFrontendProtocol, client: HalfCloseableStringTransport,
+                    seconds: int) -> None:
+        for _ in range(seconds):
+            h.reactor.advance(1)
+            if client.disconnecting:
+                return
+            proto.dataReceived(b"x")
+
+    def test_noDeadlineByDefault(self) -> None:
+        """Without timeoutRequestBody, a body that keeps trickling keeps going."""
+        h = Harness(self)
+        proto, client, serverSide = self.trickle(h, 60)
+        self.assertEqual(client.value(), b"")
+        self.assertFalse(serverSide.disconnecting)
+        self.assertTrue(serverSide.value().endswith(b"x" * 60))
+        proto.dataReceived(b"x" * 40)
+        h.harness.servers[0].respond(OK)
+        self.assertEqual(client.value(), OK)
+
+    def test_cutOnceAnswerStarted(self) -> None:
+        """If the server already answered part of its response, the exchange is cut, cD."""
+        h = Harness(self, frontendArgs=dict(timeoutRequestBody=2))
+        proto, client = h.accept()
+        proto.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nx")
+        conn, serverSide = h.connect()
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+        self.trickleMore(h, proto, client, 4)
+        self.assertTrue(client.disconnected)
+        self.assertTrue(serverSide.disconnected)
+        self.assertEqual(h.logged[0]["termination"], "cD")
+
+    def test_completeBodyUnaffected(self) -> None:
+        """A body that arrived in time is not cut later, however slow the server is to answer."""
+        h = Harness(self, frontendArgs=dict(timeoutRequestBody=2), timeoutServer=20)
+        proto, client = h.accept()
+        proto.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx")
+        conn, _ = h.connect()
+        h.reactor.advance(10)
+        conn.dataReceived(OK)
+        self.assertEqual(client.value(), OK)
+
+    def test_config(self) -> None:
+        """timeoutRequestBody must be a number of seconds over 0, or None."""
+        b = Backend("b", [Server("s", "127.0.0.1:1")])
+        self.assertIsNone(Frontend("tcp:0", default=b).timeoutRequestBody)
+        self.assertEqual(Frontend("tcp:0", default=b, timeoutRequestBody=3).timeoutRequestBody, 3.0)
+        for bad in (0, -1, "soon"):
+            self.assertRaises(ConfigError, Frontend, "tcp:0", default=b, timeoutRequestBody=bad)
+
+
+class AbortedResponseBytesTests(SynchronousTestCase):
+    """
+    A response cut short logs the bytes that reached the client, not 0.
+    """
+
+    def test_serverGone(self) -> None:
+        """The server leaves mid-body: the log has the head and body bytes passed on."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(GET)
+        conn, _ = h.connect()
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+        conn.connectionLost(LOST)
+        self.assertEqual((h.logged[0]["termination"], h.logged[0]["bytes"]), ("SD", len(client.value())))
+
+    def test_clientGone(self) -> None:
+        """The client leaves mid-body: the log has what was sent to it."""
+        h = Harness(self)
+        proto, client = h.accept()
+        proto.dataReceived(GET)
+        conn, _ = h.connect()
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+        conn.dataReceived(b"defg")
+        proto.connectionLost(LOST)
+        self.assertEqual((h.logged[0]["termination"], h.logged[0]["bytes"]), ("CD", len(client.value())))
+
+    def test_serverTimeout(self) -> None:
+        """The server falls silent mid-body past timeoutServer: sD, with the bytes sent."""
+        h = Harness(self, timeoutServer=1)
+        proto, client = h.accept()
+        proto.dataReceived(GET)
+        conn, _ = h.connect()
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+        for _ in range(8):
+            h.reactor.advance(0.25)
+        self.assertEqual((h.logged[0]["termination"], h.logged[0]["bytes"]), ("sD", len(client.value())))
+        self.assertGreater(h.logged[0]["bytes"], 3)
+
+
+class QueueAndResourceTests(SynchronousTestCase):
+    """
+    The time spent queued is logged when the queue times out, and lbkit's
+    own lack of resources is answered 503 RC without blaming the server.
+    """
+
+    def test_queueTimeoutLogsTw(self) -> None:
+        """A request that times out in the queue logs Tw, the time it waited."""
+        h, _ = oneServer(self, maxconn=1)
+        h.frontend.default.timeoutQueue = 3.0
+        first = h.request(GET)
+        h.connect()
+        second = h.request(GET)
+        h.reactor.advance(3)
+        self.assertTrue(second.received().startswith(b"HTTP/1.1 503 "))
+        [fields] = h.logged
+        self.assertEqual((fields["termination"], fields["Tw"]), ("sQ", 3000))
+        first.lose()
+
+    def test_resourceErrorIs503RC(self) -> None:
+        """A connect that fails for lack of file descriptors gets 503 RC; the server is not charged."""
+        h = Harness(self, retries=0)
+        proto, client = h.accept()
+        proto.dataReceived(GET)
+        h.endpoints["s1"].fail(OSError(errno.EMFILE, "Too many open files"))
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 503 "), client.value()[:40])
+        self.assertEqual(h.logged[0]["termination"], "RC")
+        server = h.servers["s1"]
+        self.assertEqual((server.connectFailures, server.retries, server.state), (0, 0, ServerState.UP))
+
+    def test_resourceErrorRetried(self) -> None:
+        """After a resource failure the request is retried, and the retry is not counted against the server."""
+        h = Harness(self, ("s1", "s2"), retries=1)
+        proto, client = h.accept()
+        proto.dataReceived(GET)
+        [first] = [n for n, e in h.endpoints.items() if e.pending]
+        h.endpoints[first].fail(OSError(errno.EMFILE, "Too many open files"))
+        [second] = [n for n, e in h.endpoints.items() if e.pending]
+        conn, _ = h.connect(second)
+        conn.dataReceived(OK)
+        self.assertEqual(client.value(), OK)
+        self.assertEqual(h.servers[first].retries, 0)
+
+
+class SendProxyUnitTests(SynchronousTestCase):
+    """
+    C{Server(sendProxy=...)}: a new server connection starts with the
+    client's PROXY header and serves that client connection only.
+    """
+
+    def test_headerFirst(self) -> None:
+        """The PROXY header, naming the client and the address it reached, comes before the request."""
+        h, _ = oneServer(self, sendProxy=1)
+        h.request(GET)
+        server = h.connect()
+        self.assertTrue(
+            server.received().startswith(b"PROXY TCP4 198.51.100.7 127.0.0.1 51000 8080\r\nGET / HTTP/1.1\r\n"),
+            server.received()[:80],
+        )
+
+    def test_v2(self) -> None:
+        """sendProxy=2 sends a v2 header."""
+        h, _ = oneServer(self, sendProxy=2)
+        h.request(GET)
+        server = h.connect()
+        self.assertTrue(server.received().startswith(formatV2(CLIENT, FRONT) + b"GET / "))
+
+    def test_privateConnection(self) -> None:
+        """The connection is kept for its client connection only: another client gets a new one."""
+        h, s1 = oneServer(self, sendProxy=1)
+        a = h.request(GET)
+        serverA = h.connect()
+        serverA.respond(OK)
+        self.assertEqual(h.factory.pool.idleCount(), 0)
+        b = h.request(GET, peer=IPv4Address("TCP", "198.51.100.8", 52000))
+        serverB = h.connect()
+        self.assertTrue(serverB.received().startswith(b"PROXY TCP4 198.51.100.8 "))
+        serverB.respond(OK)
+        a.send(GET)
+        self.assertEqual(h.pending(), [])
+        self.assertEqual(serverA.received().count(b"GET / "), 2)
+        serverA.respond(OK)
+        self.assertEqual(a.received(), OK + OK)
+        self.assertEqual(b.received(), OK)
+        a.lose()
+        self.assertTrue(serverA.transport.disconnecting)
+        self.assertFalse(serverB.transport.disconnecting)
+
+    def test_closedWhenClientCloses(self) -> None:
+        """After the last request of a client connection (Connection: close), its server connection closes."""
+        h, _ = oneServer(self, sendProxy=1)
+        h.request(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        server = h.connect()
+        server.respond(OK)
+        self.assertTrue(server.transport.disconnecting)
+
+    def test_noPoolNoKeeping(self) -> None:
+        """With maxIdlePerServer=0 no connection is kept, private ones included."""
+        h, _ = oneServer(self, dict(maxIdlePerServer=0), sendProxy=1)
+        h.request(GET)
+        server = h.connect()
+        server.respond(OK)
+        self.assertTrue(server.transport.disconnecting)
+
+
+class AcceptProxyUnitTests(SynchronousTestCase):
+    """
+    C{acceptProxy=True}: each connection's PROXY header is read before
+    HTTP, through the factory the frontend listens with.
+    """
+
+    def setUp(self) -> None:
+        self.endpoint = FakeEndpoint(IPv4Address("TCP", "192.0.2.1", 80))
+        self.frontend = Frontend(
+            "tcp:8080", default=Backend("be", [Server("s1", self.endpoint)]), name="fe", acceptProxy=True,
+            timeoutClient=5,
+        )
+        self.reactor = MemoryReactorClock()
+        self.proxyFactory = self.frontend.buildFactory(self.reactor)
+        self.factory = AcceptProxyFactory(self.proxyFactory, self.proxyFactory)
+
+    def connect(self) -> tuple[Any, HalfCloseableStringTransport]:
+        protocol = self.factory.buildProtocol(CLIENT)
+        transport = HalfCloseableStringTransport(hostAddress=FRONT, peerAddress=CLIENT)
+        protocol.makeConnection(transport)
+        self.addCleanup(self.cleanUp, protocol, transport)
+        return protocol, transport
+
+    def cleanUp(self, protocol: Any, transport: HalfCloseableStringTransport) -> None:
+        protocol.connectionLost(DONE)
+        self.assertEqual(self.proxyFactory.connections, set())
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_headerInPieces(self) -> None:
+        """A header arriving in pieces names the client; the request after it is served."""
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"PROXY TCP4 203.0.113.9 19")
+        self.assertEqual(self.endpoint.attempts, [])
+        protocol.dataReceived(b"2.0.2.7 40000 80\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        inner = protocol.wrapped
+        self.assertIsInstance(inner, HTTPFrontendProtocol)
+        self.assertEqual(inner.client, IPv4Address("TCP", "203.0.113.9", 40000))
+        self.assertEqual(inner.transport.getHost(), IPv4Address("TCP", "192.0.2.7", 80))
+        self.assertEqual(len(self.endpoint.pending), 1)
+        self.assertEqual(self.proxyFactory.connections, {inner})
+
+    def test_localKeepsRealAddress(self) -> None:
+        """A v2 LOCAL header (a health check from the balancer) keeps the connection's own addresses."""
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00" + GET)
+        self.assertEqual(protocol.wrapped.client, CLIENT)
+
+    def test_noHeaderCut(self) -> None:
+        """A connection that starts with anything else is aborted, with no answer and no server."""
+        protocol, transport = self.connect()
+        protocol.dataReceived(GET)
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(transport.value(), b"")
+        self.assertIsNone(protocol.wrapped)
+        self.assertEqual(self.proxyFactory.connections, set())
+
+    def test_headerTimeout(self) -> None:
+        """Waiting for the header is bounded by timeoutClient."""
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"PROXY ")
+        self.assertEqual(self.proxyFactory.connections, {protocol})
+        self.reactor.advance(4.9)
+        self.assertFalse(transport.disconnecting)
+        self.reactor.advance(0.1)
+        self.assertTrue(transport.disconnecting)
+        self.assertIsNone(protocol.wrapped)
+        self.assertEqual(self.proxyFactory.connections, set())
+
+    def test_stopWhileWaiting(self) -> None:
+        """A frontend that stops closes the connections still waiting for their header."""
+        protocol, transport = self.connect()
+        self.proxyFactory.stopGracefully()
+        self.assertTrue(transport.disconnecting)
+
+    def test_offPassesThrough(self) -> None:
+        """With acceptProxy off (a reload may turn it off), connections go to the frontend's protocol directly."""
+        self.frontend.acceptProxy = False
+        protocol = self.factory.buildProtocol(CLIENT)
+        self.assertIsInstance(protocol, HTTPFrontendProtocol)
+
+    def test_makeService(self) -> None:
+        """The frontend listens through the PROXY header reader, outside TLS."""
+        service: Any = self.frontend.makeService(self.reactor)
+        self.assertIsInstance(service.factory, AcceptProxyFactory)

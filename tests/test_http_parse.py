@@ -434,3 +434,24 @@ class BodyReaderTests(SynchronousTestCase):
         self.assertTrue(reader.done)
         reader.start(3)
         self.assertEqual((reader.feed(b"abcd"), reader.done), (3, True))
+
+
+class ConnectTargetTests(SynchronousTestCase):
+    """A CONNECT target is host:port naming what Host names (as HAProxy checks)."""
+
+    def test_wellFormedConnectKept(self) -> None:
+        """CONNECT host:port with a matching Host is parsed with its target as sent."""
+        request = parseRequestHead(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443")
+        self.assertEqual(request.uri, b"example.com:443")
+
+    def test_malformedConnectRefused(self) -> None:
+        """A CONNECT target without a port, with an empty port, a path, or another host than Host's is a 400."""
+        for target, host in [
+            (b"hostname", b"hostname"),
+            (b"hostname:", b"hostname"),
+            (b"/", b"hostname"),
+            (b"hostname1:80", b"hostname2:80"),
+            (b"hostname:80", b"hostname:443"),
+        ]:
+            with self.assertRaises(BadMessage, msg=target):
+                parseRequestHead(b"CONNECT " + target + b" HTTP/1.1\r\nHost: " + host)

@@ -16,7 +16,7 @@ from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from lbkit._pump import BUFFER_SIZE, tune, writeThrough
+from lbkit._pump import BUFFER_SIZE, tune, unsent, writeThrough
 
 
 class ScriptedSocket:
@@ -128,6 +128,20 @@ class WriteThroughTests(SynchronousTestCase):
         self.assertEqual(self.flush(), b"defghijklmn")
         self.write(b"op")  # buffer drained: straight through again
         self.assertEqual(self.received(), b"op")
+
+    def test_unsent(self) -> None:
+        """unsent counts what waits in the transport's buffer, and nothing once it is flushed."""
+        self.assertEqual(unsent(self.transport), 0)
+        self.socket.allowance = 3
+        self.write(b"abcdefgh")
+        self.write(b"ijk")
+        self.assertEqual(unsent(self.transport), 8)
+        self.socket.allowance = 2
+        self.transport.doWrite()
+        self.assertEqual(unsent(self.transport), 6)
+        self.flush()
+        self.assertEqual(unsent(self.transport), 0)
+        self.assertEqual(unsent(StringTransport()), 0)
 
     def test_wouldBlockBuffers(self) -> None:
         """When the socket would block, all of the data goes to Twisted's buffer."""

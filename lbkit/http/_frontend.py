@@ -14,6 +14,7 @@ from lbkit._backend import Backend
 from lbkit._listening import ListeningService
 from lbkit._origin import definedAt
 from lbkit.error import ConfigError
+from lbkit.http._acceptproxy import AcceptProxyFactory
 from lbkit.http._proxy import HTTPProxyFactory
 from lbkit.http._routing import Route
 from lbkit.interfaces import IListener
@@ -34,6 +35,15 @@ class Frontend:
     @ivar tls: The L{lbkit.tls.Certificates} this frontend terminates TLS
         with (also set from an C{ssl:} endpoint string), or L{None}.
     @ivar http2: Offer HTTP/2 through ALPN on a TLS frontend.
+    @ivar acceptProxy: Every connection starts with a PROXY protocol
+        header (v1 or v2, before any TLS) from a balancer in front, whose
+        source address is then the client's everywhere (C{X-Forwarded-For},
+        the log, balancing, C{sourceIn}); a connection without a valid one
+        is cut (HAProxy's C{bind ... accept-proxy}).
+    @ivar timeoutRequestBody: L{None}, or seconds within which a request
+        body must have arrived whole, counted from when lbkit starts
+        passing it to the server: else 408 (or a cut, if the response has
+        started), termination C{cD}.
     """
 
     def __init__(
@@ -55,6 +65,8 @@ class Frontend:
         factory: Optional[type[HTTPProxyFactory]] = None,
         tls: Any = None,
         http2: bool = True,
+        acceptProxy: bool = False,
+        timeoutRequestBody: Optional[float] = None,
     ) -> None:
         self.definedAt = definedAt()
         if not isinstance(endpoint, str):
@@ -88,6 +100,17 @@ class Frontend:
         self.timeoutClient = float(timeoutClient)
         self.timeoutHttpRequest = float(timeoutHttpRequest)
         self.timeoutTunnel = float(timeoutTunnel)
+        self.acceptProxy = bool(acceptProxy)
+        if timeoutRequestBody is not None:
+            try:
+                timeoutRequestBody = float(timeoutRequestBody)
+            except (TypeError, ValueError):
+                timeoutRequestBody = -1.0
+            if not timeoutRequestBody > 0:
+                raise ConfigError(
+                    f"http.Frontend {endpoint!r}: timeoutRequestBody must be a number of seconds over 0, or None"
+                )
+        self.timeoutRequestBody: Optional[float] = timeoutRequestBody
         self.forwardedFor = forwardedFor
         self.requestRules = list(requestRules)
         self.responseRules = list(responseRules)
@@ -119,6 +142,7 @@ class Frontend:
 
     def makeService(self, reactor: Any) -> IService:
         factory: Any = self.buildFactory(reactor)
+        proxyFactory = factory
         if self.tls is not None:
             protocols = self.alpnProtocols()
             if b"h2" in protocols:
@@ -126,4 +150,7 @@ class Frontend:
 
                 factory = negotiating(factory)
             factory = serverFactory(self.tls, factory, reactor, protocols)
+        # outermost, for the PROXY header comes before TLS; it reads
+        # acceptProxy per connection, so a reload can change it
+        factory = AcceptProxyFactory(factory, proxyFactory)
         return ListeningService(self.endpoint, factory, reactor, f"frontend {self.name}")

@@ -40,6 +40,9 @@ _NUL_CR_LF = re.compile(rb"[\x00\r\n]")
 _DIGITS = re.compile(rb"[0-9]{1,18}\Z")
 #: Connection-specific fields, malformed in HTTP/2 (RFC 9113 §8.2.2).
 _CONNECTION_SPECIFIC = frozenset([b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"])
+#: Fields a trailers block may not carry: framing, routing and
+#: connection-specific ones (RFC 9110 §6.5.1; HAProxy resets the stream).
+_NOT_TRAILERS = _CONNECTION_SPECIFIC | frozenset([b"content-length", b"host", b"te", b"trailer", b"content-type", b"content-encoding", b"content-range"])
 _PSEUDO = frozenset([b":method", b":scheme", b":path", b":authority"])
 #: Methods that do not anticipate a body (RFC 9110 §8.6): a bodyless request
 #: with one of them goes without Content-Length, any other with
@@ -167,11 +170,15 @@ def checkTrailers(headers: list[tuple[bytes, bytes]]) -> None:
     """
     Check a trailers block (which lbkit does not forward).
 
-    @raise MalformedRequest: when it holds a pseudo-header or an invalid field.
+    @raise MalformedRequest: when it holds a pseudo-header, a field that
+        frames or routes the message (RFC 9110 §6.5.1: content-length,
+        host, a connection-specific field...), or an invalid field.
     """
     for name, value in headers:
         if name[:1] == b":":
             raise MalformedRequest(f"pseudo-header {_show(name)} in trailers")
+        if name in _NOT_TRAILERS:
+            raise MalformedRequest(f"{_show(name)} is not allowed in trailers")
         if _NAME.match(name) is None or _NUL_CR_LF.search(value) is not None:
             raise MalformedRequest(f"invalid trailer field {_show(name)}")
 

@@ -41,6 +41,8 @@ _FIELDS = re.compile(_T + rb":[^\r\n\x00]*(?:\r\n" + _T + rb":[^\r\n\x00]*)*")
 # absolute-form: http or https, then an authority (RFC 3986 reg-name or
 # IP literal, optional port; no userinfo), then path and query
 _ABSOLUTE = re.compile(rb"([Hh][Tt][Tt][Pp][Ss]?)://([^/?]*)(.*)", re.S)
+#: A CONNECT target: host (name, IPv4 or [IPv6]) and a port, both required.
+_CONNECT_AUTHORITY = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+):[0-9]{1,5}")
 _AUTHORITY = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+)(?::[0-9]*)?")
 _VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
 
@@ -261,7 +263,7 @@ def _request(method: bytes, uri: bytes, version: bytes, headers: list[list[bytes
             raise BadMessage("Transfer-Encoding in an HTTP/1.0 request")
     if repeated:
         headers = _firstOnly(headers)
-    if uri[0] != 0x2F:  # not origin-form ("/...")
+    if uri[0] != 0x2F or method == b"CONNECT":  # not origin-form ("/..."), or a CONNECT
         uri, headers = _otherForm(method, uri, host, headers)
     return Request(method, uri, version, headers)
 
@@ -302,7 +304,18 @@ def _otherForm(
     @raise BadMessage: for any other target, an invalid authority (empty,
         with userinfo, a bad port) or a Host header naming another host.
     """
-    if uri == b"*" or method == b"CONNECT":
+    if uri == b"*":
+        return uri, headers
+    if method == b"CONNECT" and _ABSOLUTE.fullmatch(uri) is None:
+        # authority-form (RFC 9112 §3.2.3): host and a port, naming the
+        # same host and port as the Host header (as HAProxy checks)
+        m = _CONNECT_AUTHORITY.fullmatch(uri)
+        if m is None:
+            raise BadMessage(f"malformed CONNECT target {uri[:40]!r}")
+        if host is not None and host.lower() != uri.lower():
+            raise BadMessage("Host header does not match the CONNECT target")
+        return uri, headers
+    if method == b"CONNECT":
         return uri, headers
     m = _ABSOLUTE.fullmatch(uri)
     if m is None:

@@ -19,12 +19,13 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from lbkit._address import formatAddress
-from lbkit._connect import connectFailed, connectServer, prepareRetry
+from lbkit._connect import connectFailed, connectServer, isLocalResourceError, prepareRetry
 from lbkit._drain import DrainingFactory
 from lbkit._model import Backend, Context, Server
-from lbkit._pump import tune, writeThrough
+from lbkit._pump import tune, unsent, writeThrough
 from lbkit.error import NoServerAvailable, QueueTimeout
 from lbkit.http._body import (
     CHUNKED,
@@ -47,6 +48,8 @@ from lbkit.http._headers import (
 from lbkit.http._parse import MAX_HEAD, BadMessage, HeadReader, Request, Response, parseRequestHead
 from lbkit.http._pool import ConnectionPool
 from lbkit.http._server import HTTPServerProtocol
+from lbkit.interfaces import ISession
+from lbkit.proxyproto import formatV1, formatV2
 
 if TYPE_CHECKING:
     from lbkit.http._frontend import Frontend
@@ -92,6 +95,8 @@ class HTTPProxyFactory(DrainingFactory, Factory):
         """
         frontend = self.frontend
         timeouts = [frontend.timeoutHttpRequest, frontend.timeoutClient, frontend.timeoutTunnel]
+        if frontend.timeoutRequestBody is not None:
+            timeouts.append(frontend.timeoutRequestBody)
         timeouts += [b.timeoutServer for b in frontend.backends()]
         self.tickInterval = max(0.05, min(timeouts) / 4)
 
@@ -106,9 +111,14 @@ class HTTPProxyFactory(DrainingFactory, Factory):
 
 
 
+@implementer(ISession)
 class HTTPFrontendProtocol(Protocol):
     """
     One client connection in http mode.
+
+    While a request is on a server connection, the protocol is one of
+    that server's C{sessions} (L{abortSession} cuts it when the server is
+    taken down with its sessions).
 
     Hooks for subclasses: L{routeRequest}, L{serverChosen}, L{finished}.
     """
@@ -123,6 +133,9 @@ class HTTPFrontendProtocol(Protocol):
     #: The TLS transport whose peer certificate names the client (an
     #: HTTP/2 stream points this at its connection's transport).
     _certTransport: Any = None
+    #: Idle connections to C{sendProxy} servers, which carry this client's
+    #: PROXY header and so serve no other client connection.
+    _private: Optional[dict[Server, HTTPServerProtocol]] = None
 
     def __init__(self) -> None:
         self._state = HEAD
@@ -206,6 +219,10 @@ class HTTPFrontendProtocol(Protocol):
                 self._termination = "CD" if self._state == SENT else "CC"
             self._endExchange(reusable=False)
         self._state = CLOSED
+        if self._private:
+            private, self._private = self._private, None
+            for conn in private.values():
+                conn.close()
         self.factory.connectionClosed(self)
 
     def stopGracefully(self) -> None:
@@ -229,6 +246,16 @@ class HTTPFrontendProtocol(Protocol):
             self.abortExchange("KD")
         elif self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def abortSession(self) -> None:
+        """
+        Cut the request in flight now, because its server was taken down
+        with its sessions (L{lbkit.interfaces.ISession}): both connections
+        are aborted, and the request is logged with termination C{SK}.
+        (An HTTP/2 stream resets only itself.)
+        """
+        if self._state in (WAIT, SENT, TUNNEL) and self.request is not None:
+            self.abortExchange("SK")
 
     # -- request ---------------------------------------------------------
 
@@ -321,6 +348,7 @@ class HTTPFrontendProtocol(Protocol):
 
     def _queueFailed(self, reason: Failure) -> None:
         self._waiting = None
+        self._tw = self.reactor.seconds()  # the time queued is logged however the wait ended
         if reason.check(CancelledError):
             return
         self._fail(503, "sQ" if reason.check(QueueTimeout) else "SC")
@@ -334,7 +362,12 @@ class HTTPFrontendProtocol(Protocol):
         self.serverChosen(server)
         now = self.reactor.seconds()
         self._tw = now
-        conn = self.factory.pool.get(server) if not self._upgrade else None
+        if self._upgrade:
+            conn = None
+        elif server.sendProxy:
+            conn = self._takePrivate(server)
+        else:
+            conn = self.factory.pool.get(server)
         if conn is not None:
             self._tc = now
             self._send(conn)
@@ -348,9 +381,41 @@ class HTTPFrontendProtocol(Protocol):
     def _connected(self, conn: HTTPServerProtocol) -> None:
         self._waiting = None
         self._tc = self.reactor.seconds()
-        assert self.server is not None
-        self.server.observe(True)
+        server = self.server
+        assert server is not None
+        if server.sendProxy:
+            # the first bytes say who the client is; the connection is
+            # then this client connection's own (see _keepPrivate)
+            fmt = formatV1 if server.sendProxy == 1 else formatV2
+            conn.send(fmt(self.client, self.transport.getHost()))  # type: ignore[union-attr]
+            conn.private = True
+        server.observe(True)
         self._send(conn)
+
+    def _takePrivate(self, server: Server) -> Optional[HTTPServerProtocol]:
+        """This client connection's idle connection to C{server}, or L{None}."""
+        private = self._private
+        conn = private.pop(server, None) if private else None
+        if conn is not None and conn.transport is not None and conn.connected:
+            return conn
+        return None
+
+    def _keepPrivate(self, conn: HTTPServerProtocol) -> None:
+        """
+        Keep C{conn}, which carries this client's PROXY header, for this
+        client connection's next requests; close it when there will be
+        none (or the frontend keeps no idle connections).
+        """
+        if self._closeAfter or self._clientGone or self._state == CLOSED or self.factory.pool.maxIdle <= 0:
+            conn.close()
+            return
+        private = self._private
+        if private is None:
+            private = self._private = {}
+        old = private.get(conn.server)
+        if old is not None and old is not conn:
+            old.close()
+        private[conn.server] = conn
 
     def _connectFailed(self, reason: Failure) -> None:
         self._waiting = None
@@ -359,6 +424,12 @@ class HTTPFrontendProtocol(Protocol):
         assert server is not None and backend is not None and self.context is not None
         self._releaseSlot()
         if reason.check(CancelledError):
+            return
+        if isLocalResourceError(reason):
+            # lbkit ran out of file descriptors or ports: nobody's fault
+            # but its own (503, RC, as HAProxy), and retried elsewhere
+            connectFailed(server, reason)
+            self._retryOrFail(503, "RC")
             return
         # no server could take the request, timed out (sC) or refused (SC):
         # 503, as HAProxy (502 is for a server that answered wrong)
@@ -384,14 +455,17 @@ class HTTPFrontendProtocol(Protocol):
         if self._attempts > backend.retries or self._clientGone:
             self._fail(status, termination)
             return
-        prepareRetry(backend, self.server, self.context)
+        # a retry after lbkit's own failure is not one the server caused
+        prepareRetry(backend, None if termination == "RC" else self.server, self.context)
         self._choose()
 
     def _releaseSlot(self) -> None:
         if self._slotHeld:
             self._slotHeld = False
-            assert self.backend is not None and self.server is not None
-            self.backend.release(self.server)
+            server = self.server
+            assert self.backend is not None and server is not None
+            server.sessions.discard(self)
+            self.backend.release(server)
 
     def _buildHead(self, request: Request) -> bytes:
         return requestHead(
@@ -419,6 +493,7 @@ class HTTPFrontendProtocol(Protocol):
             return
         self.conn = conn
         self._state = SENT
+        self.server.sessions.add(self)
         self._applyRequestRules(request)
         self._connWrite = conn.send
         conn.startExchange(self, self._buildHead(request), request.method == b"HEAD")
@@ -608,7 +683,11 @@ class HTTPFrontendProtocol(Protocol):
                 conn.transport.unregisterProducer()  # type: ignore[attr-defined]
             if conn.front is self:
                 conn.front = None
-            conn.release(reusable and not self._tunnel)
+            if self._responseStarted and self._bytesOut == 0:
+                # cut short (server gone, client gone, timeout): log what
+                # reached the client, as HAProxy does
+                self._bytesOut = self._sentToClient(conn)
+            conn.release(reusable and not self._tunnel, self._keepPrivate if conn.private else None)
         if self._waiting is not None:
             waiting, self._waiting = self._waiting, None
             waiting.cancel()
@@ -621,6 +700,14 @@ class HTTPFrontendProtocol(Protocol):
         self._releaseSlot()
         self._log()
         self.request = None
+
+    def _sentToClient(self, conn: HTTPServerProtocol) -> int:
+        """
+        How many bytes of the response on C{conn} (head and body) the
+        client transport has sent: what was written to it, less what is
+        still in its buffer, which an abort throws away.
+        """
+        return max(0, conn.bytes - unsent(self.transport))
 
     def _nobodyListens(self) -> bool:
         """No access log and no override would see the fields: skip them."""
@@ -820,6 +907,13 @@ class HTTPFrontendProtocol(Protocol):
                 return
         else:
             conn = self.conn
+            deadline = f.timeoutRequestBody
+            if deadline is not None and state == SENT and not self._bodyDone and now - self._tc >= deadline:
+                # the whole body did not arrive in time, however steadily
+                # it trickles (HAProxy's timeout http-request with
+                # http-buffer-request)
+                self._clientTooSlow(conn)
+                return
             moved = self._bytesIn + (conn.bytes if conn is not None else 0)
             if moved != self._lastBytes:
                 self._lastBytes = moved
@@ -832,14 +926,7 @@ class HTTPFrontendProtocol(Protocol):
                         return
                 elif state == SENT and idle >= f.timeoutClient and self._clientStalled():
                     # the client stopped sending its body, or stopped reading
-                    if self._responseStarted:
-                        self.abortExchange("cD")
-                    else:
-                        if conn is not None:
-                            conn.front = None
-                            conn.abort()
-                        self.conn = None
-                        self._fail(408, "cD")
+                    self._clientTooSlow(conn)
                     return
                 elif state == SENT and self.backend is not None and idle >= self.backend.timeoutServer:
                     if self._responseStarted:
@@ -852,6 +939,20 @@ class HTTPFrontendProtocol(Protocol):
                         self._fail(504, "sH")
                     return
         self._tick = self.reactor.callLater(self._tickInterval(), self._checkTimeouts)
+
+    def _clientTooSlow(self, conn: Optional[HTTPServerProtocol]) -> None:
+        """
+        The client held the exchange up too long: answer 408 if nothing
+        was sent yet, else cut it; termination C{cD} either way.
+        """
+        if self._responseStarted:
+            self.abortExchange("cD")
+            return
+        if conn is not None:
+            conn.front = None
+            conn.abort()
+        self.conn = None
+        self._fail(408, "cD")
 
     def _clientStalled(self) -> bool:
         """

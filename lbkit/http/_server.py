@@ -40,6 +40,9 @@ class HTTPServerProtocol(Protocol):
         self.front: Optional[HTTPFrontendProtocol] = None
         self.idleSince = 0.0
         self.reused = False
+        #: Whether this connection began with a client's PROXY header: it
+        #: then serves that client connection only, never the pool.
+        self.private = False
         self.bytes = 0
         self._head = HeadReader(request=False)
         self._body = BodyReader()
@@ -182,15 +185,18 @@ class HTTPServerProtocol(Protocol):
         if front is not None:
             front.responseDone(self)
 
-    def release(self, reusable: bool) -> None:
-        """The exchange is over: go back to the pool, or close."""
+    def release(self, reusable: bool, keep: Optional[Callable[[HTTPServerProtocol], None]] = None) -> None:
+        """
+        The exchange is over: go back to the pool (or to C{keep}, which
+        then owns this idle connection), or close.
+        """
         self.front = None
         if reusable and self._reusable and not self._closing and self.connected:
             self.reused = True
             # a slow client may have paused us: an idle connection must read
             # (to notice the server closing) and the next exchange needs it
             self.transport.resumeProducing()  # type: ignore[union-attr]
-            self.pool.put(self)
+            (keep or self.pool.put)(self)
         else:
             self.close()
 
