@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 from twisted.application.service import IService
+from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
 from lbkit._backend import Backend
@@ -15,12 +16,22 @@ from lbkit._listening import ListeningService
 from lbkit._origin import definedAt
 from lbkit.error import ConfigError
 from lbkit.http._acceptproxy import AcceptProxyFactory
+from lbkit.http._alpn import negotiating
 from lbkit.http._proxy import HTTPProxyFactory
 from lbkit.http._routing import Route
 from lbkit.interfaces import IListener
 from lbkit.tls import Certificates, fromSSLEndpoint, h2Available, serverFactory
 
 __all__ = ["Frontend"]
+
+#: The protocol of an HTTP/2 connection, when the optional C{h2} package is
+#: installed (L{lbkit.tls.h2Available}); else L{None}, and TLS frontends
+#: offer only HTTP/1.1.
+H2_PROTOCOL: Optional[type[Protocol]] = None
+if h2Available():
+    from lbkit.http._h2 import H2FrontendProtocol
+
+    H2_PROTOCOL = H2FrontendProtocol
 
 
 @implementer(IListener)
@@ -138,17 +149,15 @@ class Frontend:
 
     def alpnProtocols(self) -> list[bytes]:
         """What a TLS frontend offers through ALPN, most preferred first."""
-        return [b"h2", b"http/1.1"] if self.http2 and h2Available() else [b"http/1.1"]
+        return [b"h2", b"http/1.1"] if self.http2 and H2_PROTOCOL is not None else [b"http/1.1"]
 
     def makeService(self, reactor: Any) -> IService:
         factory: Any = self.buildFactory(reactor)
         proxyFactory = factory
         if self.tls is not None:
             protocols = self.alpnProtocols()
-            if b"h2" in protocols:
-                from lbkit.http._h2 import negotiating  # type: ignore[import-not-found,unused-ignore]
-
-                factory = negotiating(factory)
+            if b"h2" in protocols and H2_PROTOCOL is not None:
+                factory = negotiating(factory, H2_PROTOCOL)
             factory = serverFactory(self.tls, factory, reactor, protocols)
         # outermost, for the PROXY header comes before TLS; it reads
         # acceptProxy per connection, so a reload can change it

@@ -3,7 +3,7 @@
 HTTP/2 to clients, over TLS with ALPN (the C{h2} package).
 
 A TLS http frontend that negotiated C{h2} gets an L{H2FrontendProtocol}
-instead of the HTTP/1.1 one (see L{negotiating}).  Each stream becomes an
+instead of the HTTP/1.1 one (see L{lbkit.http._alpn}).  Each stream becomes an
 ordinary HTTP/1.1 exchange: an L{H2Stream} is an
 L{HTTPFrontendProtocol} whose "client transport" is the stream, so routing,
 balancing, queueing, retries, rules, persistence, timeouts and the access
@@ -45,8 +45,8 @@ from h2.events import (
 )
 from h2.exceptions import ProtocolError, StreamClosedError
 from h2.settings import SettingCodes, Settings
-from twisted.internet.interfaces import IHandshakeListener, IPushProducer
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -60,7 +60,7 @@ from lbkit.http._parse import BadMessage, Request, Response
 from lbkit.http._proxy import CLOSED, WAIT, HTTPFrontendProtocol, HTTPProxyFactory
 from lbkit.http._server import HTTPServerProtocol
 
-__all__ = ["H2FrontendProtocol", "H2Stream", "negotiating"]
+__all__ = ["H2FrontendProtocol", "H2Stream"]
 
 _log = Logger(namespace="lbkit.http")
 
@@ -111,107 +111,6 @@ class _LocalSettings(Settings):
     @max_concurrent_streams.setter
     def max_concurrent_streams(self, value: int) -> None:
         self[SettingCodes.MAX_CONCURRENT_STREAMS] = value
-
-
-# -- choosing the protocol after the TLS handshake ------------------------------
-
-
-class _NegotiatingFactory(Factory):
-    """
-    Wraps an L{HTTPProxyFactory} under TLS: each connection gets the
-    protocol its ALPN negotiation chose.
-    """
-
-    noisy = False
-
-    def __init__(self, wrappedFactory: HTTPProxyFactory) -> None:
-        self.wrappedFactory = wrappedFactory
-
-    def doStart(self) -> None:
-        self.wrappedFactory.doStart()
-
-    def doStop(self) -> None:
-        self.wrappedFactory.doStop()
-
-    def buildProtocol(self, addr: Any) -> Protocol:
-        return _Negotiating(self.wrappedFactory, addr)
-
-
-def negotiating(factory: HTTPProxyFactory) -> Factory:
-    """
-    A factory to put under TLS in place of C{factory}: a connection that
-    negotiated C{h2} is served by L{H2FrontendProtocol}, any other by
-    C{factory}'s own protocol.
-    """
-    return _NegotiatingFactory(factory)
-
-
-@implementer(IHandshakeListener)
-class _Negotiating(Protocol):
-    """
-    Stands in until the TLS handshake is over, then hands the connection to
-    the right protocol (and steps out of the data path).
-    """
-
-    def __init__(self, factory: HTTPProxyFactory, addr: Any) -> None:
-        self.factory = factory
-        self.addr = addr
-        self.inner: Optional[Protocol] = None
-        self._timer: Any = None
-
-    def connectionMade(self) -> None:
-        reactor = self.factory.reactor
-        self._timer = reactor.callLater(self.factory.frontend.timeoutHttpRequest, self._timedOut)
-        self.factory.connectionOpened(self)
-
-    def _timedOut(self) -> None:
-        self._timer = None
-        if self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
-
-    def handshakeCompleted(self) -> None:
-        self._switch()
-
-    def _switch(self) -> Protocol:
-        inner = self.inner
-        if inner is not None:
-            return inner
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        transport: Any = self.transport
-        if getattr(transport, "negotiatedProtocol", None) == b"h2":
-            inner = H2FrontendProtocol()
-            inner.factory = self.factory
-        else:
-            inner = self.factory.buildProtocol(self.addr)
-            assert inner is not None
-        self.inner = inner
-        if hasattr(transport, "wrappedProtocol"):
-            transport.wrappedProtocol = inner  # the TLS layer delivers to it directly
-        inner.makeConnection(transport)
-        self.factory.connectionClosed(self)
-        return inner
-
-    def dataReceived(self, data: bytes) -> None:
-        self._switch().dataReceived(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self.inner is not None:
-            self.inner.connectionLost(reason)
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self.factory.connectionClosed(self)
-
-    def stopGracefully(self) -> None:
-        if self.inner is None and self.transport is not None:
-            self.transport.loseConnection()
-
-    def kill(self) -> None:
-        if self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
 
 
 # -- the connection --------------------------------------------------------------
