@@ -153,7 +153,7 @@ class CoalescingTests(SynchronousTestCase):
         h = Harness(self)
         proto, client = h.accept()
         writes: list[bytes] = []
-        proto._write = lambda data: (writes.append(data), client.write(data))  # type: ignore[method-assign]
+        proto.writeResponse = lambda data: (writes.append(data), client.write(data))  # type: ignore[method-assign]
         proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         server, serverSide = h.connect()
         server.dataReceived(OK)

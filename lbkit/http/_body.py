@@ -105,22 +105,22 @@ class BodyReader:
     @ivar done: Whether the whole body has been fed.
     """
 
-    __slots__ = ("framing", "remaining", "done", "framer", "_decode")
+    __slots__ = ("framing", "remaining", "done", "framer")
 
-    def __init__(self, framing: int = 0, decode: bool = False) -> None:
-        """
-        @param decode: Whether a chunked body's data is wanted too: its
-            L{ChunkedFramer} then collects it in C{framer.pieces}.
-        """
-        self._decode = decode
+    def __init__(self, framing: int = 0) -> None:
         self.start(framing)
 
-    def start(self, framing: int) -> None:
-        """Read a new body with this framing."""
+    def start(self, framing: int, decode: bool = False) -> None:
+        """
+        Read a new body with this framing.
+
+        @param decode: Whether a chunked body's data is wanted too: its
+            L{framer} then collects it in C{framer.pieces}.
+        """
         self.framing = framing
         self.remaining = framing if framing > 0 else 0
         self.done = framing == 0
-        self.framer: Optional[ChunkedFramer] = ChunkedFramer(self._decode) if framing == CHUNKED else None
+        self.framer: Optional[ChunkedFramer] = ChunkedFramer(decode) if framing == CHUNKED else None
 
     def feed(self, data: bytes) -> int:
         """

@@ -53,7 +53,7 @@ from zope.interface import implementer
 
 from lbkit._address import formatAddress
 from lbkit._model import Context
-from lbkit.http._body import CHUNKED, ChunkedFramer
+from lbkit.http._body import CHUNKED
 from lbkit.http._h2head import MalformedRequest, checkRequestHead, checkTrailers
 from lbkit.http._headers import HOP, MESSAGES, connectionTokens
 from lbkit.http._parse import BadMessage, Request, Response
@@ -471,6 +471,7 @@ class H2Stream(HTTPFrontendProtocol):
     """
 
     _abortOnClose = False
+    decodesChunked = True
 
     def __init__(self, h2: H2FrontendProtocol, streamId: int) -> None:
         HTTPFrontendProtocol.__init__(self)
@@ -485,7 +486,6 @@ class H2Stream(HTTPFrontendProtocol):
         self._ending = False
         self._done = False
         self._clientEnded = False
-        self._dechunker: Optional[ChunkedFramer] = None
         self._endOnHeaders = False
         self._sent = 0
         #: request body bytes the client declared and has not sent yet, or None
@@ -507,7 +507,7 @@ class H2Stream(HTTPFrontendProtocol):
         self._mtls = getattr(getattr(self.frontend, "tls", None), "clientCA", None) is not None
         self._certTransport = h2.transport
         self._clientHost = getattr(self.client, "host", "").encode("ascii")
-        self._write = self.fromServer
+        self.writeResponse = self.fromServer
         self._clientEnded = ended
         now = self.reactor.seconds()
         self._since = self._requestStart = now
@@ -518,7 +518,7 @@ class H2Stream(HTTPFrontendProtocol):
         self.request = request
         self._bytesIn = 0
         self._keepAlive = True
-        self._upgrade = False
+        self.upgrading = False
         # lbkit frames the body for HTTP/1.1 itself: the declared length
         # (checked against the DATA received), else chunked
         length = head.contentLength
@@ -600,7 +600,7 @@ class H2Stream(HTTPFrontendProtocol):
                 self._termination = "PR"
             conn = self.conn
             if conn is not None:
-                conn.front = None
+                conn.sink = None
                 conn.abort()
             self._endExchange(reusable=False)
         self._state = CLOSED
@@ -620,14 +620,13 @@ class H2Stream(HTTPFrontendProtocol):
 
     # -- response: server -> client ------------------------------------------
 
-    def _responseHeadData(self, conn: HTTPServerProtocol, response: Response, framing: int, tunnel: bool = False) -> bytes:
+    def responseHead(self, conn: HTTPServerProtocol, response: Response, framing: int, tunnel: bool = False) -> bytes:
         if tunnel:
             # HTTP/2 has no 101 Switching Protocols: nothing was asked for
             self.serverFailed(conn, BadMessage("101 Switching Protocols over HTTP/2", 502), True)
             return b""
-        self._dechunker = ChunkedFramer(decode=True) if framing == CHUNKED else None
         self._endOnHeaders = framing == 0
-        return HTTPFrontendProtocol._responseHeadData(self, conn, response, framing, tunnel)
+        return HTTPFrontendProtocol.responseHead(self, conn, response, framing, tunnel)
 
     def _responseHeadBytes(self, response: Response, interim: bool = False, tunnel: bool = False) -> bytes:
         """Send the response head as a HEADERS frame; nothing goes through C{_write}."""
@@ -647,16 +646,7 @@ class H2Stream(HTTPFrontendProtocol):
         """Response body bytes from the server, in their HTTP/1.1 framing."""
         if not data or self._done:
             return
-        dechunker = self._dechunker
-        if dechunker is not None:
-            dechunker.feed(data)
-            pieces = dechunker.pieces or []
-            dechunker.pieces = []
-        else:
-            pieces = [data]
-        for piece in pieces:
-            if piece:
-                self._out.append(piece)
+        self._out.append(data)
         self.flushOut()
 
     def flushOut(self) -> None:

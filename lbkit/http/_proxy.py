@@ -75,7 +75,7 @@ class HTTPProxyFactory(DrainingFactory, Factory):
     def __init__(self, frontend: Frontend, reactor: Any) -> None:
         self.frontend = frontend
         self.reactor = reactor
-        self.pool = ConnectionPool(reactor, frontend.maxIdlePerServer, frontend.poolIdleTimeout)
+        self.pool: ConnectionPool[HTTPServerProtocol] = ConnectionPool(reactor, frontend.maxIdlePerServer, frontend.poolIdleTimeout)
         self.updateTimeouts()
         self.current = 0
         self.total = 0
@@ -128,6 +128,8 @@ class HTTPFrontendProtocol(Protocol):
     #: Abort a closing connection whose client does not read, after
     #: timeoutClient (an HTTP/2 stream leaves that to its connection).
     _abortOnClose = True
+    upgrading = False
+    decodesChunked = False
     _mtls = False
     _clientDN: Optional[bytes] = None
     #: The TLS transport whose peer certificate names the client (an
@@ -180,7 +182,7 @@ class HTTPFrontendProtocol(Protocol):
         self._clientDN: Optional[bytes] = None
         self._clientHost = getattr(self.client, "host", "").encode("ascii")
         tune(transport)
-        self._write = writeThrough(transport)
+        self.writeResponse = writeThrough(transport)
         now = self.reactor.seconds()
         self._since = now
         self._lastBytes = -1
@@ -287,7 +289,7 @@ class HTTPFrontendProtocol(Protocol):
             self._keepAlive = b"close" not in tokens
         else:
             self._keepAlive = b"keep-alive" in tokens
-        self._upgrade = b"upgrade" in tokens and request.header(b"upgrade") is not None
+        self.upgrading = b"upgrade" in tokens and request.header(b"upgrade") is not None
         self._body.start(framing)
         self._bodyDone = framing == 0
         self._hasBody = framing != 0
@@ -362,7 +364,7 @@ class HTTPFrontendProtocol(Protocol):
         self.serverChosen(server)
         now = self.reactor.seconds()
         self._tw = now
-        if self._upgrade:
+        if self.upgrading:
             conn = None
         elif server.sendProxy:
             conn = self._takePrivate(server)
@@ -471,7 +473,7 @@ class HTTPFrontendProtocol(Protocol):
         return requestHead(
             request,
             self._body.framing == CHUNKED,
-            self._upgrade,
+            self.upgrading,
             self.frontend.forwardedFor,
             self._clientHost,
             self._proto,
@@ -529,7 +531,7 @@ class HTTPFrontendProtocol(Protocol):
             # and tell the client why (400) before closing
             conn, self.conn = self.conn, None
             if conn is not None:
-                conn.front = None
+                conn.sink = None
                 conn.abort()
             self._fail(400, "CR")
             return
@@ -561,15 +563,13 @@ class HTTPFrontendProtocol(Protocol):
         """
         if self.request is not None and self.request.version == b"HTTP/1.0":
             return
-        self._write(self._responseHeadBytes(response, interim=True))
+        self.writeResponse(self._responseHeadBytes(response, interim=True))
 
-    def responseHead(self, conn: HTTPServerProtocol, response: Response, framing: int, tunnel: bool = False) -> None:
-        """The server's final response head arrived: pass it on."""
-        data = self._responseHeadData(conn, response, framing, tunnel)
-        if data:
-            self._write(data)
+    def tunnelStarted(self, conn: HTTPServerProtocol, response: Response) -> None:
+        """The server switched protocols: pass its 101 on, and tunnel."""
+        self.responseHead(conn, response, 0, True)
 
-    def _responseHeadData(
+    def responseHead(
         self, conn: HTTPServerProtocol, response: Response, framing: int, tunnel: bool = False
     ) -> bytes:
         """
@@ -606,7 +606,7 @@ class HTTPFrontendProtocol(Protocol):
             buf, self._buf = self._buf, b""
             data = self._responseHeadBytes(response, tunnel=True)
             conn.bytes += len(data)
-            self._write(data)
+            self.writeResponse(data)
             if buf:
                 self._connWrite(buf)
             return b""
@@ -681,8 +681,8 @@ class HTTPFrontendProtocol(Protocol):
         if conn is not None:
             if conn.transport is not None and conn.transport.producer is not None:  # type: ignore[attr-defined]
                 conn.transport.unregisterProducer()  # type: ignore[attr-defined]
-            if conn.front is self:
-                conn.front = None
+            if conn.sink is self:
+                conn.sink = None
             if self._responseStarted and self._bytesOut == 0:
                 # cut short (server gone, client gone, timeout): log what
                 # reached the client, as HAProxy does
@@ -771,7 +771,7 @@ class HTTPFrontendProtocol(Protocol):
         )
         self.conn = None
         if conn.transport is not None:
-            conn.front = None
+            conn.sink = None
             conn.abort()
         transport = self.transport
         if transport is not None and transport.producer is not None:  # type: ignore[attr-defined]
@@ -811,7 +811,7 @@ class HTTPFrontendProtocol(Protocol):
             self._termination = termination
         conn = self.conn
         if conn is not None:
-            conn.front = None
+            conn.sink = None
             conn.abort()
         self._endExchange(reusable=False)
         if self.transport is not None:
@@ -835,7 +835,7 @@ class HTTPFrontendProtocol(Protocol):
         self._bytesOut = len(body)
         self.factory.responses["5xx" if status >= 500 else "4xx"] += 1
         if self.transport is not None:
-            self._write(body)
+            self.writeResponse(body)
         self._endExchange(reusable=False)
         self._closeClient()
 
@@ -847,7 +847,7 @@ class HTTPFrontendProtocol(Protocol):
         )
         self._status = status
         body = errorResponse(status)
-        self._write(body)
+        self.writeResponse(body)
         self.factory.responses["4xx" if status < 500 else "5xx"] += 1
         if not self._nobodyListens():
             # HAProxy's line for a request it could not parse: <BADREQ>
@@ -933,7 +933,7 @@ class HTTPFrontendProtocol(Protocol):
                         self.abortExchange("sD")
                     else:
                         if conn is not None:
-                            conn.front = None
+                            conn.sink = None
                             conn.abort()
                         self.conn = None
                         self._fail(504, "sH")
@@ -949,7 +949,7 @@ class HTTPFrontendProtocol(Protocol):
             self.abortExchange("cD")
             return
         if conn is not None:
-            conn.front = None
+            conn.sink = None
             conn.abort()
         self.conn = None
         self._fail(408, "cD")
