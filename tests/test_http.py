@@ -21,6 +21,7 @@ from lbkit import Backend, Server, ServerState
 from lbkit.error import ConfigError
 from lbkit.health import HealthMonitor
 from lbkit.http import (
+    HTTP_LOG_FORMAT,
     Frontend,
     HTTPFrontendProtocol,
     HTTPServerProtocol,
@@ -29,7 +30,6 @@ from lbkit.http import (
     setHeader,
 )
 from lbkit.http._acceptproxy import AcceptProxyFactory
-from lbkit.http._proxy import HTTP_LOG_FORMAT
 from lbkit.interfaces import ISession
 from lbkit.proxyproto import formatV2
 from lbkit.testing import (

@@ -65,9 +65,12 @@ LAYERS: dict[str, int] = {
     "lbkit.http._pool": 4,
     "lbkit.http._server": 4,
     "lbkit.http._headers": 4,
+    "lbkit.http._dispatch": 4,
+    "lbkit.http._sides": 4,
+    "lbkit.http._states": 0,
     # 5 modes: frontends and their protocols, health checks, stats pages
     "lbkit.tcp": 5,
-    "lbkit.http": 5,
+    "lbkit.http": 5,  # the facade, _exchange, _h1, _h2, _h2stream, _alpn, _acceptproxy, _frontend
     "lbkit.health": 5,
     "lbkit.stats": 5,
     # 6 application: site files, the service tree, reload, twistd, tools

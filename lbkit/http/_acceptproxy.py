@@ -32,7 +32,7 @@ from lbkit._pump import tune, writeThrough
 from lbkit.proxyproto import InvalidProxyHeader, ProxyHeaderParser
 
 if TYPE_CHECKING:
-    from lbkit.http._proxy import HTTPProxyFactory
+    from lbkit.http._frontend import HTTPProxyFactory
 
 __all__ = ["AcceptProxyFactory"]
 

@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 if TYPE_CHECKING:
-    from lbkit.http._proxy import HTTPProxyFactory
+    from lbkit.http._frontend import HTTPProxyFactory
 
 __all__ = ["negotiating"]
 

@@ -3,14 +3,20 @@
 http mode: what the proxy writes in message heads, and the constants both
 sides share: hop-by-hop header names, the request head a server gets
 (C{X-Forwarded-*}, the mTLS client subject), the HTTP/1.1 response head a
-client gets, lbkit's own error answers and the access-log format.
+client gets, lbkit's own error answers, and the access-log format and
+fields.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import time
+from typing import TYPE_CHECKING, Any, Optional
 
+from lbkit._address import formatAddress
 from lbkit.http._parse import Request, Response
+
+if TYPE_CHECKING:
+    from lbkit.http._exchange import Exchange
 
 __all__ = [
     "HTTP_LOG_FORMAT",
@@ -25,6 +31,7 @@ __all__ = [
     "requestHead",
     "responseHead",
     "clientSubject",
+    "logFields",
 ]
 
 #: The access-log line of one http request (see docs/http.md).
@@ -231,3 +238,42 @@ def clientSubject(transport: Any) -> bytes:
         return b""
     dn = b"".join(b"/" + k + b"=" + v for k, v in cert.get_subject().get_components())
     return dn.replace(b"\r", b"").replace(b"\n", b"")
+
+
+def _ms(a: float, b: float) -> int:
+    return int((b - a) * 1000) if a >= 0 and b >= 0 else -1
+
+
+def logFields(exchange: Exchange) -> dict[str, Any]:
+    """
+    The access-log fields of the request of C{exchange}, as it ends
+    (L{HTTP_LOG_FORMAT}; docs/http.md, "Access log").
+    """
+    now = exchange.reactor.seconds()
+    start = exchange.startedAt
+    request = exchange.request
+    server = exchange.server
+    backend = exchange.backend
+    dispatcher = exchange.dispatcher
+    chosen, connected = dispatcher.chosenAt, dispatcher.connectedAt
+    line = "-"
+    if request is not None:
+        version = exchange.logVersion or request.version
+        line = (b"%s %s %s" % (request.method, request.uri, version)).decode("latin-1")
+    return dict(
+        client=formatAddress(exchange.client),
+        date=time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime()),
+        frontend=exchange.frontend.name,
+        backend=backend.name if backend is not None else "-",
+        server=server.name if server is not None else "<NOSRV>",
+        TR=0,
+        Tw=_ms(start, chosen),
+        Tc=_ms(chosen, connected),
+        Tr=_ms(connected, exchange.respondedAt),
+        Ta=_ms(start, now),
+        status=exchange.status,
+        bytes=exchange.bytesOut,
+        termination=exchange.termination,
+        retries=max(0, dispatcher.attempts - 1),
+        request=line,
+    )
