@@ -30,9 +30,16 @@ class DrainingFactory:
 
     @ivar stopping: Whether L{stopGracefully} was called: protocols read it
         to refuse new work (http answers with C{Connection: close}).
+    @ivar current: With L{countsConnections}, the connections open now.
+    @ivar total: With L{countsConnections}, the connections opened so far.
     """
 
     stopping = False
+    #: Whether L{connectionOpened} and L{connectionClosed} keep C{current}
+    #: and C{total}; a factory that sets it must not count them itself.
+    countsConnections = False
+    current = 0
+    total = 0
 
     @property
     def connections(self) -> set[Any]:
@@ -42,9 +49,22 @@ class DrainingFactory:
             conns = self.__dict__["_connections"] = set()
         return conns
 
-    def connectionOpened(self, protocol: Any) -> None:
-        """Called by a protocol from C{connectionMade}."""
+    def connectionOpened(self, protocol: Any, counted: bool = True) -> None:
+        """
+        Called by a protocol from C{connectionMade}.
+
+        @param counted: Whether it counts in C{current} and C{total} (with
+            L{countsConnections}): false for a stand-in that hands the
+            connection on to a protocol that registers in turn (http's ALPN
+            negotiation), so the connection is counted once.
+        """
         self.connections.add(protocol)
+        if self.countsConnections:
+            if counted:
+                self.current += 1
+                self.total += 1
+            else:
+                self.__dict__.setdefault("_uncounted", set()).add(protocol)
         if self.stopping:
             # accepted in the very turn the port stopped: finish it too
             _stop(protocol)
@@ -52,7 +72,14 @@ class DrainingFactory:
     def connectionClosed(self, protocol: Any) -> None:
         """Called by a protocol from C{connectionLost}."""
         conns = self.connections
-        conns.discard(protocol)
+        if protocol in conns:
+            conns.remove(protocol)
+            if self.countsConnections:
+                uncounted: set[Any] | None = self.__dict__.get("_uncounted")
+                if uncounted and protocol in uncounted:
+                    uncounted.remove(protocol)
+                else:
+                    self.current -= 1
         if not conns:
             waiters: list[Deferred[None]] = self.__dict__.pop("_idleWaiters", [])
             for d in waiters:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.tcp import Connection
 
-__all__ = ["BUFFER_SIZE", "tune", "writeThrough", "unsent"]
+__all__ = ["BUFFER_SIZE", "plainTCP", "tune", "writeThrough", "unsent"]
 
 #: Bytes read per C{recv} on a proxied TCP connection, and how much may wait
 #: in its write buffer before its producer is paused (Twisted uses one
@@ -31,7 +31,12 @@ __all__ = ["BUFFER_SIZE", "tune", "writeThrough", "unsent"]
 BUFFER_SIZE = 2**18
 
 
-def _plainTCP(transport: Any) -> bool:
+def plainTCP(transport: Any) -> bool:
+    """
+    Whether C{transport} is a plain Twisted TCP connection (not TLS), whose
+    socket lbkit may use directly (L{writeThrough}, and tcp mode's splice
+    relay).
+    """
     return isinstance(transport, Connection) and not transport.TLS and not ISSLTransport.providedBy(transport)
 
 
@@ -47,7 +52,7 @@ def tune(transport: Any, bufferSize: int = BUFFER_SIZE) -> None:
             setTcpNoDelay(True)
         except OSError:
             pass
-    if _plainTCP(transport):
+    if plainTCP(transport):
         transport.bufferSize = bufferSize
 
 
@@ -68,7 +73,7 @@ def writeThrough(transport: Any) -> Callable[[bytes], None]:
     itself.
     """
     write: Callable[[bytes], None] = transport.write
-    if not _plainTCP(transport):
+    if not plainTCP(transport):
         return write
     send = transport.socket.send
 
@@ -96,6 +101,6 @@ def unsent(transport: Any) -> int:
     Known for a plain TCP transport (the buffer L{writeThrough} checks);
     0 for anything else (TLS, a test's C{StringTransport}, a wrapper).
     """
-    if not _plainTCP(transport):
+    if not plainTCP(transport):
         return 0
     return len(transport.dataBuffer) - transport.offset + transport._tempDataLen  # type: ignore[no-any-return]

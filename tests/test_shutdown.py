@@ -220,3 +220,35 @@ class DrainingFactoryTests(SynchronousTestCase):
         factory.killAll()
         self.assertTrue(graceful.killed and late.killed)
         self.assertTrue(plain.transport.aborted)
+
+    def test_countsWhenAsked(self) -> None:
+        """A factory with countsConnections keeps current and total; one without leaves them to itself."""
+
+        class Counting(DrainingFactory):
+            countsConnections = True
+
+        counting, silent = Counting(), DrainingFactory()
+        a, b = Plain(), Plain()
+        for factory in (counting, silent):
+            factory.connectionOpened(a)
+            factory.connectionOpened(b)
+            factory.connectionClosed(a)
+            factory.connectionClosed(a)  # a second report of the same close counts once
+        self.assertEqual((counting.current, counting.total), (1, 2))
+        self.assertEqual((silent.current, silent.total), (0, 0))
+
+    def test_standInNotCounted(self) -> None:
+        """A stand-in that hands its connection on (ALPN negotiation) leaves it counted once."""
+
+        class Counting(DrainingFactory):
+            countsConnections = True
+
+        factory = Counting()
+        standIn, inner = Plain(), Plain()
+        factory.connectionOpened(standIn, counted=False)
+        self.assertEqual((factory.current, factory.total), (0, 0))
+        factory.connectionOpened(inner)
+        factory.connectionClosed(standIn)
+        self.assertEqual((factory.current, factory.total, factory.connections), (1, 1, {inner}))
+        factory.connectionClosed(inner)
+        self.assertEqual((factory.current, factory.total), (0, 1))

@@ -26,9 +26,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from lbkit import Backend, Server, _splice
-from lbkit._splice import SpliceRelay, startSplice
-from lbkit.tcp import Frontend
+from lbkit import Backend, Server
+from lbkit.tcp import Frontend, _splice
+from lbkit.tcp._splice import SpliceRelay, startSplice
 from tests.helpers import Collector, Echo, ReplyAtEOF, TrackingFactory, TrackingProxyFactory, listen
 
 reactor: Any = _globalReactor

@@ -594,6 +594,78 @@ class IdleTimeoutTests(SynchronousTestCase):
         self.assertFalse(client.disconnecting)
 
 
+class TerminationCodeTests(SynchronousTestCase):
+    """
+    The termination code a connection is logged with follows the phase it
+    was in (HAProxy's codes, docs/operations.md).
+    """
+
+    def test_clientLostRelaying(self) -> None:
+        """A client reset while bytes flow is CD."""
+        endpoint = FakeEndpoint()
+        h = Harness(self, [Server("a", endpoint)])
+        proto, _ = h.accept()
+        endpoint.succeed()
+        proto.connectionLost(LOST)
+        self.assertEqual(proto.termination, "CD")
+
+    def test_clientLostWhileRetryWaits(self) -> None:
+        """A client lost while its retry waits in the queue is CC: a server was chosen already."""
+        ea, eb = FakeEndpoint(), FakeEndpoint()
+        a, b = Server("a", ea, maxconn=1), Server("b", eb, maxconn=1)
+        h = Harness(self, [a, b])
+        first, _ = h.accept()
+        (ea if ea.pending else eb).succeed()
+        second, _ = h.accept()
+        (ea if ea.pending else eb).fail()
+        self.assertEqual((h.backend.queueLength(), second.attempts), (1, 1))
+        second.connectionLost(LOST)
+        self.assertEqual((second.termination, h.backend.queueLength()), ("CC", 0))
+
+    def test_killedBeforeConnected(self) -> None:
+        """A connection killed at shutdown before its server connection is KC."""
+        h = Harness(self, [Server("a", FakeEndpoint())])
+        proto, client = h.accept()
+        proto.kill()
+        self.assertEqual(proto.termination, "KC")
+
+    def test_killedWhileClosing(self) -> None:
+        """A connection killed after both directions ended, before it is gone, is KD."""
+        endpoint = FakeEndpoint()
+        h = Harness(self, [Server("a", endpoint)])
+        proto, client = h.accept()
+        endpoint.succeed()
+        assert proto.peer is not None
+        proto.readConnectionLost()
+        proto.peer.readConnectionLost()
+        self.assertTrue(client.disconnecting)
+        proto.kill()
+        self.assertEqual(proto.termination, "KD")
+
+    def test_clientIdleBeforeHeader(self) -> None:
+        """A client that never sends its PROXY header is closed after timeoutClient as cR."""
+        endpoint = FakeEndpoint()
+        h = Harness(self, [Server("a", endpoint)], timeoutClient=10, acceptProxy=True)
+        proto, client = h.accept()
+        h.reactor.advance(9.9)
+        self.assertFalse(client.disconnecting)
+        for _ in range(4):
+            h.reactor.advance(2.5)
+        self.assertTrue(client.disconnecting)
+        self.assertEqual((proto.termination, endpoint.attempts), ("cR", []))
+
+    def test_serverIdle(self) -> None:
+        """With timeoutServer the shorter, an idle connection is sD."""
+        endpoint = FakeEndpoint()
+        h = Harness(self, [Server("a", endpoint)], timeoutClient=30, timeoutServer=4)
+        proto, client = h.accept()
+        endpoint.succeed()
+        for _ in range(10):
+            h.reactor.advance(1)
+        self.assertTrue(client.disconnecting)
+        self.assertEqual(proto.termination, "sD")
+
+
 class ProxyProtocolTests(SynchronousTestCase):
     """
     Sending and accepting PROXY protocol headers.

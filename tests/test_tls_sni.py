@@ -12,6 +12,7 @@ import sys
 import textwrap
 from typing import Any
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
@@ -19,9 +20,15 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from lbkit import Backend, Server, tcp
-from lbkit._sni import ClientHello, ClientHelloParser, validHostName
 from lbkit.error import ConfigError
 from lbkit.proxyproto import formatV1
+from lbkit.tcp._sni import (
+    ClientHello,
+    ClientHelloParser,
+    Inspector,
+    InvalidClientHello,
+    validHostName,
+)
 from lbkit.testing import HalfCloseableStringTransport
 from lbkit.tls import loadKeyPair
 from tests.helpers import (
@@ -132,6 +139,45 @@ class ParserTests(SynchronousTestCase):
         self.assertIsNone(result.serverName)
 
 
+class InspectorTests(SynchronousTestCase):
+    """L{Inspector}: a connection's first bytes, with no I/O."""
+
+    def test_proxyThenHello(self) -> None:
+        """The PROXY header comes first; everything after it is kept, in order, to replay."""
+        source, destination = IPv4Address("TCP", "10.1.2.3", 5555), IPv4Address("TCP", "10.0.0.1", 443)
+        hello = clientHello("a.example")
+        inspector = Inspector(acceptProxy=True, helloLimit=32768)
+        self.assertIsNone(inspector.feed(formatV1(source, destination)[:10]))
+        self.assertTrue(inspector.waitingForProxy)
+        self.assertIsNone(inspector.feed(formatV1(source, destination)[10:] + hello[:20]))
+        self.assertFalse(inspector.waitingForProxy)
+        done = inspector.feed(hello[20:] + b"more")
+        assert done is not None and done.proxy is not None and done.hello is not None
+        self.assertEqual((done.proxy.source, done.hello.serverName, done.rest), (source, "a.example", hello + b"more"))
+
+    def test_proxyOnly(self) -> None:
+        """Without routes, the inspection ends with the PROXY header."""
+        header = formatV1(IPv4Address("TCP", "10.1.2.3", 5555), IPv4Address("TCP", "10.0.0.1", 80))
+        done = Inspector(acceptProxy=True, helloLimit=None).feed(header + b"GET /")
+        assert done is not None
+        self.assertEqual((done.hello, done.rest), (None, b"GET /"))
+
+    def test_finish(self) -> None:
+        """At the timeout, what came is given back with a nameless ClientHello."""
+        inspector = Inspector(acceptProxy=False, helloLimit=32768)
+        data = clientHello("a.example")[:40]
+        self.assertIsNone(inspector.feed(data))
+        done = inspector.finish()
+        self.assertEqual((done.hello, done.rest), (ClientHello(isTLS=True, complete=False), data))
+
+    def test_badServerName(self) -> None:
+        """A name that is not a host name raises, and the ClientHello is kept for the log."""
+        inspector = Inspector(acceptProxy=False, helloLimit=32768)
+        self.assertRaises(InvalidClientHello, inspector.feed, rawClientHello(b"a\x00.b.example"))
+        assert inspector.hello is not None
+        self.assertEqual(inspector.hello.badServerName, b"a\x00.b.example")
+
+
 class RouteConfigTests(SynchronousTestCase):
     """The routing objects check what they are given."""
 
@@ -237,9 +283,19 @@ class RoutingFakeTests(SynchronousTestCase):
         protocol, _ = self.connect(timeoutInspect=2.0)
         protocol.dataReceived(clientHello("a.example")[:40])
         protocol.connectionLost()
-        self.assertFalse([c for c in self.reactor.getDelayedCalls() if c.active() and "_timedOut" in repr(c.func)])
+        self.assertEqual([c for c in self.reactor.getDelayedCalls() if c.active()], [])
         self.reactor.advance(60)
         self.assertEqual(self.connectedPorts(), [])
+
+    def test_proxyHeaderTimeout(self) -> None:
+        """With C{acceptProxy}, no PROXY header within C{timeoutInspect} closes the client as cR."""
+        protocol, transport = self.connect(acceptProxy=True, timeoutInspect=2.0)
+        protocol.dataReceived(b"PROXY TCP4 10.1")
+        self.reactor.advance(2.0)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual((protocol.termination, self.connectedPorts()), ("cR", []))
+        protocol.connectionLost()
+        self.assertEqual([c for c in self.reactor.getDelayedCalls() if c.active()], [])
 
     def test_proxyHeaderFirst(self) -> None:
         """With C{acceptProxy}, the PROXY header comes first, then the ClientHello."""

@@ -17,7 +17,10 @@ Fails (exit status 1, one line per problem) on:
     the importing one's, in the L{LAYERS} table below;
   - a module the table does not place in a layer.
 
-Usage: python tools/importcheck.py [ROOT]   (ROOT defaults to ./lbkit)
+Usage: python tools/importcheck.py [--picture] [ROOT]   (ROOT defaults to ./lbkit)
+
+With C{--picture} it prints who imports whom, layer by layer, instead
+(the picture in docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -26,9 +29,8 @@ import ast
 import sys
 from pathlib import Path
 
-#: The layers of lbkit, lowest first (docs: /work/shared/ARCHITECTURE.md
-#: section 5.2).  A module may import (at run time) only modules of its own
-#: layer or a lower one; a C{TYPE_CHECKING} import may point up, to annotate.
+#: The layers of lbkit, lowest first (docs/architecture.md).  A module may
+#: import (at run time) only modules of its own layer or a lower one; a C{TYPE_CHECKING} import may point up, to annotate.
 #: Each entry is a module or package prefix: the longest prefix that
 #: matches a module gives its layer, and a prefix covers the package's
 #: submodules ("lbkit.balance" covers "lbkit.balance._roundrobin").  The
@@ -60,8 +62,7 @@ LAYERS: dict[str, int] = {
     "lbkit._connect": 4,
     "lbkit.tls": 4,
     "lbkit._listening": 4,
-    "lbkit._sni": 4,
-    "lbkit._splice": 4,
+    "lbkit._dispatch": 4,
     "lbkit.http._pool": 4,
     "lbkit.http._server": 4,
     "lbkit.http._headers": 4,
@@ -162,9 +163,15 @@ class Imports(ast.NodeVisitor):
         self.found.append((target, [a.name for a in node.names], node.lineno, self._depth > 0))
 
 
-def scan(root: Path) -> list[str]:
+def scan(root: Path, graph: dict[str, set[str]] | None = None) -> list[str]:
+    """
+    The problems of the tree at C{root}, one line each; when C{graph} is
+    given, it is filled with each module's run-time lbkit imports.
+    """
     files = {moduleName(root, p): p for p in sorted(root.rglob("*.py"))}
-    graph: dict[str, set[str]] = {m: set() for m in files}
+    if graph is None:
+        graph = {}
+    graph.update({m: set() for m in files})
     where: dict[tuple[str, str], str] = {}
     problems: list[str] = []
     top = root.name
@@ -273,9 +280,47 @@ def _path(graph: dict[str, set[str]], component: set[str]) -> list[str]:
     return sorted(component)
 
 
+def room(module: str, graph: dict[str, set[str]]) -> str:
+    """Where a module is drawn: its subpackage (C{http/}), or itself (C{_model})."""
+    parts = module.split(".")
+    if len(parts) > 2 or any(m.startswith(module + ".") for m in graph) and len(parts) == 2:
+        return parts[1] + "/"
+    return parts[-1] if len(parts) == 2 else "lbkit (facade)"
+
+
+def picture(graph: dict[str, set[str]]) -> str:
+    """
+    Who imports whom, layer by layer (top first): each room (a module, or
+    a subpackage) and the rooms below or beside it that it imports.
+    """
+    rooms: dict[str, set[str]] = {}
+    layers: dict[str, int] = {}
+    for module, targets in graph.items():
+        r = room(module, graph)
+        rooms.setdefault(r, set()).update(room(t, graph) for t in targets if room(t, graph) != r)
+        layer = layerOf(module)
+        if layer is not None:
+            layers[r] = max(layers.get(r, 0), layer)
+    lines = []
+    for layer in reversed(range(len(LAYER_NAMES))):
+        here = sorted(r for r in rooms if layers.get(r) == layer)
+        if not here:
+            continue
+        lines.append(f"{layer} {LAYER_NAMES[layer]}")
+        for r in here:
+            uses = ", ".join(sorted(rooms[r], key=lambda t: (-layers.get(t, 0), t))) or "-"
+            lines.append(f"    {r:<16} -> {uses}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
-    root = Path(argv[1] if len(argv) > 1 else "lbkit").resolve()
-    problems = scan(root)
+    args = [a for a in argv[1:] if not a.startswith("--")]
+    root = Path(args[0] if args else "lbkit").resolve()
+    graph: dict[str, set[str]] = {}
+    problems = scan(root, graph)
+    if "--picture" in argv:
+        print(picture(graph))
+        return 0
     for line in problems:
         print(line)
     if problems:

@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from twisted.internet import main
 
-from lbkit._pump import _plainTCP
+from lbkit._pump import plainTCP
 
 __all__ = ["COPY_BELOW", "PIPE_SIZE", "SPLICE_FROM", "SpliceRelay", "available", "startSplice"]
 
@@ -293,7 +293,7 @@ def startSplice(client: Any, server: Any, clientSide: Any, serverSide: Any,
         that Twisted could not send yet, no file descriptors left), and the
         caller relays the normal way.
     """
-    if _splice is None or not (_plainTCP(client) and _plainTCP(server)):
+    if _splice is None or not (plainTCP(client) and plainTCP(server)):
         return None
     if not (_flushed(client) and _flushed(server)):
         return None

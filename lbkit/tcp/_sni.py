@@ -4,22 +4,27 @@ SNI pass-through for tcp mode: read the server name from a TLS ClientHello
 without terminating TLS (HAProxy's C{req.ssl_sni} with C{tcp-request
 inspect-delay}), and the routing objects that use it.
 
-L{ClientHelloParser} is fed bytes and does no I/O; L{_SNIPhase} adapts it to
-L{lbkit.tcp.TCPFrontendProtocol}'s accept phase.
+Nothing here does I/O: L{ClientHelloParser} is fed bytes and returns a
+L{ClientHello}, L{chooseBackend} picks a backend for it, and L{Inspector}
+reads a connection's first bytes (PROXY header, ClientHello).
+L{lbkit.tcp.TCPFrontendProtocol} runs them in its inspect phase, and owns
+its timer.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import attrs
 
-from lbkit._model import Backend
+from lbkit._backend import Backend
 from lbkit.error import ConfigError, LBKitError
+from lbkit.proxyproto import ProxyHeaderParser, ProxyInfo
 
 __all__ = [
-    "ClientHello", "ClientHelloParser", "InvalidClientHello", "Route", "sniIs", "sniEnds", "sniAbsent", "validHostName",
+    "ClientHello", "ClientHelloParser", "Inspected", "Inspector", "InvalidClientHello", "Matcher", "Route", "chooseBackend",
+    "sniIs", "sniEnds", "sniAbsent", "validHostName",
 ]
 
 _HANDSHAKE = 0x16
@@ -276,98 +281,89 @@ def chooseBackend(routes: Sequence[Route], default: Backend, hello: ClientHello)
     return default
 
 
-# -- the accept phase ----------------------------------------------------------
+# -- the inspect phase ---------------------------------------------------------
 
 
 @attrs.frozen
-class _PhaseResult:
-    """What L{TCPFrontendProtocol._parseProxyHeader} expects of a parser's result."""
+class Inspected:
+    """
+    What the inspect phase of a tcp connection read.
 
-    source: Any
-    destination: Any
+    @ivar proxy: The PROXY header, when one was expected.
+    @ivar hello: The L{ClientHello}, when routes wait for one.
+    @ivar rest: Every byte after the PROXY header, to replay to the server.
+    """
+
+    proxy: Optional[ProxyInfo]
+    hello: Optional[ClientHello]
     rest: bytes
 
 
-class _SNIPhase:
+class Inspector:
     """
-    The accept phase of a tcp frontend with routes: (an optional PROXY
-    header, then) the ClientHello, buffered until its server name is known,
-    the size limit is reached or C{timeoutInspect} passes.  Then it sets
-    the protocol's C{backend} and gives every buffered byte back, to be
-    replayed to the chosen server.
+    The inspect phase of a tcp connection, with no I/O: an optional PROXY
+    header, then (with routes) the ClientHello, buffered until its server
+    name is known or the size limit is reached.  The protocol that feeds it
+    owns the inspection timer and calls L{finish} when it fires.
 
-    It has the C{feed} interface of L{lbkit.proxyproto.ProxyHeaderParser},
-    so the protocol runs it in its header phase.
+    @ivar hello: The ClientHello once read (also when it was refused).
     """
 
-    def __init__(self, protocol: Any, acceptProxy: bool) -> None:
-        frontend = protocol.factory.frontend
-        self._protocol = protocol
-        self._routes = frontend.routes
-        self._default = frontend.backend
-        self._hello = ClientHelloParser(frontend.inspectLimit)
-        self._proxy: Any = None
-        if acceptProxy:
-            from lbkit.proxyproto import ProxyHeaderParser
-
-            self._proxy = ProxyHeaderParser()
-        self._source: Any = None
-        self._destination: Any = None
+    def __init__(self, acceptProxy: bool, helloLimit: Optional[int]) -> None:
+        """
+        @param acceptProxy: Expect a PROXY header (v1 or v2) first.
+        @param helloLimit: Read the ClientHello, buffering at most this many
+            bytes; L{None}: do not.
+        """
+        self._proxy = ProxyHeaderParser() if acceptProxy else None
+        self._hello = ClientHelloParser(helloLimit) if helloLimit is not None else None
+        self._info: Optional[ProxyInfo] = None
         self._buffered: list[bytes] = []
-        self._done = False
-        self._timer: Any = None
-        if frontend.timeoutInspect > 0:
-            self._timer = protocol.reactor.callLater(frontend.timeoutInspect, self._timedOut)
-        #: The ClientHello once known (for logs and subclasses).
         self.hello: Optional[ClientHello] = None
 
-    def feed(self, data: bytes) -> Optional[_PhaseResult]:
-        if self._done:
-            return self._result(self._hello.finish())
+    @property
+    def waitingForProxy(self) -> bool:
+        """Whether the PROXY header is still incomplete."""
+        return self._proxy is not None
+
+    def feed(self, data: bytes) -> Optional[Inspected]:
+        """
+        Add C{data}.
+
+        @return: L{None} while more is needed, else what was read.
+        @raise InvalidProxyHeader: The PROXY header is malformed.
+        @raise InvalidClientHello: The ClientHello names a server with
+            something that is not a host name.
+        """
         if self._proxy is not None:
-            info = self._proxy.feed(data)  # raises InvalidProxyHeader
+            info = self._proxy.feed(data)
             if info is None:
                 return None
             self._proxy = None
-            self._source, self._destination = info.source, info.destination
+            self._info = info
             data = info.rest
+        if data:
+            self._buffered.append(data)
+        if self._hello is None:
+            return self._result(None)
         if not data:
             return None
-        self._buffered.append(data)
         hello = self._hello.feed(data)
         if hello is None:
             return None
-        return self._result(hello)
-
-    def _result(self, hello: ClientHello) -> _PhaseResult:
-        self._done = True
-        self.stop()
         if hello.badServerName is not None:
             self.hello = hello
             raise InvalidClientHello(f"SNI host name {hello.badServerName[:64]!r} is not a DNS host name")
-        if self.hello is None:
-            self.hello = hello
-            self._protocol.backend = chooseBackend(self._routes, self._default, hello)
-            if self._protocol.context is not None:
-                self._protocol.context.notes["sni"] = hello.serverName
+        return self._result(hello)
+
+    def finish(self) -> Inspected:
+        """
+        What was read, without waiting for more (the inspection timed out
+        after the PROXY header): a ClientHello that says TLS at most.
+        """
+        return self._result(self._hello.finish() if self._hello is not None else None)
+
+    def _result(self, hello: Optional[ClientHello]) -> Inspected:
+        self.hello = hello
         rest, self._buffered = b"".join(self._buffered), []
-        return _PhaseResult(self._source, self._destination, rest)
-
-    def _timedOut(self) -> None:
-        self._timer = None
-        if self._done or self._protocol._parser is not self:
-            return
-        if self._proxy is not None:
-            # Not even the PROXY header came: close, as the PROXY phase would.
-            self._done = True
-            self._protocol.termination = "cR"
-            self._protocol.transport.loseConnection()
-            return
-        self._done = True
-        self._protocol._parseProxyHeader(b"")
-
-    def stop(self) -> None:
-        """Cancel the inspection timer (the connection ended or the phase did)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        return Inspected(self._info, hello, rest)

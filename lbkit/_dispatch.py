@@ -1,0 +1,379 @@
+# -*- test-case-name: tests.test_dispatch -*-
+"""
+Getting a server connection for one client connection (tcp mode) or one
+request (http mode): choose a server, wait in the backend's queue when all
+are full, connect, and retry on another server when the connect fails.
+The modes only adapt the result of a L{Dispatch} (tcp mode does; http
+mode's own copy of this loop is to move here too).
+
+The states of a L{Dispatch} (L{DispatchState}), and what moves it::
+
+    IDLE        start()                               -> CHOOSING
+    CHOOSING    a server with a free slot             -> CONNECTING (CONNECTED: from the pool)
+    CHOOSING    every usable server is full           -> QUEUED
+    CHOOSING    no server usable at all               -> FAILED (SC)
+    QUEUED      a slot came free                      -> CONNECTING (CONNECTED: from the pool)
+    QUEUED      timeoutQueue, or no server usable     -> FAILED (sQ, SC)
+    CONNECTING  connected                             -> CONNECTED
+    CONNECTING  failed, a retry left                  -> CHOOSING (another server)
+    CONNECTING  failed, no retry left                 -> FAILED (SC, sC, RC)
+    QUEUED or CONNECTING: cancel()                    -> CANCELLED
+    CONNECTED   retry() / again(), the caller's connection failed later -> CHOOSING / CONNECTING
+
+A server's connection slot is taken when it is chosen and is the
+L{Dispatch}'s to give back: on a failure, on cancel, and, after success,
+when the caller calls L{Dispatch.release}.  A hook or balancer that
+raises fails the dispatch with its error, the slot given back.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Callable, Generic, Optional, TypeVar
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from lbkit._backend import Backend
+from lbkit._connect import connectFailed, connectServer, isLocalResourceError, prepareRetry
+from lbkit._model import Context, Server
+from lbkit.error import LBKitError, NoServerAvailable, QueueTimeout
+
+__all__ = [
+    "Dispatch", "DispatchFailed", "DispatchState",
+    "SERVER_REFUSED", "CONNECT_TIMEOUT", "QUEUE_TIMEOUT", "OUT_OF_RESOURCES",
+]
+
+P = TypeVar("P")
+
+#: HAProxy's C{SC}: the server refused the connection, or no server was
+#: usable at all (every one down).
+SERVER_REFUSED = "SC"
+#: HAProxy's C{sC}: the connect timed out (C{timeoutConnect}).
+CONNECT_TIMEOUT = "sC"
+#: HAProxy's C{sQ}: no slot came free within C{timeoutQueue}.
+QUEUE_TIMEOUT = "sQ"
+#: HAProxy's C{RC}: lbkit itself ran out of a resource (file descriptors,
+#: socket memory, local ports) while connecting.
+OUT_OF_RESOURCES = "RC"
+
+_log = Logger(namespace="lbkit.dispatch")
+
+
+class DispatchState(enum.Enum):
+    """Where a L{Dispatch} is (see the module docstring)."""
+
+    IDLE = "idle"
+    CHOOSING = "choosing"
+    QUEUED = "queued"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class DispatchFailed(LBKitError):
+    """
+    No server connection could be had.
+
+    @ivar termination: HAProxy's termination code: L{SERVER_REFUSED},
+        L{CONNECT_TIMEOUT}, L{QUEUE_TIMEOUT}, L{OUT_OF_RESOURCES}, or what
+        the caller gave to L{Dispatch.retry}.
+    @ivar status: The HTTP status an http client is answered with.
+    @ivar reason: The failure behind it (the connect error, the queue's
+        L{QueueTimeout} or L{NoServerAvailable}), or L{None}.
+    """
+
+    def __init__(self, termination: str, status: int = 503, reason: Optional[Failure] = None) -> None:
+        why = reason.getErrorMessage() if reason is not None else "no retries left"
+        LBKitError.__init__(self, f"{termination}: {why}")
+        self.termination = termination
+        self.status = status
+        self.reason = reason
+
+
+class Dispatch(Generic[P]):
+    """
+    Gets a connected server protocol for one client (tcp) or request (http):
+    C{backend.tryAcquire}, else C{backend.enqueue} (with the backend's
+    queue timeout), then L{lbkit._connect.connectServer}; a failed connect
+    is retried on another server up to C{backend.retries} times.
+
+    Used on the reactor thread by one frontend protocol; not reusable for
+    another client.
+
+    @ivar backend: The L{Backend} servers are chosen from.
+    @ivar context: The client's L{Context}; C{context.tried} holds the
+        servers chosen so far (L{tried}).
+    @ivar state: A L{DispatchState}.
+    @ivar server: The server chosen last, or L{None} before one was.
+    @ivar attempts: How many times a server was chosen (1 + retries).
+    @ivar holding: Whether a connection slot of C{server} is held: after
+        success it is the caller's to end with L{release}.
+    @ivar reused: Whether the protocol came from C{pooled}, not a connect.
+    @ivar waited: Seconds spent in the queue, all waits together.
+    @ivar queuedAt: C{reactor.seconds()} when last queued; -1.0 before.
+    @ivar chosenAt: When a server was last chosen (after the
+        C{serverChosen} hook); -1.0 before.
+    @ivar connectedAt: When the connection was made or taken from the pool;
+        -1.0 before.
+    """
+
+    # defaults (one connection sets few of them)
+    state = DispatchState.IDLE
+    server: Optional[Server] = None
+    attempts = 0
+    holding = False
+    reused = False
+    waited = 0.0
+    queuedAt = chosenAt = connectedAt = -1.0
+    _result: Optional[Deferred[tuple[Server, P]]] = None
+    _waiting: Optional[Deferred[Any]] = None
+
+    def __init__(
+        self,
+        backend: Backend,
+        context: Context,
+        reactor: Any,
+        protocol: Callable[[Server], P],
+        *,
+        connect: Callable[[Any, Server, P, float], Deferred[P]] = connectServer,  # type: ignore[assignment]
+        serverChosen: Optional[Callable[[Server], None]] = None,
+        pooled: Optional[Callable[[Server], Optional[P]]] = None,
+    ) -> None:
+        """
+        @param reactor: Connects (C{IReactorTCP}) and times (C{IReactorTime}).
+        @param protocol: Builds the protocol to connect to a server.
+        @param connect: How to connect it: C{connect(reactor, server,
+            protocol, timeout)} returns a cancellable L{Deferred} firing
+            with the protocol (L{lbkit._connect.connectServer}).
+        @param serverChosen: Called with each server chosen (again on each
+            retry), before connecting; may raise (the dispatch then fails
+            with that error and gives the slot back).
+        @param pooled: Called after C{serverChosen}: an already connected
+            protocol for that server (a kept-alive connection), or L{None}
+            to connect.
+        """
+        self.backend = backend
+        self.context = context
+        self.reactor = reactor
+        self._newProtocol = protocol
+        self._connect = connect
+        self._serverChosen = serverChosen
+        self._pooled = pooled
+
+    def __repr__(self) -> str:
+        return f"<Dispatch {self.backend.name} {self.state.name} server={self.server and self.server.name}>"
+
+    @property
+    def tried(self) -> set[Server]:
+        """The servers chosen so far (cleared when all were tried)."""
+        return self.context.tried
+
+    # -- what callers call ---------------------------------------------------
+
+    def start(self) -> Deferred[tuple[Server, P]]:
+        """
+        Choose a server and connect to it.
+
+        @return: A L{Deferred} firing with C{(server, protocol)}, the slot
+            held; or failing with L{DispatchFailed}, or with the error a
+            hook or the balancer raised.  Cancelling it stops the wait or
+            the connect, gives the slot back and fails it with
+            L{CancelledError}.
+        """
+        d = self._begin()
+        try:
+            self._choose()
+        except Exception:
+            self._fail(Failure())
+        return d
+
+    def retry(self, termination: str, status: int) -> Deferred[tuple[Server, P]]:
+        """
+        The connection L{start} gave failed later (http: the server closed
+        before answering a request that may be sent again): give its slot
+        back and choose another server, counting a retry, or fail with
+        C{DispatchFailed(termination, status)} when no retry is left.
+
+        @return: As L{start}.
+        """
+        d = self._begin()
+        try:
+            self.release()
+            self._retryOrFail(termination, status, self.server, None)
+        except Exception:
+            self._fail(Failure())
+        return d
+
+    def again(self, termination: str, status: int) -> Deferred[tuple[Server, P]]:
+        """
+        The pooled connection L{start} gave was already dead: connect to
+        the same server once more, without choosing and without counting
+        an attempt, if it has a free slot; else as L{retry}.
+
+        @return: As L{start}.
+        """
+        d = self._begin()
+        try:
+            self.release()
+            server = self.server
+            assert server is not None
+            self.attempts -= 1
+            if server.hasFreeSlot():
+                self.backend.reacquire(server)
+                self.holding = True
+                self.attempts += 1
+                self._connectTo(server)
+            else:
+                self._retryOrFail(termination, status, server, None)
+        except Exception:
+            self._fail(Failure())
+        return d
+
+    def cancel(self) -> None:
+        """Stop a dispatch in progress (as cancelling its L{Deferred}); else nothing."""
+        if self._result is not None and not self._result.called:
+            self._result.cancel()
+
+    def release(self) -> None:
+        """Give back the slot held on C{server}, if one is held."""
+        if self.holding:
+            self.holding = False
+            assert self.server is not None
+            self.backend.release(self.server)
+
+    # -- the loop ------------------------------------------------------------
+    #
+    # start(), retry(), again() and the callbacks of the queue's and the
+    # connect's Deferreds are the entry points: each turns an exception (a
+    # hook, a balancer) into a failed dispatch, the slot given back.
+
+    def _begin(self) -> Deferred[tuple[Server, P]]:
+        if self._result is not None and not self._result.called:
+            raise RuntimeError(f"{self!r} is already running")
+        d: Deferred[tuple[Server, P]] = Deferred(self._cancelled)
+        self._result = d
+        return d
+
+    def _choose(self) -> None:
+        self.state = DispatchState.CHOOSING
+        backend = self.backend
+        try:
+            server = backend.tryAcquire(self.context)
+        except NoServerAvailable:
+            backend.noServerCount += 1
+            self._fail(Failure(DispatchFailed(SERVER_REFUSED, 503, Failure())))
+            return
+        if server is None:
+            self.state = DispatchState.QUEUED
+            self.queuedAt = self.reactor.seconds()
+            waiting = self._waiting = backend.enqueue(self.context, self.reactor)
+            waiting.addCallbacks(self._dequeued, self._queueFailed)
+            return
+        self._chosen(server)
+
+    def _dequeued(self, server: Server) -> None:
+        self._waiting = None
+        self.waited += self.reactor.seconds() - self.queuedAt
+        try:
+            self._chosen(server)
+        except Exception:
+            self._fail(Failure())
+
+    def _queueFailed(self, reason: Failure) -> None:
+        # nothing here calls out: no exception to catch
+        self._waiting = None
+        self.waited += self.reactor.seconds() - self.queuedAt
+        if reason.check(CancelledError) or self.state is DispatchState.CANCELLED:
+            self.state = DispatchState.CANCELLED
+            return
+        termination = QUEUE_TIMEOUT if reason.check(QueueTimeout) else SERVER_REFUSED
+        self._fail(Failure(DispatchFailed(termination, 503, reason)))
+
+    def _chosen(self, server: Server) -> None:
+        self.server = server
+        self.holding = True  # before the hook: if it raises, _fail gives it back
+        self.attempts += 1
+        self.context.tried.add(server)
+        if self._serverChosen is not None:
+            self._serverChosen(server)
+        self.chosenAt = self.reactor.seconds()
+        if self._pooled is not None:
+            protocol = self._pooled(server)
+            if protocol is not None:
+                self.reused = True
+                self.connectedAt = self.chosenAt
+                self._succeed(server, protocol)
+                return
+        self._connectTo(server)
+
+    def _connectTo(self, server: Server) -> None:
+        self.state = DispatchState.CONNECTING
+        self.reused = False
+        protocol = self._newProtocol(server)
+        waiting = self._waiting = self._connect(self.reactor, server, protocol, self.backend.timeoutConnect)
+        waiting.addCallbacks(self._connected, self._connectFailed)
+
+    def _connected(self, protocol: P) -> None:
+        self._waiting = None
+        self.connectedAt = self.reactor.seconds()
+        server = self.server
+        assert server is not None
+        try:
+            server.observe(True)
+        except Exception:
+            self._fail(Failure())
+            return
+        self._succeed(server, protocol)
+
+    def _connectFailed(self, reason: Failure) -> None:
+        self._waiting = None
+        server = self.server
+        assert server is not None
+        try:
+            self.release()
+            if reason.check(CancelledError) or self.state is DispatchState.CANCELLED:
+                # cancelled: nobody's failure (a connector may report its own)
+                self.state = DispatchState.CANCELLED
+                return
+            local = isLocalResourceError(reason)
+            timedOut = connectFailed(server, reason)
+            _log.debug("{server}: connect failed: {why}", server=server.fullName, why=reason.getErrorMessage())
+            termination = OUT_OF_RESOURCES if local else CONNECT_TIMEOUT if timedOut else SERVER_REFUSED
+            # a retry after lbkit's own failure is not one the server caused
+            self._retryOrFail(termination, 503, None if local else server, reason)
+        except Exception:
+            self._fail(Failure())
+
+    def _retryOrFail(self, termination: str, status: int, blame: Optional[Server], reason: Optional[Failure]) -> None:
+        if self.attempts > self.backend.retries:
+            self._fail(Failure(DispatchFailed(termination, status, reason)))
+            return
+        prepareRetry(self.backend, blame, self.context)
+        self._choose()
+
+    def _succeed(self, server: Server, protocol: P) -> None:
+        self.state = DispatchState.CONNECTED
+        result = self._result
+        assert result is not None
+        result.callback((server, protocol))
+
+    def _fail(self, reason: Failure) -> None:
+        try:
+            self.release()
+        except Exception:  # a balancer's hook: the failure still gets out
+            _log.failure("{dispatch}: giving back the slot failed", dispatch=self)
+        self.state = DispatchState.FAILED
+        result = self._result
+        if result is not None and not result.called:
+            result.errback(reason)
+
+    def _cancelled(self, result: Deferred[Any]) -> None:
+        # Deferred.cancel fails result with CancelledError once this returns
+        self.state = DispatchState.CANCELLED
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.cancel()
+        self.release()

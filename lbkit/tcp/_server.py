@@ -1,0 +1,68 @@
+# -*- test-case-name: tests.test_tcp -*-
+"""
+The server side of a tcp-mode connection (L{TCPServerProtocol}), and how
+either side passes an end-of-file on (L{halfClose}).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol, ISSLTransport
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from lbkit._pump import tune, writeThrough
+
+if TYPE_CHECKING:
+    from lbkit.tcp._proxy import TCPFrontendProtocol
+
+__all__ = ["TCPServerProtocol", "halfClose"]
+
+_DONE = Failure(ConnectionDone())
+
+
+def halfClose(transport: Any) -> None:
+    """
+    Shut the write half of C{transport}, or close it where half-close is not
+    possible (TLS: Twisted #5341).
+    """
+    if ISSLTransport.providedBy(transport) or not hasattr(transport, "loseWriteConnection"):
+        transport.loseConnection()
+    else:
+        transport.loseWriteConnection()
+
+
+@implementer(IHalfCloseableProtocol)
+class TCPServerProtocol(Protocol):
+    """
+    The server side of one proxied connection: passes what the server sends
+    to the client.
+    """
+
+    def __init__(self, front: TCPFrontendProtocol) -> None:
+        self.front = front
+        self.bytes = 0
+        self._write: Callable[[bytes], None] | None = None
+        self.readDone = False
+
+    def connectionMade(self) -> None:
+        tune(self.transport)
+        self._write = writeThrough(self.front.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.bytes += len(data)
+        self._write(data)  # type: ignore[misc]
+
+    def readConnectionLost(self) -> None:
+        if not self.readDone:
+            self.readDone = True
+            self.front.serverEOF()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = _DONE) -> None:
+        self.front.serverLost(reason)
