@@ -66,7 +66,6 @@ LAYERS: dict[str, int] = {
     "lbkit.http._pool": 4,
     "lbkit.http._server": 4,
     "lbkit.http._headers": 4,
-    "lbkit.http._dispatch": 4,
     "lbkit.http._sides": 4,
     "lbkit.http._states": 0,
     # 5 modes: frontends and their protocols, health checks, stats pages

@@ -109,7 +109,7 @@ class _ProxyHeaderReader(Protocol):
         # HAProxy waits for the header up to its timeout client
         self._timer = proxyFactory.reactor.callLater(proxyFactory.frontend.timeoutClient, self._timedOut)
         self._tracked = True
-        proxyFactory.connectionOpened(self)
+        proxyFactory.connectionOpened(self, counted=False)  # the protocol it hands on to counts
 
     # -- the header --------------------------------------------------------
 

@@ -69,7 +69,7 @@ class _Negotiating(Protocol):
     def connectionMade(self) -> None:
         reactor = self.factory.reactor
         self._timer = reactor.callLater(self.factory.frontend.timeoutHttpRequest, self._timedOut)
-        self.factory.connectionOpened(self)
+        self.factory.connectionOpened(self, counted=False)  # the protocol it hands on to counts
 
     def _timedOut(self) -> None:
         self._timer = None

@@ -23,12 +23,13 @@ from twisted.python.failure import Failure
 
 from lbkit._address import formatAddress
 from lbkit._backend import Backend
+from lbkit._dispatch import Dispatch, DispatchFailed, DispatchState
 from lbkit._model import Context, Server
 from lbkit.http._body import CHUNKED, UNTIL_CLOSE
-from lbkit.http._dispatch import Dispatcher
 from lbkit.http._headers import CODE_CLASS, IDEMPOTENT, clientSubject, logFields, requestHead
 from lbkit.http._parse import BadMessage, Request, Response
 from lbkit.http._routing import Route
+from lbkit.http._rules import rewriteRequest, rewriteResponse
 from lbkit.http._server import HTTPServerProtocol
 from lbkit.http._sides import ClientSide, Hooks
 from lbkit.http._states import (
@@ -40,7 +41,7 @@ from lbkit.http._states import (
     TRANSITIONS,
     TUNNEL,
 )
-from lbkit.interfaces import IHTTPPersistence
+from lbkit.proxyproto import formatV1, formatV2
 
 if TYPE_CHECKING:
     from lbkit.http._frontend import HTTPProxyFactory
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = ["Exchange"]
 
 _log = Logger(namespace="lbkit.http")
+_QUEUED, _CONNECTING, _CONNECTED = DispatchState.QUEUED, DispatchState.CONNECTING, DispatchState.CONNECTED
 
 
 class Exchange:
@@ -60,16 +62,18 @@ class Exchange:
     The attributes an L{lbkit.interfaces.IRequestRule} may read are
     C{client}, C{frontend}, C{backend}, C{server} and C{request}.
 
-    @ivar state: A L{State}.
+    @ivar state: A L{lbkit.http._states.State}.
     @ivar request: The request (L{None} once the exchange ended).
     @ivar context: Its L{Context}.
     @ivar backend: The backend it was routed to.
     @ivar server: The server chosen for it, or L{None}.
     @ivar conn: The server connection carrying it, or L{None}.
+    @ivar dispatch: The L{Dispatch} getting it a server connection, or L{None}.
     @ivar bodyDone: Whether the request body was read whole.
     @ivar closeAfter: Whether the client connection closes after it.
     @ivar quiet: Log nothing for it (an HTTP/2 stream reset before it went
         to a server).
+    @ivar waitedUntil: When its wait for a server ended in the queue, or -1.0.
     """
 
     # ResponseSink
@@ -112,18 +116,17 @@ class Exchange:
         self._nobodyListens = nobodyListens
         self.logVersion = logVersion
         self.state = HEAD
-        self.started = 0
+        self.started = self.bytesIn = 0
+        self.bodyDone = True
+        self.closeAfter = self.clientGone = self.quiet = False
         self.request: Optional[Request] = None
         self.context: Optional[Context] = None
         self.backend: Optional[Backend] = None
         self.server: Optional[Server] = None
         self.conn: Optional[HTTPServerProtocol] = None
-        self.bodyDone = True
-        self.closeAfter = False
-        self.clientGone = False
-        self.quiet = False
-        self.bytesIn = 0
-        self.dispatcher = Dispatcher(self.reactor, factory.pool, self)
+        self.dispatch: Optional[Dispatch[HTTPServerProtocol]] = None
+        self._dispatch: Optional[Dispatch[HTTPServerProtocol]] = None  # kept for the next request
+        self.waitedUntil = -1.0
 
     def __repr__(self) -> str:
         return f"<Exchange {self.state.name} {self.request!r}>"
@@ -171,20 +174,39 @@ class Exchange:
         self.quiet = False
         self._head: Optional[bytes] = None
         self._route: Any = None
+        #: For the timeouts: when bytes last moved, and how many had then.
         self.startedAt = self.since = now
-        self._lastBytes = -1
-        self.respondedAt = -1.0
+        self.lastBytes = -1
+        self.respondedAt = self.waitedUntil = -1.0
+        self.dispatch = None
         self.server = None
         self.backend = None
         self.context = Context(client=self.client, frontend=self.frontend.name, request=request)
         self.factory.requests += 1
 
-    def dispatch(self) -> None:
-        """Route the request (the C{routeRequest} hook), then choose a server for it."""
-        assert self.request is not None and self.context is not None
+    def forward(self) -> None:
+        """
+        Route the request (the C{routeRequest} hook), then get a server
+        connection for it (L{lbkit._dispatch.Dispatch}: choose, queue,
+        connect, retry) and send it.
+        """
+        context = self.context
+        assert self.request is not None and context is not None
         backend, self._route = self.hooks.routeRequest(self.request)
         self.backend = backend
-        self.dispatcher.start(backend, self.context)
+        dispatch = self._dispatch
+        if dispatch is None:
+            dispatch = self._dispatch = Dispatch(
+                backend, context, self.reactor, self._newServerProtocol, serverChosen=self._serverChosen,
+                pooled=self._pooled, connected=self._connected, failed=self._dispatchFailed,
+            )
+        else:
+            dispatch.reset(backend, context)
+        self.dispatch = dispatch
+        dispatch.run()
+        state = dispatch.state
+        if state is _QUEUED or state is _CONNECTING:
+            self.side.pauseReading()  # it waits for a server: stop reading the client
 
     def requestBodyDone(self) -> None:
         """The client side read the whole request body."""
@@ -195,37 +217,61 @@ class Exchange:
         if self.state is DRAINING:
             self._after()
 
-    # -- choosing and connecting: the Dispatcher's Requester -------------------
+    # -- choosing and connecting: what the Dispatch calls ---------------------
 
-    def serverChosen(self, server: Server) -> None:
-        """The dispatcher chose C{server} (the C{serverChosen} hook runs)."""
+    def _serverChosen(self, server: Server) -> None:
         self.server = server
         self.hooks.serverChosen(server)
+
+    def _pooled(self, server: Server) -> Optional[HTTPServerProtocol]:
+        # an upgrade gets a new connection, a sendProxy server's is this client's own
+        if self.upgrading:
+            return None
+        if server.sendProxy:
+            return self.side.takePrivate(server)
+        return self.factory.pool.get(server)
+
+    def _newServerProtocol(self, server: Server) -> HTTPServerProtocol:
+        return HTTPServerProtocol(server, self.factory.pool)
+
+    def _connected(self, server: Server, conn: HTTPServerProtocol) -> None:
+        assert self.dispatch is not None
+        if server.sendProxy and not self.dispatch.reused:
+            # the first bytes say who the client is; the connection is then
+            # this client's own (ClientSide.keepPrivate)
+            fmt = formatV1 if server.sendProxy == 1 else formatV2
+            conn.send(fmt(self.client, self.side.getHost()))
+            conn.private = True
+        self._send(conn)
+
+    def _dispatchFailed(self, reason: Failure) -> None:
+        failure = reason.value
+        if not isinstance(failure, DispatchFailed):
+            self.internalError(reason)  # a hook, the balancer, or sending raised
+            return
+        dispatch = self.dispatch
+        if dispatch is not None and dispatch.queuedAt > dispatch.chosenAt:
+            self.waitedUntil = self.reactor.seconds()  # the time queued is logged however the wait ended
+        self.fail(failure.status, failure.termination)
 
     def internalError(self, reason: Failure) -> None:
         """
         Something raised while choosing, connecting or sending (a rule, a
-        persistence hook, a subclass): log it and drop the exchange rather
-        than leave the client waiting.
+        persistence hook, a subclass): log it and drop the exchange (IC).
         """
-        _log.failure(
-            "{frontend}: internal error handling {client}",
-            reason,
-            frontend=self.frontend.name,
-            client=formatAddress(self.client),
-        )
+        _log.failure("{frontend}: internal error handling {client}", reason,
+                     frontend=self.frontend.name, client=formatAddress(self.client))
         self.abortExchange("IC")
 
     def _releaseSlot(self) -> None:
-        dispatcher = self.dispatcher
-        if dispatcher.holding:
-            server = dispatcher.server
+        dispatch = self.dispatch
+        if dispatch is not None and dispatch.holding:
+            server = dispatch.server
             assert server is not None
             server.sessions.discard(self.side.session)
-            dispatcher.release()
+            dispatch.release()
 
-    def serverConnected(self, conn: HTTPServerProtocol) -> None:
-        """C{conn} (pooled, or connected now) is ready: send the request on it."""
+    def _send(self, conn: HTTPServerProtocol) -> None:
         request = self.request
         server = self.server
         assert request is not None and server is not None
@@ -239,33 +285,16 @@ class Exchange:
         head = self._head
         if head is None:
             # once per request: a retry sends the same head again
-            self._applyRequestRules(request)
-            head = self._head = requestHead(
-                request,
-                self.framing == CHUNKED,
-                self.upgrading,
-                self.frontend.forwardedFor,
-                self._clientHost,
-                self._scheme,
-                self._clientSubject() if self._certTransport is not None else None,
-            )
+            route = self._route
+            routeRules = route.requestRules if isinstance(route, Route) else ()
+            assert self.backend is not None and self.context is not None
+            rewriteRequest(request, self, self.frontend.requestRules, routeRules, self.backend, self.context)
+            dn = self._clientSubject() if self._certTransport is not None else None
+            head = self._head = requestHead(request, self.framing == CHUNKED, self.upgrading,
+                                            self.frontend.forwardedFor, self._clientHost, self._scheme, dn)
         self.writeResponse = self.side.writeResponse
         conn.startExchange(self, head, request.method == b"HEAD")
         self.side.serverAttached(conn)
-
-    def _applyRequestRules(self, request: Request) -> None:
-        route = self._route
-        for rule in self.frontend.requestRules:
-            rule.applyToRequest(request, self)
-        if isinstance(route, Route):
-            for rule in route.requestRules:
-                rule.applyToRequest(request, self)
-        backend = self.backend
-        assert backend is not None and self.context is not None
-        persistence = backend.persistence
-        # (providedBy(None) alone costs more than the rest of this method)
-        if persistence is not None and IHTTPPersistence.providedBy(persistence):
-            persistence.rewriteRequest(backend, request, self.context)
 
     def _clientSubject(self) -> bytes:
         if self._clientDN is None:
@@ -275,10 +304,7 @@ class Exchange:
     # -- the response (ResponseSink) ---------------------------------------------
 
     def interimResponse(self, response: Response) -> None:
-        """
-        A 1xx response (e.g. 100 Continue): pass it on, except to an
-        HTTP/1.0 client, which does not know them (RFC 9110 §15.2).
-        """
+        """A 1xx response: pass it on, except to an HTTP/1.0 client (RFC 9110 §15.2)."""
         request = self.request
         if request is not None and request.version == b"HTTP/1.0":
             return
@@ -308,17 +334,10 @@ class Exchange:
         if framing == UNTIL_CLOSE:
             self.closeAfter = True
         self.state = TRANSITIONS[self.state]["response"]  # (inline: once per request)
-        backend, server = self.backend, self.server
+        backend, server, route = self.backend, self.server, self._route
         assert backend is not None and server is not None and self.context is not None
-        persistence = backend.persistence
-        if persistence is not None and IHTTPPersistence.providedBy(persistence):
-            persistence.rewriteResponse(backend, server, response, self.context)
-        route = self._route
-        if isinstance(route, Route):
-            for rule in route.responseRules:
-                rule.applyToResponse(response, self)
-        for rule in self.frontend.responseRules:
-            rule.applyToResponse(response, self)
+        routeRules = route.responseRules if isinstance(route, Route) else ()
+        rewriteResponse(response, self, routeRules, self.frontend.responseRules, backend, server, self.context)
         data = self.side.responseHeadBytes(response, framing, False)
         conn.bytes += len(data)
         return data
@@ -379,14 +398,16 @@ class Exchange:
             conn.abort()
         self.side.serverDetached()
         self._releaseSlot()
-        if canRetry:
+        dispatch = self.dispatch
+        if canRetry and dispatch is not None:
             self._go("retry")
-            self.side.pauseReading()
             if conn.reused:
                 # a kept-alive connection the server closed meanwhile: again
-                self.dispatcher.again(502, "SH")
+                dispatch.runAgain("SH", 502)
             else:
-                self.dispatcher.retry(502, "SH")
+                dispatch.runRetry("SH", 502)
+            if dispatch.state is _QUEUED or dispatch.state is _CONNECTING:
+                self.side.pauseReading()
             return
         self.fail(502, "SH")
 
@@ -463,11 +484,11 @@ class Exchange:
                 # reached the client, as HAProxy does
                 self.bytesOut = self.side.responseBytes(conn, False)
             conn.release(reusable and self.state is not TUNNEL, self.side.keepPrivate if conn.private else None)
-        dispatcher = self.dispatcher
-        if dispatcher.pending is not None:
-            dispatcher.cancel()
+        dispatch = self.dispatch
+        if dispatch is not None and dispatch.state is not _CONNECTED:
+            dispatch.cancel()
         server = self.server
-        if server is not None and dispatcher.holding:
+        if server is not None and dispatch is not None and dispatch.holding:
             server.bytesIn += self.bytesIn
             server.bytesOut += self.bytesOut
         factory = self.factory
@@ -479,54 +500,3 @@ class Exchange:
             self.hooks.finished(fields)
             factory.logAccess(fields)
         self.request = None
-
-    # -- timeouts ----------------------------------------------------------------
-
-    def checkTimeouts(self, now: float) -> bool:
-        """
-        Called by the client side's timer while the exchange is active:
-        apply C{timeoutRequestBody}, C{timeoutClient}, the backend's
-        C{timeoutServer} and C{timeoutTunnel}.
-
-        @return: Whether the exchange ended (no more checks are needed).
-        """
-        state = self.state
-        frontend = self.frontend
-        conn = self.conn
-        answering = state in ANSWERING
-        deadline = frontend.timeoutRequestBody
-        if deadline is not None and answering and not self.bodyDone and now - self.dispatcher.connectedAt >= deadline:
-            # the whole body did not arrive in time, however steadily it
-            # trickles (HAProxy's timeout http-request with http-buffer-request)
-            self._clientTooSlow()
-            return True
-        moved = self.bytesIn + (conn.bytes if conn is not None else 0)
-        if moved != self._lastBytes:
-            self._lastBytes = moved
-            self.since = now
-            return False
-        idle = now - self.since
-        if state is TUNNEL:
-            if idle >= frontend.timeoutTunnel:
-                self.abortExchange("cD")
-                return True
-        elif answering and idle >= frontend.timeoutClient and (not self.bodyDone or self.side.stalled()):
-            # the client stopped sending its body, or stopped reading
-            self._clientTooSlow()
-            return True
-        elif answering and self.backend is not None and idle >= self.backend.timeoutServer:
-            if self.responseStarted:
-                self.abortExchange("sD")
-            else:
-                self.dropServer()
-                self.fail(504, "sH")
-            return True
-        return False
-
-    def _clientTooSlow(self) -> None:
-        """The client held the exchange up too long: 408 if nothing was sent yet, else a cut (cD)."""
-        if self.responseStarted:
-            self.abortExchange("cD")
-            return
-        self.dropServer()
-        self.fail(408, "cD")

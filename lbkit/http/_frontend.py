@@ -182,6 +182,7 @@ class HTTPProxyFactory(DrainingFactory, Factory):
 
     protocol: type[Protocol] = HTTPFrontendProtocol
     noisy = False
+    countsConnections = True  # current and total, in connectionOpened/Closed
 
     def __init__(self, frontend: Frontend, reactor: Any) -> None:
         self.frontend = frontend
@@ -190,8 +191,6 @@ class HTTPProxyFactory(DrainingFactory, Factory):
             reactor, frontend.maxIdlePerServer, frontend.poolIdleTimeout
         )
         self.updateTimeouts()
-        self.current = 0
-        self.total = 0
         self.requests = 0
         self.bytesIn = 0
         self.bytesOut = 0
@@ -228,4 +227,4 @@ class HTTPProxyFactory(DrainingFactory, Factory):
         does not and no C{finished} hook is overridden either, the access-log
         fields of a request are not built at all.
         """
-        return self.frontend.log or getattr(self.logAccess, "__func__", None) is not HTTPProxyFactory.logAccess
+        return bool(self.frontend.log) or getattr(self.logAccess, "__func__", None) is not HTTPProxyFactory.logAccess

@@ -33,6 +33,7 @@ from lbkit.http._headers import connectionTokens, errorResponse, responseHead
 from lbkit.http._parse import MAX_HEAD, BadMessage, HeadReader, Request, Response, parseRequestHead
 from lbkit.http._server import HTTPServerProtocol
 from lbkit.http._states import DONE, DRAINING, HEAD, TUNNEL, WAITING
+from lbkit.http._timeouts import checkTimeouts
 from lbkit.interfaces import ISession
 
 if TYPE_CHECKING:
@@ -93,8 +94,6 @@ class HTTPFrontendProtocol(Protocol):
         factory = self.factory
         self.reactor = factory.reactor
         self.frontend = frontend = factory.frontend
-        factory.current += 1
-        factory.total += 1
         transport = self.transport
         self.client = transport.getPeer()  # type: ignore[union-attr]
         scheme = b"https" if ISSLTransport.providedBy(transport) else b"http"
@@ -143,7 +142,6 @@ class HTTPFrontendProtocol(Protocol):
             if self._abortCall.active():
                 self._abortCall.cancel()
             self._abortCall = None
-        self.factory.current -= 1
         if self.exchange is not None:
             self.exchange.clientLost()
         if self._private:
@@ -224,7 +222,7 @@ class HTTPFrontendProtocol(Protocol):
         exchange.begin(request, framing, upgrade, not keepAlive or self.factory.stopping, len(head) + 4)
         # The client is paused only if the request has to wait (queue or
         # connect): a pooled connection takes it at once.
-        exchange.dispatch()
+        exchange.forward()
 
     def _requestBody(self, data: bytes) -> None:
         reader = self._body
@@ -434,13 +432,17 @@ class HTTPFrontendProtocol(Protocol):
                 else:
                     exchange.close()  # idle keep-alive connection
                 return
-        elif exchange.checkTimeouts(now):
+        elif checkTimeouts(exchange, now):
             return
         self._tick = self.reactor.callLater(self.factory.tickInterval, self._checkTimeouts)
 
     def _nobodyListens(self) -> bool:
         """No access log and no override would see the fields: skip them."""
-        return getattr(self.finished, "__func__", None) is HTTPFrontendProtocol.finished and not self.factory.logsAccess()
+        return (
+            not self.frontend.log
+            and getattr(self.finished, "__func__", None) is HTTPFrontendProtocol.finished
+            and not self.factory.logsAccess()
+        )
 
     # -- hooks for subclasses ---------------------------------------------
 

@@ -134,8 +134,6 @@ class H2FrontendProtocol(Protocol):
         factory = self.factory
         self.reactor = factory.reactor
         self.frontend = factory.frontend
-        factory.current += 1
-        factory.total += 1
         transport: Any = self.transport
         self.client = transport.getPeer()
         # inbound header blocks are checked by lbkit.http._h2head, per stream
@@ -357,7 +355,6 @@ class H2FrontendProtocol(Protocol):
         for stream in list(self.streams.values()):
             stream.clientGone("CD")
         self.streams.clear()
-        self.factory.current -= 1
         self.factory.connectionClosed(self)
 
     # -- drain ---------------------------------------------------------------

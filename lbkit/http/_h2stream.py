@@ -34,6 +34,7 @@ from lbkit.http._headers import HOP, MESSAGES, connectionTokens
 from lbkit.http._parse import Request, Response
 from lbkit.http._server import HTTPServerProtocol
 from lbkit.http._states import WAITING
+from lbkit.http._timeouts import checkTimeouts
 from lbkit.interfaces import ISession
 
 if TYPE_CHECKING:
@@ -120,7 +121,7 @@ class H2Stream:
         if head.method == b"CONNECT":  # no tunnels over HTTP/2 here
             exchange.fail(501, "CR")
             return
-        exchange.dispatch()
+        exchange.forward()
 
     # -- request body: client -> server ------------------------------------
 
@@ -350,7 +351,7 @@ class H2Stream:
         self._tick = None
         if self._done or not self.exchange.active:
             return
-        if self.exchange.checkTimeouts(self.h2.reactor.seconds()):
+        if checkTimeouts(self.exchange, self.h2.reactor.seconds()):
             return
         self._tick = self.h2.reactor.callLater(self.h2.factory.tickInterval, self._checkTimeouts)
 

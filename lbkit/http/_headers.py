@@ -254,8 +254,13 @@ def logFields(exchange: Exchange) -> dict[str, Any]:
     request = exchange.request
     server = exchange.server
     backend = exchange.backend
-    dispatcher = exchange.dispatcher
-    chosen, connected = dispatcher.chosenAt, dispatcher.connectedAt
+    dispatch = exchange.dispatch
+    chosen = connected = -1.0
+    attempts = 0
+    if dispatch is not None:
+        chosen, connected, attempts = dispatch.chosenAt, dispatch.connectedAt, dispatch.attempts
+    if exchange.waitedUntil >= 0:
+        chosen = exchange.waitedUntil
     line = "-"
     if request is not None:
         version = exchange.logVersion or request.version
@@ -274,6 +279,6 @@ def logFields(exchange: Exchange) -> dict[str, Any]:
         status=exchange.status,
         bytes=exchange.bytesOut,
         termination=exchange.termination,
-        retries=max(0, dispatcher.attempts - 1),
+        retries=max(0, attempts - 1),
         request=line,
     )
