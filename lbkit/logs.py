@@ -19,32 +19,30 @@ elsewhere with a module-level C{accessLog}::
 (or C{twistd lbkit --access-log PATH|syslog[:ADDRESS] --access-log-format
 json}).  Once destinations are set, access lines go only there.  Files are
 opened when the service starts (before twistd drops privileges) and again
-on every reload, so C{logrotate} only needs to send SIGHUP.
+on every reload; SIGUSR1 (or L{LoadBalancerService.reopenAccessLogs
+<lbkit.service.LoadBalancerService.reopenAccessLogs>}) only reopens them,
+for C{logrotate}.  Lines are buffered and written in batches, never
+blocking the proxy (L{lbkit._accesslog}).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
-from typing import IO, Any, Sequence
+from typing import Any, Sequence
 
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from zope.interface import implementer
 
+from lbkit._accesslog import AccessLogSink, FileWriter, LineWriter, StdoutWriter
 from lbkit._origin import definedAt
+from lbkit._syslog import FACILITIES, SYSLOG_FORMATS, SyslogWriter
 from lbkit.error import ConfigError
 
-__all__ = ["AccessLog", "AccessLogDispatcher", "FACILITIES", "jsonRecord", "checkAccessLog", "parseDestination"]
-
-#: syslog facility names and numbers.
-FACILITIES = {
-    "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7,
-    "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11,
-    **{f"local{i}": 16 + i for i in range(8)},
-}
-_INFO = 6
+__all__ = [
+    "AccessLog", "AccessLogDispatcher", "AccessLogSink", "FACILITIES", "jsonRecord", "checkAccessLog",
+    "parseDestination",
+]
 
 
 def jsonRecord(event: LogEvent) -> dict[str, Any]:
@@ -59,6 +57,31 @@ def jsonRecord(event: LogEvent) -> dict[str, Any]:
     return record
 
 
+def _lineOf(event: LogEvent) -> bytes:
+    """
+    The text of an access-log event, as L{formatEvent} gives it, encoded.
+    A plain format (no C{{name()}} calls, as the documented ones) is
+    applied with C{str.format_map}, which gives the same text many times
+    faster than L{formatEvent}'s own formatter.
+    """
+    format = event.get("log_format")
+    if isinstance(format, str) and "(" not in format and "log_flattened" not in event:
+        try:
+            return format.format_map(event).encode("utf-8", "backslashreplace")
+        except Exception:
+            pass  # formatEvent says what went wrong, in the line
+    return formatEvent(event).encode("utf-8", "backslashreplace")
+
+
+def _checkTag(tag: Any, syslogFormat: str) -> None:
+    if not isinstance(tag, str) or not tag:
+        raise ConfigError(f"AccessLog: tag must be a program name, not {tag!r}")
+    if syslogFormat == "rfc5424" and (len(tag) > 48 or not all(33 <= ord(c) <= 126 for c in tag)):
+        raise ConfigError(
+            f"AccessLog: an RFC 5424 tag (APP-NAME) is 1 to 48 printable ASCII characters without spaces, not {tag!r}"
+        )
+
+
 class AccessLog:
     """
     One destination of access-log lines.
@@ -70,11 +93,15 @@ class AccessLog:
         object per line (L{jsonRecord}).
     @param syslog: Send to syslog instead: C{True} for C{/dev/log}, the
         path of another UNIX datagram socket, or C{("host", port)} for UDP.
-        Each line is one RFC 3164 message, facility C{facility}, severity
-        info, tagged C{tag[pid]}.  Messages that would block are dropped
-        and counted (C{dropped}): logging never stalls the proxy.
+        Each line is one message, facility C{facility}, severity info,
+        tagged C{tag}, framed as C{syslogFormat} says.  Messages the socket
+        does not take wait in a bounded buffer, then are dropped and
+        counted: logging never stalls the proxy.
     @param facility: A name from L{FACILITIES}.
-    @param tag: The syslog program name.
+    @param tag: The syslog program name (RFC 5424's APP-NAME).
+    @param syslogFormat: C{"rfc3164"} (C{<PRI>Mmm dd hh:mm:ss tag[pid]:
+        line}) or C{"rfc5424"} (C{<PRI>1 TIMESTAMP HOSTNAME tag pid - -
+        line}, the timestamp to the microsecond with its UTC offset).
     """
 
     def __init__(
@@ -85,6 +112,7 @@ class AccessLog:
         syslog: bool | str | tuple[str, int] | None = None,
         facility: str = "local0",
         tag: str = "lbkit",
+        syslogFormat: str = "rfc3164",
     ) -> None:
         self.definedAt = definedAt()
         if path is not None and (not isinstance(path, str) or not path):
@@ -110,122 +138,58 @@ class AccessLog:
                 )
         if facility not in FACILITIES:
             raise ConfigError(f"AccessLog: unknown syslog facility {facility!r}; one of {', '.join(FACILITIES)}")
+        if syslogFormat not in SYSLOG_FORMATS:
+            raise ConfigError(f"AccessLog: syslogFormat must be one of {', '.join(SYSLOG_FORMATS)}, not {syslogFormat!r}")
+        _checkTag(tag, syslogFormat)
         self.path = path
         self.format = format
         self.syslog = syslog
         self.facility = facility
         self.tag = tag
+        self.syslogFormat = syslogFormat
 
     def __repr__(self) -> str:
         where = f"syslog {self.syslog!r}" if self.syslog is not None else (self.path or "twisted log")
         return f"<AccessLog {where} {self.format}>"
 
-    def open(self) -> _Writer:
+    def open(self, clock: Any = None) -> _TwistedLogWriter | LineWriter:
         """
         Open the destination.
 
+        @param clock: Schedules the flushes of the writer's buffer (an
+            L{IReactorTime}); L{None} writes every line at once.
         @raise ConfigError: when it cannot be opened (missing directory,
             permissions, no syslog socket), saying why.
         """
+        writer: _TwistedLogWriter | LineWriter
         if self.syslog is not None:
-            return _SyslogWriter(self)
-        if self.path is None:
+            writer = SyslogWriter(
+                self.syslog, self.format, clock, facility=self.facility, tag=self.tag, framing=self.syslogFormat
+            )
+        elif self.path is None:
             return _TwistedLogWriter(self)
-        return _FileWriter(self)
+        elif self.path == "-":
+            writer = StdoutWriter(self.format, clock)
+        else:
+            writer = FileWriter(self.path, self.format, clock)
+        writer.spec = self
+        return writer
 
 
-class _Writer:
+class _TwistedLogWriter:
+    """Access lines as events on Twisted's global log (the default)."""
+
     def __init__(self, spec: AccessLog) -> None:
         self.spec = spec
 
-    def text(self, event: LogEvent) -> str:
-        if self.spec.format == "json":
-            return json.dumps(jsonRecord(event), sort_keys=True, default=str)
-        return formatEvent(event)
-
     def write(self, event: LogEvent) -> None:
-        raise NotImplementedError()
+        if self.spec.format == "json":
+            text = json.dumps(jsonRecord(event), sort_keys=True, default=str)
+            event = dict(event, log_format="{accessJSON}", accessJSON=text)
+        globalLogPublisher(event)
 
     def close(self) -> None:
         pass
-
-
-class _TwistedLogWriter(_Writer):
-    def write(self, event: LogEvent) -> None:
-        if self.spec.format == "json":
-            event = dict(event, log_format="{accessJSON}", accessJSON=self.text(event))
-        globalLogPublisher(event)
-
-
-class _FileWriter(_Writer):
-    def __init__(self, spec: AccessLog) -> None:
-        super().__init__(spec)
-        self._own = spec.path != "-"
-        if not self._own:
-            self._file: IO[str] = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
-            return
-        assert spec.path is not None
-        try:
-            self._file = open(spec.path, "a", encoding="utf-8", buffering=1)
-        except OSError as e:
-            raise ConfigError(f"AccessLog: cannot open {spec.path!r}: {e.strerror}") from None
-
-    def write(self, event: LogEvent) -> None:
-        self._file.write(self.text(event) + "\n")
-
-    def close(self) -> None:
-        try:
-            self._file.close()
-        except OSError:
-            pass  # what could not be flushed is lost, as a failed write is
-
-
-class _SyslogWriter(_Writer):
-    def __init__(self, spec: AccessLog) -> None:
-        super().__init__(spec)
-        self.address = spec.syslog
-        self.priority = FACILITIES[spec.facility] * 8 + _INFO
-        #: Messages dropped because the socket would have blocked.
-        self.dropped = 0
-        self._sock = self._connect()
-
-    def _connect(self) -> socket.socket:
-        address = self.address
-        family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.connect(address)  # type: ignore[arg-type]
-        except OSError as e:
-            sock.close()
-            raise ConfigError(f"AccessLog: cannot reach syslog at {address!r}: {e.strerror}") from None
-        sock.setblocking(False)
-        return sock
-
-    def write(self, event: LogEvent) -> None:
-        now = time.localtime(event.get("log_time", time.time()))
-        stamp = time.strftime("%b ", now) + f"{now.tm_mday:2d}" + time.strftime(" %H:%M:%S", now)
-        data = f"<{self.priority}>{stamp} {self.spec.tag}[{os.getpid()}]: {self.text(event)}".encode()
-        try:
-            self._sock.send(data)
-        except BlockingIOError:
-            self.dropped += 1
-        except OSError:
-            if not isinstance(self.address, str):
-                # UDP: a refused send only means nobody listened to the last
-                # one; reconnecting would look the host up again, on the
-                # reactor thread, for every line
-                self.dropped += 1
-                return
-            # the local syslog daemon restarted: reconnect once
-            try:
-                self._sock.close()
-                self._sock = self._connect()
-                self._sock.send(data)
-            except (OSError, ConfigError):
-                self.dropped += 1
-
-    def close(self) -> None:
-        self._sock.close()
 
 
 @implementer(ILogObserver)
@@ -234,42 +198,56 @@ class AccessLogDispatcher:
     The observer of a service's access-log events: sends each to the open
     destinations, or to Twisted's log when there are none.  L{replace}
     swaps the destinations (at start and on reload).
+
+    The destinations other than Twisted's log are the writers of L{sink},
+    which an exchange may also write to directly, formatting its own line
+    (see L{lbkit._accesslog}).
+
+    @param clock: Schedules the writers' flushes (the service's reactor);
+        L{None}: every line is written at once.
+    @ivar writers: Every open destination, in order.
     """
 
-    def __init__(self) -> None:
-        self.writers: list[_Writer] = []
+    def __init__(self, clock: Any = None) -> None:
+        self.clock = clock
+        self.sink = AccessLogSink()
+        self.writers: list[_TwistedLogWriter | LineWriter] = []
+        self._twisted: list[_TwistedLogWriter] = []
 
     def __call__(self, event: LogEvent) -> None:
-        writers = self.writers
-        if not writers:
+        if not self.writers:
             globalLogPublisher(event)
             return
-        for writer in writers:
-            try:
-                writer.write(event)
-            except OSError:
-                # a full disk or a closed pipe must not break the proxy:
-                # the line is lost and counted
-                writer.dropped = getattr(writer, "dropped", 0) + 1  # type: ignore[attr-defined]
+        for writer in self._twisted:
+            writer.write(event)
+        sink = self.sink
+        if sink.writers:
+            sink.emit(_lineOf(event), lambda: jsonRecord(event))
 
     def replace(self, destinations: Sequence[AccessLog]) -> None:
         """
-        Open C{destinations} and use them from now on, closing the old ones.
+        Open C{destinations} and use them from now on, closing the old ones
+        (their buffered lines are written first).
 
         @raise ConfigError: when one cannot be opened; the old ones are
             then kept.
         """
-        opened: list[_Writer] = []
+        opened: list[_TwistedLogWriter | LineWriter] = []
         try:
             for destination in destinations:
-                opened.append(destination.open())
+                opened.append(destination.open(self.clock))
         except ConfigError:
             for writer in opened:
                 writer.close()
             raise
-        old, self.writers = self.writers, opened
-        for writer in old:
-            writer.close()
+        self.writers = opened
+        self._twisted = [w for w in opened if isinstance(w, _TwistedLogWriter)]
+        lines = [w for w in opened if isinstance(w, LineWriter)]
+        self.sink.replace(lines, active=not self._twisted)
+
+    def reopen(self) -> list[str]:
+        """Open the file destinations again (L{AccessLogSink.reopen})."""
+        return self.sink.reopen()
 
     def close(self) -> None:
         """Close every destination; events go to Twisted's log again."""
@@ -289,24 +267,24 @@ def checkAccessLog(value: Any, where: str) -> tuple[AccessLog, ...]:
     return tuple(items)
 
 
-def parseDestination(text: str, format: str = "text") -> AccessLog:
+def parseDestination(text: str, format: str = "text", syslogFormat: str = "rfc3164") -> AccessLog:
     """
     An C{--access-log} option: C{log} (Twisted's log), C{-} (standard
     output), C{syslog}, C{syslog:/path/to/socket}, C{syslog:host:port}, or a
-    file path.
+    file path; C{syslogFormat} frames the syslog ones.
 
     @raise ConfigError: when it cannot be understood.
     """
     if text == "log":
         return AccessLog(format=format)
     if text == "syslog":
-        return AccessLog(format=format, syslog=True)
+        return AccessLog(format=format, syslog=True, syslogFormat=syslogFormat)
     if text.startswith("syslog:"):
         rest = text[len("syslog:"):]
         if rest.startswith("/"):
-            return AccessLog(format=format, syslog=rest)
+            return AccessLog(format=format, syslog=rest, syslogFormat=syslogFormat)
         host, sep, port = rest.rpartition(":")
         if not sep or not port.isdigit():
             raise ConfigError(f"--access-log {text!r}: expected syslog:/path or syslog:host:port")
-        return AccessLog(format=format, syslog=(host, int(port)))
+        return AccessLog(format=format, syslog=(host, int(port)), syslogFormat=syslogFormat)
     return AccessLog(text, format=format)

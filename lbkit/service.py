@@ -33,7 +33,7 @@ from lbkit._origin import definedAt
 from lbkit.config import Site, checkGrace, checkListen, loadSite
 from lbkit.error import ConfigError
 from lbkit.health import HealthService
-from lbkit.logs import AccessLog, AccessLogDispatcher, checkAccessLog
+from lbkit.logs import AccessLog, AccessLogDispatcher, AccessLogSink, checkAccessLog
 from lbkit.reload import applySite
 
 __all__ = ["LoadBalancerService", "ListeningService", "ListenFailed", "fromSiteFile"]
@@ -69,8 +69,8 @@ class LoadBalancerService(MultiService):
         from when not given.
     @param defaultGrace: The grace period when neither C{grace} nor the
         site says; L{None} stops listening without waiting.
-    @param installSignalHandlers: Reload on SIGHUP while running (C{twistd
-        lbkit} turns it on).
+    @param installSignalHandlers: Reload on SIGHUP and reopen the access-log
+        files on SIGUSR1 while running (C{twistd lbkit} turns it on).
     @raise lbkit.error.ConfigError: when C{listen} is wrong; the message
         names the file and line that created this service.
     """
@@ -109,7 +109,12 @@ class LoadBalancerService(MultiService):
         self._dispatcher = AccessLogDispatcher()
         #: The logger every frontend's access lines go through.
         self.accessLogger = Logger(namespace="lbkit.access", observer=self._dispatcher)
+        #: The same destinations, for frontends that format their own
+        #: lines (L{AccessLogSink.emit}); given to each factory as its
+        #: C{accessSink}.
+        self.accessSink: AccessLogSink = self._dispatcher.sink
         self._previousHandler: Any = None
+        self._previousUsr1: Any = None
         self._reloading = False
 
     # -- settings ---------------------------------------------------------
@@ -140,6 +145,7 @@ class LoadBalancerService(MultiService):
             from twisted.internet import reactor
 
             self.reactor = reactor
+        self._dispatcher.clock = self.reactor
         self.bindSite()
         for item in self.listen:
             self.addItem(item)
@@ -155,6 +161,9 @@ class LoadBalancerService(MultiService):
             bindReloader = getattr(item, "bindReloader", None)
             if bindReloader is not None:
                 bindReloader(self.reload)
+            bindAccessLog = getattr(item, "bindAccessLog", None)
+            if bindAccessLog is not None:
+                bindAccessLog(self.accessSink)
 
     def addItem(self, item: Any) -> IService:
         """Build the service of one C{listen} item and add it (it starts if we run)."""
@@ -175,10 +184,14 @@ class LoadBalancerService(MultiService):
         child.setServiceParent(self)
 
     def wireFactories(self, item: Any) -> None:
-        """Send the access lines of C{item}'s factories through L{accessLogger}."""
+        """
+        Send the access lines of C{item}'s factories through L{accessLogger},
+        and give them L{accessSink} (as C{factory.accessSink}).
+        """
         for factory in getattr(item, "factories", ()):
             if hasattr(factory, "accessLog"):
                 factory.accessLog = self.accessLogger
+                factory.accessSink = self.accessSink
 
     def ensureHealth(self, backend: Backend) -> None:
         """Run a health service for C{backend} if it has a check and none runs."""
@@ -248,10 +261,17 @@ class LoadBalancerService(MultiService):
         MultiService.startService(self)
         if self.installSignalHandlers:
             self._previousHandler = signal.signal(signal.SIGHUP, self._sighup)
+            self._previousUsr1 = signal.signal(signal.SIGUSR1, self._sigusr1)
 
     def _sighup(self, signum: int, frame: Any) -> None:
         _log.info("lbkit: SIGHUP: reloading the site file")
         self.reactor.callFromThread(self._reloadLogged)
+
+    def _sigusr1(self, signum: int, frame: Any) -> None:
+        self.reactor.callFromThread(self.reopenAccessLogs)
+        previous = self._previousUsr1
+        if callable(previous):
+            previous(signum, frame)  # twistd rotates twistd.log on SIGUSR1
 
     def _reloadLogged(self) -> None:
         self.reload().addErrback(lambda f: None)  # reload logged why
@@ -260,6 +280,9 @@ class LoadBalancerService(MultiService):
         if self._previousHandler is not None:
             signal.signal(signal.SIGHUP, self._previousHandler)
             self._previousHandler = None
+        if self._previousUsr1 is not None:
+            signal.signal(signal.SIGUSR1, self._previousUsr1)
+            self._previousUsr1 = None
         self._listening = False
         grace = self.effectiveGrace()
         for item in self.listen:
@@ -288,6 +311,22 @@ class LoadBalancerService(MultiService):
         @raise ConfigError: when one cannot be opened; nothing changes then.
         """
         self._dispatcher.replace(destinations)
+
+    def reopenAccessLogs(self) -> list[str]:
+        """
+        Open the access-log files again, by path: after C{logrotate}
+        renamed them, new lines go to new files and none is lost (SIGUSR1,
+        the command socket's C{reopen logs} and C{POST /admin/reopen} call
+        this).  A file that cannot be opened (permissions dropped since
+        start-up) keeps receiving lines where it was.
+
+        @return: One line per file destination, also logged.
+        """
+        results = self._dispatcher.reopen()
+        _log.info(
+            "lbkit: access logs reopened: {results}", results="; ".join(results) or "no file destinations"
+        )
+        return results
 
     # -- reloading --------------------------------------------------------
 

@@ -43,8 +43,9 @@ class Options(usage.Options):
         "The file is checked before anything listens: a mistake in it stops "
         "start-up with one line naming the file, the line and the problem.  "
         "Every name a site file may use is described in docs/config.md.  "
-        "SIGHUP reloads the site file; SIGTERM stops accepting and lets "
-        "connections finish for up to --grace seconds (docs/operations.md)."
+        "SIGHUP reloads the site file; SIGUSR1 reopens the access-log files; "
+        "SIGTERM stops accepting and lets connections finish for up to "
+        "--grace seconds (docs/operations.md)."
     )
     optParameters = [
         [
@@ -65,6 +66,12 @@ class Options(usage.Options):
             None,
             "text",
             "Format of the --access-log destinations: text or json.",
+        ],
+        [
+            "access-log-syslog-format",
+            None,
+            "rfc3164",
+            "Framing of the --access-log syslog destinations: rfc3164 or rfc5424.",
         ],
     ]
 
@@ -92,8 +99,13 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--grace must be a number of seconds, not {self['grace']!r}") from None
         if self["access-log-format"] not in ("text", "json"):
             raise usage.UsageError("--access-log-format must be text or json")
+        if self["access-log-syslog-format"] not in ("rfc3164", "rfc5424"):
+            raise usage.UsageError("--access-log-syslog-format must be rfc3164 or rfc5424")
         try:
-            self["accessLog"] = [parseDestination(d, self["access-log-format"]) for d in self["access-log"]] or None
+            self["accessLog"] = [
+                parseDestination(d, self["access-log-format"], self["access-log-syslog-format"])
+                for d in self["access-log"]
+            ] or None
             self["site"] = loadSite(path)
         except ConfigError as e:
             raise SystemExit(f"lbkit: {e}") from None

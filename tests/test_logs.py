@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import socket
 import textwrap
 from typing import Any
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from lbkit import Backend, Server, tcp
+from lbkit import Backend, Server, http, tcp
 from lbkit.config import loadSite
 from lbkit.error import ConfigError
 from lbkit.http import HTTP_LOG_FORMAT
@@ -23,8 +25,15 @@ from lbkit.logs import AccessLog, AccessLogDispatcher, parseDestination
 from lbkit.service import LoadBalancerService
 from lbkit.tap import Options
 from lbkit.tcp import TCP_LOG_FORMAT
-from tests.helpers import Collector, Echo, TrackingFactory
-from tests.test_reload import frontendPort, reactor
+from tests.helpers import Collector, Echo, TrackingFactory, freePort, spawn
+from tests.test_reload import Client, frontendPort, reactor, startBackend, writeSite
+from tests.test_reload_process import SITE, TWISTD
+
+#: The documented http line (docs/http.md), for a request to 127.0.0.1.
+HTTP_LINE = re.compile(
+    r'^127\.0\.0\.1:\d+ \[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d\] web app/(\w+) '
+    r'0/\d+/\d+/\d+/\d+ 200 \d+ -- 0 "GET (\S+) HTTP/1\.1"$'
+)
 
 TCP_FIELDS = dict(
     client="127.0.0.1:40000", date="01/Jan/2026:00:00:00.000", frontend="front", backend="web",
@@ -103,6 +112,9 @@ class DestinationTests(SynchronousTestCase):
         self.assertRaises(ConfigError, AccessLog, "x.log", syslog=True)
         self.assertRaises(ConfigError, AccessLog, syslog=("host",))
         self.assertRaises(ConfigError, AccessLog, syslog=True, facility="local9")
+        self.assertRaises(ConfigError, AccessLog, syslog=True, syslogFormat="rfc1")
+        self.assertRaises(ConfigError, AccessLog, syslog=True, syslogFormat="rfc5424", tag="has space")
+        self.assertEqual(AccessLog(syslog=True, tag="has space").tag, "has space")  # RFC 3164 is lenient
 
     def test_parseDestination(self) -> None:
         """The --access-log forms."""
@@ -152,6 +164,20 @@ class SiteTests(SynchronousTestCase):
         self.assertEqual(options["grace"], 7.0)
         self.assertEqual([(a.path, a.syslog, a.format) for a in options["accessLog"]],
                          [("a.log", None, "json"), (None, "/dev/log", "json")])
+        self.assertEqual(options["accessLog"][1].syslogFormat, "rfc3164")
+
+    def test_syslogFormatOption(self) -> None:
+        """C{--access-log-syslog-format rfc5424} frames the syslog destinations as RFC 5424; other values are refused."""
+        options = Options()
+        options.parseOptions([
+            "--config", self.site(""), "--access-log", "syslog:127.0.0.1:514", "--access-log-syslog-format", "rfc5424",
+        ])
+        self.assertEqual([(a.syslog, a.syslogFormat) for a in options["accessLog"]], [(("127.0.0.1", 514), "rfc5424")])
+        from twisted.python.usage import UsageError
+
+        self.assertRaises(UsageError, Options().parseOptions, [
+            "--config", self.site(""), "--access-log", "syslog", "--access-log-syslog-format", "rfc9999",
+        ])
 
 
 class ServiceLogTests(TestCase):
@@ -189,6 +215,140 @@ class ServiceLogTests(TestCase):
         )
         self.assertEqual((record["frontend"], record["backend"], record["server"]), ("front", "web", "web1"))
         self.assertEqual((record["bytesIn"], record["bytesOut"], record["mode"]), (4, 4, "tcp"))
+
+
+class ReopenTests(TestCase):
+    """Reopening the access-log files after rotation: new lines go to a new file, none is lost."""
+
+    timeout = 20
+
+    @inlineCallbacks
+    def test_reopenInProcess(self) -> Any:
+        """
+        A file renamed while the service runs keeps the lines logged so far
+        (even those still buffered); after L{reopenAccessLogs}, new lines go
+        to a new file at the old path.
+        """
+        port, _ = startBackend(self, "web1")
+        path = self.mktemp()
+        app = Backend("app", [Server("web1", f"127.0.0.1:{port}")])
+        service = LoadBalancerService(
+            [http.Frontend("tcp:0:interface=127.0.0.1", default=app, name="web")], reactor(),
+            accessLog=[AccessLog(path)], grace=5,
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        (factory,) = service.listen[0].factories
+        self.assertIs(factory.accessSink, service.accessSink)
+        self.assertTrue(service.accessSink.active)
+        (writer,) = service.accessSink.writers
+        logged: list[Deferred[None]] = []
+        add = writer.add
+
+        def counting(line: bytes) -> None:
+            add(line)
+            if logged:
+                logged.pop(0).callback(None)
+
+        writer.add = counting  # type: ignore[method-assign]
+        client = Client(self)
+        front = frontendPort(service)
+        for name in (b"/one", b"/two"):
+            logged.append(Deferred())
+            yield client.get(front, name)
+        self.assertEqual(logged, [])
+        self.assertGreater(writer.pending(), 0)  # buffered, not yet written
+        os.rename(path, path + ".1")
+        self.assertEqual(service.reopenAccessLogs(), [f"file:{path}: reopened"])
+        yield client.get(front, b"/three")
+        yield client.fresh()
+        yield service.stopService()
+
+        def requests(name: str) -> list[str]:
+            with open(name) as f:
+                return [HTTP_LINE.match(line).group(2) for line in f.read().splitlines()]  # type: ignore[union-attr]
+
+        self.assertEqual(requests(path + ".1"), ["/one", "/two"])
+        self.assertEqual(requests(path), ["/three"])
+
+
+class SignalTests(TestCase):
+    """SIGUSR1 in a service with signal handlers installed."""
+
+    timeout = 10
+
+    @inlineCallbacks
+    def test_sigusr1ChainsAndRestores(self) -> Any:
+        """
+        SIGUSR1 reopens the access logs on the reactor thread and still
+        calls the handler that was there before (twistd's log rotation);
+        stopping puts that handler back.
+        """
+        earlier: list[int] = []
+
+        def previous(signum: int, frame: Any) -> None:
+            earlier.append(signum)
+
+        old = signal.signal(signal.SIGUSR1, previous)
+        self.addCleanup(signal.signal, signal.SIGUSR1, old)
+        path = self.mktemp()
+        service = LoadBalancerService(
+            [tcp.Frontend("tcp:0:interface=127.0.0.1", Backend("web", [Server("web1", "127.0.0.1:9")]))],
+            reactor(), accessLog=[AccessLog(path)], installSignalHandlers=True,
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        reopened: Deferred[list[str]] = Deferred()
+        service.reopenAccessLogs = lambda: reopened.callback(LoadBalancerService.reopenAccessLogs(service))  # type: ignore[method-assign]
+        os.rename(path, path + ".1")
+        os.kill(os.getpid(), signal.SIGUSR1)
+        results = yield reopened
+        self.assertEqual(results, [f"file:{path}: reopened"])
+        self.assertTrue(os.path.exists(path))
+        self.assertEqual(earlier, [signal.SIGUSR1])
+        yield service.stopService()
+        self.assertIs(signal.getsignal(signal.SIGUSR1), previous)
+
+
+class ProcessLogTests(TestCase):
+    """C{twistd lbkit --access-log PATH} as a real process, rotated with SIGUSR1."""
+
+    timeout = 40
+
+    @inlineCallbacks
+    def test_sigusr1Reopens(self) -> Any:
+        """
+        The file gets the documented http lines; after a rename and SIGUSR1
+        the old file keeps every earlier line and new ones go to a new file.
+        """
+        port, _ = startBackend(self, "a")
+        front = freePort()
+        site = os.path.abspath(self.mktemp() + "-site.py")
+        writeSite(site, SITE.format(name="a", port=port, front=front))
+        path = os.path.abspath(self.mktemp() + "-access.log")
+        process = spawn(
+            self, reactor(), [*TWISTD, "-n", "--pidfile=", "lbkit", "--config", site, "--access-log", path]
+        )
+        yield process.waitForOutput(f"listening on tcp:{front}".encode(), timeout=20)
+        client = Client(self)
+        for i in range(3):
+            code, body, _ = yield client.get(front, b"/before%d" % i)
+            self.assertEqual((code, body), (200, "a"))
+        os.rename(path, path + ".1")
+        os.kill(process.pid(), signal.SIGUSR1)
+        yield process.waitForOutput(b"access logs reopened")
+        yield client.get(front, b"/after")
+        yield client.fresh()
+        yield process.stop()
+        self.assertNotIn(b"Traceback", process.output)
+        with open(path + ".1") as f:
+            before = f.read().splitlines()
+        with open(path) as f:
+            after = f.read().splitlines()
+        for line in before + after:
+            self.assertRegex(line, HTTP_LINE)
+        self.assertEqual([HTTP_LINE.match(line).group(2) for line in before], ["/before0", "/before1", "/before2"])  # type: ignore[union-attr]
+        self.assertEqual([HTTP_LINE.match(line).group(2) for line in after], ["/after"])  # type: ignore[union-attr]
 
 
 class ExampleTests(SynchronousTestCase):

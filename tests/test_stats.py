@@ -115,7 +115,7 @@ class JSONTests(SynchronousTestCase):
     def test_schema(self) -> None:
         """/stats.json has the documented top-level keys, one frontend and one backend."""
         snap = self.client.json()
-        self.assertEqual(set(snap), {"version", "time", "uptime", "frontends", "backends"})
+        self.assertEqual(set(snap), {"version", "time", "uptime", "frontends", "backends", "accessLog"})
         self.assertEqual(snap["version"], 1)
         [fe] = snap["frontends"]
         self.assertEqual((fe["name"], fe["mode"], fe["backends"]), ("web-in", "tcp", ["web"]))
@@ -351,3 +351,50 @@ class RateMeterTests(SynchronousTestCase):
         """A collector with nothing bound shows nothing."""
         snap = Collector().snapshot()
         self.assertEqual((snap["frontends"], snap["backends"]), ([], []))
+
+
+class AccessLogStatsTests(SynchronousTestCase):
+    """Dropped access-log lines show on the JSON, the metrics and the HTML page."""
+
+    def setUp(self) -> None:
+        from lbkit._accesslog import AccessLogSink, FileWriter
+
+        self.page, self.web, self.frontend, self.clock = makeSite()
+        self.client = Client(self, self.page, self.clock)
+        self.sink = AccessLogSink()
+        self.addCleanup(self.sink.close)
+        self.sink.replace([FileWriter("/dev/full")], True)  # no clock: every line is written (and lost) at once
+        for _ in range(3):
+            self.sink.emit(b"lost")
+        self.flushLoggedErrors()
+
+    def test_unbound(self) -> None:
+        """A page outside a service lists no destinations."""
+        self.assertEqual(self.client.json()["accessLog"], [])
+
+    def test_figures(self) -> None:
+        """Each destination's drops are in /stats.json, /metrics (documented) and the page's summary."""
+        self.page.bindAccessLog(self.sink)
+        self.assertEqual(
+            self.client.json()["accessLog"],
+            [{"destination": "file:/dev/full", "format": "text", "dropped": 3, "pending": 0}],
+        )
+        samples = MetricsTests.samples(self)  # type: ignore[arg-type]
+        label = (("destination", "file:/dev/full"),)
+        self.assertEqual(samples[("lbkit_access_log_dropped_total", label)], 3)
+        self.assertEqual(samples[("lbkit_access_log_pending_bytes", label)], 0)
+        import os
+
+        docs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "stats.md")
+        with open(docs) as f:
+            text = f.read()
+        for name in ("lbkit_access_log_dropped_total", "lbkit_access_log_pending_bytes"):
+            self.assertIn(f"`{name}`", text)
+        response, body = self.client.get("/")
+        self.assertIn("Access log: 3 lines dropped (file:/dev/full 3).", body.decode())
+
+    def test_boundByService(self) -> None:
+        """A page in a service shows that service's access-log destinations."""
+        service = LoadBalancerService([self.frontend, self.page])
+        service.bindSite()
+        self.assertIs(self.page.collector.accessLog, service.accessSink)

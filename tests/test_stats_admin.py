@@ -199,3 +199,33 @@ class CSRFTests(AdminTestsMixin, SynchronousTestCase):
         self.assertIn("Logged in as admin", html)
         response, _ = self.client.get("/admin", auth=("admin", "secret"), allow_redirects=False)
         self.assertEqual(response.code, 302)
+
+
+class ReopenTests(AdminTestsMixin, SynchronousTestCase):
+    def test_reopen(self) -> None:
+        """POST /admin/reopen opens the access-log files again and answers one line per file, logged with the user."""
+        import os
+
+        from lbkit._accesslog import AccessLogSink, FileWriter
+
+        path = self.mktemp()
+        sink = AccessLogSink()
+        self.addCleanup(sink.close)
+        sink.replace([FileWriter(path)], True)
+        self.page.bindAccessLog(sink)
+        os.rename(path, path + ".1")
+        response, body = self.client.request("POST", "/admin/reopen", auth=("admin", "secret"), headers=ADMIN)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(json.loads(body), {"ok": True, "files": [f"file:{path}: reopened"]})
+        self.assertTrue(os.path.exists(path))
+        self.assertEqual([(e["user"], e["action"]) for e in self.events], [("admin", "reopen")])
+
+    def test_refused(self) -> None:
+        """Without credentials, without the forgery header, by GET, or outside a service, nothing is reopened."""
+        self.assertEqual(self.client.request("POST", "/admin/reopen", headers=ADMIN)[0].code, 401)
+        self.assertEqual(self.client.request("POST", "/admin/reopen", auth=("admin", "secret"))[0].code, 403)
+        self.assertEqual(self.client.request("GET", "/admin/reopen", auth=("admin", "secret"))[0].code, 405)
+        response, body = self.client.request("POST", "/admin/reopen", auth=("admin", "secret"), headers=ADMIN)
+        self.assertEqual(response.code, 404)
+        self.assertIn("not available", json.loads(body)["error"])
+        self.assertEqual(self.events, [])

@@ -60,6 +60,25 @@ class ExecuteTests(SynchronousTestCase):
         self.assertEqual(self.cmd("show table web").splitlines()[1:], lines[1:])
         self.assertTrue(self.cmd("show table nope").startswith("error: "))
 
+    def test_reopenLogs(self) -> None:
+        """reopen logs opens the access-log files again, logged with the peer; outside a service it is an error."""
+        self.assertTrue(self.cmd("reopen logs").startswith("error: reopen is not available"))
+        from lbkit._accesslog import AccessLogSink, FileWriter
+
+        path = self.mktemp()
+        sink = AccessLogSink()
+        self.addCleanup(sink.close)
+        sink.replace([FileWriter(path)], True)
+        self.page.bindAccessLog(sink)
+        sink.emit(b"old")
+        os.rename(path, path + ".1")
+        self.assertEqual(self.cmd("reopen logs"), f"reopened\nfile:{path}: reopened")
+        sink.emit(b"new")
+        with open(path) as f:
+            self.assertEqual(f.read(), "new\n")
+        self.assertEqual([(e["user"], e["via"], e["action"]) for e in self.events], [("uid 1000", "socket uid 1000", "reopen")])
+        self.assertIn("reopen logs", self.cmd("help"))
+
     def test_setState(self) -> None:
         """set server B/S state drain|maint|ready changes the state, logged with the peer."""
         self.assertEqual(self.cmd("set server web/web1 state drain"), "done")

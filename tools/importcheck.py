@@ -44,6 +44,7 @@ LAYERS: dict[str, int] = {
     "lbkit._address": 0,
     "lbkit._settings": 0,
     "lbkit.proxyproto": 0,
+    "lbkit._logline": 0,
     "lbkit.http._parse": 0,
     "lbkit.http._body": 0,
     # 1 model: Server, Context, ServerState
@@ -57,6 +58,8 @@ LAYERS: dict[str, int] = {
     "lbkit.http._routing": 3,
     # 4 mechanism: connecting, TLS, listening, draining, pumping, parsing glue
     "lbkit._pump": 4,
+    "lbkit._accesslog": 4,
+    "lbkit._syslog": 4,
     "lbkit._drain": 4,
     "lbkit._resources": 4,
     "lbkit._connect": 4,

@@ -54,6 +54,22 @@ def runReload(collector: Any, user: str, via: str) -> Deferred[tuple[bool, str]]
     return d.addCallbacks(done, failed)
 
 
+def runReopen(collector: Any, user: str, via: str) -> list[str]:
+    """
+    Reopen the access-log files (after log rotation), logging who asked, on
+    the C{lbkit.admin} logger.
+
+    @return: One line per file destination, saying how it went.
+    @raise AdminError: when the page runs outside a service.
+    """
+    sink = getattr(collector, "accessLog", None)
+    if sink is None:
+        raise AdminError(404, "reopen is not available: this page is not part of a balancer service")
+    collector.log.info("admin: {user} ({via}) reopens the access logs", user=user, via=via, action="reopen")
+    results: list[str] = sink.reopen()
+    return results
+
+
 class AdminError(Exception):
     """
     An admin request that cannot be carried out.

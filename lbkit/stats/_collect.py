@@ -142,6 +142,9 @@ class Collector(ServerListenerMixin):
         #: Reloads the site file (L{lbkit.service.LoadBalancerService.reload}),
         #: set by the service; L{None} when the page runs outside one.
         self.reloader: Any = None
+        #: The service's L{lbkit.logs.AccessLogSink}, set by the service;
+        #: L{None} when the page runs outside one.
+        self.accessLog: Any = None
 
     # -- wiring -----------------------------------------------------------
 
@@ -308,6 +311,11 @@ class Collector(ServerListenerMixin):
             "responses": _responses(frontend, *factories),
         }
 
+    def accessLogs(self) -> list[dict[str, Any]]:
+        """The access-log destinations (docs/stats.md, "accessLog object")."""
+        sink = self.accessLog
+        return [] if sink is None else sink.stats()
+
     def snapshot(self) -> dict[str, Any]:
         """Everything, as C{/stats.json} serves it."""
         now = self.now()
@@ -317,4 +325,5 @@ class Collector(ServerListenerMixin):
             "uptime": max(0.0, now - self._started),
             "frontends": [self.frontend(f, now) for f in self.frontends()],
             "backends": [self.backend(b, now) for b in self.backends()],
+            "accessLog": self.accessLogs(),
         }

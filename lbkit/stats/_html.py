@@ -147,6 +147,12 @@ class StatsElement(Element):
             f"Up {formatDuration(snap['uptime'])}; {len(snap['frontends'])} frontends, "
             f"{len(snap['backends'])} backends; refreshes every {self.refreshSeconds:g}s. "
         )
+        logs = snap.get("accessLog") or []
+        if logs:
+            dropped = sum(d["dropped"] for d in logs)
+            text += f"Access log: {dropped} lines dropped"
+            worst = [f"{d['destination']} {d['dropped']}" for d in logs if d["dropped"]]
+            text += f" ({', '.join(worst)}). " if worst else ". "
         links: list[Any] = [tags.a("JSON", href="stats.json"), " ", tags.a("metrics", href="metrics")]
         if self.admin is not None:
             text += f"Logged in as {self.admin[0]}. "

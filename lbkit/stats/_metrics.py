@@ -38,6 +38,16 @@ class MetricsCollector(_PromCollector):
         yield from self._frontends(snap["frontends"])
         yield from self._backends(snap["backends"])
         yield from self._servers([sv for be in snap["backends"] for sv in be["servers"]])
+        yield from self._accessLogs(snap.get("accessLog", []))
+
+    def _accessLogs(self, destinations: list[dict[str, Any]]) -> Iterator[Metric]:
+        L = ["destination"]
+        dropped = _c("lbkit_access_log_dropped", "Access-log lines dropped: the destination could not keep up or failed.", L)
+        pending = _g("lbkit_access_log_pending_bytes", "Access-log bytes buffered, not yet written.", L)
+        for d in destinations:
+            dropped.add_metric([d["destination"]], d["dropped"])
+            pending.add_metric([d["destination"]], d["pending"])
+        yield from (dropped, pending)
 
     def _frontends(self, frontends: list[dict[str, Any]]) -> Iterator[Metric]:
         L = ["frontend"]

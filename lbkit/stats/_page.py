@@ -123,6 +123,14 @@ class Page:
         """
         self.collector.reloader = reloader
 
+    def bindAccessLog(self, sink: Any) -> None:
+        """
+        Show the drops of the site's access-log destinations, and let the
+        admin API reopen their files: C{sink} is the service's
+        L{lbkit.logs.AccessLogSink} (the service calls this).
+        """
+        self.collector.accessLog = sink
+
     def resource(self, reactor: Any) -> IResource:
         """
         The page as a resource tree, to mount in a site of your own.  The

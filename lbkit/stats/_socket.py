@@ -19,7 +19,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from lbkit.stats._admin import AdminError, runAction, runReload
+from lbkit.stats._admin import AdminError, runAction, runReload, runReopen
 from lbkit.stats._collect import Collector
 
 __all__: list[str] = []
@@ -32,6 +32,7 @@ Commands (one per line; each answer ends with an empty line):
   show info
   show table [BACKEND]                    stick-table entries (StickySource)
   reload                                  load the site file again
+  reopen logs                             reopen the access-log files (log rotation)
   set server BACKEND/SERVER state ready|drain|maint
   set server BACKEND/SERVER weight N
   set weight BACKEND/SERVER N
@@ -84,6 +85,8 @@ def _execute(collector: Collector, user: str, words: list[str]) -> str | Deferre
             return runReload(collector, user, f"{via} {user}").addCallback(
                 lambda result: result[1] if result[0] else f"error: {result[1]}"
             )
+        case ["reopen", "logs"]:
+            return "\n".join(["reopened", *runReopen(collector, user, f"{via} {user}")])
         case ["show", "servers", *rest] if len(rest) <= 1:
             lines = ["# backend/server state weight current max total connect_errors check"]
             for backend in collector.backends():

@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_stats -*-
 """
 The stats page's HTTP resources: C{/}, C{/stats.json}, C{/metrics}, and,
-with an L{Admin}, C{/admin/}, C{POST /admin/server} and C{POST /admin/reload}.
+with an L{Admin}, C{/admin/}, C{POST /admin/server}, C{POST /admin/reload}
+and C{POST /admin/reopen}.
 
 Each resource says what its requests may bring, for L{lbkit.stats._site} to
 check from the head: C{bodyLimit} (bytes of body; 0 but for the admin POSTs)
@@ -19,7 +20,7 @@ from twisted.web.resource import NoResource, Resource
 from twisted.web.server import Request
 from twisted.web.template import renderElement
 
-from lbkit.stats._admin import Admin, AdminError, runAction, runReload
+from lbkit.stats._admin import Admin, AdminError, runAction, runReload, runReopen
 from lbkit.stats._collect import Collector
 from lbkit.stats._guard import MAX_BODY, Guard, Refusal, jsonBody
 from lbkit.stats._html import StatsElement
@@ -244,6 +245,35 @@ class AdminReloadResource(_AdminLeaf):
         return _json(request, {"error": "use POST"}, 405)
 
 
+class AdminReopenResource(_AdminLeaf):
+    """
+    C{POST /admin/reopen}: open the access-log files again, after log
+    rotation (same credentials and forgery checks as
+    L{AdminActionResource}).  Answers C{{"ok": true, "files": [...]}}, one
+    line per file destination.
+    """
+
+    bodyLimit = MAX_BODY
+
+    def render_POST(self, request: Request) -> bytes:
+        user: str = request.adminUser  # type: ignore[attr-defined]
+        if not _sameOrigin(request):
+            return _json(request, {"error": "cross-origin request refused"}, 403)
+        token = _arg(request, "token")
+        if request.getHeader(b"x-lbkit-admin") is None and not (token and self.admin.checkToken(user, token)):
+            return _json(request, {"error": "missing or bad token (or X-LBKit-Admin header)"}, 403)
+        client = request.getClientAddress()
+        try:
+            files = runReopen(self.collector, user, f"http {getattr(client, 'host', '?')}")
+        except AdminError as e:
+            return _json(request, {"error": str(e)}, e.code)
+        return _json(request, {"ok": True, "files": files})
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"allow", b"POST")
+        return _json(request, {"error": "use POST"}, 405)
+
+
 class _Admin(Resource):
     bodyLimit = 0
 
@@ -253,12 +283,15 @@ class _Admin(Resource):
         self.page = AdminHTMLResource(collector, guard, refresh)
         self.action = AdminActionResource(collector, guard)
         self.reload = AdminReloadResource(collector, guard)
+        self.reopen = AdminReopenResource(collector, guard)
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"server":
             return self.action
         if path == b"reload":
             return self.reload
+        if path == b"reopen":
+            return self.reopen
         if path == b"":
             return self.page
         return NoResource()
