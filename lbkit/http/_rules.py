@@ -61,8 +61,12 @@ class HeaderRule:
 
     def applyToRequest(self, request: Request, exchange: Any) -> None:
         """Change C{request}'s headers before it goes to the server."""
-        request.headers = self._apply(request.headers)
-        request._lower = None
+        if self.action == "add":
+            request.addHeader(self.name, self.value)
+        elif self.action == "set":
+            request.setHeader(self.name, self.value)
+        else:
+            request.removeHeader(self.name)
 
     def applyToResponse(self, response: Response, exchange: Any) -> None:
         """Change C{response}'s headers before it goes to the client."""
