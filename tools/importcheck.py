@@ -71,6 +71,7 @@ LAYERS: dict[str, int] = {
     "lbkit.http._headers": 4,
     "lbkit.http._sides": 4,
     "lbkit.http._states": 0,
+    "lbkit.http._h2head": 0,
     # 5 modes: frontends and their protocols, health checks, stats pages
     "lbkit.tcp": 5,
     "lbkit.http": 5,  # the facade, _exchange, _h1, _h2, _h2stream, _alpn, _acceptproxy, _frontend
