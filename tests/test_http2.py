@@ -554,3 +554,35 @@ class HTTP2HookTests(HTTP2TestCase):
                 ],
             ],
         )
+
+
+class HTTP2EarlyAnswerTests(HTTP2TestCase):
+    """A response complete before the request body ends the stream at once."""
+
+    @inlineCallbacks
+    def test_earlyAnswerEndsStream(self) -> None:
+        """A 413 sent while the body is still coming ends the stream (then RST_STREAM NO_ERROR); the connection goes on."""
+        answer = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large"
+        serverPort, _ = self.custom(lambda: OneShot(lambda p: p.transport.write(answer)))  # type: ignore[union-attr]
+        okPort = self.site("ok1")[0]
+        port = self.tlsFrontend(
+            [Route(pathBegins("/ok"), backend("ok", [okPort]))],
+            default=backend("upload", [serverPort]),
+            timeoutHttpRequest=60,
+        )
+        client = yield self.h2client(port)
+        conn = client.conn
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, [(b":method", b"POST"), (b":path", b"/up"), (b":scheme", b"https"),
+                                (b":authority", b"a.example"), (b"content-length", b"10")])
+        conn.send_data(sid, b"12345")  # and the other five never come
+        d: Deferred[Any] = Deferred()
+        client.results[sid] = d
+        client.bodies[sid] = []
+        client.flush()
+        status, _, body = yield d
+        self.assertEqual((status, body), (413, b"too large"))
+        status, _, body = yield client.request("/ok")
+        self.assertEqual((status, json.loads(body)["server"]), (200, "ok1"))
+
+    test_earlyAnswerEndsStream.timeout = 10  # type: ignore[attr-defined]
