@@ -38,7 +38,7 @@ from twisted.internet.task import Clock
 from twisted.logger import LogEvent, Logger, formatEvent
 
 from lbkit._logline import formatHTTPLine, httpDate, httpFields
-from lbkit.http._wire import HTTP_LOG_FORMAT
+from lbkit.http import HTTP_LOG_FORMAT
 from lbkit.logs import AccessLog, AccessLogDispatcher, jsonRecord
 
 

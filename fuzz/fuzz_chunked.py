@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """
 Coverage-guided fuzzing (atheris) of lbkit's chunked body decoders:
-L{ChunkedFramer} (HTTP/1.1 framing) and the HTTP/2 side's L{_Dechunker}.
+L{ChunkedFramer}, framing only (HTTP/1.1) and in decode mode (HTTP/2).
 
 The first input byte says where to split the rest.  A crash is any exception
 but L{BadMessage}; a different outcome whole, split in two or byte by byte;
@@ -17,11 +17,11 @@ from __future__ import annotations
 import _common
 import atheris
 
-with atheris.instrument_imports(include=["lbkit.http._parse", "tests.grammar"]):
-    from lbkit.http._parse import BadMessage, ChunkedFramer
+with atheris.instrument_imports(include=["lbkit.http._parse", "lbkit.http._body", "tests.grammar"]):
+    from lbkit.http._body import ChunkedFramer
+    from lbkit.http._parse import BadMessage
     from tests import grammar
     from tests.grammar import TODAY, Incomplete, Refused
-from lbkit.http._h2 import _Dechunker
 
 SEEDS = [
     b"\x03" + b"5\r\nhello\r\n0\r\n\r\n",
@@ -49,8 +49,13 @@ def frame(pieces: list[bytes]) -> tuple[str, int]:
 
 
 def dechunk(pieces: list[bytes]) -> bytes:
-    dechunker = _Dechunker()
-    return b"".join(b"".join(dechunker.feed(p)) for p in pieces)
+    framer = ChunkedFramer(decode=True)
+    for p in pieces:
+        if framer.done:
+            break
+        framer.feed(p)
+    assert framer.pieces is not None
+    return b"".join(framer.pieces)
 
 
 def testOneInput(data: bytes) -> None:

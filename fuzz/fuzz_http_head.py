@@ -16,14 +16,9 @@ from __future__ import annotations
 import _common
 import atheris
 
-with atheris.instrument_imports(include=["lbkit.http._parse", "tests.grammar"]):
-    from lbkit.http._parse import (
-        UNTIL_CLOSE,
-        BadMessage,
-        bodyLength,
-        parseRequestHead,
-        parseResponseHead,
-    )
+with atheris.instrument_imports(include=["lbkit.http._parse", "lbkit.http._body", "tests.grammar"]):
+    from lbkit.http._body import UNTIL_CLOSE, bodyLength
+    from lbkit.http._parse import BadMessage, parseRequestHead, parseResponseHead
     from tests import grammar
     from tests.grammar import TODAY, Refused
 

@@ -15,7 +15,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-import lbkit._model
 from lbkit._model import Context, Server, ServerState
 from lbkit._origin import definedAt
 from lbkit._settings import balanceChanges, samePolicy
@@ -496,8 +495,3 @@ def backendsOf(listen: Sequence[Any]) -> list[Backend]:
             found.setdefault(id(backend), backend)
     return list(found.values())
 
-
-# Transitional: lbkit.tcp, lbkit._sni and lbkit.http._proxy (rewritten on
-# other branches) still import Backend from lbkit._model, which no longer
-# imports this module.  Remove once they import it from lbkit._backend.
-setattr(lbkit._model, "Backend", Backend)  # noqa: B010 (mypy: "cannot assign to a type")

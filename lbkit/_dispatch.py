@@ -3,8 +3,11 @@
 Getting a server connection for one client connection (tcp mode) or one
 request (http mode): choose a server, wait in the backend's queue when all
 are full, connect, and retry on another server when the connect fails.
-The modes only adapt the result of a L{Dispatch} (tcp mode does; http
-mode's own copy of this loop is to move here too).
+Both modes only adapt the result of a L{Dispatch}: tcp mode through the
+L{Deferred} of L{Dispatch.start}, http mode (one dispatch per request, the
+pooled connections first) through callbacks with L{Dispatch.run}, which
+costs no L{Deferred} when a kept-alive connection is at hand, and reuses
+one L{Dispatch} per client connection (L{Dispatch.reset}).
 
 The states of a L{Dispatch} (L{DispatchState}), and what moves it::
 
@@ -73,6 +76,11 @@ class DispatchState(enum.Enum):
     CANCELLED = "cancelled"
 
 
+# (module-level names: an Enum member looked up on its class costs more,
+# and http mode dispatches once per request)
+_IDLE, _CHOOSING, _QUEUED, _CONNECTING, _CONNECTED, _FAILED, _CANCELLED = DispatchState
+
+
 class DispatchFailed(LBKitError):
     """
     No server connection could be had.
@@ -129,6 +137,7 @@ class Dispatch(Generic[P]):
     waited = 0.0
     queuedAt = chosenAt = connectedAt = -1.0
     _result: Optional[Deferred[tuple[Server, P]]] = None
+    _running = False
     _waiting: Optional[Deferred[Any]] = None
 
     def __init__(
@@ -141,6 +150,8 @@ class Dispatch(Generic[P]):
         connect: Callable[[Any, Server, P, float], Deferred[P]] = connectServer,  # type: ignore[assignment]
         serverChosen: Optional[Callable[[Server], None]] = None,
         pooled: Optional[Callable[[Server], Optional[P]]] = None,
+        connected: Optional[Callable[[Server, P], None]] = None,
+        failed: Optional[Callable[[Failure], None]] = None,
     ) -> None:
         """
         @param reactor: Connects (C{IReactorTCP}) and times (C{IReactorTime}).
@@ -154,6 +165,12 @@ class Dispatch(Generic[P]):
         @param pooled: Called after C{serverChosen}: an already connected
             protocol for that server (a kept-alive connection), or L{None}
             to connect.
+        @param connected: With L{run}, L{runRetry} and L{runAgain}: called
+            with C{(server, protocol)} on success, the slot held.
+        @param failed: With L{run}, L{runRetry} and L{runAgain}: called with
+            the failure (L{DispatchFailed}, or what a hook or the balancer
+            raised) when no connection could be had; not for a cancelled
+            dispatch.
         """
         self.backend = backend
         self.context = context
@@ -162,6 +179,8 @@ class Dispatch(Generic[P]):
         self._connect = connect
         self._serverChosen = serverChosen
         self._pooled = pooled
+        self._onConnected = connected
+        self._onFailed = failed
 
     def __repr__(self) -> str:
         return f"<Dispatch {self.backend.name} {self.state.name} server={self.server and self.server.name}>"
@@ -217,24 +236,67 @@ class Dispatch(Generic[P]):
         """
         d = self._begin()
         try:
-            self.release()
-            server = self.server
-            assert server is not None
-            self.attempts -= 1
-            if server.hasFreeSlot():
-                self.backend.reacquire(server)
-                self.holding = True
-                self.attempts += 1
-                self._connectTo(server)
-            else:
-                self._retryOrFail(termination, status, server, None)
+            self._again(termination, status)
         except Exception:
             self._fail(Failure())
         return d
 
+    def reset(self, backend: Backend, context: Context) -> None:
+        """
+        Make this dispatch (not running, its slot released) a new one, for
+        the next request of the same client connection: as if built again
+        with C{backend} and C{context}, the other arguments kept.
+        """
+        if self._running or (self._result is not None and not self._result.called):
+            raise RuntimeError(f"{self!r} is still running")
+        self.backend = backend
+        self.context = context
+        self.state = _IDLE
+        self.server = None
+        self.attempts = 0
+        self.holding = self.reused = False
+        self.waited = 0.0
+        self.queuedAt = self.chosenAt = self.connectedAt = -1.0
+        self._result = None
+
+    # -- the same, reporting to the connected and failed callables -------------
+
+    def run(self) -> None:
+        """
+        As L{start}, but the result goes to the C{connected} or C{failed}
+        callable given to the constructor instead of a L{Deferred}: at
+        once when a server and a pooled connection are at hand.
+        """
+        if self._running or self._result is not None or self._onFailed is None or self._onConnected is None:
+            self._beginRun()  # raises why not
+        self._running = True
+        try:
+            self._choose()
+        except Exception:
+            self._fail(Failure())
+
+    def runRetry(self, termination: str, status: int) -> None:
+        """As L{retry}, reporting to C{connected} or C{failed} (see L{run})."""
+        self._beginRun()
+        try:
+            self.release()
+            self._retryOrFail(termination, status, self.server, None)
+        except Exception:
+            self._fail(Failure())
+
+    def runAgain(self, termination: str, status: int) -> None:
+        """As L{again}, reporting to C{connected} or C{failed} (see L{run})."""
+        self._beginRun()
+        try:
+            self._again(termination, status)
+        except Exception:
+            self._fail(Failure())
+
     def cancel(self) -> None:
         """Stop a dispatch in progress (as cancelling its L{Deferred}); else nothing."""
-        if self._result is not None and not self._result.called:
+        if self._running:
+            self._cancelled(None)
+        elif self._result is not None and not self._result.called:
             self._result.cancel()
 
     def release(self) -> None:
@@ -251,14 +313,35 @@ class Dispatch(Generic[P]):
     # hook, a balancer) into a failed dispatch, the slot given back.
 
     def _begin(self) -> Deferred[tuple[Server, P]]:
-        if self._result is not None and not self._result.called:
+        if self._running or (self._result is not None and not self._result.called):
             raise RuntimeError(f"{self!r} is already running")
         d: Deferred[tuple[Server, P]] = Deferred(self._cancelled)
         self._result = d
         return d
 
+    def _beginRun(self) -> None:
+        if self._running or (self._result is not None and not self._result.called):
+            raise RuntimeError(f"{self!r} is already running")
+        if self._onConnected is None or self._onFailed is None:
+            raise TypeError(f"{self!r}: run() needs the connected and failed callables")
+        self._result = None
+        self._running = True
+
+    def _again(self, termination: str, status: int) -> None:
+        self.release()
+        server = self.server
+        assert server is not None
+        self.attempts -= 1
+        if server.hasFreeSlot():
+            self.backend.reacquire(server)
+            self.holding = True
+            self.attempts += 1
+            self._connectTo(server)
+        else:
+            self._retryOrFail(termination, status, server, None)
+
     def _choose(self) -> None:
-        self.state = DispatchState.CHOOSING
+        self.state = _CHOOSING
         backend = self.backend
         try:
             server = backend.tryAcquire(self.context)
@@ -267,7 +350,7 @@ class Dispatch(Generic[P]):
             self._fail(Failure(DispatchFailed(SERVER_REFUSED, 503, Failure())))
             return
         if server is None:
-            self.state = DispatchState.QUEUED
+            self.state = _QUEUED
             self.queuedAt = self.reactor.seconds()
             waiting = self._waiting = backend.enqueue(self.context, self.reactor)
             waiting.addCallbacks(self._dequeued, self._queueFailed)
@@ -286,8 +369,8 @@ class Dispatch(Generic[P]):
         # nothing here calls out: no exception to catch
         self._waiting = None
         self.waited += self.reactor.seconds() - self.queuedAt
-        if reason.check(CancelledError) or self.state is DispatchState.CANCELLED:
-            self.state = DispatchState.CANCELLED
+        if reason.check(CancelledError) or self.state is _CANCELLED:
+            self.state = _CANCELLED
             return
         termination = QUEUE_TIMEOUT if reason.check(QueueTimeout) else SERVER_REFUSED
         self._fail(Failure(DispatchFailed(termination, 503, reason)))
@@ -310,7 +393,7 @@ class Dispatch(Generic[P]):
         self._connectTo(server)
 
     def _connectTo(self, server: Server) -> None:
-        self.state = DispatchState.CONNECTING
+        self.state = _CONNECTING
         self.reused = False
         protocol = self._newProtocol(server)
         waiting = self._waiting = self._connect(self.reactor, server, protocol, self.backend.timeoutConnect)
@@ -334,9 +417,9 @@ class Dispatch(Generic[P]):
         assert server is not None
         try:
             self.release()
-            if reason.check(CancelledError) or self.state is DispatchState.CANCELLED:
+            if reason.check(CancelledError) or self.state is _CANCELLED:
                 # cancelled: nobody's failure (a connector may report its own)
-                self.state = DispatchState.CANCELLED
+                self.state = _CANCELLED
                 return
             local = isLocalResourceError(reason)
             timedOut = connectFailed(server, reason)
@@ -355,7 +438,15 @@ class Dispatch(Generic[P]):
         self._choose()
 
     def _succeed(self, server: Server, protocol: P) -> None:
-        self.state = DispatchState.CONNECTED
+        self.state = _CONNECTED
+        if self._running:
+            self._running = False
+            try:
+                self._onConnected(server, protocol)  # type: ignore[misc]
+            except Exception:
+                # the caller's own error: its to handle (it holds the slot)
+                self._onFailed(Failure())  # type: ignore[misc]
+            return
         result = self._result
         assert result is not None
         result.callback((server, protocol))
@@ -365,14 +456,21 @@ class Dispatch(Generic[P]):
             self.release()
         except Exception:  # a balancer's hook: the failure still gets out
             _log.failure("{dispatch}: giving back the slot failed", dispatch=self)
-        self.state = DispatchState.FAILED
+        self.state = _FAILED
+        if self._running:
+            self._running = False
+            self._onFailed(reason)  # type: ignore[misc]
+            return
         result = self._result
         if result is not None and not result.called:
             result.errback(reason)
+        else:  # nobody is waiting for the result any more
+            _log.failure("{dispatch}: failed after its result", reason, dispatch=self)
 
-    def _cancelled(self, result: Deferred[Any]) -> None:
+    def _cancelled(self, result: Optional[Deferred[Any]]) -> None:
         # Deferred.cancel fails result with CancelledError once this returns
-        self.state = DispatchState.CANCELLED
+        self._running = False
+        self.state = _CANCELLED
         waiting, self._waiting = self._waiting, None
         if waiting is not None:
             waiting.cancel()

@@ -15,18 +15,14 @@ from twisted.internet.interfaces import IAddress, IStreamClientEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
 
-# Transitional: tcp.py and http/_wire.py (other branches) still import
-# formatAddress and definedAt from here; they live in _address and _origin.
-from lbkit._address import formatAddress as formatAddress
 from lbkit._address import parseAddress
-from lbkit._origin import definedAt as definedAt
+from lbkit._origin import definedAt
 from lbkit.error import ConfigError
 from lbkit.interfaces import IServerListener
 
 if TYPE_CHECKING:
-    # Backend (lbkit._backend) is a layer above; tcp.py, _sni.py and
-    # http/_proxy.py still import it from here (see the end of _backend.py).
-    from lbkit._backend import Backend as Backend
+    # Backend (lbkit._backend) is a layer above: for annotations only
+    from lbkit._backend import Backend
 
 __all__ = ["Server", "Context", "ServerState", "ServerListenerMixin", "setEndpointBuilder"]
 

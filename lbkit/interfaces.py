@@ -322,8 +322,11 @@ class IHTTPPersistence(IPersistence):
     A persistence strategy that also rewrites http messages (cookies).
 
     The http frontend calls L{rewriteRequest} just before a request goes to
-    its server and L{rewriteResponse} when the response head arrives, both
-    on the reactor thread.
+    its server (once per request, however many connections it is tried on)
+    and L{rewriteResponse} when the final response head arrives, both on
+    the reactor thread, for a backend's C{persistence} that provides this
+    interface (C{IHTTPPersistence.providedBy}; a strategy that only has
+    the methods is not called).
     """
 
     def rewriteRequest(backend: Backend, request: Any, context: Context) -> None:
@@ -356,9 +359,9 @@ class IRequestRule(Interface):
     fails or its connection is dropped.
 
     The second argument of each method is the I{exchange}: the object
-    carrying this request, in HTTP/1.1 the frontend connection and in
-    HTTP/2 the stream.  A rule may read only these attributes of it, and
-    must not change them or call anything on it:
+    carrying this request and its response, over HTTP/1.1 or HTTP/2 alike
+    (C{lbkit.http._exchange.Exchange}).  A rule may read only these
+    attributes of it, and must not change them or call anything on it:
 
       - C{client}: the client's address (after any PROXY protocol header);
       - C{frontend}: the L{lbkit.http.Frontend} that accepted it (read its
@@ -376,9 +379,10 @@ class IRequestRule(Interface):
         Called after the server was chosen and a connection to it is
         ready (so C{exchange.server} is set): the frontend's rules first,
         then those of the route that matched; a persistence strategy's
-        C{rewriteRequest} runs after them.  A request retried on a new
-        connection (a kept-alive one the server had closed) passes through
-        the rules again, with the same C{request} object.
+        C{rewriteRequest} runs after them.  Once per request: a request
+        retried on another connection (a kept-alive one the server had
+        closed, or another server) is sent with the head built the first
+        time: the rules see only the first server chosen for it.
         """
 
     def applyToResponse(response: Any, exchange: Any) -> None:
@@ -401,9 +405,10 @@ class ISession(Interface):
 
     A tcp frontend's connection (L{lbkit.tcp.TCPFrontendProtocol}) adds
     itself once its server connection is made and removes itself when it
-    ends.  An http request (L{lbkit.http.HTTPFrontendProtocol}, an HTTP/2
-    stream too) is one from when it goes to its server connection until
-    its exchange ends.  A session added by other code must do the same:
+    ends.  An http request is one from when it goes to its server
+    connection until its exchange ends: as its HTTP/1.1 connection
+    (L{lbkit.http.HTTPFrontendProtocol}, whose C{abortSession} aborts both
+    connections) or as its HTTP/2 stream (which resets only the stream).  A session added by other code must do the same:
     add itself to C{server.sessions}, and discard itself when its
     connections are lost.
     """

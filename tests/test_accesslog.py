@@ -25,7 +25,7 @@ from lbkit import _logline
 from lbkit._accesslog import AccessLogSink, FileWriter, LineWriter, StdoutWriter, jsonLine
 from lbkit._logline import formatHTTPLine, formatTCPLine, httpDate, httpFields, tcpDate, tcpFields
 from lbkit._syslog import SyslogWriter
-from lbkit.http._wire import HTTP_LOG_FORMAT
+from lbkit.http import HTTP_LOG_FORMAT
 from lbkit.logs import AccessLog, AccessLogDispatcher
 from lbkit.tcp import TCP_LOG_FORMAT
 from tests.test_logs import HTTP_FIELDS, TCP_FIELDS

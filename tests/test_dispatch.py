@@ -379,3 +379,107 @@ class _StopFailsReactor(MemoryReactorClock):
         MemoryReactorClock.connectTCP(self, host, port, factory, timeout, bindAddress)
         return _StopFailsConnector(factory)
 
+
+
+class RunTests(SynchronousTestCase):
+    """
+    run(), runRetry() and runAgain() report to callables instead of a
+    Deferred (http mode), and reset() reuses a dispatch for the next request.
+    """
+
+    def setUp(self) -> None:
+        self.got: list[Any] = []
+
+    def dispatch(self, f: Fixture, **kwargs: Any) -> Dispatch[Protocol]:
+        return f.dispatch(
+            connected=lambda server, protocol: self.got.append((server, protocol)),
+            failed=lambda reason: self.got.append(reason.value),
+            **kwargs,
+        )
+
+    def test_pooledSynchronously(self) -> None:
+        """With a pooled protocol, connected is called before run() returns, and no Deferred is made."""
+        f = Fixture(self)
+        kept = Protocol()
+        dispatch = self.dispatch(f, pooled=lambda server: kept)
+        dispatch.run()
+        self.assertEqual((self.got, f.results, dispatch.state), ([(f.servers[0], kept)], [], DispatchState.CONNECTED))
+        dispatch.release()
+
+    def test_connectedLater(self) -> None:
+        """A connect reports when it is made, the slot held."""
+        f = Fixture(self)
+        dispatch = self.dispatch(f)
+        dispatch.run()
+        self.assertEqual((self.got, dispatch.state), ([], DispatchState.CONNECTING))
+        f.endpoints[0].succeed()
+        [(server, protocol)] = self.got
+        self.assertEqual((server, dispatch.holding, f.active()), (f.servers[0], True, [1]))
+        dispatch.release()
+
+    def test_failedReported(self) -> None:
+        """No server: failed gets the DispatchFailed, synchronously."""
+        f = Fixture(self)
+        f.servers[0].setState(ServerState.MAINT)
+        self.dispatch(f).run()
+        [error] = self.got
+        self.assertIsInstance(error, DispatchFailed)
+        self.assertEqual(error.termination, SERVER_REFUSED)
+
+    def test_cancelNotReported(self) -> None:
+        """A cancelled run reports nothing and gives the slot back."""
+        f = Fixture(self)
+        dispatch = self.dispatch(f)
+        dispatch.run()
+        dispatch.cancel()
+        self.assertEqual((self.got, dispatch.state, f.active()), ([], DispatchState.CANCELLED, [0]))
+
+    def test_connectedRaises(self) -> None:
+        """An error in the connected callable goes to failed; the caller still holds the slot to give back."""
+        f = Fixture(self)
+        errors: list[Any] = []
+
+        def connected(server: Server, protocol: Protocol) -> None:
+            raise ZeroDivisionError("caller bug")
+
+        dispatch = f.dispatch(pooled=lambda server: Protocol(), connected=connected, failed=errors.append)
+        dispatch.run()
+        [reason] = errors
+        self.assertTrue(reason.check(ZeroDivisionError))
+        self.assertTrue(dispatch.holding)
+        dispatch.release()
+
+    def test_resetReuses(self) -> None:
+        """reset() makes a finished dispatch new: attempts, times and server start over."""
+        f = Fixture(self, count=2)
+        dispatch = self.dispatch(f, pooled=lambda server: Protocol())
+        dispatch.run()
+        dispatch.release()
+        f.reactor.advance(5)
+        dispatch.reset(f.backend, Context(client=CLIENT, frontend="fe"))
+        self.assertEqual((dispatch.state, dispatch.server, dispatch.attempts, dispatch.chosenAt), (DispatchState.IDLE, None, 0, -1.0))
+        dispatch.run()
+        self.assertEqual((len(self.got), dispatch.attempts, dispatch.chosenAt), (2, 1, 5.0))
+        self.assertEqual([server for server, _ in self.got], f.servers)  # round robin went on
+        dispatch.release()
+
+    def test_runRetryAndAgain(self) -> None:
+        """runRetry() chooses another server, runAgain() the same one, both reporting to the callables."""
+        f = Fixture(self, count=2)
+        dispatch = self.dispatch(f, pooled=lambda server: Protocol())
+        dispatch.run()
+        dispatch.runAgain("SH", 502)
+        f.endpoints[0].succeed()
+        dispatch.runRetry("SH", 502)
+        self.assertEqual([server.name for server, _ in self.got], ["a", "a", "b"])
+        self.assertEqual(dispatch.attempts, 2)
+        dispatch.release()
+
+    def test_needsCallables(self) -> None:
+        """run() without the callables, or while running, raises."""
+        f = Fixture(self)
+        self.assertRaises(TypeError, f.dispatch().run)
+        dispatch = self.dispatch(f)
+        dispatch.run()
+        self.assertRaises(RuntimeError, dispatch.run)
+        self.assertRaises(RuntimeError, dispatch.reset, f.backend, Context())

@@ -18,16 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from lbkit.http._h2 import _Dechunker
-from lbkit.http._parse import (
-    CHUNKED,
-    UNTIL_CLOSE,
-    BadMessage,
-    ChunkedFramer,
-    bodyLength,
-    parseRequestHead,
-    parseResponseHead,
-)
+from lbkit.http._body import CHUNKED, UNTIL_CLOSE, ChunkedFramer, bodyLength
+from lbkit.http._parse import BadMessage, parseRequestHead, parseResponseHead
 from tests import grammar
 from tests.grammar import TODAY, Incomplete, Refused
 from tests.helpers import fuzzSettings, mutated, splitAt, strictProperty, strictTodo
@@ -243,9 +235,14 @@ def frame(stream: bytes, at: list[int]) -> tuple[str, int]:
 
 
 def dechunk(stream: bytes, at: list[int]) -> bytes:
-    """The data L{_Dechunker} decodes from C{stream} cut at C{at}."""
-    dechunker = _Dechunker()
-    return b"".join(b"".join(dechunker.feed(piece)) for piece in splitAt(stream, at))
+    """The data L{ChunkedFramer} in decode mode takes from C{stream} cut at C{at}."""
+    framer = ChunkedFramer(decode=True)
+    for piece in splitAt(stream, at):
+        if framer.done:
+            break
+        framer.feed(piece)
+    assert framer.pieces is not None
+    return b"".join(framer.pieces)
 
 
 # -- the tests --------------------------------------------------------------------------

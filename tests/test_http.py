@@ -21,6 +21,7 @@ from lbkit import Backend, Server, ServerState
 from lbkit.error import ConfigError
 from lbkit.health import HealthMonitor
 from lbkit.http import (
+    HTTP_LOG_FORMAT,
     Frontend,
     HTTPFrontendProtocol,
     HTTPServerProtocol,
@@ -29,7 +30,7 @@ from lbkit.http import (
     setHeader,
 )
 from lbkit.http._acceptproxy import AcceptProxyFactory
-from lbkit.http._proxy import HTTP_LOG_FORMAT
+from lbkit.http._states import TRANSITIONS, State
 from lbkit.interfaces import ISession
 from lbkit.proxyproto import formatV2
 from lbkit.testing import (
@@ -1227,3 +1228,62 @@ class AcceptProxyUnitTests(SynchronousTestCase):
         """The frontend listens through the PROXY header reader, outside TLS."""
         service: Any = self.frontend.makeService(self.reactor)
         self.assertIsInstance(service.factory, AcceptProxyFactory)
+
+
+class ExchangeStateTests(SynchronousTestCase):
+    """
+    An exchange moves through the states of one table
+    (L{lbkit.http._states.TRANSITIONS}), whichever way its request goes.
+    """
+
+    def test_everyStateEnds(self) -> None:
+        """From every state, closing, aborting or losing the client ends the exchange."""
+        for state in State:
+            for event in ("close", "abort", "lost"):
+                self.assertIs(TRANSITIONS[state][event], State.DONE, (state, event))
+
+    def test_onlyDeclaredMoves(self) -> None:
+        """Every move of the table goes to a state, and a request never goes back to HEAD before an answer."""
+        self.assertEqual(set(TRANSITIONS), set(State))
+        self.assertNotIn("next", TRANSITIONS[State.WAITING])
+        self.assertNotIn("next", TRANSITIONS[State.SENT])
+        self.assertEqual(TRANSITIONS[State.TUNNEL].keys(), {"close", "abort", "lost"})
+
+    def test_keepAliveRequest(self) -> None:
+        """A kept-alive request goes HEAD, WAITING, SENT, STREAMING and back to HEAD."""
+        h = Harness(self)
+        proto, client = h.accept()
+        assert proto.exchange is not None
+        seen = [proto.exchange.state]
+        proto.dataReceived(GET)
+        seen.append(proto.exchange.state)
+        server, _ = h.connect()
+        seen.append(proto.exchange.state)
+        server.dataReceived(OK[:-2])
+        seen.append(proto.exchange.state)
+        server.dataReceived(OK[-2:])
+        seen.append(proto.exchange.state)
+        self.assertEqual(seen, [State.HEAD, State.WAITING, State.SENT, State.STREAMING, State.HEAD])
+
+    def test_earlyAnswerDrains(self) -> None:
+        """An answer before the request body ends goes to DRAINING until the body is read, then HEAD."""
+        h = Harness(self)
+        proto, client = h.accept()
+        assert proto.exchange is not None
+        proto.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n12345")
+        server, _ = h.connect()
+        server.dataReceived(b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n")
+        self.assertIs(proto.exchange.state, State.DRAINING)
+        proto.dataReceived(b"67890")
+        self.assertIs(proto.exchange.state, State.HEAD)
+        self.assertEqual([f["status"] for f in h.logged], [413])
+
+    def test_failureEnds(self) -> None:
+        """A request no server can take is answered 503 and ends the exchange (DONE)."""
+        h = Harness(self, retries=0)
+        proto, client = h.accept()
+        assert proto.exchange is not None
+        proto.dataReceived(GET)
+        h.endpoints["s1"].fail()
+        self.assertIs(proto.exchange.state, State.DONE)
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 503 "))

@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
 
 from lbkit import Backend, Server, ServerState
-from lbkit.http import Route, pathBegins
+from lbkit.http import HTTPFrontendProtocol, HTTPProxyFactory, Route, pathBegins
 from lbkit.tls import Certificates, h2Available
 from tests.helpers import freePort, requireBinary, runProcess
 from tests.test_http_integration import HTTPTestCase, Info, OneShot, TrackingSite, backend, reactor
@@ -492,3 +492,97 @@ class HTTP2Tests(HTTP2TestCase):
         [failure] = failures
         self.assertIn("stream reset", failure.getErrorMessage())
         self.assertEqual(client.received(1), 65535)  # one window's worth, then nothing
+
+
+class HookedProtocol(HTTPFrontendProtocol):
+    """
+    A user's protocol subclass: routes C{/special} itself and records each
+    hook call with what it reads of the exchange.
+    """
+
+    calls: list[tuple[Any, ...]] = []
+    special: Optional[Backend] = None
+
+    def routeRequest(self, request: Any) -> tuple[Backend, Any]:
+        self.calls.append(("route", id(self), request.path, self.client.host, self.frontend.name, self.context.request is request))
+        if request.path.startswith(b"/special") and self.special is not None:
+            return self.special, None
+        return HTTPFrontendProtocol.routeRequest(self, request)
+
+    def serverChosen(self, server: Server) -> None:
+        self.calls.append(("chosen", id(self), self.request.path, self.backend.name, server.name, self.server is server))
+
+    def finished(self, fields: dict[str, Any]) -> None:
+        self.calls.append(("finished", id(self), fields["request"], fields["server"], self.factory is not None))
+
+
+class HookedFactory(HTTPProxyFactory):
+    protocol = HookedProtocol
+
+
+class HTTP2HookTests(HTTP2TestCase):
+    """
+    A frontend's protocol subclass (C{factory=} with a C{protocol}) has its
+    hooks called for each HTTP/2 stream, as for an HTTP/1.1 request.
+    """
+
+    @inlineCallbacks
+    def test_hooksPerStream(self) -> None:
+        """routeRequest, serverChosen and finished run once per stream, each stream on its own instance."""
+        HookedProtocol.calls = calls = []
+        HookedProtocol.special = backend("special", [self.site("special1")[0]])
+        self.addCleanup(setattr, HookedProtocol, "special", None)
+        port = self.tlsFrontend(default=backend("app", [self.site("app1")[0]]), factory=HookedFactory)
+        client = yield self.h2client(port)
+        results = yield gatherResults([client.request("/one"), client.request("/special/two")])
+        self.assertEqual([json.loads(body)["server"] for _, _, body in results], ["app1", "special1"])
+        byInstance: dict[int, list[tuple[Any, ...]]] = {}
+        for call in calls:
+            byInstance.setdefault(call[1], []).append((call[0],) + call[2:])
+        self.assertEqual(
+            sorted(byInstance.values()),
+            [
+                [
+                    ("route", b"/one", "127.0.0.1", "fe", True),
+                    ("chosen", b"/one", "app", "app1", True),
+                    ("finished", "GET /one HTTP/2.0", "app1", True),
+                ],
+                [
+                    ("route", b"/special/two", "127.0.0.1", "fe", True),
+                    ("chosen", b"/special/two", "special", "special1", True),
+                    ("finished", "GET /special/two HTTP/2.0", "special1", True),
+                ],
+            ],
+        )
+
+
+class HTTP2EarlyAnswerTests(HTTP2TestCase):
+    """A response complete before the request body ends the stream at once."""
+
+    @inlineCallbacks
+    def test_earlyAnswerEndsStream(self) -> None:
+        """A 413 sent while the body is still coming ends the stream (then RST_STREAM NO_ERROR); the connection goes on."""
+        answer = b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large"
+        serverPort, _ = self.custom(lambda: OneShot(lambda p: p.transport.write(answer)))  # type: ignore[union-attr]
+        okPort = self.site("ok1")[0]
+        port = self.tlsFrontend(
+            [Route(pathBegins("/ok"), backend("ok", [okPort]))],
+            default=backend("upload", [serverPort]),
+            timeoutHttpRequest=60,
+        )
+        client = yield self.h2client(port)
+        conn = client.conn
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, [(b":method", b"POST"), (b":path", b"/up"), (b":scheme", b"https"),
+                                (b":authority", b"a.example"), (b"content-length", b"10")])
+        conn.send_data(sid, b"12345")  # and the other five never come
+        d: Deferred[Any] = Deferred()
+        client.results[sid] = d
+        client.bodies[sid] = []
+        client.flush()
+        status, _, body = yield d
+        self.assertEqual((status, body), (413, b"too large"))
+        status, _, body = yield client.request("/ok")
+        self.assertEqual((status, json.loads(body)["server"]), (200, "ok1"))
+
+    test_earlyAnswerEndsStream.timeout = 10  # type: ignore[attr-defined]

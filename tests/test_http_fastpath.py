@@ -11,9 +11,8 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from lbkit.http import _parse, _proxy
+from lbkit.http import HTTPProxyFactory, _headers, _parse
 from lbkit.http._parse import BadMessage, Request, parseRequestHead, parseResponseHead
-from lbkit.http._proxy import HTTPProxyFactory
 from tests.test_http import OK, Harness
 
 HEADS = [
@@ -134,7 +133,7 @@ class QuietLogTests(SynchronousTestCase):
     def test_nobodyListening(self) -> None:
         """With log=False and no hook, the fields are never built; with log=True they are."""
         calls: list[Any] = []
-        self.patch(_proxy, "_formatAddress", lambda address: calls.append(address) or "-")
+        self.patch(_headers, "formatAddress", lambda address: calls.append(address) or "-")
         for log in (False, True):
             h = Harness(self, frontendArgs={"log": log})
             proto, client = h.accept()
@@ -153,7 +152,7 @@ class CoalescingTests(SynchronousTestCase):
         h = Harness(self)
         proto, client = h.accept()
         writes: list[bytes] = []
-        proto._write = lambda data: (writes.append(data), client.write(data))  # type: ignore[method-assign]
+        proto.writeResponse = lambda data: (writes.append(data), client.write(data))  # type: ignore[method-assign]
         proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         server, serverSide = h.connect()
         server.dataReceived(OK)

@@ -22,8 +22,9 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
 from lbkit import Backend, Server, ServerState
-from lbkit.http import Frontend, Route, headerIs, hostIs, pathBegins
-from lbkit.http._parse import CHUNKED, ChunkedFramer, bodyLength, parseResponseHead
+from lbkit.http import Frontend, Route, addHeader, headerIs, hostIs, pathBegins
+from lbkit.http._body import CHUNKED, ChunkedFramer, bodyLength
+from lbkit.http._parse import parseResponseHead
 from tests.helpers import freePort
 
 reactor: Any = _globalReactor
@@ -608,6 +609,20 @@ class FailureTests(HTTPTestCase):
         for _ in range(2):
             response, body = yield self.get(port)
             self.assertEqual(json.loads(body)["server"], "good")
+
+    @inlineCallbacks
+    def test_retryAppliesRulesOnce(self) -> Any:
+        """A request retried on another server carries a header rule's header once, not once per attempt."""
+        bad, _ = self.custom(lambda: OneShot(lambda p: p.transport.loseConnection()))  # type: ignore[union-attr]
+        good, _ = self.site("good")
+        port = self.frontend(
+            default=Backend("be", [Server("bad", f"127.0.0.1:{bad}"), Server("good", f"127.0.0.1:{good}")]),
+            requestRules=[addHeader("X-Added", "yes")],
+        )
+        for _ in range(2):
+            response, body = yield self.get(port)
+            info = json.loads(body)
+            self.assertEqual((info["server"], info["headers"]["x-added"]), ("good", ["yes"]))
 
     @inlineCallbacks
     def test_closeBeforeHeadNoneLeft(self) -> Any:

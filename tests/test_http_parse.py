@@ -1,6 +1,6 @@
 """
-Tests for L{lbkit.http._parse}: message heads, body framing and the chunked
-framer, with no I/O.
+Tests for L{lbkit.http._parse} and L{lbkit.http._body}: message heads,
+body framing and the chunked framer, with no I/O.
 """
 
 from __future__ import annotations
@@ -9,14 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from lbkit.http._body import CHUNKED, MAX_CHUNK, UNTIL_CLOSE, BodyReader, ChunkedFramer, bodyLength
 from lbkit.http._parse import (
-    CHUNKED,
-    MAX_CHUNK,
+    MAX_HEAD,
     MAX_HEADERS,
-    UNTIL_CLOSE,
     BadMessage,
-    ChunkedFramer,
-    bodyLength,
+    HeadReader,
     parseRequestHead,
     parseResponseHead,
 )
@@ -364,6 +362,88 @@ class ChunkedFramerTests(SynchronousTestCase):
                 break
         self.assertTrue(framer.done)
         self.assertEqual(consumed, len(body))
+
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.binary(min_size=1, max_size=40), min_size=1, max_size=6), st.lists(st.integers(min_value=0, max_value=400), max_size=12))
+    def test_decodeAnySplit(self, chunks: list[bytes], cuts: list[int]) -> None:
+        """In decode mode, the data of the chunks comes out whole, however the body is split."""
+        body = b"".join(chunk(c) for c in chunks) + b"0\r\nX-T: 1\r\n\r\n"
+        framer = ChunkedFramer(decode=True)
+        bounds = [0] + sorted(min(c, len(body)) for c in cuts) + [len(body)]
+        for a, b in zip(bounds, bounds[1:], strict=False):
+            framer.feed(body[a:b])
+        self.assertTrue(framer.done)
+        self.assertEqual(b"".join(framer.pieces or []), b"".join(chunks))
+
+
+class HeadReaderTests(SynchronousTestCase):
+    """
+    L{HeadReader} collects a head however its bytes arrive, with one size
+    limit.
+    """
+
+    def test_whole(self) -> None:
+        """A head and what follows it come back apart; leading empty lines are skipped."""
+        reader = HeadReader()
+        self.assertEqual(reader.feed(b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\nBODY"), (b"GET / HTTP/1.1\r\nHost: a", b"BODY"))
+        self.assertEqual(reader.buffered, b"")
+
+    def test_split(self) -> None:
+        """Bytes of an incomplete head are kept until its blank line arrives."""
+        reader = HeadReader()
+        self.assertIsNone(reader.feed(b"GET / HTTP/1.1\r\nHo"))
+        self.assertIsNone(reader.feed(b"st: a\r\n\r"))
+        self.assertEqual(reader.feed(b"\nX"), (b"GET / HTTP/1.1\r\nHost: a", b"X"))
+
+    def test_oneLimit(self) -> None:
+        """A head one byte over MAX_HEAD is refused whether it comes in one read or byte by byte."""
+        start = b"GET / HTTP/1.1\r\nX: "
+        head = start + b"p" * (MAX_HEAD - len(start) - 3) + b"\r\n\r\n"
+        self.assertEqual(len(head), MAX_HEAD + 1)
+        for request, status in [(True, 431), (False, 502)]:
+            e = self.assertRaises(BadMessage, HeadReader(request).feed, head)
+            self.assertEqual(e.status, status)
+            reader = HeadReader(request)
+            with self.assertRaises(BadMessage):
+                for i in range(0, len(head), 4096):
+                    reader.feed(head[i : i + 4096])
+            self.assertEqual(reader.buffered, b"")
+
+    def test_bareLF(self) -> None:
+        """A request head whose blank line follows a bare LF is refused at once."""
+        for head in [b"GET / HTTP/1.1\nHost: a\n\n", b"GET / HTTP/1.1\r\nHost: a\n\r\n"]:
+            e = self.assertRaises(BadMessage, HeadReader().feed, head)
+            self.assertEqual(e.status, 400)
+
+
+class BodyReaderTests(SynchronousTestCase):
+    """L{BodyReader} finds where a body of any framing ends."""
+
+    def test_length(self) -> None:
+        """A Content-Length body ends after its count; the bytes after it are not the body's."""
+        reader = BodyReader(10)
+        self.assertEqual((reader.feed(b"12345"), reader.done), (5, False))
+        self.assertEqual((reader.feed(b"67890NEXT"), reader.done), (5, True))
+
+    def test_chunked(self) -> None:
+        """A chunked body ends after its last chunk and trailers."""
+        reader = BodyReader(CHUNKED)
+        body = chunk(b"hello") + b"0\r\n\r\n"
+        self.assertEqual((reader.feed(body + b"NEXT"), reader.done), (len(body), True))
+
+    def test_untilClose(self) -> None:
+        """A body until close takes everything and never ends by itself."""
+        reader = BodyReader(UNTIL_CLOSE)
+        self.assertEqual((reader.feed(b"abc"), reader.done), (3, False))
+
+    def test_restart(self) -> None:
+        """start() reads a new body: none (length 0) is done at once."""
+        reader = BodyReader(CHUNKED)
+        reader.start(0)
+        self.assertTrue(reader.done)
+        reader.start(3)
+        self.assertEqual((reader.feed(b"abcd"), reader.done), (3, True))
 
 
 class ConnectTargetTests(SynchronousTestCase):

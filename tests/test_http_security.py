@@ -17,8 +17,7 @@ from twisted.python.failure import Failure
 
 from lbkit import Backend, Server
 from lbkit.http import HTTPProxyFactory, Route, hostIs, pathBegins
-from lbkit.http._parse import MAX_HEADERS
-from lbkit.http._wire import MAX_HEAD
+from lbkit.http._parse import MAX_HEAD, MAX_HEADERS
 from tests.helpers import freePort, startHAProxy
 from tests.test_http_integration import HTTPTestCase, OneShot, ServerFactory
 

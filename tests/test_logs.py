@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from lbkit import Backend, Server, http, tcp
 from lbkit.config import loadSite
 from lbkit.error import ConfigError
-from lbkit.http._proxy import HTTP_LOG_FORMAT
+from lbkit.http import HTTP_LOG_FORMAT
 from lbkit.logs import AccessLog, AccessLogDispatcher, parseDestination
 from lbkit.service import LoadBalancerService
 from lbkit.tap import Options

@@ -46,6 +46,7 @@ LAYERS: dict[str, int] = {
     "lbkit.proxyproto": 0,
     "lbkit._logline": 0,
     "lbkit.http._parse": 0,
+    "lbkit.http._body": 0,
     # 1 model: Server, Context, ServerState
     "lbkit._model": 1,
     # 2 policy: decisions that read the model, never a transport
@@ -67,11 +68,13 @@ LAYERS: dict[str, int] = {
     "lbkit._dispatch": 4,
     "lbkit.http._pool": 4,
     "lbkit.http._server": 4,
-    "lbkit.http._wire": 4,
     "lbkit.http._headers": 4,
+    "lbkit.http._sides": 4,
+    "lbkit.http._states": 0,
+    "lbkit.http._h2head": 0,
     # 5 modes: frontends and their protocols, health checks, stats pages
     "lbkit.tcp": 5,
-    "lbkit.http": 5,
+    "lbkit.http": 5,  # the facade, _exchange, _h1, _h2, _h2stream, _alpn, _acceptproxy, _frontend
     "lbkit.health": 5,
     "lbkit.stats": 5,
     # 6 application: site files, the service tree, reload, twistd, tools

@@ -5,9 +5,10 @@ Public names: L{Frontend}, L{Route}, the matchers (L{pathBegins} and
 friends), the header rules and L{Request}.
 """
 
-from lbkit.http._frontend import Frontend
+from lbkit.http._frontend import Frontend, HTTPProxyFactory
+from lbkit.http._h1 import HTTPFrontendProtocol
+from lbkit.http._headers import HTTP_LOG_FORMAT
 from lbkit.http._parse import BadMessage, Request, Response
-from lbkit.http._proxy import HTTPFrontendProtocol, HTTPProxyFactory, HTTPServerProtocol
 from lbkit.http._routing import (
     Route,
     allOf,
@@ -26,6 +27,7 @@ from lbkit.http._routing import (
     sourceIn,
 )
 from lbkit.http._rules import addHeader, deleteHeader, setHeader
+from lbkit.http._server import HTTPServerProtocol
 
 __all__ = [
     "Frontend",
@@ -36,6 +38,7 @@ __all__ = [
     "HTTPProxyFactory",
     "HTTPFrontendProtocol",
     "HTTPServerProtocol",
+    "HTTP_LOG_FORMAT",
     "pathBegins",
     "pathIs",
     "pathEnds",

@@ -27,12 +27,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, providedBy
 
-from lbkit._model import formatAddress
+from lbkit._address import formatAddress
 from lbkit._pump import tune, writeThrough
 from lbkit.proxyproto import InvalidProxyHeader, ProxyHeaderParser
 
 if TYPE_CHECKING:
-    from lbkit.http._proxy import HTTPProxyFactory
+    from lbkit.http._frontend import HTTPProxyFactory
 
 __all__ = ["AcceptProxyFactory"]
 
@@ -109,7 +109,7 @@ class _ProxyHeaderReader(Protocol):
         # HAProxy waits for the header up to its timeout client
         self._timer = proxyFactory.reactor.callLater(proxyFactory.frontend.timeoutClient, self._timedOut)
         self._tracked = True
-        proxyFactory.connectionOpened(self)
+        proxyFactory.connectionOpened(self, counted=False)  # the protocol it hands on to counts
 
     # -- the header --------------------------------------------------------
 

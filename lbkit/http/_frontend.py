@@ -1,6 +1,8 @@
 # -*- test-case-name: tests.test_http -*-
 """
-The http-mode frontend: configuration and service.
+The http-mode frontend: its configuration (L{Frontend}), the factory of
+its connections (L{HTTPProxyFactory}: the server connection pool, the
+counters, the access log) and its service.
 """
 
 from __future__ import annotations
@@ -8,19 +10,37 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 from twisted.application.service import IService
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from lbkit._backend import Backend
+from lbkit._drain import DrainingFactory
 from lbkit._listening import ListeningService
 from lbkit._origin import definedAt
 from lbkit.error import ConfigError
 from lbkit.http._acceptproxy import AcceptProxyFactory
-from lbkit.http._proxy import HTTPProxyFactory
+from lbkit.http._alpn import negotiating
+from lbkit.http._h1 import HTTPFrontendProtocol
+from lbkit.http._headers import HTTP_LOG_FORMAT
+from lbkit.http._pool import ConnectionPool
 from lbkit.http._routing import Route
+from lbkit.http._server import HTTPServerProtocol
 from lbkit.interfaces import IListener
 from lbkit.tls import Certificates, fromSSLEndpoint, h2Available, serverFactory
 
-__all__ = ["Frontend"]
+__all__ = ["Frontend", "HTTPProxyFactory"]
+
+accessLog = Logger(namespace="lbkit.access")
+
+#: The protocol of an HTTP/2 connection, when the optional C{h2} package is
+#: installed (L{lbkit.tls.h2Available}); else L{None}, and TLS frontends
+#: offer only HTTP/1.1.
+H2_PROTOCOL: Optional[type[Protocol]] = None
+if h2Available():
+    from lbkit.http._h2 import H2FrontendProtocol
+
+    H2_PROTOCOL = H2FrontendProtocol
 
 
 @implementer(IListener)
@@ -138,19 +158,73 @@ class Frontend:
 
     def alpnProtocols(self) -> list[bytes]:
         """What a TLS frontend offers through ALPN, most preferred first."""
-        return [b"h2", b"http/1.1"] if self.http2 and h2Available() else [b"http/1.1"]
+        return [b"h2", b"http/1.1"] if self.http2 and H2_PROTOCOL is not None else [b"http/1.1"]
 
     def makeService(self, reactor: Any) -> IService:
         factory: Any = self.buildFactory(reactor)
         proxyFactory = factory
         if self.tls is not None:
             protocols = self.alpnProtocols()
-            if b"h2" in protocols:
-                from lbkit.http._h2 import negotiating  # type: ignore[import-not-found,unused-ignore]
-
-                factory = negotiating(factory)
+            if b"h2" in protocols and H2_PROTOCOL is not None:
+                factory = negotiating(factory, H2_PROTOCOL)
             factory = serverFactory(self.tls, factory, reactor, protocols)
         # outermost, for the PROXY header comes before TLS; it reads
         # acceptProxy per connection, so a reload can change it
         factory = AcceptProxyFactory(factory, proxyFactory)
         return ListeningService(self.endpoint, factory, reactor, f"frontend {self.name}")
+
+
+class HTTPProxyFactory(DrainingFactory, Factory):
+    """
+    Builds an L{HTTPFrontendProtocol} per client connection and keeps the
+    server connection pool of its frontend.
+    """
+
+    protocol: type[Protocol] = HTTPFrontendProtocol
+    noisy = False
+    countsConnections = True  # current and total, in connectionOpened/Closed
+
+    def __init__(self, frontend: Frontend, reactor: Any) -> None:
+        self.frontend = frontend
+        self.reactor = reactor
+        self.pool: ConnectionPool[HTTPServerProtocol] = ConnectionPool(
+            reactor, frontend.maxIdlePerServer, frontend.poolIdleTimeout
+        )
+        self.updateTimeouts()
+        self.requests = 0
+        self.bytesIn = 0
+        self.bytesOut = 0
+        self.responses = {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0, "other": 0}
+        #: Where access-log lines go; the service points it at the
+        #: destinations of L{lbkit.logs.AccessLog} when the site has some.
+        self.accessLog = accessLog
+
+    def updateTimeouts(self) -> None:
+        """
+        Work out how often each connection checks its timeouts: a quarter of
+        the smallest, so a timeout fires at most 25% late.  Called again
+        when a reload changes the frontend's or its backends' timeouts.
+        """
+        frontend = self.frontend
+        timeouts = [frontend.timeoutHttpRequest, frontend.timeoutClient, frontend.timeoutTunnel]
+        if frontend.timeoutRequestBody is not None:
+            timeouts.append(frontend.timeoutRequestBody)
+        timeouts += [b.timeoutServer for b in frontend.backends()]
+        self.tickInterval = max(0.05, min(timeouts) / 4)
+
+    def stopFactory(self) -> None:
+        self.pool.closeAll()
+
+    def logAccess(self, fields: dict[str, Any]) -> None:
+        """Emit the access-log line of one finished request."""
+        if self.frontend.log:
+            self.accessLog.info(HTTP_LOG_FORMAT, **fields)
+
+    def logsAccess(self) -> bool:
+        """
+        Whether L{logAccess} does anything: the frontend logs, or
+        C{logAccess} is overridden (or replaced on the instance).  When it
+        does not and no C{finished} hook is overridden either, the access-log
+        fields of a request are not built at all.
+        """
+        return bool(self.frontend.log) or getattr(self.logAccess, "__func__", None) is not HTTPProxyFactory.logAccess

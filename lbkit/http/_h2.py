@@ -3,18 +3,12 @@
 HTTP/2 to clients, over TLS with ALPN (the C{h2} package).
 
 A TLS http frontend that negotiated C{h2} gets an L{H2FrontendProtocol}
-instead of the HTTP/1.1 one (see L{negotiating}).  Each stream becomes an
-ordinary HTTP/1.1 exchange: an L{H2Stream} is an
-L{HTTPFrontendProtocol} whose "client transport" is the stream, so routing,
-balancing, queueing, retries, rules, persistence, timeouts and the access
-log are the HTTP/1.1 code itself.  Servers are spoken to in HTTP/1.1, with
-the same pooled connections.
-
-Flow control: request DATA is acknowledged to the client only once it was
-handed to the server connection (whose full buffer pauses the stream);
-response bytes are sent as the stream's window allows, and the server
-connection is paused while they wait (or while the client's TCP connection
-is full).
+instead of the HTTP/1.1 one (see L{lbkit.http._alpn}).  Each stream is an
+L{lbkit.http._h2stream.H2Stream}, the client side of one
+L{lbkit.http._exchange.Exchange} as an HTTP/1.1 connection is: routing,
+balancing, queueing, retries, rules, persistence, timeouts, the access log
+and the hooks of the frontend's protocol class are the same code.  Servers
+are spoken to in HTTP/1.1, with the same pooled connections.
 
 Safety (see docs/tls.md, "HTTP/2 limits"): each request head is checked
 (L{lbkit.http._h2head}) and re-framed for HTTP/1.1 by lbkit; a malformed
@@ -26,8 +20,7 @@ unread PING/SETTINGS answers gets GOAWAY (ENHANCE_YOUR_CALM) and is closed.
 
 from __future__ import annotations
 
-from collections import deque
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -43,30 +36,21 @@ from h2.events import (
     TrailersReceived,
     WindowUpdated,
 )
-from h2.exceptions import ProtocolError, StreamClosedError
+from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
-from twisted.internet.interfaces import IHandshakeListener, IPushProducer
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from lbkit._model import Context
-from lbkit.http._h2head import MalformedRequest, checkRequestHead, checkTrailers
-from lbkit.http._parse import CHUNKED, BadMessage, ChunkedFramer, Request, Response
-from lbkit.http._proxy import HTTPFrontendProtocol, HTTPProxyFactory
-from lbkit.http._server import HTTPServerProtocol
-from lbkit.http._wire import (
-    _CLOSED,
-    _DONE,
-    _HOP,
-    _MESSAGES,
-    _WAIT,
-    _connectionTokens,
-    _formatAddress,
-)
+from lbkit._address import formatAddress
+from lbkit.http._h2stream import H2Stream
 
-__all__ = ["H2FrontendProtocol", "H2Stream", "negotiating"]
+if TYPE_CHECKING:
+    from lbkit.http._frontend import HTTPProxyFactory
+
+__all__ = ["H2FrontendProtocol", "H2Stream"]
 
 _log = Logger(namespace="lbkit.http")
 
@@ -119,107 +103,6 @@ class _LocalSettings(Settings):
         self[SettingCodes.MAX_CONCURRENT_STREAMS] = value
 
 
-# -- choosing the protocol after the TLS handshake ------------------------------
-
-
-class _NegotiatingFactory(Factory):
-    """
-    Wraps an L{HTTPProxyFactory} under TLS: each connection gets the
-    protocol its ALPN negotiation chose.
-    """
-
-    noisy = False
-
-    def __init__(self, wrappedFactory: HTTPProxyFactory) -> None:
-        self.wrappedFactory = wrappedFactory
-
-    def doStart(self) -> None:
-        self.wrappedFactory.doStart()
-
-    def doStop(self) -> None:
-        self.wrappedFactory.doStop()
-
-    def buildProtocol(self, addr: Any) -> Protocol:
-        return _Negotiating(self.wrappedFactory, addr)
-
-
-def negotiating(factory: HTTPProxyFactory) -> Factory:
-    """
-    A factory to put under TLS in place of C{factory}: a connection that
-    negotiated C{h2} is served by L{H2FrontendProtocol}, any other by
-    C{factory}'s own protocol.
-    """
-    return _NegotiatingFactory(factory)
-
-
-@implementer(IHandshakeListener)
-class _Negotiating(Protocol):
-    """
-    Stands in until the TLS handshake is over, then hands the connection to
-    the right protocol (and steps out of the data path).
-    """
-
-    def __init__(self, factory: HTTPProxyFactory, addr: Any) -> None:
-        self.factory = factory
-        self.addr = addr
-        self.inner: Optional[Protocol] = None
-        self._timer: Any = None
-
-    def connectionMade(self) -> None:
-        reactor = self.factory.reactor
-        self._timer = reactor.callLater(self.factory.frontend.timeoutHttpRequest, self._timedOut)
-        self.factory.connectionOpened(self)
-
-    def _timedOut(self) -> None:
-        self._timer = None
-        if self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
-
-    def handshakeCompleted(self) -> None:
-        self._switch()
-
-    def _switch(self) -> Protocol:
-        inner = self.inner
-        if inner is not None:
-            return inner
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        transport: Any = self.transport
-        if getattr(transport, "negotiatedProtocol", None) == b"h2":
-            inner = H2FrontendProtocol()
-            inner.factory = self.factory
-        else:
-            inner = self.factory.buildProtocol(self.addr)
-            assert inner is not None
-        self.inner = inner
-        if hasattr(transport, "wrappedProtocol"):
-            transport.wrappedProtocol = inner  # the TLS layer delivers to it directly
-        inner.makeConnection(transport)
-        self.factory.connectionClosed(self)
-        return inner
-
-    def dataReceived(self, data: bytes) -> None:
-        self._switch().dataReceived(data)
-
-    def connectionLost(self, reason: Failure = _DONE) -> None:
-        if self.inner is not None:
-            self.inner.connectionLost(reason)
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self.factory.connectionClosed(self)
-
-    def stopGracefully(self) -> None:
-        if self.inner is None and self.transport is not None:
-            self.transport.loseConnection()
-
-    def kill(self) -> None:
-        if self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
-
-
 # -- the connection --------------------------------------------------------------
 
 
@@ -251,8 +134,6 @@ class H2FrontendProtocol(Protocol):
         factory = self.factory
         self.reactor = factory.reactor
         self.frontend = factory.frontend
-        factory.current += 1
-        factory.total += 1
         transport: Any = self.transport
         self.client = transport.getPeer()
         # inbound header blocks are checked by lbkit.http._h2head, per stream
@@ -282,7 +163,7 @@ class H2FrontendProtocol(Protocol):
         try:
             events = self.conn.receive_data(data)
         except ProtocolError as e:
-            _log.info("{client}: HTTP/2 protocol error: {why}", client=_formatAddress(self.client), why=str(e))
+            _log.info("{client}: HTTP/2 protocol error: {why}", client=formatAddress(self.client), why=str(e))
             self.flush()  # h2 queued a GOAWAY
             self._close()
             return
@@ -305,7 +186,7 @@ class H2FrontendProtocol(Protocol):
             elif isinstance(event, DataReceived):
                 stream = streams.get(event.stream_id)
                 if stream is None:
-                    self._ack(event.flow_controlled_length, event.stream_id)
+                    self.ack(event.flow_controlled_length, event.stream_id)
                 else:
                     stream.h2Data(event.data, event.flow_controlled_length)
             elif isinstance(event, StreamEnded):
@@ -390,7 +271,7 @@ class H2FrontendProtocol(Protocol):
         _log.warn(
             "{client}: HTTP/2 connection closed (GOAWAY ENHANCE_YOUR_CALM): {why}; "
             "{resets} streams reset by the client ({dropped} before routing)",
-            client=_formatAddress(self.client), why=why, resets=self.resets, dropped=self.dropped,
+            client=formatAddress(self.client), why=why, resets=self.resets, dropped=self.dropped,
         )
         try:
             self.conn.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
@@ -403,7 +284,8 @@ class H2FrontendProtocol(Protocol):
         for stream in list(self.streams.values()):
             stream.clientGone("CD")
 
-    def _ack(self, size: int, sid: int) -> None:
+    def ack(self, size: int, sid: int) -> None:
+        """Acknowledge C{size} flow-controlled bytes of stream C{sid} (WINDOW_UPDATE)."""
         if size and not self._closed:
             try:
                 self.conn.acknowledge_received_data(size, sid)
@@ -461,7 +343,7 @@ class H2FrontendProtocol(Protocol):
             return
         self._tick = self.reactor.callLater(self.factory.tickInterval, self._checkIdle)
 
-    def connectionLost(self, reason: Failure = _DONE) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closed = True
         if self._tick is not None:
             self._tick.cancel()
@@ -473,7 +355,6 @@ class H2FrontendProtocol(Protocol):
         for stream in list(self.streams.values()):
             stream.clientGone("CD")
         self.streams.clear()
-        self.factory.current -= 1
         self.factory.connectionClosed(self)
 
     # -- drain ---------------------------------------------------------------
@@ -487,8 +368,7 @@ class H2FrontendProtocol(Protocol):
     def kill(self) -> None:
         """Abort every stream (termination C{KD}) and the connection."""
         for stream in list(self.streams.values()):
-            if stream.request is not None and stream._state != _CLOSED:
-                stream.abortExchange("KD")
+            stream.kill()
         self._closed = True
         if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
@@ -518,476 +398,3 @@ class H2FrontendProtocol(Protocol):
 
     def stopProducing(self) -> None:
         pass
-
-
-# -- one stream --------------------------------------------------------------------
-
-
-class _StreamTransport:
-    """What an L{H2Stream}, as an HTTP/1.1 exchange, sees as its client connection."""
-
-    disconnecting = False
-
-    def __init__(self, stream: H2Stream) -> None:
-        self.stream = stream
-        self.producer: Any = None
-        self.paused = False
-
-    @property
-    def producerPaused(self) -> bool:
-        """Whether the server connection waits for the client (read by C{_clientStalled})."""
-        return self.stream.producerPaused
-
-    def getPeer(self) -> Any:
-        return self.stream.h2.client
-
-    def getHost(self) -> Any:
-        return self.stream.h2.transport.getHost()  # type: ignore[union-attr]
-
-    def write(self, data: bytes) -> None:
-        self.stream.fromServer(data)
-
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
-        self.producer = producer
-        self.stream.producerPaused = False
-        self.stream.updateProducer()
-
-    def unregisterProducer(self) -> None:
-        self.producer = None
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        self.stream.deliverPending()
-
-    def stopProducing(self) -> None:
-        pass
-
-    def loseConnection(self) -> None:
-        self.stream.end()
-
-    def abortConnection(self) -> None:
-        self.stream.reset(ErrorCodes.INTERNAL_ERROR)
-
-
-class H2Stream(HTTPFrontendProtocol):
-    """
-    One HTTP/2 stream, proxied as one HTTP/1.1 exchange.
-    """
-
-    _abortOnClose = False
-
-    def __init__(self, h2: H2FrontendProtocol, streamId: int) -> None:
-        HTTPFrontendProtocol.__init__(self)
-        self.h2 = h2
-        self.streamId = streamId
-        self.factory = h2.factory
-        self.transport = _StreamTransport(self)  # type: ignore[assignment]
-        self.producerPaused = False
-        self._pending: list[tuple[bytes, int]] = []
-        self._out: deque[bytes] = deque()
-        self._outOffset = 0
-        self._ending = False
-        self._done = False
-        self._clientEnded = False
-        self._dechunker: Optional[_Dechunker] = None
-        self._endOnHeaders = False
-        self._sent = 0
-        #: request body bytes the client declared and has not sent yet, or None
-        self._declaredLeft: Optional[int] = None
-        self._quiet = False
-
-    def start(self, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
-        """The request's HEADERS arrived: check it, build the request, route it, choose a server."""
-        h2 = self.h2
-        self.reactor = h2.reactor
-        self.frontend = h2.frontend
-        self.client = h2.client
-        try:
-            head = checkRequestHead(headers, ended)
-        except MalformedRequest as e:
-            self.malformed(str(e))
-            return
-        self._proto = b"https"
-        self._mtls = getattr(getattr(self.frontend, "tls", None), "clientCA", None) is not None
-        self._certTransport = h2.transport
-        self._write = self.fromServer
-        self._clientEnded = ended
-        now = self.reactor.seconds()
-        self._since = self._requestStart = now
-        self._lastBytes = -1
-        self._tick = self.reactor.callLater(self._tickInterval(), self._checkTimeouts)
-        method = head.method
-        request = Request(method, head.path or b"*", b"HTTP/1.1", head.fields)
-        self.request = request
-        self._bytesIn = 0
-        self._keepAlive = True
-        self._upgrade = False
-        # lbkit frames the body for HTTP/1.1 itself: the declared length
-        # (checked against the DATA received), else chunked
-        length = head.contentLength
-        self._declaredLeft = length
-        framing = 0 if ended else CHUNKED if length is None else length
-        self._bodyRemaining = framing
-        self._bodyFramer = None
-        if framing == CHUNKED:
-            self._bodyFramer = ChunkedFramer()
-        self._bodyDone = framing == 0
-        self._hasBody = framing != 0
-        self._status = 0
-        self._bytesOut = 0
-        self._termination = "--"
-        self._attempts = 0
-        self._responseStarted = False
-        self._closeAfter = True  # one exchange per stream
-        self._tw = self._tc = self._tr = -1.0
-        self.server = None
-        self._state = _WAIT
-        self.factory.requests += 1
-        if method == b"CONNECT":  # no tunnels over HTTP/2 here
-            self.backend = None
-            self._fail(501, "CR")
-            return
-        self.context = Context(client=self.client, frontend=self.frontend.name, request=request)
-        backend, rules = self.routeRequest(request)
-        self.backend = backend
-        self._rules = rules
-        self._choose()
-
-    # -- request body: client -> server ------------------------------------
-
-    def h2Data(self, data: bytes, flowLength: int) -> None:
-        """A DATA frame of this stream arrived."""
-        left = self._declaredLeft
-        if left is not None and data:
-            # (the h2 package checks this too, as a connection error)
-            left -= len(data)
-            self._declaredLeft = left
-            if left < 0:
-                self.h2._ack(flowLength, self.streamId)
-                self.malformed("more DATA than its content-length")
-                return
-        if self._done or self._bodyDone:
-            self.h2._ack(flowLength, self.streamId)
-            return
-        if self._bodyRemaining == CHUNKED and data:
-            data = b"%x\r\n%s\r\n" % (len(data), data)
-        self._pending.append((data, flowLength))
-        self.deliverPending()
-
-    def h2End(self) -> None:
-        """The client ended the stream (its request is complete)."""
-        self._clientEnded = True
-        if self._declaredLeft:
-            self.malformed("stream ended before its content-length")
-            return
-        if not self._done and not self._bodyDone and self._bodyRemaining == CHUNKED:
-            self._pending.append((b"0\r\n\r\n", 0))
-            self.deliverPending()
-
-    def h2Trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
-        """A trailers block arrived: checked, and not forwarded."""
-        try:
-            checkTrailers(headers)
-        except MalformedRequest as e:
-            self.malformed(str(e))
-
-    def malformed(self, why: str) -> None:
-        """
-        The request is malformed (RFC 9113 §8.1.1): RST_STREAM
-        PROTOCOL_ERROR; a server connection it went to is aborted, never
-        pooled (it may be waiting for body bytes that will not come).
-        """
-        if self._done:
-            return
-        _log.info("{client}: stream {sid}: malformed HTTP/2 request refused: {why}",
-                  client=_formatAddress(self.client), sid=self.streamId, why=why)
-        if self.request is not None and self._state != _CLOSED:
-            if self._termination == "--":
-                self._termination = "PR"
-            conn = self.conn
-            if conn is not None:
-                conn.front = None
-                conn.abort()
-            self._endExchange(reusable=False)
-        self._state = _CLOSED
-        self._resetQuietly(ErrorCodes.PROTOCOL_ERROR)
-        self._finish()
-        self.h2.glitch("malformed requests")
-
-    def deliverPending(self) -> None:
-        """Pass waiting request bytes on, unless the server side is paused."""
-        transport: Any = self.transport
-        while self._pending and not transport.paused and not self._done:
-            data, size = self._pending.pop(0)
-            if data and not self._bodyDone:
-                self.dataReceived(data)
-            self.h2._ack(size, self.streamId)
-        self.h2.flush()
-
-    # -- response: server -> client ------------------------------------------
-
-    def _responseHeadData(self, conn: HTTPServerProtocol, response: Response, framing: int, tunnel: bool = False) -> bytes:
-        if tunnel:
-            # HTTP/2 has no 101 Switching Protocols: nothing was asked for
-            self.serverFailed(conn, BadMessage("101 Switching Protocols over HTTP/2", 502), True)
-            return b""
-        self._dechunker = _Dechunker() if framing == CHUNKED else None
-        self._endOnHeaders = framing == 0
-        return HTTPFrontendProtocol._responseHeadData(self, conn, response, framing, tunnel)
-
-    def _responseHeadBytes(self, response: Response, interim: bool = False, tunnel: bool = False) -> bytes:
-        """Send the response head as a HEADERS frame; nothing goes through C{_write}."""
-        headers = [(b":status", b"%d" % response.code)]
-        tokens = _connectionTokens(response.headers)
-        for name, value in response.headers:
-            lower = name.lower()
-            if lower in _HOP or lower in tokens:
-                continue
-            headers.append((lower, value))
-        end = self._endOnHeaders and not interim
-        if self._sendHeaders(headers, end) and end:
-            self._streamEnded()
-        return b""
-
-    def fromServer(self, data: bytes) -> None:
-        """Response body bytes from the server, in their HTTP/1.1 framing."""
-        if not data or self._done:
-            return
-        if self._dechunker is not None:
-            pieces = self._dechunker.feed(data)
-        else:
-            pieces = [data]
-        for piece in pieces:
-            if piece:
-                self._out.append(piece)
-        self.flushOut()
-
-    def flushOut(self) -> None:
-        """
-        Send buffered response bytes as far as the flow-control windows
-        allow, and not into a client connection that is full.
-        """
-        if self._done:
-            return
-        h2 = self.h2
-        conn = h2.conn
-        out = self._out
-        sid = self.streamId
-        try:
-            while out and not h2.paused:
-                window = conn.local_flow_control_window(sid)
-                if window <= 0:
-                    break
-                chunk = out[0]
-                offset = self._outOffset
-                size = min(window, conn.max_outbound_frame_size, len(chunk) - offset)
-                conn.send_data(sid, chunk[offset : offset + size])
-                self._sent += size
-                if offset + size == len(chunk):
-                    out.popleft()
-                    self._outOffset = 0
-                else:
-                    self._outOffset = offset + size
-            if not out and self._ending:
-                conn.end_stream(sid)
-                self._streamEnded()
-        except ProtocolError as e:
-            self._broken(e)
-        self.h2.flush()
-        self.updateProducer()
-
-    def updateProducer(self) -> None:
-        """Pause the server connection while response bytes wait, resume it when they are gone."""
-        producer = self.transport.producer  # type: ignore[union-attr]
-        if producer is None:
-            return
-        blocked = bool(self._out) or self.h2.paused
-        if blocked != self.producerPaused:
-            self.producerPaused = blocked
-            if blocked:
-                producer.pauseProducing()
-            else:
-                producer.resumeProducing()
-
-    def responseDone(self, conn: HTTPServerProtocol) -> None:
-        conn.bytes = self._sent + sum(len(c) for c in self._out) - self._outOffset
-        HTTPFrontendProtocol.responseDone(self, conn)
-
-    # -- errors ----------------------------------------------------------------
-
-    def _fail(self, status: int, termination: str) -> None:
-        """Answer with an error status (if nothing was sent yet) and end the stream."""
-        self._termination = termination
-        self._status = status
-        if self._responseStarted:
-            self.abortExchange(termination)
-            return
-        self._releaseSlot()
-        body = _MESSAGES.get(status, b"Error\n")
-        self._bytesOut = len(body)
-        self.factory.responses["5xx" if status >= 500 else "4xx"] += 1
-        headers = [
-            (b":status", b"%d" % status),
-            (b"content-type", b"text/plain"),
-            (b"cache-control", b"no-cache"),
-            (b"content-length", b"%d" % len(body)),
-        ]
-        if self._sendHeaders(headers, False):
-            self._out.append(body)
-            self._ending = True
-            self.flushOut()
-        self._endExchange(reusable=False)
-        self._closeClient()
-
-    def _nextRequest(self) -> None:
-        self._closeClient()
-
-    def finished(self, fields: dict[str, Any]) -> None:
-        request = fields.get("request", "-")
-        if request.endswith(" HTTP/1.1"):
-            fields["request"] = request[:-8] + "HTTP/2.0"
-
-    def _checkTimeouts(self) -> None:
-        HTTPFrontendProtocol._checkTimeouts(self)
-        if self._done and self._tick is not None:
-            self._tick.cancel()
-            self._tick = None
-
-    # -- the stream's end ------------------------------------------------------
-
-    def _sendHeaders(self, headers: list[tuple[bytes, bytes]], end: bool) -> bool:
-        if self._done:
-            return False
-        try:
-            self.h2.conn.send_headers(self.streamId, headers, end_stream=end)
-        except ProtocolError as e:
-            self._broken(e)
-            return False
-        self.h2.flush()
-        return True
-
-    def _broken(self, error: ProtocolError) -> None:
-        """C{h2} refused to send: the client reset the stream, or what the server sent cannot go out."""
-        termination = "CD"
-        if not isinstance(error, StreamClosedError):
-            _log.info("{client}: stream {sid}: cannot send the response: {why}",
-                      client=_formatAddress(self.client), sid=self.streamId, why=str(error))
-            self._resetQuietly(ErrorCodes.INTERNAL_ERROR)
-            termination = "SD" if self._responseStarted else "SH"
-        self.clientGone(termination)
-
-    def end(self) -> None:
-        """The exchange is over: end the stream once its bytes are sent."""
-        if self._done:
-            return
-        self._ending = True
-        self.flushOut()
-
-    def _streamEnded(self) -> None:
-        self._ending = False
-        if not self._clientEnded:
-            # the response is complete: the rest of the request is not wanted
-            self._resetQuietly(ErrorCodes.NO_ERROR)
-        self._finish()
-
-    def reset(self, code: ErrorCodes) -> None:
-        """Abandon the stream with RST_STREAM."""
-        if self._done:
-            return
-        self._resetQuietly(code)
-        self._finish()
-
-    def _resetQuietly(self, code: ErrorCodes) -> None:
-        try:
-            self.h2.conn.reset_stream(self.streamId, code)
-        except ProtocolError:
-            pass
-        self.h2.flush()
-
-    def clientReset(self) -> None:
-        """
-        The client reset the stream.  One reset before the request went to
-        a server (routing, queue, connect) is not logged: it cost no server
-        anything, and a flood of them would flood the log too.
-        """
-        if self._state == _WAIT:
-            self._quiet = True
-        self.clientGone("CD")
-
-    def _log(self) -> None:
-        if not self._quiet:
-            HTTPFrontendProtocol._log(self)
-
-    def clientGone(self, termination: str) -> None:
-        """The client reset the stream, or its connection is gone."""
-        if self._done:
-            return
-        self._clientGone = True
-        if self._state != _CLOSED and self.request is not None:
-            if self._termination == "--":
-                self._termination = termination
-            self._endExchange(reusable=False)
-        self._state = _CLOSED
-        self._finish()
-
-    def _finish(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        if self._abortCall is not None:
-            if self._abortCall.active():
-                self._abortCall.cancel()
-            self._abortCall = None
-        self._out.clear()
-        pending, self._pending = self._pending, []
-        for _, size in pending:
-            self.h2._ack(size, self.streamId)
-        if self._tick is not None:
-            self._tick.cancel()
-            self._tick = None
-        self.h2.streamClosed(self)
-
-
-class _Dechunker:
-    """
-    Decodes a chunked body (already checked by the server protocol's
-    framer) into its data, dropping sizes, extensions and trailers.
-    """
-
-    __slots__ = ("_state", "_remaining", "_line")
-
-    def __init__(self) -> None:
-        self._state = 0  # 0 size line, 1 data, 2 CRLF after data, 3 trailers, 4 done
-        self._remaining = 0
-        self._line = b""
-
-    def feed(self, data: bytes) -> list[bytes]:
-        out: list[bytes] = []
-        i, n = 0, len(data)
-        while i < n and self._state != 4:
-            if self._state == 1:
-                take = min(self._remaining, n - i)
-                out.append(data[i : i + take] if take != n else data)
-                i += take
-                self._remaining -= take
-                if not self._remaining:
-                    self._state = 2
-                continue
-            end = data.find(b"\n", i)
-            if end < 0:
-                self._line += data[i:]
-                break
-            line = (self._line + data[i:end]).rstrip(b"\r")
-            self._line = b""
-            i = end + 1
-            if self._state == 0:
-                self._remaining = int(line.split(b";", 1)[0].strip() or b"0", 16)
-                self._state = 1 if self._remaining else 3
-            elif self._state == 2:
-                self._state = 0
-            elif not line:
-                self._state = 4
-        return out

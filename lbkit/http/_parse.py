@@ -2,9 +2,9 @@
 """
 HTTP/1.x message heads and body framing, with no I/O.
 
-The proxy forwards bodies exactly as they arrive (a chunked body stays
-chunked), so parsing a body only means finding where it ends:
-L{ChunkedFramer} follows chunk sizes without copying the data.
+L{HeadReader} collects a head from the bytes of a connection however they
+arrive, under one size limit (L{MAX_HEAD}); L{parseRequestHead} and
+L{parseResponseHead} parse it.  Bodies are L{lbkit.http._body}'s.
 """
 
 from __future__ import annotations
@@ -18,24 +18,17 @@ __all__ = [
     "Response",
     "parseRequestHead",
     "parseResponseHead",
-    "ChunkedFramer",
-    "bodyLength",
-    "CHUNKED",
-    "UNTIL_CLOSE",
+    "HeadReader",
+    "MAX_HEAD",
     "MAX_HEADERS",
 ]
 
-#: Body framing: a chunked body.
-CHUNKED = -1
-#: Body framing: a response body that ends when the server closes.
-UNTIL_CLOSE = -2
+#: The largest message head, in bytes, its blank line included; a larger
+#: request head is a 431, a larger response head a 502.
+MAX_HEAD = 65536
 #: At most this many header lines in a request head (HAProxy's
 #: tune.http.maxhdr is 101 counting the request line); more is a 431.
 MAX_HEADERS = 100
-#: The largest chunk size accepted: 2**52 - 1, as HAProxy (a value a
-#: server storing sizes in a double or a signed 64-bit int still reads
-#: right).
-MAX_CHUNK = (1 << 52) - 1
 
 # (\Z, not $: $ also matches before a final newline)
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
@@ -46,9 +39,7 @@ _T = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 # the last word (and the precise error message).
 _REQUEST_LINE = re.compile(b"(" + _T + rb") ([^\x00-\x20\x7f-\xff#]+) (HTTP/1\.[01])(\r\n|\Z)")
 _FIELDS = re.compile(_T + rb":[^\r\n\x00]*(?:\r\n" + _T + rb":[^\r\n\x00]*)*")
-_FIELD = re.compile(_T + rb":[^\r\n\x00]*")
-_HEX = re.compile(rb"^[0-9A-Fa-f]{1,16}\Z")
-# a chunk extension or a reason phrase may hold no control character but HTAB
+# a reason phrase may hold no control character but HTAB
 _EXT_CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # absolute-form: http or https, then an authority (RFC 3986 reg-name or
 # IP literal, optional port; no userinfo), then path and query
@@ -371,128 +362,61 @@ def parseResponseHead(head: bytes) -> Response:
     return Response(parts[0], int(parts[1]), reason, headers)
 
 
-def bodyLength(headers: list[list[bytes]], response: bool) -> int:
+class HeadReader:
     """
-    The framing of a message body from its headers (RFC 9112 §6.3).
+    Collects one message head at a time from the bytes of a connection,
+    however they are split: L{feed} returns the head once its blank line
+    arrived, with the bytes after it.
 
-    A request's C{Transfer-Encoding} must be C{chunked} alone; a
-    response's must end with C{chunked} (and name it once), or its body
-    lasts until close.
+    One limit holds however the bytes arrive, in one read or many: a head
+    (blank line included) over L{MAX_HEAD} bytes is refused.  A request
+    head is refused too as soon as it holds a blank line ended by a bare LF
+    (instead of waiting for a CRLF CRLF that never comes), and empty lines
+    before a request line are skipped (RFC 9112 section 2.2).
 
-    @return: A byte count, L{CHUNKED}, or for a response without either
-        header L{UNTIL_CLOSE} (a request without either has no body: 0).
-    @raise BadMessage: on conflicting or invalid framing headers.
-    """
-    status = 502 if response else 400
-    te: Optional[bytes] = None
-    cl: Optional[bytes] = None
-    for name, value in headers:
-        if len(name) == 17 and name.lower() == b"transfer-encoding":
-            te = value if te is None else te + b"," + value
-        elif len(name) == 14 and name.lower() == b"content-length":
-            if cl is not None and cl != value:
-                raise BadMessage("conflicting Content-Length headers", status)
-            cl = value
-    if te is not None:
-        if cl is not None:
-            raise BadMessage("both Transfer-Encoding and Content-Length", status)
-        if response:
-            # only SP and HTAB are whitespace (RFC 9110 section 5.6.3):
-            # "\x0bchunked" is another coding, not chunked
-            codings = [c.strip(b" \t").lower() for c in te.split(b",")]
-            if codings.count(b"chunked") > 1:
-                raise BadMessage("Transfer-Encoding applies chunked twice", status)
-            return CHUNKED if codings[-1] == b"chunked" else UNTIL_CLOSE
-        # a request: chunked and nothing else, once (as HAProxy); empty
-        # list elements are allowed (RFC 9110 section 5.6.1)
-        codings = [c for c in (c.strip(b" \t").lower() for c in te.split(b",")) if c]
-        if codings != [b"chunked"]:
-            raise BadMessage(f"Transfer-Encoding other than chunked {te[:40]!r}", status)
-        return CHUNKED
-    if cl is not None:
-        # digits only: the header parser has trimmed spaces and tabs, and
-        # any other byte around the number is refused, not stripped
-        if not cl.isdigit() or len(cl) > 18:
-            raise BadMessage(f"invalid Content-Length {cl[:20]!r}", status)
-        return int(cl)
-    return UNTIL_CLOSE if response else 0
-
-
-class ChunkedFramer:
-    """
-    Finds the end of a chunked body in a byte stream, without copying or
-    decoding it.
-
-    Feed it each piece with L{feed}; it returns how many bytes of the
-    piece belong to the body.  When that is less than the piece's length,
-    or when L{done} becomes true, the body ended there.
-
-    It is strict: CRLF line ends, chunk sizes of hex digits up to
-    L{MAX_CHUNK}, extensions without control characters other than HTAB,
-    trailer lines that are header fields, lines of at most 4096 bytes
-    (however they arrive).
+    @ivar buffered: The bytes of a head not complete yet.
     """
 
-    __slots__ = ("done", "_state", "_remaining", "_line")
+    __slots__ = ("buffered", "_request")
 
-    # states: 0 size line, 1 data, 2 CRLF after data, 3 trailers
-    def __init__(self) -> None:
-        self.done = False
-        self._state = 0
-        self._remaining = 0
-        self._line = b""
-
-    def feed(self, data: bytes) -> int:
+    def __init__(self, request: bool = True) -> None:
         """
-        @return: The number of leading bytes of C{data} that are part of the
-            chunked body.
-        @raise BadMessage: on a malformed chunk size or framing.
+        @param request: Whether the heads are requests (refused with 431 or
+            400) or responses (refused with 502).
         """
-        i = 0
-        n = len(data)
-        while i < n and not self.done:
-            state = self._state
-            if state == 1:
-                take = min(self._remaining, n - i)
-                i += take
-                self._remaining -= take
-                if self._remaining == 0:
-                    self._state = 2
-                continue
-            end = data.find(b"\n", i)
-            if end < 0:
-                self._line += data[i:]
-                if len(self._line) > 4096:
-                    raise BadMessage("chunk line too long")
-                return n
-            line = self._line + data[i:end] if self._line else data[i:end]
-            self._line = b""
-            if len(line) > 4096:  # the same limit however the line arrived
-                raise BadMessage("chunk line too long")
-            i = end + 1
-            if line[-1:] != b"\r":
-                raise BadMessage("bare LF in chunked body")
-            line = line[:-1]
-            if state == 0:
-                # strictly hex digits (int() would take "0x", "_", "+", "-")
-                size, semicolon, extensions = line.partition(b";")
-                size = size.rstrip(b" \t")
-                if not _HEX.match(size):
-                    raise BadMessage(f"malformed chunk size {size[:20]!r}")
-                remaining = int(size, 16)
-                if remaining > MAX_CHUNK:
-                    raise BadMessage(f"chunk size too large {size[:20]!r}")
-                if semicolon and _EXT_CTL.search(extensions) is not None:
-                    raise BadMessage("control character in a chunk extension")
-                self._remaining = remaining
-                self._state = 3 if remaining == 0 else 1
-            elif state == 2:
-                if line:
-                    raise BadMessage("missing CRLF after chunk data")
-                self._state = 0
-            else:  # trailers: header fields until an empty line
-                if not line:
-                    self.done = True
-                elif _FIELD.fullmatch(line) is None:
-                    raise BadMessage(f"malformed trailer line {line[:60]!r}")
-        return i
+        self.buffered = b""
+        self._request = request
+
+    def feed(self, data: bytes) -> Optional[tuple[bytes, bytes]]:
+        """
+        @return: L{None} while the head is incomplete (its bytes are kept),
+            else the head without its blank line, and the bytes after it.
+        @raise BadMessage: for a head too large, or a bare LF ending a
+            request head's line before its blank line; nothing is kept.
+        """
+        buf = self.buffered + data if self.buffered else data
+        request = self._request
+        if request:
+            while buf[:2] == b"\r\n":
+                buf = buf[2:]
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > MAX_HEAD:
+                self.buffered = b""
+                raise self._tooLarge()
+            if request and (b"\n\n" in buf or b"\n\r\n" in buf):
+                # a head ended by a blank line after a bare LF: refused now
+                self.buffered = b""
+                raise BadMessage("bare LF in request head")
+            self.buffered = buf
+            return None
+        self.buffered = b""
+        if end + 4 > MAX_HEAD:
+            # the same limit when the whole head came in one read
+            raise self._tooLarge()
+        return buf[:end], buf[end + 4 :]
+
+    def _tooLarge(self) -> BadMessage:
+        if self._request:
+            return BadMessage("request head too large", 431)
+        return BadMessage("response head too large", 502)

@@ -5,17 +5,37 @@ Persistent connections to servers, kept idle between requests.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Generic, Optional, Protocol, TypeVar
 
 from lbkit._model import Server
 
-if TYPE_CHECKING:
-    from lbkit.http._server import HTTPServerProtocol
-
-__all__ = ["ConnectionPool"]
+__all__ = ["ConnectionPool", "Pooled"]
 
 
-class ConnectionPool:
+class Pooled(Protocol):
+    """
+    What a L{ConnectionPool} keeps: a connection to one server
+    (L{lbkit.http.HTTPServerProtocol}).
+
+    @ivar server: The server it is connected to.
+    @ivar idleSince: Set by the pool, to when it was put back.
+    @ivar connected: Whether it is still connected (a closed one is not handed out).
+    @ivar transport: Its transport, or L{None} before it is connected.
+    """
+
+    server: Server
+    idleSince: float
+    connected: int
+    transport: Any
+
+    def close(self) -> None:
+        """Close the connection (the pool drops one it does not keep)."""
+
+
+P = TypeVar("P", bound=Pooled)
+
+
+class ConnectionPool(Generic[P]):
     """
     Idle keep-alive connections to each server, most recently used first.
 
@@ -28,10 +48,10 @@ class ConnectionPool:
         self.reactor = reactor
         self.maxIdle = maxIdle
         self.idleTimeout = idleTimeout
-        self._idle: dict[Server, list[HTTPServerProtocol]] = {}
+        self._idle: dict[Server, list[P]] = {}
         self._sweeper: Any = None
 
-    def get(self, server: Server) -> Optional[HTTPServerProtocol]:
+    def get(self, server: Server) -> Optional[P]:
         """An idle connection to C{server}, taken out of the pool, or L{None}."""
         idle = self._idle.get(server)
         while idle:
@@ -40,7 +60,7 @@ class ConnectionPool:
                 return conn
         return None
 
-    def put(self, conn: HTTPServerProtocol) -> None:
+    def put(self, conn: P) -> None:
         """Keep C{conn} for reuse, or close it when the pool is full."""
         idle = self._idle.setdefault(conn.server, [])
         if len(idle) >= self.maxIdle or self.maxIdle <= 0:
@@ -51,7 +71,7 @@ class ConnectionPool:
         if self._sweeper is None and self.idleTimeout > 0:
             self._sweeper = self.reactor.callLater(self.idleTimeout / 2, self._sweep)
 
-    def discard(self, conn: HTTPServerProtocol) -> None:
+    def discard(self, conn: P) -> None:
         """Forget C{conn} (it closed while idle)."""
         idle = self._idle.get(conn.server)
         if idle and conn in idle:

@@ -1,20 +1,26 @@
 # -*- test-case-name: tests.test_http -*-
 """
 Header rules: add, set or delete request and response headers, per
-frontend or per route.
+frontend or per route; and the order in which an exchange applies rules
+and a persistence strategy to its messages (L{rewriteRequest},
+L{rewriteResponse}).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Sequence, Union
 
 from zope.interface import implementer
 
+from lbkit._model import Context, Server
 from lbkit.http._parse import Request, Response
-from lbkit.interfaces import IRequestRule
+from lbkit.interfaces import IHTTPPersistence, IRequestRule
 
-__all__ = ["addHeader", "setHeader", "deleteHeader", "HeaderRule"]
+if TYPE_CHECKING:
+    from lbkit._backend import Backend
+
+__all__ = ["addHeader", "setHeader", "deleteHeader", "HeaderRule", "rewriteRequest", "rewriteResponse"]
 
 _Text = Union[str, bytes]
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")  # (\Z: $ matches before a final newline)
@@ -55,8 +61,12 @@ class HeaderRule:
 
     def applyToRequest(self, request: Request, exchange: Any) -> None:
         """Change C{request}'s headers before it goes to the server."""
-        request.headers = self._apply(request.headers)
-        request._lower = None
+        if self.action == "add":
+            request.addHeader(self.name, self.value)
+        elif self.action == "set":
+            request.setHeader(self.name, self.value)
+        else:
+            request.removeHeader(self.name)
 
     def applyToResponse(self, response: Response, exchange: Any) -> None:
         """Change C{response}'s headers before it goes to the client."""
@@ -76,3 +86,51 @@ def setHeader(name: _Text, value: _Text) -> HeaderRule:
 def deleteHeader(name: _Text) -> HeaderRule:
     """Remove every header of that name (C{del-header})."""
     return HeaderRule("delete", name)
+
+
+def rewriteRequest(
+    request: Request,
+    exchange: Any,
+    frontendRules: Sequence[IRequestRule],
+    routeRules: Sequence[IRequestRule],
+    backend: Backend,
+    context: Context,
+) -> None:
+    """
+    Change a request before its head goes to its server, once: the
+    frontend's rules, the route's, then the backend's persistence strategy
+    if it provides L{IHTTPPersistence} (C{rewriteRequest}).
+
+    @param exchange: What the rules may read (see L{IRequestRule}).
+    """
+    for rule in frontendRules:
+        rule.applyToRequest(request, exchange)
+    for rule in routeRules:
+        rule.applyToRequest(request, exchange)
+    persistence = backend.persistence
+    # (providedBy(None) alone costs more than the rest of this function)
+    if persistence is not None and IHTTPPersistence.providedBy(persistence):
+        persistence.rewriteRequest(backend, request, context)
+
+
+def rewriteResponse(
+    response: Response,
+    exchange: Any,
+    routeRules: Sequence[IRequestRule],
+    frontendRules: Sequence[IRequestRule],
+    backend: Backend,
+    server: Server,
+    context: Context,
+) -> None:
+    """
+    Change a final response head before it goes to the client: the
+    persistence strategy first (an L{IHTTPPersistence}'s
+    C{rewriteResponse}), then the route's rules, then the frontend's.
+    """
+    persistence = backend.persistence
+    if persistence is not None and IHTTPPersistence.providedBy(persistence):
+        persistence.rewriteResponse(backend, server, response, context)
+    for rule in routeRules:
+        rule.applyToResponse(response, exchange)
+    for rule in frontendRules:
+        rule.applyToResponse(response, exchange)

@@ -2,55 +2,118 @@
 """
 http mode: the server side of the proxy, one connection to a server that
 carries one request at a time and waits in the pool between requests.
+
+While it carries a request, the connection reports to a L{ResponseSink}
+(the request's exchange, L{lbkit.http._exchange.Exchange}): the response
+heads it parses, the response bytes to pass on, and how it ended.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional, Protocol, Union
 
-from twisted.internet.protocol import Protocol
+from twisted.internet import protocol
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
 from lbkit._model import Server
 from lbkit._pump import tune, writeThrough
-from lbkit.http._parse import (
-    CHUNKED,
-    UNTIL_CLOSE,
-    BadMessage,
-    ChunkedFramer,
-    bodyLength,
-    parseResponseHead,
-)
+from lbkit.http._body import UNTIL_CLOSE, BodyReader, bodyLength
+from lbkit.http._headers import connectionTokens
+from lbkit.http._parse import BadMessage, HeadReader, Response, parseResponseHead
 from lbkit.http._pool import ConnectionPool
-from lbkit.http._wire import _DONE, MAX_HEAD, _connectionTokens, _discard
 
-if TYPE_CHECKING:
-    from lbkit.http._proxy import HTTPFrontendProtocol
-
-__all__ = ["HTTPServerProtocol"]
+__all__ = ["HTTPServerProtocol", "ResponseSink"]
 
 
-class HTTPServerProtocol(Protocol):
+def _discard(data: bytes) -> None:
+    pass
+
+
+class ResponseSink(Protocol):
+    """
+    What an L{HTTPServerProtocol} reports to while it carries a request
+    (from L{HTTPServerProtocol.startExchange} until the response is done or
+    the sink detaches by setting the connection's C{sink} to L{None}).  All
+    on the reactor thread; a method may detach the sink, and the connection
+    then stops reporting.
+
+    @ivar writeResponse: Writes bytes of the response towards the client:
+        the final head (as L{responseHead} returned it) and the body, in
+        its HTTP/1.1 framing, or only the data of a chunked body with
+        L{decodesChunked}.  Read once per request, at L{startExchange}.
+    @ivar upgrading: Whether the request asked for a protocol upgrade, so
+        that a C{101 Switching Protocols} may answer it (anything else is
+        an invalid response).
+    @ivar decodesChunked: Whether a chunked response body is wanted as its
+        data (an HTTP/2 client), not in its framing.
+    """
+
+    writeResponse: Callable[[bytes], None]
+    upgrading: bool
+    decodesChunked: bool
+
+    def interimResponse(self, response: Response) -> None:
+        """A 1xx response head (not 101) arrived; the final one is still to come."""
+
+    def responseHead(self, conn: HTTPServerProtocol, response: Response, framing: int) -> bytes:
+        """
+        The final response head arrived, with its body's framing (0 for
+        none, a byte count, C{CHUNKED} or C{UNTIL_CLOSE}).
+
+        @return: The head as it goes to the client (C{b""} if the sink sent
+            it itself); the connection writes it with the first body bytes.
+        """
+
+    def tunnelStarted(self, conn: HTTPServerProtocol, response: Response) -> None:
+        """
+        A C{101 Switching Protocols} arrived for an upgrade: the sink
+        writes its head, then every byte from the server goes through
+        C{writeResponse} until L{tunnelEnded}.
+        """
+
+    def responseDone(self, conn: HTTPServerProtocol) -> None:
+        """
+        The whole response was written (C{conn.bytes} of it); the
+        connection is detached and waits for L{HTTPServerProtocol.release}.
+        """
+
+    def serverFailed(self, conn: HTTPServerProtocol, reason: Union[Failure, BadMessage], sentNothing: bool) -> None:
+        """
+        The connection broke, or the server sent an invalid head, before a
+        final response head: C{reason} is the connection's loss (the
+        request may be retried) or the L{BadMessage}.
+        """
+
+    def abortExchange(self, termination: str) -> None:
+        """The response broke mid-body (C{SD}): drop both connections."""
+
+    def tunnelEnded(self) -> None:
+        """The server side of a tunnel closed."""
+
+
+class HTTPServerProtocol(protocol.Protocol):
     """
     One connection to a server, carrying one request at a time; kept in
     the pool between requests.
     """
 
-    def __init__(self, server: Server, pool: ConnectionPool) -> None:
+    def __init__(self, server: Server, pool: ConnectionPool[HTTPServerProtocol]) -> None:
         self.server = server
         self.pool = pool
-        self.front: Optional[HTTPFrontendProtocol] = None
+        #: The L{ResponseSink} of the request carried now, or L{None}.
+        self.sink: Optional[ResponseSink] = None
         self.idleSince = 0.0
         self.reused = False
         #: Whether this connection began with a client's PROXY header: it
         #: then serves that client connection only, never the pool.
         self.private = False
         self.bytes = 0
-        self._buf = b""
+        self._head = HeadReader(request=False)
+        self._body = BodyReader()
         self._headDone = False
-        self._remaining = 0
-        self._framer: Optional[ChunkedFramer] = None
         self._headRequest = False
+        self._decode = False
         self._tunnel = False
         self._reusable = True
         self._closing = False
@@ -65,84 +128,77 @@ class HTTPServerProtocol(Protocol):
         tune(transport)
         self.send = writeThrough(transport)
 
-    def startExchange(self, front: HTTPFrontendProtocol, head: bytes, isHead: bool) -> None:
-        """Attach to C{front} and send a request head."""
-        self.front = front
-        self._write = front._write
-        self._buf = b""
+    def startExchange(self, sink: ResponseSink, head: bytes, isHead: bool) -> None:
+        """Attach to C{sink} and send a request head (of a C{HEAD} request if C{isHead})."""
+        self.sink = sink
+        self._write = sink.writeResponse
+        self._decode = sink.decodesChunked
+        self._head.buffered = b""
         self._headDone = False
         self._headRequest = isHead
-        self._framer = None
         self.bytes = 0
         self.send(head)
 
     def dataReceived(self, data: bytes) -> None:
-        front = self.front
-        if front is None:
+        sink = self.sink
+        if sink is None:
             # Nothing was asked: a server talking out of turn is not reusable.
             self._reusable = False
             self.close()
             return
         if self._headDone:
-            self._body(data)
+            self._bodyData(data)
             return
         if self._tunnel:
             self.bytes += len(data)
             self._write(data)
             return
-        buf = self._buf + data if self._buf else data
+        reader = self._head
+        buf = data
         while True:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > MAX_HEAD:
-                    front.serverFailed(self, BadMessage("response head too large", 502), True)
-                    return
-                self._buf = buf
-                return
             try:
-                response = parseResponseHead(buf[:end])
+                got = reader.feed(buf)
+                if got is None:
+                    return
+                head, buf = got
+                response = parseResponseHead(head)
                 framing = bodyLength(response.headers, True)
             except BadMessage as e:
                 self._reusable = False
-                front.serverFailed(self, e, True)
+                sink.serverFailed(self, e, True)
                 return
-            buf = buf[end + 4 :]
             code = response.code
-            if code == 101 and not getattr(front, "_upgrade", False):
+            if code == 101 and not sink.upgrading:
                 # switching protocols was not asked for: not a response to trust
                 self._reusable = False
-                front.serverFailed(self, BadMessage("101 Switching Protocols without an Upgrade request", 502), True)
+                sink.serverFailed(self, BadMessage("101 Switching Protocols without an Upgrade request", 502), True)
                 return
             if code == 101:
                 self._tunnel = True
                 self._reusable = False
-                self._buf = b""
-                front.responseHead(self, response, 0, tunnel=True)
+                sink.tunnelStarted(self, response)
                 if buf:
                     self.bytes += len(buf)
                     self._write(buf)
                 return
             if 100 <= code < 200:
-                front.interimResponse(response)
-                if self.front is None:
+                sink.interimResponse(response)
+                if self.sink is None:
                     return
                 continue
             break
-        self._buf = b""
         self._headDone = True
         if self._headRequest or code == 204 or code == 304:
             framing = 0
         if framing == UNTIL_CLOSE:
             self._reusable = False
-        elif response.header(b"connection") is not None and b"close" in _connectionTokens(response.headers):
+        elif response.header(b"connection") is not None and b"close" in connectionTokens(response.headers):
             self._reusable = False
-        elif response.version == b"HTTP/1.0" and b"keep-alive" not in _connectionTokens(response.headers):
+        elif response.version == b"HTTP/1.0" and b"keep-alive" not in connectionTokens(response.headers):
             self._reusable = False
-        self._remaining = framing
-        if framing == CHUNKED:
-            self._framer = ChunkedFramer()
-        head = front._responseHeadData(self, response, framing)
-        if self.front is None:
+        self._body.start(framing, self._decode)
+        head = sink.responseHead(self, response, framing)
+        if self.sink is None:
             return
         if framing == 0 or not buf:
             self._write(head)
@@ -155,57 +211,41 @@ class HTTPServerProtocol(Protocol):
             return
         self._prefix = head
         self._write = self._writeWithHead
-        self._body(buf)
+        self._bodyData(buf)
         if self._prefix:  # the body broke before anything was written
             self._writeWithHead(b"")
 
-    def _body(self, data: bytes) -> None:
-        remaining = self._remaining
-        if remaining > 0:
-            n = len(data)
-            if n <= remaining:
-                self._remaining = remaining - n
-                self.bytes += n
-                self._write(data)
-                if n == remaining:
-                    self._finished()
-                return
-            self.bytes += remaining
-            self._write(data[:remaining])
-            self._remaining = 0
-            self._reusable = False  # bytes beyond the response: do not trust it
-            self._finished()
-            self.close()
+    def _bodyData(self, data: bytes) -> None:
+        reader = self._body
+        try:
+            n = reader.feed(data)
+        except BadMessage:
+            self._reusable = False
+            sink = self.sink
+            if sink is not None:
+                sink.abortExchange("SD")
             return
-        if remaining == CHUNKED:
-            framer = self._framer
-            assert framer is not None
-            try:
-                n = framer.feed(data)
-            except BadMessage:
-                self._reusable = False
-                front = self.front
-                if front is not None:
-                    front.abortExchange("SD")
-                return
-            self.bytes += n
+        self.bytes += n
+        framer = reader.framer
+        if framer is not None and framer.pieces is not None:
+            # the sink wants the data of the chunks
+            pieces, framer.pieces = framer.pieces, []
+            for piece in pieces:
+                self._write(piece)
+        else:
             self._write(data if n == len(data) else data[:n])
-            if framer.done:
-                if n != len(data):
-                    self._reusable = False
-                self._finished()
-                if not self._reusable:
-                    self.close()
-            return
-        # until close
-        self.bytes += len(data)
-        self._write(data)
+        if reader.done:
+            if n != len(data):
+                self._reusable = False  # bytes beyond the response: do not trust it
+            self._finished()
+            if not self._reusable:
+                self.close()
 
     def _writeWithHead(self, data: bytes) -> None:
         """The first write of a response body: the held-back head goes with it."""
         head, self._prefix = self._prefix, b""
-        front = self.front
-        write = self._write = front._write if front is not None else _discard
+        sink = self.sink
+        write = self._write = sink.writeResponse if sink is not None else _discard
         if len(data) <= 16384:
             write(head + data)
         else:
@@ -213,18 +253,18 @@ class HTTPServerProtocol(Protocol):
             write(data)
 
     def _finished(self) -> None:
-        front, self.front = self.front, None
+        sink, self.sink = self.sink, None
         self._headDone = False
-        self._write = lambda data: None
-        if front is not None:
-            front.responseDone(self)
+        self._write = _discard
+        if sink is not None:
+            sink.responseDone(self)
 
     def release(self, reusable: bool, keep: Optional[Callable[[HTTPServerProtocol], None]] = None) -> None:
         """
         The exchange is over: go back to the pool (or to C{keep}, which
         then owns this idle connection), or close.
         """
-        self.front = None
+        self.sink = None
         if reusable and self._reusable and not self._closing and self.connected:
             self.reused = True
             # a slow client may have paused us: an idle connection must read
@@ -247,17 +287,17 @@ class HTTPServerProtocol(Protocol):
         if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
-    def connectionLost(self, reason: Failure = _DONE) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.connected = False
-        front, self.front = self.front, None
-        if front is None:
+        sink, self.sink = self.sink, None
+        if sink is None:
             self.pool.discard(self)
             return
         if self._tunnel:
-            front.tunnelEnded()
+            sink.tunnelEnded()
         elif not self._headDone:
-            front.serverFailed(self, reason, False)
-        elif self._remaining == UNTIL_CLOSE:
-            front.responseDone(self)
+            sink.serverFailed(self, reason, False)
+        elif self._body.framing == UNTIL_CLOSE:
+            sink.responseDone(self)
         else:
-            front.abortExchange("SD")
+            sink.abortExchange("SD")

@@ -1,0 +1,502 @@
+# -*- test-case-name: tests.test_http -*-
+"""
+http mode: one request and its response, whichever the client speaks.
+
+An L{Exchange} routes a request, chooses and connects to a server (pooled
+connections first), sends the request head (rules and persistence applied
+once), relays the response through an L{lbkit.http._server.ResponseSink}
+interface, and accounts for it (counters, passive health, the access log
+and the C{finished} hook).  The client connection (L{ClientSide}) is an
+HTTP/1.1 connection (L{lbkit.http._h1}, which keeps one exchange and runs
+its requests one after another) or an HTTP/2 stream (L{lbkit.http._h2},
+one exchange per stream).
+
+Its states and their one transition table are in L{lbkit.http._states}.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from lbkit._address import formatAddress
+from lbkit._backend import Backend
+from lbkit._dispatch import Dispatch, DispatchFailed, DispatchState
+from lbkit._model import Context, Server
+from lbkit.http._body import CHUNKED, UNTIL_CLOSE
+from lbkit.http._headers import CODE_CLASS, IDEMPOTENT, clientSubject, logFields, requestHead
+from lbkit.http._parse import BadMessage, Request, Response
+from lbkit.http._routing import Route
+from lbkit.http._rules import rewriteRequest, rewriteResponse
+from lbkit.http._server import HTTPServerProtocol
+from lbkit.http._sides import ClientSide, Hooks
+from lbkit.http._states import (
+    ACTIVE,
+    ANSWERING,
+    DRAINING,
+    HEAD,
+    STREAMING,
+    TRANSITIONS,
+    TUNNEL,
+)
+from lbkit.proxyproto import formatV1, formatV2
+
+if TYPE_CHECKING:
+    from lbkit.http._frontend import HTTPProxyFactory
+
+__all__ = ["Exchange"]
+
+_log = Logger(namespace="lbkit.http")
+_QUEUED, _CONNECTING, _CONNECTED = DispatchState.QUEUED, DispatchState.CONNECTING, DispatchState.CONNECTED
+
+
+class Exchange:
+    """
+    One request and its response at a time (see the module docstring):
+    an HTTP/1.1 connection keeps one and L{begin}s it again for each
+    request, an HTTP/2 stream has its own.  It is the L{ResponseSink} of
+    the server connection that carries its request.
+
+    The attributes an L{lbkit.interfaces.IRequestRule} may read are
+    C{client}, C{frontend}, C{backend}, C{server} and C{request}.
+
+    @ivar state: A L{lbkit.http._states.State}.
+    @ivar request: The request (L{None} once the exchange ended).
+    @ivar context: Its L{Context}.
+    @ivar backend: The backend it was routed to.
+    @ivar server: The server chosen for it, or L{None}.
+    @ivar conn: The server connection carrying it, or L{None}.
+    @ivar dispatch: The L{Dispatch} getting it a server connection, or L{None}.
+    @ivar bodyDone: Whether the request body was read whole.
+    @ivar closeAfter: Whether the client connection closes after it.
+    @ivar quiet: Log nothing for it (an HTTP/2 stream reset before it went
+        to a server).
+    @ivar waitedUntil: When its wait for a server ended in the queue, or -1.0.
+    """
+
+    # ResponseSink
+    upgrading = False
+    decodesChunked = False
+    writeResponse: Callable[[bytes], None]
+
+    def __init__(
+        self,
+        factory: HTTPProxyFactory,
+        client: ClientSide,
+        hooks: Hooks,
+        address: Any,
+        scheme: bytes,
+        certTransport: Any,
+        nobodyListens: Callable[[], bool],
+        logVersion: Optional[bytes] = None,
+    ) -> None:
+        """
+        @param address: The client's address (C{client} for the rules).
+        @param scheme: C{b"http"} or C{b"https"} (C{X-Forwarded-Proto}).
+        @param certTransport: With mTLS, the TLS transport whose verified
+            peer certificate names the client; else L{None}.
+        @param nobodyListens: Whether nobody would see the access-log
+            fields (they are then not built).
+        @param logVersion: The protocol version shown in the access log,
+            if not the request's (C{b"HTTP/2.0"}).
+        """
+        self.factory = factory
+        self.reactor = factory.reactor
+        self.frontend = factory.frontend
+        self.client = address
+        self.side = client
+        self.hooks = hooks
+        self.decodesChunked = client.decodesChunked
+        self._scheme = scheme
+        self._clientHost = getattr(address, "host", "").encode("ascii")
+        self._certTransport = certTransport
+        self._clientDN: Optional[bytes] = None
+        self._nobodyListens = nobodyListens
+        self.logVersion = logVersion
+        self.state = HEAD
+        self.started = self.bytesIn = 0
+        self.bodyDone = True
+        self.closeAfter = self.clientGone = self.quiet = False
+        self.request: Optional[Request] = None
+        self.context: Optional[Context] = None
+        self.backend: Optional[Backend] = None
+        self.server: Optional[Server] = None
+        self.conn: Optional[HTTPServerProtocol] = None
+        self.dispatch: Optional[Dispatch[HTTPServerProtocol]] = None
+        self._dispatch: Optional[Dispatch[HTTPServerProtocol]] = None  # kept for the next request
+        self.waitedUntil = -1.0
+
+    def __repr__(self) -> str:
+        return f"<Exchange {self.state.name} {self.request!r}>"
+
+    def _go(self, event: str) -> None:
+        # the transitions every request makes look TRANSITIONS up inline
+        try:
+            self.state = TRANSITIONS[self.state][event]
+        except KeyError:
+            raise RuntimeError(f"{self!r}: no transition on {event!r}") from None
+
+    @property
+    def active(self) -> bool:
+        """Whether a request is in progress (WAITING, SENT, STREAMING, TUNNEL)."""
+        return self.state in ACTIVE
+
+    @property
+    def responseStarted(self) -> bool:
+        """Whether a response head went to the client (STREAMING, TUNNEL)."""
+        return self.state is STREAMING or self.state is TUNNEL
+
+    # -- the request -----------------------------------------------------------
+
+    def begin(self, request: Request, framing: int, upgrade: bool, closeAfter: bool, headBytes: int) -> None:
+        """
+        A request head arrived (HEAD -> WAITING); L{dispatch} sends it on.
+
+        @param framing: Its body's framing (0: none).
+        @param upgrade: It asks for a protocol upgrade.
+        @param closeAfter: The connection closes after this request.
+        @param headBytes: The bytes of its head, read from the client.
+        """
+        self.state = TRANSITIONS[self.state]["request"]  # (inline: once per request)
+        now = self.reactor.seconds()
+        self.started += 1
+        self.request = request
+        self.framing = framing
+        self.bodyDone = framing == 0
+        self.upgrading = upgrade
+        self.closeAfter = closeAfter
+        self.bytesIn = headBytes
+        self.bytesOut = 0
+        self.status = 0
+        self.termination = "--"
+        self.quiet = False
+        self._head: Optional[bytes] = None
+        self._route: Any = None
+        #: For the timeouts: when bytes last moved, and how many had then.
+        self.startedAt = self.since = now
+        self.lastBytes = -1
+        self.respondedAt = self.waitedUntil = -1.0
+        self.dispatch = None
+        self.server = None
+        self.backend = None
+        self.context = Context(client=self.client, frontend=self.frontend.name, request=request)
+        self.factory.requests += 1
+
+    def forward(self) -> None:
+        """
+        Route the request (the C{routeRequest} hook), then get a server
+        connection for it (L{lbkit._dispatch.Dispatch}: choose, queue,
+        connect, retry) and send it.
+        """
+        context = self.context
+        assert self.request is not None and context is not None
+        backend, self._route = self.hooks.routeRequest(self.request)
+        self.backend = backend
+        dispatch = self._dispatch
+        if dispatch is None:
+            dispatch = self._dispatch = Dispatch(
+                backend, context, self.reactor, self._newServerProtocol, serverChosen=self._serverChosen,
+                pooled=self._pooled, connected=self._connected, failed=self._dispatchFailed,
+            )
+        else:
+            dispatch.reset(backend, context)
+        self.dispatch = dispatch
+        dispatch.run()
+        state = dispatch.state
+        if state is _QUEUED or state is _CONNECTING:
+            self.side.pauseReading()  # it waits for a server: stop reading the client
+
+    def requestBodyDone(self) -> None:
+        """The client side read the whole request body."""
+        self.bodyDone = True
+        conn = self.conn
+        if conn is not None and conn.transport is not None:
+            conn.transport.unregisterProducer()  # type: ignore[attr-defined]
+        if self.state is DRAINING:
+            self._after()
+
+    # -- choosing and connecting: what the Dispatch calls ---------------------
+
+    def _serverChosen(self, server: Server) -> None:
+        self.server = server
+        self.hooks.serverChosen(server)
+
+    def _pooled(self, server: Server) -> Optional[HTTPServerProtocol]:
+        # an upgrade gets a new connection, a sendProxy server's is this client's own
+        if self.upgrading:
+            return None
+        if server.sendProxy:
+            return self.side.takePrivate(server)
+        return self.factory.pool.get(server)
+
+    def _newServerProtocol(self, server: Server) -> HTTPServerProtocol:
+        return HTTPServerProtocol(server, self.factory.pool)
+
+    def _connected(self, server: Server, conn: HTTPServerProtocol) -> None:
+        assert self.dispatch is not None
+        if server.sendProxy and not self.dispatch.reused:
+            # the first bytes say who the client is; the connection is then
+            # this client's own (ClientSide.keepPrivate)
+            fmt = formatV1 if server.sendProxy == 1 else formatV2
+            conn.send(fmt(self.client, self.side.getHost()))
+            conn.private = True
+        self._send(conn)
+
+    def _dispatchFailed(self, reason: Failure) -> None:
+        failure = reason.value
+        if not isinstance(failure, DispatchFailed):
+            self.internalError(reason)  # a hook, the balancer, or sending raised
+            return
+        dispatch = self.dispatch
+        if dispatch is not None and dispatch.queuedAt > dispatch.chosenAt:
+            self.waitedUntil = self.reactor.seconds()  # the time queued is logged however the wait ended
+        self.fail(failure.status, failure.termination)
+
+    def internalError(self, reason: Failure) -> None:
+        """
+        Something raised while choosing, connecting or sending (a rule, a
+        persistence hook, a subclass): log it and drop the exchange (IC).
+        """
+        _log.failure("{frontend}: internal error handling {client}", reason,
+                     frontend=self.frontend.name, client=formatAddress(self.client))
+        self.abortExchange("IC")
+
+    def _releaseSlot(self) -> None:
+        dispatch = self.dispatch
+        if dispatch is not None and dispatch.holding:
+            server = dispatch.server
+            assert server is not None
+            server.sessions.discard(self.side.session)
+            dispatch.release()
+
+    def _send(self, conn: HTTPServerProtocol) -> None:
+        request = self.request
+        server = self.server
+        assert request is not None and server is not None
+        if self.clientGone:
+            conn.release(True)
+            self._releaseSlot()
+            return
+        self.conn = conn
+        self.state = TRANSITIONS[self.state]["send"]  # (inline: once per request)
+        server.sessions.add(self.side.session)
+        head = self._head
+        if head is None:
+            # once per request: a retry sends the same head again
+            route = self._route
+            routeRules = route.requestRules if isinstance(route, Route) else ()
+            assert self.backend is not None and self.context is not None
+            rewriteRequest(request, self, self.frontend.requestRules, routeRules, self.backend, self.context)
+            dn = self._clientSubject() if self._certTransport is not None else None
+            head = self._head = requestHead(request, self.framing == CHUNKED, self.upgrading,
+                                            self.frontend.forwardedFor, self._clientHost, self._scheme, dn)
+        self.writeResponse = self.side.writeResponse
+        conn.startExchange(self, head, request.method == b"HEAD")
+        self.side.serverAttached(conn)
+
+    def _clientSubject(self) -> bytes:
+        if self._clientDN is None:
+            self._clientDN = clientSubject(self._certTransport)
+        return self._clientDN
+
+    # -- the response (ResponseSink) ---------------------------------------------
+
+    def interimResponse(self, response: Response) -> None:
+        """A 1xx response: pass it on, except to an HTTP/1.0 client (RFC 9110 §15.2)."""
+        request = self.request
+        if request is not None and request.version == b"HTTP/1.0":
+            return
+        data = self.side.responseHeadBytes(response, 0, True)
+        if data:
+            self.writeResponse(data)
+
+    def _account(self, response: Response) -> None:
+        self.respondedAt = self.reactor.seconds()
+        code = self.status = response.code
+        server = self.server
+        assert server is not None
+        key = CODE_CLASS[code // 100] if code < 600 else "other"
+        server.responses[key] += 1
+        server.requests += 1
+        self.factory.responses[key] += 1
+        # passive health: 5xx counts against the server (501 and 505 are
+        # the client's doing), anything else for it
+        if code >= 500 and code != 501 and code != 505:
+            server.observe(False, f"Layer7 wrong status, code: {code}")
+        else:
+            server.observe(True, "Layer7 response")
+
+    def responseHead(self, conn: HTTPServerProtocol, response: Response, framing: int) -> bytes:
+        """The final response head: account for it, rewrite it, return it as it goes to the client."""
+        self._account(response)
+        if framing == UNTIL_CLOSE:
+            self.closeAfter = True
+        self.state = TRANSITIONS[self.state]["response"]  # (inline: once per request)
+        backend, server, route = self.backend, self.server, self._route
+        assert backend is not None and server is not None and self.context is not None
+        routeRules = route.responseRules if isinstance(route, Route) else ()
+        rewriteResponse(response, self, routeRules, self.frontend.responseRules, backend, server, self.context)
+        data = self.side.responseHeadBytes(response, framing, False)
+        conn.bytes += len(data)
+        return data
+
+    def tunnelStarted(self, conn: HTTPServerProtocol, response: Response) -> None:
+        """The server switched protocols: pass its 101 on, and tunnel."""
+        self._account(response)
+        self._go("tunnel")
+        conn.bytes += self.side.startTunnel(conn, response)
+
+    def responseDone(self, conn: HTTPServerProtocol) -> None:
+        """The whole response went to the client."""
+        self.bytesOut = self.side.responseBytes(conn, True)
+        if not self.bodyDone:
+            # The server answered before the request body was complete (an
+            # early 413, say): the client side drops the rest of the body
+            # (HTTP/1.1, up to DRAIN_LIMIT bytes, so the client is not
+            # reset in the middle of its upload) or refuses it (HTTP/2).
+            self._end(False)
+            if self.side.drain():
+                self._go("drain")
+                return
+            self._after()
+            return
+        self._end(True)
+        self._after()
+
+    def _after(self) -> None:
+        """The exchange is over: the next request, or close."""
+        if self.closeAfter:
+            self.close()
+        else:
+            self.state = TRANSITIONS[self.state]["next"]  # (inline: once per request)
+            self.side.nextRequest()
+
+    def serverFailed(self, conn: HTTPServerProtocol, reason: Union[Failure, BadMessage], sentNothing: bool) -> None:
+        """
+        The server connection broke, or sent garbage, before a response
+        head: retry elsewhere when that is safe, else answer 502.
+        """
+        request = self.request
+        if request is None or self.clientGone:
+            return
+        server = self.server
+        why = reason.getErrorMessage() if isinstance(reason, Failure) else str(reason)
+        if isinstance(reason, BadMessage):
+            _log.warn("{server}: invalid response: {why}", server=server.fullName if server else "-", why=why)
+        if server is not None:
+            server.observe(False, f"Layer7 invalid response: {why}")
+        canRetry = (
+            isinstance(reason, Failure)
+            and request.method in IDEMPOTENT
+            and self.framing == 0  # a body already sent cannot be sent again
+        )
+        self.conn = None
+        if conn.transport is not None:
+            conn.sink = None
+            conn.abort()
+        self.side.serverDetached()
+        self._releaseSlot()
+        dispatch = self.dispatch
+        if canRetry and dispatch is not None:
+            self._go("retry")
+            if conn.reused:
+                # a kept-alive connection the server closed meanwhile: again
+                dispatch.runAgain("SH", 502)
+            else:
+                dispatch.runRetry("SH", 502)
+            if dispatch.state is _QUEUED or dispatch.state is _CONNECTING:
+                self.side.pauseReading()
+            return
+        self.fail(502, "SH")
+
+    def tunnelEnded(self) -> None:
+        """The server side of a tunnel closed: close the client too."""
+        self._end(False)
+        self.close()
+
+    # -- ending ----------------------------------------------------------------
+
+    def fail(self, status: int, termination: str) -> None:
+        """Answer with an error status (if nothing was sent yet) and close."""
+        self.termination = termination
+        self.status = status
+        if self.responseStarted:
+            self.abortExchange(termination)
+            return
+        self._releaseSlot()
+        self.bytesOut = self.side.sendError(status)
+        self.factory.responses["5xx" if status >= 500 else "4xx"] += 1
+        self._end(False)
+        self.close()
+
+    def abortExchange(self, termination: str) -> None:
+        """Drop the server connection and the client's (or its stream) now."""
+        if self.termination == "--":
+            self.termination = termination
+        conn = self.conn
+        if conn is not None:
+            conn.sink = None
+            conn.abort()
+        if self.request is not None:
+            self._end(False)
+        self._go("abort")
+        self.side.abort()
+
+    def close(self) -> None:
+        """Close the client connection (or end the stream) cleanly."""
+        self._go("close")
+        self.side.closeClient()
+
+    def clientLost(self, termination: Optional[str] = None) -> None:
+        """
+        The client went away (its connection, or its stream reset): a
+        request in progress ends with C{termination}, by default C{CD} once
+        sent to a server and C{CC} before.
+        """
+        self.clientGone = True
+        if self.active and self.request is not None:
+            if self.termination == "--":
+                self.termination = termination or ("CD" if self.state in ANSWERING else "CC")
+            self._end(False)
+        self._go("lost")
+
+    def dropServer(self) -> None:
+        """Abort the server connection, if any, and forget it."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.sink = None
+            conn.abort()
+
+    def _end(self, reusable: bool) -> None:
+        """Release the server connection and slot, and log the request."""
+        conn, self.conn = self.conn, None
+        self.side.serverDetached()
+        if conn is not None:
+            transport = conn.transport
+            if transport is not None and transport.producer is not None:  # type: ignore[attr-defined]
+                transport.unregisterProducer()  # type: ignore[attr-defined]
+            if conn.sink is self:
+                conn.sink = None
+            if self.bytesOut == 0 and self.responseStarted:
+                # cut short (server gone, client gone, timeout): log what
+                # reached the client, as HAProxy does
+                self.bytesOut = self.side.responseBytes(conn, False)
+            conn.release(reusable and self.state is not TUNNEL, self.side.keepPrivate if conn.private else None)
+        dispatch = self.dispatch
+        if dispatch is not None and dispatch.state is not _CONNECTED:
+            dispatch.cancel()
+        server = self.server
+        if server is not None and dispatch is not None and dispatch.holding:
+            server.bytesIn += self.bytesIn
+            server.bytesOut += self.bytesOut
+        factory = self.factory
+        factory.bytesIn += self.bytesIn
+        factory.bytesOut += self.bytesOut
+        self._releaseSlot()
+        if not self.quiet and not self._nobodyListens():
+            fields = logFields(self)
+            self.hooks.finished(fields)
+            factory.logAccess(fields)
+        self.request = None

@@ -1,0 +1,284 @@
+# -*- test-case-name: tests.test_http -*-
+"""
+http mode: what the proxy writes in message heads, and the constants both
+sides share: hop-by-hop header names, the request head a server gets
+(C{X-Forwarded-*}, the mTLS client subject), the HTTP/1.1 response head a
+client gets, lbkit's own error answers, and the access-log format and
+fields.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Optional
+
+from lbkit._address import formatAddress
+from lbkit.http._parse import Request, Response
+
+if TYPE_CHECKING:
+    from lbkit.http._exchange import Exchange
+
+__all__ = [
+    "HTTP_LOG_FORMAT",
+    "HOP",
+    "NEVER_HOP",
+    "CODE_CLASS",
+    "IDEMPOTENT",
+    "REASONS",
+    "MESSAGES",
+    "connectionTokens",
+    "errorResponse",
+    "requestHead",
+    "responseHead",
+    "clientSubject",
+    "logFields",
+]
+
+#: The access-log line of one http request (see docs/http.md).
+HTTP_LOG_FORMAT = (
+    "{client} [{date}] {frontend} {backend}/{server} {TR}/{Tw}/{Tc}/{Tr}/{Ta} "
+    "{status} {bytes} {termination} {retries} \"{request}\""
+)
+
+#: Hop-by-hop headers (RFC 9110 section 7.6.1): never passed on.
+HOP = frozenset(
+    [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    ]
+)
+#: Headers a C{Connection} header may not remove: the framing lbkit has
+#: already read (dropping Content-Length would let a body pass for the next
+#: request: request smuggling) and the Host.
+NEVER_HOP = frozenset([b"content-length", b"host"])
+#: The counter of a status code's class, by C{code // 100}.
+CODE_CLASS = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
+#: Methods whose request may be sent again after a server failed it.
+IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"])
+REASONS = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+    501: b"Not Implemented",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+    505: b"HTTP Version Not Supported",
+}
+#: The bodies of lbkit's own error answers.
+MESSAGES = {
+    400: b"Your browser sent an invalid request.\n",
+    408: b"Your browser didn't send a complete request in time.\n",
+    431: b"The request headers are too large.\n",
+    501: b"This method is not implemented.\n",
+    502: b"The server returned an invalid or incomplete response.\n",
+    503: b"No server is available to handle this request.\n",
+    504: b"The server didn't respond in time.\n",
+    505: b"This HTTP version is not supported.\n",
+}
+
+
+def errorResponse(status: int) -> bytes:
+    """lbkit's own HTTP/1.1 answer with C{status}, closing the connection."""
+    body = MESSAGES.get(status, b"Error\n")
+    return b"".join(
+        [
+            b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Error")),
+            b"Content-Type: text/plain\r\nCache-Control: no-cache\r\nConnection: close\r\n",
+            b"Content-Length: %d\r\n\r\n" % len(body),
+            body,
+        ]
+    )
+
+
+def connectionTokens(headers: list[list[bytes]]) -> set[bytes]:
+    """
+    The lower-cased options of the C{Connection} headers: hop-by-hop header
+    names, C{close}, C{keep-alive}, C{upgrade} (never C{content-length} or
+    C{host}).
+    """
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if len(name) == 10 and name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+    if tokens:
+        tokens -= NEVER_HOP
+    return tokens
+
+
+def requestHead(
+    request: Request,
+    chunked: bool,
+    upgrade: bool,
+    forwardedFor: bool,
+    client: bytes,
+    scheme: bytes,
+    clientDN: Optional[bytes],
+) -> bytes:
+    """
+    The head of C{request} as it goes to a server, in HTTP/1.1: without
+    hop-by-hop headers, re-framed, with lbkit's C{X-Forwarded-*} headers.
+
+    @param chunked: The body goes chunked (the only coding a request may have).
+    @param upgrade: Ask for the upgrade the client asked for.
+    @param forwardedFor: Add C{X-Forwarded-For} (after the client's own),
+        C{X-Forwarded-Proto} (instead of the client's) and
+        C{X-Forwarded-Host} (unless the client sent one).
+    @param client: The client's IP address, for C{X-Forwarded-For}.
+    @param scheme: C{b"http"} or C{b"https"}, for C{X-Forwarded-Proto}.
+    @param clientDN: With mTLS, the verified client certificate's subject
+        (C{b""} without one): a client's own C{X-SSL-Client-DN} is dropped
+        and lbkit's added.  L{None} without mTLS.
+    """
+    headers = request.headers
+    tokens = connectionTokens(headers)
+    out = [request.method, b" ", request.uri, b" ", request.version, b"\r\n"]
+    append = out.append
+    xff: Optional[bytes] = None
+    mtls = clientDN is not None
+    for name, value in headers:
+        lower = name.lower()
+        if lower in HOP or lower in tokens:
+            continue
+        if mtls and lower == b"x-ssl-client-dn":
+            continue  # only lbkit says who the client is
+        if forwardedFor and lower == b"x-forwarded-for":
+            xff = value if xff is None else xff + b", " + value
+            continue
+        if forwardedFor and lower == b"x-forwarded-proto":
+            continue  # lbkit knows whether the client used TLS; the client's word is dropped
+        append(name)
+        append(b": ")
+        append(value)
+        append(b"\r\n")
+    if chunked:
+        append(b"Transfer-Encoding: chunked\r\n")
+    if upgrade:
+        append(b"Connection: Upgrade\r\nUpgrade: ")
+        append(request.header(b"upgrade") or b"")
+        append(b"\r\n")
+    elif request.version == b"HTTP/1.0":
+        append(b"Connection: keep-alive\r\n")
+    if clientDN:
+        append(b"X-SSL-Client-DN: ")
+        append(clientDN)
+        append(b"\r\n")
+    if forwardedFor:
+        append(b"X-Forwarded-For: ")
+        append(xff + b", " + client if xff else client)
+        append(b"\r\nX-Forwarded-Proto: ")
+        append(scheme)
+        host = request.header(b"host")
+        if host is not None and request.header(b"x-forwarded-host") is None:
+            append(b"\r\nX-Forwarded-Host: ")
+            append(host)
+        append(b"\r\n")
+    append(b"\r\n")
+    return b"".join(out)
+
+
+def responseHead(response: Response, interim: bool, tunnel: bool, close: bool, http10: bool) -> bytes:
+    """
+    The head of C{response} as it goes to an HTTP/1.x client: without
+    hop-by-hop headers (but C{Transfer-Encoding}, as the body keeps its
+    framing, and a tunnel's C{Upgrade}).
+
+    @param interim: It is a 1xx response.
+    @param tunnel: It is the C{101} that starts a tunnel.
+    @param close: The client connection closes after it (C{Connection: close}).
+    @param http10: The client speaks HTTP/1.0 (and its connection is kept:
+        C{Connection: keep-alive}).
+    """
+    headers = response.headers
+    tokens = connectionTokens(headers)
+    out = [b"HTTP/1.1 %d " % response.code, response.reason, b"\r\n"]
+    append = out.append
+    for name, value in headers:
+        lower = name.lower()
+        if lower in HOP or lower in tokens:
+            if lower == b"transfer-encoding" and not interim:
+                pass  # the body is passed on in its own framing
+            elif tunnel and lower == b"upgrade":
+                pass
+            else:
+                continue
+        append(name)
+        append(b": ")
+        append(value)
+        append(b"\r\n")
+    if tunnel:
+        append(b"Connection: Upgrade\r\n")
+    elif not interim:
+        if close:
+            append(b"Connection: close\r\n")
+        elif http10:
+            append(b"Connection: keep-alive\r\n")
+    append(b"\r\n")
+    return b"".join(out)
+
+
+def clientSubject(transport: Any) -> bytes:
+    """
+    The subject of the verified client certificate of a TLS C{transport},
+    OpenSSL's one-line form (C{/C=FR/O=Example/CN=client1}, as HAProxy's
+    C{ssl_c_s_dn}); C{b""} without one.
+    """
+    try:
+        cert = transport.getPeerCertificate()
+    except Exception:
+        cert = None
+    if cert is None:
+        return b""
+    dn = b"".join(b"/" + k + b"=" + v for k, v in cert.get_subject().get_components())
+    return dn.replace(b"\r", b"").replace(b"\n", b"")
+
+
+def _ms(a: float, b: float) -> int:
+    return int((b - a) * 1000) if a >= 0 and b >= 0 else -1
+
+
+def logFields(exchange: Exchange) -> dict[str, Any]:
+    """
+    The access-log fields of the request of C{exchange}, as it ends
+    (L{HTTP_LOG_FORMAT}; docs/http.md, "Access log").
+    """
+    now = exchange.reactor.seconds()
+    start = exchange.startedAt
+    request = exchange.request
+    server = exchange.server
+    backend = exchange.backend
+    dispatch = exchange.dispatch
+    chosen = connected = -1.0
+    attempts = 0
+    if dispatch is not None:
+        chosen, connected, attempts = dispatch.chosenAt, dispatch.connectedAt, dispatch.attempts
+    if exchange.waitedUntil >= 0:
+        chosen = exchange.waitedUntil
+    line = "-"
+    if request is not None:
+        version = exchange.logVersion or request.version
+        line = (b"%s %s %s" % (request.method, request.uri, version)).decode("latin-1")
+    return dict(
+        client=formatAddress(exchange.client),
+        date=time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime()),
+        frontend=exchange.frontend.name,
+        backend=backend.name if backend is not None else "-",
+        server=server.name if server is not None else "<NOSRV>",
+        TR=0,
+        Tw=_ms(start, chosen),
+        Tc=_ms(chosen, connected),
+        Tr=_ms(connected, exchange.respondedAt),
+        Ta=_ms(start, now),
+        status=exchange.status,
+        bytes=exchange.bytesOut,
+        termination=exchange.termination,
+        retries=max(0, attempts - 1),
+        request=line,
+    )
