@@ -126,6 +126,20 @@ class _AdminLeaf(_Leaf):
             request.adminUser = user  # type: ignore[attr-defined]
         return super().render(request)
 
+    def forged(self, request: Request) -> bytes | None:
+        """
+        The 403 answer to an admin POST that may be forged cross-site (an
+        other-origin C{Origin}, or neither the page's C{token} field nor an
+        C{X-LBKit-Admin} header), else L{None}.
+        """
+        if not _sameOrigin(request):
+            return _json(request, {"error": "cross-origin request refused"}, 403)
+        token = _arg(request, "token")
+        user: str = request.adminUser  # type: ignore[attr-defined]
+        if request.getHeader(b"x-lbkit-admin") is None and not (token and self.admin.checkToken(user, token)):
+            return _json(request, {"error": "missing or bad token (or X-LBKit-Admin header)"}, 403)
+        return None
+
 
 class AdminHTMLResource(_AdminLeaf):
     """C{/admin/}: the page, with buttons."""
@@ -172,12 +186,10 @@ class AdminActionResource(_AdminLeaf):
     bodyLimit = MAX_BODY
 
     def render_POST(self, request: Request) -> Any:
+        refused = self.forged(request)
+        if refused is not None:
+            return refused
         user: str = request.adminUser  # type: ignore[attr-defined]
-        if not _sameOrigin(request):
-            return _json(request, {"error": "cross-origin request refused"}, 403)
-        token = _arg(request, "token")
-        if request.getHeader(b"x-lbkit-admin") is None and not (token and self.admin.checkToken(user, token)):
-            return _json(request, {"error": "missing or bad token (or X-LBKit-Admin header)"}, 403)
         client = request.getClientAddress()
         via = f"http {getattr(client, 'host', '?')}"
         try:
@@ -210,12 +222,10 @@ class AdminReloadResource(_AdminLeaf):
     bodyLimit = MAX_BODY
 
     def render_POST(self, request: Request) -> Any:
+        refused = self.forged(request)
+        if refused is not None:
+            return refused
         user: str = request.adminUser  # type: ignore[attr-defined]
-        if not _sameOrigin(request):
-            return _json(request, {"error": "cross-origin request refused"}, 403)
-        token = _arg(request, "token")
-        if request.getHeader(b"x-lbkit-admin") is None and not (token and self.admin.checkToken(user, token)):
-            return _json(request, {"error": "missing or bad token (or X-LBKit-Admin header)"}, 403)
         client = request.getClientAddress()
         try:
             d = runReload(self.collector, user, f"http {getattr(client, 'host', '?')}")
@@ -256,12 +266,10 @@ class AdminReopenResource(_AdminLeaf):
     bodyLimit = MAX_BODY
 
     def render_POST(self, request: Request) -> bytes:
+        refused = self.forged(request)
+        if refused is not None:
+            return refused
         user: str = request.adminUser  # type: ignore[attr-defined]
-        if not _sameOrigin(request):
-            return _json(request, {"error": "cross-origin request refused"}, 403)
-        token = _arg(request, "token")
-        if request.getHeader(b"x-lbkit-admin") is None and not (token and self.admin.checkToken(user, token)):
-            return _json(request, {"error": "missing or bad token (or X-LBKit-Admin header)"}, 403)
         client = request.getClientAddress()
         try:
             files = runReopen(self.collector, user, f"http {getattr(client, 'host', '?')}")
