@@ -65,3 +65,33 @@ class ExampleTests(TestCase):
             apps.add((yield self.served("/cart")))
         self.assertEqual(apps, {"app1", "app2"})
         self.assertIn((yield self.served("/static.html")), {"app1", "app2"})
+
+
+class BehindL4ExampleTests(TestCase):
+    """examples/behind_l4.py: PROXY headers accepted, the header's client logged, others cut."""
+
+    timeout = 30
+
+    @inlineCallbacks
+    def test_behindL4(self) -> Any:
+        """A request after a PROXY v1 header is served and logged as the header's client; one without is cut."""
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+        from tests.helpers import Collector
+
+        path = os.path.join(REPO, "examples", "behind_l4.py")
+        proc = spawn(self, reactor, [TWISTD, "-n", "--pidfile=", "lbkit", "--config", path], path=REPO)
+        yield proc.waitForOutput(b"listening on tcp:8080", timeout=20)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", 8080)
+        request = b"GET /hello HTTP/1.1\r\nHost: example\r\nConnection: close\r\n\r\n"
+        client = Collector(b"PROXY TCP4 203.0.113.7 127.0.0.1 51000 8080\r\n" + request)
+        yield connectProtocol(endpoint, client)
+        answer = yield client.done
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:60])
+        self.assertIn(b"web", answer)
+        output = yield proc.waitForOutput(b'"GET /hello HTTP/1.1"', timeout=5)
+        line = [x for x in output.splitlines() if b"GET /hello" in x][-1]
+        self.assertTrue(line.startswith(b"203.0.113.7:51000 "), line)
+        bare = Collector(request)
+        yield connectProtocol(endpoint, bare)
+        self.assertEqual((yield bare.done), b"")
