@@ -11,9 +11,10 @@ import socket
 from typing import Any, Callable, Sequence
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
-from twisted.internet.error import ConnectionDone, ProcessDone, ProcessTerminated
+from twisted.internet.error import ConnectionDone, ProcessDone, ProcessTerminated, UserError
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
 from zope.interface import implementer
@@ -507,3 +508,21 @@ def strictTodo(strategy: Any, check: str, leniency: str, reason: str, *examples:
     test = strictProperty(strategy, check, f"Refuses {LENIENCIES[leniency]}.", *examples, allow=TODAY - {leniency})
     test.todo = reason  # type: ignore[attr-defined]
     return test
+
+
+class StopFailsConnector:
+    """A connector whose stopConnecting fails the attempt at once, as Twisted's does."""
+
+    def __init__(self, factory: Any) -> None:
+        self.factory = factory
+
+    def stopConnecting(self) -> None:
+        self.factory.clientConnectionFailed(self, Failure(UserError()))
+
+
+class StopFailsReactor(MemoryReactorClock):
+    """A MemoryReactorClock whose TCP connectors fail the attempt when stopped (as Twisted's do)."""
+
+    def connectTCP(self, host: str, port: int, factory: Any, timeout: float = 30, bindAddress: Any = None) -> Any:
+        MemoryReactorClock.connectTCP(self, host, port, factory, timeout, bindAddress)
+        return StopFailsConnector(factory)

@@ -10,10 +10,9 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.error import ConnectBindError, UserError
+from twisted.internet.error import ConnectBindError
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from lbkit import Backend, Context, Server, ServerState
@@ -28,6 +27,7 @@ from lbkit._dispatch import (
 )
 from lbkit.error import NoServerAvailable, QueueTimeout
 from lbkit.testing import FakeEndpoint
+from tests.helpers import StopFailsReactor
 
 CLIENT = IPv4Address("TCP", "198.51.100.7", 51000)
 
@@ -303,7 +303,7 @@ class RetryTests(SynchronousTestCase):
 
     def test_cancelDirectConnect(self) -> None:
         """A cancelled IPv4 connect whose connector reports its own error is still only cancelled."""
-        reactor = _StopFailsReactor()
+        reactor = StopFailsReactor()
         server = Server("s", "127.0.0.1:9")
         backend = Backend("be", [server])
         dispatch: Dispatch[Protocol] = Dispatch(backend, Context(), reactor, lambda s: Protocol())
@@ -364,20 +364,6 @@ class RetryTests(SynchronousTestCase):
         self.successResultOf(d)
 
 
-class _StopFailsConnector:
-    """A connector whose stopConnecting fails the attempt at once, as Twisted's does."""
-
-    def __init__(self, factory: Any) -> None:
-        self.factory = factory
-
-    def stopConnecting(self) -> None:
-        self.factory.clientConnectionFailed(self, Failure(UserError()))
-
-
-class _StopFailsReactor(MemoryReactorClock):
-    def connectTCP(self, host: str, port: int, factory: Any, timeout: float = 30, bindAddress: Any = None) -> Any:
-        MemoryReactorClock.connectTCP(self, host, port, factory, timeout, bindAddress)
-        return _StopFailsConnector(factory)
 
 
 

@@ -12,7 +12,7 @@ from typing import Any, Sequence, cast
 from twisted.internet import reactor as _globalReactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import CancelledError, Deferred, gatherResults, inlineCallbacks
-from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError, UserError
+from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import ClientCreator, Factory, Protocol
 from twisted.internet.task import LoopingCall
@@ -34,6 +34,7 @@ from tests.helpers import (
     Collector,
     Echo,
     ReplyAtEOF,
+    StopFailsReactor,
     TrackingFactory,
     TrackingProxyFactory,
     freePort,
@@ -1022,26 +1023,12 @@ class BackpressureTests(TestCase):
         self.assertEqual(lbkit.exitCode, None)
 
 
-class _StopFailsConnector:
-    """A connector whose stopConnecting fails the attempt at once, as Twisted's does."""
-
-    def __init__(self, factory: Any) -> None:
-        self.factory = factory
-
-    def stopConnecting(self) -> None:
-        self.factory.clientConnectionFailed(self, Failure(UserError()))
-
-
-class _StopFailsReactor(MemoryReactorClock):
-    def connectTCP(self, host: str, port: int, factory: Any, timeout: float = 30, bindAddress: Any = None) -> Any:
-        MemoryReactorClock.connectTCP(self, host, port, factory, timeout, bindAddress)
-        return _StopFailsConnector(factory)
 
 
 class CancelledConnectTests(SynchronousTestCase):
     def test_cancelIsCancelled(self) -> None:
         """Cancelling an IPv4 connect fails it with CancelledError, not the connector's UserError."""
-        reactor = _StopFailsReactor()
+        reactor = StopFailsReactor()
         server = Server("s", "127.0.0.1:9")
         d: Deferred[Any] = connectServer(reactor, server, TCPFrontendProtocol(), 5)
         d.cancel()
