@@ -26,7 +26,13 @@ from lbkit._backend import Backend
 from lbkit._dispatch import Dispatch, DispatchFailed, DispatchState
 from lbkit._model import Context, Server
 from lbkit.http._body import CHUNKED, UNTIL_CLOSE
-from lbkit.http._headers import CODE_CLASS, IDEMPOTENT, clientSubject, logFields, requestHead
+from lbkit.http._headers import (
+    CODE_CLASS,
+    IDEMPOTENT,
+    clientSubject,
+    logRequest,
+    requestHead,
+)
 from lbkit.http._parse import BadMessage, Request, Response
 from lbkit.http._routing import Route
 from lbkit.http._rules import rewriteRequest, rewriteResponse
@@ -91,6 +97,7 @@ class Exchange:
         certTransport: Any,
         nobodyListens: Callable[[], bool],
         logVersion: Optional[bytes] = None,
+        plainLog: Optional[Callable[[], bool]] = None,
     ) -> None:
         """
         @param address: The client's address (C{client} for the rules).
@@ -101,6 +108,10 @@ class Exchange:
             fields (they are then not built).
         @param logVersion: The protocol version shown in the access log,
             if not the request's (C{b"HTTP/2.0"}).
+        @param plainLog: Whether the frontend logs and nothing overrides
+            the line (no C{finished} hook, no C{logAccess}): the line is
+            then formatted here and handed to C{factory.accessSink}
+            when every destination is one of its writers.
         """
         self.factory = factory
         self.reactor = factory.reactor
@@ -113,7 +124,8 @@ class Exchange:
         self._clientHost = getattr(address, "host", "").encode("ascii")
         self._certTransport = certTransport
         self._clientDN: Optional[bytes] = None
-        self._nobodyListens = nobodyListens
+        self.nobodyListens = nobodyListens
+        self.plainLog = plainLog
         self.logVersion = logVersion
         self.state = HEAD
         self.started = self.bytesIn = 0
@@ -495,8 +507,6 @@ class Exchange:
         factory.bytesIn += self.bytesIn
         factory.bytesOut += self.bytesOut
         self._releaseSlot()
-        if not self.quiet and not self._nobodyListens():
-            fields = logFields(self)
-            self.hooks.finished(fields)
-            factory.logAccess(fields)
+        if not self.quiet:
+            logRequest(self, factory)
         self.request = None

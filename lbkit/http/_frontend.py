@@ -14,6 +14,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from lbkit._accesslog import AccessLogSink
 from lbkit._backend import Backend
 from lbkit._drain import DrainingFactory
 from lbkit._listening import ListeningService
@@ -183,6 +184,9 @@ class HTTPProxyFactory(DrainingFactory, Factory):
     protocol: type[Protocol] = HTTPFrontendProtocol
     noisy = False
     countsConnections = True  # current and total, in connectionOpened/Closed
+    #: The service's buffered access-log destinations (set by
+    #: L{lbkit.service.LoadBalancerService}); L{None} when not in a service.
+    accessSink: Optional[AccessLogSink] = None
 
     def __init__(self, frontend: Frontend, reactor: Any) -> None:
         self.frontend = frontend
@@ -219,6 +223,14 @@ class HTTPProxyFactory(DrainingFactory, Factory):
         """Emit the access-log line of one finished request."""
         if self.frontend.log:
             self.accessLog.info(HTTP_LOG_FORMAT, **fields)
+
+    def logsPlainly(self) -> bool:
+        """
+        Whether the frontend logs and L{logAccess} is not overridden: an
+        exchange may then format the line itself and write it to
+        L{accessSink} (when that is active).
+        """
+        return bool(self.frontend.log) and getattr(self.logAccess, "__func__", None) is HTTPProxyFactory.logAccess
 
     def logsAccess(self) -> bool:
         """

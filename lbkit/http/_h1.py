@@ -110,7 +110,8 @@ class HTTPFrontendProtocol(Protocol):
         self._drainLeft = 0
         self._since = self.reactor.seconds()
         self.exchange = Exchange(
-            factory, self, self, self.client, scheme, transport if mtls else None, self._nobodyListens
+            factory, self, self, self.client, scheme, transport if mtls else None, self._nobodyListens,
+            plainLog=self._plainLog,
         )
         self._tick = self.reactor.callLater(factory.tickInterval, self._checkTimeouts)
         factory.connectionOpened(self)
@@ -436,6 +437,12 @@ class HTTPFrontendProtocol(Protocol):
             return
         self._tick = self.reactor.callLater(self.factory.tickInterval, self._checkTimeouts)
 
+    def _plainLog(self) -> bool:
+        """The frontend logs, and neither C{finished} nor C{logAccess} is overridden."""
+        return (
+            getattr(self.finished, "__func__", None) is HTTPFrontendProtocol.finished and self.factory.logsPlainly()
+        )
+
     def _nobodyListens(self) -> bool:
         """No access log and no override would see the fields: skip them."""
         return (
@@ -489,6 +496,7 @@ def streamExchange(factory: HTTPProxyFactory, side: Any, address: Any, certTrans
     holder.frontend = factory.frontend
     holder.client = address
     exchange = holder.exchange = Exchange(
-        factory, side, holder, address, b"https", certTransport, holder._nobodyListens, b"HTTP/2.0"
+        factory, side, holder, address, b"https", certTransport, holder._nobodyListens, b"HTTP/2.0",
+        plainLog=holder._plainLog,
     )
     return exchange

@@ -9,14 +9,15 @@ fields.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any, Optional
 
 from lbkit._address import formatAddress
+from lbkit._logline import formatHTTPLine, httpDate, httpFields
 from lbkit.http._parse import Request, Response
 
 if TYPE_CHECKING:
     from lbkit.http._exchange import Exchange
+    from lbkit.http._frontend import HTTPProxyFactory
 
 __all__ = [
     "HTTP_LOG_FORMAT",
@@ -244,10 +245,11 @@ def _ms(a: float, b: float) -> int:
     return int((b - a) * 1000) if a >= 0 and b >= 0 else -1
 
 
-def logFields(exchange: Exchange) -> dict[str, Any]:
+def logValues(exchange: Exchange) -> tuple[Any, ...]:
     """
-    The access-log fields of the request of C{exchange}, as it ends
-    (L{HTTP_LOG_FORMAT}; docs/http.md, "Access log").
+    The access-log fields of the request of C{exchange}, as it ends, in
+    the order of L{lbkit._logline.formatHTTPLine}'s arguments (the
+    request line as bytes).
     """
     now = exchange.reactor.seconds()
     start = exchange.startedAt
@@ -261,24 +263,50 @@ def logFields(exchange: Exchange) -> dict[str, Any]:
         chosen, connected, attempts = dispatch.chosenAt, dispatch.connectedAt, dispatch.attempts
     if exchange.waitedUntil >= 0:
         chosen = exchange.waitedUntil
-    line = "-"
+    line = b"-"
     if request is not None:
-        version = exchange.logVersion or request.version
-        line = (b"%s %s %s" % (request.method, request.uri, version)).decode("latin-1")
-    return dict(
-        client=formatAddress(exchange.client),
-        date=time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime()),
-        frontend=exchange.frontend.name,
-        backend=backend.name if backend is not None else "-",
-        server=server.name if server is not None else "<NOSRV>",
-        TR=0,
-        Tw=_ms(start, chosen),
-        Tc=_ms(chosen, connected),
-        Tr=_ms(connected, exchange.respondedAt),
-        Ta=_ms(start, now),
-        status=exchange.status,
-        bytes=exchange.bytesOut,
-        termination=exchange.termination,
-        retries=max(0, attempts - 1),
-        request=line,
+        line = b"%s %s %s" % (request.method, request.uri, exchange.logVersion or request.version)
+    return (
+        formatAddress(exchange.client),
+        httpDate(),
+        exchange.frontend.name,
+        backend.name if backend is not None else "-",
+        server.name if server is not None else "<NOSRV>",
+        0,
+        _ms(start, chosen),
+        _ms(chosen, connected),
+        _ms(connected, exchange.respondedAt),
+        _ms(start, now),
+        exchange.status,
+        exchange.bytesOut,
+        exchange.termination,
+        max(0, attempts - 1),
+        line,
     )
+
+
+def logRequest(exchange: Exchange, factory: HTTPProxyFactory) -> None:
+    """
+    Log the request of C{exchange} as it ends: formatted here and handed
+    to C{factory.accessSink} when nothing overrides the line and every
+    destination is a buffered writer (docs/operations.md); else its fields
+    go to the C{finished} hook and C{factory.logAccess}, unless nobody
+    would see them.
+    """
+    sink = factory.accessSink
+    plain = exchange.plainLog
+    if sink is not None and sink.active and plain is not None and plain():
+        values = logValues(exchange)
+        sink.emit(formatHTTPLine(*values), lambda: httpFields(*values))
+    elif not exchange.nobodyListens():
+        fields = logFields(exchange)
+        exchange.hooks.finished(fields)
+        factory.logAccess(fields)
+
+
+def logFields(exchange: Exchange) -> dict[str, Any]:
+    """
+    The access-log fields of the request of C{exchange}, as it ends
+    (L{HTTP_LOG_FORMAT}; docs/http.md, "Access log").
+    """
+    return httpFields(*logValues(exchange))

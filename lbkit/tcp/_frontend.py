@@ -6,13 +6,14 @@ that serves its connections (L{TCPProxyFactory}).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from twisted.application.service import IService
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from lbkit._accesslog import AccessLogSink
 from lbkit._backend import Backend
 from lbkit._drain import DrainingFactory
 from lbkit._listening import ListeningService
@@ -129,6 +130,9 @@ class TCPProxyFactory(DrainingFactory, Factory):
     noisy = False
     #: L{DrainingFactory} keeps C{current} and C{total}.
     countsConnections = True
+    #: The service's buffered access-log destinations (set by
+    #: L{lbkit.service.LoadBalancerService}); L{None} when not in a service.
+    accessSink: Optional[AccessLogSink] = None
 
     def __init__(self, frontend: Frontend, reactor: Any) -> None:
         self.frontend = frontend
@@ -146,3 +150,20 @@ class TCPProxyFactory(DrainingFactory, Factory):
         """Emit the access-log line of one finished connection."""
         if self.frontend.log:
             self.accessLog.info(TCP_LOG_FORMAT, **fields)
+
+    def logsAccess(self) -> bool:
+        """
+        Whether L{logAccess} does anything: the frontend logs, or
+        C{logAccess} is overridden (or replaced on the instance).  When it
+        does not and no C{finished} hook is overridden either, the
+        access-log fields of a connection are not built at all.
+        """
+        return bool(self.frontend.log) or getattr(self.logAccess, "__func__", None) is not TCPProxyFactory.logAccess
+
+    def logsPlainly(self) -> bool:
+        """
+        Whether the frontend logs and L{logAccess} is not overridden: a
+        connection may then format its line itself and write it to
+        L{accessSink} (when that is active).
+        """
+        return bool(self.frontend.log) and getattr(self.logAccess, "__func__", None) is TCPProxyFactory.logAccess

@@ -25,6 +25,7 @@ from zope.interface import implementer
 
 from lbkit._address import formatAddress
 from lbkit._dispatch import Dispatch, DispatchFailed
+from lbkit._logline import formatTCPLine, tcpDate, tcpFields
 from lbkit._model import Context, Server
 from lbkit._pump import tune, writeThrough
 from lbkit.interfaces import ISession
@@ -456,25 +457,38 @@ class TCPFrontendProtocol(Protocol):
             server.bytesIn += self.bytes
             server.bytesOut += bytesOut
             dispatch.release()
-        now = self.reactor.seconds()
-        fields = dict(
-            client=formatAddress(self.context.client if self.context else None),
-            date=time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime(self.acceptTime))
-            + f".{int(self.acceptTime * 1000) % 1000:03d}",
-            frontend=factory.frontend.name,
-            backend=self.backend.name,
-            server=server.name if server is not None else "<NOSRV>",
-            # Tw is -1 for a connection that never looked for a server
-            Tw=int(dispatch.waited * 1000) if dispatch is not None else -1,
-            Tc=int((dispatch.connectedAt - dispatch.chosenAt) * 1000) if peer is not None and dispatch else -1,
-            Tt=int((now - self.start) * 1000),
-            bytesIn=self.bytes,
-            bytesOut=bytesOut,
-            termination=self.termination,
-            retries=max(0, self.attempts - 1),
-        )
+        finished = getattr(self.finished, "__func__", None) is not TCPFrontendProtocol.finished
+        sink = factory.accessSink
+        if not finished and not factory.logsAccess():
+            return
+        values = self._logValues(server, dispatch, peer, bytesOut)
+        if not finished and sink is not None and sink.active and factory.logsPlainly():
+            sink.emit(formatTCPLine(*values), lambda: tcpFields(*values))
+            return
+        fields = tcpFields(*values)
         self.finished(fields)
         factory.logAccess(fields)
+
+    def _logValues(
+        self, server: Optional[Server], dispatch: Optional[Dispatch[Any]], peer: Any, bytesOut: int
+    ) -> tuple[Any, ...]:
+        """The access-log fields, in the order of L{lbkit._logline.formatTCPLine}'s arguments."""
+        now = self.reactor.seconds()
+        return (
+            formatAddress(self.context.client if self.context else None),
+            tcpDate(self.acceptTime),
+            self.factory.frontend.name,
+            self.backend.name,
+            server.name if server is not None else "<NOSRV>",
+            # Tw is -1 for a connection that never looked for a server
+            int(dispatch.waited * 1000) if dispatch is not None else -1,
+            int((dispatch.connectedAt - dispatch.chosenAt) * 1000) if peer is not None and dispatch else -1,
+            int((now - self.start) * 1000),
+            self.bytes,
+            bytesOut,
+            self.termination,
+            max(0, self.attempts - 1),
+        )
 
     # -- hooks for subclasses ---------------------------------------------
 
