@@ -85,6 +85,25 @@ reactor.run()
 """
 
 
+# The syslog receiver every logging system sends to (UDP on 127.0.0.1): it
+# counts datagrams and answers "?count" with the count so far.
+SYSLOG_PY = r"""
+import socket, sys
+
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+n = 0
+recv, send = s.recvfrom, s.sendto
+while True:
+    data, peer = recv(65536)
+    if data == b"?count":
+        send(str(n).encode(), peer)
+    else:
+        n += 1
+"""
+
+
 # -- tools -----------------------------------------------------------------
 
 
@@ -355,6 +374,8 @@ class Env:
     tmp: Path
     procs: Processes
     backends: list[int]
+    #: the UDP syslog receiver's port (SYSLOG_PY)
+    syslog: int = 0
 
 
 @dataclass
@@ -370,6 +391,15 @@ class System:
     unavailable: str | None = None
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the loads it runs (the logging systems: small only)
+    loads: tuple[str, ...] = tuple(LOADS)
+    #: the key of the HAProxy system its "× HAProxy" compares with, when
+    #: not plain HAProxy (the one logging to the same kind of destination)
+    against: str = ""
+    #: the key of the same system with its access log off ("× log off")
+    logOff: str = ""
+    #: access-log lines written so far, for the "log lines/req" column
+    logLines: Callable[[Env], int] | None = None
 
 
 def nginxCommon(tmp: Path, name: str) -> str:
@@ -441,24 +471,84 @@ def startBackends(
     return ports, proc
 
 
+def syslogCount(env: Env) -> int:
+    """Datagrams the syslog receiver has had so far."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(5)
+        s.sendto(b"?count", ("127.0.0.1", env.syslog))
+        return int(s.recv(64))
+
+
+def fileLines(name: str) -> Callable[[Env], int]:
+    """Lines in the scratch file C{name} so far."""
+
+    def count(env: Env) -> int:
+        try:
+            with open(env.tmp / name, "rb") as f:
+                return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+        except FileNotFoundError:
+            return 0
+
+    return count
+
+
+def startSyslog(env: Env) -> None:
+    env.syslog = freePort()
+    proc = env.procs.start("syslog", [PYTHON, "-c", SYSLOG_PY, str(env.syslog)])
+    for _ in range(100):
+        try:
+            syslogCount(env)
+            return
+        except (OSError, ValueError):
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+    raise RuntimeError(f"the syslog receiver did not start:\n{env.procs.tail('syslog')}")
+
+
 def lbkitCommand(
-    site: str, reactor: str | None = None, extraEnv: dict[str, str] | None = None
+    site: str,
+    reactor: str | None = None,
+    extraEnv: dict[str, str] | None = None,
+    accessLog: Callable[[Env], str] | None = None,
 ) -> Callable[[Env, int], tuple[list[str], dict[str, str]]]:
+    """
+    @param accessLog: Gives the C{--access-log} destination; the frontend
+        then logs (LBKIT_BENCH_LOG=1).
+    """
+
     def command(env: Env, port: int) -> tuple[list[str], dict[str, str]]:
         chosen = [f"--reactor={reactor}"] if reactor else []
-        argv = [TWISTD, *chosen, "-n", "--pidfile=", "lbkit", "--config", str(HERE / "sites" / site)]
+        logs = ["--access-log", accessLog(env)] if accessLog is not None else []
+        argv = [TWISTD, *chosen, "-n", "--pidfile=", "lbkit", "--config", str(HERE / "sites" / site), *logs]
         servers = ",".join(f"127.0.0.1:{p}" for p in env.backends)
         siteEnv = {"LBKIT_BENCH_LISTEN": str(port), "LBKIT_BENCH_SERVERS": servers}
+        if accessLog is not None:
+            siteEnv["LBKIT_BENCH_LOG"] = "1"
         return argv, {**siteEnv, **(extraEnv or {})}
 
     return command
 
 
-def haproxyCommand(mode: str) -> Callable[[Env, int], tuple[list[str], dict[str, str]]]:
+def haproxyCommand(
+    mode: str, log: str = ""
+) -> Callable[[Env, int], tuple[list[str], dict[str, str]]]:
+    """
+    @param log: C{"syslog"}: C{option httplog} (C{tcplog}) to the UDP
+        receiver; C{"stdout"}: the same lines on standard output, which
+        the benchmark writes to a file; C{""}: no log.
+    """
+
     def command(env: Env, port: int) -> tuple[list[str], dict[str, str]]:
         http = mode == "http"
         servers = "".join(f"    server s{i} 127.0.0.1:{p}\n" for i, p in enumerate(env.backends, 1))
-        conf = env.tmp / f"haproxy-{mode}.cfg"
+        conf = env.tmp / f"haproxy-{mode}{'-' + log if log else ''}.cfg"
+        target = {"syslog": f"127.0.0.1:{env.syslog}", "stdout": "stdout format raw"}.get(log)
+        logging = (
+            f"    log {target} local0 info\n    option {'httplog' if http else 'tcplog'}\n"
+            if target
+            else ""
+        )
         conf.write_text(
             f"""global
     nbthread 1
@@ -470,7 +560,7 @@ defaults
     timeout connect 5s
     timeout client 30s
     timeout server 30s
-{"    timeout http-keep-alive 30s" + chr(10) if http else ""}
+{"    timeout http-keep-alive 30s" + chr(10) if http else ""}{logging}
 frontend fe
     bind 127.0.0.1:{port}
     default_backend be
@@ -561,6 +651,26 @@ def allSystems() -> list[System]:
         ),
         System("haproxy-tcp", "HAProxy mode tcp", ("tcp",), "haproxy", haproxyCommand("tcp")),
         System(
+            "lbkit-tcp-log-syslog",
+            "lbkit tcp, log to UDP syslog",
+            ("tcp",),
+            command=lbkitCommand("tcp.py", accessLog=lambda env: f"syslog:127.0.0.1:{env.syslog}"),
+            loads=("small",),
+            against="haproxy-tcp-log-syslog",
+            logOff="lbkit-tcp",
+            logLines=syslogCount,
+        ),
+        System(
+            "haproxy-tcp-log-syslog",
+            "HAProxy tcp, tcplog to UDP syslog",
+            ("tcp",),
+            command=haproxyCommand("tcp", "syslog"),
+            loads=("small",),
+            against="haproxy-tcp-log-syslog",
+            logOff="haproxy-tcp",
+            logLines=syslogCount,
+        ),
+        System(
             "portforward", "twistd portforward (1 backend)", ("tcp",), "python", portforwardCommand
         ),
         System(
@@ -578,6 +688,50 @@ def allSystems() -> list[System]:
             unavailable=lbkitHttpAvailable(),
         ),
         System("haproxy-http", "HAProxy mode http", ("http",), "haproxy", haproxyCommand("http")),
+        # with the access log on: lbkit to a file and to UDP syslog, HAProxy
+        # option httplog to the same receiver and to stdout (into a file)
+        System(
+            "lbkit-http-log-file",
+            "lbkit http, log to a file",
+            ("http",),
+            command=lbkitCommand("http.py", accessLog=lambda env: str(env.tmp / "lbkit-http-access.log")),
+            unavailable=lbkitHttpAvailable(),
+            loads=("small",),
+            against="haproxy-http-log-file",
+            logOff="lbkit-http",
+            logLines=fileLines("lbkit-http-access.log"),
+        ),
+        System(
+            "lbkit-http-log-syslog",
+            "lbkit http, log to UDP syslog",
+            ("http",),
+            command=lbkitCommand("http.py", accessLog=lambda env: f"syslog:127.0.0.1:{env.syslog}"),
+            unavailable=lbkitHttpAvailable(),
+            loads=("small",),
+            against="haproxy-http-log-syslog",
+            logOff="lbkit-http",
+            logLines=syslogCount,
+        ),
+        System(
+            "haproxy-http-log-file",
+            "HAProxy http, httplog to stdout (a file)",
+            ("http",),
+            command=haproxyCommand("http", "stdout"),
+            loads=("small",),
+            against="haproxy-http-log-file",
+            logOff="haproxy-http",
+            logLines=fileLines("haproxy-http-log-file.log"),
+        ),
+        System(
+            "haproxy-http-log-syslog",
+            "HAProxy http, httplog to UDP syslog",
+            ("http",),
+            command=haproxyCommand("http", "syslog"),
+            loads=("small",),
+            against="haproxy-http-log-syslog",
+            logOff="haproxy-http",
+            logLines=syslogCount,
+        ),
         System("nginx-proxy", "nginx proxy_pass keepalive", ("http",), command=nginxProxyCommand),
         System(
             "revproxy", "ReverseProxyResource (1 backend)", ("http",), "python", revproxyCommand
@@ -612,10 +766,17 @@ def measureSystem(
         if warmup:
             runWrk(env.tools["wrk"], wrkScript, port, "/small", 10, max(1, int(warmup)))
         results = {}
-        for load, (path, connections) in LOADS.items():
+        for load in system.loads:
+            path, connections = LOADS[load]
+            lines0 = system.logLines(env) if system.logLines is not None else 0
             cpu0 = cpuSeconds(proc.pid) if proc is not None else 0.0
             with rssSampler(proc.pid if proc is not None else None) as peak:
                 result = runWrk(env.tools["wrk"], wrkScript, port, path, connections, duration)
+            if system.logLines is not None:
+                time.sleep(0.5)  # lbkit flushes its buffers every 0.2 s
+                logged = system.logLines(env) - lines0
+                requests = result["raw"]["requests"]
+                result["log_lines_per_req"] = logged / requests if requests else None
             if proc is not None:
                 result["rss_mib"] = peak[0] / 1024
                 cpu = cpuSeconds(proc.pid) - cpu0
@@ -645,7 +806,7 @@ def median(values: list[float | None]) -> float | None:
 def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """Median of each figure over the rounds that produced one."""
     out: dict[str, Any] = {"rounds": len(rounds)}
-    for key in ("rps", "mibps", "p50_ms", "p99_ms", "rss_mib", "cpu_us_per_req"):
+    for key in ("rps", "mibps", "p50_ms", "p99_ms", "rss_mib", "cpu_us_per_req", "log_lines_per_req"):
         out[key] = median([r.get(key) for r in rounds])
     out["errors"] = sum(r.get("errors", 0) for r in rounds)
     return out
@@ -677,13 +838,21 @@ def printTable(
         "RSS MiB",
         "CPU µs/req",
         "errors",
+        "log lines/req",
         "× direct",
         "× HAProxy",
+        "× log off",
         "× Python peer",
     ]
     refs = {s.role: medians.get(s.key, {}).get(load, {}).get("rps") for s in systems if s.role}
+
+    def rpsOf(key: str) -> float | None:
+        return medians.get(key, {}).get(load, {}).get("rps") if key else None
+
     rows = []
     for s in systems:
+        if load not in s.loads:
+            continue
         m = medians.get(s.key, {}).get(load)
         if m is None:
             rows.append([s.label, s.unavailable or "failed"] + [""] * (len(header) - 2))
@@ -699,8 +868,10 @@ def printTable(
                 fmt(m["rss_mib"], ".1f"),
                 fmt(m["cpu_us_per_req"], ".1f"),
                 str(m["errors"]),
+                fmt(m.get("log_lines_per_req"), ".2f"),
                 ratio(rps, refs.get("direct")),
-                ratio(rps, refs.get("haproxy")),
+                ratio(rps, rpsOf(s.against) if s.against else refs.get("haproxy")),
+                ratio(rps, rpsOf(s.logOff)),
                 ratio(rps, refs.get("python")),
             ]
         )
@@ -751,6 +922,8 @@ def main() -> int:
     systems = [s for s in allSystems() if any(m in modes for m in s.modes)]
     if args.only:
         wanted = set(args.only.split(","))
+        # a logging system brings the systems its ratios compare with
+        wanted |= {k for s in systems if s.key in wanted for k in (s.against, s.logOff) if k}
         systems = [s for s in systems if s.key in wanted or s.role]
     for s in systems:
         if s.unavailable:
@@ -770,7 +943,7 @@ def main() -> int:
     tmp.chmod(0o755)  # nginx's workers run as nobody when we are root
     procs = Processes(tmp)
     perRound: dict[str, dict[str, list[dict[str, Any]]]] = {
-        s.key: {load: [] for load in LOADS} for s in runnable
+        s.key: {load: [] for load in s.loads} for s in runnable
     }
     failures: dict[str, str] = {}
     started = time.time()
@@ -784,6 +957,9 @@ def main() -> int:
     try:
         backends, _ = startBackends(tools, tmp, procs)
         env = Env(tools, tmp, procs, backends)
+        if any(s.logLines is syslogCount for s in runnable):
+            startSyslog(env)
+            print(f"bench: UDP syslog receiver on {env.syslog}", flush=True)
         wrkScript = tmp / "done.lua"
         wrkScript.write_text(WRK_DONE_LUA)
         print(

@@ -6,7 +6,8 @@ The lbkit http-mode site file that bench/run.py starts:
 
 A round-robin backend over the benchmark's nginx servers as the default of
 an http frontend with no routes, no access log (HAProxy and nginx run
-without one too).
+without one too); LBKIT_BENCH_LOG=1 turns the frontend's log on, for
+the systems that pass --access-log.
 """
 
 import os
@@ -24,5 +25,6 @@ nginx = Backend(
 )
 
 listen = [
-    http.Frontend(f"tcp:{_port}:interface=127.0.0.1", routes=[], default=nginx, log=False),
+    http.Frontend(f"tcp:{_port}:interface=127.0.0.1", routes=[], default=nginx,
+                  log=os.environ.get("LBKIT_BENCH_LOG") == "1"),
 ]

@@ -5,7 +5,8 @@ The lbkit tcp-mode site file that bench/run.py starts:
         twistd -n --pidfile= lbkit --config bench/sites/tcp.py
 
 A round-robin backend over the benchmark's nginx servers, no access log
-(HAProxy and nginx run without one too).  LBKIT_SPLICE=1 turns on the
+(HAProxy and nginx run without one too; LBKIT_BENCH_LOG=1 turns it on,
+for the systems that pass --access-log).  LBKIT_SPLICE=1 turns on the
 zero-copy relay (tcp.Frontend(..., splice=True)).
 """
 
@@ -24,6 +25,7 @@ nginx = Backend(
 )
 
 listen = [
-    tcp.Frontend(f"tcp:{_port}:interface=127.0.0.1", backend=nginx, name="bench", log=False,
+    tcp.Frontend(f"tcp:{_port}:interface=127.0.0.1", backend=nginx, name="bench",
+                 log=os.environ.get("LBKIT_BENCH_LOG") == "1",
                  splice=os.environ.get("LBKIT_SPLICE") == "1"),
 ]
