@@ -105,12 +105,18 @@ def connectionTokens(headers: list[list[bytes]]) -> set[bytes]:
     names, C{close}, C{keep-alive}, C{upgrade} (never C{content-length} or
     C{host}).
     """
-    tokens: set[bytes] = set()
+    tokens: Optional[set[bytes]] = None
     for name, value in headers:
         if len(name) == 10 and name.lower() == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b","))
-    if tokens:
-        tokens -= NEVER_HOP
+            if tokens is None:
+                tokens = set()
+            if b"," in value:
+                tokens.update([t.strip().lower() for t in value.split(b",")])
+            else:
+                tokens.add(value.strip().lower())  # (the usual one: keep-alive, close)
+    if tokens is None:
+        return set()
+    tokens -= NEVER_HOP
     return tokens
 
 

@@ -192,10 +192,10 @@ class HTTPServerProtocol(protocol.Protocol):
             framing = 0
         if framing == UNTIL_CLOSE:
             self._reusable = False
-        elif response.header(b"connection") is not None and b"close" in connectionTokens(response.headers):
-            self._reusable = False
-        elif response.version == b"HTTP/1.0" and b"keep-alive" not in connectionTokens(response.headers):
-            self._reusable = False
+        else:
+            tokens = connectionTokens(response.headers)
+            if b"close" in tokens or (response.version == b"HTTP/1.0" and b"keep-alive" not in tokens):
+                self._reusable = False
         self._body.start(framing, self._decode)
         head = sink.responseHead(self, response, framing)
         if self.sink is None:
