@@ -644,10 +644,10 @@ def allSystems() -> list[System]:
             command=lbkitCommand("tcp.py", extraEnv={"LBKIT_SPLICE": "1"}),
         ),
         System(
-            "lbkit-tcp-lean",
-            "lbkit tcp, lbkit-epoll reactor",
+            "lbkit-tcp-epoll",
+            "lbkit tcp, --reactor=epoll (Twisted's)",
             ("tcp",),
-            command=lbkitCommand("tcp.py", "lbkit-epoll"),
+            command=lbkitCommand("tcp.py", "epoll"),
         ),
         System("haproxy-tcp", "HAProxy mode tcp", ("tcp",), "haproxy", haproxyCommand("tcp")),
         System(
@@ -681,10 +681,10 @@ def allSystems() -> list[System]:
             unavailable=lbkitHttpAvailable(),
         ),
         System(
-            "lbkit-http-lean",
-            "lbkit http, lbkit-epoll reactor",
+            "lbkit-http-epoll",
+            "lbkit http, --reactor=epoll (Twisted's)",
             ("http",),
-            command=lbkitCommand("http.py", "lbkit-epoll"),
+            command=lbkitCommand("http.py", "epoll"),
             unavailable=lbkitHttpAvailable(),
         ),
         System("haproxy-http", "HAProxy mode http", ("http",), "haproxy", haproxyCommand("http")),

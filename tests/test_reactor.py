@@ -248,6 +248,33 @@ class PluginTests(TestCase):
         self.assertNotIn(b"Traceback", process.output)
         self.assertIn(code, (0, -15))
 
+    @inlineCallbacks
+    def reactorClass(self, *reactorArgs: str) -> Any:
+        """The C{reactor class:} twistd logs when it runs C{twistd [reactorArgs] -n lbkit}."""
+        front, one, two = freePort(), freePort(), freePort()
+        site = os.path.abspath(self.mktemp() + "-site.py")
+        with open(site, "w") as f:
+            f.write(SITE.format(front=front, one=one, two=two))
+        process = spawn(
+            self, _reactor(), [*TWISTD, *reactorArgs, "-n", "--pidfile=", "lbkit", "--config", site], path=REPO
+        )
+        yield process.waitForOutput(f"listening on tcp:{front}".encode(), timeout=20)
+        code = yield process.stop()
+        self.assertIn(code, (0, -15))
+        (line,) = [x for x in process.output.splitlines() if b"reactor class: " in x]
+        return line.partition(b"reactor class: ")[2].rstrip(b".").decode()
+
+    @inlineCallbacks
+    def test_defaultUnderTwistd(self) -> Any:
+        """
+        C{twistd lbkit} with no C{--reactor} runs on L{LeanEPollReactor};
+        C{--reactor=epoll} keeps Twisted's own (the way back).
+        """
+        chosen = yield self.reactorClass()
+        self.assertEqual(chosen, "lbkit.reactor.LeanEPollReactor")
+        explicit = yield self.reactorClass("--reactor=epoll")
+        self.assertEqual(explicit, "twisted.internet.epollreactor.EPollReactor")
+
 
 SITE = """\
 from lbkit import Backend, Server, tcp
