@@ -9,35 +9,45 @@ imports C{twisted.internet.reactor}.
 L{twisted.internet.epollreactor.EPollReactor.doPoll} dispatches every ready
 descriptor through C{log.callWithLogger(selectable, ...)}, which asks the
 selectable for its C{logPrefix()}, copies the legacy log context and calls
-through C{twisted.python.context}: some 3-5 microseconds per event, about a
-quarter of lbkit's CPU time on small proxied requests.  L{LeanEPollReactor}
-calls C{_doReadOrWrite} directly instead.
+through C{twisted.python.context}: some 3-5 microseconds per event, a good
+part of lbkit's CPU time on small proxied requests (docs/operations.md).
+L{LeanEPollReactor.doPoll} calls C{_doReadOrWrite} directly instead.
 
-What is the same: C{_doReadOrWrite} already catches any exception raised by
-C{doRead}/C{doWrite} (that is, by C{dataReceived} and friends), logs it with
-C{log.err()} and disconnects the selectable, exactly as before.  What it
-does not catch (an exception from C{connectionLost} while the selectable is
-being disconnected, or from C{fileno()}) is caught here and logged with the
-selectable's log prefix as the C{system}, as C{callWithLogger} did, so one
-bad connection never stops the loop.  C{KeyboardInterrupt} propagates in
-both.
+What is kept: the legacy log C{system} (the transport's log prefix, such as
+C{"HTTPFrontendProtocol,12,127.0.0.1"}) wherever something goes wrong or a
+connection ends.  L{LeanEPollReactor._doReadOrWrite} (upstream's, otherwise
+unchanged) logs the traceback of an exception from C{doRead}/C{doWrite}
+(that is, from C{dataReceived} and friends) with the selectable's log
+prefix as its C{system}, then disconnects the selectable as before; the
+disconnection (C{connectionLost}, once per connection) runs under
+C{log.callWithLogger}, so whatever C{connectionLost} logs, or raises, carries
+the prefix too.  Anything else that escapes is caught and logged with the
+prefix, so one bad connection never stops the loop.  A C{KeyboardInterrupt}
+that escapes C{_doReadOrWrite} propagates, as upstream.
 
-What is lost: legacy C{twisted.python.log.msg}/C{log.err} events emitted
-I{inside} an I/O callback no longer carry the transport's log prefix (such
-as C{"TCPFrontendProtocol,12,127.0.0.1"}) as their C{system}; they get the
-default C{"-"}.  That includes the traceback C{_doReadOrWrite} logs for an
-exception in C{dataReceived}.  Events from L{twisted.logger.Logger} (all of
-lbkit's own logging) never carried it, and are unchanged.
+What is still lost: a legacy C{twisted.python.log.msg} (or C{log.err}) call
+I{inside} a successful read or write callback, such as user code in a
+C{dataReceived} that does not raise, gets the default C{system} C{"-"}
+instead of the transport's log prefix.  Events from
+L{twisted.logger.Logger} (all of lbkit's own logging) never carried it, and
+are unchanged.
 """
 
 from __future__ import annotations
 
 import errno
+import sys
 
 from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.error import ConnectionFdescWentAway
+from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
 from twisted.python import log
 
 __all__ = ["LeanEPollReactor", "install"]
+
+#: What C{_doReadOrWrite} disconnects a selectable whose C{fileno()} is -1
+#: with (upstream's C{posixbase._NO_FILEDESC}).
+_NO_FILEDESC = ConnectionFdescWentAway("File descriptor lost")
 
 
 def _logPrefix(selectable: object) -> str:
@@ -53,7 +63,8 @@ def _logPrefix(selectable: object) -> str:
 class LeanEPollReactor(EPollReactor):
     """
     L{EPollReactor} whose C{doPoll} calls C{_doReadOrWrite} for each ready
-    descriptor directly, without C{log.callWithLogger}.  See the module
+    descriptor directly, without C{log.callWithLogger}; errors and
+    disconnections still carry the selectable's log prefix.  See the module
     docstring for what that trades.
     """
 
@@ -94,10 +105,58 @@ class LeanEPollReactor(EPollReactor):
                 except KeyboardInterrupt:
                     raise
                 except BaseException:
-                    # What callWithLogger would have caught and logged.
+                    # _doReadOrWrite catches what the selectable raises;
+                    # anything else, log as callWithLogger would have.
                     log.err(system=_logPrefix(selectable))
 
     doIteration = doPoll
+
+    def _doReadOrWrite(self, selectable: object, fd: int, event: int) -> None:
+        """
+        Do the read or write C{event} says C{fd} (C{selectable}'s
+        descriptor) is ready for, and disconnect C{selectable} if that ends
+        its connection.
+
+        Upstream's C{_PollLikeMixin._doReadOrWrite} (Twisted 26.10), with
+        the same behaviour, except that the traceback of an exception from
+        C{doRead}/C{doWrite} is logged with the selectable's log prefix as
+        its C{system}, and the disconnection runs under
+        C{log.callWithLogger}: what upstream's C{doPoll} gave every event.
+        """
+        why: BaseException | None = None
+        inRead = False
+        if event & self._POLL_DISCONNECTED and not (event & self._POLL_IN):
+            # Disconnected, with all pending input processed.  If we were
+            # reading, a clean shutdown (or a half-close, hence inRead);
+            # otherwise an error shutdown of some sort.
+            if fd in self._reads:
+                inRead = True
+                why = CONNECTION_DONE
+            else:
+                why = CONNECTION_LOST
+        else:
+            # Any non-disconnect event turns into a doRead or a doWrite.
+            try:
+                # fileno() first: -1 means it closed (and fileno() may raise).
+                if selectable.fileno() == -1:  # type: ignore[attr-defined]
+                    why = _NO_FILEDESC
+                else:
+                    if event & self._POLL_IN:
+                        why = selectable.doRead()  # type: ignore[attr-defined]
+                        inRead = True
+                    if not why and event & self._POLL_OUT:
+                        # A write, as long as doRead did not disconnect us.
+                        why = selectable.doWrite()  # type: ignore[attr-defined]
+                        inRead = False
+            except BaseException:
+                # Any exception from application code is logged, under the
+                # selectable's log prefix, and disconnects the selectable.
+                why = sys.exc_info()[1]
+                log.err(system=_logPrefix(selectable))
+        if why:
+            # Once per connection: worth the log context, so that whatever
+            # connectionLost logs (or raises) names the connection.
+            log.callWithLogger(selectable, self._disconnectSelectable, selectable, why, inRead)
 
 
 def install() -> None:

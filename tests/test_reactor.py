@@ -1,7 +1,8 @@
 """
-Tests for L{lbkit.reactor}: the C{lbkit-epoll} reactor plugin is listed and
-runs C{twistd lbkit}, and L{LeanEPollReactor} delivers reads, writes and
-connection loss without C{log.callWithLogger}.
+Tests for L{lbkit.reactor}: the C{lbkit-epoll} reactor plugin is listed,
+it runs C{twistd lbkit}, and L{LeanEPollReactor} delivers reads and writes
+without C{log.callWithLogger}, while errors and connection loss keep the
+transport's log prefix.
 
 The reactor tests build their own L{LeanEPollReactor} instances and drive
 them with C{iterate}; they never install one (installing is global and
@@ -100,21 +101,36 @@ class LeanEPollReactorTests(SynchronousTestCase):
                 self.fail("the reactor did not get there in time")
             r.iterate(0.01)
 
-    def noCallWithLogger(self) -> None:
-        """Make any use of C{log.callWithLogger} fail the test."""
+    def recordCallWithLogger(self) -> list[Callable[..., object]]:
+        """
+        Record the function each use of C{log.callWithLogger} runs (and
+        run it).
+        """
+        calls: list[Callable[..., object]] = []
+        real = log.callWithLogger
 
-        def refuse(*args: object, **kw: object) -> None:
-            raise AssertionError("callWithLogger was used")
+        def record(logger: object, func: Callable[..., object], *args: object, **kw: object) -> object:
+            calls.append(func)
+            return real(logger, func, *args, **kw)
 
-        self.patch(log, "callWithLogger", refuse)
+        self.patch(log, "callWithLogger", record)
+        return calls
+
+    def legacyEvents(self) -> list[dict[str, Any]]:
+        """Every legacy log event from now until the test's cleanup."""
+        events: list[dict[str, Any]] = []
+        log.addObserver(events.append)
+        self.addCleanup(log.removeObserver, events.append)
+        return events
 
     def test_readsWritesAndLoss(self) -> None:
         """
-        Bytes written on one end are read on the other and echoed back; when
-        one end closes, both see their connection lost, with no
-        C{callWithLogger} on the way.
+        Bytes written on one end are read on the other and echoed back with
+        no C{callWithLogger} on the way; when one end closes, both see their
+        connection lost, each disconnection (and only that) run through
+        C{callWithLogger}.
         """
-        self.noCallWithLogger()
+        calls = self.recordCallWithLogger()
         r = self.buildReactor()
         echo = Peer(lambda p, d: p.transport.write(d))  # type: ignore[union-attr]
         client = Peer()
@@ -123,15 +139,18 @@ class LeanEPollReactorTests(SynchronousTestCase):
         client.transport.write(b"hello " * 10000)
         self.spin(r, lambda: len(client.received) == 60000)
         self.assertEqual(client.received, b"hello " * 10000)
+        self.assertEqual(calls, [])
         client.transport.loseConnection()
         self.spin(r, lambda: echo.lost is not None and client.lost is not None)
         self.assertEqual([s for s in r.getReaders() + r.getWriters() if s not in r._internalReaders], [])
+        self.assertEqual(calls, [r._disconnectSelectable] * 2)
 
     def test_legacyLogSystem(self) -> None:
         """
-        Inside an I/O callback the legacy log context keeps its default
-        C{system} ("-") rather than the transport's log prefix, which
-        upstream's L{EPollReactor} sets: the one thing the lean reactor drops.
+        Inside a successful read callback the legacy log context keeps its
+        default C{system} ("-") rather than the transport's log prefix,
+        which upstream's L{EPollReactor} sets: the one thing the lean
+        reactor drops.
         """
         systems = {}
         for kind in (EPollReactor, self.reactorType):
@@ -170,6 +189,41 @@ class LeanEPollReactorTests(SynchronousTestCase):
         self.assertIsNone(good.lost)
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
+    def test_errorInDataReceivedSystem(self) -> None:
+        """
+        The traceback logged for an exception in C{dataReceived}, and a
+        legacy C{log.msg} in the C{connectionLost} that follows, carry the
+        transport's log prefix as their C{system}, as under upstream's
+        L{EPollReactor}; the connection is lost with that exception.
+        """
+        events = self.legacyEvents()
+
+        def boom(p: Peer, d: bytes) -> None:
+            raise ZeroDivisionError()
+
+        class LoseLoudly(Peer):
+            def connectionLost(self, reason: Failure = connectionDone) -> None:
+                Peer.connectionLost(self, reason)
+                log.msg("lost it")
+
+        for kind in (EPollReactor, self.reactorType):
+            del events[:]
+            r = self.buildReactor(kind)
+            bad, badClient = LoseLoudly(boom), Peer()
+            self.pair(r, bad, badClient)
+            assert bad.transport is not None and badClient.transport is not None
+            prefix = bad.transport.logPrefix()
+            self.assertNotEqual(prefix, "-")
+            badClient.transport.write(b"x")
+            self.spin(r, partial(lambda p, q: p.lost is not None and q.lost is not None, bad, badClient))
+            assert bad.lost is not None
+            self.assertTrue(bad.lost.check(ZeroDivisionError), kind)
+            self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1, kind)
+            errors = [e for e in events if e.get("isError") and e["failure"].check(ZeroDivisionError)]
+            self.assertEqual([e["system"] for e in errors], [prefix], kind)
+            self.assertEqual([e["system"] for e in events if e.get("message") == ("lost it",)], [prefix], kind)
+            self.assertNotIn(bad.transport, r.getReaders() + r.getWriters())
+
     def test_errorInConnectionLost(self) -> None:
         """
         An exception from C{connectionLost} (outside what C{_doReadOrWrite}
@@ -177,9 +231,7 @@ class LeanEPollReactorTests(SynchronousTestCase):
         C{system}, as C{callWithLogger} did, and the loop goes on.
         """
         r = self.buildReactor()
-        events: list[dict[str, Any]] = []
-        log.addObserver(events.append)
-        self.addCleanup(log.removeObserver, events.append)
+        events = self.legacyEvents()
 
         class LoseBadly(Peer):
             def connectionLost(self, reason: Failure = connectionDone) -> None:
