@@ -46,6 +46,21 @@ class _Events:
         self.observer(event)
 
 
+def startWatched(testCase: TestCase, service: LoadBalancerService, protocol: Any) -> _Events:
+    """
+    Start C{service} (stopped at cleanup), give its one factory C{protocol}
+    (unless L{None}), and record the log events of its access lines.
+    """
+    service.startService()
+    testCase.addCleanup(service.stopService)
+    (factory,) = service.listen[0].factories
+    if protocol is not None:
+        factory.protocol = protocol
+    events = _Events(factory.accessLog.observer)
+    factory.accessLog = Logger(namespace="lbkit.access", observer=events)
+    return events
+
+
 def readLines(path: str) -> list[str]:
     with open(path) as f:
         return f.read().splitlines()
@@ -62,13 +77,7 @@ class HTTPWiringTests(TestCase):
         app = Backend("app", [Server("web1", f"127.0.0.1:{port}")])
         frontend = http.Frontend("tcp:0:interface=127.0.0.1", default=app, name="web")
         service = LoadBalancerService([frontend], reactor(), accessLog=[AccessLog(path, format=format)], grace=5)
-        service.startService()
-        self.addCleanup(service.stopService)
-        (factory,) = service.listen[0].factories
-        if protocol is not None:
-            factory.protocol = protocol
-        events = _Events(factory.accessLog.observer)
-        factory.accessLog = Logger(namespace="lbkit.access", observer=events)
+        events = startWatched(self, service, protocol)
         return service, path, events
 
     @inlineCallbacks
@@ -144,13 +153,7 @@ class TCPWiringTests(TestCase):
             [tcp.Frontend("tcp:0:interface=127.0.0.1", web, name="front")], reactor(),
             accessLog=[AccessLog(path)], grace=5,
         )
-        service.startService()
-        self.addCleanup(service.stopService)
-        (factory,) = service.listen[0].factories
-        if protocol is not None:
-            factory.protocol = protocol
-        events = _Events(factory.accessLog.observer)
-        factory.accessLog = Logger(namespace="lbkit.access", observer=events)
+        events = startWatched(self, service, protocol)
         client = Collector(b"ping", expect=4)
         yield connectProtocol(TCP4ClientEndpoint(reactor(), "127.0.0.1", frontendPort(service)), client)
         received = yield client.done
