@@ -23,9 +23,28 @@ from lbkit._drain import DrainingFactory
 from lbkit._resources import guardAccept
 from lbkit.error import LBKitError
 
-__all__ = ["ListeningService", "ListenFailed", "listeningServices"]
+__all__ = ["ListeningService", "ListenFailed", "listeningServices", "setPortSource"]
 
 _log = Logger(namespace="lbkit")
+
+#: Where shared listeners get their ports when not from their endpoint
+#: string: set by the multi-process supervisor and its workers
+#: (L{lbkit.workers}); L{None} in a single process.
+_portSource: Any = None
+
+
+def setPortSource(source: Any) -> Any:
+    """
+    Make C{source} give the ports of listeners from now on (L{None}: their
+    endpoint strings, as by default): C{source.listen(service)} returns an
+    L{IListeningPort} for C{service}, or L{None} to listen as usual; it may
+    raise L{CannotListenError}.
+
+    @return: The source it replaces.
+    """
+    global _portSource
+    previous, _portSource = _portSource, source
+    return previous
 
 
 class ListenFailed(CannotListenError, LBKitError):
@@ -76,7 +95,12 @@ class ListeningService(Service):
     @ivar port: The listening port while running, else L{None}.
     @ivar grace: Seconds connections may take to finish when stopping; 0
         aborts them at once; L{None} (the default) does not wait for them.
+    @ivar shared: Whether every worker process accepts on this listener
+        (frontends) or only the supervisor serves it (stats pages, the
+        command socket); see L{lbkit.workers}.
     """
+
+    shared = False
 
     def __init__(self, description: str, factory: Factory, reactor: Any, label: str) -> None:
         self.description = description
@@ -91,10 +115,18 @@ class ListeningService(Service):
         if self.port is not None:
             return  # listening already (a reload starts listeners before adding them)
         Service.privilegedStartService(self)
-        endpoint = serverFromString(self.reactor, self.description)
-        d = endpoint.listen(self.factory)
         result: list[Any] = []
-        d.addBoth(result.append)
+        if _portSource is not None:
+            try:
+                port = _portSource.listen(self)
+            except Exception:
+                result.append(Failure())
+            else:
+                if port is not None:
+                    result.append(port)
+        if not result:
+            endpoint = serverFromString(self.reactor, self.description)
+            endpoint.listen(self.factory).addBoth(result.append)
         if not result:
             raise RuntimeError(f"{self.label}: listening on {self.description!r} did not finish at once")
         if isinstance(result[0], Failure):
@@ -104,6 +136,8 @@ class ListeningService(Service):
                 f"{self.label} cannot listen on {self.description!r}: {_why(reason)}", reason
             )
         self.port = result[0]
+        if getattr(self.port, "inactive", False):
+            return  # a worker's stand-in for what only its supervisor serves
         self._acceptGuard = guardAccept(self.port, self.reactor, self.label)
         _log.info("lbkit: {label} listening on {endpoint}", label=self.label, endpoint=self.description)
 
@@ -130,6 +164,8 @@ class ListeningService(Service):
         d: Deferred[Any] = maybeDeferred(port.stopListening)  # type: ignore[call-overload]
 
         def stopped(result: object) -> None:
+            if getattr(port, "inactive", False):
+                return
             _log.info("lbkit: {label} stopped listening on {endpoint}", label=self.label, endpoint=self.description)
 
         return d.addCallback(stopped)

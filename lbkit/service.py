@@ -75,6 +75,10 @@ class LoadBalancerService(MultiService):
         names the file and line that created this service.
     """
 
+    #: Whether this service runs the backends' health checks (a worker
+    #: process of L{lbkit.workers} does not: its supervisor does).
+    runsHealthChecks = True
+
     def __init__(
         self,
         listen: Sequence[Any],
@@ -195,7 +199,7 @@ class LoadBalancerService(MultiService):
 
     def ensureHealth(self, backend: Backend) -> None:
         """Run a health service for C{backend} if it has a check and none runs."""
-        if backend.health is None or backend in self.healthServices:
+        if not self.runsHealthChecks or backend.health is None or backend in self.healthServices:
             return
         service = HealthService(backend, self.reactor)
         self.healthServices[backend] = service
@@ -349,7 +353,7 @@ class LoadBalancerService(MultiService):
         if self._reloading:
             return self._reloadFailed(ConfigError("a reload is in progress"))
         try:
-            site = loadSite(path)
+            site = self.loadSite(path)
         except ConfigError as e:
             return self._reloadFailed(e)
         self._reloading = True
@@ -371,6 +375,10 @@ class LoadBalancerService(MultiService):
 
         d.addBoth(finished)
         return d
+
+    def loadSite(self, path: str) -> Site:
+        """Load the site file a reload applies (a subclass may adjust it)."""
+        return loadSite(path)
 
     def _reloadFailed(self, error: Exception) -> Deferred[list[str]]:
         _log.error(

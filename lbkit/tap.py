@@ -21,8 +21,10 @@ from twisted.python import usage
 from lbkit.config import checkGrace, loadSite
 from lbkit.error import ConfigError
 from lbkit.logs import parseDestination
+from lbkit.reactor import LeanEPollReactor
 from lbkit.reactor import install as installLean
 from lbkit.service import ListenFailed, LoadBalancerService
+from lbkit.workers import WorkerSupervisor, cpuCount
 
 __all__ = ["Options", "makeService", "DEFAULT_GRACE"]
 
@@ -48,7 +50,9 @@ class Options(usage.Options):
         "Every name a site file may use is described in docs/config.md.  "
         "SIGHUP reloads the site file; SIGUSR1 reopens the access-log files; "
         "SIGTERM stops accepting and lets connections finish for up to "
-        "--grace seconds (docs/operations.md)."
+        "--grace seconds (docs/operations.md).  --workers N runs N processes "
+        "on the same sockets; SIGUSR2 then replaces them all without a gap "
+        "(docs/workers.md)."
     )
     optParameters = [
         [
@@ -63,6 +67,13 @@ class Options(usage.Options):
             None,
             "Seconds connections in flight may take to finish on SIGTERM "
             "(default: the site file's `grace`, else 30).",
+        ],
+        [
+            "workers",
+            None,
+            "1",
+            "Worker processes accepting on the same sockets: a positive integer, "
+            "or auto (one per CPU); 1 runs everything in this process (docs/workers.md).",
         ],
         [
             "access-log-format",
@@ -100,6 +111,7 @@ class Options(usage.Options):
                 self["grace"] = checkGrace(float(self["grace"]), "--grace")
             except ValueError:
                 raise usage.UsageError(f"--grace must be a number of seconds, not {self['grace']!r}") from None
+        self["workers"] = _parseWorkers(self["workers"])
         if self["access-log-format"] not in ("text", "json"):
             raise usage.UsageError("--access-log-format must be text or json")
         if self["access-log-syslog-format"] not in ("rfc3164", "rfc5424"):
@@ -112,6 +124,18 @@ class Options(usage.Options):
             self["site"] = loadSite(path)
         except ConfigError as e:
             raise SystemExit(f"lbkit: {e}") from None
+
+
+def _parseWorkers(text: str) -> int:
+    if text == "auto":
+        return cpuCount()
+    try:
+        workers = int(text)
+    except ValueError:
+        workers = 0
+    if workers < 1:
+        raise usage.UsageError(f"--workers must be a positive integer or auto, not {text!r}")
+    return workers
 
 
 class _ForegroundService(LoadBalancerService):
@@ -128,6 +152,16 @@ class _ForegroundService(LoadBalancerService):
     def privilegedStartService(self) -> None:
         try:
             LoadBalancerService.privilegedStartService(self)
+        except (ListenFailed, ConfigError) as e:
+            raise SystemExit(f"lbkit: {e}") from None
+
+
+class _ForegroundSupervisor(WorkerSupervisor):
+    """L{_ForegroundService}'s one-line start-up failure, for C{--workers}."""
+
+    def privilegedStartService(self) -> None:
+        try:
+            WorkerSupervisor.privilegedStartService(self)
         except (ListenFailed, ConfigError) as e:
             raise SystemExit(f"lbkit: {e}") from None
 
@@ -154,8 +188,27 @@ def makeService(options: Any) -> IService:
 
     parent = getattr(options, "parent", None)
     foreground = parent is None or bool(parent.get("nodaemon"))
-    serviceClass = _ForegroundService if foreground else LoadBalancerService
     site = options["site"]
+    workers = options.get("workers", 1)
+    if workers > 1:
+        supervisorClass = _ForegroundSupervisor if foreground else WorkerSupervisor
+        return supervisorClass(
+            site.listen,
+            reactor,
+            workers=workers,
+            site=site,
+            grace=options.get("grace"),
+            accessLog=options.get("accessLog"),
+            defaultGrace=DEFAULT_GRACE,
+            installSignalHandlers=True,
+            workerSettings={
+                "accessLog": list(options.get("access-log", [])),
+                "accessLogFormat": options.get("access-log-format", "text"),
+                "syslogFormat": options.get("access-log-syslog-format", "rfc3164"),
+                "reactor": "lean" if isinstance(reactor, LeanEPollReactor) else "default",
+            },
+        )
+    serviceClass = _ForegroundService if foreground else LoadBalancerService
     return serviceClass(
         site.listen,
         reactor,

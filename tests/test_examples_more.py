@@ -69,6 +69,28 @@ class MoreExamplesTests(TestCase):
         yield stopCleanly(self, watcher, process)
         self.assertFalse(os.path.exists(os.path.join(os.path.dirname(EXAMPLES), "access.log")))
 
+    @inlineCallbacks
+    def test_workers(self) -> Any:
+        """
+        examples/workers.py under --workers 2: two worker processes answer
+        on :8086, and the supervisor's stats page on :8406 lists both.
+        """
+        needCurl()
+        cwd = tempfile.mkdtemp(prefix="lbkit-ex-")
+        self.addCleanup(shutil.rmtree, cwd, True)
+        argv = twistd("lbkit", "--config", os.path.join(EXAMPLES, "workers.py"), "--workers", "2")
+        watcher, process = startProcess(self, argv, cwd)
+        yield watcher.waitFor("worker 0 (pid")
+        yield watcher.waitFor("worker 1 (pid")
+        yield watcher.waitFor(") accepting connections")
+        answers = set()
+        for _ in range(4):
+            answers.add((yield curl("http://127.0.0.1:8086/")).strip())
+        self.assertTrue(answers and answers <= {"web1", "web2"}, answers)
+        stats = json.loads((yield curl("http://127.0.0.1:8406/stats.json")))
+        self.assertEqual(len(stats["workers"]), 2)
+        yield stopCleanly(self, watcher, process)
+
 
 class TLSExampleTests(TestCase):
     timeout = 30

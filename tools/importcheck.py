@@ -66,6 +66,7 @@ LAYERS: dict[str, int] = {
     "lbkit.tls": 4,
     "lbkit._listening": 4,
     "lbkit._dispatch": 4,
+    "lbkit._workerproc": 4,
     "lbkit.http._pool": 4,
     "lbkit.http._server": 4,
     "lbkit.http._headers": 4,
@@ -88,6 +89,8 @@ LAYERS: dict[str, int] = {
     "lbkit.demo": 6,
     "lbkit.testing": 6,
     "lbkit.reactor": 6,
+    "lbkit.workers": 6,
+    "lbkit._worker": 6,
 }
 
 #: Packages whose private modules may share underscore names among themselves.

@@ -172,7 +172,9 @@ class Frontend:
         # outermost, for the PROXY header comes before TLS; it reads
         # acceptProxy per connection, so a reload can change it
         factory = AcceptProxyFactory(factory, proxyFactory)
-        return ListeningService(self.endpoint, factory, reactor, f"frontend {self.name}")
+        listening = ListeningService(self.endpoint, factory, reactor, f"frontend {self.name}")
+        listening.shared = True  # every worker accepts on it (lbkit.workers)
+        return listening
 
 
 class HTTPProxyFactory(DrainingFactory, Factory):

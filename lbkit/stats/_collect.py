@@ -142,6 +142,9 @@ class Collector(ServerListenerMixin):
         #: Reloads the site file (L{lbkit.service.LoadBalancerService.reload}),
         #: set by the service; L{None} when the page runs outside one.
         self.reloader: Any = None
+        #: With workers (L{lbkit.workers}): returns one row per worker
+        #: process, shown as C{/stats.json}'s C{workers}.
+        self.workers: Any = None
         #: The service's L{lbkit.logs.AccessLogSink}, set by the service;
         #: L{None} when the page runs outside one.
         self.accessLog: Any = None
@@ -326,4 +329,5 @@ class Collector(ServerListenerMixin):
             "frontends": [self.frontend(f, now) for f in self.frontends()],
             "backends": [self.backend(b, now) for b in self.backends()],
             "accessLog": self.accessLogs(),
+            **({} if self.workers is None else {"workers": self.workers()}),
         }

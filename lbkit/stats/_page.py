@@ -123,6 +123,14 @@ class Page:
         """
         self.collector.reloader = reloader
 
+    def bindWorkers(self, view: Any) -> None:
+        """
+        Show the worker processes: C{view()} returns one row per worker
+        (L{lbkit.workers.WorkerSupervisor.workersView}; the supervisor
+        calls this).
+        """
+        self.collector.workers = view
+
     def bindAccessLog(self, sink: Any) -> None:
         """
         Show the drops of the site's access-log destinations, and let the

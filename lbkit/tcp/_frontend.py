@@ -113,7 +113,9 @@ class Frontend:
         return factory
 
     def makeService(self, reactor: Any) -> IService:
-        return ListeningService(self.endpoint, self.buildFactory(reactor), reactor, f"frontend {self.name}")
+        listening = ListeningService(self.endpoint, self.buildFactory(reactor), reactor, f"frontend {self.name}")
+        listening.shared = True  # every worker accepts on it (lbkit.workers)
+        return listening
 
 
 class TCPProxyFactory(DrainingFactory, Factory):

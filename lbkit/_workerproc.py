@@ -1,0 +1,333 @@
+# -*- test-case-name: tests.test_workers -*-
+"""
+The pieces of L{lbkit.workers} that both sides share: the listening
+sockets the supervisor holds for its workers, the JSON-lines messages
+between them, and the counters a worker reports.
+
+Messages are one JSON object per line.  The supervisor writes to a
+worker's standard input; the worker writes to its standard output and
+logs to its standard error (the supervisor relays those lines into its
+own log).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any, Callable, Iterable, Sequence
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import (
+    SSL4ServerEndpoint,
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    serverFromString,
+)
+from twisted.internet.error import CannotListenError
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from lbkit._backend import backendsOf
+from lbkit._model import ServerState
+
+__all__: list[str] = []
+
+#: The first file descriptor a worker finds its listening sockets at.
+FIRST_FD = 3
+
+#: Server counters a worker reports and the supervisor sums.
+SERVER_COUNTERS = (
+    "active", "maxActive", "total", "bytesIn", "bytesOut", "connectFailures",
+    "retries", "requests", "responseErrors", "redispatches",
+)
+#: Backend and frontend-factory counters likewise.
+BACKEND_COUNTERS = ("noServerCount", "redispatches")
+FACTORY_COUNTERS = ("total", "current", "maxCurrent", "bytesIn", "bytesOut", "requests")
+#: Counters that say how many now (summed over live workers only); the
+#: others only grow, and a worker that ended keeps its share.
+GAUGES = frozenset(["active", "maxActive", "current", "maxCurrent"])
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One message as a line."""
+    return json.dumps(message, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+class LineSplitter:
+    """
+    Split a byte stream into lines and hand each to C{deliver}; a line
+    longer than C{limit} bytes is dropped (with what follows it up to the
+    next newline).
+    """
+
+    def __init__(self, deliver: Callable[[bytes], None], limit: int = 1 << 24) -> None:
+        self.deliver = deliver
+        self.limit = limit
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> None:
+        buffer = self._buffer + data
+        *lines, self._buffer = buffer.split(b"\n")
+        for line in lines:
+            self.deliver(line)
+        if len(self._buffer) > self.limit:
+            self._buffer = b""
+
+
+def frontendKey(item: Any) -> str:
+    """What names a frontend in the counters: its name and endpoint."""
+    return f"{getattr(item, 'name', '')}@{getattr(item, 'endpoint', '')}"
+
+
+def _numbers(obj: Any, names: Iterable[str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for name in names:
+        value = getattr(obj, name, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            found[name] = value
+    responses = getattr(obj, "responses", None)
+    if isinstance(responses, dict):
+        found["responses"] = dict(responses)
+    return found
+
+
+def countersOf(listen: Sequence[Any]) -> dict[str, Any]:
+    """The counters of a worker's servers, backends and frontends."""
+    servers: dict[str, Any] = {}
+    backends: dict[str, Any] = {}
+    for backend in backendsOf(listen):
+        backends[backend.name] = _numbers(backend, BACKEND_COUNTERS)
+        for server in backend.servers:
+            servers[f"{backend.name}/{server.name}"] = _numbers(server, SERVER_COUNTERS)
+    frontends: dict[str, Any] = {}
+    for item in listen:
+        factories = getattr(item, "factories", None)
+        if factories:
+            frontends[frontendKey(item)] = [_numbers(f, FACTORY_COUNTERS) for f in factories]
+    return {"servers": servers, "backends": backends, "frontends": frontends}
+
+
+def _add(total: dict[str, Any], part: dict[str, Any], gauges: bool) -> None:
+    for name, value in part.items():
+        if name == "responses":
+            into = total.setdefault("responses", {})
+            for key, count in value.items():
+                into[key] = into.get(key, 0) + count
+        elif gauges or name not in GAUGES:
+            total[name] = total.get(name, 0) + value
+
+
+def sumCounters(reports: Iterable[dict[str, Any]], base: dict[str, Any], gauges: bool = True) -> dict[str, Any]:
+    """
+    The sum of several workers' counters, on top of C{base} (the counters
+    of workers that ended; their gauges are not added when C{gauges} is
+    false).
+    """
+    total: dict[str, Any] = {"servers": {}, "backends": {}, "frontends": {}}
+    for report, withGauges in [(base, False)] + [(r, gauges) for r in reports]:
+        for kind in ("servers", "backends"):
+            for key, numbers in report.get(kind, {}).items():
+                _add(total[kind].setdefault(key, {}), numbers, withGauges)
+        for key, factories in report.get("frontends", {}).items():
+            into = total["frontends"].setdefault(key, [])
+            for i, numbers in enumerate(factories):
+                while len(into) <= i:
+                    into.append({})
+                _add(into[i], numbers, withGauges)
+    return total
+
+
+def applyCounters(listen: Sequence[Any], counters: dict[str, Any]) -> None:
+    """Set the counters of the supervisor's own objects to C{counters}."""
+    servers = counters.get("servers", {})
+    backends = counters.get("backends", {})
+    for backend in backendsOf(listen):
+        _set(backend, backends.get(backend.name, {}), BACKEND_COUNTERS)
+        for server in backend.servers:
+            _set(server, servers.get(f"{backend.name}/{server.name}", {}), SERVER_COUNTERS)
+    frontends = counters.get("frontends", {})
+    for item in listen:
+        factories = getattr(item, "factories", None) or []
+        reported = frontends.get(frontendKey(item), [])
+        for i, factory in enumerate(factories):
+            _set(factory, reported[i] if i < len(reported) else {}, FACTORY_COUNTERS)
+
+
+def _set(obj: Any, numbers: dict[str, Any], names: Iterable[str]) -> None:
+    for name in names:
+        if isinstance(getattr(obj, name, None), int):
+            setattr(obj, name, numbers.get(name, 0))
+    responses = getattr(obj, "responses", None)
+    if isinstance(responses, dict):
+        got = numbers.get("responses", {})
+        for key in responses:
+            responses[key] = got.get(key, 0)
+
+
+# -- server states -------------------------------------------------------------
+
+
+def statesOf(listen: Sequence[Any]) -> list[list[Any]]:
+    """Every server's state, weight and slow-start ramp, as the supervisor sends them."""
+    return [
+        [backend.name, server.name, server.state.value, server.weight, server.rampFactor]
+        for backend in backendsOf(listen)
+        for server in backend.servers
+    ]
+
+
+def applyStates(listen: Sequence[Any], states: Iterable[Sequence[Any]], now: float) -> None:
+    """Give a worker's servers the states the supervisor sent."""
+    servers = {(b.name, s.name): s for b in backendsOf(listen) for s in b.servers}
+    for backendName, serverName, state, weight, ramp in states:
+        server = servers.get((backendName, serverName))
+        if server is None:
+            continue
+        if server.weight != weight:
+            server.setWeight(weight)
+        if server.rampFactor != ramp:
+            server.setRampFactor(ramp)
+        if server.state.value != state:
+            server.setState(ServerState(state), "set by the supervisor", now)
+
+
+# -- listening sockets ---------------------------------------------------------
+
+
+class _HeldPort:
+    """What a supervisor's shared listener holds: sockets it never accepts on."""
+
+    def __init__(self, holder: SocketHolder, description: str) -> None:
+        self.holder = holder
+        self.description = description
+
+    def getHost(self) -> Any:
+        host, port = self.holder.ports[self.description][0].getsockname()[:2]
+        return (IPv6Address if ":" in host else IPv4Address)("TCP", host, port)
+
+    def stopListening(self) -> Deferred[None]:
+        self.holder.release(self.description)
+        return succeed(None)
+
+
+def openSockets(reactor: Any, description: str, count: int) -> list[socket.socket]:
+    """
+    C{count} listening sockets on the address of C{description} (a C{tcp:},
+    C{tcp6:} or C{ssl:} endpoint string), all with C{SO_REUSEPORT}: the
+    kernel spreads new connections over them evenly.
+
+    @raise CannotListenError: when the address cannot be listened on.
+    """
+    endpoint = serverFromString(reactor, description)
+    if not isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint, SSL4ServerEndpoint)):
+        raise CannotListenError("", 0, f"--workers shares only tcp:, tcp6: and ssl: listeners, not {description!r}")
+    interface = endpoint._interface or ("::" if isinstance(endpoint, TCP6ServerEndpoint) else "0.0.0.0")
+    family = socket.AF_INET6 if isinstance(endpoint, TCP6ServerEndpoint) or ":" in interface else socket.AF_INET
+    port = endpoint._port
+    opened: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(family, socket.SOCK_STREAM)
+            opened.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind((interface, port))
+            port = s.getsockname()[1]  # port 0: the others take the one it got
+            s.listen(endpoint._backlog)
+            s.setblocking(False)
+    except OSError as e:
+        for s in opened:
+            s.close()
+        raise CannotListenError(interface, port, e) from None
+    return opened
+
+
+class SocketHolder:
+    """
+    The supervisor's port source (L{lbkit._listening.setPortSource}): a
+    shared listener gets one socket per worker slot, opened once with
+    C{SO_REUSEPORT} and never accepted on here; worker slot I{i} (and its
+    replacements) accepts on socket I{i}.  Listening again on the same
+    endpoint string (a reload) gets the same sockets, so the workers'
+    copies stay valid and no connection queued on them is lost.
+    """
+
+    def __init__(self, reactor: Any, slots: int = 1) -> None:
+        self.reactor = reactor
+        self.slots = slots
+        #: The open listening sockets, by endpoint string, one per slot.
+        self.ports: dict[str, list[socket.socket]] = {}
+        self.users: dict[str, int] = {}
+
+    def listen(self, service: Any) -> Any:
+        if not service.shared:
+            return None
+        description = service.description
+        if description not in self.ports:
+            self.ports[description] = openSockets(self.reactor, description, self.slots)
+        self.users[description] = self.users.get(description, 0) + 1
+        return _HeldPort(self, description)
+
+    def release(self, description: str) -> None:
+        self.users[description] = max(0, self.users.get(description, 0) - 1)
+
+    def descriptions(self) -> set[str]:
+        """The endpoint strings of the sockets in use."""
+        return {d for d in self.ports if self.users.get(d, 0) > 0}
+
+    def sockets(self, slot: int) -> list[tuple[str, int, int]]:
+        """C{(endpoint string, file descriptor, address family)} of slot C{slot}'s sockets in use."""
+        return [(d, self.ports[d][slot].fileno(), int(self.ports[d][slot].family)) for d in sorted(self.descriptions())]
+
+    def closeUnused(self) -> list[str]:
+        """Close the sockets no listener uses any more; return their endpoint strings."""
+        closed = [d for d in self.ports if self.users.get(d, 0) == 0]
+        for description in closed:
+            for s in self.ports.pop(description):
+                s.close()
+            self.users.pop(description, None)
+        return closed
+
+    def closeAll(self) -> None:
+        for sockets in self.ports.values():
+            for s in sockets:
+                s.close()
+        self.ports.clear()
+        self.users.clear()
+
+
+class _NullPort:
+    """A worker's stand-in for a listener only the supervisor serves."""
+
+    inactive = True
+
+    def getHost(self) -> Any:
+        return None
+
+    def stopListening(self) -> Deferred[None]:
+        return succeed(None)
+
+
+class SocketAdopter:
+    """
+    A worker's port source: shared listeners accept on the sockets the
+    supervisor opened (inherited file descriptors); the others (stats
+    pages, the command socket) do not listen in a worker.
+    """
+
+    def __init__(self, reactor: Any, sockets: Iterable[Sequence[Any]]) -> None:
+        self.reactor = reactor
+        self.sockets = {description: (fd, family) for description, fd, family in sockets}
+
+    def listen(self, service: Any) -> Any:
+        if not service.shared:
+            return _NullPort()
+        found = self.sockets.get(service.description)
+        if found is None:
+            raise CannotListenError("", 0, "the supervisor did not open this endpoint (it restarts workers to add one)")
+        fd, family = found
+        factory: Any = service.factory
+        endpoint = serverFromString(self.reactor, service.description)
+        if isinstance(endpoint, SSL4ServerEndpoint):
+            factory = TLSMemoryBIOFactory(endpoint._sslContextFactory, False, factory)
+        return self.reactor.adoptStreamPort(fd, socket.AddressFamily(family), factory)
