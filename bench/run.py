@@ -50,6 +50,9 @@ BIG_SIZE = 1 << 20  # 1 MiB
 #: load name -> (path, connections)
 LOADS: dict[str, tuple[str, int]] = {"small": ("/small", 50), "big": ("/big", 10)}
 
+#: wrk's -t (--wrk-threads)
+WRK_THREADS = 1
+
 # wrk prints its summary as text, rounded; this script makes it print exact
 # figures as one JSON line instead.
 WRK_DONE_LUA = r"""
@@ -332,7 +335,7 @@ def runWrk(
 ) -> dict[str, Any]:
     argv = [
         wrk,
-        "-t1",
+        f"-t{WRK_THREADS}",
         f"-c{connections}",
         f"-d{duration}s",
         "--latency",
@@ -511,16 +514,22 @@ def lbkitCommand(
     reactor: str | None = None,
     extraEnv: dict[str, str] | None = None,
     accessLog: Callable[[Env], str] | None = None,
+    workers: int = 0,
 ) -> Callable[[Env, int], tuple[list[str], dict[str, str]]]:
     """
     @param accessLog: Gives the C{--access-log} destination; the frontend
         then logs (LBKIT_BENCH_LOG=1).
+    @param workers: C{--workers N} when positive (a supervisor and N
+        worker processes); 0: one process, no supervisor.
     """
 
     def command(env: Env, port: int) -> tuple[list[str], dict[str, str]]:
         chosen = [f"--reactor={reactor}"] if reactor else []
         logs = ["--access-log", accessLog(env)] if accessLog is not None else []
-        argv = [TWISTD, *chosen, "-n", "--pidfile=", "lbkit", "--config", str(HERE / "sites" / site), *logs]
+        many = ["--workers", str(workers)] if workers else []
+        argv = [
+            TWISTD, *chosen, "-n", "--pidfile=", "lbkit", "--config", str(HERE / "sites" / site), *many, *logs,
+        ]
         servers = ",".join(f"127.0.0.1:{p}" for p in env.backends)
         siteEnv = {"LBKIT_BENCH_LISTEN": str(port), "LBKIT_BENCH_SERVERS": servers}
         if accessLog is not None:
@@ -531,18 +540,19 @@ def lbkitCommand(
 
 
 def haproxyCommand(
-    mode: str, log: str = ""
+    mode: str, log: str = "", nbthread: int = 1
 ) -> Callable[[Env, int], tuple[list[str], dict[str, str]]]:
     """
     @param log: C{"syslog"}: C{option httplog} (C{tcplog}) to the UDP
         receiver; C{"stdout"}: the same lines on standard output, which
         the benchmark writes to a file; C{""}: no log.
+    @param nbthread: HAProxy's C{nbthread}.
     """
 
     def command(env: Env, port: int) -> tuple[list[str], dict[str, str]]:
         http = mode == "http"
         servers = "".join(f"    server s{i} 127.0.0.1:{p}\n" for i, p in enumerate(env.backends, 1))
-        conf = env.tmp / f"haproxy-{mode}{'-' + log if log else ''}.cfg"
+        conf = env.tmp / f"haproxy-{mode}{'-' + log if log else ''}-t{nbthread}.cfg"
         target = {"syslog": f"127.0.0.1:{env.syslog}", "stdout": "stdout format raw"}.get(log)
         logging = (
             f"    log {target} local0 info\n    option {'httplog' if http else 'tcplog'}\n"
@@ -551,7 +561,7 @@ def haproxyCommand(
         )
         conf.write_text(
             f"""global
-    nbthread 1
+    nbthread {nbthread}
     maxconn 4096
 
 defaults
@@ -631,6 +641,41 @@ def lbkitHttpAvailable() -> str | None:
     if not hasattr(module, "Frontend"):
         return "lbkit.http has no Frontend yet"
     return None
+
+
+def workerSystems(counts: list[int]) -> list[System]:
+    """
+    The C{--workers} systems: lbkit with C{--workers N} and HAProxy with
+    C{nbthread N}, for each N (N = 1 for lbkit: a supervisor and one
+    worker, to set against the single process).
+    """
+    systems = []
+    for mode in ("tcp", "http"):
+        unavailable = lbkitHttpAvailable() if mode == "http" else None
+        for n in counts:
+            systems.append(
+                System(
+                    f"lbkit-{mode}-w{n}",
+                    f"lbkit {mode} --workers {n}",
+                    (mode,),
+                    command=lbkitCommand(f"{mode}.py", workers=n),
+                    unavailable=unavailable,
+                    loads=("small",),
+                    against=f"haproxy-{mode}-t{n}" if n > 1 else "",
+                )
+            )
+        for n in counts:
+            if n > 1:
+                systems.append(
+                    System(
+                        f"haproxy-{mode}-t{n}",
+                        f"HAProxy mode {mode} nbthread {n}",
+                        (mode,),
+                        command=haproxyCommand(mode, nbthread=n),
+                        loads=("small",),
+                    )
+                )
+    return systems
 
 
 def allSystems() -> list[System]:
@@ -827,7 +872,7 @@ def printTable(
 ) -> list[str]:
     path, connections = LOADS[load]
     lines = [
-        f"\n{mode} mode, {load}: wrk -t1 -c{connections} {path}  (median of rounds; ratios of req/s)"
+        f"\n{mode} mode, {load}: wrk -t{WRK_THREADS} -c{connections} {path}  (median of rounds; ratios of req/s)"
     ]
     header = [
         "system",
@@ -910,6 +955,15 @@ def main() -> int:
         "--only", default="", help="comma-separated system keys to run (the references are kept)"
     )
     parser.add_argument(
+        "--workers",
+        default="",
+        help="comma-separated worker counts (e.g. 1,2): adds lbkit --workers N and "
+        "HAProxy nbthread N systems on the small load",
+    )
+    parser.add_argument(
+        "--wrk-threads", type=int, default=1, help="wrk -t (default 1)"
+    )
+    parser.add_argument(
         "--out", default=None, help="JSON results file (default bench/out/results-<mode>.json)"
     )
     args = parser.parse_args()
@@ -919,7 +973,12 @@ def main() -> int:
     settle = 0.0 if args.quick else 1.0
     modes = ["tcp", "http"] if args.mode == "all" else [args.mode]
 
-    systems = [s for s in allSystems() if any(m in modes for m in s.modes)]
+    counts = [int(n) for n in args.workers.split(",") if n]
+    if any(n < 1 for n in counts):
+        parser.error("--workers takes positive counts")
+    global WRK_THREADS
+    WRK_THREADS = args.wrk_threads
+    systems = [s for s in allSystems() + workerSystems(counts) if any(m in modes for m in s.modes)]
     if args.only:
         wanted = set(args.only.split(","))
         # a logging system brings the systems its ratios compare with
