@@ -29,7 +29,14 @@ from twisted.python.failure import Failure
 
 from lbkit._backend import backendsOf
 from lbkit._listening import setPortSource
-from lbkit._workerproc import LineSplitter, SocketAdopter, applyStates, countersOf, encode
+from lbkit._workerproc import (
+    LineSplitter,
+    ObservationForwarder,
+    SocketAdopter,
+    applyStates,
+    countersOf,
+    encode,
+)
 from lbkit.config import Site, loadSite
 from lbkit.error import ConfigError
 from lbkit.logs import parseDestination
@@ -110,6 +117,7 @@ class Worker:
             defaultGrace=settings.get("defaultGrace"), installSignalHandlers=False, workers=settings["workers"],
         )
         self.control = _Control(self)
+        self.observations = ObservationForwarder(self.control.send)
         self.reporter = LoopingCall(self.report)
         self.reporter.clock = reactor
         self.started = False
@@ -124,13 +132,17 @@ class Worker:
                 self.start()
         elif op == "reload":
             self.service.reload().addCallbacks(
-                lambda changes: self.control.send({"op": "reloaded", "ok": True, "changes": changes, **reply}),
+                lambda changes: self.reloaded(changes, reply),
                 lambda f: self.control.send({"op": "reloaded", "ok": False, "why": str(f.value), **reply}),
             )
         elif op == "reopen":
             self.control.send({"op": "reopened", "results": self.service.reopenAccessLogs(), **reply})
         elif op == "report":
             self.report(reply)
+
+    def reloaded(self, changes: list[str], reply: dict[str, Any]) -> None:
+        self.observations.watch(self.service.listen)
+        self.control.send({"op": "reloaded", "ok": True, "changes": changes, **reply})
 
     def start(self) -> None:
         self.started = True
@@ -143,6 +155,7 @@ class Worker:
             self.reactor.stop()
             return
         self.reactor.addSystemEventTrigger("before", "shutdown", self.stop)
+        self.observations.watch(self.service.listen)
         self.reporter.start(REPORT_INTERVAL, now=False)
         self.control.send({"op": "ready", "pid": os.getpid()})
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import socket
+import weakref
 from typing import Any, Callable, Iterable, Sequence
 
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -189,6 +190,49 @@ def applyStates(listen: Sequence[Any], states: Iterable[Sequence[Any]], now: flo
             server.setRampFactor(ramp)
         if server.state.value != state:
             server.setState(ServerState(state), "set by the supervisor", now)
+
+
+class ObservationForwarder:
+    """
+    A worker's passive checks: what live traffic tells a server's
+    C{observe} (HAProxy's C{observe}), sent to the supervisor, whose health
+    monitors decide.  Only what changes a monitor's count goes: every
+    failure, and a success only after a failure (it resets the count), so
+    a healthy server costs no message.
+    """
+
+    def __init__(self, send: Callable[[dict[str, Any]], None]) -> None:
+        self._send = send
+        #: server -> whether the last outcome sent was a failure
+        self._failing: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+    def watch(self, listen: Sequence[Any]) -> None:
+        """Observe every server of the backends whose check has C{observe}."""
+        for backend in backendsOf(listen):
+            if getattr(backend.health, "observe", None) is None:
+                continue
+            for server in backend.servers:
+                if server not in self._failing:
+                    self._failing[server] = False
+                    server.addObserver(self._observed)
+
+    def _observed(self, server: Any, ok: bool, reason: str) -> None:
+        if ok and not self._failing.get(server):
+            return
+        self._failing[server] = not ok
+        backend = server.backend
+        if backend is not None:
+            self._send({"op": "observe", "backend": backend.name, "server": server.name, "ok": ok, "reason": reason})
+
+
+def applyObservation(listen: Sequence[Any], message: dict[str, Any]) -> None:
+    """In the supervisor: replay a worker's observation on its own server."""
+    for backend in backendsOf(listen):
+        if backend.name == message.get("backend"):
+            for server in backend.servers:
+                if server.name == message.get("server"):
+                    server.observe(bool(message.get("ok")), str(message.get("reason", "")))
+                    return
 
 
 # -- listening sockets ---------------------------------------------------------

@@ -42,6 +42,7 @@ from lbkit._workerproc import (
     LineSplitter,
     SocketHolder,
     applyCounters,
+    applyObservation,
     encode,
     statesOf,
     sumCounters,
@@ -132,6 +133,8 @@ class WorkerProcess(ProcessProtocol):
         elif op == "ready":
             self.isReady = True
             self.ready.callback(self)
+        elif op == "observe":
+            applyObservation(self.supervisor.listen, message)
         elif op == "failed":
             _log.error("lbkit: {worker} failed to start: {why}", worker=self, why=message.get("why"))
         waiting = self._replies.pop(message.get("id", 0), None)

@@ -22,12 +22,15 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.resource import Resource
 from twisted.web.server import Site
+from zope.interface import implementer
 
 from lbkit import Backend, Server
 from lbkit._worker import splitMaxconn
 from lbkit._workerproc import (
+    ObservationForwarder,
     SocketHolder,
     applyCounters,
+    applyObservation,
     applyStates,
     countersOf,
     statesOf,
@@ -35,6 +38,8 @@ from lbkit._workerproc import (
 )
 from lbkit.config import loadSite
 from lbkit.error import ConfigError
+from lbkit.health import TCPCheck
+from lbkit.interfaces import IServerListener
 from lbkit.tap import Options
 from lbkit.workers import WorkerSupervisor, cpuCount
 from tests.helpers import ProcessRunner, freePort
@@ -59,6 +64,8 @@ class _Named(Resource):
         super().__init__()
         self.name = name
         self.checks = 0
+        #: the status of answers to anything but /health
+        self.status = 200
         self.waiters: list[tuple[int, Deferred[None]]] = []
 
     def render_GET(self, request: Any) -> bytes:
@@ -68,6 +75,8 @@ class _Named(Resource):
                 if self.checks >= waiter[0]:
                     self.waiters.remove(waiter)
                     waiter[1].callback(None)
+        else:
+            request.setResponseCode(self.status)
         return self.name.encode()
 
     def checked(self, count: int) -> Deferred[None]:
@@ -341,6 +350,46 @@ class WorkersTests(TestCase):
             results.append((yield self.get(self.front)))
         self.assertEqual({body for _, body in results}, {b"s1", b"s2"})
 
+    @inlineCallbacks
+    def test_passiveChecksInWorkers(self) -> Any:
+        """
+        Live traffic seen by the workers counts in the supervisor's passive
+        checks (C{observe="layer7"}): a server answering 503 through both
+        workers is marked DOWN long before its next active probe, and every
+        worker stops sending it traffic.
+        """
+        path = self.writeSite(
+            health=', health=HTTPCheck("/health", interval=60, observe="layer7", errorLimit=4)'
+        )
+        supervisor = yield self.start(path)
+        s1 = [s for s in supervisor.backends()[0].servers if s.name == "s1"][0]
+        down: Deferred[None] = Deferred()
+
+        @implementer(IServerListener)
+        class Watch:
+            def stateChanged(self, server: Any, old: Any, new: Any, reason: str) -> None:
+                if server is s1 and new.value == "DOWN" and not down.called:
+                    down.callback(None)
+
+            def weightChanged(self, server: Any, old: int, new: int) -> None:
+                pass
+
+        s1.addListener(Watch())
+        self.names["s1"].status = 503
+        codes = []
+        for _ in range(12):
+            code, body = yield self.get(self.front)
+            codes.append((code, body))
+        yield down.addTimeout(10, reactor)
+        # a round trip to every worker: each has read the new state since
+        yield supervisor.collect()
+        self.assertTrue(self.logged("Detected 4 consecutive errors"), "no passive-check log line")
+        results = set()
+        for _ in range(10):
+            results.add((yield self.get(self.front)))
+        self.assertEqual(results, {(200, b"s2")})
+        self.assertIn((503, b"s1"), codes)
+
 
 class _Runner(ProcessRunner):
     """A L{ProcessRunner} that can wait for a line's C{count}th appearance."""
@@ -442,6 +491,39 @@ class CountersTests(TestCase):
         ended = sumCounters([reports[0]], {}, gauges=False)
         applyCounters(mine, sumCounters([reports[1]], ended))
         self.assertEqual((server.total, server.active), (7, 1))
+
+    def test_observationsForwarded(self) -> None:
+        """
+        A worker sends the supervisor each failure live traffic shows and
+        the first success after one (what resets a passive check's count),
+        only for backends whose check observes; the supervisor replays them
+        on its own server of the same name.
+        """
+        sent: list[dict[str, Any]] = []
+        watched = Backend("web", servers=[Server("a", "127.0.0.1:1")], health=TCPCheck(observe="layer4"))
+        ignored = Backend("other", servers=[Server("c", "127.0.0.1:3")], health=TCPCheck())
+        forwarder = ObservationForwarder(sent.append)
+        forwarder.watch([_Front(watched), _Front(ignored)])
+        forwarder.watch([_Front(watched)])  # again, after a reload: no second observer
+        a = watched.servers[0]
+        a.observe(True, "ok")
+        a.observe(False, "Layer4 connection problem")
+        a.observe(False, "Layer4 connection problem")
+        a.observe(True, "ok")
+        a.observe(True, "ok")
+        ignored.servers[0].observe(False, "Layer4 connection problem")
+        self.assertEqual(
+            [(m["server"], m["ok"]) for m in sent], [("a", False), ("a", False), ("a", True)]
+        )
+        self.assertEqual(sent[0], {
+            "op": "observe", "backend": "web", "server": "a", "ok": False, "reason": "Layer4 connection problem",
+        })
+        mine = self.site()
+        seen: list[tuple[str, bool, str]] = []
+        mine[0].backend.servers[0].addObserver(lambda server, ok, reason: seen.append((server.name, ok, reason)))
+        for message in sent + [{"op": "observe", "backend": "web", "server": "nobody", "ok": False}]:
+            applyObservation(mine, message)
+        self.assertEqual(seen, [("a", False, "Layer4 connection problem")] * 2 + [("a", True, "ok")])
 
     def test_states(self) -> None:
         """A worker's servers take the supervisor's states, weights and ramps; unknown names are ignored."""
