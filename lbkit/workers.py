@@ -155,8 +155,9 @@ class WorkerProcess(ProcessProtocol):
         self.draining = True
         if not self.exited.called:
             self._signal("TERM")
-            limit = (grace or 0.0) + KILL_AFTER
-            self._killer = self.supervisor.reactor.callLater(limit, self._signal, "KILL")
+            if self._killer is None or not self._killer.active():  # asked before: the first limit holds
+                limit = (grace or 0.0) + KILL_AFTER
+                self._killer = self.supervisor.reactor.callLater(limit, self._signal, "KILL")
         return self.exited
 
     def _signal(self, name: str) -> None:
@@ -262,6 +263,7 @@ class WorkerSupervisor(LoadBalancerService):
             bindWorkers = getattr(item, "bindWorkers", None)
             if bindWorkers is not None:
                 bindWorkers(self.workersView)
+                item.bindRestarter(self.restartWorkers)
 
     def _sigusr2(self, signum: int, frame: Any) -> None:
         _log.info("lbkit: SIGUSR2: starting new workers, then draining the old ones")

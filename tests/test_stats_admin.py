@@ -229,3 +229,41 @@ class ReopenTests(AdminTestsMixin, SynchronousTestCase):
         self.assertEqual(response.code, 404)
         self.assertIn("not available", json.loads(body)["error"])
         self.assertEqual(self.events, [])
+
+
+class RestartTests(AdminTestsMixin, SynchronousTestCase):
+    def test_restart(self) -> None:
+        """POST /admin/restart runs the supervisor's restart and answers its lines, logged with the user."""
+        from twisted.internet.defer import succeed
+
+        asked: list[bool] = []
+
+        def restarter() -> Any:
+            asked.append(True)
+            return succeed(["workers restarted: generation 2"])
+
+        self.page.bindRestarter(restarter)
+        response, body = self.client.request("POST", "/admin/restart", auth=("admin", "secret"), headers=ADMIN)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(json.loads(body), {"ok": True, "changes": ["workers restarted: generation 2"]})
+        self.assertEqual(asked, [True])
+        self.assertEqual([(e["user"], e["action"]) for e in self.events], [("admin", "restart")])
+
+    def test_failed(self) -> None:
+        """New workers that do not start: 409 with why."""
+        from twisted.internet.defer import fail
+
+        self.page.bindRestarter(lambda: fail(ValueError("worker 0 ended before it was ready")))
+        response, body = self.client.request("POST", "/admin/restart", auth=("admin", "secret"), headers=ADMIN)
+        self.assertEqual(response.code, 409)
+        self.assertIn("worker 0 ended before it was ready", json.loads(body)["error"])
+
+    def test_refused(self) -> None:
+        """Without credentials, without the forgery header, by GET, or without workers, nothing restarts."""
+        self.assertEqual(self.client.request("POST", "/admin/restart", headers=ADMIN)[0].code, 401)
+        self.assertEqual(self.client.request("POST", "/admin/restart", auth=("admin", "secret"))[0].code, 403)
+        self.assertEqual(self.client.request("GET", "/admin/restart", auth=("admin", "secret"))[0].code, 405)
+        response, body = self.client.request("POST", "/admin/restart", auth=("admin", "secret"), headers=ADMIN)
+        self.assertEqual(response.code, 404)
+        self.assertIn("--workers", json.loads(body)["error"])
+        self.assertEqual(self.events, [])

@@ -5,6 +5,7 @@ processes on shared sockets, driven through real clients.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from twisted.logger import globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import implementer
@@ -40,6 +42,8 @@ from lbkit.config import loadSite
 from lbkit.error import ConfigError
 from lbkit.health import TCPCheck
 from lbkit.interfaces import IServerListener
+from lbkit.stats._admin import AdminError, runRestart
+from lbkit.stats._collect import Collector
 from lbkit.tap import Options
 from lbkit.workers import WorkerSupervisor, cpuCount
 from tests.helpers import ProcessRunner, freePort
@@ -47,12 +51,12 @@ from tests.helpers import ProcessRunner, freePort
 SITE = """
 from lbkit import Backend, Server, http
 from lbkit.health import HTTPCheck
-from lbkit.stats import Page
+from lbkit.stats import Admin, Page
 
 web = Backend("web", servers=[{servers}]{health})
 listen = [
     http.Frontend("tcp:{front}:interface=127.0.0.1", default=web, name="front"),
-    Page("tcp:{stats}:interface=127.0.0.1", socket={socket!r}),
+    Page("tcp:{stats}:interface=127.0.0.1", socket={socket!r}, admin=Admin(users={{"admin": "secret"}})),
 ]
 """
 
@@ -390,6 +394,33 @@ class WorkersTests(TestCase):
         self.assertEqual(results, {(200, b"s2")})
         self.assertIn((503, b"s1"), codes)
 
+    @inlineCallbacks
+    def test_restartFromAdminAndSocket(self) -> Any:
+        """
+        C{restart workers} on the command socket and C{POST /admin/restart}
+        each replace every worker (new pids, a new generation) as SIGUSR2
+        does, and the frontend serves throughout.
+        """
+        supervisor = yield self.start(self.writeSite())
+        first = {p.pid for p in supervisor.processes}
+        answer = yield self.command("restart workers")
+        self.assertIn(b"workers restarted: generation 2", answer)
+        second = {p.pid for p in supervisor.processes}
+        self.assertFalse(first & second)
+        self.assertEqual((yield self.get(self.front))[0], 200)
+
+        agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))
+        response = yield agent.request(
+            b"POST", f"http://127.0.0.1:{self.stats}/admin/restart".encode(),
+            Headers({b"authorization": [b"Basic " + base64.b64encode(b"admin:secret")], b"x-lbkit-admin": [b"1"]}),
+        )
+        body = json.loads((yield readBody(response)))
+        self.assertEqual(response.code, 200, body)
+        self.assertTrue(body["ok"])
+        self.assertIn("generation 3", body["changes"][0])
+        self.assertFalse(second & {p.pid for p in supervisor.processes})
+        self.assertEqual((yield self.get(self.front))[0], 200)
+
 
 class _Runner(ProcessRunner):
     """A L{ProcessRunner} that can wait for a line's C{count}th appearance."""
@@ -524,6 +555,13 @@ class CountersTests(TestCase):
         for message in sent + [{"op": "observe", "backend": "web", "server": "nobody", "ok": False}]:
             applyObservation(mine, message)
         self.assertEqual(seen, [("a", False, "Layer4 connection problem")] * 2 + [("a", True, "ok")])
+
+    def test_restartNeedsWorkers(self) -> None:
+        """Without workers, a restart request says why it cannot be done (404)."""
+        with self.assertRaises(AdminError) as caught:
+            runRestart(Collector(), "admin", "test")
+        self.assertEqual(caught.exception.code, 404)
+        self.assertIn("--workers", str(caught.exception))
 
     def test_states(self) -> None:
         """A worker's servers take the supervisor's states, weights and ramps; unknown names are ignored."""

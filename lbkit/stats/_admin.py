@@ -54,6 +54,30 @@ def runReload(collector: Any, user: str, via: str) -> Deferred[tuple[bool, str]]
     return d.addCallbacks(done, failed)
 
 
+def runRestart(collector: Any, user: str, via: str) -> Deferred[tuple[bool, str]]:
+    """
+    Replace every worker process with a new one on the code installed now
+    (L{lbkit.workers.WorkerSupervisor.restartWorkers}), logging who asked.
+
+    @return: Fires with C{(True, what happened)} or C{(False, why)}: when
+        the new workers do not start, the old ones go on.
+    @raise AdminError: when the page is not part of a supervisor.
+    """
+    restarter = getattr(collector, "restarter", None)
+    if restarter is None:
+        raise AdminError(404, "restart is not available: this balancer runs no worker processes (--workers)")
+    collector.log.info("admin: {user} ({via}) restarts the workers", user=user, via=via, action="restart")
+    d: Deferred[Any] = restarter()
+
+    def done(lines: list[str]) -> tuple[bool, str]:
+        return True, "\n".join(["restarted", *lines])
+
+    def failed(reason: Failure) -> tuple[bool, str]:
+        return False, f"restart failed: {reason.getErrorMessage()}"
+
+    return d.addCallbacks(done, failed)
+
+
 def runReopen(collector: Any, user: str, via: str) -> list[str]:
     """
     Reopen the access-log files (after log rotation), logging who asked, on

@@ -145,6 +145,8 @@ class Collector(ServerListenerMixin):
         #: With workers (L{lbkit.workers}): returns one row per worker
         #: process, shown as C{/stats.json}'s C{workers}.
         self.workers: Any = None
+        #: With workers: replaces them (L{lbkit.workers.WorkerSupervisor.restartWorkers}).
+        self.restarter: Any = None
         #: The service's L{lbkit.logs.AccessLogSink}, set by the service;
         #: L{None} when the page runs outside one.
         self.accessLog: Any = None

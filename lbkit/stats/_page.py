@@ -131,6 +131,14 @@ class Page:
         """
         self.collector.workers = view
 
+    def bindRestarter(self, restarter: Any) -> None:
+        """
+        Let the admin API and the command socket restart the worker
+        processes: C{restarter()} returns a L{Deferred} firing with lines
+        saying what happened (the supervisor calls this).
+        """
+        self.collector.restarter = restarter
+
     def bindAccessLog(self, sink: Any) -> None:
         """
         Show the drops of the site's access-log destinations, and let the

@@ -19,7 +19,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from lbkit.stats._admin import AdminError, runAction, runReload, runReopen
+from lbkit.stats._admin import AdminError, runAction, runReload, runReopen, runRestart
 from lbkit.stats._collect import Collector
 
 __all__: list[str] = []
@@ -33,6 +33,7 @@ Commands (one per line; each answer ends with an empty line):
   show table [BACKEND]                    stick-table entries (StickySource)
   reload                                  load the site file again
   reopen logs                             reopen the access-log files (log rotation)
+  restart workers                         new worker processes on the code installed now (--workers)
   set server BACKEND/SERVER state ready|drain|maint
   set server BACKEND/SERVER weight N
   set weight BACKEND/SERVER N
@@ -83,6 +84,10 @@ def _execute(collector: Collector, user: str, words: list[str]) -> str | Deferre
             return HELP
         case ["reload"]:
             return runReload(collector, user, f"{via} {user}").addCallback(
+                lambda result: result[1] if result[0] else f"error: {result[1]}"
+            )
+        case ["restart", "workers"]:
+            return runRestart(collector, user, f"{via} {user}").addCallback(
                 lambda result: result[1] if result[0] else f"error: {result[1]}"
             )
         case ["reopen", "logs"]:

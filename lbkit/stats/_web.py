@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_stats -*-
 """
 The stats page's HTTP resources: C{/}, C{/stats.json}, C{/metrics}, and,
-with an L{Admin}, C{/admin/}, C{POST /admin/server}, C{POST /admin/reload}
-and C{POST /admin/reopen}.
+with an L{Admin}, C{/admin/}, C{POST /admin/server}, C{POST /admin/reload},
+C{POST /admin/reopen} and C{POST /admin/restart}.
 
 Each resource says what its requests may bring, for L{lbkit.stats._site} to
 check from the head: C{bodyLimit} (bytes of body; 0 but for the admin POSTs)
@@ -20,7 +20,7 @@ from twisted.web.resource import NoResource, Resource
 from twisted.web.server import Request
 from twisted.web.template import renderElement
 
-from lbkit.stats._admin import Admin, AdminError, runAction, runReload, runReopen
+from lbkit.stats._admin import Admin, AdminError, runAction, runReload, runReopen, runRestart
 from lbkit.stats._collect import Collector
 from lbkit.stats._guard import MAX_BODY, Guard, Refusal, jsonBody
 from lbkit.stats._html import StatsElement
@@ -220,6 +220,9 @@ class AdminReloadResource(_AdminLeaf):
     """
 
     bodyLimit = MAX_BODY
+    #: What carries the request out (L{runReload}, L{runRestart}).
+    run = staticmethod(runReload)
+    what = "reload"
 
     def render_POST(self, request: Request) -> Any:
         refused = self.forged(request)
@@ -228,7 +231,7 @@ class AdminReloadResource(_AdminLeaf):
         user: str = request.adminUser  # type: ignore[attr-defined]
         client = request.getClientAddress()
         try:
-            d = runReload(self.collector, user, f"http {getattr(client, 'host', '?')}")
+            d = self.run(self.collector, user, f"http {getattr(client, 'host', '?')}")
         except AdminError as e:
             return _json(request, {"error": str(e)}, e.code)
 
@@ -245,7 +248,7 @@ class AdminReloadResource(_AdminLeaf):
             request.finish()
 
         d.addCallback(answer)
-        d.addErrback(lambda f: self.collector.log.failure("answering a reload request", f))
+        d.addErrback(lambda f: self.collector.log.failure(f"answering a {self.what} request", f))
         from twisted.web.server import NOT_DONE_YET
 
         return NOT_DONE_YET
@@ -253,6 +256,19 @@ class AdminReloadResource(_AdminLeaf):
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"allow", b"POST")
         return _json(request, {"error": "use POST"}, 405)
+
+
+class AdminRestartResource(AdminReloadResource):
+    """
+    C{POST /admin/restart}: replace every worker process (C{--workers}) with
+    a new one on the lbkit code installed now, as SIGUSR2 does.  Answers
+    C{{"ok": true, "changes": [...]}} once the new workers accept, or 409
+    with C{"error"} when they did not start (the old ones go on); 404
+    without workers.
+    """
+
+    run = staticmethod(runRestart)
+    what = "restart"
 
 
 class AdminReopenResource(_AdminLeaf):
@@ -292,6 +308,7 @@ class _Admin(Resource):
         self.action = AdminActionResource(collector, guard)
         self.reload = AdminReloadResource(collector, guard)
         self.reopen = AdminReopenResource(collector, guard)
+        self.restart = AdminRestartResource(collector, guard)
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"server":
@@ -300,6 +317,8 @@ class _Admin(Resource):
             return self.reload
         if path == b"reopen":
             return self.reopen
+        if path == b"restart":
+            return self.restart
         if path == b"":
             return self.page
         return NoResource()
