@@ -26,7 +26,7 @@ from lbkit.reactor import install as installLean
 from lbkit.service import ListenFailed, LoadBalancerService
 from lbkit.workers import WorkerSupervisor, cpuCount
 
-__all__ = ["Options", "makeService", "DEFAULT_GRACE"]
+__all__ = ["Options", "makeService", "describeSite", "DEFAULT_GRACE"]
 
 #: Seconds C{twistd lbkit} lets connections finish on SIGTERM when neither
 #: C{--grace} nor the site file's C{grace} says.
@@ -52,8 +52,18 @@ class Options(usage.Options):
         "SIGTERM stops accepting and lets connections finish for up to "
         "--grace seconds (docs/operations.md).  --workers N runs N processes "
         "on the same sockets; SIGUSR2 then replaces them all without a gap "
-        "(docs/workers.md)."
+        "(docs/workers.md).  --check loads and checks the site file, says "
+        "what would listen, and exits."
     )
+    optFlags = [
+        [
+            "check",
+            None,
+            "Load and check the site file (its names, addresses, endpoints, certificates "
+            "and other files), print what would listen, and exit: 0 if it is good, 1 if "
+            "not.  Binds nothing (as haproxy -c).",
+        ],
+    ]
     optParameters = [
         [
             "config",
@@ -124,6 +134,48 @@ class Options(usage.Options):
             self["site"] = loadSite(path)
         except ConfigError as e:
             raise SystemExit(f"lbkit: {e}") from None
+        if self["check"]:
+            sys.stdout.write(describeSite(path, self["site"], self["workers"]))
+            sys.stdout.flush()
+            raise SystemExit(0)
+
+
+def describeSite(path: str, site: Any, workers: int = 1) -> str:
+    """
+    What C{--check} prints: the site file is good, what would listen where,
+    and each backend's servers.
+    """
+    lines = [f"{path}: OK ({len(site.listen)} listeners" + (f", {workers} workers" if workers > 1 else "") + ")"]
+    backends: list[Any] = []
+    for item in site.listen:
+        endpoint = getattr(item, "endpoint", None)
+        found = list(getattr(item, "backends", lambda: [])())
+        line = f"  {_label(item)}" + (f" on {endpoint}" if endpoint else "")
+        if found:
+            line += " -> " + ", ".join(b.name for b in found)
+        lines.append(line)
+        backends.extend(b for b in found if b not in backends)
+    for backend in backends:
+        balance = getattr(backend.balance, "name", None) or type(backend.balance).__name__
+        servers = ", ".join(
+            f"{s.name} {s.address}" + (" backup" if s.backup else "") for s in backend.servers
+        )
+        lines.append(f"  backend {backend.name} ({balance}): {servers or 'no servers yet'}")
+    return "\n".join(lines) + "\n"
+
+
+def _label(item: Any) -> str:
+    """C{http frontend web}, C{stats page}, C{HelloServer web1}: what a listen item is."""
+    cls = type(item)
+    parts = cls.__module__.split(".")
+    if cls.__name__ == "Frontend" and parts[0] == "lbkit" and len(parts) > 1:
+        kind = f"{parts[1]} frontend"
+    elif cls.__name__ == "Page" and parts[:2] == ["lbkit", "stats"]:
+        kind = "stats page"
+    else:
+        kind = cls.__name__
+    name = getattr(item, "name", None)
+    return f"{kind} {name}" if isinstance(name, str) and name else kind
 
 
 def _parseWorkers(text: str) -> int:

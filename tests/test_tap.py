@@ -186,6 +186,41 @@ class TwistdTests(TestCase):
         )
 
     @inlineCallbacks
+    def test_checkBindsNothing(self) -> Any:
+        """
+        C{--check} on a good site file prints what would listen and each
+        backend's servers and exits 0, binding nothing: it succeeds even
+        while another process holds the frontend's port (a real start
+        would fail).
+        """
+        from twisted.internet import reactor
+
+        port = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        number = port.getHost().port
+        path = writeSite(self, GOOD.format(port=number))
+        out, err, code = yield self.twistd("-n", "--pidfile=", "lbkit", "--check", "--config", path)
+        self.assertEqual((code, err), (0, b""))
+        self.assertEqual(
+            out.decode(),
+            f"{path}: OK (1 listeners)\n"
+            f"  tcp frontend front on tcp:{number}:interface=127.0.0.1 -> web\n"
+            "  backend web (RoundRobin): web1 127.0.0.1:9001\n",
+        )
+
+    @inlineCallbacks
+    def test_checkBadSite(self) -> Any:
+        """C{--check} on a bad site file exits 1 with the usual one line."""
+        path = writeSite(self, UNKNOWN_NAME)
+        out, err, code = yield self.twistd("-n", "--pidfile=", "lbkit", "--check", "--config", path)
+        self.assertEqual((code, out), (1, b""))
+        self.assertEqual(
+            err.decode(),
+            f"lbkit: {path}:3: NameError: name 'tcp' is not defined "
+            "(missing import? add: from lbkit import tcp)\n",
+        )
+
+    @inlineCallbacks
     def test_help(self) -> Any:
         """C{twistd lbkit --help} explains C{--config}."""
         out, err, code = yield self.twistd("lbkit", "--help")
