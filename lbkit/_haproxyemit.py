@@ -6,6 +6,7 @@ checks, persistence, frontends and stats pages as readable Python.
 
 from __future__ import annotations
 
+import keyword
 import os
 import re
 from typing import Any
@@ -21,7 +22,7 @@ _RESERVED = {"http", "tcp", "tls", "stats", "balance", "listen", "accessLog", "B
 
 def _ident(name: str, taken: set[str]) -> str:
     ident = re.sub(r"\W", "_", name) or "proxy"
-    if ident[0].isdigit() or ident in _RESERVED or ident in ("if", "in", "is", "or", "and", "not", "def", "class"):
+    if ident[0].isdigit() or ident in _RESERVED or keyword.iskeyword(ident):
         ident = "be_" + ident
     base, n = ident, 2
     while ident in taken:

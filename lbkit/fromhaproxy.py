@@ -14,9 +14,7 @@ file cannot be read.  docs/fromhaproxy.md lists what is translated.
 from __future__ import annotations
 
 import argparse
-import keyword
 import os
-import re
 import sys
 
 from lbkit._haproxycfg import (
@@ -48,27 +46,6 @@ _TWISTD = {
     "nbproc": "use twistd lbkit --workers N",
 }
 _CHECK_KEYS = {"inter": "interval", "fastinter": "fastinter", "downinter": "downinter"}
-
-
-def _py(name: str, taken: set[str]) -> str:
-    """A Python identifier for a section name, unique among C{taken}."""
-    ident = re.sub(r"\W", "_", name) or "proxy"
-    if ident[0].isdigit() or keyword.iskeyword(ident) or ident in ("http", "tcp", "tls", "stats", "listen"):
-        ident = "be_" + ident
-    base, n = ident, 2
-    while ident in taken:
-        ident, n = f"{base}_{n}", n + 1
-    taken.add(ident)
-    return ident
-
-
-def _call(name: str, args: list[str], indent: str = "    ") -> str:
-    """C{name(a, b)} on one line when short, else one argument per line."""
-    flat = f"{name}({', '.join(args)})"
-    if len(flat) <= 96 and "\n" not in flat:
-        return flat
-    inner = "".join(f"{indent}    {a.replace(chr(10), chr(10) + indent + '    ')},\n" for a in args)
-    return f"{name}(\n{inner}{indent})"
 
 
 class Translation:
