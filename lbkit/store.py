@@ -17,8 +17,7 @@ each process learns what the others wrote without asking; on every
 Redis is down or slow, nothing waits: the local copy serves, writes queue
 up to a bound, and the connections come back with back-off.
 
-L{Local} is the same contract within one process, for tests and
-embedders.
+L{Local} is the same contract within one process, for tests and embedders.
 """
 
 from __future__ import annotations
@@ -77,14 +76,6 @@ class _Tables:
             del self._entries[(table, key)]
             return None
         return entry[0]
-
-    def ttl(self, table: str, key: str) -> Optional[float]:
-        """The seconds C{key} of C{table} has left here, or L{None}."""
-        entry = self._entries.get((table, key))
-        if entry is None:
-            return None
-        left = entry[1] - self._seconds()
-        return left if left > 0 else None
 
     def watch(self, table: str, listener: Listener) -> None:
         listeners = self._watchers.setdefault(table, [])
@@ -255,7 +246,7 @@ class Redis(_Tables):
     @param timeout: Seconds Redis has to answer a command; a connection
         that answers later is dropped and made again.
     @param maxDelay: The longest wait, in seconds, between two attempts to
-        connect (the wait doubles from half a second, with jitter).
+        connect (from half a second, growing by half each time, with jitter).
     @param queue: At most this many writes wait while Redis is
         unreachable; beyond, the oldest is dropped and counted.
     @param size: At most this many entries in the local copy.
@@ -269,8 +260,7 @@ class Redis(_Tables):
     @ivar dropped: Writes thrown away because the queue was full.
     @ivar written: Writes Redis acknowledged.
     @ivar outages: How many times Redis became unreachable.
-    @ivar node: This store's random name, in what it publishes (so it
-        ignores its own messages).
+    @ivar node: Its random name, in what it publishes (it ignores its own messages).
     """
 
     def __init__(
@@ -304,6 +294,7 @@ class Redis(_Tables):
         self._down = False
         self._services: list[ClientService] = []
         self._factories: list[_ProtocolFactory] = []
+        self._reactor: Any = None
         self._commands: Any = None
         self._subscriber: Any = None
         self._pending: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
@@ -324,9 +315,11 @@ class Redis(_Tables):
         if self._users > 1:
             return
         self._stopping = False
+        self._reactor = reactor
         commands, subscriber, self._connectionError = _protocolClasses()
         endpoint = _WatchedEndpoint(clientFromString(reactor, self.endpoint), self)
-        policy = backoffPolicy(initialDelay=min(0.5, self.maxDelay), maxDelay=self.maxDelay, jitter=random.random)
+        first = min(0.5, self.maxDelay)
+        policy = backoffPolicy(first, self.maxDelay, jitter=lambda: random.random() * first)
         self._factories = [_ProtocolFactory(self, commands, reactor), _ProtocolFactory(self, subscriber, reactor)]
         self._services = [
             _QuietClientService(endpoint, factory, policy, reactor, prepareConnection=prepare)
@@ -353,19 +346,30 @@ class Redis(_Tables):
         self._flush()
         self._ready()
 
-    def _subscriberReady(self, proxy: Any) -> Any:
+    def _subscriberReady(self, proxy: Any) -> None:
         protocol = self._factories[1].current
         channels = [self.prefix + table for table in self._watchers]
         if not channels:
             self._subscriber = protocol
             self._ready()
-            return None
+            return
 
         def subscribed(result: object) -> None:
             self._subscriber = protocol
+            later = [self.prefix + t for t in self._watchers if self.prefix + t not in channels]
+            if later:  # watched while this subscription was under way
+                protocol.subscribe(later).addErrback(self._commandFailed)
             self._ready()
 
-        return protocol.subscribe(channels).addCallback(subscribed)
+        def failed(reason: Failure) -> None:
+            self._commandFailed(reason)
+            if protocol.connected:
+                protocol.transport.abortConnection()  # ClientService connects again
+
+        # not in prepareConnection: ClientService cannot drop a connection
+        # it is still preparing; a Redis that does not answer in time loses it
+        d = protocol.subscribe(channels).addTimeout(self.timeout, self._reactor)
+        d.addCallbacks(subscribed, failed)
 
     def _ready(self) -> None:
         if not self.connected:
@@ -432,7 +436,10 @@ class Redis(_Tables):
 
         def scanned(reply: Any) -> Any:
             following, keys = str(reply[0]), list(reply[1])
-            reads = [gatherResults([commands.get(k), commands.execute_command("PTTL", k)]) for k in keys]
+            reads = [
+                gatherResults([commands.get(k), commands.execute_command("PTTL", k)], consumeErrors=True)
+                for k in keys
+            ]
 
             def read(results: list[Any]) -> None:
                 found = count

@@ -301,6 +301,35 @@ class RedisMixin:
         return data.decode()
 
 
+class _Silent(Protocol):
+    """A Redis that accepts and never answers."""
+
+
+class SlowRedisTests(TestCase):
+    timeout = 30
+
+    @inlineCallbacks
+    def test_silentRedis(self) -> Any:
+        """A Redis that never answers: writes time out and count, the local copy serves, stop is clean."""
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        port = _reactor().listenTCP(0, Factory.forProtocol(_Silent), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        store = Redis(f"tcp:127.0.0.1:{port.getHost().port}", timeout=0.1, maxDelay=0.1)
+        store.watch("t", lambda *entry: None)
+        store.start(_reactor())
+        store.set("t", "k", "v", 60)
+        self.assertEqual(store.get("t", "k"), "v")
+        yield waitUntil(lambda: store.errors >= 3)
+        self.assertFalse(store.connected)
+        self.assertEqual(store.get("t", "k"), "v")
+        self.assertEqual(store.outages, 1)
+        yield store.stop()
+        warnings = [e for e in events if e.get("store") is store and "unreachable" in e.get("log_format", "")]
+        self.assertEqual(len(warnings), 1)
+
+
 class RedisStoreTests(RedisMixin, TestCase):
     timeout = 60
 
