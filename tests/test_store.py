@@ -439,8 +439,8 @@ class ProcessTests(RedisMixin, TestCase):
 
     timeout = 90
 
-    def twistd(self, config: str, env: dict[str, str] | None = None) -> ProcessRunner:
-        argv = [*TWISTD, "-n", "--pidfile=", "lbkit", "--config", config]
+    def twistd(self, config: str, env: dict[str, str] | None = None, *options: str) -> ProcessRunner:
+        argv = [*TWISTD, "-n", "--pidfile=", "lbkit", *options, "--config", config]
         environ = {**os.environ, "PYTHONPATH": REPO, **(env or {})}
         runner = spawn(self, _reactor(), argv, path=REPO, env=environ)
         self.assertTrue(argv[0] == sys.executable)
@@ -479,6 +479,27 @@ class ProcessTests(RedisMixin, TestCase):
         self.assertEqual((yield self.ask(portB, "127.0.0.1")), "s1")
         yield self.stopCleanly(b)
         yield self.stopCleanly(a)
+
+    @inlineCallbacks
+    def test_workers(self) -> Any:
+        """Each worker of C{--workers 2} has its own two connections to Redis, and they share the table."""
+        redisPort, _ = yield self.startRedis()
+        servers = self.startServers()
+        path, port = self.node(redisPort, servers)
+        runner = self.twistd(path, None, "--workers", "2")
+        yield waitUntil(lambda: runner.output.count(b"entries read from Redis") == 2, timeout=30)
+        clients = (yield self.cli(redisPort, "CLIENT", "LIST")).splitlines()
+        self.assertEqual(len(clients), 5, clients)  # two per worker, and redis-cli's own
+        answers = []
+        for _ in range(3):
+            answers.append((yield self.ask(port, "127.0.0.2")))
+        while (yield self.cli(redisPort, "EXISTS", "node:stick:app:127.0.0.2")) != "1":
+            pass
+        for _ in range(6):
+            answers.append((yield self.ask(port, "127.0.0.2")))
+        self.assertEqual(len(set(answers[3:])), 1, answers)
+        self.assertIn(b"worker 1", runner.output)
+        yield self.stopCleanly(runner)
 
     @inlineCallbacks
     def test_example(self) -> Any:
