@@ -30,7 +30,7 @@ from collections import OrderedDict
 from typing import Any, Callable, Optional
 
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
+from twisted.internet.defer import Deferred, FirstError, gatherResults, maybeDeferred, succeed
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
@@ -82,12 +82,6 @@ class _Tables:
         if listener not in listeners:
             listeners.append(listener)
             self._watched(table, len(listeners) == 1)
-
-    def unwatch(self, table: str, listener: Listener) -> None:
-        """Stop calling C{listener} for C{table}."""
-        listeners = self._watchers.get(table, [])
-        if listener in listeners:
-            listeners.remove(listener)
 
     def _watched(self, table: str, first: bool) -> None:
         """A listener joined C{table} (the first one if C{first})."""
@@ -299,6 +293,7 @@ class Redis(_Tables):
         self._subscriber: Any = None
         self._pending: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
         self._inFlight = 0
+        self._stalled = False
         self._connectionError: type[Exception] = ConnectionError
 
     def __repr__(self) -> str:
@@ -343,6 +338,7 @@ class Redis(_Tables):
 
     def _commandsReady(self, proxy: Any) -> None:
         self._commands = self._factories[0].current
+        self._stalled = False
         self._flush()
         self._ready()
 
@@ -408,7 +404,7 @@ class Redis(_Tables):
 
     def _watched(self, table: str, first: bool) -> None:
         if first and self.connected:
-            self._subscriber.subscribe([self.prefix + table]).addErrback(self._commandFailed)
+            maybeDeferred(self._subscriber.subscribe, [self.prefix + table]).addErrback(self._commandFailed)
             self._warm(table)
 
     def _message(self, channel: str, message: str) -> None:
@@ -432,7 +428,7 @@ class Redis(_Tables):
         if commands is None:
             return
         start = self.prefix + table + ":"
-        d = commands.scan(cursor, pattern=_escapeGlob(start) + "*", count=SCAN_COUNT)
+        d = maybeDeferred(commands.scan, cursor, pattern=_escapeGlob(start) + "*", count=SCAN_COUNT)
 
         def scanned(reply: Any) -> Any:
             following, keys = str(reply[0]), list(reply[1])
@@ -487,7 +483,7 @@ class Redis(_Tables):
     def _flush(self) -> None:
         commands = self._commands
         pending = self._pending
-        while commands is not None and pending and self._inFlight < MAX_IN_FLIGHT:
+        while commands is not None and not self._stalled and pending and self._inFlight < MAX_IN_FLIGHT:
             (table, key), (value, expires) = pending.popitem(last=False)
             ms = int((expires - self._seconds()) * 1000)
             if ms <= 0:
@@ -496,8 +492,8 @@ class Redis(_Tables):
             self._inFlight += 1
             d = gatherResults(
                 [
-                    commands.set(f"{self.prefix}{table}:{key}", value, pexpire=ms),
-                    commands.publish(self.prefix + table, message),
+                    maybeDeferred(commands.set, f"{self.prefix}{table}:{key}", value, pexpire=ms),
+                    maybeDeferred(commands.publish, self.prefix + table, message),
                 ],
                 consumeErrors=True,
             )
@@ -512,9 +508,11 @@ class Redis(_Tables):
         self._inFlight -= 1
         reason = failure.value.subFailure if isinstance(failure.value, FirstError) else failure
         if self._stopping or self._commands is None or reason.check(self._connectionError):
-            # the connection went: write it again once it is back, unless
+            # the connection went: write it again once one is back, unless
             # a newer value is waiting already
+            self._stalled = True
             if (table, key) not in self._pending:
                 self._queue(table, key, value, expires, first=True)
             return
         self.errors += 1
+        self._flush()

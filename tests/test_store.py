@@ -147,6 +147,79 @@ class RedisCacheTests(SynchronousTestCase):
         self.assertEqual(self.store.errors, 1)
 
 
+class _Gone(Exception):
+    """What the fake connection raises once it is lost."""
+
+
+class FakeCommands:
+    """The commands connection of a L{Redis} store: records each command and its pending Deferred."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.lost = False
+
+    def _call(self, *command: Any) -> Deferred[Any]:
+        if self.lost:
+            raise _Gone("Not connected")
+        d: Deferred[Any] = Deferred()
+        self.calls.append((*command, d))
+        return d
+
+    def set(self, key: str, value: str, pexpire: int) -> Deferred[Any]:
+        return self._call("SET", key, value, pexpire)
+
+    def publish(self, channel: str, message: str) -> Deferred[Any]:
+        return self._call("PUBLISH", channel, message)
+
+
+class _Built:
+    """A protocol factory that has built C{current}."""
+
+    def __init__(self, current: Any) -> None:
+        self.current = current
+
+
+class RedisWriteTests(SynchronousTestCase):
+    """How L{Redis} writes through a (fake) commands connection."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store = Redis(prefix="p:", clock=self.clock)
+        self.store._connectionError = _Gone
+        self.commands = FakeCommands()
+        self.store._commands = self.commands
+
+    def test_setAndPublish(self) -> None:
+        """A write is a SET with PX and a PUBLISH naming this node, the key, the value and the lifetime."""
+        self.store.set("stick:app", "10.0.0.1", "s2", 2.5)
+        (set_, key, value, ms, d1), (publish, channel, message, d2) = self.commands.calls
+        self.assertEqual((set_, key, value, ms), ("SET", "p:stick:app:10.0.0.1", "s2", 2500))
+        self.assertEqual((publish, channel), ("PUBLISH", "p:stick:app"))
+        self.assertEqual(json.loads(message), {"n": self.store.node, "k": "10.0.0.1", "v": "s2", "t": 2500})
+        d1.callback("OK")
+        d2.callback(1)
+        self.assertEqual((self.store.written, self.store.errors), (1, 0))
+
+    def test_lostConnection(self) -> None:
+        """A connection that fails at once stalls the writes, which wait for the next connection."""
+        self.commands.lost = True
+        self.store.set("t", "a", "v", 60)
+        self.store.set("t", "b", "v", 60)
+        self.assertEqual(list(self.store._pending), [("t", "a"), ("t", "b")])
+        fresh = FakeCommands()
+        self.store._factories = [_Built(fresh), _Built(None)]  # type: ignore[list-item]
+        self.store._commandsReady(None)  # the next connection
+        self.assertEqual([c[1] for c in fresh.calls if c[0] == "SET"], ["p:t:a", "p:t:b"])
+        self.assertEqual(len(self.store._pending), 0)
+
+    def test_refused(self) -> None:
+        """A write Redis refuses is counted and not tried again."""
+        self.store.set("t", "a", "v", 60)
+        self.commands.calls[0][-1].errback(ValueError("OOM"))
+        self.commands.calls[1][-1].callback(1)
+        self.assertEqual((self.store.errors, self.store.written, len(self.store._pending)), (1, 0, 0))
+
+
 class StickyStoreTests(SynchronousTestCase):
     """Two stick tables sharing one L{Local} store, as two balancers would share Redis."""
 
@@ -421,6 +494,45 @@ class RedisStoreTests(RedisMixin, TestCase):
         texts = [e.get("log_format", "") for e in events if e.get("store") in (storeA, storeB)]
         self.assertEqual(sum("unreachable" in t for t in texts), 2, texts)
         self.assertEqual(sum("reachable again" in t for t in texts), 2, texts)
+
+
+RELOADED = """
+from lbkit import Backend, Server, tcp
+from lbkit.persistence import StickySource
+from lbkit.store import Redis
+
+app = Backend("app", [Server("s1", "127.0.0.1:{s1}"){more}],
+              persistence=StickySource(expire=60, store=Redis("tcp:127.0.0.1:{redis}", prefix="test:")))
+listen = [tcp.Frontend("tcp:0:interface=127.0.0.1", app, name="front")]
+"""
+
+
+class ReloadTests(RedisMixin, TestCase):
+    timeout = 30
+
+    @inlineCallbacks
+    def test_oneConnectionAcrossReloads(self) -> Any:
+        """A reload keeps the running store: Redis still sees two connections, and they close at the end."""
+        redisPort, _ = yield self.startRedis()
+        s1, s2 = self.startServers()
+        path = self.mktemp() + "-site.py"
+        with open(path, "w") as f:
+            f.write(RELOADED.format(s1=s1, more="", redis=redisPort))
+        service = fromSiteFile(path, _reactor())
+        service.startService()
+        self.addCleanup(lambda: service.running and service.stopService())
+        [running] = service.storeServices.values()
+        yield waitUntil(lambda: running.store.connected)
+        for _ in range(2):
+            with open(path, "w") as f:
+                f.write(RELOADED.format(s1=s1, more=f', Server("s2", "127.0.0.1:{s2}")', redis=redisPort))
+            yield service.reload()
+        self.assertEqual(list(service.storeServices.values()), [running])
+        clients = (yield self.cli(redisPort, "CLIENT", "LIST")).splitlines()
+        self.assertEqual(len(clients), 3, clients)  # the store's two, and redis-cli's own
+        yield service.stopService()
+        while len((yield self.cli(redisPort, "CLIENT", "LIST")).splitlines()) != 1:
+            pass  # Redis has yet to read the end of the store's connections
 
 
 NODE = """
