@@ -443,9 +443,11 @@ class IStore(Interface):
     method is called on the reactor thread and returns at once; none
     raises because the shared place is unreachable.
 
-    The balancer's service calls L{start} when it starts (once per backend
-    persistence that has the store as its C{store} attribute: a store
-    shared by several counts them) and L{stop} as often when it stops.
+    A L{lbkit.service.LoadBalancerService} calls L{start} once when it
+    starts, for each store found as the C{store} attribute of its backends'
+    persistence (once even if several backends share it), and L{stop} once
+    when it stops or no backend uses the store any longer; a store shared
+    by two services is started by each, and must count.
     """
 
     connected = Attribute("Whether the store reaches its shared place now (bool; always true for a local one).")

@@ -18,7 +18,7 @@ import signal
 from typing import Any, Sequence
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -485,6 +485,8 @@ class StoreService(Service):
         self.store.start(self.reactor)
 
     def stopService(self) -> Deferred[None]:
+        if not self.running:
+            return succeed(None)  # each start has one stop, no more
         Service.stopService(self)
         d: Deferred[None] = self.store.stop()
         return d

@@ -277,6 +277,15 @@ listen = [tcp.Frontend("tcp:0:interface=127.0.0.1", app, name="fe")]
 class ServiceStoreTests(TestCase):
     """L{LoadBalancerService} starts and stops the stores of its backends."""
 
+    def test_stopWithoutStart(self) -> None:
+        """A store service that never started does not stop its store."""
+        store = CountingStore()
+        service = StoreService(store, Clock())
+        self.successResultOf(service.stopService())
+        service.startService()
+        self.successResultOf(service.stopService())
+        self.assertEqual((store.started, store.stopped), (1, 1))
+
     def test_startStopReload(self) -> None:
         """One start when the service starts, none more across a reload, one stop at the end."""
         path = self.mktemp() + "-site.py"
