@@ -16,7 +16,7 @@ what it declares.  L{lbkit.testing.assertProvides} does that in a test.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from zope.interface import Attribute, Interface
 
@@ -38,6 +38,7 @@ __all__ = [
     "IHTTPPersistence",
     "IRequestRule",
     "ISession",
+    "IStore",
 ]
 
 
@@ -425,4 +426,69 @@ class ISession(Interface):
         so the session may leave the set at once or later, when its
         connections are lost.  It must not raise, and a second call must do
         no harm.
+        """
+
+
+class IStore(Interface):
+    """
+    State shared by many lbkit processes (machines, or the workers of one
+    machine): named tables of string keys and string values that expire,
+    such as the stick tables of L{lbkit.persistence.StickySource}.
+    L{lbkit.store.Redis} and L{lbkit.store.Local} provide it.
+
+    A store answers from local state only: L{get} and L{set} never wait on
+    the network, and L{set} writes through to the shared place in the
+    background, when it can.  What other processes write arrives, some
+    time later, as calls to the listeners given to L{watch}.  Every
+    method is called on the reactor thread and returns at once; none
+    raises because the shared place is unreachable.
+
+    A L{lbkit.service.LoadBalancerService} calls L{start} once when it
+    starts, for each store found as the C{store} attribute of its backends'
+    persistence (once even if several backends share it), and L{stop} once
+    when it stops or no backend uses the store any longer; a store shared
+    by two services is started by each, and must count.
+    """
+
+    connected = Attribute("Whether the store reaches its shared place now (bool; always true for a local one).")
+    errors = Attribute("How many times the shared place failed: lost connections, failed attempts, commands (int).")
+    dropped = Attribute("How many writes were thrown away because the outgoing queue was full (int).")
+
+    def start(reactor: Any) -> None:
+        """
+        Begin connecting, on C{reactor}.  Called by the service that runs
+        the backends using the store; each call must be balanced by one
+        L{stop}, and only the first one connects.
+        """
+
+    def stop() -> Deferred[None]:
+        """
+        Undo one L{start}; the last one closes every connection and cancels
+        every timer.
+
+        @return: Fires once nothing of the store is left on the reactor.
+        """
+
+    def get(table: str, key: str) -> str | None:
+        """
+        The live value of C{key} in C{table} known here, or L{None}: no
+        network round trip.
+        """
+
+    def set(table: str, key: str, value: str, ttl: float) -> None:
+        """
+        Give C{key} in C{table} the value C{value} for C{ttl} seconds,
+        here at once and in the shared place in the background (the shared
+        copy expires there too).  It must not block: a store that cannot
+        write now queues a bounded number of writes and counts in
+        L{dropped} those it throws away.
+        """
+
+    def watch(table: str, listener: Callable[[str, str, float], None]) -> None:
+        """
+        Call C{listener(key, value, ttl)} for each entry of C{table} other
+        processes write from now on, and for each live entry found in the
+        shared place on (re)connecting (C{ttl}: the seconds it has left).
+        A listener may also hear of writes made here; applying one again
+        must do no harm.  The listener must not raise.
         """

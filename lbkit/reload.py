@@ -85,6 +85,9 @@ class RunningService(Protocol):
     def syncHealth(self) -> list[str]:
         """Bring the health checks in line with the backends; one line per change."""
 
+    def syncStores(self) -> list[str]:
+        """Run the stores the backends' persistence uses now, and only those; one line per change."""
+
     def bindSite(self) -> None:
         """Tell the items that show the whole site (stats pages) what it is now."""
 
@@ -249,6 +252,7 @@ def applySite(service: RunningService, site: Site) -> Deferred[list[str]]:
         changes.append(f"{_label(new)} replaced (listening again on {new.endpoint})")
         rebinding.append(service.retire(old).addCallback(_listenAgain, service, new))
     changes.extend(service.syncHealth())
+    changes.extend(service.syncStores())
     service.bindSite()
     for line in changes:
         _log.info("lbkit: reload: {change}", change=line)

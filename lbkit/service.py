@@ -18,7 +18,7 @@ import signal
 from typing import Any, Sequence
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -33,10 +33,11 @@ from lbkit._origin import definedAt
 from lbkit.config import Site, checkGrace, checkListen, loadSite
 from lbkit.error import ConfigError
 from lbkit.health import HealthService
+from lbkit.interfaces import IStore
 from lbkit.logs import AccessLog, AccessLogDispatcher, AccessLogSink, checkAccessLog
 from lbkit.reload import applySite
 
-__all__ = ["LoadBalancerService", "ListeningService", "ListenFailed", "fromSiteFile"]
+__all__ = ["LoadBalancerService", "ListeningService", "ListenFailed", "StoreService", "fromSiteFile"]
 
 _log = Logger(namespace="lbkit")
 
@@ -79,6 +80,11 @@ class LoadBalancerService(MultiService):
     #: process of L{lbkit.workers} does not: its supervisor does).
     runsHealthChecks = True
 
+    #: Whether this service runs the stores its backends' persistence
+    #: shares state through (L{lbkit.workers.WorkerSupervisor} does not:
+    #: its workers do, each with its own connections).
+    runsStores = True
+
     def __init__(
         self,
         listen: Sequence[Any],
@@ -109,6 +115,9 @@ class LoadBalancerService(MultiService):
         #: check it was started with.
         self.healthServices: dict[Backend, HealthService] = {}
         self.healthChecks: dict[Backend, Any] = {}
+        #: The service running each store (L{IStore}) a backend's
+        #: persistence uses, by C{id(store)}.
+        self.storeServices: dict[int, StoreService] = {}
         self._draining: list[Deferred[Any]] = []
         self._dispatcher = AccessLogDispatcher()
         #: The logger every frontend's access lines go through.
@@ -155,6 +164,7 @@ class LoadBalancerService(MultiService):
             self.addItem(item)
         for backend in self.backends():
             self.ensureHealth(backend)
+        self.syncStores()
 
     def bindSite(self) -> None:
         """Tell the items that show the whole site (stats pages) what it is now."""
@@ -232,6 +242,51 @@ class LoadBalancerService(MultiService):
             else:
                 running.sync()
         return changes
+
+    def syncStores(self) -> list[str]:
+        """
+        Run each store the backends' persistence strategies share state
+        through (their C{store} attribute, an L{IStore}), once each, and
+        let each strategy C{attach} its backends to it; stop the stores no
+        backend uses any longer (after a reload).
+
+        @return: One line per store started or stopped.
+        """
+        if not self.runsStores:
+            return []
+        wanted: dict[int, Any] = {}
+        for backend in self.backends():
+            persistence = backend.persistence
+            store = getattr(persistence, "store", None)
+            if store is None or not IStore.providedBy(store):
+                continue
+            wanted.setdefault(id(store), store)
+            attach = getattr(persistence, "attach", None)
+            if attach is not None:
+                attach(backend)
+        changes: list[str] = []
+        for key, running in list(self.storeServices.items()):
+            if key not in wanted:
+                del self.storeServices[key]
+                changes.append(f"store {running.store!r} stopped")
+                self._untilDone(maybeDeferred(running.disownServiceParent))
+        for key, store in wanted.items():
+            if key not in self.storeServices:
+                service = StoreService(store, self.reactor)
+                self.storeServices[key] = service
+                service.setServiceParent(self)
+                changes.append(f"store {store!r} started")
+        return changes
+
+    def _untilDone(self, d: Deferred[Any]) -> None:
+        """Make L{stopService} wait for C{d} too."""
+        self._draining.append(d)
+
+        def done(result: object) -> None:
+            if d in self._draining:
+                self._draining.remove(d)
+
+        d.addBoth(done)
 
     def _where(self, child: IService) -> str:
         item = self._origins.get(id(child))
@@ -412,6 +467,29 @@ class LoadBalancerService(MultiService):
 
         done.addBoth(drained)
         return freed.addCallback(lambda _: None)
+
+
+class StoreService(Service):
+    """
+    Runs one L{IStore} while it runs: C{store.start(reactor)} when it
+    starts, C{store.stop()} when it stops (the L{Deferred} of which it
+    returns).
+    """
+
+    def __init__(self, store: Any, reactor: Any) -> None:
+        self.store = store
+        self.reactor = reactor
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self.store.start(self.reactor)
+
+    def stopService(self) -> Deferred[None]:
+        if not self.running:
+            return succeed(None)  # each start has one stop, no more
+        Service.stopService(self)
+        d: Deferred[None] = self.store.stop()
+        return d
 
 
 def fromSiteFile(path: str, reactor: Any = None, **kwargs: Any) -> LoadBalancerService:

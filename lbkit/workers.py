@@ -194,6 +194,9 @@ class WorkerSupervisor(LoadBalancerService):
         C{reactor} (C{"lean"} for L{lbkit.reactor}).
     """
 
+    #: The workers run the stores, each with its own connections.
+    runsStores = False
+
     def __init__(
         self,
         listen: Sequence[Any],

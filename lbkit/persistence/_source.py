@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from zope.interface import implementer
 
 from lbkit._model import Context, Server
-from lbkit.interfaces import IPersistence
+from lbkit.interfaces import IPersistence, IStore
 
 if TYPE_CHECKING:
     from lbkit._backend import Backend
 
 __all__ = ["StickySource"]
+
+
+#: The start of the name of a backend's stick table in a store.
+TABLE = "stick:"
 
 
 @implementer(IPersistence)
@@ -27,20 +32,36 @@ class StickySource:
     C{stick-table type ip} with C{stick on src}).  Works in tcp and http
     modes.
 
+    With a C{store}, the table is shared with every lbkit process using
+    the same store (docs/store.md): L{remember} updates the local table at
+    once and writes through to the store in the background, and what
+    other processes remember arrives in the local table through the store.
+    L{recall} always reads the local table only.  Entries are then kept by
+    backend name and server name: a name no server of the backend has (any
+    longer) is no entry.
+
     @param expire: Seconds an entry lives after its last use.
     @param size: At most this many entries; the least recently used one
         is evicted to make room.
     @param clock: A callable returning seconds (defaults to
         C{time.monotonic}); or an object with C{seconds()} like a reactor.
+    @param store: An L{IStore} (such as L{lbkit.store.Redis}) to share the
+        table through, or L{None}.  The balancer's service starts and stops
+        it.
     """
 
-    def __init__(self, expire: float = 1800.0, size: int = 100_000, clock: Any = None) -> None:
+    def __init__(
+        self, expire: float = 1800.0, size: int = 100_000, clock: Any = None, store: Any = None
+    ) -> None:
         if expire <= 0:
             raise ValueError("expire must be positive")
         if size < 1:
             raise ValueError("size must be at least 1")
+        if store is not None and not IStore.providedBy(store):
+            raise ValueError(f"store={store!r} does not provide lbkit.interfaces.IStore")
         self.expire = float(expire)
         self.size = int(size)
+        self.store: Optional[IStore] = store
         seconds: Callable[[], float]
         if clock is None:
             seconds = time.monotonic
@@ -49,13 +70,47 @@ class StickySource:
         else:
             seconds = clock.seconds
         self._seconds = seconds
-        self._table: OrderedDict[tuple[int, str], tuple[Server, float]] = OrderedDict()
+        # (id(backend), host) -> (Server, seen); with a store,
+        # (backend name, host) -> (server name, seen)
+        self._table: OrderedDict[tuple[Any, str], tuple[Union[Server, str], float]] = OrderedDict()
+        self._attached: dict[str, Backend] = {}
 
-    def _key(self, backend: Backend, context: Context) -> Optional[tuple[int, str]]:
+    def attach(self, backend: Backend) -> None:
+        """
+        Share C{backend}'s entries through the store: watch its table.
+        The service calls it for each backend using this strategy when it
+        starts or reloads; L{recall} and L{remember} too, on first seeing a
+        backend.  Without a store it does nothing.
+        """
+        if self.store is None:
+            return
+        name = backend.name
+        known = name in self._attached
+        self._attached[name] = backend
+        if not known:
+            self.store.watch(TABLE + name, partial(self._received, name))
+
+    def _received(self, name: str, host: str, server: str, ttl: float) -> None:
+        seen = self._seconds() - max(0.0, self.expire - ttl)
+        key = (name, host)
+        table = self._table
+        entry = table.get(key)
+        if entry is not None and entry[0] == server and entry[1] >= seen:
+            return  # what we know is as fresh
+        table[key] = (server, seen)
+        table.move_to_end(key)
+        while len(table) > self.size:
+            table.popitem(last=False)
+
+    def _key(self, backend: Backend, context: Context) -> Optional[tuple[Any, str]]:
         host = getattr(context.client, "host", None)
         if host is None:
             return None
-        return (id(backend), host)
+        if self.store is None:
+            return (id(backend), host)
+        if backend.name not in self._attached:
+            self.attach(backend)
+        return (backend.name, host)
 
     def recall(self, backend: Backend, context: Context) -> Optional[Server]:
         key = self._key(backend, context)
@@ -68,6 +123,8 @@ class StickySource:
         if self._seconds() - seen > self.expire:
             del self._table[key]
             return None
+        if isinstance(server, str):
+            return next((s for s in backend.servers if s.name == server), None)
         return server
 
     def remember(self, backend: Backend, server: Server, context: Context) -> None:
@@ -75,7 +132,12 @@ class StickySource:
         if key is None:
             return
         table = self._table
-        table[key] = (server, self._seconds())
+        store = self.store
+        if store is None:
+            table[key] = (server, self._seconds())
+        else:
+            table[key] = (server.name, self._seconds())
+            store.set(TABLE + backend.name, key[1], server.name, self.expire)
         table.move_to_end(key)
         while len(table) > self.size:
             table.popitem(last=False)
@@ -87,7 +149,7 @@ class StickySource:
         """
         now = self._seconds()
         return [
-            (key[1], server.fullName, now - seen)
+            (key[1], f"{key[0]}/{server}" if isinstance(server, str) else server.fullName, now - seen)
             for key, (server, seen) in self._table.items()
             if now - seen <= self.expire
         ]
