@@ -47,6 +47,17 @@ def setPortSource(source: Any) -> Any:
     return previous
 
 
+def portFromSource(service: Any) -> Any:
+    """
+    The port the source set with L{setPortSource} gives C{service} (an
+    object with C{shared} and C{description}), or L{None} to listen as
+    usual (no source, or it leaves this one to the caller).
+    """
+    if _portSource is None:
+        return None
+    return _portSource.listen(service)
+
+
 class ListenFailed(CannotListenError, LBKitError):
     """
     A listener could not start listening, e.g. because its port is taken.

@@ -318,13 +318,17 @@ def checkListen(
                 f"frontends (tcp.Frontend, http.Frontend), stats pages and demo servers{hint}"
             )
         itemWhere = _itemWhere(item, i, path, where, itemLines)
-        try:
-            endpoint = serverFromString(None, item.endpoint)
-        except Exception as e:
-            raise ConfigError(
-                f"{itemWhere}: cannot parse endpoint {item.endpoint!r}: {e}"
-            ) from None
-        key = _bindKey(endpoint)
+        bindKey = getattr(item, "bindKey", None)
+        if bindKey is not None:  # a listener that is not a stream endpoint (udp.Frontend)
+            key = bindKey()
+        else:
+            try:
+                endpoint = serverFromString(None, item.endpoint)
+            except Exception as e:
+                raise ConfigError(
+                    f"{itemWhere}: cannot parse endpoint {item.endpoint!r}: {e}"
+                ) from None
+            key = _bindKey(endpoint)
         if key is None:
             continue
         for otherKey, other, otherWhere in bound:

@@ -325,6 +325,7 @@ def translate(text: str, filename: str = "haproxy.cfg") -> tuple[str, list[tuple
 
 
 def main(argv: list[str] | None = None) -> int:
+    """C{python -m lbkit.fromhaproxy CONFIG [--strict]}: the exit status."""
     parser = argparse.ArgumentParser(
         prog="python -m lbkit.fromhaproxy",
         description="Translate an HAProxy configuration into an lbkit site file (on standard output).",

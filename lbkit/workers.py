@@ -4,14 +4,11 @@ Every core: L{WorkerSupervisor} runs a site file in several worker
 processes that accept on the same listening sockets (C{twistd lbkit
 --workers N}; docs/workers.md).
 
-The supervisor opens each frontend's socket once and never accepts on
-it; every worker inherits it and accepts.  Because the supervisor keeps
-the sockets, workers can be replaced one generation at a time (a rolling
-restart: SIGUSR2, or a reload that adds a listener) without refusing a
-connection.  The supervisor also runs everything that must happen once:
-the health checks (states and weights go to every worker), the stats
-pages and the admin API and command socket (whose changes reach every
-worker; the counters shown are the sums of the workers' reports).
+The supervisor holds each frontend's sockets (one per worker slot) and
+never accepts on them, so workers can be replaced a generation at a time
+(SIGUSR2) without refusing a connection.  It also runs what must happen
+once: health checks (states go to every worker), stats pages, the admin
+API and command socket (the counters shown sum the workers' reports).
 
     from lbkit.workers import WorkerSupervisor
 

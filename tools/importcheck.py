@@ -76,6 +76,7 @@ LAYERS: dict[str, int] = {
     "lbkit.http._h2head": 0,
     # 5 modes: frontends and their protocols, health checks, stats pages
     "lbkit.tcp": 5,
+    "lbkit.udp": 5,
     "lbkit.http": 5,  # the facade, _exchange, _h1, _h2, _h2stream, _alpn, _acceptproxy, _frontend
     "lbkit.health": 5,
     "lbkit.stats": 5,

@@ -11,12 +11,15 @@ from lbkit.health._http import HTTPCheck
 from lbkit.health._monitor import HealthMonitor, monitorFor
 from lbkit.health._service import HealthService
 from lbkit.health._tcp import TCPCheck
+from lbkit.health._udp import DNSCheck, UDPCheck
 
 __all__ = [
     "BaseCheck",
     "connectFailure",
     "TCPCheck",
     "HTTPCheck",
+    "UDPCheck",
+    "DNSCheck",
     "AgentCheck",
     "AgentReply",
     "parseAgentReply",

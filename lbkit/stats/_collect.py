@@ -294,6 +294,10 @@ class Collector(ServerListenerMixin):
         requests = getattr(frontend, "requests", None)
         if requests is None:
             requests = _sumAttr(factories, "requests")
+        extra: dict[str, Any] = {}
+        evicted = _sumAttr(factories, "evicted")
+        if evicted is not None:  # udp: sessions closed to make room, datagrams dropped
+            extra["udp"] = {"evicted": evicted, "dropped": _sumAttr(factories, "dropped") or 0}
         return {
             "name": str(getattr(frontend, "name", frontend.endpoint)),
             "endpoint": frontend.endpoint,
@@ -314,6 +318,7 @@ class Collector(ServerListenerMixin):
                 "out": _sumAttr(factories, "bytesOut") or 0,
             },
             "responses": _responses(frontend, *factories),
+            **extra,
         }
 
     def accessLogs(self) -> list[dict[str, Any]]:
