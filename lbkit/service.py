@@ -29,6 +29,7 @@ from lbkit._backend import Backend, backendsOf
 from lbkit._listening import ListenFailed as ListenFailed
 from lbkit._listening import ListeningService as ListeningService
 from lbkit._listening import listeningServices
+from lbkit._model import Server
 from lbkit._origin import definedAt
 from lbkit.config import Site, checkGrace, checkListen, loadSite
 from lbkit.error import ConfigError
@@ -109,6 +110,10 @@ class LoadBalancerService(MultiService):
         #: check it was started with.
         self.healthServices: dict[Backend, HealthService] = {}
         self.healthChecks: dict[Backend, Any] = {}
+        #: The discovery service of each backend whose servers come from an
+        #: L{IServerSource <lbkit.interfaces.IServerSource>}, and that source.
+        self.discoveryServices: dict[Backend, IService] = {}
+        self.discoverySources: dict[Backend, Any] = {}
         self._draining: list[Deferred[Any]] = []
         self._dispatcher = AccessLogDispatcher()
         #: The logger every frontend's access lines go through.
@@ -154,6 +159,7 @@ class LoadBalancerService(MultiService):
         for item in self.listen:
             self.addItem(item)
         for backend in self.backends():
+            self.ensureDiscovery(backend)
             self.ensureHealth(backend)
 
     def bindSite(self) -> None:
@@ -205,6 +211,66 @@ class LoadBalancerService(MultiService):
         self.healthServices[backend] = service
         self.healthChecks[backend] = backend.health
         service.setServiceParent(self)
+
+    def ensureDiscovery(self, backend: Backend) -> None:
+        """Run the discovery of C{backend}'s servers if they come from a source and none runs."""
+        source = backend.serverSource
+        if source is None or backend in self.discoveryServices:
+            return
+        service: IService = source.makeService(self.reactor, lambda servers: self.serversDiscovered(backend, servers))
+        self.discoveryServices[backend] = service
+        self.discoverySources[backend] = source
+        service.setServiceParent(self)
+
+    def serversDiscovered(self, backend: Backend, servers: Sequence[Server]) -> list[str]:
+        """
+        Give C{backend} the C{servers} its discovery found
+        (L{Backend.setServers}), log the changes, and check the new servers
+        (L{HealthService.sync}).
+
+        @return: One line per change.
+        """
+        changes = backend.setServers(servers, self.reactor.seconds())
+        for line in changes:
+            _log.info("lbkit: discovery: backend {backend}: {change}", backend=backend.name, change=line)
+        health = self.healthServices.get(backend)
+        if health is not None:
+            health.sync()
+        return changes
+
+    def syncDiscovery(self) -> list[str]:
+        """
+        Keep the discoveries in step with the backends, after a reload
+        changed them: a backend no longer used, or whose source changed
+        (not L{sameAs <lbkit.interfaces.IServerSource.sameAs>} the running
+        one), loses its discovery (one of the new source starts); a new
+        backend with a source gets one; the others go on.
+
+        @return: One line per backend whose discovery restarted or stopped.
+        """
+        changes: list[str] = []
+        current = self.backends()
+        for backend, service in list(self.discoveryServices.items()):
+            if backend in current and self.discoverySources[backend] is backend.serverSource:
+                continue
+            del self.discoveryServices[backend], self.discoverySources[backend]
+            self._keepUntilDone(maybeDeferred(service.disownServiceParent))
+            if backend in current:
+                restarted = backend.serverSource is not None
+                changes.append(f"backend {backend.name}: discovery {'restarted' if restarted else 'stopped'}")
+        for backend in current:
+            self.ensureDiscovery(backend)
+        return changes
+
+    def _keepUntilDone(self, d: Deferred[Any]) -> None:
+        """Have L{stopService} wait for C{d} too."""
+        self._draining.append(d)
+
+        def done(result: object) -> None:
+            if d in self._draining:
+                self._draining.remove(d)
+
+        d.addBoth(done)
 
     def syncHealth(self) -> list[str]:
         """

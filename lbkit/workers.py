@@ -132,6 +132,9 @@ class WorkerProcess(ProcessProtocol):
         elif op == "ready":
             self.isReady = True
             self.ready.callback(self)
+        elif op == "discovered":
+            # its discovery found servers: it gets the states the checks set
+            self.send({"op": "states", "states": statesOf(self.supervisor.listen)})
         elif op == "failed":
             _log.error("lbkit: {worker} failed to start: {why}", worker=self, why=message.get("why"))
         waiting = self._replies.pop(message.get("id", 0), None)

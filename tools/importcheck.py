@@ -67,6 +67,7 @@ LAYERS: dict[str, int] = {
     "lbkit._listening": 4,
     "lbkit._dispatch": 4,
     "lbkit._workerproc": 4,
+    "lbkit.discovery": 4,
     "lbkit.http._pool": 4,
     "lbkit.http._server": 4,
     "lbkit.http._headers": 4,

@@ -1,0 +1,112 @@
+"""
+A real DNS server for the discovery tests: dnsmasq on a free 127.0.0.1
+port, in the foreground, answering only from the records a test gives it
+(no upstream, no /etc/hosts), with TTL 0 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import socket
+from typing import Any, Sequence
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.names.client import Resolver
+from twisted.trial.unittest import SkipTest, TestCase
+
+from tests.helpers import ProcessRunner, spawn
+
+#: A name every zone answers, to know dnsmasq is ready.
+READY = "ready.example.test"
+
+
+def findDnsmasq() -> str:
+    """The dnsmasq binary (Debian puts it in /usr/sbin), or skip the test."""
+    found = shutil.which("dnsmasq", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+    if found is None:
+        raise SkipTest("dnsmasq is not installed (Debian package dnsmasq)")
+    return found
+
+
+def freeDNSPort() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 a moment ago."""
+    while True:
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            tcp.bind(("127.0.0.1", 0))
+            port: int = tcp.getsockname()[1]
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+        finally:
+            tcp.close()
+            udp.close()
+
+
+def srvHost(name: str, target: str, port: int, priority: int = 0, weight: int = 0) -> str:
+    """The dnsmasq option of one SRV record."""
+    return f"--srv-host={name},{target},{port},{priority},{weight}"
+
+
+def hostRecord(name: str, address: str) -> str:
+    """The dnsmasq option of one A (or AAAA) record."""
+    return f"--host-record={name},{address}"
+
+
+class Dnsmasq:
+    """
+    dnsmasq serving C{records} (dnsmasq options such as L{srvHost}'s) on
+    L{port}; L{restart} serves other records on the same port.  The
+    test's cleanup stops it.
+
+    @ivar port: Its UDP and TCP port on 127.0.0.1.
+    @ivar nameserver: C{"127.0.0.1:port"}.
+    """
+
+    def __init__(self, testCase: TestCase, reactor: Any, ttl: int = 0) -> None:
+        self.binary = findDnsmasq()
+        self.testCase = testCase
+        self.reactor = reactor
+        self.ttl = ttl
+        self.port = freeDNSPort()
+        self.nameserver = f"127.0.0.1:{self.port}"
+        self.process: ProcessRunner | None = None
+
+    def argv(self, records: Sequence[str]) -> list[str]:
+        return [
+            self.binary, "--keep-in-foreground", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
+            "--listen-address=127.0.0.1", "--bind-interfaces", f"--port={self.port}", "--pid-file=",
+            f"--user={getpass.getuser()}", "--local=/example.test/", f"--local-ttl={self.ttl}",
+            "--log-facility=-", hostRecord(READY, "127.0.0.9"), *records,
+        ]
+
+    @inlineCallbacks
+    def start(self, records: Sequence[str]) -> Any:
+        """Start serving C{records}; fires once it answers queries."""
+        self.process = spawn(self.testCase, self.reactor, self.argv(records))
+        resolver = Resolver(servers=[("127.0.0.1", self.port)], reactor=self.reactor)
+        for _ in range(100):
+            if not self.process.running:
+                raise RuntimeError(f"dnsmasq exited: {self.process.output!r}")
+            try:
+                yield resolver.lookupAddress(READY, timeout=(0.1,))
+            except Exception:
+                continue  # not listening yet: the query timed out
+            return None
+        raise RuntimeError(f"dnsmasq does not answer: {self.process.output!r}")
+
+    def stop(self) -> Deferred[int]:
+        """Stop it; fires once it exited."""
+        assert self.process is not None
+        return self.process.stop()
+
+    @inlineCallbacks
+    def restart(self, records: Sequence[str]) -> Any:
+        """Serve C{records} instead, on the same port."""
+        yield self.stop()
+        yield self.start(records)

@@ -1,0 +1,327 @@
+"""
+Servers from DNS service discovery (L{lbkit.discovery}): the answers
+turned into servers, the TTL floor and ceiling, failures, the backend and
+the service that run it (on a fake resolver and a L{Clock}), then real
+lookups against dnsmasq with traffic through a real frontend, and
+examples/discovery.py under twistd.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.interfaces import IResolver
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import Logger
+from twisted.names import dns
+from twisted.names.error import DNSNameError, DNSServerError
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from lbkit import Backend, Server, ServerState, discovery, tcp
+from lbkit.discovery import SRV, A, srvWeight
+from lbkit.error import ConfigError
+from lbkit.interfaces import IServerSource
+from lbkit.service import LoadBalancerService
+from lbkit.testing import FakeCheck, assertProvides
+
+
+@implementer(IResolver)
+class FakeResolver:
+    """An L{IResolver} whose lookups stay pending until the test answers them."""
+
+    def __init__(self) -> None:
+        self.queries: list[tuple[str, str, Deferred[Any]]] = []
+
+    def _ask(self, kind: str, name: str) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.queries.append((kind, name, d))
+        return d
+
+    def lookupService(self, name: str, timeout: Any = None) -> Deferred[Any]:
+        return self._ask("SRV", name)
+
+    def lookupAddress(self, name: str, timeout: Any = None) -> Deferred[Any]:
+        return self._ask("A", name)
+
+    def lookupIPV6Address(self, name: str, timeout: Any = None) -> Deferred[Any]:
+        return self._ask("AAAA", name)
+
+    def answer(self, answers: Sequence[Any], additional: Sequence[Any] = ()) -> tuple[str, str]:
+        """Answer the oldest pending lookup; return its kind and name."""
+        kind, name, d = self.queries.pop(0)
+        d.callback((list(answers), [], list(additional)))
+        return kind, name
+
+    def fail(self, error: Exception) -> None:
+        """Fail the oldest pending lookup."""
+        self.queries.pop(0)[2].errback(error)
+
+
+NAME = "_http._tcp.web.example.test"
+
+
+def srv(target: str, port: int, priority: int = 0, weight: int = 0, ttl: int = 30) -> dns.RRHeader:
+    return dns.RRHeader(NAME, dns.SRV, ttl=ttl, payload=dns.Record_SRV(priority, weight, port, target, ttl=ttl))
+
+
+def a(name: str, ip: str, ttl: int = 30) -> dns.RRHeader:
+    return dns.RRHeader(name, dns.A, ttl=ttl, payload=dns.Record_A(ip, ttl))
+
+
+def aaaa(name: str, ip: str, ttl: int = 30) -> dns.RRHeader:
+    return dns.RRHeader(name, dns.AAAA, ttl=ttl, payload=dns.Record_AAAA(ip, ttl))
+
+
+def described(servers: Sequence[Server]) -> list[tuple[str, str, int, bool]]:
+    return [(s.name, s.address, s.weight, s.backup) for s in servers]
+
+
+class DiscoveryServiceTests(SynchronousTestCase):
+    """SRV and A sources on a fake resolver, driven by a Clock."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.resolver = FakeResolver()
+        self.delivered: list[list[Server]] = []
+        self.events: list[dict[str, Any]] = []
+        self.patch(discovery, "_log", Logger(namespace="lbkit.discovery", observer=self.events.append))
+
+    def start(self, source: Any) -> discovery.DiscoveryService:
+        service = source.makeService(self.clock, lambda servers: self.delivered.append(list(servers)))
+        service.startService()
+
+        def stop() -> None:
+            stopped = service.stopService()
+            while self.resolver.queries:
+                self.resolver.fail(TimeoutError())
+            if stopped is not None:
+                self.successResultOf(stopped)
+            self.assertEqual(self.clock.getDelayedCalls(), [])
+
+        self.addCleanup(stop)
+        return service
+
+    def logged(self, text: str) -> int:
+        return sum(1 for e in self.events if text in e["log_format"])
+
+    def test_provides(self) -> None:
+        """SRV and A provide IServerSource."""
+        assertProvides(self, IServerSource, SRV(NAME, resolver=self.resolver))
+        assertProvides(self, IServerSource, A("web.example.test", 80, resolver=self.resolver))
+
+    def test_srvServers(self) -> None:
+        """One server per SRV record, named target:port; lowest priority primary; weights mapped."""
+        self.start(SRV(NAME, resolver=self.resolver, server={"maxconn": 7}))
+        self.assertEqual(self.resolver.queries[0][:2], ("SRV", NAME))
+        self.resolver.answer(
+            [srv("b.example.test", 8002, 10, 65535), srv("a.example.test", 8001, 10, 300), srv("c.example.test", 8003, 20)],
+            [a("a.example.test", "10.0.0.1"), a("b.example.test", "10.0.0.2"), a("c.example.test", "10.0.0.3")],
+        )
+        [servers] = self.delivered
+        self.assertEqual(described(servers), [
+            ("a.example.test:8001", "10.0.0.1:8001", 2, False),
+            ("b.example.test:8002", "10.0.0.2:8002", 256, False),
+            ("c.example.test:8003", "10.0.0.3:8003", 1, True),
+        ])
+        self.assertEqual([s.maxconn for s in servers], [7, 7, 7])
+
+    def test_weightMapping(self) -> None:
+        """SRV weights 0..65535 map to 1..256: ceil(w / 256), 0 counting as 1."""
+        self.assertEqual([srvWeight(w) for w in (0, 1, 256, 257, 512, 65535)], [1, 1, 1, 2, 2, 256])
+
+    def test_ignoreWeight(self) -> None:
+        """With ignoreWeight, the template's weight applies."""
+        self.start(SRV(NAME, resolver=self.resolver, ignoreWeight=True, server={"weight": 5}))
+        self.resolver.answer([srv("a.example.test", 1, weight=65535)], [a("a.example.test", "10.0.0.1")])
+        self.assertEqual(self.delivered[0][0].weight, 5)
+
+    def test_targetLookedUp(self) -> None:
+        """A target missing from the additional section is looked up: A, then AAAA."""
+        self.start(SRV(NAME, resolver=self.resolver))
+        self.resolver.answer([srv("a.example.test", 8001), srv("b.example.test", 8002)], [a("a.example.test", "10.0.0.1")])
+        self.assertEqual(self.resolver.answer([]), ("A", "b.example.test"))
+        self.assertEqual(self.resolver.answer([aaaa("b.example.test", "::1")]), ("AAAA", "b.example.test"))
+        self.assertEqual([s.address for s in self.delivered[0]], ["10.0.0.1:8001", "[::1]:8002"])
+
+    def test_targetWithoutAddress(self) -> None:
+        """A target that has no address is left out, with a warning."""
+        self.start(SRV(NAME, resolver=self.resolver))
+        self.resolver.answer([srv("a.example.test", 8001), srv("b.example.test", 8002)], [a("a.example.test", "10.0.0.1")])
+        self.resolver.fail(DNSNameError())
+        self.assertEqual([s.name for s in self.delivered[0]], ["a.example.test:8001"])
+        self.assertEqual(self.logged("{notes}"), 1)
+
+    def test_aRecords(self) -> None:
+        """A: one server per address, named address:port, in address order."""
+        self.start(A("web.example.test", 8080, resolver=self.resolver, server={"backup": True}))
+        self.resolver.answer([a("web.example.test", "10.0.0.10"), a("web.example.test", "10.0.0.9")])
+        self.assertEqual(described(self.delivered[0]), [
+            ("10.0.0.9:8080", "10.0.0.9:8080", 1, True), ("10.0.0.10:8080", "10.0.0.10:8080", 1, True),
+        ])
+
+    def test_ttlFloorAndCeiling(self) -> None:
+        """The next lookup is after the TTL, at least minInterval, at most maxInterval."""
+        self.start(A("web.example.test", 80, resolver=self.resolver, minInterval=2, maxInterval=10))
+        for ttl, wait in ((0, 2.0), (5, 5.0), (1000, 10.0)):
+            self.resolver.answer([a("web.example.test", "10.0.0.1", ttl=ttl)])
+            self.clock.advance(wait - 0.01)
+            self.assertEqual(self.resolver.queries, [])
+            self.clock.advance(0.01)
+            self.assertEqual(len(self.resolver.queries), 1)
+        self.assertEqual(len(self.delivered), 1, "the same answer is delivered once")
+
+    def test_failureKeepsServers(self) -> None:
+        """A failed lookup delivers nothing, is retried with back-off, and is logged once per reason."""
+        service = self.start(A("web.example.test", 80, resolver=self.resolver, minInterval=1, maxInterval=5))
+        self.resolver.answer([a("web.example.test", "10.0.0.1", ttl=0)])
+        waits = []
+        for error in (DNSNameError(), DNSNameError(), TimeoutError(), TimeoutError(), DNSServerError()):
+            self.clock.advance(0.99)
+            self.clock.advance(0.01)
+            self.resolver.fail(error)
+            waits.append(self.clock.getDelayedCalls()[0].getTime() - self.clock.seconds())
+            self.clock.advance(waits[-1] - 1)
+        self.assertEqual(waits, [1, 2, 4, 5, 5])
+        self.assertEqual(len(self.delivered), 1)
+        self.assertEqual([s.name for s in service.servers], ["10.0.0.1:80"])
+        self.assertEqual(self.logged("lookup failed"), 3)  # NXDOMAIN, timeout, SERVFAIL
+        self.assertEqual(service.lastError, "SERVFAIL")
+        self.clock.advance(1)
+        self.resolver.answer([a("web.example.test", "10.0.0.2")])
+        self.assertEqual([s.name for s in self.delivered[-1]], ["10.0.0.2:80"])
+        self.assertEqual(self.logged("answers again"), 1)
+        self.assertEqual((service.failures, service.lastError), (0, None))
+
+    def test_emptyAnswerIsAFailure(self) -> None:
+        """An answer with no records keeps the servers too."""
+        self.start(SRV(NAME, resolver=self.resolver))
+        self.resolver.answer([])
+        self.assertEqual(self.delivered, [])
+        self.assertEqual(self.logged("lookup failed"), 1)
+
+    def test_stopWaitsForLookup(self) -> None:
+        """Stopping with a lookup in flight fires once it ended, and delivers nothing more."""
+        service = self.start(A("web.example.test", 80, resolver=self.resolver))
+        stopped = service.stopService()
+        assert stopped is not None
+        self.assertNoResult(stopped)
+        self.resolver.answer([a("web.example.test", "10.0.0.1")])
+        self.successResultOf(stopped)
+        self.assertEqual(self.delivered, [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class ConfigTests(SynchronousTestCase):
+    """Bad settings are ConfigErrors that say what is wrong."""
+
+    def assertBad(self, text: str, make: Any, *args: Any, **kwargs: Any) -> None:
+        e = self.assertRaises(ConfigError, make, *args, **kwargs)
+        self.assertIn(text, str(e))
+
+    def test_badSettings(self) -> None:
+        """Nameservers, names, ports, intervals and templates are checked."""
+        ns = ["127.0.0.1:5353"]
+        self.assertBad("'dns.example' is not an IP address", SRV, NAME, nameservers=["dns.example:53"])
+        self.assertBad("port '99999'", SRV, NAME, nameservers=["127.0.0.1:99999"])
+        self.assertBad("non-empty list", SRV, NAME, nameservers="127.0.0.1")
+        self.assertBad("non-empty domain name", SRV, "", nameservers=ns)
+        self.assertBad("not a valid domain name", A, "a..b", 80, nameservers=ns)
+        self.assertBad("port must be a number from 1 to 65535", A, "web.example.test", 0, nameservers=ns)
+        self.assertBad("port must be", A, "web.example.test", "80", nameservers=ns)
+        self.assertBad("below minInterval", SRV, NAME, nameservers=ns, minInterval=5, maxInterval=1)
+        self.assertBad("minInterval must be a positive", SRV, NAME, nameservers=ns, minInterval=0)
+        self.assertBad("weight comes from the DNS records", SRV, NAME, nameservers=ns, server={"weight": 3})
+        self.assertBad("unexpected keyword", SRV, NAME, nameservers=ns, server={"maxconns": 3})
+        self.assertBad("maxconn must be", A, "web.example.test", 80, nameservers=ns, server={"maxconn": -1})
+        self.assertBad("does not provide", SRV, NAME, resolver=object())
+
+    def test_nameservers(self) -> None:
+        """Nameservers are IPv4 or IPv6 addresses with an optional port (53)."""
+        self.assertEqual(
+            SRV(NAME, nameservers=["127.0.0.1", "127.0.0.2:5353", "::1", "[::1]:5353"]).nameservers,
+            (("127.0.0.1", 53), ("127.0.0.2", 5353), ("::1", 53), ("::1", 5353)),
+        )
+
+    def test_sameAs(self) -> None:
+        """Sources of the same class and settings are the same discovery."""
+        ns = ["127.0.0.1:5353"]
+        self.assertTrue(SRV(NAME, nameservers=ns, server={"maxconn": 2}).sameAs(SRV(NAME, nameservers=ns, server={"maxconn": 2})))
+        self.assertFalse(SRV(NAME, nameservers=ns).sameAs(SRV(NAME, nameservers=ns, minInterval=2)))
+        self.assertFalse(A("web.example.test", 80, nameservers=ns).sameAs(A("web.example.test", 81, nameservers=ns)))
+        self.assertFalse(SRV(NAME, nameservers=ns).sameAs(object()))
+
+
+class BackendTests(SynchronousTestCase):
+    """A backend whose servers come from a source."""
+
+    def test_startsEmpty(self) -> None:
+        """A backend from a source has no servers until the first answer; a listed one still needs some."""
+        source = SRV(NAME, nameservers=["127.0.0.1:5353"])
+        backend = Backend("web", servers=source)
+        self.assertEqual((backend.servers, backend.serverSource, list(backend.eligible())), ([], source, []))
+        self.assertRaises(ConfigError, Backend, "web", servers=[])
+
+    def test_setServers(self) -> None:
+        """A server of the same name and address stays (counters kept); a removed one drains until idle."""
+        backend = Backend("web", servers=SRV(NAME, nameservers=["127.0.0.1:5353"]))
+        backend.setServers([Server("a", "127.0.0.1:1"), Server("b", "127.0.0.1:2")], 1.0)
+        a1, b1 = backend.servers
+        a1.total = b1.total = 5
+        b1.active = 1
+        changes = backend.setServers([Server("a", "127.0.0.1:1", weight=3), Server("c", "127.0.0.1:3")], 2.0)
+        self.assertEqual(
+            changes, ["server a weight 1 -> 3", "server c added (127.0.0.1:3)", "server b removed: draining until idle"]
+        )
+        self.assertIs(backend.servers[0], a1)
+        self.assertEqual((a1.total, a1.weight, b1.state), (5, 3, ServerState.DRAIN))
+        self.assertEqual([s.name for s in backend.eligible()], ["a", "c"])
+        gone = backend.whenGone(b1)
+        backend.release(b1)
+        self.assertIs(self.successResultOf(gone), b1)
+        self.assertEqual([s.name for s in backend.servers], ["a", "c"])
+        self.assertRaises(ConfigError, backend.setServers, [Server("x", "127.0.0.1:1"), Server("x", "127.0.0.1:2")])
+
+    def test_updateFromKeepsSource(self) -> None:
+        """A reload with the same source keeps the servers and the running source."""
+        ns = ["127.0.0.1:5353"]
+        backend = Backend("web", servers=SRV(NAME, nameservers=ns))
+        source = backend.serverSource
+        backend.setServers([Server("a", "127.0.0.1:1")])
+        self.assertEqual(backend.updateFrom(Backend("web", servers=SRV(NAME, nameservers=ns))), [])
+        self.assertIs(backend.serverSource, source)
+        self.assertEqual([s.name for s in backend.servers], ["a"])
+        other = SRV(NAME, nameservers=ns, minInterval=3)
+        self.assertEqual(backend.updateFrom(Backend("web", servers=other)), [f"servers now come from {other!r}"])
+        self.assertIs(backend.serverSource, other)
+        changes = backend.updateFrom(Backend("web", [Server("b", "127.0.0.1:2")]))
+        self.assertIsNone(backend.serverSource)
+        self.assertIn("server a removed: draining until idle", changes)
+        self.assertEqual([s.name for s in backend.servers], ["b"])  # a was idle: gone at once
+
+
+class ServiceTests(SynchronousTestCase):
+    """LoadBalancerService runs each backend's discovery while it runs, and checks what it finds."""
+
+    def test_runsWithTheService(self) -> None:
+        """Discovery starts and stops with the service; health checks cover discovered servers."""
+        reactor = MemoryReactorClock()
+        resolver = FakeResolver()
+        check = FakeCheck(interval=2.0)
+        backend = Backend("web", servers=SRV(NAME, resolver=resolver), health=check)
+        service = LoadBalancerService([tcp.Frontend("tcp:8000:interface=127.0.0.1", backend)], reactor)
+        self.assertEqual(resolver.queries, [])
+        service.startService()
+        self.assertEqual(len(resolver.queries), 1)
+        resolver.answer([srv("a.example.test", 1), srv("b.example.test", 2)], [a("a.example.test", "10.0.0.1"), a("b.example.test", "10.0.0.2")])
+        self.assertEqual([s.name for s in backend.servers], ["a.example.test:1", "b.example.test:2"])
+        self.assertEqual(sorted(service.healthServices[backend].monitors), ["a.example.test:1", "b.example.test:2"])
+        running = service.discoveryServices[backend]
+        self.assertEqual(service.syncDiscovery(), [])
+        self.assertIs(service.discoveryServices[backend], running)
+        stopped = service.stopService()
+        self.successResultOf(stopped)
+        self.assertFalse(running.running)
+        self.assertEqual(reactor.getDelayedCalls(), [])
