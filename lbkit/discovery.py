@@ -188,6 +188,7 @@ class DiscoveryService(Service):
         self._pending: Deferred[None] | None = None
         self._idle: list[Deferred[None]] = []
         self._watchers: list[Deferred[Sequence[Server]]] = []
+        self._lookedUp: list[Deferred[None]] = []
 
     def startService(self) -> None:
         Service.startService(self)
@@ -211,6 +212,12 @@ class DiscoveryService(Service):
         self._watchers.append(d)
         return d
 
+    def whenLookedUp(self) -> Deferred[None]:
+        """A L{Deferred} firing once the lookup in flight, else the next, has ended (for tests and tools)."""
+        d: Deferred[None] = Deferred()
+        self._lookedUp.append(d)
+        return d
+
     def _run(self) -> None:
         self._call = None
         d = maybeDeferred(self.lookup).addCallbacks(self._answered, self._failed)
@@ -220,8 +227,8 @@ class DiscoveryService(Service):
 
     def _ended(self, ignored: object) -> None:
         self._pending = None
-        idle, self._idle = self._idle, []
-        for d in idle:
+        waiting, self._idle, self._lookedUp = self._idle + self._lookedUp, [], []
+        for d in waiting:
             d.callback(None)
 
     def _schedule(self, delay: float) -> None:
@@ -244,10 +251,8 @@ class DiscoveryService(Service):
             for d in watchers:
                 d.callback(servers)
         if self.lastError is not None:
-            _log.info(
-                "lbkit: {what}: answers again ({count} servers) after {failures} failed lookups",
-                what=self.description, count=len(servers), failures=self.failures,
-            )
+            _log.info("lbkit: {what}: answers again ({count} servers) after {failures} failed lookups",
+                      what=self.description, count=len(servers), failures=self.failures)
         self.failures, self.lastError = 0, None
         if answer.notes and list(answer.notes) != list(self._notes):
             _log.warn("lbkit: {what}: {notes}", what=self.description, notes="; ".join(answer.notes))
@@ -509,8 +514,6 @@ class A(_DNSSource):
         records = [rr for rr in result[0] if rr.type == dns.A]
         if not records:
             raise NoRecords(f"no A records for {self.name}")
-        port = self.port
-        assert port is not None
-        ips = sorted({_address(rr.payload) for rr in records}, key=_addressOrder)
+        port, ips = self.port or 0, sorted({_address(rr.payload) for rr in records}, key=_addressOrder)
         servers = [self._server(f"{ip}:{port}", ip, port) for ip in ips]
         return Answer(servers, min(rr.ttl for rr in records))

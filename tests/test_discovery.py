@@ -8,24 +8,33 @@ examples/discovery.py under twistd.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from typing import Any, Sequence
 
-from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.defer import Deferred, TimeoutError, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IResolver
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger
 from twisted.names import dns
 from twisted.names.error import DNSNameError, DNSServerError
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from lbkit import Backend, Server, ServerState, discovery, tcp
+from lbkit._listening import listeningServices
 from lbkit.discovery import SRV, A, srvWeight
 from lbkit.error import ConfigError
 from lbkit.interfaces import IServerSource
-from lbkit.service import LoadBalancerService
+from lbkit.service import LoadBalancerService, fromSiteFile
 from lbkit.testing import FakeCheck, assertProvides
+from tests.dnsmasq import Dnsmasq, hostRecord, srvHost
+from tests.helpers import listen
+from tests.test_examples import EXAMPLES, curl, startProcess, stopCleanly, twistd
 
 
 @implementer(IResolver)
@@ -325,3 +334,185 @@ class ServiceTests(SynchronousTestCase):
         self.successResultOf(stopped)
         self.assertFalse(running.running)
         self.assertEqual(reactor.getDelayedCalls(), [])
+
+
+class Named(Protocol):
+    """A server answering C{label:data} to each chunk."""
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(self.factory.label + b":" + data)  # type: ignore[attr-defined]
+
+
+class Asker(Protocol):
+    """A client that asks questions one at a time on one connection."""
+
+    def __init__(self) -> None:
+        self.answer: Deferred[bytes] | None = None
+        self.lost: Deferred[None] = Deferred()
+
+    def ask(self, data: bytes) -> Deferred[bytes]:
+        assert self.transport is not None
+        self.answer = Deferred()
+        self.transport.write(data)
+        return self.answer.addTimeout(5, self.factory.reactor)  # type: ignore[attr-defined]
+
+    def dataReceived(self, data: bytes) -> None:
+        answer, self.answer = self.answer, None
+        if answer is not None:
+            answer.callback(data)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost.callback(None)
+
+
+class RealDNSTests(TestCase):
+    """An SRV backend on a real dnsmasq, with real traffic through a tcp frontend."""
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        from twisted.internet import reactor
+
+        self.reactor: Any = reactor
+        self.dns = Dnsmasq(self, reactor)
+        self.ports: dict[str, int] = {}
+        for label in "abc":
+            factory = Factory.forProtocol(Named)
+            factory.label = label.encode()  # type: ignore[attr-defined]
+            self.ports[label] = listen(self, reactor, factory)
+
+    def zone(self, *entries: tuple[str, int, int]) -> list[str]:
+        """SRV records (label, priority, weight) for the servers, and their targets' addresses."""
+        return [srvHost(NAME, f"{label}.example.test", self.ports[label], prio, weight) for label, prio, weight in entries] + [
+            hostRecord(f"{label}.example.test", "127.0.0.1") for label in "abc"
+        ]
+
+    def within(self, d: Deferred[Any], seconds: float = 10) -> Deferred[Any]:
+        return d.addTimeout(seconds, self.reactor)
+
+    @inlineCallbacks
+    def connect(self, port: int) -> Any:
+        factory = Factory.forProtocol(Asker)
+        factory.reactor = self.reactor  # type: ignore[attr-defined]
+        endpoint = TCP4ClientEndpoint(self.reactor, "127.0.0.1", port)
+        client = yield endpoint.connect(factory)
+
+        def close() -> Deferred[None]:
+            client.transport.loseConnection()
+            return client.lost
+
+        self.addCleanup(close)
+        return client
+
+    @inlineCallbacks
+    def test_followsTheZone(self) -> Any:
+        """
+        Both SRV servers answer; a zone change adds and removes servers within
+        the TTL floor (the kept one keeps its counters, the removed one
+        drains without cutting its connection); a dead nameserver keeps them.
+        """
+        yield self.dns.start(self.zone(("a", 0, 256), ("b", 0, 512)))
+        source = SRV(NAME, nameservers=[self.dns.nameserver], minInterval=0.2, maxInterval=1.0, timeout=0.3)
+        backend = Backend("web", servers=source)
+        frontend = tcp.Frontend("tcp:0:interface=127.0.0.1", backend, name="web-in")
+        service = LoadBalancerService([frontend], self.reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        found = service.discoveryServices[backend]
+        yield self.within(found.whenDelivered())
+        self.assertEqual(described(backend.servers), [
+            (f"a.example.test:{self.ports['a']}", f"127.0.0.1:{self.ports['a']}", 1, False),
+            (f"b.example.test:{self.ports['b']}", f"127.0.0.1:{self.ports['b']}", 2, False),
+        ])
+        port = listeningServices(service.itemServices[id(frontend)])[0].port.getHost().port  # type: ignore[union-attr]
+        held: dict[bytes, list[Any]] = {}
+        for _ in range(3):
+            client = yield self.connect(port)
+            label = (yield client.ask(b"x")).split(b":")[0]
+            held.setdefault(label, []).append(client)
+        self.assertEqual(sorted(held), [b"a", b"b"])
+        a1, b1 = backend.servers
+        total = a1.total
+
+        yield self.dns.restart(self.zone(("a", 0, 256), ("c", 1, 0)))
+        servers = yield self.within(found.whenDelivered())
+        self.assertEqual([s.name for s in servers], [f"a.example.test:{self.ports['a']}", f"c.example.test:{self.ports['c']}"])
+        self.assertIs(backend.servers[0], a1)
+        self.assertEqual(a1.total, total)
+        self.assertTrue(backend.servers[1].backup)
+        self.assertEqual((b1.state, backend.leaving()), (ServerState.DRAIN, [b1]))
+        for client in held[b"b"]:
+            self.assertEqual((yield client.ask(b"y")), b"b:y")  # not cut
+        gone = backend.whenGone(b1)
+        for client in held[b"b"]:
+            self.assertNoResult(gone)
+            client.transport.loseConnection()
+        yield self.within(gone)
+
+        yield self.dns.stop()
+        while found.lastError is None:
+            yield self.within(found.whenLookedUp())
+        self.assertEqual([s.name for s in backend.servers], [s.name for s in servers])
+        client = yield self.connect(port)
+        self.assertEqual((yield client.ask(b"z")), b"a:z")
+
+    @inlineCallbacks
+    def test_reloadKeepsOneDiscovery(self) -> Any:
+        """A reload of the same site file keeps the running discovery; a changed source restarts it."""
+        yield self.dns.start(self.zone(("a", 0, 0)))
+        site = os.path.join(tempfile.mkdtemp(prefix="lbkit-disc-"), "site.py")
+        self.addCleanup(shutil.rmtree, os.path.dirname(site), True)
+
+        def write(minInterval: float) -> None:
+            with open(site, "w") as f:
+                f.write(
+                    "from lbkit import Backend, tcp\nfrom lbkit.discovery import SRV\n"
+                    f"web = Backend('web', servers=SRV({NAME!r}, nameservers=[{self.dns.nameserver!r}],"
+                    f" minInterval={minInterval}, timeout=0.3))\n"
+                    "listen = [tcp.Frontend('tcp:0:interface=127.0.0.1', web)]\n"
+                )
+
+        write(0.2)
+        service = fromSiteFile(site, self.reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        [backend] = service.backends()
+        first = service.discoveryServices[backend]
+        yield self.within(first.whenDelivered())
+        changes = yield service.reload()
+        self.assertEqual((changes, service.discoveryServices[backend]), ([], first))
+        write(0.3)
+        changes = yield service.reload()
+        self.assertIn("backend web: discovery restarted", changes)
+        self.assertFalse(first.running)
+        self.assertEqual([type(c) for c in service if isinstance(c, discovery.DiscoveryService)], [discovery.DiscoveryService])
+        self.assertEqual([s.name for s in backend.servers], [f"a.example.test:{self.ports['a']}"])
+
+
+class ExampleTests(TestCase):
+    """examples/discovery.py under twistd, with its nameserver a real dnsmasq."""
+
+    timeout = 30
+
+    @inlineCallbacks
+    def test_example(self) -> Any:
+        """The example's backend finds web1 and web2 through SRV and serves from both."""
+        from twisted.internet import reactor
+
+        dns_ = Dnsmasq(self, reactor)
+        yield dns_.start([
+            srvHost(NAME, "web1.example.test", 9081), srvHost(NAME, "web2.example.test", 9082),
+            hostRecord("web1.example.test", "127.0.0.1"), hostRecord("web2.example.test", "127.0.0.1"),
+        ])
+        cwd = tempfile.mkdtemp(prefix="lbkit-ex-")
+        self.addCleanup(shutil.rmtree, cwd, True)
+        argv = twistd("lbkit", "--config", os.path.join(EXAMPLES, "discovery.py"))
+        watcher, process = startProcess(self, argv, cwd, env={**os.environ, "LBKIT_DNS": dns_.nameserver})
+        yield watcher.waitFor("frontend discovery-demo listening on")
+        yield watcher.waitFor("server web2.example.test:9082 added")
+        answers = set()
+        for _ in range(2):
+            answers.add((yield curl("http://127.0.0.1:8088/")).strip())
+        self.assertEqual(answers, {"web1", "web2"})
+        yield stopCleanly(self, watcher, process)
