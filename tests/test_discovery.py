@@ -8,80 +8,36 @@ examples/discovery.py under twistd.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import tempfile
+from types import SimpleNamespace
 from typing import Any, Sequence
 
 from twisted.internet.defer import Deferred, TimeoutError, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.interfaces import IResolver
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger
-from twisted.names import dns
 from twisted.names.error import DNSNameError, DNSServerError
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from zope.interface import implementer
 
 from lbkit import Backend, Server, ServerState, discovery, tcp
 from lbkit._listening import listeningServices
+from lbkit._worker import WorkerService
+from lbkit._workerproc import statesOf
 from lbkit.discovery import SRV, A, srvWeight
 from lbkit.error import ConfigError
 from lbkit.interfaces import IServerSource
 from lbkit.service import LoadBalancerService, fromSiteFile
 from lbkit.testing import FakeCheck, assertProvides
-from tests.dnsmasq import Dnsmasq, hostRecord, srvHost
+from lbkit.workers import WorkerProcess
+from tests.dnshelpers import NAME, Dnsmasq, FakeResolver, a, aaaa, hostRecord, srv, srvHost
 from tests.helpers import listen
 from tests.test_examples import EXAMPLES, curl, startProcess, stopCleanly, twistd
-
-
-@implementer(IResolver)
-class FakeResolver:
-    """An L{IResolver} whose lookups stay pending until the test answers them."""
-
-    def __init__(self) -> None:
-        self.queries: list[tuple[str, str, Deferred[Any]]] = []
-
-    def _ask(self, kind: str, name: str) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-        self.queries.append((kind, name, d))
-        return d
-
-    def lookupService(self, name: str, timeout: Any = None) -> Deferred[Any]:
-        return self._ask("SRV", name)
-
-    def lookupAddress(self, name: str, timeout: Any = None) -> Deferred[Any]:
-        return self._ask("A", name)
-
-    def lookupIPV6Address(self, name: str, timeout: Any = None) -> Deferred[Any]:
-        return self._ask("AAAA", name)
-
-    def answer(self, answers: Sequence[Any], additional: Sequence[Any] = ()) -> tuple[str, str]:
-        """Answer the oldest pending lookup; return its kind and name."""
-        kind, name, d = self.queries.pop(0)
-        d.callback((list(answers), [], list(additional)))
-        return kind, name
-
-    def fail(self, error: Exception) -> None:
-        """Fail the oldest pending lookup."""
-        self.queries.pop(0)[2].errback(error)
-
-
-NAME = "_http._tcp.web.example.test"
-
-
-def srv(target: str, port: int, priority: int = 0, weight: int = 0, ttl: int = 30) -> dns.RRHeader:
-    return dns.RRHeader(NAME, dns.SRV, ttl=ttl, payload=dns.Record_SRV(priority, weight, port, target, ttl=ttl))
-
-
-def a(name: str, ip: str, ttl: int = 30) -> dns.RRHeader:
-    return dns.RRHeader(name, dns.A, ttl=ttl, payload=dns.Record_A(ip, ttl))
-
-
-def aaaa(name: str, ip: str, ttl: int = 30) -> dns.RRHeader:
-    return dns.RRHeader(name, dns.AAAA, ttl=ttl, payload=dns.Record_AAAA(ip, ttl))
 
 
 def described(servers: Sequence[Server]) -> list[tuple[str, str, int, bool]]:
@@ -490,14 +446,41 @@ class RealDNSTests(TestCase):
         self.assertEqual([s.name for s in backend.servers], [f"a.example.test:{self.ports['a']}"])
 
 
+class WorkersTests(SynchronousTestCase):
+    """Under --workers, each worker discovers on its own and takes the supervisor's states."""
+
+    def test_workerSplitsAndAsks(self) -> None:
+        """A worker splits a discovered server's maxconn, and asks for states when servers changed."""
+        backend = Backend("web", servers=SRV(NAME, resolver=FakeResolver()))
+        service = WorkerService([tcp.Frontend("tcp:8000:interface=127.0.0.1", backend)], MemoryReactorClock(), workers=2)
+        asked: list[None] = []
+        service.onDiscovered = lambda: asked.append(None)
+        service.serversDiscovered(backend, [Server("a", "127.0.0.1:1", maxconn=5)])
+        self.assertEqual((backend.servers[0].maxconn, len(asked)), (3, 1))
+        service.serversDiscovered(backend, [Server("a", "127.0.0.1:1", maxconn=5)])
+        self.assertEqual(len(asked), 1, "nothing changed: nothing asked")
+
+    def test_supervisorAnswers(self) -> None:
+        """The supervisor answers a worker's "discovered" with every server's state."""
+        backend = Backend("web", [Server("a", "127.0.0.1:1")])
+        listen = [tcp.Frontend("tcp:8000:interface=127.0.0.1", backend)]
+        backend.servers[0].setState(ServerState.DOWN)
+        process = WorkerProcess(SimpleNamespace(reactor=Clock(), listen=listen), 0, 1)  # type: ignore[arg-type]
+        transport = StringTransport()
+        transport.pid = 1  # type: ignore[attr-defined]
+        process.makeConnection(transport)
+        transport.clear()
+        process.childDataReceived(1, b'{"op": "discovered"}\n')
+        self.assertEqual(json.loads(transport.value()), {"op": "states", "states": statesOf(listen)})
+
+
 class ExampleTests(TestCase):
-    """examples/discovery.py under twistd, with its nameserver a real dnsmasq."""
+    """examples/discovery.py under twistd, its nameserver a real dnsmasq, alone and with --workers 2."""
 
     timeout = 30
 
     @inlineCallbacks
-    def test_example(self) -> Any:
-        """The example's backend finds web1 and web2 through SRV and serves from both."""
+    def startExample(self, *options: str) -> Any:
         from twisted.internet import reactor
 
         dns_ = Dnsmasq(self, reactor)
@@ -507,12 +490,30 @@ class ExampleTests(TestCase):
         ])
         cwd = tempfile.mkdtemp(prefix="lbkit-ex-")
         self.addCleanup(shutil.rmtree, cwd, True)
-        argv = twistd("lbkit", "--config", os.path.join(EXAMPLES, "discovery.py"))
-        watcher, process = startProcess(self, argv, cwd, env={**os.environ, "LBKIT_DNS": dns_.nameserver})
-        yield watcher.waitFor("frontend discovery-demo listening on")
-        yield watcher.waitFor("server web2.example.test:9082 added")
+        argv = twistd("lbkit", "--config", os.path.join(EXAMPLES, "discovery.py"), *options)
+        return startProcess(self, argv, cwd, env={**os.environ, "LBKIT_DNS": dns_.nameserver})
+
+    @inlineCallbacks
+    def serveBoth(self, watcher: Any, process: Any) -> Any:
         answers = set()
-        for _ in range(2):
+        for _ in range(4):
             answers.add((yield curl("http://127.0.0.1:8088/")).strip())
         self.assertEqual(answers, {"web1", "web2"})
         yield stopCleanly(self, watcher, process)
+
+    @inlineCallbacks
+    def test_example(self) -> Any:
+        """The example's backend finds web1 and web2 through SRV and serves from both."""
+        watcher, process = yield self.startExample()
+        yield watcher.waitFor("frontend discovery-demo listening on")
+        yield watcher.waitFor("server web2.example.test:9082 added")
+        yield self.serveBoth(watcher, process)
+
+    @inlineCallbacks
+    def test_exampleWithWorkers(self) -> Any:
+        """Under --workers 2, each worker discovers web1 and web2 on its own and serves from them."""
+        watcher, process = yield self.startExample("--workers", "2")
+        yield watcher.waitFor("worker 1 (pid")
+        for pid in sorted(set(re.findall(r"worker \d \(pid (\d+)\)", watcher.output)))[:2]:
+            yield watcher.waitFor(f"(pid {pid}): [lbkit#info] lbkit: discovery: backend web: server web2.example.test:9082 added")
+        yield self.serveBoth(watcher, process)

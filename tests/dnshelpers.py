@@ -1,7 +1,9 @@
 """
-A real DNS server for the discovery tests: dnsmasq on a free 127.0.0.1
-port, in the foreground, answering only from the records a test gives it
-(no upstream, no /etc/hosts), with TTL 0 unless told otherwise.
+DNS for the discovery tests: L{FakeResolver}, whose lookups the test
+answers, with records built by L{srv}, L{a} and L{aaaa}; and L{Dnsmasq}, a
+real DNS server on a free 127.0.0.1 port, in the foreground, answering
+only from the records a test gives it (no upstream, no /etc/hosts), with
+TTL 0 unless told otherwise.
 """
 
 from __future__ import annotations
@@ -13,13 +15,63 @@ import socket
 from typing import Any, Sequence
 
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import IResolver
+from twisted.names import dns
 from twisted.names.client import Resolver
 from twisted.trial.unittest import SkipTest, TestCase
+from zope.interface import implementer
 
 from tests.helpers import ProcessRunner, spawn
 
 #: A name every zone answers, to know dnsmasq is ready.
 READY = "ready.example.test"
+
+
+@implementer(IResolver)
+class FakeResolver:
+    """An L{IResolver} whose lookups stay pending until the test answers them."""
+
+    def __init__(self) -> None:
+        self.queries: list[tuple[str, str, Deferred[Any]]] = []
+
+    def _ask(self, kind: str, name: str) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.queries.append((kind, name, d))
+        return d
+
+    def lookupService(self, name: str, timeout: Any = None) -> Deferred[Any]:
+        return self._ask("SRV", name)
+
+    def lookupAddress(self, name: str, timeout: Any = None) -> Deferred[Any]:
+        return self._ask("A", name)
+
+    def lookupIPV6Address(self, name: str, timeout: Any = None) -> Deferred[Any]:
+        return self._ask("AAAA", name)
+
+    def answer(self, answers: Sequence[Any], additional: Sequence[Any] = ()) -> tuple[str, str]:
+        """Answer the oldest pending lookup; return its kind and name."""
+        kind, name, d = self.queries.pop(0)
+        d.callback((list(answers), [], list(additional)))
+        return kind, name
+
+    def fail(self, error: Exception) -> None:
+        """Fail the oldest pending lookup."""
+        self.queries.pop(0)[2].errback(error)
+
+
+NAME = "_http._tcp.web.example.test"
+
+
+def srv(target: str, port: int, priority: int = 0, weight: int = 0, ttl: int = 30) -> dns.RRHeader:
+    return dns.RRHeader(NAME, dns.SRV, ttl=ttl, payload=dns.Record_SRV(priority, weight, port, target, ttl=ttl))
+
+
+def a(name: str, ip: str, ttl: int = 30) -> dns.RRHeader:
+    return dns.RRHeader(name, dns.A, ttl=ttl, payload=dns.Record_A(ip, ttl))
+
+
+def aaaa(name: str, ip: str, ttl: int = 30) -> dns.RRHeader:
+    return dns.RRHeader(name, dns.AAAA, ttl=ttl, payload=dns.Record_AAAA(ip, ttl))
 
 
 def findDnsmasq() -> str:
