@@ -42,11 +42,8 @@ _log = Logger(namespace="lbkit.discovery")
 
 #: Why a lookup failed, by exception class, for the log.
 _REASONS: tuple[tuple[type[BaseException], str], ...] = (
-    (dnserror.DNSNameError, "NXDOMAIN"),
-    (dnserror.DNSServerError, "SERVFAIL"),
-    (dnserror.DNSQueryRefusedError, "REFUSED"),
-    (dnserror.DNSQueryTimeoutError, "timeout"),
-    (TimeoutError, "timeout"),
+    (dnserror.DNSNameError, "NXDOMAIN"), (dnserror.DNSServerError, "SERVFAIL"),
+    (dnserror.DNSQueryRefusedError, "REFUSED"), (dnserror.DNSQueryTimeoutError, "timeout"), (TimeoutError, "timeout"),
 )
 
 
@@ -197,9 +194,9 @@ class DiscoveryService(Service):
 
     def stopService(self) -> Deferred[None] | None:
         Service.stopService(self)
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
         if self._pending is None:
             return None
         d: Deferred[None] = Deferred()
@@ -221,9 +218,13 @@ class DiscoveryService(Service):
     def _run(self) -> None:
         self._call = None
         d = maybeDeferred(self.lookup).addCallbacks(self._answered, self._failed)
-        d.addErrback(lambda f: _log.failure("lbkit: {what}: unexpected error", f, what=self.description))
-        self._pending = d
+        self._pending = d.addErrback(self._unexpected)
         d.addBoth(self._ended)
+
+    def _unexpected(self, failure: Failure) -> None:
+        _log.failure("lbkit: {what}: unexpected error", failure, what=self.description)
+        if self._call is None:
+            self._failed(failure)  # never stop looking
 
     def _ended(self, ignored: object) -> None:
         self._pending = None
@@ -262,9 +263,8 @@ class DiscoveryService(Service):
     def _failed(self, failure: Failure) -> None:
         if not self.running:
             return
-        reason = next((why for kind, why in _REASONS if failure.check(kind)), None)
-        if reason is None:
-            reason = str(failure.value) or type(failure.value).__name__
+        reason = next((why for kind, why in _REASONS if failure.check(kind)), None) or (
+            str(failure.value) or type(failure.value).__name__)
         self.failures += 1
         delay = min(self.minInterval * 2 ** min(self.failures - 1, 30), self.maxInterval)
         if reason != self.lastError:

@@ -3,7 +3,8 @@ DNS for the discovery tests: L{FakeResolver}, whose lookups the test
 answers, with records built by L{srv}, L{a} and L{aaaa}; and L{Dnsmasq}, a
 real DNS server on a free 127.0.0.1 port, in the foreground, answering
 only from the records a test gives it (no upstream, no /etc/hosts), with
-TTL 0 unless told otherwise.
+TTL 0 unless told otherwise.  L{Named} servers and L{Asker} clients carry
+the traffic.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Sequence
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IResolver
+from twisted.internet.protocol import Protocol
 from twisted.names import dns
 from twisted.names.client import Resolver
 from twisted.trial.unittest import SkipTest, TestCase
@@ -162,3 +164,33 @@ class Dnsmasq:
         """Serve C{records} instead, on the same port."""
         yield self.stop()
         yield self.start(records)
+
+
+class Named(Protocol):
+    """A server answering C{label:data} to each chunk."""
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(self.factory.label + b":" + data)  # type: ignore[attr-defined]
+
+
+class Asker(Protocol):
+    """A client that asks questions one at a time on one connection."""
+
+    def __init__(self) -> None:
+        self.answer: Deferred[bytes] | None = None
+        self.lost: Deferred[None] = Deferred()
+
+    def ask(self, data: bytes) -> Deferred[bytes]:
+        assert self.transport is not None
+        self.answer = Deferred()
+        self.transport.write(data)
+        return self.answer.addTimeout(5, self.factory.reactor)  # type: ignore[attr-defined]
+
+    def dataReceived(self, data: bytes) -> None:
+        answer, self.answer = self.answer, None
+        if answer is not None:
+            answer.callback(data)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost.callback(None)

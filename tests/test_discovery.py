@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from twisted.internet.defer import Deferred, TimeoutError, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger
@@ -35,7 +35,18 @@ from lbkit.interfaces import IServerSource
 from lbkit.service import LoadBalancerService, fromSiteFile
 from lbkit.testing import FakeCheck, assertProvides
 from lbkit.workers import WorkerProcess
-from tests.dnshelpers import NAME, Dnsmasq, FakeResolver, a, aaaa, hostRecord, srv, srvHost
+from tests.dnshelpers import (
+    NAME,
+    Asker,
+    Dnsmasq,
+    FakeResolver,
+    Named,
+    a,
+    aaaa,
+    hostRecord,
+    srv,
+    srvHost,
+)
 from tests.helpers import listen
 from tests.test_examples import EXAMPLES, curl, startProcess, stopCleanly, twistd
 
@@ -167,6 +178,22 @@ class DiscoveryServiceTests(SynchronousTestCase):
         self.assertEqual(self.delivered, [])
         self.assertEqual(self.logged("lookup failed"), 1)
 
+    def test_deliverRaises(self) -> None:
+        """An unexpected error delivering is logged, and the lookups go on."""
+
+        def deliver(servers: Sequence[Server]) -> None:
+            raise RuntimeError("boom")
+
+        service = A("web.example.test", 80, resolver=self.resolver).makeService(self.clock, deliver)
+        service.startService()
+        self.resolver.answer([a("web.example.test", "10.0.0.1")])
+        self.assertEqual(self.logged("unexpected error"), 1)
+        self.clock.advance(1)
+        self.assertEqual(len(self.resolver.queries), 1)
+        service.stopService()
+        self.resolver.fail(TimeoutError())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_stopWaitsForLookup(self) -> None:
         """Stopping with a lookup in flight fires once it ended, and delivers nothing more."""
         service = self.start(A("web.example.test", 80, resolver=self.resolver))
@@ -292,36 +319,6 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(reactor.getDelayedCalls(), [])
 
 
-class Named(Protocol):
-    """A server answering C{label:data} to each chunk."""
-
-    def dataReceived(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(self.factory.label + b":" + data)  # type: ignore[attr-defined]
-
-
-class Asker(Protocol):
-    """A client that asks questions one at a time on one connection."""
-
-    def __init__(self) -> None:
-        self.answer: Deferred[bytes] | None = None
-        self.lost: Deferred[None] = Deferred()
-
-    def ask(self, data: bytes) -> Deferred[bytes]:
-        assert self.transport is not None
-        self.answer = Deferred()
-        self.transport.write(data)
-        return self.answer.addTimeout(5, self.factory.reactor)  # type: ignore[attr-defined]
-
-    def dataReceived(self, data: bytes) -> None:
-        answer, self.answer = self.answer, None
-        if answer is not None:
-            answer.callback(data)
-
-    def connectionLost(self, reason: Any = None) -> None:
-        self.lost.callback(None)
-
-
 class RealDNSTests(TestCase):
     """An SRV backend on a real dnsmasq, with real traffic through a tcp frontend."""
 
@@ -391,8 +388,9 @@ class RealDNSTests(TestCase):
         a1, b1 = backend.servers
         total = a1.total
 
+        changed = found.whenDelivered()  # before the new zone can answer
         yield self.dns.restart(self.zone(("a", 0, 256), ("c", 1, 0)))
-        servers = yield self.within(found.whenDelivered())
+        servers = yield self.within(changed)
         self.assertEqual([s.name for s in servers], [f"a.example.test:{self.ports['a']}", f"c.example.test:{self.ports['c']}"])
         self.assertIs(backend.servers[0], a1)
         self.assertEqual(a1.total, total)
