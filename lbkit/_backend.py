@@ -6,7 +6,6 @@ them (balancer, health check, persistence) and the maxconn queue.
 
 from __future__ import annotations
 
-import warnings
 from collections import deque
 from typing import Any, Callable, Sequence, Tuple
 
@@ -17,10 +16,16 @@ from zope.interface import implementer
 
 from lbkit._model import Context, Server, ServerState
 from lbkit._origin import definedAt
-from lbkit._settings import balanceChanges, samePolicy
+from lbkit._settings import activeHookOf, balanceChanges, samePolicy, sameTarget
 from lbkit.balance._roundrobin import RoundRobin
 from lbkit.error import ConfigError, NoServerAvailable, QueueTimeout
-from lbkit.interfaces import IActiveBalancer, IBalancer, IHealthCheck, IPersistence, IServerListener
+from lbkit.interfaces import (
+    IBalancer,
+    IHealthCheck,
+    IPersistence,
+    IServerListener,
+    IServerSource,
+)
 
 __all__ = ["Backend", "backendsOf"]
 
@@ -34,30 +39,6 @@ def _defaultBalancer() -> IBalancer:
 _Waiter = Tuple["Deferred[Server]", Context]
 
 
-def _activeHookOf(balancer: IBalancer, where: tuple[str, int]) -> Callable[[Server], object] | None:
-    """
-    The C{activeChanged} method of C{balancer} when it provides
-    L{IActiveBalancer}.  A balancer declaring only L{IBalancer} but having
-    the method (as lbkit accepted before the interface existed) still gets
-    called, with a C{DeprecationWarning} pointing at C{where}, the line
-    that created the backend.
-    """
-    if IActiveBalancer.providedBy(balancer):
-        return balancer.activeChanged  # type: ignore[attr-defined,no-any-return]
-    hook = getattr(balancer, "activeChanged", None)
-    if hook is not None and callable(hook):
-        warnings.warn_explicit(
-            f"{type(balancer).__name__} has activeChanged() but does not declare"
-            " @implementer(IActiveBalancer) (lbkit.interfaces); it is called for"
-            " now, declare the interface to keep it so",
-            DeprecationWarning,
-            where[0],
-            where[1],
-        )
-        return hook  # type: ignore[no-any-return]
-    return None
-
-
 @implementer(IServerListener)
 class Backend:
     """
@@ -65,6 +46,9 @@ class Backend:
 
     @ivar name: The backend's name.
     @ivar servers: Every configured server, in configuration (id) order.
+    @ivar serverSource: The L{IServerSource} the servers come from (the
+        C{servers} argument was one, e.g. L{lbkit.discovery.SRV}), or
+        L{None} when the site file lists them.
     @ivar balance: The L{IBalancer}.
     @ivar health: An L{IHealthCheck} or L{None}.
     @ivar persistence: An L{IPersistence} or L{None}.
@@ -79,7 +63,7 @@ class Backend:
     def __init__(
         self,
         name: str,
-        servers: Sequence[Server] = (),
+        servers: Sequence[Server] | IServerSource = (),
         balance: IBalancer | None = None,
         health: IHealthCheck | None = None,
         persistence: IPersistence | None = None,
@@ -94,8 +78,11 @@ class Backend:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"backend name must be a non-empty string, not {name!r}")
         self.name = name
-        servers = list(servers)
-        if not servers:
+        self.serverSource: IServerSource | None = None
+        if IServerSource.providedBy(servers):  # none until its first answer
+            self.serverSource, servers = servers, []  # type: ignore[assignment]
+        servers = list(servers)  # type: ignore[arg-type]
+        if not servers and self.serverSource is None:
             raise ConfigError(f"backend {name!r} has no servers")
         seen: set[str] = set()
         for i, server in enumerate(servers):
@@ -114,7 +101,7 @@ class Backend:
         if not IBalancer.providedBy(self.balance):
             raise ConfigError(f"backend {name!r}: balance={balance!r} does not provide IBalancer")
         #: The balancer's C{activeChanged(server)} (L{IActiveBalancer}), or L{None}.
-        self._activeHook: Callable[[Server], object] | None = _activeHookOf(self.balance, self.definedAt)
+        self._activeHook: Callable[[Server], object] | None = activeHookOf(self.balance, self.definedAt)
         if health is not None and not IHealthCheck.providedBy(health):
             raise ConfigError(f"backend {name!r}: health={health!r} does not provide IHealthCheck")
         if persistence is not None and not IPersistence.providedBy(persistence):
@@ -134,7 +121,7 @@ class Backend:
         self._queue: deque[_Waiter] = deque()
         self._anyMaxconn = any(s.maxconn is not None for s in servers)
         self._eligible: list[Server] = []
-        #: Servers removed by a reload, draining until idle (L{updateFrom}).
+        #: Servers removed (L{setServers}), draining until idle.
         self._leaving: dict[Server, list[Deferred[Server]]] = {}
         self._recompute()
         self.noServerCount = 0
@@ -331,39 +318,82 @@ class Backend:
         Take the configuration of C{new}, a backend of the same name just
         loaded again from the site file, and keep this backend's live state.
 
+        The servers are taken as L{setServers} takes them; when C{new}'s
+        come from an L{IServerSource}, the servers here stay (the source's
+        next answer changes them), and so does the running source when it
+        is L{IServerSource.sameAs} the new one.  The balancer, retries,
+        timeouts and C{allBackups} are taken from C{new} (a balancer of
+        another class, or with other public settings, is listed among the
+        changes); the health check too, unless configured alike; the
+        persistence strategy is kept (with its stick table) when of the
+        same class.  C{new} must not be used afterwards: its servers move
+        here.
+
+        @param now: The time, for the servers' C{lastChange}.
+        @return: One line per change, for the log.
+        """
+        changes: list[str] = []
+        drain: list[Server] = []
+        if new.serverSource is None:
+            if self.serverSource is not None:
+                changes.append("servers listed in the site file replace the discovered ones")
+                self.serverSource = None
+            for server in new.servers:
+                server.removeListener(new)
+                server.backend = None
+            drain = self._mergeServers(list(new.servers), now, changes)
+        elif self.serverSource is None or not self.serverSource.sameAs(new.serverSource):
+            changes.append(f"servers now come from {new.serverSource!r}")
+            self.serverSource = new.serverSource
+        self._updateSettings(new, changes)
+        self._settle(drain, now, "removed from the site file")
+        return changes
+
+    def setServers(self, servers: Sequence[Server], now: float = 0.0) -> list[str]:
+        """
+        Make C{servers} (new L{Server} objects, in no backend yet) this
+        backend's servers, as a reload does (L{lbkit.discovery} calls this
+        with each new answer):
+
           - A server of the same name and address stays the same object:
             its state, counters and sessions are kept; a weight that
             differs from the one it was configured with is applied with
-            L{Server.setWeight} (a weight set at run time survives a reload
+            L{Server.setWeight} (a weight set at run time survives an update
             that does not change the configured one); C{maxconn},
             C{backup}, C{sendProxy}, C{slowstart} and C{cookie} are taken.
           - A server whose address (or TLS settings) changed is replaced by
             the new one; the old one is set to MAINT and forgotten (its
             connections go on).
           - A new server joins, UP (its health checks decide from there).
-          - A server no longer configured goes to DRAIN (if it was UP) and
+          - A server no longer listed goes to DRAIN (if it was UP) and
             leaves once it has no connection (see L{whenGone}).
-          - The balancer, retries, timeouts and C{allBackups} are taken from
-            C{new} (a balancer of another class, or with other public
-            settings, is listed among the changes); the health check too,
-            unless configured alike; the
-            persistence strategy is kept (with its stick table) when of the
-            same class.
-
-        C{new} must not be used afterwards: its servers move here.
 
         @param now: The time, for the servers' C{lastChange}.
         @return: One line per change, for the log.
+        @raise ConfigError: when C{servers} are not new L{Server} objects
+            of distinct names; nothing changes then.
         """
+        servers = list(servers)
+        if len({s.name for s in servers}) < len(servers) or any(s.backend is not None for s in servers):
+            raise ConfigError(f"backend {self.name!r}: setServers needs new servers of distinct names")
         changes: list[str] = []
+        drain = self._mergeServers(servers, now, changes)
+        self._settle(drain, now, "no longer discovered")
+        return changes
+
+    def _mergeServers(self, incoming: list[Server], now: float, changes: list[str]) -> list[Server]:
+        """
+        The server part of L{setServers} and L{updateFrom}: take C{incoming}
+        (detached from any backend), appending to C{changes}.
+
+        @return: The servers that start draining (L{_settle} sets them DRAIN).
+        """
         mine = {s.name: s for s in self.servers}
         servers: list[Server] = []
         nextId = max([s.id for s in self.servers] + [0]) + 1
-        for server in new.servers:
-            server.removeListener(new)
-            server.backend = None
+        for server in incoming:
             old = mine.pop(server.name, None)
-            if old is not None and _sameTarget(old, server):
+            if old is not None and sameTarget(old, server):
                 if old.givenEndpoint is not None:
                     old.givenEndpoint = server.givenEndpoint
                     old.address = server.address
@@ -380,7 +410,7 @@ class Backend:
                 server.id = old.id
                 self._leaving.pop(old, None)
                 old.removeListener(self)
-                old.setState(ServerState.MAINT, "replaced by a reload (address changed)", now)
+                old.setState(ServerState.MAINT, "replaced (address changed)", now)
                 changes.append(f"server {server.name} address {old.address} -> {server.address}")
             servers.append(server)
         drain: list[Server] = []
@@ -391,24 +421,26 @@ class Backend:
                 drain.append(old)
             servers.append(old)
         self.servers = servers
-        self._updateSettings(new, changes)
-        self._anyMaxconn = any(s.maxconn is not None for s in servers)
+        return drain
+
+    def _settle(self, drain: list[Server], now: float, reason: str) -> None:
+        """After L{_mergeServers}: recompute, drain C{drain}, forget idle leavers."""
+        self._anyMaxconn = any(s.maxconn is not None for s in self.servers)
         self._recompute()
         for old in drain:
             if old.state is ServerState.UP:
-                old.setState(ServerState.DRAIN, "removed from the site file", now)
+                old.setState(ServerState.DRAIN, reason, now)
         for old in list(self._leaving):
             if old.active <= 0:
                 self._forget(old)
         self._dispatchQueue()
-        return changes
 
     def _updateServer(self, old: Server, new: Server, now: float) -> list[str]:
         changes: list[str] = []
         if self._leaving.pop(old, None) is not None:
             changes.append(f"server {old.name} configured again: no longer leaving")
             if old.state is ServerState.DRAIN:
-                old.setState(ServerState.UP, "configured again by a reload", now)
+                old.setState(ServerState.UP, "configured again", now)
         for name in ("maxconn", "backup", "sendProxy", "slowstart", "cookie"):
             before, after = getattr(old, name), getattr(new, name)
             if before != after:
@@ -468,19 +500,9 @@ class Backend:
             server.removeListener(self)
         except ValueError:
             pass  # not subscribed (any more)
-        _log.info("Server {server} left the backend (removed by a reload).", server=server.fullName)
+        _log.info("Server {server} left the backend (removed).", server=server.fullName)
         for d in waiting or ():
             d.callback(server)
-
-
-def _sameTarget(old: Server, new: Server) -> bool:
-    """Whether C{new} connects to the same place, the same way, as C{old}."""
-    tls = ("tls", "ca", "sni", "verify")
-    if [getattr(old, n, None) for n in tls] != [getattr(new, n, None) for n in tls]:
-        return False
-    if old.givenEndpoint is not None or new.givenEndpoint is not None:
-        return old.givenEndpoint is not None and new.givenEndpoint is not None
-    return old.address == new.address
 
 
 def backendsOf(listen: Sequence[Any]) -> list[Backend]:

@@ -4,15 +4,18 @@ Comparing the settings of policy objects (balancers, health checks, TLS
 certificates): what a reload uses to tell "configured alike" from
 "changed".
 
-Foundation: imports nothing from lbkit.  The names are public in this
+Foundation: imports only L{lbkit.interfaces}.  The names are public in this
 private module.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import warnings
+from typing import Any, Callable
 
-__all__ = ["publicSettings", "samePolicy", "balanceChanges"]
+from lbkit.interfaces import IActiveBalancer
+
+__all__ = ["publicSettings", "samePolicy", "balanceChanges", "sameTarget", "activeHookOf"]
 
 
 def publicSettings(o: Any) -> dict[str, Any]:
@@ -54,3 +57,37 @@ def balanceChanges(old: Any, new: Any) -> list[str]:
         for name in sorted(set(was) | set(now))
         if was.get(name) != now.get(name)
     ]
+
+
+def sameTarget(old: Any, new: Any) -> bool:
+    """Whether C{new} connects to the same place, the same way, as C{old}."""
+    tls = ("tls", "ca", "sni", "verify")
+    if [getattr(old, n, None) for n in tls] != [getattr(new, n, None) for n in tls]:
+        return False
+    if old.givenEndpoint is not None or new.givenEndpoint is not None:
+        return old.givenEndpoint is not None and new.givenEndpoint is not None
+    return bool(old.address == new.address)
+
+
+def activeHookOf(balancer: Any, where: tuple[str, int]) -> Callable[[Any], object] | None:
+    """
+    The C{activeChanged} method of C{balancer} when it provides
+    L{IActiveBalancer}.  A balancer declaring only L{IBalancer} but having
+    the method (as lbkit accepted before the interface existed) still gets
+    called, with a C{DeprecationWarning} pointing at C{where}, the line
+    that created the backend.
+    """
+    if IActiveBalancer.providedBy(balancer):
+        return balancer.activeChanged  # type: ignore[attr-defined,no-any-return]
+    hook = getattr(balancer, "activeChanged", None)
+    if hook is not None and callable(hook):
+        warnings.warn_explicit(
+            f"{type(balancer).__name__} has activeChanged() but does not declare"
+            " @implementer(IActiveBalancer) (lbkit.interfaces); it is called for"
+            " now, declare the interface to keep it so",
+            DeprecationWarning,
+            where[0],
+            where[1],
+        )
+        return hook  # type: ignore[no-any-return]
+    return None

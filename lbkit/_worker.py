@@ -20,15 +20,16 @@ import os
 import select
 import signal
 import sys
-from typing import Any, TextIO
+from typing import Any, Callable, Sequence, TextIO
 
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, formatEvent, globalLogBeginner
 from twisted.python.failure import Failure
 
-from lbkit._backend import backendsOf
+from lbkit._backend import Backend, backendsOf
 from lbkit._listening import setPortSource
+from lbkit._model import Server
 from lbkit._workerproc import (
     LineSplitter,
     ObservationForwarder,
@@ -72,10 +73,23 @@ class WorkerService(LoadBalancerService):
         LoadBalancerService.__init__(self, *args, **kwargs)
         self.workers = workers
 
+    #: Called when a discovery changed a backend's servers (the worker
+    #: then asks the supervisor for the servers' states), or L{None}.
+    onDiscovered: Callable[[], object] | None = None
+
     def loadSite(self, path: str) -> Site:
         site = LoadBalancerService.loadSite(self, path)
         splitMaxconn(site, self.workers)
         return site
+
+    def serversDiscovered(self, backend: Backend, servers: Sequence[Server]) -> list[str]:
+        for server in servers:
+            if server.maxconn is not None:
+                server.maxconn = max(1, math.ceil(server.maxconn / self.workers))
+        changes = LoadBalancerService.serversDiscovered(self, backend, servers)
+        if changes and self.onDiscovered is not None:
+            self.onDiscovered()
+        return changes
 
 
 class _Control(Protocol):
@@ -118,6 +132,7 @@ class Worker:
         )
         self.control = _Control(self)
         self.observations = ObservationForwarder(self.control.send)
+        self.service.onDiscovered = lambda: self.control.send({"op": "discovered"})
         self.reporter = LoopingCall(self.report)
         self.reporter.clock = reactor
         self.started = False

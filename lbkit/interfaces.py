@@ -1,7 +1,7 @@
 """
 The contracts of lbkit: what a balancer, a health check, a persistence
-strategy, a header rule, a session and a server-state listener must
-provide.
+strategy, a header rule, a session, a server-state listener and a source
+of discovered servers must provide.
 
 This module holds documentation only.  Every method is called on the
 reactor thread; none may block.  Policy objects (balancers, checks,
@@ -33,6 +33,7 @@ __all__ = [
     "IHealthCheckOptions",
     "IPersistence",
     "IServerListener",
+    "IServerSource",
     "IListener",
     "IRequestMatcher",
     "IHTTPPersistence",
@@ -269,6 +270,58 @@ class IServerListener(Interface):
         the weight did not change but C{server.effectiveWeight} (weight
         times C{server.rampFactor}) did.  A listener using
         C{effectiveWeight} must treat that call as a change.
+        """
+
+
+class IServerSource(Interface):
+    """
+    Where a backend's servers come from when the site file does not list
+    them: given as C{Backend(name, servers=source)}.  lbkit's are
+    L{lbkit.discovery.SRV} and L{lbkit.discovery.A} (DNS); one of yours
+    (a Consul or Kubernetes watcher, a file) plugs in the same way.
+
+    A source is configuration: the site file builds it and nothing runs
+    until the balancer starts.  The backend starts with no servers (a
+    connection then gets what it gets when every server is down: tcp
+    mode closes it, http mode answers 503) until the first answer.
+    """
+
+    def makeService(reactor: Any, deliver: Callable[[Sequence[Server]], object]) -> Any:
+        """
+        Build the service that finds the servers, for one backend.
+
+        Called by L{lbkit.service.LoadBalancerService} on the reactor
+        thread, once per backend using this source, when it builds its
+        service tree (and when a reload brings a source that is not
+        L{sameAs} the running one).  The returned
+        L{IService <twisted.application.service.IService>} is started and
+        stopped with the balancer.  Its C{stopService} must cancel every
+        timer and close every socket it opened, returning a L{Deferred}
+        when that takes time; after it, C{deliver} must not be called.
+
+        While running, the service calls C{deliver} on the reactor thread
+        with the complete new list of servers each time the set changes:
+        new L{lbkit.Server} objects, in no backend, of distinct names.  The
+        names must follow from what was discovered (the same server has
+        the same name in every answer, and in every process of
+        C{--workers}): the backend keeps the state and counters of a server
+        of the same name and address, adds the new ones and drains the
+        ones no longer listed (L{lbkit.Backend.setServers}), and the health
+        checks follow.  A failed lookup must not call C{deliver}: the last
+        servers stay.  C{deliver} may raise L{lbkit.error.ConfigError}
+        for a list that breaks these rules, changing nothing.
+
+        @param reactor: The reactor to look up, connect and schedule with.
+        @param deliver: What to call with each new list of servers.
+        """
+
+    def sameAs(other: Any) -> bool:
+        """
+        Whether C{other} (the source a reload loaded for the same backend)
+        describes the same discovery: then the running service goes on and
+        C{other} is not started; else the running one stops and one of
+        C{other} starts.  Called on the reactor thread by
+        L{lbkit.Backend.updateFrom}; must not raise.
         """
 
 

@@ -18,7 +18,11 @@ name within their backend:
     servers keep their state and counters, changed weights apply, new
     servers join, removed ones drain and leave once idle;
   - health checks keep running for the servers that stay; new servers get
-    a monitor; a changed check restarts the backend's checks.
+    a monitor; a changed check restarts the backend's checks;
+  - a backend whose servers come from discovery (L{lbkit.discovery}) keeps
+    its servers and its running discovery when the source is the same
+    (L{IServerSource.sameAs <lbkit.interfaces.IServerSource.sameAs>}); a
+    changed source restarts it.
 
 Everything that can fail (loading, two backends with one name, opening the
 access logs, listening on new endpoints) is done before anything running
@@ -87,6 +91,8 @@ class RunningService(Protocol):
 
     def syncStores(self) -> list[str]:
         """Run the stores the backends' persistence uses now, and only those; one line per change."""
+    def syncDiscovery(self) -> list[str]:
+        """Bring the server discoveries in line with the backends; one line per change."""
 
     def bindSite(self) -> None:
         """Tell the items that show the whole site (stats pages) what it is now."""
@@ -251,6 +257,7 @@ def applySite(service: RunningService, site: Site) -> Deferred[list[str]]:
     for old, new in replaced:
         changes.append(f"{_label(new)} replaced (listening again on {new.endpoint})")
         rebinding.append(service.retire(old).addCallback(_listenAgain, service, new))
+    changes.extend(service.syncDiscovery())
     changes.extend(service.syncHealth())
     changes.extend(service.syncStores())
     service.bindSite()

@@ -18,11 +18,13 @@ import signal
 from typing import Any, Sequence
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from lbkit._backend import Backend, backendsOf
+from lbkit._children import ChildServices
+from lbkit._children import StoreService as StoreService
 
 # ListeningService and ListenFailed live a layer down (frontends use them);
 # they are part of this module's public face.
@@ -33,7 +35,6 @@ from lbkit._origin import definedAt
 from lbkit.config import Site, checkGrace, checkListen, loadSite
 from lbkit.error import ConfigError
 from lbkit.health import HealthService
-from lbkit.interfaces import IStore
 from lbkit.logs import AccessLog, AccessLogDispatcher, AccessLogSink, checkAccessLog
 from lbkit.reload import applySite
 
@@ -42,7 +43,7 @@ __all__ = ["LoadBalancerService", "ListeningService", "ListenFailed", "StoreServ
 _log = Logger(namespace="lbkit")
 
 
-class LoadBalancerService(MultiService):
+class LoadBalancerService(ChildServices):
     """
     Everything a C{listen} list declares, as one service: add it to your
     own L{twisted.application.service.Application} or L{MultiService}.
@@ -118,6 +119,10 @@ class LoadBalancerService(MultiService):
         #: The service running each store (L{IStore}) a backend's
         #: persistence uses, by C{id(store)}.
         self.storeServices: dict[int, StoreService] = {}
+        #: The discovery service of each backend whose servers come from an
+        #: L{IServerSource <lbkit.interfaces.IServerSource>}, and that source.
+        self.discoveryServices: dict[Backend, IService] = {}
+        self.discoverySources: dict[Backend, Any] = {}
         self._draining: list[Deferred[Any]] = []
         self._dispatcher = AccessLogDispatcher()
         #: The logger every frontend's access lines go through.
@@ -163,6 +168,7 @@ class LoadBalancerService(MultiService):
         for item in self.listen:
             self.addItem(item)
         for backend in self.backends():
+            self.ensureDiscovery(backend)
             self.ensureHealth(backend)
         self.syncStores()
 
@@ -206,87 +212,6 @@ class LoadBalancerService(MultiService):
             if hasattr(factory, "accessLog"):
                 factory.accessLog = self.accessLogger
                 factory.accessSink = self.accessSink
-
-    def ensureHealth(self, backend: Backend) -> None:
-        """Run a health service for C{backend} if it has a check and none runs."""
-        if not self.runsHealthChecks or backend.health is None or backend in self.healthServices:
-            return
-        service = HealthService(backend, self.reactor)
-        self.healthServices[backend] = service
-        self.healthChecks[backend] = backend.health
-        service.setServiceParent(self)
-
-    def syncHealth(self) -> list[str]:
-        """
-        Keep the health checks in step with the backends, after a reload
-        changed them: a backend no longer used, or whose check changed,
-        loses its health service (one with the new check starts); a new
-        backend with a check gets one; the others check the servers they
-        have now (L{HealthService.sync}).
-
-        @return: One line per backend whose checks restarted.
-        """
-        changes: list[str] = []
-        current = self.backends()
-        for backend, health in list(self.healthServices.items()):
-            if backend not in current or self.healthChecks.get(backend) is not backend.health:
-                del self.healthChecks[backend]
-                del self.healthServices[backend]
-                health.disownServiceParent()
-                if backend in current and backend.health is not None:
-                    changes.append(f"backend {backend.name}: health checks restarted")
-        for backend in current:
-            running = self.healthServices.get(backend)
-            if running is None:
-                self.ensureHealth(backend)
-            else:
-                running.sync()
-        return changes
-
-    def syncStores(self) -> list[str]:
-        """
-        Run each store the backends' persistence strategies share state
-        through (their C{store} attribute, an L{IStore}), once each, and
-        let each strategy C{attach} its backends to it; stop the stores no
-        backend uses any longer (after a reload).
-
-        @return: One line per store started or stopped.
-        """
-        if not self.runsStores:
-            return []
-        wanted: dict[int, Any] = {}
-        for backend in self.backends():
-            persistence = backend.persistence
-            store = getattr(persistence, "store", None)
-            if store is None or not IStore.providedBy(store):
-                continue
-            wanted.setdefault(id(store), store)
-            attach = getattr(persistence, "attach", None)
-            if attach is not None:
-                attach(backend)
-        changes: list[str] = []
-        for key, running in list(self.storeServices.items()):
-            if key not in wanted:
-                del self.storeServices[key]
-                changes.append(f"store {running.store!r} stopped")
-                self._untilDone(maybeDeferred(running.disownServiceParent))
-        for key, store in wanted.items():
-            if key not in self.storeServices:
-                service = StoreService(store, self.reactor)
-                self.storeServices[key] = service
-                service.setServiceParent(self)
-                changes.append(f"store {store!r} started")
-        return changes
-
-    def _untilDone(self, d: Deferred[Any]) -> None:
-        """Make L{stopService} wait for C{d} too."""
-        self._draining.append(d)
-
-        def done(result: object) -> None:
-            if d in self._draining:
-                self._draining.remove(d)
-
-        d.addBoth(done)
 
     def _where(self, child: IService) -> str:
         item = self._origins.get(id(child))
@@ -467,29 +392,6 @@ class LoadBalancerService(MultiService):
 
         done.addBoth(drained)
         return freed.addCallback(lambda _: None)
-
-
-class StoreService(Service):
-    """
-    Runs one L{IStore} while it runs: C{store.start(reactor)} when it
-    starts, C{store.stop()} when it stops (the L{Deferred} of which it
-    returns).
-    """
-
-    def __init__(self, store: Any, reactor: Any) -> None:
-        self.store = store
-        self.reactor = reactor
-
-    def startService(self) -> None:
-        Service.startService(self)
-        self.store.start(self.reactor)
-
-    def stopService(self) -> Deferred[None]:
-        if not self.running:
-            return succeed(None)  # each start has one stop, no more
-        Service.stopService(self)
-        d: Deferred[None] = self.store.stop()
-        return d
 
 
 def fromSiteFile(path: str, reactor: Any = None, **kwargs: Any) -> LoadBalancerService:

@@ -132,6 +132,9 @@ class WorkerProcess(ProcessProtocol):
             self.ready.callback(self)
         elif op == "observe":
             applyObservation(self.supervisor.listen, message)
+        elif op == "discovered":
+            # its discovery found servers: it gets the states the checks set
+            self.send({"op": "states", "states": statesOf(self.supervisor.listen)})
         elif op == "failed":
             _log.error("lbkit: {worker} failed to start: {why}", worker=self, why=message.get("why"))
         waiting = self._replies.pop(message.get("id", 0), None)
@@ -179,10 +182,9 @@ class WorkerProcess(ProcessProtocol):
 @implementer(IServerListener)
 class WorkerSupervisor(LoadBalancerService):
     """
-    A site file run by C{workers} processes (see the module's docstring).
-    It is an L{IService} like L{LoadBalancerService}, whose settings it
-    takes, and whose L{reload} and L{reopenAccessLogs} it extends to the
-    workers; L{restartWorkers} replaces them all without a gap.
+    A site file run by C{workers} processes (see the module's docstring):
+    a L{LoadBalancerService} whose L{reload} and L{reopenAccessLogs} reach
+    the workers; L{restartWorkers} replaces them all without a gap.
 
     @param workers: How many worker processes.
     @param site: The loaded site file (required: each worker loads it too).
@@ -191,8 +193,7 @@ class WorkerSupervisor(LoadBalancerService):
         C{reactor} (C{"lean"} for L{lbkit.reactor}).
     """
 
-    #: The workers run the stores, each with its own connections.
-    runsStores = False
+    runsStores = False  # the workers run the stores, each with its own connections
 
     def __init__(
         self,

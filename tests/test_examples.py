@@ -95,16 +95,19 @@ class OutputWatcher(ProcessProtocol):
         self.ended.callback(code)
 
 
-def startProcess(testCase: TestCase, args: list[str], path: str = REPO) -> tuple[OutputWatcher, Any]:
+def startProcess(
+    testCase: TestCase, args: list[str], path: str = REPO, env: dict[str, str] | None = None
+) -> tuple[OutputWatcher, Any]:
     """
-    Start C{args} in C{path} (the repository root by default); the test's cleanup stops it
-    (SIGTERM, then SIGKILL after 10 seconds) and waits for its end.
+    Start C{args} in C{path} (the repository root by default), with C{env}
+    (this process's by default); the test's cleanup stops it (SIGTERM,
+    then SIGKILL after 10 seconds) and waits for its end.
 
     @return: The L{OutputWatcher} and the process transport.
     """
     watcher = OutputWatcher()
     reactor = _reactor()
-    process = reactor.spawnProcess(watcher, args[0], args, env=os.environ.copy(), path=path)
+    process = reactor.spawnProcess(watcher, args[0], args, env=os.environ.copy() if env is None else env, path=path)
 
     def stop() -> Deferred[Any] | None:
         if not watcher.running:

@@ -55,7 +55,9 @@ PROMISED: dict[str, set[str]] = {
     "lbkit.interfaces": {
         "IBalancer", "IActiveBalancer", "IHealthCheck", "IHealthCheckOptions", "IPersistence",
         "IHTTPPersistence", "IServerListener", "IListener", "IRequestMatcher", "IRequestRule", "ISession",
+        "IServerSource",
     },
+    "lbkit.discovery": {"SRV", "A", "Answer", "DiscoveryService", "NoRecords", "srvWeight", "parseNameserver"},
     "lbkit.error": {"LBKitError", "ConfigError", "NoServerAvailable", "QueueTimeout", "CheckFailed"},
     "lbkit.proxyproto": {"ProxyHeaderParser", "ProxyInfo", "InvalidProxyHeader", "formatV1", "formatV2"},
     "lbkit.tls": {
