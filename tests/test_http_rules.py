@@ -11,13 +11,18 @@ redirects, and examples/rules.py run by C{twistd lbkit}.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import tempfile
 from typing import Any, Sequence
 
 from twisted.internet.address import IPv4Address
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from lbkit import Backend, Server
+from lbkit import Backend, Server, ServerState
 from lbkit.error import ConfigError
 from lbkit.http import (
     Answer,
@@ -46,6 +51,10 @@ from lbkit.http import (
 from lbkit.http._answers import AnsweringRule
 from lbkit.interfaces import IAnsweringRule, IRequestRule
 from lbkit.testing import FakeEndpoint, HTTPHarness, assertProvides
+from tests.helpers import startHAProxy
+from tests.test_examples import EXAMPLES, startProcess, stopCleanly, twistd
+from tests.test_http2 import HTTP2TestCase
+from tests.test_http_integration import HTTPTestCase, RawClient, backend, reactor
 
 CLIENT = IPv4Address("TCP", "198.51.100.7", 51000)
 FRONT = IPv4Address("TCP", "127.0.0.1", 8080)
@@ -388,3 +397,238 @@ class ConfigTests(SynchronousTestCase):
         h = Harness(self, [deny(when=allOf(pathBegins("/a"), headerIs("X", "1")))])
         client = h.request(b"GET /a HTTP/1.1\r\nHost: a\r\nX: 1\r\n\r\n")
         self.assertEqual(parse(client.transport.value())[0], 403)
+
+
+# -- over real sockets -----------------------------------------------------------
+
+
+class RealSocketTests(HTTPTestCase):
+    """
+    Through a real lbkit frontend in front of a twisted.web server: what
+    a client sees of each answer, and what the server sees of rewrites.
+    """
+
+    @inlineCallbacks
+    def test_answers(self) -> Any:
+        """deny closes; redirect and respond keep the connection; other requests reach the server."""
+        port = self.frontend(default=backend("app", [self.site("app1")[0]]), requestRules=[
+            deny(when=pathBegins("/admin")),
+            redirectPrefix("https://new.example", when=pathBegins("/old")),
+            respond(200, b"pong", headers=[("X-Local", "1")], when=pathBegins("/ping")),
+            setPath("/rewritten", when=pathBegins("/r")),
+            setHeader("X-Real-IP", clientAddress),
+        ])
+        c = yield self.client(port)
+        c.send(b"GET /old/page?x=1 HTTP/1.1\r\nHost: test\r\n\r\n")
+        c.send(b"GET /ping HTTP/1.1\r\nHost: test\r\n\r\n")
+        c.send(b"GET /r?q=2 HTTP/1.1\r\nHost: test\r\n\r\n")
+        c.send(b"GET /admin HTTP/1.1\r\nHost: test\r\n\r\n")
+        (redirected, _), (ponged, body), (proxied, info), (denied, _) = yield c.responses(4)
+        self.assertEqual((redirected.code, redirected.header(b"location")), (302, b"https://new.example/old/page?x=1"))
+        self.assertEqual((ponged.code, body, ponged.header(b"x-local")), (200, b"pong", b"1"))
+        self.assertEqual(ponged.header(b"content-type"), b"text/plain; charset=utf-8")
+        served = json.loads(info)
+        self.assertEqual(served["uri"], "/rewritten?q=2")
+        self.assertEqual(served["headers"]["x-real-ip"], ["127.0.0.1"])
+        self.assertEqual((denied.code, denied.header(b"connection")), (403, b"close"))
+        yield c.closed
+
+    @inlineCallbacks
+    def test_errorPage(self) -> Any:
+        """A 503 lbkit gives itself carries the frontend's page."""
+        be = backend("app", [self.site("app1")[0]])
+        be.servers[0].setState(ServerState.DOWN)
+        port = self.frontend(default=be, errorPages={503: errorPage(b"<h1>back soon</h1>")})
+        response, body = yield self.get(port, "/")
+        self.assertEqual((response.code, body), (503, b"<h1>back soon</h1>"))
+        self.assertEqual(response.header(b"content-type"), b"text/html; charset=utf-8")
+
+    @inlineCallbacks
+    def test_tarpit(self) -> Any:
+        """A tarpit answers 500 after its (short) delay; beyond its limit, at once."""
+        rule = tarpit(delay=0.2, limit=1)
+        port = self.frontend(default=backend("app", [self.site("app1")[0]]), requestRules=[rule])
+        heldNow: Deferred[None] = Deferred()
+        apply = rule.apply
+
+        def applied(request: Any, exchange: Any) -> Any:
+            answer = apply(request, exchange)
+            if not heldNow.called:
+                heldNow.callback(None)
+            return answer
+
+        rule.apply = applied  # type: ignore[method-assign]
+        first = yield self.client(port)
+        first.send(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        yield heldNow
+        second = yield self.client(port)
+        second.send(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        [(over, _)] = yield second.responses(1)
+        self.assertEqual(over.code, 500)
+        self.assertEqual(first.parsed, [])
+        [(held, _)] = yield first.responses(1)
+        self.assertEqual((held.code, held.header(b"connection")), (500, b"close"))
+        yield gatherResults([first.closed, second.closed])
+        self.assertEqual((rule.held, rule.overflowed), (0, 1))
+
+
+class HTTP2RuleTests(HTTP2TestCase):
+    """
+    Over HTTP/2: answers from the balancer and error pages end the stream,
+    not the connection.
+    """
+
+    @inlineCallbacks
+    def test_answersAndPages(self) -> Any:
+        """redirect, respond, deny and an error page, each on its own stream of one connection."""
+        down = backend("down", [self.site("d1")[0]])
+        down.servers[0].setState(ServerState.DOWN)
+        port = self.tlsFrontend(
+            [Route(pathBegins("/down"), down)],
+            default=backend("app", [self.site("app1")[0]]),
+            requestRules=[
+                redirectScheme("http", when=pathBegins("/plain"), code=308),
+                respond(200, b"pong", when=pathBegins("/ping")),
+                deny(when=pathBegins("/admin")),
+            ],
+            errorPages={503: errorPage(b"maintenance", contentType="text/plain"), 403: b"<p>no</p>"},
+        )
+        client = yield self.h2client(port)
+        results = yield gatherResults([client.request(p) for p in ("/plain/a?b=1", "/ping", "/admin", "/down", "/ok")])
+        (s1, h1, _), (s2, _, b2), (s3, h3, b3), (s4, h4, b4), (s5, _, b5) = results
+        self.assertEqual((s1, h1[b"location"]), (308, b"http://a.example/plain/a?b=1"))
+        self.assertEqual((s2, b2), (200, b"pong"))
+        self.assertEqual((s3, b3, h3[b"content-type"]), (403, b"<p>no</p>", b"text/html; charset=utf-8"))
+        self.assertEqual((s4, b4, h4[b"content-type"]), (503, b"maintenance", b"text/plain"))
+        self.assertEqual((s5, json.loads(b5)["server"]), (200, "app1"))
+        self.assertIsNone(client.goAway)
+
+
+HAPROXY_CONFIG = """
+global
+    maxconn 100
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 10s
+    timeout server 10s
+frontend fe
+    bind {bind}
+    http-request redirect location https://x.example/fixed?y=2 code 307 if { path_beg /loc }
+    http-request redirect scheme https code 301 if { path_beg /sch }
+    http-request redirect scheme https code 308 drop-query if { path_beg /sdrop }
+    http-request redirect prefix https://b.example code 302 if { path_beg /pre }
+    http-request redirect prefix https://b.example/ code 302 if { path_beg /trail }
+    http-request redirect prefix / code 303 if { path_beg /slash }
+    http-request redirect prefix https://b.example code 302 drop-query if { path_beg /drop }
+    http-request deny if { path_beg /deny }
+    http-request deny deny_status 429 if { path_beg /slow }
+    http-request return status 503 content-type "text/plain" string "maintenance" if { path_beg /ret }
+    default_backend be
+backend be
+    server s1 127.0.0.1:%(port)d
+"""
+
+
+def lbkitRules() -> list[Any]:
+    """The rules of L{HAPROXY_CONFIG}, in lbkit's words."""
+    return [
+        redirect("https://x.example/fixed?y=2", code=307, when=pathBegins("/loc")),
+        redirectScheme("https", code=301, when=pathBegins("/sch")),
+        redirectScheme("https", code=308, dropQuery=True, when=pathBegins("/sdrop")),
+        redirectPrefix("https://b.example", when=pathBegins("/pre")),
+        redirectPrefix("https://b.example/", when=pathBegins("/trail")),
+        redirectPrefix("/", code=303, when=pathBegins("/slash")),
+        redirectPrefix("https://b.example", dropQuery=True, when=pathBegins("/drop")),
+        deny(when=pathBegins("/deny")),
+        deny(status=429, when=pathBegins("/slow")),
+        respond(503, b"maintenance", contentType="text/plain", when=pathBegins("/ret")),
+    ]
+
+
+class HAProxyOracleTests(HTTPTestCase):
+    """
+    The same requests through HAProxy, configured with the equivalent
+    C{http-request redirect / deny / return} lines, and through lbkit: the
+    same status, Location and (for C{return}) body.
+    """
+
+    timeout = 30
+
+    @inlineCallbacks
+    def test_sameAnswers(self) -> Any:
+        """Every case gets from lbkit what it gets from HAProxy."""
+        serverPort = self.site("app1")[0]
+        haproxy, _ = startHAProxy(self, reactor, HAPROXY_CONFIG % {"port": serverPort})
+        lbkit = self.frontend(default=backend("app", [serverPort]), requestRules=lbkitRules())
+        cases = [
+            (b"/loc/a?x=1", b"a.example"),
+            (b"/sch/a?x=1", b"a.example"),
+            (b"/sch/a?x=1", b"a.example:8080"),
+            (b"/sch", b"A.Example"),
+            (b"/sch/p", b"a.example:80"),
+            (b"/sch/p", b"a.example:443"),
+            (b"/sdrop/a?x=1", b"a.example"),
+            (b"/pre/x?y", b"h"),
+            (b"/pre", b"h"),
+            (b"/trail/x", b"h"),
+            (b"/slash/q?z=1", b"h"),
+            (b"/drop/a?b=1", b"h"),
+            (b"/deny", b"h"),
+            (b"/slow", b"h"),
+            (b"/ret", b"h"),
+            (b"/other", b"h"),
+        ]
+        for target, host in cases:
+            request = b"GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target, host)
+            seen = []
+            for port in (haproxy, lbkit):
+                c = yield self.client(port)
+                c.send(request)
+                [(response, body)] = yield c.responses(1)
+                c.transport.loseConnection()
+                seen.append((response.code, response.header(b"location"), body if target == b"/ret" else None))
+            self.assertEqual(seen[1], seen[0], f"{target!r} Host {host!r}: lbkit {seen[1]}, haproxy {seen[0]}")
+
+
+class ExampleTests(TestCase):
+    """
+    examples/rules.py, started as a user would (C{twistd lbkit}), answers
+    as its docstring says.
+    """
+
+    timeout = 30
+
+    @inlineCallbacks
+    def ask(self, target: bytes) -> Any:
+        client = RawClient()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", 8089), client)
+        client.send(b"GET %s HTTP/1.1\r\nHost: 127.0.0.1:8089\r\n\r\n" % target)
+        [(response, body)] = yield client.responses(1)
+        client.transport.loseConnection()  # type: ignore[union-attr]
+        yield client.closed
+        return response, body
+
+    @inlineCallbacks
+    def test_rulesExample(self) -> Any:
+        """Each rule of the example answers, and the rest reaches the demo servers."""
+        cwd = tempfile.mkdtemp(prefix="lbkit-ex-")
+        self.addCleanup(shutil.rmtree, cwd, True)
+        watcher, process = startProcess(self, twistd("lbkit", "--config", os.path.join(EXAMPLES, "rules.py")), cwd)
+        for label in ("frontend rules", "demo server web1", "demo server web2"):
+            yield watcher.waitFor(f"{label} listening on")
+        response, body = yield self.ask(b"/")
+        self.assertEqual((response.code, body.strip() in (b"web1", b"web2")), (200, True))
+        response, _ = yield self.ask(b"/account/me?x=1")
+        self.assertEqual((response.code, response.header(b"location")), (301, b"https://127.0.0.1:8089/account/me?x=1"))
+        response, _ = yield self.ask(b"/old/page")
+        self.assertEqual((response.code, response.header(b"location")), (302, b"/new/page"))
+        response, body = yield self.ask(b"/admin")
+        self.assertEqual((response.code, body), (403, b"<h1>Forbidden</h1>\n"))
+        response, body = yield self.ask(b"/healthz")
+        self.assertEqual((response.code, body), (200, b"ok\n"))
+        response, body = yield self.ask(b"/maintenance/")
+        self.assertEqual(response.code, 503)
+        self.assertIn(b"Back soon", body)
+        yield stopCleanly(self, watcher, process)
+        self.assertIn('rules rules/<NOSRV> 0/-1/-1/-1/0 403', watcher.output)

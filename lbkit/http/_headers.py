@@ -292,7 +292,7 @@ def logValues(exchange: Exchange) -> tuple[Any, ...]:
         formatAddress(exchange.client),
         httpDate(),
         exchange.frontend.name,
-        backend.name if backend is not None else "-",
+        backend.name if backend is not None else exchange.frontend.name,  # (HAProxy's "fe fe/<NOSRV>")
         server.name if server is not None else "<NOSRV>",
         0,
         _ms(start, chosen),
