@@ -21,6 +21,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
 from lbkit import Backend, Server, ServerState
 from lbkit.error import ConfigError
@@ -233,6 +234,43 @@ class AnswerTests(SynchronousTestCase):
         self.assertIn(b"I'm a Teapot", client.transport.value().split(b"\r\n")[0])
 
 
+    def test_plainUserRule(self) -> None:
+        """A user's class with only @implementer(IAnsweringRule) (docs/rules.md) plugs in."""
+
+        @implementer(IAnsweringRule)
+        class Teapot:
+            def answerRequest(self, request: Any, exchange: Any) -> Any:
+                if request.path == b"/coffee":
+                    return Answer(418, [(b"X-Reason", b"tea only")], b"I'm a teapot\n")
+                return None
+
+            def applyToRequest(self, request: Any, exchange: Any) -> None:
+                pass
+
+            def applyToResponse(self, response: Any, exchange: Any) -> None:
+                pass
+
+        h = Harness(self, [Teapot()])
+        client = h.request(b"GET /coffee HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(parse(client.transport.value())[0], 418)
+        client = h.request(b"GET /tea HTTP/1.1\r\nHost: a\r\n\r\n")
+        side = h.harness.connect(h.server)
+        side.protocol.dataReceived(OK)
+        self.assertTrue(client.transport.value().endswith(b"ok"))
+
+    def test_notAnAnswer(self) -> None:
+        """A rule returning something else than an Answer drops the request (IC)."""
+
+        class Wrong(AnsweringRule):
+            def apply(self, request: Any, exchange: Any) -> Any:
+                return 404
+
+        h = Harness(self, [Wrong()])
+        h.request(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(h.logged[0]["termination"], "IC")
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+
+
 class TarpitTests(SynchronousTestCase):
     """
     tarpit holds the connection for its delay, then answers 500 and
@@ -301,6 +339,13 @@ class RedirectTests(SynchronousTestCase):
         """redirectScheme keeps the Host and the target; code 301 by default."""
         self.assertEqual(self.location(redirectScheme("https"), b"/a?b=1", b"a.example:8080"),
                          (301, b"https://a.example:8080/a?b=1"))
+
+    def test_schemeWithoutHost(self) -> None:
+        """An HTTP/1.0 request without Host gets an empty host, as from HAProxy."""
+        h = Harness(self, [redirectScheme("https")])
+        client = h.request(b"GET /a HTTP/1.0\r\n\r\n")
+        status, headers, _ = parse(client.transport.value())
+        self.assertEqual((status, headers[b"location"]), (301, b"https:///a"))
 
     def test_prefix(self) -> None:
         """redirectPrefix puts the target after the prefix; "/" adds nothing; dropQuery drops the query."""
@@ -377,6 +422,14 @@ class ConfigTests(SynchronousTestCase):
         self.assertIn("200 is not an error status", str(e))
         e = self.assertRaises(ConfigError, Frontend, "tcp:0", default=be, errorPages={503: "maint.html"})
         self.assertIn("errorPages[503] must be bytes or http.errorPage", str(e))
+
+    def test_badRequestPage(self) -> None:
+        """A malformed request head gets the frontend's 400 page."""
+        h = Harness(self, errorPages={400: errorPage(b"bad", contentType="text/plain")})
+        client = h.request(b"GET / HTTP/1.1\r\nHost a\r\n\r\n")
+        status, headers, body = parse(client.transport.value())
+        self.assertEqual((status, headers[b"content-type"], body), (400, b"text/plain", b"bad"))
+        self.assertTrue(client.transport.disconnecting)
 
     def test_errorPageFile(self) -> None:
         """errorPage reads a file when the site loads."""
@@ -502,6 +555,10 @@ class HTTP2RuleTests(HTTP2TestCase):
         self.assertEqual((s4, b4, h4[b"content-type"]), (503, b"maintenance", b"text/plain"))
         self.assertEqual((s5, json.loads(b5)["server"]), (200, "app1"))
         self.assertIsNone(client.goAway)
+        status, _, body = yield client.request("/ping", method="POST", body=b"x" * 100000)
+        self.assertEqual((status, body), (200, b"pong"))
+        status, _, body = yield client.request("/ok")
+        self.assertEqual(status, 200)
 
 
 HAPROXY_CONFIG = """
@@ -568,6 +625,7 @@ class HAProxyOracleTests(HTTPTestCase):
             (b"/sch", b"A.Example"),
             (b"/sch/p", b"a.example:80"),
             (b"/sch/p", b"a.example:443"),
+            (b"/sch/p", None),
             (b"/sdrop/a?x=1", b"a.example"),
             (b"/pre/x?y", b"h"),
             (b"/pre", b"h"),
@@ -580,7 +638,10 @@ class HAProxyOracleTests(HTTPTestCase):
             (b"/other", b"h"),
         ]
         for target, host in cases:
-            request = b"GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target, host)
+            if host is None:
+                request = b"GET %s HTTP/1.0\r\n\r\n" % target
+            else:
+                request = b"GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target, host)
             seen = []
             for port in (haproxy, lbkit):
                 c = yield self.client(port)
