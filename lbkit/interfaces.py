@@ -38,6 +38,8 @@ __all__ = [
     "IRequestMatcher",
     "IHTTPPersistence",
     "IRequestRule",
+    "IAnsweringRule",
+    "IConnectionRule",
     "ISession",
     "IStore",
 ]
@@ -360,6 +362,12 @@ class IRequestMatcher(Interface):
     The http frontend calls L{matches} for each route in order, on the
     reactor thread, once the request head has arrived; the first route
     whose matcher says yes picks the backend.  It must return promptly.
+    The same matchers decide the C{when=} of request rules.
+
+    A matcher with a true C{clientOnly} attribute reads only
+    C{context.client} (L{lbkit.http.sourceIn}, and L{lbkit.http.allOf} and
+    friends of such matchers): only those may decide tcp-mode rules, which
+    call L{matches} with L{None} for C{request}.
     """
 
     def matches(request: Any, context: Context) -> bool:
@@ -449,6 +457,67 @@ class IRequestRule(Interface):
         writes itself): after a persistence strategy's
         C{rewriteResponse}, the matched route's rules first, then the
         frontend's.
+        """
+
+
+class IAnsweringRule(IRequestRule):
+    """
+    A request rule that may answer the request from the balancer, or
+    change what routing sees (its path and query), before any server is
+    chosen: HAProxy's C{http-request deny}, C{tarpit}, C{redirect},
+    C{return}, C{set-path}.  The built-ins are L{lbkit.http.deny},
+    L{lbkit.http.tarpit}, L{lbkit.http.redirect},
+    L{lbkit.http.redirectScheme}, L{lbkit.http.redirectPrefix},
+    L{lbkit.http.respond}, L{lbkit.http.setPath},
+    L{lbkit.http.replacePath} and L{lbkit.http.setQuery}.
+
+    It is an L{IRequestRule} too: it sits in the same C{requestRules}
+    lists, and its C{applyToRequest} and C{applyToResponse} are called as
+    any rule's are (a rule that only answers makes them do nothing).
+
+    Which rules answer is read when the L{lbkit.http.Frontend} (and each
+    L{lbkit.http.Route}) is built: a frontend with none pays nothing per
+    request for them.
+    """
+
+    def answerRequest(request: Any, exchange: Any) -> Any:
+        """
+        Look at C{request} (an L{lbkit.http.Request}) and answer it, change
+        it, or let it go on.
+
+        Called on the reactor thread once the request head has arrived:
+        the frontend's answering rules in their order, before the request
+        is routed (so a changed path is what routing sees); then, once it
+        is routed, those of its route.  The first rule that returns an
+        answer ends the list; no server is chosen for the request.  The
+        rule may read the attributes of C{exchange} an L{IRequestRule} may
+        (C{client}, C{frontend}, C{request}, and C{context}, what the
+        matchers take; C{backend} only for a route's rules).  It must not
+        block, and must not raise: an exception is logged and the request
+        is dropped (termination C{IC}).
+
+        @return: L{None} to go on with the next rule, or an
+            L{lbkit.http.Answer}: what the balancer answers.
+        """
+
+
+class IConnectionRule(Interface):
+    """
+    A tcp-mode rule, looked at once per accepted connection: HAProxy's
+    C{tcp-request connection reject}.  The built-in is
+    L{lbkit.tcp.reject}; an L{lbkit.tcp.Frontend} takes them in C{rules}.
+    """
+
+    def rejects(context: Context) -> bool:
+        """
+        Whether to close the connection at once, before any server is
+        chosen.
+
+        Called on the reactor thread when the client's address is known
+        (after any PROXY protocol header), the frontend's rules in order
+        until one says yes.  It must return promptly and must not raise.
+
+        @param context: The client's address (C{client}) and frontend.
         """
 
 

@@ -53,6 +53,7 @@ LAYERS: dict[str, int] = {
     "lbkit.balance": 2,
     "lbkit.persistence": 2,
     "lbkit.http._rules": 2,
+    "lbkit.http._answers": 2,
     # 3 Backend, and what must check that a value is one (routes)
     "lbkit._backend": 3,
     "lbkit.http._routing": 3,

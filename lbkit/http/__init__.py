@@ -2,9 +2,26 @@
 http mode (layer 7): a reverse proxy that routes each request.
 
 Public names: L{Frontend}, L{Route}, the matchers (L{pathBegins} and
-friends), the header rules and L{Request}.
+friends), the request rules (header rules, and those that answer from
+the balancer: L{deny}, L{redirect}, L{respond} and friends; docs/rules.md),
+error pages (L{errorPage}) and L{Request}.
 """
 
+from lbkit.http._answers import (
+    Answer,
+    ErrorPage,
+    Tarpit,
+    deny,
+    errorPage,
+    redirect,
+    redirectPrefix,
+    redirectScheme,
+    replacePath,
+    respond,
+    setPath,
+    setQuery,
+    tarpit,
+)
 from lbkit.http._frontend import Frontend, HTTPProxyFactory
 from lbkit.http._h1 import HTTPFrontendProtocol
 from lbkit.http._headers import HTTP_LOG_FORMAT
@@ -26,7 +43,7 @@ from lbkit.http._routing import (
     pathMatches,
     sourceIn,
 )
-from lbkit.http._rules import addHeader, deleteHeader, setHeader
+from lbkit.http._rules import addHeader, clientAddress, clientPort, deleteHeader, setHeader
 from lbkit.http._server import HTTPServerProtocol
 
 __all__ = [
@@ -56,4 +73,19 @@ __all__ = [
     "addHeader",
     "setHeader",
     "deleteHeader",
+    "clientAddress",
+    "clientPort",
+    "deny",
+    "tarpit",
+    "Tarpit",
+    "redirect",
+    "redirectScheme",
+    "redirectPrefix",
+    "respond",
+    "setPath",
+    "replacePath",
+    "setQuery",
+    "Answer",
+    "errorPage",
+    "ErrorPage",
 ]

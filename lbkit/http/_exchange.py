@@ -2,16 +2,15 @@
 """
 http mode: one request and its response, whichever the client speaks.
 
-An L{Exchange} routes a request, chooses and connects to a server (pooled
-connections first), sends the request head (rules and persistence applied
-once), relays the response through an L{lbkit.http._server.ResponseSink}
-interface, and accounts for it (counters, passive health, the access log
-and the C{finished} hook).  The client connection (L{ClientSide}) is an
-HTTP/1.1 connection (L{lbkit.http._h1}, which keeps one exchange and runs
-its requests one after another) or an HTTP/2 stream (L{lbkit.http._h2},
-one exchange per stream).
-
-Its states and their one transition table are in L{lbkit.http._states}.
+An L{Exchange} routes a request (or answers it: L{lbkit.http._local}),
+chooses and connects to a server (pooled connections first), sends the
+request head (rules and persistence applied once), relays the response
+through an L{lbkit.http._server.ResponseSink} interface, and accounts for
+it (counters, passive health, the access log and the C{finished} hook).
+Its client side (L{ClientSide}) is an HTTP/1.1 connection
+(L{lbkit.http._h1}: one exchange, its requests one after another) or an
+HTTP/2 stream (L{lbkit.http._h2}, one exchange per stream).  Its states
+and their one transition table are in L{lbkit.http._states}.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ from lbkit.http._headers import (
     logRequest,
     requestHead,
 )
+from lbkit.http._local import Held, answerFirst
 from lbkit.http._parse import BadMessage, Request, Response
 from lbkit.http._routing import Route
 from lbkit.http._rules import rewriteRequest, rewriteResponse
@@ -80,12 +80,15 @@ class Exchange:
     @ivar quiet: Log nothing for it (an HTTP/2 stream reset before it went
         to a server).
     @ivar waitedUntil: When its wait for a server ended in the queue, or -1.0.
+    @ivar route: The route it took (L{None}: the default backend's).
+    @ivar held: The L{Held} answer (tarpit) it waits to give, or L{None}.
     """
 
     # ResponseSink
     upgrading = False
     decodesChunked = False
     writeResponse: Callable[[bytes], None]
+    held: Optional[Held] = None
 
     def __init__(
         self,
@@ -185,7 +188,7 @@ class Exchange:
         self.termination = "--"
         self.quiet = False
         self._head: Optional[bytes] = None
-        self._route: Any = None
+        self.route: Any = None
         #: For the timeouts: when bytes last moved, and how many had then.
         self.startedAt = self.since = now
         self.lastBytes = -1
@@ -204,8 +207,12 @@ class Exchange:
         """
         context = self.context
         assert self.request is not None and context is not None
-        backend, self._route = self.hooks.routeRequest(self.request)
-        self.backend = backend
+        if not self.frontend.answering:
+            self.backend, self.route = self.hooks.routeRequest(self.request)
+        elif answerFirst(self):  # (docs/rules.md)
+            return
+        backend = self.backend
+        assert backend is not None
         dispatch = self._dispatch
         if dispatch is None:
             dispatch = self._dispatch = Dispatch(
@@ -297,21 +304,18 @@ class Exchange:
         head = self._head
         if head is None:
             # once per request: a retry sends the same head again
-            route = self._route
+            route = self.route
             routeRules = route.requestRules if isinstance(route, Route) else ()
             assert self.backend is not None and self.context is not None
             rewriteRequest(request, self, self.frontend.requestRules, routeRules, self.backend, self.context)
-            dn = self._clientSubject() if self._certTransport is not None else None
+            if self._certTransport is not None and self._clientDN is None:
+                self._clientDN = clientSubject(self._certTransport)
+            dn = self._clientDN if self._certTransport is not None else None
             head = self._head = requestHead(request, self.framing == CHUNKED, self.upgrading,
                                             self.frontend.forwardedFor, self._clientHost, self._scheme, dn)
         self.writeResponse = self.side.writeResponse
         conn.startExchange(self, head, request.method == b"HEAD")
         self.side.serverAttached(conn)
-
-    def _clientSubject(self) -> bytes:
-        if self._clientDN is None:
-            self._clientDN = clientSubject(self._certTransport)
-        return self._clientDN
 
     # -- the response (ResponseSink) ---------------------------------------------
 
@@ -346,7 +350,7 @@ class Exchange:
         if framing == UNTIL_CLOSE:
             self.closeAfter = True
         self.state = TRANSITIONS[self.state]["response"]  # (inline: once per request)
-        backend, server, route = self.backend, self.server, self._route
+        backend, server, route = self.backend, self.server, self.route
         assert backend is not None and server is not None and self.context is not None
         routeRules = route.responseRules if isinstance(route, Route) else ()
         rewriteResponse(response, self, routeRules, self.frontend.responseRules, backend, server, self.context)
@@ -447,6 +451,8 @@ class Exchange:
         """Drop the server connection and the client's (or its stream) now."""
         if self.termination == "--":
             self.termination = termination
+        if self.held is not None:
+            self.held.cancel()
         conn = self.conn
         if conn is not None:
             conn.sink = None
@@ -468,6 +474,8 @@ class Exchange:
         sent to a server and C{CC} before.
         """
         self.clientGone = True
+        if self.held is not None:
+            self.held.cancel()
         if self.active and self.request is not None:
             if self.termination == "--":
                 self.termination = termination or ("CD" if self.state in ANSWERING else "CC")

@@ -22,12 +22,13 @@ from lbkit._origin import definedAt
 from lbkit.error import ConfigError
 from lbkit.http._acceptproxy import AcceptProxyFactory
 from lbkit.http._alpn import negotiating
+from lbkit.http._answers import checkedErrorPages
 from lbkit.http._h1 import HTTPFrontendProtocol
 from lbkit.http._headers import HTTP_LOG_FORMAT
 from lbkit.http._pool import ConnectionPool
-from lbkit.http._routing import Route
+from lbkit.http._routing import Route, checkedRules
 from lbkit.http._server import HTTPServerProtocol
-from lbkit.interfaces import IListener
+from lbkit.interfaces import IAnsweringRule, IListener
 from lbkit.tls import Certificates, fromSSLEndpoint, h2Available, serverFactory
 
 __all__ = ["Frontend", "HTTPProxyFactory"]
@@ -65,6 +66,15 @@ class Frontend:
         body must have arrived whole, counted from when lbkit starts
         passing it to the server: else 408 (or a cut, if the response has
         started), termination C{cD}.
+    @ivar requestRules: Request rules (L{lbkit.http.setHeader},
+        L{lbkit.http.deny} and friends), before each route's; see
+        docs/rules.md.
+    @ivar answeringRules: Those of C{requestRules} that may answer
+        (L{lbkit.interfaces.IAnsweringRule}).
+    @ivar answering: Whether it or one of its routes has answering rules
+        (else requests pay nothing for them).
+    @ivar errorPages: Status -> L{lbkit.http.ErrorPage}: the bodies of the
+        answers lbkit gives itself (HAProxy's C{errorfile}).
     """
 
     def __init__(
@@ -88,6 +98,7 @@ class Frontend:
         http2: bool = True,
         acceptProxy: bool = False,
         timeoutRequestBody: Optional[float] = None,
+        errorPages: Optional[Any] = None,
     ) -> None:
         self.definedAt = definedAt()
         if not isinstance(endpoint, str):
@@ -133,8 +144,11 @@ class Frontend:
                 )
         self.timeoutRequestBody: Optional[float] = timeoutRequestBody
         self.forwardedFor = forwardedFor
-        self.requestRules = list(requestRules)
+        self.requestRules = checkedRules(requestRules, f"http.Frontend {endpoint!r}")
         self.responseRules = list(responseRules)
+        self.answeringRules = tuple(r for r in self.requestRules if IAnsweringRule.providedBy(r))
+        self.answering = bool(self.answeringRules) or any(r.answeringRules for r in routes)
+        self.errorPages = checkedErrorPages(errorPages, f"http.Frontend {endpoint!r}")
         self.maxIdlePerServer = maxIdlePerServer
         self.poolIdleTimeout = float(poolIdleTimeout)
         self.log = log

@@ -261,7 +261,7 @@ class HTTPFrontendProtocol(Protocol):
             "{frontend}: {client}: {status} {why}",
             frontend=self.frontend.name, client=formatAddress(self.client), status=status, why=why,
         )
-        body = errorResponse(status)
+        body = errorResponse(status, self.frontend.errorPages)
         self.writeResponse(body)
         self.factory.responses["4xx" if status < 500 else "5xx"] += 1
         if not self._nobodyListens():
@@ -336,7 +336,7 @@ class HTTPFrontendProtocol(Protocol):
         return len(head)
 
     def sendError(self, status: int) -> int:
-        body = errorResponse(status)
+        body = errorResponse(status, self.frontend.errorPages)
         if self.transport is not None:
             self.writeResponse(body)
         return len(body)

@@ -30,7 +30,7 @@ from lbkit._model import Server
 from lbkit.http._body import CHUNKED
 from lbkit.http._h1 import streamExchange
 from lbkit.http._h2head import MalformedRequest, checkRequestHead, checkTrailers
-from lbkit.http._headers import HOP, MESSAGES, connectionTokens
+from lbkit.http._headers import HOP, connectionTokens, errorBody
 from lbkit.http._parse import Request, Response
 from lbkit.http._server import HTTPServerProtocol
 from lbkit.http._states import WAITING
@@ -242,10 +242,10 @@ class H2Stream:
         raise AssertionError("no upgrade is asked for over HTTP/2")
 
     def sendError(self, status: int) -> int:
-        body = MESSAGES.get(status, b"Error\n")
+        body, contentType = errorBody(status, self.exchange.frontend.errorPages)
         headers = [
             (b":status", b"%d" % status),
-            (b"content-type", b"text/plain"),
+            (b"content-type", contentType),
             (b"cache-control", b"no-cache"),
             (b"content-length", b"%d" % len(body)),
         ]

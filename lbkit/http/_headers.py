@@ -9,10 +9,11 @@ fields.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from lbkit._address import formatAddress
 from lbkit._logline import formatHTTPLine, httpDate, httpFields
+from lbkit.http._answers import ErrorPage
 from lbkit.http._parse import Request, Response
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ __all__ = [
     "MESSAGES",
     "connectionTokens",
     "errorResponse",
+    "errorBody",
     "requestHead",
     "responseHead",
     "clientSubject",
@@ -65,8 +67,11 @@ CODE_CLASS = ("other", "1xx", "2xx", "3xx", "4xx", "5xx")
 IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"])
 REASONS = {
     400: b"Bad Request",
+    403: b"Forbidden",
     408: b"Request Timeout",
+    429: b"Too Many Requests",
     431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
     501: b"Not Implemented",
     502: b"Bad Gateway",
     503: b"Service Unavailable",
@@ -76,8 +81,11 @@ REASONS = {
 #: The bodies of lbkit's own error answers.
 MESSAGES = {
     400: b"Your browser sent an invalid request.\n",
+    403: b"Request forbidden by administrative rules.\n",
     408: b"Your browser didn't send a complete request in time.\n",
+    429: b"You have sent too many requests in a given amount of time.\n",
     431: b"The request headers are too large.\n",
+    500: b"An internal server error occurred.\n",
     501: b"This method is not implemented.\n",
     502: b"The server returned an invalid or incomplete response.\n",
     503: b"No server is available to handle this request.\n",
@@ -86,13 +94,21 @@ MESSAGES = {
 }
 
 
-def errorResponse(status: int) -> bytes:
-    """lbkit's own HTTP/1.1 answer with C{status}, closing the connection."""
-    body = MESSAGES.get(status, b"Error\n")
+def errorBody(status: int, pages: Mapping[int, ErrorPage]) -> tuple[bytes, bytes]:
+    """The body of lbkit's own answer with C{status} and its type: the frontend's page, else lbkit's."""
+    page = pages.get(status) if pages else None
+    if page is not None:
+        return page.body, page.contentType
+    return MESSAGES.get(status, b"Error\n"), b"text/plain"
+
+
+def errorResponse(status: int, pages: Mapping[int, ErrorPage] = {}) -> bytes:  # noqa: B006 (read only)
+    """lbkit's own HTTP/1.1 answer with C{status}, closing the connection (C{pages}: the frontend's L{errorPages})."""
+    body, contentType = errorBody(status, pages)
     return b"".join(
         [
             b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b"Error")),
-            b"Content-Type: text/plain\r\nCache-Control: no-cache\r\nConnection: close\r\n",
+            b"Content-Type: %s\r\nCache-Control: no-cache\r\nConnection: close\r\n" % contentType,
             b"Content-Length: %d\r\n\r\n" % len(body),
             body,
         ]
@@ -276,7 +292,7 @@ def logValues(exchange: Exchange) -> tuple[Any, ...]:
         formatAddress(exchange.client),
         httpDate(),
         exchange.frontend.name,
-        backend.name if backend is not None else "-",
+        backend.name if backend is not None else exchange.frontend.name,  # (HAProxy's "fe fe/<NOSRV>")
         server.name if server is not None else "<NOSRV>",
         0,
         _ms(start, chosen),

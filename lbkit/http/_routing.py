@@ -16,10 +16,11 @@ from lbkit._model import Context
 from lbkit._origin import definedAt
 from lbkit.error import ConfigError
 from lbkit.http._parse import Request
-from lbkit.interfaces import IRequestMatcher
+from lbkit.interfaces import IAnsweringRule, IRequestMatcher, IRequestRule
 
 __all__ = [
     "Route",
+    "checkedRules",
     "pathBegins",
     "pathIs",
     "pathEnds",
@@ -39,6 +40,14 @@ __all__ = [
 _Text = Union[str, bytes]
 
 
+def checkedRules(rules: Sequence[Any], where: str) -> list[Any]:
+    """C{rules} as a list, each checked to provide L{IRequestRule} (else L{ConfigError})."""
+    for rule in rules:
+        if not IRequestRule.providedBy(rule):
+            raise ConfigError(f"{where}: request rule {rule!r} does not provide IRequestRule")
+    return list(rules)
+
+
 def _b(value: _Text) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
@@ -49,8 +58,11 @@ class Route:
 
     @ivar matcher: An L{IRequestMatcher}.
     @ivar backend: The L{Backend}.
-    @ivar requestRules: Header rules (L{lbkit.http.setHeader} and friends)
-        for the requests this route takes, after the frontend's.
+    @ivar requestRules: Request rules (L{lbkit.http.setHeader},
+        L{lbkit.http.deny} and friends) for the requests this route takes,
+        after the frontend's.
+    @ivar answeringRules: Those of C{requestRules} that may answer
+        (L{lbkit.interfaces.IAnsweringRule}), as given when it was built.
     @ivar responseRules: Header rules for their responses, before the
         frontend's.
     """
@@ -70,8 +82,9 @@ class Route:
             raise ConfigError(f"Route: backend must be an lbkit.Backend, not {backend!r}")
         self.matcher = matcher
         self.backend = backend
-        self.requestRules = list(requestRules)
+        self.requestRules = checkedRules(requestRules, "Route")
         self.responseRules = list(responseRules)
+        self.answeringRules = tuple(r for r in self.requestRules if IAnsweringRule.providedBy(r))
 
     def __repr__(self) -> str:
         return f"<Route {self.matcher!r} -> {self.backend.name}>"
@@ -82,6 +95,8 @@ class _Matcher:
     """Base of the built-in matchers: a description and a test."""
 
     description = ""
+    #: Whether it reads only the client's address (usable in tcp mode).
+    clientOnly = False
 
     def matches(self, request: Request, context: Context) -> bool:
         raise NotImplementedError
@@ -184,6 +199,8 @@ class _MethodIs(_Matcher):
 
 
 class _SourceIn(_Matcher):
+    clientOnly = True
+
     def __init__(self, networks: Sequence[str]) -> None:
         try:
             self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
@@ -205,6 +222,7 @@ class _SourceIn(_Matcher):
 class _AllOf(_Matcher):
     def __init__(self, matchers: Sequence[IRequestMatcher]) -> None:
         self.matchers = _checked(matchers)
+        self.clientOnly = all(getattr(m, "clientOnly", False) for m in self.matchers)
         self.description = f"allOf{tuple(self.matchers)!r}"
 
     def matches(self, request: Request, context: Context) -> bool:
@@ -214,6 +232,7 @@ class _AllOf(_Matcher):
 class _AnyOf(_Matcher):
     def __init__(self, matchers: Sequence[IRequestMatcher]) -> None:
         self.matchers = _checked(matchers)
+        self.clientOnly = all(getattr(m, "clientOnly", False) for m in self.matchers)
         self.description = f"anyOf{tuple(self.matchers)!r}"
 
     def matches(self, request: Request, context: Context) -> bool:
@@ -223,6 +242,7 @@ class _AnyOf(_Matcher):
 class _Not(_Matcher):
     def __init__(self, matcher: IRequestMatcher) -> None:
         self.matcher = _checked([matcher])[0]
+        self.clientOnly = bool(getattr(self.matcher, "clientOnly", False))
         self.description = f"notMatching({self.matcher!r})"
 
     def matches(self, request: Request, context: Context) -> bool:

@@ -6,6 +6,7 @@ moves only through it::
 
     HEAD       request: a request head arrived              -> WAITING
     WAITING    send: its head went to a server connection   -> SENT
+    WAITING    answer: a rule answered it (docs/rules.md)    -> STREAMING
     SENT       response: the final response head            -> STREAMING
     SENT       tunnel: 101 Switching Protocols              -> TUNNEL
     SENT       retry: the server failed, try again          -> WAITING
@@ -51,7 +52,7 @@ _ENDED = {"close": DONE, "abort": DONE, "lost": DONE}
 #: input a state does not list is a bug (the exchange raises RuntimeError).
 TRANSITIONS: dict[State, dict[str, State]] = {
     HEAD: {"request": WAITING, **_ENDED},
-    WAITING: {"send": SENT, **_ENDED},
+    WAITING: {"send": SENT, "answer": STREAMING, **_ENDED},
     SENT: {"response": STREAMING, "tunnel": TUNNEL, "retry": WAITING, **_ENDED},
     STREAMING: {"next": HEAD, "drain": DRAINING, **_ENDED},
     DRAINING: {"next": HEAD, **_ENDED},

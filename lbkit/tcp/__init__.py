@@ -4,11 +4,13 @@ bytes both ways with back-pressure and half-close.
 
 Public names: L{Frontend}, L{TCPProxyFactory}, L{TCPFrontendProtocol},
 L{TCPServerProtocol}, SNI routing (L{Route}, L{sniIs}, L{sniEnds},
-L{sniAbsent}, L{ClientHello}) and L{TCP_LOG_FORMAT}.
+L{sniAbsent}, L{ClientHello}), connection rules (L{reject}) and
+L{TCP_LOG_FORMAT}.
 """
 
 from lbkit.tcp._frontend import TCP_LOG_FORMAT, Frontend, TCPProxyFactory
 from lbkit.tcp._proxy import TCPFrontendProtocol
+from lbkit.tcp._rules import Reject, reject
 from lbkit.tcp._server import TCPServerProtocol
 from lbkit.tcp._sni import ClientHello, Route, sniAbsent, sniEnds, sniIs
 
@@ -23,4 +25,6 @@ __all__ = [
     "sniAbsent",
     "ClientHello",
     "TCP_LOG_FORMAT",
+    "reject",
+    "Reject",
 ]

@@ -21,6 +21,7 @@ from lbkit._origin import definedAt
 from lbkit.error import ConfigError
 from lbkit.interfaces import IListener
 from lbkit.tcp._proxy import TCPFrontendProtocol
+from lbkit.tcp._rules import checkedConnectionRules
 from lbkit.tcp._sni import Route
 
 __all__ = ["Frontend", "TCPProxyFactory", "TCP_LOG_FORMAT", "accessLog"]
@@ -56,6 +57,9 @@ class Frontend:
         for the ClientHello.
     @ivar splice: On Linux, relay plain TCP connections with C{splice(2)}
         (zero-copy, see docs/tcp.md); elsewhere, or for TLS, the normal way.
+    @ivar rules: L{lbkit.interfaces.IConnectionRule}s (L{lbkit.tcp.reject}),
+        looked at in order once the client's address is known (after any
+        PROXY header), before a server is chosen; see docs/rules.md.
     """
 
     def __init__(
@@ -72,6 +76,7 @@ class Frontend:
         timeoutInspect: float = 5.0,
         inspectLimit: int = 32768,
         splice: bool = False,
+        rules: Sequence[Any] = (),
     ) -> None:
         self.definedAt = definedAt()
         if not isinstance(endpoint, str):
@@ -85,6 +90,7 @@ class Frontend:
         self.timeoutInspect = float(timeoutInspect)
         self.inspectLimit = int(inspectLimit)
         self.splice = bool(splice)
+        self.rules = checkedConnectionRules(rules, f"frontend {endpoint!r}")
         self.endpoint = endpoint
         self.backend = backend
         self.name = name or endpoint

@@ -57,6 +57,7 @@ class Termination:
 
     SERVER_LOST = "SD"
     MALFORMED = "PR"
+    REJECTED = "PR"  # a rule closed it (lbkit.tcp.reject)
     INTERNAL_ERROR = "IC"
     SESSION_KILLED = "SK"
     KILLED_RELAYING = "KD"

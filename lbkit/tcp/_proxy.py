@@ -31,6 +31,7 @@ from lbkit._pump import tune, writeThrough
 from lbkit.interfaces import ISession
 from lbkit.proxyproto import InvalidProxyHeader, formatV1, formatV2
 from lbkit.tcp._phase import CLIENT_LOST, Phase, Termination
+from lbkit.tcp._rules import rejects
 from lbkit.tcp._server import TCPServerProtocol, halfClose
 from lbkit.tcp._sni import ClientHello, Inspected, Inspector, InvalidClientHello, chooseBackend
 from lbkit.tcp._splice import startSplice
@@ -224,6 +225,9 @@ class TCPFrontendProtocol(Protocol):
 
     def _startDispatch(self) -> None:
         assert self.context is not None
+        if self.factory.frontend.rules and rejects(self.factory.frontend.rules, self.context):
+            self._giveUp(Termination.REJECTED, abort=True)
+            return
         self._phase = Phase.QUEUED
         dispatch = self._dispatch = Dispatch(
             self.backend, self.context, self.reactor, self._newPeer, serverChosen=self._chose
