@@ -309,6 +309,9 @@ def _frontends(t: Any, proxy: Proxy, idents: dict[str, str]) -> list[str]:
         # backend gets a route that matches everything, last
         routes.append(_route("http", "http.pathBegins('')", idents[default], t.backendRules[default]))
     out: list[str] = []
+    if default is None and not routes:
+        t.problem(proxy.line, f"{proxy.kind} {proxy.name} sends traffic to no backend lbkit has: left out")
+        return out
     for n, (line, address, options) in enumerate(proxy.binds):
         try:
             endpoint, extra = bind(t, line, address, options, proxy.mode)

@@ -275,6 +275,8 @@ frontend fe
     acl css path_end .css
     http-request set-header X-Front fe
     http-request del-header X-Secret
+    http-request deny if { path_beg /private }
+    http-request redirect prefix /new code 301 if { path_beg /old }
     use_backend api if api
     use_backend adm if admin !api || css
     default_backend web
@@ -336,6 +338,7 @@ class OracleTests(TestCase):
         requests = [
             ("/", "www.example"), ("/", "www.example"), ("/api/x", "www.example"), ("/api/x", "admin.example"),
             ("/page", "ADMIN.example"), ("/a.css", "www.example"), ("/?q=1", "www.example"),
+            ("/private/x", "www.example"), ("/old/a?b=1", "www.example"),
         ]
 
         def fetch(port: int) -> Any:
@@ -349,7 +352,10 @@ class OracleTests(TestCase):
                         Headers({b"host": [host.encode()], b"x-secret": [b"s"]}),
                     )
                     body = yield readBody(response)
-                    results.append((response.code, body.decode(), response.headers.getRawHeaders(b"x-adm")))
+                    if response.code != 200:  # the balancer answered: its own page, compare status and Location
+                        results.append((response.code, response.headers.getRawHeaders(b"location"), None))
+                    else:
+                        results.append((response.code, body.decode(), response.headers.getRawHeaders(b"x-adm")))
                 return results
 
             return go()
@@ -361,6 +367,7 @@ class OracleTests(TestCase):
         self.assertEqual(viaLbkit[2:], viaHAProxy[2:])
         self.assertEqual(viaHAProxy[2], (200, "a1 /api/x fe - xff", None))
         self.assertEqual(viaHAProxy[4], (200, "m1 /page fe - xff", [b"yes"]))
+        self.assertEqual(viaHAProxy[7:], [(403, None, None), (301, [b"/new/old/a?b=1"], None)])
 
 
 class ExampleTests(TestCase):

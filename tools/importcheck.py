@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     # 0 foundation: errors, contracts, sans-I/O parsers, small helpers
     "lbkit.error": 0,
     "lbkit.interfaces": 0,
+    "lbkit._sitecontracts": 0,
     "lbkit._origin": 0,
     "lbkit._address": 0,
     "lbkit._settings": 0,
