@@ -8,7 +8,6 @@ an answer.
 from __future__ import annotations
 
 import random
-import socket
 from typing import Any, Callable, Optional
 
 import attrs
@@ -16,6 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
 from twisted.names import dns
 
+from lbkit._address import isIPv4, isIPv6
 from lbkit._model import Server
 from lbkit.error import CheckFailed, ConfigError
 from lbkit.health._base import BaseCheck
@@ -89,21 +89,11 @@ def _probe(
         if not probe.done.called:
             probe.done.errback(CheckFailed(f"Layer4 connection problem, info: \"cannot resolve {host}\""))
 
-    if _isIP(host):
+    if isIPv4(host) or isIPv6(host):
         start(host)
     else:
         reactor.resolve(host).addCallbacks(start, unresolved)
     return probe.done
-
-
-def _isIP(host: str) -> bool:
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-            return True
-        except OSError:
-            pass
-    return False
 
 
 def _bytes(value: Any) -> bytes:

@@ -22,6 +22,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from lbkit._address import isIPv4, isIPv6
 from lbkit._backend import Backend
 from lbkit._listening import ListenFailed, portFromSource
 from lbkit._model import Context, Server
@@ -331,7 +332,7 @@ class UDPProxy(DatagramProtocol):
         self.total += 1
         self.current = len(self.sessions)
         self.maxCurrent = max(self.maxCurrent, self.current)
-        if _isIP(server.host):
+        if isIPv4(server.host) or isIPv6(server.host):
             session.open(server.host)
         else:
             self.reactor.resolve(server.host).addCallbacks(session.open, lambda f: session.close("connect"))
@@ -368,13 +369,3 @@ class UDPProxy(DatagramProtocol):
         """Close every session (the frontend stops)."""
         for session in list(self.sessions.values()):
             session.close(why)
-
-
-def _isIP(host: str) -> bool:
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-            return True
-        except OSError:
-            pass
-    return False
