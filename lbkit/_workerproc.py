@@ -13,16 +13,20 @@ own log).
 from __future__ import annotations
 
 import json
+import os
 import socket
+import stat
 import weakref
 from typing import Any, Callable, Iterable, Sequence
 
-from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet import tcp, unix
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import (
     SSL4ServerEndpoint,
     TCP4ServerEndpoint,
     TCP6ServerEndpoint,
+    UNIXServerEndpoint,
     serverFromString,
 )
 from twisted.internet.error import CannotListenError
@@ -246,7 +250,10 @@ class _HeldPort:
         self.description = description
 
     def getHost(self) -> Any:
-        host, port = self.holder.ports[self.description][0].getsockname()[:2]
+        held = self.holder.ports[self.description][0]
+        if held.family == socket.AF_UNIX:
+            return UNIXAddress(held.getsockname())
+        host, port = held.getsockname()[:2]
         return (IPv6Address if ":" in host else IPv4Address)("TCP", host, port)
 
     def stopListening(self) -> Deferred[None]:
@@ -256,15 +263,19 @@ class _HeldPort:
 
 def openSockets(reactor: Any, description: str, count: int) -> list[socket.socket]:
     """
-    C{count} listening sockets on the address of C{description} (a C{tcp:},
-    C{tcp6:} or C{ssl:} endpoint string), all with C{SO_REUSEPORT}: the
-    kernel spreads new connections over them evenly.
+    C{count} listening sockets on the address of C{description}: for a
+    C{tcp:}, C{tcp6:} or C{ssl:} endpoint string, C{count} sockets with
+    C{SO_REUSEPORT} (the kernel spreads new connections over them evenly);
+    for a C{unix:} one, one socket shared by every slot (a stale socket
+    file is replaced, as Twisted does).
 
     @raise CannotListenError: when the address cannot be listened on.
     """
     endpoint = serverFromString(reactor, description)
+    if isinstance(endpoint, UNIXServerEndpoint):
+        return [_unixSocket(endpoint)] * count
     if not isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint, SSL4ServerEndpoint)):
-        raise CannotListenError("", 0, f"--workers shares only tcp:, tcp6: and ssl: listeners, not {description!r}")
+        raise CannotListenError("", 0, f"--workers shares only tcp:, tcp6:, ssl: and unix: listeners, not {description!r}")
     interface = endpoint._interface or ("::" if isinstance(endpoint, TCP6ServerEndpoint) else "0.0.0.0")
     family = socket.AF_INET6 if isinstance(endpoint, TCP6ServerEndpoint) or ":" in interface else socket.AF_INET
     port = endpoint._port
@@ -284,6 +295,36 @@ def openSockets(reactor: Any, description: str, count: int) -> list[socket.socke
             s.close()
         raise CannotListenError(interface, port, e) from None
     return opened
+
+
+def _unixSocket(endpoint: UNIXServerEndpoint) -> socket.socket:
+    path = endpoint._address
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        if os.path.exists(path) and stat.S_ISSOCK(os.stat(path).st_mode):
+            os.remove(path)
+        s.bind(path)
+        os.chmod(path, endpoint._mode)
+        s.listen(endpoint._backlog)
+        s.setblocking(False)
+    except OSError as e:
+        s.close()
+        raise CannotListenError(None, path, e) from None
+    return s
+
+
+class _AdoptedUNIXPort(unix.Port):
+    """
+    A worker's port on the supervisor's UNIX socket: stopping it must not
+    remove the socket file, nor shut the socket down (which would refuse
+    connections for every process sharing it): the supervisor keeps both
+    for the next worker.
+    """
+
+    _shouldShutdown = False
+
+    def connectionLost(self, reason: Any) -> None:
+        tcp.Port.connectionLost(self, reason)
 
 
 class SocketHolder:
@@ -327,17 +368,26 @@ class SocketHolder:
         """Close the sockets no listener uses any more; return their endpoint strings."""
         closed = [d for d in self.ports if self.users.get(d, 0) == 0]
         for description in closed:
-            for s in self.ports.pop(description):
-                s.close()
+            _close(self.ports.pop(description))
             self.users.pop(description, None)
         return closed
 
     def closeAll(self) -> None:
         for sockets in self.ports.values():
-            for s in sockets:
-                s.close()
+            _close(sockets)
         self.ports.clear()
         self.users.clear()
+
+
+def _close(sockets: list[socket.socket]) -> None:
+    """Close a listener's sockets; a UNIX socket's file goes too."""
+    for s in sockets:
+        if s.fileno() < 0:
+            continue  # the same socket in several slots (unix:)
+        path = s.getsockname() if s.family == socket.AF_UNIX else None
+        s.close()
+        if path and os.path.exists(path):
+            os.remove(path)
 
 
 class _NullPort:
@@ -371,6 +421,10 @@ class SocketAdopter:
             raise CannotListenError("", 0, "the supervisor did not open this endpoint (it restarts workers to add one)")
         fd, family = found
         factory: Any = service.factory
+        if family == socket.AF_UNIX:
+            port = _AdoptedUNIXPort._fromListeningDescriptor(self.reactor, fd, factory)
+            port.startListening()
+            return port
         endpoint = serverFromString(self.reactor, service.description)
         if isinstance(endpoint, SSL4ServerEndpoint):
             factory = TLSMemoryBIOFactory(endpoint._sslContextFactory, False, factory)

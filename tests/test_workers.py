@@ -9,13 +9,13 @@ import base64
 import json
 import os
 import signal
+import socket
 import sys
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.internet.endpoints import UNIXClientEndpoint
-from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.logger import globalLogPublisher
 from twisted.python import usage
@@ -421,6 +421,52 @@ class WorkersTests(TestCase):
         self.assertFalse(second & {p.pid for p in supervisor.processes})
         self.assertEqual((yield self.get(self.front))[0], 200)
 
+    @inlineCallbacks
+    def test_unixFrontend(self) -> Any:
+        """
+        A frontend on a unix: endpoint is served by both workers through
+        the supervisor's socket, and a rolling restart keeps the socket
+        file and its connections working.
+        """
+        path = os.path.abspath(self.mktemp()) + ".front"
+        site = os.path.abspath(self.mktemp()) + ".py"
+        with open(site, "w") as f:
+            f.write(
+                "from lbkit import Backend, Server, http\n"
+                f"web = Backend('web', servers=[Server('s1', '127.0.0.1:{self.ports['s1']}')])\n"
+                f"listen = [http.Frontend('unix:{path}', default=web)]\n"
+            )
+        supervisor = yield self.start(site)
+        self.assertTrue(os.path.exists(path), "no socket file after start")
+
+        @inlineCallbacks
+        def ask() -> Any:
+            got: Deferred[bytes] = Deferred()
+
+            class Ask(Protocol):
+                def connectionMade(self) -> None:
+                    self.data = b""
+                    self.transport.write(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+
+                def dataReceived(self, data: bytes) -> None:
+                    self.data += data
+
+                def connectionLost(self, reason: Any = None) -> None:
+                    got.callback(self.data)
+
+            yield UNIXClientEndpoint(reactor, path).connect(Factory.forProtocol(Ask))
+            answer = yield got.addTimeout(10, reactor)
+            return answer
+
+        for _ in range(4):
+            answer = yield ask()
+            self.assertTrue(answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"s1"), answer)
+        yield supervisor.restartWorkers()
+        self.assertTrue(os.path.exists(path))
+        for _ in range(4):
+            answer = yield ask()
+            self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer)
+
 
 class _Runner(ProcessRunner):
     """A L{ProcessRunner} that can wait for a line's C{count}th appearance."""
@@ -610,12 +656,24 @@ class CountersTests(TestCase):
         self.assertEqual(holder.closeUnused(), [listener.description])
         self.assertEqual(holder.sockets(0), [])
 
-    def test_holderRefusesUnix(self) -> None:
-        """A unix: frontend cannot be shared yet, and says so."""
+    def test_holderSharesUnix(self) -> None:
+        """
+        A unix: frontend gets one socket that every slot shares (a stale
+        socket file is replaced); closing removes the file.
+        """
+        path = os.path.abspath(self.mktemp()) + ".sock"
+        stale = socket.socket(socket.AF_UNIX)
+        stale.bind(path)
+        stale.close()  # the file stays: a previous run's
         holder = SocketHolder(reactor, slots=2)
-        with self.assertRaises(CannotListenError) as e:
-            holder.listen(_Shared("unix:/tmp/x.sock"))
-        self.assertIn("shares only tcp:, tcp6: and ssl:", str(e.exception))
+        held = holder.listen(_Shared(f"unix:{path}"))
+        first, second = holder.ports[f"unix:{path}"]
+        self.assertIs(first, second)
+        self.assertEqual(holder.sockets(0)[0][1], holder.sockets(1)[0][1])
+        name = held.getHost().name
+        self.assertEqual(name.decode() if isinstance(name, bytes) else name, path)
+        holder.closeAll()
+        self.assertFalse(os.path.exists(path))
 
     def test_optionWorkers(self) -> None:
         """C{--workers} takes a positive integer or auto; anything else is a usage error."""
