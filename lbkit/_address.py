@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 
 from lbkit.error import ConfigError
 
-__all__ = ["parseAddress", "formatAddress", "isIPv4", "isIPv6", "hostEndpoint"]
+__all__ = ["parseAddress", "formatAddress", "isIPv4", "isIPv6", "hostEndpoint", "parseUDP"]
 
 
 def parseAddress(address: str) -> Tuple[str, int]:
@@ -94,3 +94,20 @@ def hostEndpoint(reactor: Any, host: str, port: int, timeout: float) -> IStreamC
     if isIPv6(host):
         return endpoints.TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
     return endpoints.HostnameEndpoint(reactor, host.encode("ascii"), port, timeout=timeout)
+
+
+def parseUDP(description: str) -> tuple[int, str]:
+    """C{"udp:5353:interface=127.0.0.1"} -> C{(5353, "127.0.0.1")}."""
+    parts = description.replace("\\:", "\0").split(":")
+    if parts[0] != "udp" or len(parts) < 2 or not parts[1].isdigit():
+        raise ConfigError(f"udp.Frontend: expected 'udp:PORT[:interface=ADDRESS]', not {description!r}")
+    port = int(parts[1])
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"udp.Frontend: port {port} is not from 0 to 65535")
+    interface = ""
+    for option in parts[2:]:
+        key, _, value = option.partition("=")
+        if key != "interface" or not value:
+            raise ConfigError(f"udp.Frontend: unknown option {option!r} in {description!r} (interface= is known)")
+        interface = value.replace("\0", ":")
+    return port, interface

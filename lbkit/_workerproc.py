@@ -32,6 +32,7 @@ from twisted.internet.endpoints import (
 from twisted.internet.error import CannotListenError
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from lbkit._address import parseUDP
 from lbkit._backend import backendsOf
 from lbkit._model import ServerState
 
@@ -47,7 +48,7 @@ SERVER_COUNTERS = (
 )
 #: Backend and frontend-factory counters likewise.
 BACKEND_COUNTERS = ("noServerCount", "redispatches")
-FACTORY_COUNTERS = ("total", "current", "maxCurrent", "bytesIn", "bytesOut", "requests")
+FACTORY_COUNTERS = ("total", "current", "maxCurrent", "bytesIn", "bytesOut", "requests", "evicted", "dropped")
 #: Counters that say how many now (summed over live workers only); the
 #: others only grow, and a worker that ended keeps its share.
 GAUGES = frozenset(["active", "maxActive", "current", "maxCurrent"])
@@ -254,7 +255,8 @@ class _HeldPort:
         if held.family == socket.AF_UNIX:
             return UNIXAddress(held.getsockname())
         host, port = held.getsockname()[:2]
-        return (IPv6Address if ":" in host else IPv4Address)("TCP", host, port)
+        address = IPv6Address if ":" in host else IPv4Address
+        return address("UDP", host, port) if held.type == socket.SOCK_DGRAM else address("TCP", host, port)
 
     def stopListening(self) -> Deferred[None]:
         self.holder.release(self.description)
@@ -271,6 +273,8 @@ def openSockets(reactor: Any, description: str, count: int) -> list[socket.socke
 
     @raise CannotListenError: when the address cannot be listened on.
     """
+    if description.startswith("udp:"):
+        return _udpSockets(description, count)
     endpoint = serverFromString(reactor, description)
     if isinstance(endpoint, UNIXServerEndpoint):
         return [_unixSocket(endpoint)] * count
@@ -289,6 +293,26 @@ def openSockets(reactor: Any, description: str, count: int) -> list[socket.socke
             s.bind((interface, port))
             port = s.getsockname()[1]  # port 0: the others take the one it got
             s.listen(endpoint._backlog)
+            s.setblocking(False)
+    except OSError as e:
+        for s in opened:
+            s.close()
+        raise CannotListenError(interface, port, e) from None
+    return opened
+
+
+def _udpSockets(description: str, count: int) -> list[socket.socket]:
+    """C{count} UDP sockets on one address with C{SO_REUSEPORT}: the kernel keeps a client's datagrams on one."""
+    port, interface = parseUDP(description)
+    interface = interface or "0.0.0.0"
+    opened: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET6 if ":" in interface else socket.AF_INET, socket.SOCK_DGRAM)
+            opened.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind((interface, port))
+            port = s.getsockname()[1]
             s.setblocking(False)
     except OSError as e:
         for s in opened:
@@ -421,6 +445,8 @@ class SocketAdopter:
             raise CannotListenError("", 0, "the supervisor did not open this endpoint (it restarts workers to add one)")
         fd, family = found
         factory: Any = service.factory
+        if service.description.startswith("udp:"):
+            return self.reactor.adoptDatagramPort(fd, socket.AddressFamily(family), factory)
         if family == socket.AF_UNIX:
             port = _AdoptedUNIXPort._fromListeningDescriptor(self.reactor, fd, factory)
             port.startListening()

@@ -467,6 +467,48 @@ class WorkersTests(TestCase):
             answer = yield ask()
             self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer)
 
+    @inlineCallbacks
+    def test_udpFrontend(self) -> Any:
+        """
+        A UDP frontend is served by the workers, each on its own
+        SO_REUSEPORT socket of the address: every client's datagrams stay
+        in one session (one server), and the supervisor's counters sum the
+        sessions of both workers.
+        """
+        from tests.test_udp import _Client, _Echo
+
+        echoes = []
+        for name in ("u1", "u2"):
+            port = reactor.listenUDP(0, _Echo(name), interface="127.0.0.1")
+            self.addCleanup(port.stopListening)
+            echoes.append((name, port.getHost().port))
+        front = freePort()
+        site = os.path.abspath(self.mktemp()) + ".py"
+        with open(site, "w") as f:
+            servers = ", ".join(f"Server('{n}', '127.0.0.1:{p}')" for n, p in echoes)
+            f.write(
+                "from lbkit import Backend, Server, udp\n"
+                f"echo = Backend('echo', servers=[{servers}])\n"
+                f"listen = [udp.Frontend('udp:{front}:interface=127.0.0.1', echo, name='echo-in')]\n"
+            )
+        supervisor = yield self.start(site)
+        seen = set()
+        for _ in range(6):
+            client = _Client()
+            port = reactor.listenUDP(0, client, interface="127.0.0.1")
+            self.addCleanup(port.stopListening)
+            replies = set()
+            for _ in range(2):
+                data, addr = yield client.ask(b"hi", front)
+                replies.add(data)
+                self.assertEqual(addr, ("127.0.0.1", front))
+            self.assertEqual(len(replies), 1)
+            seen |= replies
+        self.assertEqual(seen, {b"u1:hi", b"u2:hi"})
+        yield supervisor.collect()
+        frontend = [item for item in supervisor.listen if getattr(item, "mode", "") == "udp"][0]
+        self.assertEqual(sum(f.total for f in frontend.factories), 6)
+
 
 class _Runner(ProcessRunner):
     """A L{ProcessRunner} that can wait for a line's C{count}th appearance."""

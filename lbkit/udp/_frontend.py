@@ -22,7 +22,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from lbkit._address import isIPv4, isIPv6
+from lbkit._address import isIPv4, isIPv6, parseUDP
 from lbkit._backend import Backend
 from lbkit._listening import ListenFailed, portFromSource
 from lbkit._model import Context, Server
@@ -43,23 +43,6 @@ _log = Logger(namespace="lbkit")
 
 #: Datagrams a session keeps while the server's name resolves.
 MAX_PENDING = 64
-
-
-def parseUDP(description: str) -> tuple[int, str]:
-    """C{"udp:5353:interface=127.0.0.1"} -> C{(5353, "127.0.0.1")}."""
-    parts = description.replace("\\:", "\0").split(":")
-    if parts[0] != "udp" or len(parts) < 2 or not parts[1].isdigit():
-        raise ConfigError(f"udp.Frontend: expected 'udp:PORT[:interface=ADDRESS]', not {description!r}")
-    port = int(parts[1])
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"udp.Frontend: port {port} is not from 0 to 65535")
-    interface = ""
-    for option in parts[2:]:
-        key, _, value = option.partition("=")
-        if key != "interface" or not value:
-            raise ConfigError(f"udp.Frontend: unknown option {option!r} in {description!r} (interface= is known)")
-        interface = value.replace("\0", ":")
-    return port, interface
 
 
 @implementer(IListener)
@@ -130,11 +113,13 @@ class Frontend:
 class UDPService(Service):
     """Listens for the frontend's datagrams while running."""
 
-    #: Only the supervisor serves it with --workers (lbkit.workers).
-    shared = False
+    #: With --workers every worker receives on its own SO_REUSEPORT socket
+    #: of the address (lbkit.workers): the kernel keeps a client on one.
+    shared = True
 
     def __init__(self, proxy: UDPProxy) -> None:
         self.proxy = proxy
+        self.factory = proxy
         self.description = proxy.frontend.endpoint
         self.label = f"frontend {proxy.frontend.name}"
         self.port: Any = None
