@@ -268,51 +268,43 @@ def openSockets(reactor: Any, description: str, count: int) -> list[socket.socke
     C{count} listening sockets on the address of C{description}: for a
     C{tcp:}, C{tcp6:} or C{ssl:} endpoint string, C{count} sockets with
     C{SO_REUSEPORT} (the kernel spreads new connections over them evenly);
-    for a C{unix:} one, one socket shared by every slot (a stale socket
-    file is replaced, as Twisted does).
+    for C{udp:} (L{lbkit.udp}), C{count} datagram sockets likewise; for a
+    C{unix:} one, one socket shared by every slot (a stale socket file is
+    replaced, as Twisted does).
 
     @raise CannotListenError: when the address cannot be listened on.
     """
     if description.startswith("udp:"):
-        return _udpSockets(description, count)
+        port, interface = parseUDP(description)
+        return _reusePortSockets(count, interface or "0.0.0.0", port, socket.SOCK_DGRAM, None)
     endpoint = serverFromString(reactor, description)
     if isinstance(endpoint, UNIXServerEndpoint):
         return [_unixSocket(endpoint)] * count
     if not isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint, SSL4ServerEndpoint)):
         raise CannotListenError("", 0, f"--workers shares only tcp:, tcp6:, ssl: and unix: listeners, not {description!r}")
     interface = endpoint._interface or ("::" if isinstance(endpoint, TCP6ServerEndpoint) else "0.0.0.0")
-    family = socket.AF_INET6 if isinstance(endpoint, TCP6ServerEndpoint) or ":" in interface else socket.AF_INET
-    port = endpoint._port
+    return _reusePortSockets(count, interface, endpoint._port, socket.SOCK_STREAM, endpoint._backlog)
+
+
+def _reusePortSockets(count: int, interface: str, port: int, kind: int, backlog: int | None) -> list[socket.socket]:
+    """
+    C{count} sockets of C{kind} bound to one address with C{SO_REUSEPORT}
+    (listening with C{backlog}, for stream sockets); the kernel spreads new
+    connections (or clients, for datagrams) over them.
+    """
+    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
     opened: list[socket.socket] = []
     try:
         for _ in range(count):
-            s = socket.socket(family, socket.SOCK_STREAM)
+            s = socket.socket(family, kind)
             opened.append(s)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if backlog is not None:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             s.bind((interface, port))
             port = s.getsockname()[1]  # port 0: the others take the one it got
-            s.listen(endpoint._backlog)
-            s.setblocking(False)
-    except OSError as e:
-        for s in opened:
-            s.close()
-        raise CannotListenError(interface, port, e) from None
-    return opened
-
-
-def _udpSockets(description: str, count: int) -> list[socket.socket]:
-    """C{count} UDP sockets on one address with C{SO_REUSEPORT}: the kernel keeps a client's datagrams on one."""
-    port, interface = parseUDP(description)
-    interface = interface or "0.0.0.0"
-    opened: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET6 if ":" in interface else socket.AF_INET, socket.SOCK_DGRAM)
-            opened.append(s)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            s.bind((interface, port))
-            port = s.getsockname()[1]
+            if backlog is not None:
+                s.listen(backlog)
             s.setblocking(False)
     except OSError as e:
         for s in opened:

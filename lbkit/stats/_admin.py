@@ -39,19 +39,33 @@ def runReload(collector: Any, user: str, via: str) -> Deferred[tuple[bool, str]]
         that fails to load leaves the running configuration unchanged.
     @raise AdminError: when the page runs outside a reloadable service.
     """
-    reloader = getattr(collector, "reloader", None)
-    if reloader is None:
-        raise AdminError(404, "reload is not available: this page is not part of a site started from a file")
-    collector.log.info("admin: {user} ({via}) reloads the site file", user=user, via=via, action="reload")
-    d: Deferred[Any] = reloader()
+    return _runLogged(
+        collector, "reloader", "reload is not available: this page is not part of a site started from a file",
+        "admin: {user} ({via}) reloads the site file", "reload", user, via,
+        lambda changes: "\n".join([f"reloaded: {len(changes)} changes", *changes]),
+        "reload failed, configuration unchanged",
+    )
 
-    def done(changes: list[str]) -> tuple[bool, str]:
-        return True, "\n".join([f"reloaded: {len(changes)} changes", *changes])
+
+def _runLogged(
+    collector: Any, attribute: str, missing: str, message: str, action: str, user: str, via: str,
+    describe: Any, failedPrefix: str,
+) -> Deferred[tuple[bool, str]]:
+    """
+    Call the collector's C{attribute} (set by the service; L{AdminError}
+    404 with C{missing} when absent), logging who asked; fires with
+    C{(True, describe(result))} or C{(False, "failedPrefix: why")}.
+    """
+    run = getattr(collector, attribute, None)
+    if run is None:
+        raise AdminError(404, missing)
+    collector.log.info(message, user=user, via=via, action=action)
+    d: Deferred[Any] = run()
 
     def failed(reason: Failure) -> tuple[bool, str]:
-        return False, f"reload failed, configuration unchanged: {reason.getErrorMessage()}"
+        return False, f"{failedPrefix}: {reason.getErrorMessage()}"
 
-    return d.addCallbacks(done, failed)
+    return d.addCallbacks(lambda result: (True, describe(result)), failed)
 
 
 def runRestart(collector: Any, user: str, via: str) -> Deferred[tuple[bool, str]]:
@@ -63,19 +77,11 @@ def runRestart(collector: Any, user: str, via: str) -> Deferred[tuple[bool, str]
         the new workers do not start, the old ones go on.
     @raise AdminError: when the page is not part of a supervisor.
     """
-    restarter = getattr(collector, "restarter", None)
-    if restarter is None:
-        raise AdminError(404, "restart is not available: this balancer runs no worker processes (--workers)")
-    collector.log.info("admin: {user} ({via}) restarts the workers", user=user, via=via, action="restart")
-    d: Deferred[Any] = restarter()
-
-    def done(lines: list[str]) -> tuple[bool, str]:
-        return True, "\n".join(["restarted", *lines])
-
-    def failed(reason: Failure) -> tuple[bool, str]:
-        return False, f"restart failed: {reason.getErrorMessage()}"
-
-    return d.addCallbacks(done, failed)
+    return _runLogged(
+        collector, "restarter", "restart is not available: this balancer runs no worker processes (--workers)",
+        "admin: {user} ({via}) restarts the workers", "restart", user, via,
+        lambda lines: "\n".join(["restarted", *lines]), "restart failed",
+    )
 
 
 def runReopen(collector: Any, user: str, via: str) -> list[str]:
