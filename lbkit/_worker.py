@@ -137,6 +137,7 @@ class Worker:
         self.reporter.clock = reactor
         self.started = False
         self.stopping = False
+        self.stopRequested = False
 
     def received(self, message: dict[str, Any]) -> None:
         op = message.get("op")
@@ -189,6 +190,12 @@ class Worker:
     def orphaned(self) -> None:
         if not self.stopping and self.reactor.running:
             _log.info("lbkit: worker: the supervisor is gone; stopping")
+            self.terminate()
+
+    def terminate(self) -> None:
+        """Stop the reactor once, whichever asks first: SIGTERM, SIGINT or the supervisor leaving."""
+        if not self.stopRequested:
+            self.stopRequested = True
             self.reactor.stop()
 
 
@@ -223,7 +230,16 @@ def main() -> None:
         sys.stderr.write(f"lbkit: {e}\n")
         raise SystemExit(3) from None
     StandardIO(worker.control, reactor=reactor)
-    reactor.run()  # type: ignore[attr-defined]
+
+    def onSignal(signum: int, frame: Any) -> None:
+        _log.info("lbkit: worker: {name}: stopping", name=signal.Signals(signum).name)
+        reactor.callFromThread(worker.terminate)  # type: ignore[attr-defined]
+
+    # our own handlers: Twisted's would stop the reactor a second time when
+    # the supervisor's SIGTERM and the end of our stdin both arrive
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, onSignal)
+    reactor.run(installSignalHandlers=False)  # type: ignore[call-arg]
 
 
 if __name__ == "__main__":

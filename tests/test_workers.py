@@ -644,6 +644,22 @@ class CountersTests(TestCase):
             applyObservation(mine, message)
         self.assertEqual(seen, [("a", False, "Layer4 connection problem")] * 2 + [("a", True, "ok")])
 
+    def test_terminateOnce(self) -> None:
+        """
+        A worker asked to stop twice (the supervisor's SIGTERM, then the end
+        of its stdin, or SIGTERM twice) stops its reactor once: a second
+        reactor.stop() would log ReactorNotRunning.
+        """
+        import types
+
+        from lbkit._worker import Worker
+
+        stops: list[None] = []
+        fake = types.SimpleNamespace(stopRequested=False, reactor=types.SimpleNamespace(stop=lambda: stops.append(None)))
+        Worker.terminate(fake)  # type: ignore[arg-type]
+        Worker.terminate(fake)  # type: ignore[arg-type]
+        self.assertEqual(len(stops), 1)
+
     def test_restartNeedsWorkers(self) -> None:
         """Without workers, a restart request says why it cannot be done (404)."""
         with self.assertRaises(AdminError) as caught:
