@@ -223,3 +223,33 @@ class HTTP3ExampleTests(HTTPTestCase):
             self.assertRegex(out.decode(), "app[12]")
             self.assertGreater(watcher.output.count("HTTP/3.0"), before, watcher.output[-3000:])
         yield stopCleanly(self, watcher, process)
+
+    @inlineCallbacks
+    def test_workers(self) -> Any:
+        """
+        With --workers 2 each worker receives QUIC on its own socket of the
+        port: eight connections (new client ports) are all answered, and
+        each connection's requests stay on one worker.
+        """
+        from tests.test_examples import EXAMPLES, startProcess, stopCleanly, twistd
+
+        pki = makePKI(self)
+        pki.issue("localhost.pem", "localhost", ("localhost",))
+        env = dict(os.environ, LBKIT_TLS_DIR=pki.directory)
+        watcher, process = startProcess(
+            self, twistd("lbkit", "--config", os.path.join(EXAMPLES, "http3.py"), "--workers", "2"), env=env
+        )
+        yield watcher.waitFor(") accepting connections")
+        for _ in range(8):
+            answers = yield deferToThread(fetch, 8094, [(b"GET", b"/")] * 2, pki.caFile)
+            self.assertEqual([a.status for a in answers], [200, 200])
+        lines = [line for line in watcher.output.splitlines() if "HTTP/3.0" in line]
+        self.assertEqual(len(lines), 16)
+        byClient: dict[str, set[str]] = {}
+        for line in lines:
+            worker = line.split("worker ", 1)[1].split(" ", 1)[0]
+            client = line.split("[lbkit.access#info] ", 1)[1].split(" ", 1)[0]
+            byClient.setdefault(client, set()).add(worker)
+        self.assertEqual(len(byClient), 8)
+        self.assertTrue(all(len(workers) == 1 for workers in byClient.values()), byClient)
+        yield stopCleanly(self, watcher, process)
