@@ -29,6 +29,7 @@ from lbkit._model import Context, Server
 from lbkit._origin import definedAt
 from lbkit.error import ConfigError, NoServerAvailable
 from lbkit.interfaces import IListener
+from lbkit.udp._quiet import listenQuietly
 
 __all__ = ["Frontend", "UDPProxy", "UDP_LOG_FORMAT"]
 
@@ -154,6 +155,8 @@ class UDPService(Service):
 class _ToServer(DatagramProtocol):
     """A session's own socket, connected to its server."""
 
+    noisy = False  # one per session: no "Starting protocol" line each
+
     def __init__(self, session: Session) -> None:
         self.session = session
 
@@ -193,7 +196,7 @@ class Session:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         interface = "::" if family == socket.AF_INET6 else "0.0.0.0"
         try:
-            self.port = self.proxy.reactor.listenUDP(0, _ToServer(self), interface=interface)
+            self.port = listenQuietly(self.proxy.reactor, _ToServer(self), interface)
             self.port.connect(address, self.server.port)
         except Exception as e:
             self.server.observe(False, f"Layer4 connection problem: {e}")
