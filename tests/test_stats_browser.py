@@ -82,11 +82,11 @@ class BrowserTests(TestCase):
         self.tmp = os.path.abspath(self.mktemp())
         os.makedirs(self.tmp)
 
-    def chromium(self, url: str, *flags: str) -> defer.Deferred[tuple[int, bytes, bytes]]:
-        """Run headless Chromium on C{url}; it is killed after 40 seconds."""
+    def chromium(self, url: str, *flags: str, quic: bool = False) -> defer.Deferred[tuple[int, bytes, bytes]]:
+        """Run headless Chromium on C{url} (with QUIC only if C{quic}); it is killed after 40 seconds."""
         run = _Run()
         argv = [
-            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", *([] if quic else ["--disable-quic"]), "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
             "--disable-dev-shm-usage", f"--user-data-dir={os.path.join(self.tmp, 'profile')}",
             *flags, url,

@@ -24,6 +24,7 @@ from lbkit.http._acceptproxy import AcceptProxyFactory
 from lbkit.http._alpn import negotiating
 from lbkit.http._answers import checkedErrorPages
 from lbkit.http._h1 import HTTPFrontendProtocol
+from lbkit.http._h3glue import AltSvc, http3Port, http3Services
 from lbkit.http._headers import HTTP_LOG_FORMAT
 from lbkit.http._pool import ConnectionPool
 from lbkit.http._routing import Route, checkedRules
@@ -75,6 +76,9 @@ class Frontend:
         (else requests pay nothing for them).
     @ivar errorPages: Status -> L{lbkit.http.ErrorPage}: the bodies of the
         answers lbkit gives itself (HAProxy's C{errorfile}).
+    @ivar http3: With C{http3=True}: the UDP port and interface where it
+        also serves HTTP/3 over QUIC (its TCP port's number), advertised by
+        an C{Alt-Svc} header on its responses; else L{None}.
     """
 
     def __init__(
@@ -99,6 +103,7 @@ class Frontend:
         acceptProxy: bool = False,
         timeoutRequestBody: Optional[float] = None,
         errorPages: Optional[Any] = None,
+        http3: bool = False,
     ) -> None:
         self.definedAt = definedAt()
         if not isinstance(endpoint, str):
@@ -115,6 +120,7 @@ class Frontend:
             endpoint, tls = converted
         self.tls: Optional[Certificates] = tls
         self.http2 = bool(http2)
+        self.http3 = http3Port(endpoint, tls) if http3 else None
         routes = list(routes)
         for route in routes:
             if not isinstance(route, Route):
@@ -146,6 +152,8 @@ class Frontend:
         self.forwardedFor = forwardedFor
         self.requestRules = checkedRules(requestRules, f"http.Frontend {endpoint!r}")
         self.responseRules = list(responseRules)
+        if self.http3 is not None:
+            self.responseRules.append(AltSvc(self.http3[0]))
         self.answeringRules = tuple(r for r in self.requestRules if IAnsweringRule.providedBy(r))
         self.answering = bool(self.answeringRules) or any(r.answeringRules for r in routes)
         self.errorPages = checkedErrorPages(errorPages, f"http.Frontend {endpoint!r}")
@@ -188,7 +196,9 @@ class Frontend:
         factory = AcceptProxyFactory(factory, proxyFactory)
         listening = ListeningService(self.endpoint, factory, reactor, f"frontend {self.name}")
         listening.shared = True  # every worker accepts on it (lbkit.workers)
-        return listening
+        if self.http3 is None:
+            return listening
+        return http3Services(listening, proxyFactory, self.tls, *self.http3)
 
 
 class HTTPProxyFactory(DrainingFactory, Factory):
