@@ -6,6 +6,7 @@ lists them in C{listen}; C{twistd -n lbkit --config site.py} runs it.
 """
 
 from lbkit._backend import Backend
+from lbkit._breakers import RetryBudget
 from lbkit._connect import serverEndpoint
 from lbkit._model import Context, Server, ServerListenerMixin, ServerState, setEndpointBuilder
 
@@ -14,5 +15,5 @@ from lbkit._model import Context, Server, ServerListenerMixin, ServerState, setE
 setEndpointBuilder(serverEndpoint)
 del serverEndpoint, setEndpointBuilder
 
-__all__ = ["Server", "Backend", "Context", "ServerState", "ServerListenerMixin"]
+__all__ = ["Server", "Backend", "Context", "ServerState", "ServerListenerMixin", "RetryBudget"]
 __version__ = "0.1.0"

@@ -7,13 +7,14 @@ them (balancer, health check, persistence) and the maxconn queue.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable, Sequence, Tuple
+from typing import Any, Callable, Iterable, Sequence, Tuple
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from lbkit._breakers import RetryBudget, installBreakers, updateBreakers
 from lbkit._model import Context, Server, ServerState
 from lbkit._origin import definedAt
 from lbkit._settings import activeHookOf, balanceChanges, samePolicy, sameTarget
@@ -30,10 +31,6 @@ from lbkit.interfaces import (
 __all__ = ["Backend", "backendsOf"]
 
 _log = Logger(namespace="lbkit")
-
-
-def _defaultBalancer() -> IBalancer:
-    return RoundRobin()
 
 
 _Waiter = Tuple["Deferred[Server]", Context]
@@ -58,6 +55,8 @@ class Backend:
     @ivar timeoutQueue: Seconds a connection waits for a free slot when all
         servers are at C{maxconn}.
     @ivar allBackups: Use every backup server at once (else only the first).
+    @ivar retryOn: What a failed attempt is retried on; C{breakers}: the
+        circuit breakers, or L{None} (L{lbkit._breakers}, docs/breakers.md).
     """
 
     def __init__(
@@ -73,6 +72,11 @@ class Backend:
         timeoutServer: float = 30.0,
         timeoutQueue: float | None = None,
         allBackups: bool = False,
+        maxPending: int | None = None,
+        maxRequests: int | None = None,
+        maxRetries: int | None = None,
+        retryBudget: RetryBudget | None = None,
+        retryOn: Iterable[str | int] | None = None,
     ) -> None:
         self.definedAt = definedAt()
         if not isinstance(name, str) or not name:
@@ -97,7 +101,7 @@ class Backend:
             server.id = i + 1
             server.addListener(self)
         self.servers = servers
-        self.balance: IBalancer = _defaultBalancer() if balance is None else balance
+        self.balance: IBalancer = RoundRobin() if balance is None else balance
         if not IBalancer.providedBy(self.balance):
             raise ConfigError(f"backend {name!r}: balance={balance!r} does not provide IBalancer")
         #: The balancer's C{activeChanged(server)} (L{IActiveBalancer}), or L{None}.
@@ -115,6 +119,9 @@ class Backend:
         self.timeoutServer = float(timeoutServer)
         self.timeoutQueue = self.timeoutConnect if timeoutQueue is None else float(timeoutQueue)
         self.allBackups = allBackups
+        self.retryOn: frozenset[str | int] = frozenset()
+        self.breakers: Any = None
+        installBreakers(self, maxPending, maxRequests, maxRetries, retryBudget, retryOn)
         self._listeners: list[IServerListener] = []
         if IServerListener.providedBy(self.balance):
             self._listeners.append(self.balance)  # type: ignore[arg-type]
@@ -144,9 +151,8 @@ class Backend:
 
     def eligible(self) -> Sequence[Server]:
         """
-        The servers that take new traffic now: UP non-backup servers, or,
-        when there are none, the backup servers (all of them with
-        C{allBackups}, else the first).
+        The servers that take new traffic now: UP non-backup servers, or, when there are
+        none, the backup servers (all of them with C{allBackups}, else the first).
         """
         return self._eligible
 
@@ -183,8 +189,7 @@ class Backend:
 
     def _choose(self, context: Context) -> Server | None:
         """
-        Choose a server with a free slot, or L{None} when every usable
-        server is full.
+        Choose a server with a free slot, or L{None} when every usable server is full.
 
         @raise NoServerAvailable: when no server is usable at all.
         """
@@ -247,15 +252,12 @@ class Backend:
             with L{QueueTimeout}.  Cancelling it leaves the queue.
         """
         def cancel(d: Deferred[Server]) -> None:
-            try:
+            if entry in self._queue:
                 self._queue.remove(entry)
-            except ValueError:
-                pass
 
         d: Deferred[Server] = Deferred(cancel)
         entry = (d, context)
         self._queue.append(entry)
-
         d.addTimeout(self.timeoutQueue, clock, onTimeoutCancel=self._queueTimedOut)
         return d
 
@@ -269,10 +271,7 @@ class Backend:
         return len(self._queue)
 
     def release(self, server: Server) -> None:
-        """
-        Give back a slot taken by L{tryAcquire} or L{enqueue}; a waiting
-        connection may take it.
-        """
+        """Give back a slot taken by L{tryAcquire} or L{enqueue}; a waiting connection may take it."""
         server.active -= 1
         hook = self._activeHook
         if hook is not None:
@@ -472,6 +471,7 @@ class Backend:
             if before != after:
                 setattr(self, name, after)
                 changes.append(f"{name} {before!r} -> {after!r}")
+        changes.extend(updateBreakers(self, new))
 
     def whenGone(self, server: Server) -> Deferred[Server]:
         """

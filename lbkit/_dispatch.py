@@ -39,6 +39,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from lbkit._backend import Backend
+from lbkit._breakers import CONNECT_FAILURE, EMPTY_RESPONSE, Overflow
 from lbkit._connect import connectFailed, connectServer, isLocalResourceError, prepareRetry
 from lbkit._model import Context, Server
 from lbkit.error import LBKitError, NoServerAvailable, QueueTimeout
@@ -209,19 +210,20 @@ class Dispatch(Generic[P]):
             self._fail(Failure())
         return d
 
-    def retry(self, termination: str, status: int) -> Deferred[tuple[Server, P]]:
+    def retry(self, termination: str, status: int, condition: str | int = EMPTY_RESPONSE) -> Deferred[tuple[Server, P]]:
         """
         The connection L{start} gave failed later (http: the server closed
         before answering a request that may be sent again): give its slot
         back and choose another server, counting a retry, or fail with
-        C{DispatchFailed(termination, status)} when no retry is left.
+        C{DispatchFailed(termination, status)} when no retry is left
+        (L{mayRetry}, for what failed: C{condition}).
 
         @return: As L{start}.
         """
         d = self._begin()
         try:
             self.release()
-            self._retryOrFail(termination, status, self.server, None)
+            self._retryOrFail(termination, status, self.server, None, condition)
         except Exception:
             self._fail(Failure())
         return d
@@ -275,12 +277,12 @@ class Dispatch(Generic[P]):
         except Exception:
             self._fail(Failure())
 
-    def runRetry(self, termination: str, status: int) -> None:
+    def runRetry(self, termination: str, status: int, condition: str | int = EMPTY_RESPONSE) -> None:
         """As L{retry}, reporting to C{connected} or C{failed} (see L{run})."""
         self._beginRun()
         try:
             self.release()
-            self._retryOrFail(termination, status, self.server, None)
+            self._retryOrFail(termination, status, self.server, None, condition)
         except Exception:
             self._fail(Failure())
 
@@ -298,6 +300,20 @@ class Dispatch(Generic[P]):
             self._cancelled(None)
         elif self._result is not None and not self._result.called:
             self._result.cancel()
+
+    def mayRetry(self, condition: str | int, commit: bool = False) -> bool:
+        """
+        Whether a failed attempt may be retried: C{condition} (a
+        L{lbkit._breakers} name, or a status code) is in the backend's
+        C{retryOn}, a retry is left (C{backend.retries}), and the
+        backend's breakers (C{maxRetries}, C{retryBudget}) allow one (a
+        refusal counts as their trip).  With C{commit} the retry starts.
+        """
+        backend = self.backend
+        if condition not in backend.retryOn or self.attempts > backend.retries:
+            return False
+        breakers = backend.breakers
+        return breakers is None or breakers.admitRetry(self, condition, commit)
 
     def release(self) -> None:
         """Give back the slot held on C{server}, if one is held."""
@@ -345,6 +361,9 @@ class Dispatch(Generic[P]):
         backend = self.backend
         try:
             server = backend.tryAcquire(self.context)
+        except Overflow as e:  # maxRequests (lbkit._breakers)
+            self._fail(Failure(DispatchFailed(e.termination, 503, Failure())))
+            return
         except NoServerAvailable:
             backend.noServerCount += 1
             self._fail(Failure(DispatchFailed(SERVER_REFUSED, 503, Failure())))
@@ -373,6 +392,8 @@ class Dispatch(Generic[P]):
             self.state = _CANCELLED
             return
         termination = QUEUE_TIMEOUT if reason.check(QueueTimeout) else SERVER_REFUSED
+        if reason.check(Overflow):  # maxPending (lbkit._breakers)
+            termination = reason.value.termination  # type: ignore[union-attr]
         self._fail(Failure(DispatchFailed(termination, 503, reason)))
 
     def _chosen(self, server: Server) -> None:
@@ -426,12 +447,13 @@ class Dispatch(Generic[P]):
             _log.debug("{server}: connect failed: {why}", server=server.fullName, why=reason.getErrorMessage())
             termination = OUT_OF_RESOURCES if local else CONNECT_TIMEOUT if timedOut else SERVER_REFUSED
             # a retry after lbkit's own failure is not one the server caused
-            self._retryOrFail(termination, 503, None if local else server, reason)
+            self._retryOrFail(termination, 503, None if local else server, reason, CONNECT_FAILURE)
         except Exception:
             self._fail(Failure())
 
-    def _retryOrFail(self, termination: str, status: int, blame: Optional[Server], reason: Optional[Failure]) -> None:
-        if self.attempts > self.backend.retries:
+    def _retryOrFail(self, termination: str, status: int, blame: Optional[Server], reason: Optional[Failure],
+                     condition: str | int = EMPTY_RESPONSE) -> None:
+        if not self.mayRetry(condition, True):
             self._fail(Failure(DispatchFailed(termination, status, reason)))
             return
         prepareRetry(self.backend, blame, self.context)

@@ -57,6 +57,7 @@ LAYERS: dict[str, int] = {
     "lbkit.http._answers": 2,
     # 3 Backend, and what must check that a value is one (routes)
     "lbkit._backend": 3,
+    "lbkit._breakers": 3,
     "lbkit.http._routing": 3,
     # 4 mechanism: connecting, TLS, listening, draining, pumping, parsing glue
     "lbkit._pump": 4,

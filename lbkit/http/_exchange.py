@@ -25,15 +25,10 @@ from lbkit._backend import Backend
 from lbkit._dispatch import Dispatch, DispatchFailed, DispatchState
 from lbkit._model import Context, Server
 from lbkit.http._body import CHUNKED, UNTIL_CLOSE
-from lbkit.http._headers import (
-    CODE_CLASS,
-    IDEMPOTENT,
-    clientSubject,
-    logRequest,
-    requestHead,
-)
+from lbkit.http._headers import CODE_CLASS, clientSubject, logRequest, requestHead
 from lbkit.http._local import Held, answerFirst
 from lbkit.http._parse import BadMessage, Request, Response
+from lbkit.http._retry import newServerProtocol, retryAfterFailure
 from lbkit.http._routing import Route
 from lbkit.http._rules import rewriteRequest, rewriteResponse
 from lbkit.http._server import HTTPServerProtocol
@@ -251,7 +246,7 @@ class Exchange:
         return self.factory.pool.get(server)
 
     def _newServerProtocol(self, server: Server) -> HTTPServerProtocol:
-        return HTTPServerProtocol(server, self.factory.pool)
+        return newServerProtocol(server, self.factory.pool)
 
     def _connected(self, server: Server, conn: HTTPServerProtocol) -> None:
         assert self.dispatch is not None
@@ -403,29 +398,33 @@ class Exchange:
             _log.warn("{server}: invalid response: {why}", server=server.fullName if server else "-", why=why)
         if server is not None:
             server.observe(False, f"Layer7 invalid response: {why}")
-        canRetry = (
-            isinstance(reason, Failure)
-            and request.method in IDEMPOTENT
-            and self.framing == 0  # a body already sent cannot be sent again
-        )
+        condition = retryAfterFailure(self, conn, reason)  # (docs/breakers.md)
+        self.detachServer(conn)
+        if condition is not None:
+            self.resend(conn.reused and condition == "empty-response", condition, "SH", 502)
+            return
+        self.fail(502, "SH")
+
+    def detachServer(self, conn: HTTPServerProtocol) -> None:
+        """Drop C{conn}, this request's server connection, before a response head, and give its slot back."""
         self.conn = None
         if conn.transport is not None:
             conn.sink = None
             conn.abort()
         self.side.serverDetached()
         self._releaseSlot()
+
+    def resend(self, again: bool, condition: Union[str, int], termination: str, status: int) -> None:
+        """After L{detachServer}: send the request again, to the same server (C{again}) or as a retry."""
         dispatch = self.dispatch
-        if canRetry and dispatch is not None:
-            self._go("retry")
-            if conn.reused:
-                # a kept-alive connection the server closed meanwhile: again
-                dispatch.runAgain("SH", 502)
-            else:
-                dispatch.runRetry("SH", 502)
-            if dispatch.state is _QUEUED or dispatch.state is _CONNECTING:
-                self.side.pauseReading()
-            return
-        self.fail(502, "SH")
+        assert dispatch is not None
+        self._go("retry")
+        if again:
+            dispatch.runAgain(termination, status)
+        else:
+            dispatch.runRetry(termination, status, condition)
+        if dispatch.state is _QUEUED or dispatch.state is _CONNECTING:
+            self.side.pauseReading()
 
     def tunnelEnded(self) -> None:
         """The server side of a tunnel closed: close the client too."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from lbkit.http._retry import retryAfterTimeout
 from lbkit.http._states import ANSWERING, TUNNEL
 
 if TYPE_CHECKING:
@@ -57,6 +58,8 @@ def checkTimeouts(exchange: Exchange, now: float) -> bool:
     elif answering and exchange.backend is not None and idle >= exchange.backend.timeoutServer:
         if exchange.responseStarted:
             exchange.abortExchange("sD")
+        elif retryAfterTimeout(exchange):  # retryOn response-timeout (docs/breakers.md)
+            return False
         else:
             exchange.dropServer()
             exchange.fail(504, "sH")
