@@ -267,8 +267,7 @@ class H3FrontendConnection:
         self.cids: set[bytes] = set()
         self.paused = False
         self.resets = 0
-        self._closed = False
-        self._stopping = False
+        self._closed = self._stopping = self._flushing = False
         self._timer: Any = None
         self._timerAt: Optional[float] = None
         self._budget = float(RESET_BURST)
@@ -292,10 +291,18 @@ class H3FrontendConnection:
         for stream in list(self.streams.values()):
             if stream.producerPaused:
                 stream.updateProducer()
-        self.flush()
+        self.flushSoon()
+
+    def flushSoon(self) -> None:
+        """L{flush} once the reactor is done with this round of I/O: what the streams and the
+        datagrams of one round have to say goes out in as few packets as aioquic can make."""
+        if not self._flushing:
+            self._flushing = True
+            self.reactor.callLater(0, self.flush)
 
     def flush(self) -> None:
         """Send what aioquic has to send, and set its timer again."""
+        self._flushing = False
         if self._closed:
             return
         now = self.reactor.seconds()

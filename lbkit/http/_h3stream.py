@@ -73,10 +73,10 @@ class H3Stream(H2Stream):
                 h3.send_data(sid, b"", end_stream=True)
                 self._streamEnded()
         except Exception as e:  # aioquic refuses to send on a stream the client reset
-            connection.flush()
+            connection.flushSoon()
             self._cannotSend(e)
             return
-        connection.flush()
+        connection.flushSoon()
         self.updateProducer()
 
     def unacknowledged(self) -> int:
@@ -103,10 +103,10 @@ class H3Stream(H2Stream):
         try:
             self.h2.h3.send_headers(self.streamId, headers, end_stream=end)
         except Exception as e:
-            self.h2.flush()
+            self.h2.flushSoon()
             self._cannotSend(e)
             return False
-        self.h2.flush()
+        self.h2.flushSoon()
         return True
 
     def _cannotSend(self, error: Exception) -> None:
@@ -127,7 +127,7 @@ class H3Stream(H2Stream):
                     quic.stop_stream(self.streamId, h3code)
         except Exception:  # the stream is gone already
             pass
-        self.h2.flush()
+        self.h2.flushSoon()
 
     def getHost(self) -> Any:
         return self.h2.getHost()
