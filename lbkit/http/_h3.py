@@ -56,7 +56,7 @@ from twisted.logger import Logger
 from lbkit._address import formatAddress
 from lbkit._listening import ListenFailed, portFromSource
 from lbkit.http._h2 import RESET_BURST, RESET_RATE
-from lbkit.http._h3stream import H3Stream
+from lbkit.http._h3stream import ConsumingQuicConnection, H3Stream
 from lbkit.tls import Certificates
 
 if TYPE_CHECKING:
@@ -189,12 +189,13 @@ class H3Server(DatagramProtocol):
             except ValueError:
                 return None  # a forged or stale token: no state for it
             retrySource = header.destination_cid
-        quic = QuicConnection(
+        quic = ConsumingQuicConnection(
             configuration=config,
             original_destination_connection_id=original,
             retry_source_connection_id=retrySource,
         )
         connection = H3FrontendConnection(self, quic, addr)
+        quic.streams = connection.streams
         self.connections[header.destination_cid] = connection
         self.connections[quic.host_cid] = connection
         connection.cids.update((header.destination_cid, quic.host_cid))
