@@ -21,7 +21,8 @@ from twisted.web.static import Data
 
 from lbkit.error import ConfigError
 from lbkit.http import Frontend
-from lbkit.http._h3stream import REQUEST_WINDOW, H3Stream
+from lbkit.http._h3quic import REQUEST_WINDOW
+from lbkit.http._h3stream import H3Stream
 from lbkit.tls import Certificates
 from tests.h3client import fetch
 from tests.test_http_integration import HTTPTestCase, TrackingSite, backend, reactor
@@ -144,6 +145,27 @@ class HTTP3Tests(HTTPTestCase):
         self.ports = []
         [answer] = yield deferToThread(fetch, port, [(b"GET", b"/")], self.pki.caFile)
         self.assertEqual(answer.status, 503)
+
+    @inlineCallbacks
+    def test_certificateByName(self) -> Any:
+        """
+        A QUIC client asking for another server name gets that name's
+        certificate, as a TCP client does (its verification would fail on
+        the default one); a name the frontend has no entry for gets the
+        default.
+        """
+        p1, _ = self.site("s1")
+        self.certs = Certificates(self.certs.default,
+                                  byHost={"other.test": self.pki.issue("other.pem", "other.test", ("other.test",))})
+        port = self.h3frontend([p1])
+        [other] = yield deferToThread(fetch, port, [(b"GET", b"/o")], self.pki.caFile, serverName="other.test")
+        [plain] = yield deferToThread(fetch, port, [(b"GET", b"/p")], self.pki.caFile, serverName="localhost")
+        self.assertEqual((other.status, plain.status), (200, 200))
+        self.assertEqual(json.loads(other.body)["headers"]["host"], [f"other.test:{port}"])
+        failed = yield deferToThread(fetch, port, [(b"GET", b"/x")], self.pki.caFile,
+                                     serverName="nobody.test").addCallbacks(lambda _: [], lambda f: [f])
+        # the default certificate does not name nobody.test: the client's verification fails
+        self.assertEqual(len(failed), 1)
 
     @inlineCallbacks
     def test_uploadHeldBack(self) -> Any:
