@@ -34,6 +34,7 @@ from lbkit.http._parse import MAX_HEAD, BadMessage, HeadReader, Request, Respons
 from lbkit.http._server import HTTPServerProtocol
 from lbkit.http._states import DONE, DRAINING, HEAD, TUNNEL, WAITING
 from lbkit.http._timeouts import checkTimeouts
+from lbkit.http._tunnel import refusedConnect
 from lbkit.interfaces import ISession
 
 if TYPE_CHECKING:
@@ -221,6 +222,8 @@ class HTTPFrontendProtocol(Protocol):
         exchange = self.exchange
         assert exchange is not None
         exchange.begin(request, framing, upgrade, not keepAlive or self.factory.stopping, len(head) + 4)
+        if request.method == b"CONNECT" and refusedConnect(exchange):
+            return
         # The client is paused only if the request has to wait (queue or
         # connect): a pooled connection takes it at once.
         exchange.forward()
@@ -329,7 +332,7 @@ class HTTPFrontendProtocol(Protocol):
             conn.transport.registerProducer(transport, True)  # type: ignore[union-attr]
         self._forward = conn.send
         buf, self._buf = self._buf, b""
-        head = responseHead(response, False, True, False, False)
+        head = responseHead(response, False, response.code == 101, False, False)  # (or a CONNECT's 2xx)
         self.writeResponse(head)
         if buf:
             self._forward(buf)

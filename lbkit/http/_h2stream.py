@@ -35,6 +35,7 @@ from lbkit.http._parse import Request, Response
 from lbkit.http._server import HTTPServerProtocol
 from lbkit.http._states import WAITING
 from lbkit.http._timeouts import checkTimeouts
+from lbkit.http._tunnel import refusedConnect
 from lbkit.interfaces import ISession
 
 if TYPE_CHECKING:
@@ -118,8 +119,7 @@ class H2Stream:
         exchange.begin(request, framing, False, True, 0)
         h2 = self.h2
         self._tick = h2.reactor.callLater(h2.factory.tickInterval, self._checkTimeouts)
-        if head.method == b"CONNECT":  # no tunnels over HTTP/2 here
-            exchange.fail(501, "CR")
+        if head.method == b"CONNECT" and refusedConnect(exchange, False):  # no plain CONNECT over HTTP/2
             return
         exchange.forward()
 
