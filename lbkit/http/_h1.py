@@ -76,6 +76,8 @@ class HTTPFrontendProtocol(Protocol):
     exchange: Optional[Exchange] = None
     client: Any = None
     writeResponse: Callable[[bytes], None]
+    #: The HTTP/2 protocol the connection was handed to (h2c), or L{None}.
+    h2c: Optional[Protocol] = None
     decodesChunked = False
     _abortCall: Any = None
     _tick: Any = None
@@ -137,6 +139,9 @@ class HTTPFrontendProtocol(Protocol):
                 self.transport.pauseProducing()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.h2c is not None:  # (it speaks HTTP/2: handOverH2c)
+            self.h2c.connectionLost(reason)
+            return
         if self._tick is not None:
             self._tick.cancel()
             self._tick = None
@@ -151,6 +156,13 @@ class HTTPFrontendProtocol(Protocol):
             for conn in private.values():
                 conn.close()
         self.factory.connectionClosed(self)
+
+    def speakH2(self, h2: Protocol) -> None:
+        """The connection is C{h2}'s from now on (h2c): every byte it reads (in TUNNEL), and its end."""
+        self.h2c, self._forward = h2, h2.dataReceived
+        self._tick.cancel()
+        self._tick = None
+        self.exchange._go("h2c")  # type: ignore[union-attr]
 
     def stopGracefully(self) -> None:
         """
@@ -208,7 +220,8 @@ class HTTPFrontendProtocol(Protocol):
                 # server is chosen: a bad one then reaches no server
                 ChunkedFramer().feed(rest)
         except BadMessage as e:
-            self._reject(e.status, str(e))
+            if not self.factory.handOverH2c(self, head, rest):  # (the HTTP/2 preface?)
+                self._reject(e.status, str(e))
             return
         self._buf = rest
         tokens = connectionTokens(request.headers)
@@ -480,7 +493,7 @@ class HTTPFrontendProtocol(Protocol):
         """Called once per request when it is over, with its log fields."""
 
 
-def streamExchange(factory: HTTPProxyFactory, side: Any, address: Any, certTransport: Any) -> Exchange:
+def streamExchange(factory: HTTPProxyFactory, side: Any, address: Any, certTransport: Any, scheme: bytes) -> Exchange:
     """
     The L{Exchange} of one HTTP/2 stream (C{side}, a
     L{lbkit.http._exchange.ClientSide}), with a new instance of the
@@ -491,6 +504,7 @@ def streamExchange(factory: HTTPProxyFactory, side: Any, address: Any, certTrans
     C{reactor} and the exchange's attributes are set.
 
     @param certTransport: With mTLS, the TLS transport of the connection.
+    @param scheme: C{b"https"}, or C{b"http"} for h2c (C{X-Forwarded-Proto}).
     """
     holder = factory.protocol()
     assert isinstance(holder, HTTPFrontendProtocol), f"{factory.protocol!r} is not an HTTPFrontendProtocol"
@@ -499,7 +513,7 @@ def streamExchange(factory: HTTPProxyFactory, side: Any, address: Any, certTrans
     holder.frontend = factory.frontend
     holder.client = address
     exchange = holder.exchange = Exchange(
-        factory, side, holder, address, b"https", certTransport, holder._nobodyListens, b"HTTP/2.0",
+        factory, side, holder, address, scheme, certTransport, holder._nobodyListens, b"HTTP/2.0",
         plainLog=holder._plainLog,
     )
     return exchange

@@ -89,7 +89,7 @@ class H2Stream:
         self._declaredLeft: Optional[int] = None
         frontend = h2.frontend
         mtls = getattr(getattr(frontend, "tls", None), "clientCA", None) is not None
-        self.exchange = streamExchange(h2.factory, self, h2.client, h2.transport if mtls else None)
+        self.exchange = streamExchange(h2.factory, self, h2.client, h2.transport if mtls else None, h2.scheme)
 
     @property
     def session(self) -> ISession:
