@@ -253,6 +253,8 @@ class H3FrontendConnection:
     frontend, factory, reactor and client address, and where it flushes.
     """
 
+    scheme = b"https"  # (QUIC is always TLS: X-Forwarded-Proto)
+
     def __init__(self, server: H3Server, quic: QuicConnection, addr: Any) -> None:
         self.server = server
         self.quic = quic
