@@ -10,14 +10,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.events import RemoteSettingsChanged, ResponseReceived
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
 
 from lbkit.http import Route, pathBegins
+from lbkit.http._h2 import H2FrontendProtocol
 from lbkit.proxyproto import formatV1
 from tests.helpers import requireBinary, runProcess, startHAProxy
+from tests.test_http import Harness
 from tests.test_http2 import H2Client
 from tests.test_http_integration import HTTPTestCase, backend, reactor
 
@@ -182,3 +190,42 @@ class H2CTests(HTTPTestCase):
                          headers["x-forwarded-for"]))
         self.assertEqual(seen[0], ("2", "GET", "/p?q", ["1"], ["http"], ["127.0.0.1"]))
         self.assertEqual(seen[1], seen[0])
+
+
+class HandOverTests(SynchronousTestCase):
+    """The hand-over from HTTP/1.1 to HTTP/2, on fakes: counted once, no timer left."""
+
+    def test_handedOver(self) -> None:
+        """The preface makes the connection an HTTP/2 one, counted once; its end leaves nothing behind."""
+        h = Harness(self)
+        proto, transport = h.accept()
+        client = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+        client.initiate_connection()
+        proto.dataReceived(client.data_to_send())
+        events = client.receive_data(transport.value())
+        self.assertTrue(any(isinstance(e, RemoteSettingsChanged) for e in events))
+        [h2] = h.factory.connections
+        self.assertIsInstance(h2, H2FrontendProtocol)
+        self.assertEqual((h.factory.total, h.factory.current), (1, 1))
+        self.assertIs(proto.h2c, h2)
+        transport.clear()
+        client.send_headers(1, [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"http"),
+                                (b":authority", b"a")], end_stream=True)
+        proto.dataReceived(client.data_to_send())
+        server, serverTransport = h.connect()
+        self.assertIn(b"X-Forwarded-Proto: http\r\n", serverTransport.value())
+        server.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        events = client.receive_data(transport.value())
+        [response] = [e for e in events if isinstance(e, ResponseReceived)]
+        self.assertEqual(dict(response.headers)[b":status"], b"200")
+        proto.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual((h.factory.total, h.factory.current, h.factory.connections), (1, 0, set()))
+        # (the harness's cleanup checks that no timer is left, once the pool is closed)
+
+    def test_http2Off(self) -> None:
+        """With http2=False the same bytes are a 505."""
+        h = Harness(self, frontendArgs={"http2": False})
+        proto, transport = h.accept()
+        proto.dataReceived(PREFACE)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 505 "))
+        self.assertEqual(h.factory.connections, {proto})

@@ -50,6 +50,17 @@ class Established(OneShot):
             self.transport.write(rest)
 
 
+class Refusing(OneShot):
+    """A proxy that wants credentials: 407 with a body, keeping the connection."""
+
+    def __init__(self) -> None:
+        OneShot.__init__(self, self.refuse)
+
+    def refuse(self, p: OneShot) -> None:
+        assert self.transport is not None
+        self.transport.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 4\r\n\r\nauth")
+
+
 class Fields(HTTPFrontendProtocol):
     """Records the access-log fields of every request."""
 
@@ -127,6 +138,31 @@ class ConnectTests(HTTPTestCase):
         yield gatherResults(list(self.lost))
         [fields] = Fields.seen
         self.assertEqual((fields["status"], fields["server"]), (200, "t1"))
+
+    @inlineCallbacks
+    def test_allowedButRefused(self) -> Any:
+        """A server's non-2xx answer to an allowed CONNECT is a normal response: no tunnel, the connection goes on."""
+        refusing, _ = self.custom(Refusing)
+        app, _ = self.site("app")
+        port = self.frontend([Route(methodIs("CONNECT"), backend("t", [refusing]), allowConnect=True)],
+                             default=backend("app", [app]))
+        c = yield self.client(port)
+        c.send(CONNECT)
+        c.send(b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n")
+        [(first, body), (second, _)] = yield c.responses(2)
+        self.assertEqual((first.code, body, second.code), (407, b"auth", 200))
+
+    @inlineCallbacks
+    def test_serverEndsTunnel(self) -> Any:
+        """The server closing the tunnel closes the client connection too."""
+        tunnelPort, servers = self.custom(Established)
+        port = self.frontend([Route(methodIs("CONNECT"), backend("t", [tunnelPort]), allowConnect=True)])
+        c = yield self.client(port)
+        c.send(CONNECT + b"x")
+        yield c.waitData(b"x")
+        [server] = servers.built
+        server.transport.loseConnection()  # type: ignore[union-attr]
+        yield c.closed
 
     @inlineCallbacks
     def test_sameAsHAProxy(self) -> Any:
