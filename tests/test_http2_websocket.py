@@ -44,6 +44,7 @@ from lbkit.http._h2head import MalformedRequest, checkRequestHead
 from lbkit.http._h2ws import tunnelHeaders, websocketRequest
 from lbkit.http._parse import Response
 from lbkit.tls import Certificates
+from tests.helpers import startHAProxy
 from tests.test_http_integration import HTTPTestCase, backend, reactor
 from tests.test_tls_pki import makePKI
 
@@ -256,6 +257,21 @@ class H2WebSocketClient(Protocol):
         self.closed.callback(None)
 
 
+HAPROXY = """
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 5s
+  timeout server 5s
+  timeout tunnel 5s
+frontend fe
+  bind {bind}
+  default_backend be
+backend be
+  server s1 127.0.0.1:%d
+"""
+
+
 class WebSocketTests(HTTPTestCase):
     """Extended CONNECT with :protocol websocket, to an HTTP/1.1 WebSocket server."""
 
@@ -312,6 +328,30 @@ class WebSocketTests(HTTPTestCase):
         self.assertEqual(len(hs.headers["Sec-WebSocket-Key"]), 24)
         self.assertEqual(hs.headers["Host"], "a.example")
         self.assertEqual(hs.headers["X-Forwarded-Proto"], "http")
+
+    @inlineCallbacks
+    def test_sameAsHAProxy(self) -> Any:
+        """
+        HAProxy also takes WebSocket over h2c (RFC 8441) to an HTTP/1.1
+        server: the client sees the same status, subprotocol and echoes
+        through both, and the server the same kind of handshake.
+        """
+        wsPort, _ = self.custom(WebSocketServer)
+        haproxy, _ = startHAProxy(self, reactor, HAPROXY % wsPort)
+        port = self.frontend(default=backend("ws", [wsPort]))
+        seen = []
+        for target in (haproxy, port):
+            client = yield self.connect(target)
+            sid = client.open(b"/ws", (b"sec-websocket-protocol", b"chat"))
+            head = yield client.streams[sid].head
+            client.send(sid, text=b"hello")
+            echo = yield client.streams[sid].message()
+            seen.append((head[b":status"], head.get(b"sec-websocket-protocol"), echo))
+            client.transport.loseConnection()
+        self.assertEqual(seen, [(b"200", b"chat", b"hello")] * 2)
+        for hs in WebSocketServer.handshakes:
+            self.assertEqual((hs.path, hs.headers["Upgrade"].lower(), hs.headers["Sec-WebSocket-Version"]),
+                             ("/ws", "websocket", "13"))
 
     @inlineCallbacks
     def test_overTLS(self) -> Any:
