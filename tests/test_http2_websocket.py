@@ -449,6 +449,19 @@ class WebSocketTests(HTTPTestCase):
         self.assertEqual((yield client.streams[sid].message()), big)
 
     @inlineCallbacks
+    def test_idleTunnelTimesOut(self) -> Any:
+        """A WebSocket idle both ways for timeoutTunnel is cut: the stream is reset, the server connection closed."""
+        port, servers = self.wsFrontend(timeoutTunnel=0.3)
+        client = yield self.connect(port)
+        sid = client.open(b"/ws")
+        yield client.streams[sid].head
+        client.send(sid, text=b"one")
+        self.assertEqual((yield client.streams[sid].message()), b"one")
+        ended = yield client.streams[sid].ended
+        self.assertTrue(ended.startswith("reset"), ended)
+        yield servers.built[0].gone
+
+    @inlineCallbacks
     def test_otherProtocol(self) -> Any:
         """An extended CONNECT for another protocol than websocket is answered 501 and reaches no server."""
         port, servers = self.wsFrontend()
