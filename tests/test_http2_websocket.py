@@ -39,7 +39,7 @@ from websockets.protocol import Protocol as WSProtocol
 from websockets.protocol import Side
 from websockets.server import ServerProtocol
 
-from lbkit.http import Route, pathBegins
+from lbkit.http import HTTPFrontendProtocol, HTTPProxyFactory, Route, pathBegins
 from lbkit.http._h2head import MalformedRequest, checkRequestHead
 from lbkit.http._h2ws import tunnelHeaders, websocketRequest
 from lbkit.http._parse import Response
@@ -257,6 +257,19 @@ class H2WebSocketClient(Protocol):
         self.closed.callback(None)
 
 
+class Fields(HTTPFrontendProtocol):
+    """Records the access-log fields of every request (stream)."""
+
+    seen: list[dict[str, Any]] = []
+
+    def finished(self, fields: dict[str, Any]) -> None:
+        self.seen.append(fields)
+
+
+class FieldsFactory(HTTPProxyFactory):
+    protocol = Fields
+
+
 HAPROXY = """
 defaults
   mode http
@@ -460,6 +473,22 @@ class WebSocketTests(HTTPTestCase):
         ended = yield client.streams[sid].ended
         self.assertTrue(ended.startswith("reset"), ended)
         yield servers.built[0].gone
+
+    @inlineCallbacks
+    def test_logged(self) -> Any:
+        """The WebSocket is logged once it ends: its handshake's request line, the server's 101, the bytes."""
+        Fields.seen = []
+        port, servers = self.wsFrontend(factory=FieldsFactory)
+        client = yield self.connect(port)
+        sid = client.open(b"/ws/x")
+        yield client.streams[sid].head
+        client.send(sid, text=b"bye")
+        yield client.streams[sid].ended
+        yield servers.built[0].gone
+        [fields] = Fields.seen
+        self.assertEqual((fields["request"], fields["status"], fields["server"], fields["termination"]),
+                         ("GET /ws/x HTTP/2.0", 101, "ws1", "--"))
+        self.assertGreater(fields["bytes"], 0)
 
     @inlineCallbacks
     def test_otherProtocol(self) -> Any:
