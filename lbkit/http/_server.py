@@ -241,6 +241,16 @@ class HTTPServerProtocol(protocol.Protocol):
             if not self._reusable:
                 self.close()
 
+    def filterBody(self, sink: ResponseSink) -> None:
+        """
+        From the sink's C{responseHead}: report to C{sink} from now on, and
+        write the head and the body's data (a chunked body decoded)
+        through it (a filter: L{lbkit.http._compress.CompressingSink}).
+        """
+        self.sink = sink
+        self._body.start(self._body.framing, True)
+        self._write = sink.writeResponse
+
     def _writeWithHead(self, data: bytes) -> None:
         """The first write of a response body: the held-back head goes with it."""
         head, self._prefix = self._prefix, b""
