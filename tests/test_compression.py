@@ -136,7 +136,7 @@ class SettingsTests(SynchronousTestCase):
         self.assertTrue(c.typeMatches(b"Application/JSON"))
         self.assertFalse(c.typeMatches(b"image/png"))
         self.assertFalse(c.typeMatches(None))
-        self.assertEqual(dict(c.levels), {"gzip": 6, "br": 4, "zstd": 3})
+        self.assertEqual(dict(c.levels), {"gzip": 4, "br": 4, "zstd": 3})
 
     def test_issueExample(self) -> None:
         """The issue's own example builds."""

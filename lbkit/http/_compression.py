@@ -50,7 +50,7 @@ ALGORITHMS = ("br", "zstd", "gzip")
 
 #: The level of each algorithm unless C{levels} says otherwise: chosen from
 #: the figures of C{bench/compression.py} (docs/http.md, "Compression").
-DEFAULT_LEVELS: Mapping[str, int] = {"gzip": 6, "br": 4, "zstd": 3}
+DEFAULT_LEVELS: Mapping[str, int] = {"gzip": 4, "br": 4, "zstd": 3}
 
 #: The media types compressed unless C{types} says otherwise (an entry
 #: ending in C{/} is a prefix).
