@@ -392,3 +392,11 @@ class HAProxyTests(CompressionTestCase):
                 seen.append((response.code, encoding, header(response, b"vary"), header(response, b"etag"),
                              hashlib.sha256(body).hexdigest()))
             self.assertEqual(seen[0], seen[1], path)
+        # the one difference (docs/http.md): without Accept-Encoding, lbkit
+        # says that the response varies, HAProxy 2.6 does not
+        varies = []
+        for port in (haproxyPort, lbkitPort):
+            response, body = yield self.fetch(port, "/text/5000")
+            self.assertEqual((header(response, b"content-encoding"), body), (None, text(5000)))
+            varies.append(header(response, b"vary"))
+        self.assertEqual(varies, [None, b"Accept-Encoding"])
