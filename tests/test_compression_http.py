@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import random
 import socket
 from typing import Any, Optional
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
-from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.client import (
+    Agent,
+    HTTPConnectionPool,
+    PartialDownloadError,
+    ResponseFailed,
+    readBody,
+)
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.resource import Resource
@@ -28,7 +35,7 @@ from lbkit.http._body import ChunkedFramer
 from tests.helpers import requireBinary, runProcess, startHAProxy
 from tests.test_compression import decode
 from tests.test_http2 import H2Client, HTTP2TestCase
-from tests.test_http_integration import TrackingSite, backend, reactor
+from tests.test_http_integration import OneShot, TrackingSite, backend, reactor
 from tests.test_slow_readers import held
 
 _WORDS = [b"lorem", b"ipsum", b"dolor", b"sit", b"amet", b"<p>", b"</p>", b"proxy", b"twisted", b"\n"]
@@ -52,7 +59,8 @@ class Texts(Resource):
     C{/text/N}: N bytes of text/html with a Content-Length; C{/chunked/N}:
     the same written in 64 KiB pieces (chunked); and the responses that
     must not be compressed: C{/png/N}, C{/encoded}, C{/notransform},
-    C{/range}, C{/small}, C{/etag} (an ETag, compressed).
+    C{/range}, C{/small}, C{/etag} (an ETag, compressed); C{/page/N}: an
+    HTML page of N bytes of text and an end marker.
     """
 
     isLeaf = True
@@ -82,6 +90,8 @@ class Texts(Resource):
             body = body[:100]
         elif kind == "etag":
             request.setHeader(b"etag", b'"v1"')
+        elif kind == "page":
+            body = b"<html><body>" + body + b"<div id='end'>the end of the page</div></body></html>"
         return body
 
 
@@ -211,6 +221,40 @@ class HTTP1Tests(CompressionTestCase):
         self.assertEqual(header(response, b"content-encoding"), b"gzip")
 
     @inlineCallbacks
+    def test_serverCutMidBody(self) -> Any:
+        """A server that closes in the middle of a compressed body: the client sees a cut, not an end."""
+
+        def halfThenClose(p: Any) -> None:
+            p.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 100000\r\n\r\n"
+                              + text(50000))
+            p.transport.loseConnection()
+
+        port, _ = self.custom(lambda: OneShot(halfThenClose))
+        fe = self.frontend(default=backend("cut", [port]), compression=Compression())
+        agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))
+        response = yield agent.request(b"GET", f"http://127.0.0.1:{fe}/".encode(),
+                                       Headers({b"accept-encoding": [b"gzip"]}))
+        self.assertEqual(header(response, b"content-encoding"), b"gzip")
+        yield self.assertFailure(readBody(response), ResponseFailed, PartialDownloadError)
+
+    @inlineCallbacks
+    def test_retryingBackendAndCounts(self) -> Any:
+        """
+        A backend that retries on statuses (its connections check each
+        head) compresses too, and the frontend's and server's byte
+        counters (the access log's) count the compressed bytes the client
+        got.
+        """
+        be = backend("texts", [self.texts()], retryOn=(503,))
+        port = self.frontend(default=be, compression=Compression())
+        response, body = yield self.fetch(port, "/text/200000", "zstd")
+        self.assertEqual(decode("zstd", body), text(200000))
+        factory = self._frontends[0].factories[0]
+        self.assertGreater(factory.bytesOut, len(body))
+        self.assertLess(factory.bytesOut, len(body) + 1000)
+        self.assertEqual(be.servers[0].bytesOut, factory.bytesOut)
+
+    @inlineCallbacks
     def test_curl(self) -> Any:
         """C{curl --compressed} (which asks for every coding it knows) gets the server's bytes back."""
         port = self.compressing()
@@ -243,6 +287,29 @@ class AcceptingH2Client(H2Client):
         self.bodies[sid] = []
         self.flush()
         return d
+
+
+class BrowserTests(CompressionTestCase):
+    """A page loaded in headless Chromium (Debian's C{chromium}), compressed on the way."""
+
+    @inlineCallbacks
+    def test_chromium(self) -> Any:
+        """
+        Chromium asks for br (among others), gets the page compressed (lbkit
+        sends far fewer bytes than the page holds) and renders all of it.
+        """
+        chromium = requireBinary("/usr/bin/chromium")
+        port = self.compressing()
+        profile = os.path.abspath(self.mktemp())
+        runner = yield runProcess(self, reactor, [
+            chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
+            "--disable-background-networking", "--disable-component-update", "--disable-dev-shm-usage",
+            f"--user-data-dir={profile}", "--dump-dom", f"http://127.0.0.1:{port}/page/300000"], timeout=40)
+        self.assertEqual(runner.exitCode, 0, runner.output[-2000:])
+        self.assertIn(b"the end of the page", runner.stdout)
+        self.assertGreater(runner.stdout.count(b"twisted"), 1000)
+        factory = self._frontends[0].factories[0]
+        self.assertLess(factory.bytesOut, 100_000)
 
 
 class HTTP2Tests(CompressionTestCase):
