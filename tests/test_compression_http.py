@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
 from twisted.web.client import (
     Agent,
     HTTPConnectionPool,
@@ -30,13 +31,17 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from lbkit._pump import BUFFER_SIZE
-from lbkit.http import Compression, Route, pathBegins
+from lbkit.http import Compression, Frontend, Route, pathBegins
 from lbkit.http._body import ChunkedFramer
+from lbkit.tls import Certificates
+from tests.h3client import fetch
 from tests.helpers import requireBinary, runProcess, startHAProxy
 from tests.test_compression import decode
 from tests.test_http2 import H2Client, HTTP2TestCase
+from tests.test_http3 import freePort as h3FreePort
 from tests.test_http_integration import OneShot, TrackingSite, backend, reactor
 from tests.test_slow_readers import held
+from tests.test_tls_pki import makePKI
 
 _WORDS = [b"lorem", b"ipsum", b"dolor", b"sit", b"amet", b"<p>", b"</p>", b"proxy", b"twisted", b"\n"]
 
@@ -343,6 +348,33 @@ class HTTP2Tests(CompressionTestCase):
         self.assertEqual(got, "2 br")
         with open(out, "rb") as f:
             self.assertEqual(f.read(), text(300000))
+
+
+class HTTP3Tests(CompressionTestCase):
+    """Compression to HTTP/3 clients (aioquic's own client)."""
+
+    @inlineCallbacks
+    def test_h3Client(self) -> Any:
+        """Over HTTP/3, the body decodes to the server's bytes, without a content-length."""
+        pki = makePKI(self)
+        certs = Certificates(pki.issue("site.pem", "localhost", ("localhost",)))
+        port = h3FreePort()
+        fe = Frontend(f"tcp:{port}:interface=127.0.0.1", default=backend("texts", [self.texts()]), log=False,
+                      compression=Compression(), tls=certs, http3=True)
+        self._frontends = [fe]  # its pool is closed in cleanup
+        service = fe.makeService(reactor)
+        service.startService()
+        self.services.append(service)
+        answers = yield deferToThread(fetch, port, [
+            (b"GET", b"/text/200000", [(b"accept-encoding", b"br")]),
+            (b"GET", b"/chunked/200000", [(b"accept-encoding", b"gzip, zstd")]),
+            (b"GET", b"/png/5000", [(b"accept-encoding", b"br")])], pki.caFile, timeout=30.0)
+        self.assertEqual([(a.status, a.headers.get(b"content-encoding")) for a in answers],
+                         [(200, b"br"), (200, b"zstd"), (200, None)])
+        self.assertNotIn(b"content-length", answers[0].headers)
+        self.assertEqual(decode("br", answers[0].body), text(200000))
+        self.assertEqual(decode("zstd", answers[1].body), text(200000))
+        self.assertEqual(answers[2].body, text(5000))
 
 
 class SlowClientTests(CompressionTestCase):
