@@ -251,3 +251,14 @@ class EncoderTests(SynchronousTestCase):
                 self.assertEqual(d.decompress(partial), b"".join(pieces[:3]))
             out.append(encoder.finish())
             self.assertEqual(decode(algorithm, b"".join(out)), b"".join(pieces), algorithm)
+
+    def test_sizeHint(self) -> None:
+        """An encoder told the body's length gives back the same bytes (zstd writes the size in its frame)."""
+        body = b"<p>sized</p>\n" * 5000
+        for algorithm in ALL:
+            encoder = Compression().encoder(algorithm, len(body))
+            out = encoder.compress(body[:30000]) + encoder.compress(body[30000:]) + encoder.finish()
+            self.assertEqual(decode(algorithm, out), body, algorithm)
+        zstd = Compression().encoder("zstd", len(body))
+        frame = zstandard.get_frame_parameters(zstd.compress(body) + zstd.finish())
+        self.assertEqual(frame.content_size, len(body))

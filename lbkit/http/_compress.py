@@ -88,7 +88,8 @@ def compressResponse(exchange: Exchange, conn: HTTPServerProtocol, response: Res
                 response.headers.append([b"Transfer-Encoding", b"chunked"])
             head = side.responseHeadBytes(response, CHUNKED, False)
             conn.bytes += len(head)
-            sink = CompressingSink(exchange, conn, compression.encoder(algorithm), chunked, len(head))
+            encoder = compression.encoder(algorithm, framing if framing > 0 else None)
+            sink = CompressingSink(exchange, conn, encoder, chunked, len(head))
             conn.filterBody(sink)
             return head
     head = side.responseHeadBytes(response, framing, False)

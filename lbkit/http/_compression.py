@@ -98,7 +98,12 @@ class Encoder:
     compress: Callable[[bytes], bytes]
     finish: Callable[[], bytes]
 
-    def __init__(self, algorithm: str, level: int) -> None:
+    def __init__(self, algorithm: str, level: int, size: Optional[int] = None) -> None:
+        """
+        @param size: The body's length, when known: zstd then sizes its
+            window and tables to it (and writes it in the frame), a third
+            cheaper on 100 KiB than a context made for any size.
+        """
         if algorithm == "gzip":
             z = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
             sync = zlib.Z_SYNC_FLUSH
@@ -119,7 +124,8 @@ class Encoder:
             self.finish = b.finish
         else:
             assert _zstandard is not None
-            zs = _zstandard.ZstdCompressor(level=level).compressobj()
+            compressor = _zstandard.ZstdCompressor(level=level)
+            zs = compressor.compressobj() if size is None else compressor.compressobj(size=size)
             block = _zstandard.COMPRESSOBJ_FLUSH_BLOCK
 
             def compressZstd(data: bytes) -> bytes:
@@ -323,9 +329,9 @@ class Compression:
                 return False
         return True
 
-    def encoder(self, algorithm: str) -> Encoder:
-        """A new L{Encoder} for one response."""
-        return Encoder(algorithm, self.levels[algorithm])
+    def encoder(self, algorithm: str, size: Optional[int] = None) -> Encoder:
+        """A new L{Encoder} for one response (of C{size} bytes, if known)."""
+        return Encoder(algorithm, self.levels[algorithm], size)
 
 
 def routeCompression(route: Any) -> Any:
