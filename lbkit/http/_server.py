@@ -228,10 +228,13 @@ class HTTPServerProtocol(protocol.Protocol):
         self.bytes += n
         framer = reader.framer
         if framer is not None and framer.pieces is not None:
-            # the sink wants the data of the chunks
+            # the sink wants the data of the chunks: in one write per read
+            # (a filter compresses and flushes each write)
             pieces, framer.pieces = framer.pieces, []
-            for piece in pieces:
-                self._write(piece)
+            if len(pieces) == 1:
+                self._write(pieces[0])
+            elif pieces:
+                self._write(b"".join(pieces))
         else:
             self._write(data if n == len(data) else data[:n])
         if reader.done:
