@@ -249,12 +249,12 @@ class Compression:
         """
         @param algorithms: The codings offered, preferred first; by default
             every one installed of C{("br", "zstd", "gzip")}.
-        @raise ConfigError: naming the site-file line, for an unknown
-            algorithm, one whose library is not installed, a bad type,
-            size or level.
+        @raise ConfigError: for an unknown algorithm, one whose library is
+            not installed, a bad type, size or level (the site loader
+            prefixes the site file's line).
         """
-        self.definedAt = filename, line = definedAt()
-        where = f"{filename}:{line}: http.Compression" if line else "http.Compression"
+        self.definedAt = definedAt()
+        where = "http.Compression"  # the site loader says which file and line
         if algorithms is None:
             algorithms = tuple(a for a in ALGORITHMS if available(a))
         elif isinstance(algorithms, (str, bytes)):
@@ -341,4 +341,4 @@ def routeCompression(route: Any) -> Any:
     """
     if route is None or route is False or isinstance(route, Compression):
         return route
-    raise ConfigError(f"compression must be an http.Compression (or None, or False), not {route!r}")
+    raise ConfigError(f"Route: compression must be an http.Compression (or None, or False), not {route!r}")
