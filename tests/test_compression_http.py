@@ -95,6 +95,8 @@ class Texts(Resource):
             body = body[:100]
         elif kind == "etag":
             request.setHeader(b"etag", b'"v1"')
+        elif kind == "vary":
+            request.setHeader(b"vary", b"Cookie, accept-encoding")
         elif kind == "page":
             body = b"<html><body>" + body + b"<div id='end'>the end of the page</div></body></html>"
         return body
@@ -241,6 +243,22 @@ class HTTP1Tests(CompressionTestCase):
                                        Headers({b"accept-encoding": [b"gzip"]}))
         self.assertEqual(header(response, b"content-encoding"), b"gzip")
         yield self.assertFailure(readBody(response), ResponseFailed, PartialDownloadError)
+
+    @inlineCallbacks
+    def test_http10AndVary(self) -> Any:
+        """
+        An HTTP/1.0 client gets the body as it is (nginx's
+        C{gzip_http_version 1.1}); a C{Vary} that names
+        C{Accept-Encoding} already is left alone.
+        """
+        port = self.compressing()
+        c = yield self.client(port)
+        c.send(b"GET /text/5000 HTTP/1.0\r\nAccept-Encoding: gzip\r\n\r\n")
+        [(response, body)] = yield c.responses(1)
+        self.assertEqual((response.header(b"content-encoding"), body), (None, text(5000)))
+        response, body = yield self.fetch(port, "/vary/5000", "gzip")
+        self.assertEqual(response.headers.getRawHeaders(b"vary"), [b"Cookie, accept-encoding"])
+        self.assertEqual(decode("gzip", body), text(5000))
 
     @inlineCallbacks
     def test_tinyChunks(self) -> Any:
