@@ -20,6 +20,8 @@ from lbkit import Backend, Server
 from lbkit.config import loadSite
 from lbkit.error import ConfigError
 from lbkit.http import Compression, Frontend, Route, _compression, pathBegins
+from lbkit.http._body import ChunkedFramer
+from lbkit.http._compress import CompressingSink
 from lbkit.http._compression import ALGORITHMS, Encoder, negotiate, weakETag
 from lbkit.http._parse import Response
 
@@ -270,3 +272,71 @@ class EncoderTests(SynchronousTestCase):
         zstd = Compression().encoder("zstd", len(body))
         frame = zstandard.get_frame_parameters(zstd.compress(body) + zstd.finish())
         self.assertEqual(frame.content_size, len(body))
+
+
+class _Side:
+    decodesChunked = False
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.writeResponse = self.written.append
+
+
+class _Exchange:
+    def __init__(self) -> None:
+        self.side = _Side()
+        self.done: list[Any] = []
+        self.aborted: list[str] = []
+
+    def responseDone(self, conn: Any) -> None:
+        self.done.append(conn)
+
+    def abortExchange(self, termination: str) -> None:
+        self.aborted.append(termination)
+
+
+class _Conn:
+    bytes = 0
+
+
+class SinkTests(SynchronousTestCase):
+    """L{CompressingSink} alone, with stand-ins for the exchange and the server connection."""
+
+    def sink(self, head: bytes, chunked: bool = True) -> tuple[CompressingSink, _Exchange, _Conn]:
+        exchange, conn = _Exchange(), _Conn()
+        conn.bytes = len(head)
+        sink = CompressingSink(exchange, conn, Compression().encoder("gzip"), chunked, len(head))  # type: ignore[arg-type]
+        return sink, exchange, conn
+
+    def test_headPassesThrough(self) -> None:
+        """
+        The head goes out as it is, however the connection splits it from
+        the body; the body is compressed in chunks and ended with the
+        last chunk; the connection's byte count is what was written.
+        """
+        head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+        body = b"<p>compressed</p>" * 1000
+        sink, exchange, conn = self.sink(head)
+        sink.writeResponse(head[:10])
+        sink.writeResponse(head[10:] + body[:100])
+        sink.writeResponse(b"")
+        sink.writeResponse(body[100:])
+        sink.responseDone(conn)  # type: ignore[arg-type]
+        out = b"".join(exchange.side.written)
+        self.assertTrue(out.startswith(head))
+        self.assertEqual(exchange.side.written[0], head[:10])
+        framer = ChunkedFramer(True)
+        self.assertEqual(framer.feed(out[len(head):]), len(out) - len(head))
+        self.assertTrue(framer.done)
+        self.assertEqual(gzip.decompress(b"".join(framer.pieces)), body)
+        self.assertEqual(conn.bytes, len(out))
+        self.assertEqual(exchange.done, [conn])
+
+    def test_unframed(self) -> None:
+        """For an HTTP/2 stream the compressed bytes go unframed; an abort goes to the exchange."""
+        sink, exchange, conn = self.sink(b"", chunked=False)
+        sink.writeResponse(b"abc" * 100)
+        sink.responseDone(conn)  # type: ignore[arg-type]
+        self.assertEqual(gzip.decompress(b"".join(exchange.side.written)), b"abc" * 100)
+        sink.abortExchange("SD")
+        self.assertEqual(exchange.aborted, ["SD"])
