@@ -30,7 +30,7 @@ __all__ = ["CompressingSink", "compressResponse", "compressionFor"]
 
 
 def compressionFor(exchange: Exchange) -> Optional[Compression]:
-    """The L{Compression} of the exchange's route, else its frontend's (L{None}: none)."""
+    """The L{Compression} of the exchange's route, else its frontend's (C{None}: none)."""
     route = exchange.route
     if isinstance(route, Route):
         own = route.compression

@@ -154,7 +154,7 @@ def negotiate(acceptEncoding: Optional[bytes], algorithms: Sequence[str]) -> Opt
     """
     The content coding to send, from a request's C{Accept-Encoding}
     (RFC 9110 section 12.5.3) and the algorithms offered, in the server's order
-    of preference; L{None} for none (send the body as it is).
+    of preference; C{None} for none (send the body as it is).
 
     The coding with the highest weight wins, ties going to the earlier of
     C{algorithms}; C{q=0} refuses a coding; C{*} weighs every coding not
@@ -195,7 +195,7 @@ def negotiate(acceptEncoding: Optional[bytes], algorithms: Sequence[str]) -> Opt
 def weakETag(etag: bytes) -> Optional[bytes]:
     """
     C{etag} made weak (C{W/"..."}), as nginx does to a compressed
-    response's; L{None} if it is not a valid entity tag.
+    response's; C{None} if it is not a valid entity tag.
     """
     etag = etag.strip()
     if etag.startswith(b"W/"):
@@ -291,7 +291,7 @@ class Compression:
         return f"<http.Compression {'/'.join(self.algorithms)} minSize={self.minSize}>"
 
     def typeMatches(self, contentType: Optional[bytes]) -> bool:
-        """Whether a response of C{contentType} (a header value, or L{None}) is compressed."""
+        """Whether a response of C{contentType} (a header value, or C{None}) is compressed."""
         if not contentType:
             return False
         media = contentType.split(b";", 1)[0].strip().lower()
@@ -336,7 +336,7 @@ class Compression:
 
 def routeCompression(route: Any) -> Any:
     """
-    A route's C{compression} argument checked: L{None} (the frontend's),
+    A route's C{compression} argument checked: C{None} (the frontend's),
     C{False} (none) or a L{Compression}.
     """
     if route is None or route is False or isinstance(route, Compression):

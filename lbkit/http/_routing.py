@@ -67,7 +67,7 @@ class Route:
     @ivar responseRules: Header rules for their responses, before the
         frontend's.
     @ivar compression: The L{lbkit.http.Compression} of its responses,
-        L{None} for the frontend's, C{False} for none (docs/http.md).
+        C{None} for the frontend's, C{False} for none (docs/http.md).
     """
 
     def __init__(
