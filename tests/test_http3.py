@@ -13,14 +13,20 @@ import os
 import socket
 from typing import Any
 
-from twisted.internet.defer import inlineCallbacks
-from twisted.internet.protocol import Factory, Protocol
+from aioquic.buffer import Buffer  # type: ignore[attr-defined]
+from aioquic.h3.connection import H3_ALPN
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import QuicPacketType, pull_quic_header
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.static import Data
 
 from lbkit.error import ConfigError
 from lbkit.http import Frontend
+from lbkit.http._h3 import H3Service
 from lbkit.http._h3quic import REQUEST_WINDOW
 from lbkit.http._h3stream import H3Stream
 from lbkit.tls import Certificates
@@ -49,6 +55,8 @@ def freePort() -> int:
 
 class HTTP3Tests(HTTPTestCase):
     """Requests over HTTP/3 are routed, balanced, rewritten and logged as any other."""
+
+    timeout = 60  # aioquic's client runs in a thread of this process: slow on a busy machine
 
     def setUp(self) -> None:
         super().setUp()
@@ -168,14 +176,53 @@ class HTTP3Tests(HTTPTestCase):
         self.assertEqual(len(failed), 1)
 
     @inlineCallbacks
+    def test_quicRetry(self) -> Any:
+        """
+        With C{quicRetry=True} a client's first Initial is answered with a
+        Retry and no connection state; aioquic's client echoes the token and
+        its request is served.
+        """
+        p1, _ = self.site("s1")
+        port = self.h3frontend([p1], quicRetry=True)
+        [h3service] = [s for s in self.services[-1] if isinstance(s, H3Service)]
+        server = h3service.server
+        replies: Deferred[bytes] = Deferred()
+
+        class Raw(DatagramProtocol):
+            def datagramReceived(self, data: bytes, addr: Any) -> None:
+                if not replies.called:
+                    replies.callback(data)
+
+        raw = reactor.listenUDP(0, Raw(), interface="127.0.0.1")
+        self.addCleanup(raw.stopListening)
+        config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, server_name="localhost")
+        client = QuicConnection(configuration=config)
+        client.connect(("127.0.0.1", port), now=reactor.seconds())
+        [(initial, _)] = client.datagrams_to_send(now=reactor.seconds())[:1]
+        raw.write(initial, ("127.0.0.1", port))
+        reply = yield replies.addTimeout(10, reactor)
+        self.assertEqual(pull_quic_header(Buffer(data=reply), host_cid_length=8).packet_type, QuicPacketType.RETRY)
+        self.assertEqual(server.connections, {})
+        [answer] = yield deferToThread(fetch, port, [(b"GET", b"/r")], self.pki.caFile)
+        self.assertEqual(answer.status, 200)
+
+    def test_quicRetryNeedsHTTP3(self) -> None:
+        """quicRetry=True without http3=True is a configuration error."""
+        with self.assertRaises(ConfigError) as e:
+            Frontend("tcp:8443", default=backend("web", [1]), tls=self.certs, quicRetry=True)
+        self.assertIn("quicRetry=True needs http3=True", str(e.exception))
+
+    @inlineCallbacks
     def test_uploadHeldBack(self) -> Any:
         """
-        A client uploading 24 MiB to a server that does not read is held
+        A client uploading 8 MiB to a server that does not read is held
         back by QUIC flow control: lbkit grants it at most
         L{REQUEST_WINDOW} bytes past what it handed on, holds no more than
         that, and once the server reads again the whole body arrives.
         """
-        size = 24 * 1024 * 1024
+        # more than lbkit can hold in all: 1 MiB of window, Twisted's write
+        # buffer, and the kernel's socket buffers (tcp_wmem's 4 MiB at most)
+        size = 8 * 1024 * 1024
         servers: list[_SlowReader] = []
         factory = Factory.forProtocol(_SlowReader)
         factory.expect, factory.servers = size, servers  # type: ignore[attr-defined]

@@ -84,6 +84,10 @@ class Frontend:
     @ivar http3: With C{http3=True}: the UDP port and interface where it
         also serves HTTP/3 over QUIC (its TCP port's number), advertised by
         an C{Alt-Svc} header on its responses; else C{None}.
+    @ivar quicRetry: Whether a new QUIC client must first prove it owns its
+        address by echoing a Retry token (HAProxy's C{quic-force-retry},
+        nginx's C{quic_retry}): one more round trip, no state kept for
+        spoofed Initials.
     """
 
     def __init__(
@@ -109,6 +113,7 @@ class Frontend:
         timeoutRequestBody: Optional[float] = None,
         errorPages: Optional[Any] = None,
         http3: bool = False,
+        quicRetry: bool = False,
         compression: Optional[Compression] = None,
     ) -> None:
         self.definedAt = definedAt()
@@ -127,6 +132,9 @@ class Frontend:
         self.tls: Optional[Certificates] = tls
         self.http2 = bool(http2)
         self.http3 = http3Port(endpoint, tls) if http3 else None
+        if quicRetry and not http3:
+            raise ConfigError(f"http.Frontend {endpoint!r}: quicRetry=True needs http3=True")
+        self.quicRetry = bool(quicRetry)
         routes = list(routes)
         for route in routes:
             if not isinstance(route, Route):
@@ -208,7 +216,7 @@ class Frontend:
         listening.shared = True  # every worker accepts on it (lbkit.workers)
         if self.http3 is None:
             return listening
-        return http3Services(listening, proxyFactory, self.tls, *self.http3)
+        return http3Services(listening, proxyFactory, self.tls, *self.http3, retry=self.quicRetry)
 
 
 class HTTPProxyFactory(DrainingFactory, Factory):
