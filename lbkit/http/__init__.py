@@ -4,7 +4,8 @@ http mode (layer 7): a reverse proxy that routes each request.
 Public names: L{Frontend}, L{Route}, the matchers (L{pathBegins} and
 friends), the request rules (header rules, and those that answer from
 the balancer: L{deny}, L{redirect}, L{respond} and friends; docs/rules.md),
-error pages (L{errorPage}) and L{Request}.
+error pages (L{errorPage}), L{Request}, and shadow traffic (L{Mirror},
+L{mirrorStats}; docs/beyond_traffic.md).
 """
 
 from lbkit.http._answers import (
@@ -25,6 +26,7 @@ from lbkit.http._answers import (
 from lbkit.http._frontend import Frontend, HTTPProxyFactory
 from lbkit.http._h1 import HTTPFrontendProtocol
 from lbkit.http._headers import HTTP_LOG_FORMAT
+from lbkit.http._mirror import Mirror, mirrorStats
 from lbkit.http._parse import BadMessage, Request, Response
 from lbkit.http._routing import (
     Route,
@@ -88,4 +90,6 @@ __all__ = [
     "Answer",
     "errorPage",
     "ErrorPage",
+    "Mirror",
+    "mirrorStats",
 ]

@@ -84,6 +84,7 @@ class Exchange:
     decodesChunked = False
     writeResponse: Callable[[bytes], None]
     held: Optional[Held] = None
+    mirror: Any = None  # its lbkit.http._mirror.MirrorCopy, if mirrored
 
     def __init__(
         self,
@@ -188,7 +189,7 @@ class Exchange:
         self.startedAt = self.since = now
         self.lastBytes = -1
         self.respondedAt = self.waitedUntil = -1.0
-        self.dispatch = None
+        self.dispatch = self.mirror = None
         self.server = None
         self.backend = None
         self.context = Context(client=self.client, frontend=self.frontend.name, request=request)

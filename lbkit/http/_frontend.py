@@ -26,6 +26,7 @@ from lbkit.http._answers import checkedErrorPages
 from lbkit.http._h1 import HTTPFrontendProtocol
 from lbkit.http._h3glue import AltSvc, http3Port, http3Services
 from lbkit.http._headers import HTTP_LOG_FORMAT
+from lbkit.http._mirror import shadowBackends
 from lbkit.http._pool import ConnectionPool
 from lbkit.http._routing import Route, checkedRules
 from lbkit.http._server import HTTPServerProtocol
@@ -168,7 +169,7 @@ class Frontend:
 
     def backends(self) -> Sequence[Backend]:
         found: list[Backend] = []
-        for backend in [r.backend for r in self.routes] + [self.default]:
+        for backend in [r.backend for r in self.routes] + [self.default] + shadowBackends(self):
             if backend not in found:
                 found.append(backend)
         return found
