@@ -5,7 +5,8 @@ Public names: L{Frontend}, L{Route}, the matchers (L{pathBegins} and
 friends), the request rules (header rules, and those that answer from
 the balancer: L{deny}, L{redirect}, L{respond} and friends; docs/rules.md),
 error pages (L{errorPage}), L{Request}, and shadow traffic (L{Mirror},
-L{mirrorStats}; docs/beyond_traffic.md).
+L{mirrorStats}) and scatter-gather (L{ScatterGather}, L{SubResponse};
+docs/beyond_traffic.md).
 """
 
 from lbkit.http._answers import (
@@ -46,6 +47,7 @@ from lbkit.http._routing import (
     sourceIn,
 )
 from lbkit.http._rules import addHeader, clientAddress, clientPort, deleteHeader, setHeader
+from lbkit.http._scatter import ScatterGather, SubResponse
 from lbkit.http._server import HTTPServerProtocol
 
 __all__ = [
@@ -92,4 +94,6 @@ __all__ = [
     "ErrorPage",
     "Mirror",
     "mirrorStats",
+    "ScatterGather",
+    "SubResponse",
 ]

@@ -29,6 +29,7 @@ from lbkit.http._headers import HTTP_LOG_FORMAT
 from lbkit.http._mirror import shadowBackends
 from lbkit.http._pool import ConnectionPool
 from lbkit.http._routing import Route, checkedRules
+from lbkit.http._scatter import bindFactory
 from lbkit.http._server import HTTPServerProtocol
 from lbkit.interfaces import IAnsweringRule, IListener
 from lbkit.tls import Certificates, fromSSLEndpoint, h2Available, serverFactory
@@ -178,6 +179,7 @@ class Frontend:
         """The factory that serves this frontend's connections."""
         factory = self.factory(self, reactor)
         self.factories.append(factory)
+        bindFactory(self, factory)
         return factory
 
     def alpnProtocols(self) -> list[bytes]:
