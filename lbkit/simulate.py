@@ -305,7 +305,7 @@ def formatReplay(results: Sequence[Result], log: ReplayLog, source: str, slots: 
     """The results of a replay as a Markdown table, under a line saying what was replayed."""
     span = log.arrivals[-1].at if log.arrivals else 0.0
     head = (f"{len(log.arrivals)} requests replayed from {source} over {span:.1f} s ({log.skipped} lines skipped), "
-            f"servers {' '.join(log.servers)}, {slots} slots and maxconn {maxconn} per server")
+            f"servers {' '.join(log.servers)}, {slots} slots and maxconn {maxconn or 'unlimited'} per server")
     return head + "\n\n" + formatTable(results)
 
 
