@@ -7,6 +7,7 @@ C{/stats.json} and on the stats page.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Optional
 
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -17,9 +18,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from lbkit import Backend, Server
 from lbkit.error import ConfigError
 from lbkit.http import Mirror, Route, mirrorStats, pathBegins
+from lbkit.interfaces import IAnsweringRule
 from lbkit.stats._collect import Collector
 from lbkit.stats._html import mirrorLine
+from lbkit.testing import assertProvides
 from tests.helpers import freePort
+from tests.test_http2 import HTTP2TestCase
 from tests.test_http_integration import HTTPTestCase, backend
 
 
@@ -76,6 +80,11 @@ class MirrorConfigTests(SynchronousTestCase):
             self.assertIn(word, str(e.exception))
             if word != "when=":
                 self.assertIn("test_http_mirror.py", str(e.exception))
+
+    def test_interface(self) -> None:
+        """A Mirror is an answering rule (it runs before a server is chosen) that never answers."""
+        m = Mirror(Backend("shadow", [Server("s", "127.0.0.1:1")]))
+        assertProvides(self, IAnsweringRule, m)
 
     def test_statsLine(self) -> None:
         """The stats page's line says what was mirrored, lost, and how the answers differed."""
@@ -220,3 +229,28 @@ class MirrorTests(HTTPTestCase):
         yield mirror.idle()
         self.assertEqual((mirror.matched, mirror.mirrored, mirror.agreed), (4, 2, 2))
         self.assertEqual(sorted(s.split(b" ")[1] for s in seen), [b"/api/2", b"/api/4"])
+
+
+class MirrorHTTP2Tests(HTTP2TestCase):
+    """Requests that came over HTTP/2 (curl --http2) are mirrored, bodies included."""
+
+    @inlineCallbacks
+    def test_curlPost(self) -> Any:
+        """The shadow gets curl's HTTP/2 POST as HTTP/1.1, body and X-Forwarded-Proto included."""
+        seen: list[bytes] = []
+        shadowPort, _ = self.custom(lambda: Shadow(200, seen))
+        mirror = Mirror(backend("shadow", [shadowPort]))
+        port = self.tlsFrontend(default=backend("app", [self.site("app1")[0]]), requestRules=[mirror])
+        data = b"x" * 5000
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(data)
+        out = yield self.curl(port, "--http2", "--data-binary", "@" + path, path="/up?a=1")
+        self.assertEqual(json.loads(out)["length"], 5000)
+        yield mirror.idle()
+        [copy] = seen
+        head, _, body = copy.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"POST /up?a=1 HTTP/1.1\r\n"), head)
+        self.assertIn(b"\r\nX-Forwarded-Proto: https", head)
+        self.assertEqual(body, data)
+        self.assertEqual((mirror.answered, mirror.agreed), (1, 1))

@@ -207,4 +207,6 @@ class ExampleTests(TestCase):
         self.assertEqual((shadow["mirror"]["matched"], shadow["mirror"]["mirrored"]), (4, 2))
         page = yield curl("http://127.0.0.1:8171/")
         self.assertIn("Mirrored: 2", page)
+        metrics = yield curl("http://127.0.0.1:8171/metrics")
+        self.assertIn('lbkit_backend_mirror_copies_total{backend="next",outcome="mirrored"} 2.0', metrics)
         yield stopCleanly(self, watcher, process)
