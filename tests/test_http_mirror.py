@@ -172,7 +172,7 @@ class MirrorTests(HTTPTestCase):
         response, body = yield self.get(port, "/x")
         self.assertEqual(response.code, 200)
         yield mirror.idle()
-        self.assertEqual((mirror.mirrored, mirror.failed), (1, 1))
+        self.assertEqual((mirror.mirrored, mirror.failed, mirror.answered), (1, 1, 0))
 
     @inlineCallbacks
     def test_bound(self) -> Any:
@@ -254,3 +254,26 @@ class MirrorHTTP2Tests(HTTP2TestCase):
         self.assertIn(b"\r\nX-Forwarded-Proto: https", head)
         self.assertEqual(body, data)
         self.assertEqual((mirror.answered, mirror.agreed), (1, 1))
+
+
+class MirrorFailureTests(HTTPTestCase):
+    """A copy that cannot even be started costs the real request nothing."""
+
+    @inlineCallbacks
+    def test_balancerRaises(self) -> Any:
+        """The shadow's balancer raises: the copy fails (counted), the request is answered."""
+        primary, _ = self.site("primary")
+
+        class Broken:
+            def pick(self, servers: Any, context: Any) -> Any:
+                raise RuntimeError("broken balancer")
+
+        shadow = Backend("shadow", [Server("s", f"127.0.0.1:{primary}")])  # it would answer
+        shadow.balance = Broken()  # type: ignore[assignment]
+        mirror = Mirror(shadow)
+        port = self.frontend(default=backend("web", [primary]), requestRules=[mirror])
+        response, body = yield self.get(port, "/x")
+        self.assertEqual(response.code, 200)
+        yield mirror.idle()
+        self.assertEqual((mirror.mirrored, mirror.failed, mirror.answered), (1, 1, 0))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

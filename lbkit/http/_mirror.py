@@ -18,13 +18,14 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from lbkit._backend import Backend
-from lbkit._dispatch import Dispatch
+from lbkit._dispatch import Dispatch, DispatchFailed
 from lbkit._model import Context, Server
 from lbkit._origin import definedAt
 from lbkit.error import ConfigError
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Mirror", "MirrorCopy", "mirrorsOf", "mirrorStats", "shadowBackends"]
 
+_log = Logger(namespace="lbkit.http")
 #: Each shadow backend's mirrors, for the stats (L{mirrorsOf}).
 _SHADOWS: weakref.WeakKeyDictionary[Backend, list[Mirror]] = weakref.WeakKeyDictionary()
 
@@ -167,7 +169,11 @@ class Mirror:
         if len(self.inFlight) >= self.maxInFlight:
             self.dropped += 1
             return None
-        exchange.mirror = MirrorCopy(self, exchange, request)
+        try:
+            exchange.mirror = MirrorCopy(self, exchange, request)
+        except Exception:  # a copy never fails the real request
+            self.failed += 1
+            _log.failure("{mirror}: could not start a copy", mirror=self)
         return None
 
     def applyToRequest(self, request: Request, exchange: Any) -> None:
@@ -256,7 +262,11 @@ class MirrorCopy:
 
         def forward(data: bytes) -> None:
             send(data)
-            self.feed(data)
+            try:
+                self.feed(data)
+            except Exception:  # a copy never fails the real request
+                _log.failure("{copy}: could not copy body bytes", copy=self)
+                self._finish(failed=True)
 
         return forward
 
@@ -295,6 +305,8 @@ class MirrorCopy:
         proto.transport.writeSequence(pending)  # type: ignore[union-attr]
 
     def _failed(self, reason: Failure) -> None:
+        if not reason.check(DispatchFailed, CancelledError):  # the shadow's balancer or a hook raised
+            _log.failure("{copy}: choosing a shadow server failed", reason, copy=self)
         if not self.done:
             self._finish(failed=True)
 
