@@ -158,6 +158,7 @@ class ScatterGather(Backend):
         self._reactor = reactor
         self._next = 0
         self._port: Any = None
+        self._trigger: Any = None
         self._site = _ScatterSite(self)
         Backend.__init__(self, name or f"{backend.name}-scatter", [Server("scatter", _LocalEndpoint(self))],
                          retries=0, timeoutServer=self.timeout + 30.0)
@@ -176,8 +177,14 @@ class ScatterGather(Backend):
         return self._reactor
 
     def close(self) -> Deferred[None]:
-        """Stop the loopback listener and drop its connections (it starts again on the next request)."""
+        """
+        Stop the loopback listener and drop its connections (it starts
+        again on the next request).  Called before the reactor shuts down.
+        """
         port, self._port = self._port, None
+        trigger, self._trigger = self._trigger, None
+        if trigger is not None:
+            self.reactor.removeSystemEventTrigger(trigger)
         gone = [lost for lost, transport in self._site.open.values()]
         for _lost, transport in list(self._site.open.values()):
             if transport is not None:
@@ -333,6 +340,7 @@ class _LocalEndpoint:
         reactor = owner.reactor
         if owner._port is None:
             owner._port = reactor.listenTCP(0, owner._site, interface="127.0.0.1")
+            owner._trigger = reactor.addSystemEventTrigger("before", "shutdown", owner.close)
         port = owner._port.getHost().port
         return TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(protocolFactory)  # type: ignore[no-any-return]
 
