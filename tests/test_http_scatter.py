@@ -22,6 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from lbkit import Backend, Server
 from lbkit.error import ConfigError
 from lbkit.http import Answer, Route, ScatterGather, SubResponse, pathBegins
+from lbkit.stats._collect import Collector
 from tests.helpers import freePort
 from tests.test_examples import EXAMPLES, curl, needCurl, startProcess, stopCleanly, twistd
 from tests.test_http_integration import HTTPTestCase, backend
@@ -105,6 +106,11 @@ class ScatterTests(HTTPTestCase):
             self.assertEqual(info["headers"]["host"], ["test"])
             self.assertEqual(info["length"], 5)
         # one access-log line per sub-request, and one for the request itself
+        # the servers' counters show on /stats.json, the target backend among the frontend's
+        collector = Collector()
+        collector.bind(self._frontends)
+        [app] = [b for b in collector.snapshot()["backends"] if b["name"] == "app"]
+        self.assertEqual([(s["name"], s["requests"]["total"]) for s in app["servers"]], [("app1", 1), ("app2", 1), ("app3", 1)])
         lines = sorted((e["backend"], e["server"], e["status"]) for e in logged)
         self.assertEqual(lines, [("app", "app1", 200), ("app", "app2", 200), ("app", "app3", 200),
                                  ("app-scatter", "scatter", 200)])

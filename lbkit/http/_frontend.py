@@ -29,7 +29,7 @@ from lbkit.http._headers import HTTP_LOG_FORMAT
 from lbkit.http._mirror import shadowBackends
 from lbkit.http._pool import ConnectionPool
 from lbkit.http._routing import Route, checkedRules
-from lbkit.http._scatter import bindFactory
+from lbkit.http._scatter import bindFactory, scatterTargets
 from lbkit.http._server import HTTPServerProtocol
 from lbkit.interfaces import IAnsweringRule, IListener
 from lbkit.tls import Certificates, fromSSLEndpoint, h2Available, serverFactory
@@ -170,7 +170,8 @@ class Frontend:
 
     def backends(self) -> Sequence[Backend]:
         found: list[Backend] = []
-        for backend in [r.backend for r in self.routes] + [self.default] + shadowBackends(self):
+        extra = shadowBackends(self) + scatterTargets(self)  # (docs/beyond_traffic.md)
+        for backend in [r.backend for r in self.routes] + [self.default] + extra:
             if backend not in found:
                 found.append(backend)
         return found

@@ -40,7 +40,7 @@ from lbkit.error import ConfigError
 from lbkit.http._answers import Answer
 from lbkit.http._headers import CODE_CLASS, HTTP_LOG_FORMAT
 
-__all__ = ["ScatterGather", "SubResponse", "bindFactory"]
+__all__ = ["ScatterGather", "SubResponse", "bindFactory", "scatterTargets"]
 
 _log = Logger(namespace="lbkit.http")
 _accessLog = Logger(namespace="lbkit.access")
@@ -87,6 +87,12 @@ class SubResponse:
 
 #: What C{merge} is: the sub-responses to an answer (or a Deferred firing with one).
 Merge = Callable[[list[SubResponse]], Union[Answer, "Deferred[Answer]"]]
+
+
+def scatterTargets(frontend: Any) -> list[Backend]:
+    """The backends the L{ScatterGather}s among C{frontend}'s routes and default send to (health, stats)."""
+    targets = [r.backend for r in frontend.routes] + [frontend.default]
+    return [b.target for b in targets if isinstance(b, ScatterGather)]
 
 
 def bindFactory(frontend: Any, factory: Any) -> None:
