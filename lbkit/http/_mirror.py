@@ -290,7 +290,9 @@ class MirrorCopy:
             self._pending.append(data)
 
     def primaryAnswered(self, code: int) -> None:
-        """The primary server's status code."""
+        """The status the client got (0: none, it left first): compared with the shadow's once both are known."""
+        if not code:
+            return
         self.primary = code
         if self.shadow:
             self.mirror.compare(code, self.shadow)
