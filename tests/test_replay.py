@@ -2,7 +2,8 @@
 Tests for replaying real traffic (L{lbkit._replay}, L{lbkit.simulate.replay},
 C{python -m lbkit.simulate --replay}): small logs written by the test, in
 lbkit's text and JSON formats and HAProxy's httplog, checked against
-numbers worked out by hand.
+numbers worked out by hand; and the logs a real HAProxy and lbkit write
+for the same requests.
 """
 
 from __future__ import annotations
@@ -13,12 +14,17 @@ import os
 import tempfile
 from contextlib import redirect_stderr, redirect_stdout
 from datetime import datetime
+from typing import Any
 
+from twisted.internet.defer import inlineCallbacks
+from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from lbkit import balance
 from lbkit._replay import parseLine, readLog
 from lbkit.simulate import main, replay
+from tests.helpers import startHAProxy
+from tests.test_http_integration import HTTPTestCase, backend, reactor
 
 #: Three requests, 0.1 s apart, each taking its server 1 s (HAProxy's httplog, with a syslog prefix).
 HAPROXY = """\
@@ -155,3 +161,52 @@ class ReplayTests(SynchronousTestCase):
         with redirect_stderr(err):
             self.assertEqual(main(["--replay", path + ".missing"]), 1)
         self.assertIn("No such file", err.getvalue())
+
+
+HAPROXY_LOGGING = """
+global
+    maxconn 100
+    log stdout format raw local0
+defaults
+    mode http
+    log global
+    option httplog
+    timeout connect 5s
+    timeout client 10s
+    timeout server 10s
+frontend fe
+    bind {bind}
+    default_backend app
+backend app
+    balance roundrobin
+    server s1 127.0.0.1:%(port1)d
+    server s2 127.0.0.1:%(port2)d
+"""
+
+
+class RealLogTests(HTTPTestCase):
+    """The logs real HAProxy and lbkit write for the same traffic replay alike."""
+
+    @inlineCallbacks
+    def test_haproxyAndLbkitLogs(self) -> Any:
+        """Six requests through HAProxy (option httplog) and through lbkit: both logs read as six arrivals."""
+        port1, _ = self.site("s1")
+        port2, _ = self.site("s2")
+        haproxyPort, haproxy = startHAProxy(self, reactor, HAPROXY_LOGGING % {"port1": port1, "port2": port2})
+        lbkitPort = self.frontend(default=backend("s", [port1, port2]), log=True)
+        events: list[dict[str, Any]] = []
+        self._frontends[0].factories[0].accessLog = Logger(observer=events.append)
+        for port in (haproxyPort, lbkitPort):
+            for i in range(6):
+                response, body = yield self.get(port, f"/r{i}")
+                self.assertEqual(response.code, 200)
+        yield haproxy.waitForOutput(b'"GET /r5 HTTP/1.1"')
+        haproxyLines = [line for line in haproxy.stdout.decode().splitlines() if "/r" in line]
+        lbkitLines = [formatEvent(e) for e in events]
+        for lines, servers in [(haproxyLines, ["s1", "s2"]), (lbkitLines, ["s1", "s2"])]:
+            log = readLog(lines)
+            self.assertEqual((len(log.arrivals), log.skipped, log.servers), (6, 0, servers), lines)
+            self.assertEqual([a.uri for a in log.arrivals], [b"/r%d" % i for i in range(6)])
+            self.assertTrue(all(0 <= a.service < 5 for a in log.arrivals))
+            result = replay(balance.RoundRobin(), log.arrivals, log.servers)
+            self.assertEqual(result.shares, [0.5, 0.5])
