@@ -13,18 +13,20 @@ from typing import Any, Optional
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from lbkit import Backend, Server
 from lbkit.error import ConfigError
 from lbkit.http import Mirror, Route, mirrorStats, pathBegins
 from lbkit.interfaces import IAnsweringRule
+from lbkit.service import fromSiteFile
 from lbkit.stats._collect import Collector
 from lbkit.stats._html import mirrorLine
 from lbkit.testing import assertProvides
 from tests.helpers import freePort
 from tests.test_http2 import HTTP2TestCase
 from tests.test_http_integration import HTTPTestCase, backend
+from tests.test_reload import Client, frontendPort, reactor, startBackend, writeSite
 
 
 class Shadow(Protocol):
@@ -277,3 +279,50 @@ class MirrorFailureTests(HTTPTestCase):
         yield mirror.idle()
         self.assertEqual((mirror.mirrored, mirror.failed, mirror.answered), (1, 1, 0))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+MIRROR_SITE = """\
+from lbkit import Backend, Server, http
+
+app = Backend("app", servers=[Server("a", "127.0.0.1:{app}")])
+shadow = Backend("shadow", servers=[Server("s", "127.0.0.1:{shadow}")])
+listen = [http.Frontend("tcp:0:interface=127.0.0.1", default=app, name="web", log=False,
+                        requestRules=[http.Mirror(shadow, fraction={fraction})])]
+grace = 5
+"""
+
+
+class MirrorReloadTests(TestCase):
+    """A reload keeps the copies going to the running shadow backend, its counters growing on."""
+
+    timeout = 30
+
+    @inlineCallbacks
+    def test_reload(self) -> Any:
+        """After a reload the new Mirror sends to the running shadow backend; the counts add up."""
+        appPort, _ = startBackend(self, "a")
+        shadowPort, shadowResource = startBackend(self, "s")
+        path = self.mktemp() + "-site.py"
+        writeSite(path, MIRROR_SITE.format(app=appPort, shadow=shadowPort, fraction=1.0))
+        service = fromSiteFile(path, reactor())
+        service.startService()
+        self.addCleanup(service.stopService)
+        port = frontendPort(service)
+        client = Client(self)
+        running = [b for b in service.backends() if b.name == "shadow"]
+        self.assertEqual(len(running), 1)
+        code, body, _ = yield client.get(port)
+        self.assertEqual((code, body), (200, "a"))
+        writeSite(path, MIRROR_SITE.format(app=appPort, shadow=shadowPort, fraction=0.5))
+        yield service.reload()
+        for _ in range(2):
+            code, body, _ = yield client.get(port)
+            self.assertEqual((code, body), (200, "a"))
+        [frontend] = [item for item in service.listen if hasattr(item, "requestRules")]
+        [mirror] = frontend.requestRules
+        self.assertIs(mirror.backend, running[0])
+        yield mirror.idle()
+        stats = mirrorStats(running[0])
+        assert stats is not None
+        self.assertEqual((stats["matched"], stats["mirrored"], stats["fraction"]), (3, 2, 0.5))
+        yield client.fresh()

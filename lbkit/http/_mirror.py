@@ -68,6 +68,7 @@ def mirrorStats(backend: Backend) -> Optional[dict[str, Any]]:
     if not mirrors:
         return None
     total = mirrors[0].stats()
+    total["fraction"] = mirrors[-1].fraction
     for other in mirrors[1:]:
         for key, value in other.stats().items():
             if key == "divergence":
@@ -145,6 +146,7 @@ class Mirror:
         self.divergence: dict[str, int] = {}
         self.inFlight: set[MirrorCopy] = set()
         self._idle: list[Deferred[None]] = []
+        self._home = backend
         _SHADOWS.setdefault(backend, []).append(self)
 
     def __repr__(self) -> str:
@@ -166,6 +168,11 @@ class Mirror:
         if framing > self.maxBody:
             self.tooLarge += 1
             return None
+        if self._home is not self.backend:
+            # a reload pointed it at the running backend of that name: its
+            # counters add to those of the mirrors it replaced
+            self._home = self.backend
+            _SHADOWS.setdefault(self.backend, []).append(self)
         if len(self.inFlight) >= self.maxInFlight:
             self.dropped += 1
             return None
