@@ -22,10 +22,12 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from lbkit import Backend, Server
 from lbkit.error import ConfigError
 from lbkit.http import Answer, Route, ScatterGather, SubResponse, pathBegins
+from lbkit.service import fromSiteFile
 from lbkit.stats._collect import Collector
 from tests.helpers import freePort
 from tests.test_examples import EXAMPLES, curl, needCurl, startProcess, stopCleanly, twistd
 from tests.test_http_integration import HTTPTestCase, backend
+from tests.test_reload import Client, frontendPort, reactor, startBackend, writeSite
 
 
 class Silent(Protocol):
@@ -216,3 +218,50 @@ class ExampleTests(TestCase):
         metrics = yield curl("http://127.0.0.1:8171/metrics")
         self.assertIn('lbkit_backend_mirror_copies_total{backend="next",outcome="mirrored"} 2.0', metrics)
         yield stopCleanly(self, watcher, process)
+
+
+SCATTER_SITE = """\
+from lbkit import Backend, Server, http
+
+app = Backend("app", servers=[Server("a", "127.0.0.1:{a}"), Server("b", "127.0.0.1:{b}")])
+
+def merge(parts):
+    return http.Answer(200, body=b"{label}:" + b",".join(sorted(p.body for p in parts)))
+
+listen = [http.Frontend("tcp:0:interface=127.0.0.1", default=http.ScatterGather(app, merge), name="web", log=False)]
+grace = 5
+"""
+
+
+class ScatterReloadTests(TestCase):
+    """A reload gives the running ScatterGather the new merge; its target stays the running backend."""
+
+    timeout = 30
+
+    @inlineCallbacks
+    def test_reload(self) -> Any:
+        """The answers change with the merge; the target backend and the listener stay the same objects."""
+        a, _ = startBackend(self, "a")
+        b, _ = startBackend(self, "b")
+        path = self.mktemp() + "-site.py"
+        writeSite(path, SCATTER_SITE.format(a=a, b=b, label="one"))
+        service = fromSiteFile(path, reactor())
+        service.startService()
+        self.addCleanup(service.stopService)
+        [sg] = [be for be in service.backends() if isinstance(be, ScatterGather)]
+        self.addCleanup(sg.close)
+        target = sg.target
+        port = frontendPort(service)
+        client = Client(self)
+        code, body, _ = yield client.get(port)
+        self.assertEqual((code, body), (200, "one:a,b"))
+        listener = sg._port
+        writeSite(path, SCATTER_SITE.format(a=a, b=b, label="two"))
+        changes = yield service.reload()
+        self.assertIn("backend app-scatter: merge 'merge' -> 'merge'", changes)
+        yield client.fresh()
+        code, body, _ = yield client.get(port)
+        self.assertEqual((code, body), (200, "two:a,b"))
+        self.assertIs(sg.target, target)
+        self.assertIs(sg._port, listener)
+        yield client.fresh()

@@ -199,6 +199,29 @@ class ScatterGather(Backend):
             gone.append(maybeDeferred(port.stopListening))
         return DeferredList(gone).addCallback(lambda _: None)
 
+    def updateFrom(self, new: Backend, now: float = 0.0) -> list[str]:
+        """
+        A reload: take C{new}'s settings (C{merge}, C{servers}, C{timeout},
+        C{partial}, C{maxBody}, its target if it names another backend;
+        the running target of the same name takes its own update), keeping
+        this one's loopback listener.  A plain L{Backend} in its place is
+        taken as L{Backend.updateFrom} takes it.
+        """
+        if not isinstance(new, ScatterGather):
+            return Backend.updateFrom(self, new, now)
+        changes = []
+        for name, label in (("merge", "merge"), ("servers_", "servers"), ("timeout", "timeout"),
+                            ("partial", "partial"), ("maxBody", "maxBody")):
+            old, value = getattr(self, name), getattr(new, name)
+            if old != value:
+                changes.append(f"{label} {getattr(old, '__name__', old)!r} -> {getattr(value, '__name__', value)!r}")
+                setattr(self, name, value)
+        if new.target.name != self.target.name:
+            changes.append(f"target {self.target.name} -> {new.target.name}")
+            self.target = new.target
+        self.timeoutServer = new.timeoutServer
+        return changes
+
     # -- the scatter ---------------------------------------------------------
 
     def choose(self) -> list[Server]:
