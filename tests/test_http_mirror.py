@@ -153,6 +153,24 @@ class MirrorTests(HTTPTestCase):
         self.assertIsNone(web["mirror"])
 
     @inlineCallbacks
+    def test_connectionReused(self) -> Any:
+        """Copies go over a kept-alive shadow connection, one after another, bodies included."""
+        primary, _ = self.site("primary")
+        seen: list[bytes] = []
+        shadowPort, factory = self.custom(lambda: Shadow(200, seen))
+        mirror = Mirror(backend("shadow", [shadowPort]))
+        port = self.frontend(default=backend("web", [primary]), requestRules=[mirror])
+        for i in range(3):
+            c = yield self.client(port)
+            c.send(b"POST /%d HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n\r\nhi" % i)
+            [(response, body)] = yield c.responses(1)
+            self.assertEqual(response.code, 200)
+            yield mirror.idle()
+        self.assertEqual([s.split(b" ")[1] for s in seen], [b"/0", b"/1", b"/2"])
+        self.assertEqual(len(factory.built), 1)
+        self.assertEqual((mirror.answered, mirror.agreed, mirror.failed), (3, 3, 0))
+
+    @inlineCallbacks
     def test_hangingShadow(self) -> Any:
         """A shadow that holds the copy does not hold the answer; the copy times out."""
         port, mirror, shadows, seen = self.setUpMirror(None, timeout=1.0)

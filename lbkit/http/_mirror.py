@@ -19,7 +19,6 @@ import weakref
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -33,6 +32,7 @@ from lbkit.http._answers import checkedWhen
 from lbkit.http._body import CHUNKED
 from lbkit.http._headers import CODE_CLASS, requestHead
 from lbkit.http._parse import Request, Response
+from lbkit.http._shadow import ShadowKey, ShadowProtocol
 from lbkit.interfaces import IAnsweringRule
 
 if TYPE_CHECKING:
@@ -147,6 +147,7 @@ class Mirror:
         self.inFlight: set[MirrorCopy] = set()
         self._idle: list[Deferred[None]] = []
         self._home = backend
+        self._keys: dict[Server, ShadowKey] = {}
         _SHADOWS.setdefault(backend, []).append(self)
 
     def __repr__(self) -> str:
@@ -188,6 +189,13 @@ class Mirror:
 
     def applyToResponse(self, response: Response, exchange: Any) -> None:
         """Nothing: the primary's status reaches the copy as the request is logged."""
+
+    def keyFor(self, server: Server) -> ShadowKey:
+        """What the idle connections to the shadow C{server} are pooled under."""
+        key = self._keys.get(server)
+        if key is None:
+            key = self._keys[server] = ShadowKey(server)
+        return key
 
     def idle(self) -> Deferred[None]:
         """A L{Deferred} that fires once no copy is in flight (at once if none is)."""
@@ -248,21 +256,27 @@ class MirrorCopy:
                                  getattr(exchange.client, "host", "").encode("ascii"),
                                  getattr(exchange, "_scheme", b"http"), None)
         self._pending: list[bytes] = [self._head]
-        self._proto: Optional[_ShadowProtocol] = None
+        self._proto: Optional[ShadowProtocol] = None
+        self._isHead = request.method == b"HEAD"
+        self._pool = exchange.factory.pool
         mirror.mirrored += 1
         mirror.inFlight.add(self)
         reactor = exchange.reactor
         self._timer = reactor.callLater(mirror.timeout, self._timedOut)
         context = Context(client=exchange.client, frontend=frontend.name, request=request)
-        self._dispatch: Dispatch[_ShadowProtocol] = Dispatch(mirror.backend, context, reactor, self._newProtocol)
+        self._dispatch: Dispatch[ShadowProtocol] = Dispatch(mirror.backend, context, reactor, self._newProtocol,
+                                                            pooled=self._pooled)
         d = self._dispatch.start()
         d.addCallbacks(self._connected, self._failed)
 
     def __repr__(self) -> str:
         return f"<MirrorCopy -> {self.mirror.backend.name} primary={self.primary} shadow={self.shadow}>"
 
-    def _newProtocol(self, server: Server) -> _ShadowProtocol:
-        return _ShadowProtocol(self)
+    def _newProtocol(self, server: Server) -> ShadowProtocol:
+        return ShadowProtocol(self.mirror.keyFor(server), self._pool)
+
+    def _pooled(self, server: Server) -> Optional[ShadowProtocol]:
+        return self._pool.get(self.mirror.keyFor(server))  # type: ignore[arg-type,return-value]
 
     def tee(self, send: Callable[[bytes], None]) -> Callable[[bytes], None]:
         """A body forwarder that calls C{send} and then L{feed}s the copy."""
@@ -304,12 +318,13 @@ class MirrorCopy:
         if self.shadow:
             self.mirror.compare(code, self.shadow)
 
-    def _connected(self, result: tuple[Server, _ShadowProtocol]) -> None:
+    def _connected(self, result: tuple[Server, ShadowProtocol]) -> None:
         if self.done:
             result[1].transport.abortConnection()  # type: ignore[union-attr]
             self._dispatch.release()
             return
         proto = self._proto = result[1]
+        proto.carry(self, self._isHead)
         pending, self._pending = self._pending, []
         proto.transport.writeSequence(pending)  # type: ignore[union-attr]
 
@@ -320,7 +335,7 @@ class MirrorCopy:
             self._finish(failed=True)
 
     def shadowAnswered(self, code: int) -> None:
-        """The shadow's status line arrived: count it, compare, end the copy."""
+        """The shadow's whole response arrived: count it, compare, end the copy."""
         if self.done:
             return
         self.shadow = code
@@ -355,38 +370,10 @@ class MirrorCopy:
         dispatch.cancel()
         dispatch.release()
         proto, self._proto = self._proto, None
-        if proto is not None and proto.transport is not None:
-            proto.transport.abortConnection()  # type: ignore[attr-defined]
-
-
-class _ShadowProtocol(Protocol):
-    """A connection to a shadow server: reads the status line, discards the rest."""
-
-    def __init__(self, copy: MirrorCopy) -> None:
-        self.copy = copy
-        self._buf = b""
-
-    def dataReceived(self, data: bytes) -> None:
-        buf = self._buf + data
-        while True:
-            end = buf.find(b"\r\n")
-            if end < 0:
-                self._buf = buf[-4096:]
-                return
-            parts = buf[:end].split(b" ", 2)
-            code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-            if not 100 <= code < 200:
-                break
-            end = buf.find(b"\r\n\r\n")  # an interim response: skip its head
-            if end < 0:
-                self._buf = buf[-4096:]
-                return
-            buf = buf[end + 4:]
-        self._buf = b""
-        if code:
-            self.copy.shadowAnswered(code)
+        if proto is None or proto.transport is None:
+            return
+        if not failed and proto.complete and self._left == 0 and not self._chunked:
+            self._pool.put(proto)  # type: ignore[arg-type]
         else:
-            self.copy.shadowLost()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.copy.shadowLost()
+            proto.copy = None
+            proto.transport.abortConnection()  # type: ignore[attr-defined]
