@@ -118,6 +118,19 @@ class ScatterTests(HTTPTestCase):
                                  ("app-scatter", "scatter", 200)])
 
     @inlineCallbacks
+    def test_connectionsReused(self) -> Any:
+        """Sub-requests go over kept-alive connections: three requests, one connection per server."""
+        a1, site1 = self.site("a1")
+        a2, site2 = self.site("a2")
+        sg = ScatterGather(backend("app", [a1, a2]), joinBodies)
+        self.addCleanup(sg.close)
+        port = self.frontend(default=sg)
+        for _ in range(3):
+            response, body = yield self.get(port, "/")
+            self.assertEqual(sorted(p["server"] for p in json.loads(body)), ["app1", "app2"])
+        self.assertEqual((site1.connections, site2.connections), (1, 1))
+
+    @inlineCallbacks
     def test_partialFail(self) -> Any:
         """partial="fail": a server that times out makes the answer 504, merge not called."""
         port, sg, logged = self.setUpScatter("slow", timeout=0.5)

@@ -164,6 +164,10 @@ class ScatterGather(Backend):
         self._reactor = reactor
         self._next = 0
         self._port: Any = None
+        self._agentObject: Optional[Agent] = None
+        self._httpPool: Optional[HTTPConnectionPool] = None
+        self._tokens: dict[Server, bytes] = {}
+        self._servers: dict[bytes, Server] = {}
         self._trigger: Any = None
         self._site = _ScatterSite(self)
         Backend.__init__(self, name or f"{backend.name}-scatter", [Server("scatter", _LocalEndpoint(self))],
@@ -184,8 +188,9 @@ class ScatterGather(Backend):
 
     def close(self) -> Deferred[None]:
         """
-        Stop the loopback listener and drop its connections (it starts
-        again on the next request).  Called before the reactor shuts down.
+        Stop the loopback listener and drop its connections, and close the
+        kept-alive connections to the servers (all start again on the next
+        request).  Called before the reactor shuts down.
         """
         port, self._port = self._port, None
         trigger, self._trigger = self._trigger, None
@@ -197,6 +202,9 @@ class ScatterGather(Backend):
                 transport.abortConnection()
         if port is not None:
             gone.append(maybeDeferred(port.stopListening))
+        pool, self._httpPool, self._agentObject = self._httpPool, None, None
+        if pool is not None:
+            gone.append(pool.closeCachedConnections())
         return DeferredList(gone).addCallback(lambda _: None)
 
     def updateFrom(self, new: Backend, now: float = 0.0) -> list[str]:
@@ -240,9 +248,8 @@ class ScatterGather(Backend):
         chosen = self.choose()
         if not chosen:
             return succeed(Answer(503, body=b"no server available\n"))
-        pool = HTTPConnectionPool(self.reactor, persistent=False)
-        agent = Agent.usingEndpointFactory(self.reactor, _Endpoints(chosen, self.reactor), pool=pool)
-        sent = [self._one(agent, i, server, method, uri, headers, body, client) for i, server in enumerate(chosen)]
+        agent = self._agent()
+        sent = [self._one(agent, server, method, uri, headers, body, client) for server in chosen]
         d = DeferredList(sent, consumeErrors=True)
 
         def gathered(results: list[tuple[bool, Any]]) -> Any:
@@ -265,7 +272,23 @@ class ScatterGather(Backend):
             raise TypeError(f"{self.name}: merge returned {answer!r}, not an lbkit.http.Answer")
         return answer
 
-    def _one(self, agent: Agent, index: int, server: Server, method: bytes, uri: bytes,
+    def _agent(self) -> Agent:
+        """The Agent the sub-requests go through, its connections kept alive (made at the first request)."""
+        if self._agentObject is None:
+            self._httpPool = HTTPConnectionPool(self.reactor, persistent=True)
+            self._httpPool.maxPersistentPerHost = 16
+            self._agentObject = Agent.usingEndpointFactory(self.reactor, _Endpoints(self), pool=self._httpPool)
+        return self._agentObject
+
+    def tokenFor(self, server: Server) -> bytes:
+        """The host name a sub-request to C{server} is sent to (what its kept-alive connections are filed under)."""
+        token = self._tokens.get(server)
+        if token is None:
+            token = self._tokens[server] = b"s%d.scatter" % len(self._tokens)
+            self._servers[token] = server
+        return token
+
+    def _one(self, agent: Agent, server: Server, method: bytes, uri: bytes,
              headers: list[tuple[bytes, bytes]], body: bytes, client: str) -> Deferred[SubResponse]:
         reactor = self.reactor
         started = reactor.seconds()
@@ -274,7 +297,7 @@ class ScatterGather(Backend):
         for name, value in headers:
             h.addRawHeader(name, value)
         producer: Any = _BytesProducer(body) if body else None
-        d = agent.request(method, b"http://s%d.scatter%s" % (index, uri), h, producer)
+        d = agent.request(method, b"http://%s%s" % (self.tokenFor(server), uri), h, producer)
 
         def gotResponse(response: Any) -> Any:
             got = [(k.lower(), v) for k, vs in response.headers.getAllRawHeaders() for v in vs]
@@ -321,15 +344,14 @@ class ScatterGather(Backend):
 
 @implementer(IAgentEndpointFactory)
 class _Endpoints:
-    """The endpoint of the server a sub-request's URI names (C{s<index>.scatter})."""
+    """The endpoint of the server a sub-request's URI names (L{ScatterGather.tokenFor})."""
 
-    def __init__(self, servers: list[Server], reactor: Any) -> None:
-        self.servers = servers
-        self.reactor = reactor
+    def __init__(self, owner: ScatterGather) -> None:
+        self.owner = owner
 
     def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
-        server = self.servers[int(uri.host.split(b".")[0][1:])]
-        return server.endpoint(self.reactor)  # type: ignore[no-any-return]
+        server = self.owner._servers[uri.host]
+        return server.endpoint(self.owner.reactor)  # type: ignore[no-any-return]
 
 
 @implementer(IBodyProducer)
