@@ -118,6 +118,37 @@ class ScatterTests(HTTPTestCase):
                                  ("app-scatter", "scatter", 200)])
 
     @inlineCallbacks
+    def test_oneSlowOneDead(self) -> Any:
+        """
+        a1 answers, a2 never does, a3 is dead: "merge" answers with a1's
+        alone after the timeout, "fail" answers 504; each sub-request has
+        its log line.
+        """
+        a1, _ = self.site("a1")
+        slow, _ = self.custom(Silent)
+        app = backend("app", [a1, slow, freePort()])
+        merged = ScatterGather(app, joinBodies, timeout=0.5, partial="merge", name="merged")
+        failing = ScatterGather(app, joinBodies, timeout=0.5, partial="fail", name="failing")
+        for sg in (merged, failing):
+            self.addCleanup(sg.close)
+        port = self.frontend([Route(pathBegins("/m"), merged), Route(pathBegins("/f"), failing)], log=True)
+        logged: list[dict[str, Any]] = []
+        self._frontends[0].factories[0].accessLog = Logger(observer=logged.append)
+        response, body = yield self.get(port, "/m")
+        self.assertEqual(response.code, 200)
+        self.assertEqual([p["server"] for p in json.loads(body)], ["app1"])
+        response, body = yield self.get(port, "/f")
+        self.assertEqual(response.code, 504)
+        self.assertIn(b"app2: timeout", body)
+        self.assertIn(b"app3: ", body)
+        lines = sorted((e["frontend"], e["server"], e["status"], e["termination"]) for e in logged
+                       if e["server"] != "scatter")
+        self.assertEqual(lines, [
+            ("failing", "app1", 200, "--"), ("failing", "app2", 504, "sD"), ("failing", "app3", 502, "SH"),
+            ("merged", "app1", 200, "--"), ("merged", "app2", 504, "sD"), ("merged", "app3", 502, "SH"),
+        ])
+
+    @inlineCallbacks
     def test_connectionsReused(self) -> Any:
         """Sub-requests go over kept-alive connections: three requests, one connection per server."""
         a1, site1 = self.site("a1")
