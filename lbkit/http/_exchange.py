@@ -7,10 +7,9 @@ chooses and connects to a server (pooled connections first), sends the
 request head (rules and persistence applied once), relays the response
 through an L{lbkit.http._server.ResponseSink} interface, and accounts for
 it (counters, passive health, the access log and the C{finished} hook).
-Its client side (L{ClientSide}) is an HTTP/1.1 connection
-(L{lbkit.http._h1}: one exchange, its requests one after another) or an
-HTTP/2 stream (L{lbkit.http._h2}, one exchange per stream).  Its states
-and their one transition table are in L{lbkit.http._states}.
+Its client side (L{ClientSide}) is an HTTP/1.1 connection (L{lbkit.http._h1}:
+its requests one after another) or an HTTP/2 stream (L{lbkit.http._h2}, one
+exchange per stream).  Its states and transitions: L{lbkit.http._states}.
 """
 
 from __future__ import annotations
@@ -85,6 +84,7 @@ class Exchange:
     decodesChunked = False
     writeResponse: Callable[[bytes], None]
     held: Optional[Held] = None
+    mirror: Any = None  # its lbkit.http._mirror.MirrorCopy, if mirrored
 
     def __init__(
         self,
@@ -189,7 +189,7 @@ class Exchange:
         self.startedAt = self.since = now
         self.lastBytes = -1
         self.respondedAt = self.waitedUntil = -1.0
-        self.dispatch = None
+        self.dispatch = self.mirror = None
         self.server = None
         self.backend = None
         self.context = Context(client=self.client, frontend=self.frontend.name, request=request)

@@ -27,9 +27,11 @@ from lbkit.http._compression import Compression
 from lbkit.http._h1 import HTTPFrontendProtocol
 from lbkit.http._h3glue import AltSvc, http3Port, http3Services
 from lbkit.http._headers import HTTP_LOG_FORMAT
+from lbkit.http._mirror import shadowBackends
 from lbkit.http._parse import PREFACE_HEAD
 from lbkit.http._pool import ConnectionPool
 from lbkit.http._routing import Route, checkedRules
+from lbkit.http._scatter import bindFactory, scatterTargets
 from lbkit.http._server import HTTPServerProtocol
 from lbkit.interfaces import IAnsweringRule, IListener
 from lbkit.tls import Certificates, fromSSLEndpoint, h2Available, serverFactory
@@ -189,7 +191,8 @@ class Frontend:
 
     def backends(self) -> Sequence[Backend]:
         found: list[Backend] = []
-        for backend in [r.backend for r in self.routes] + [self.default]:
+        extra = shadowBackends(self) + scatterTargets(self)  # (docs/beyond_traffic.md)
+        for backend in [r.backend for r in self.routes] + [self.default] + extra:
             if backend not in found:
                 found.append(backend)
         return found
@@ -198,6 +201,7 @@ class Frontend:
         """The factory that serves this frontend's connections."""
         factory = self.factory(self, reactor)
         self.factories.append(factory)
+        bindFactory(self, factory)
         return factory
 
     def alpnProtocols(self) -> list[bytes]:
