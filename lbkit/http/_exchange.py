@@ -45,6 +45,7 @@ from lbkit.http._states import (
 from lbkit.proxyproto import formatV1, formatV2
 
 if TYPE_CHECKING:
+    from lbkit.http._cache import CacheTx
     from lbkit.http._frontend import HTTPProxyFactory
 
 __all__ = ["Exchange"]
@@ -84,6 +85,7 @@ class Exchange:
     decodesChunked = False
     writeResponse: Callable[[bytes], None]
     held: Optional[Held] = None
+    cacheTx: Optional[CacheTx] = None  # a request the cache follows (docs/cache.md)
 
     def __init__(
         self,
@@ -188,26 +190,26 @@ class Exchange:
         self.startedAt = self.since = now
         self.lastBytes = -1
         self.respondedAt = self.waitedUntil = -1.0
-        self.dispatch = None
+        self.dispatch = self.cacheTx = None
         self.server = None
         self.backend = None
         self.context = Context(client=self.client, frontend=self.frontend.name, request=request)
         self.factory.requests += 1
 
     def forward(self) -> None:
-        """
-        Route the request (the C{routeRequest} hook), then get a server
-        connection for it (L{lbkit._dispatch.Dispatch}: choose, queue,
-        connect, retry) and send it.
-        """
-        context = self.context
-        assert self.request is not None and context is not None
+        """Route the request (the C{routeRequest} hook), then L{toServer} (or the cache answers)."""
+        assert self.request is not None
         if not self.frontend.answering:
             self.backend, self.route = self.hooks.routeRequest(self.request)
         elif answerFirst(self):  # (docs/rules.md)
             return
-        backend = self.backend
-        assert backend is not None
+        if (caching := self.frontend.caching) is None or not caching.lookUp(self):  # (docs/cache.md)
+            self.toServer()
+
+    def toServer(self) -> None:
+        """Get the routed request a server connection (L{lbkit._dispatch.Dispatch}: choose, queue, connect, retry), and send it."""
+        backend, context = self.backend, self.context
+        assert backend is not None and context is not None
         dispatch = self._dispatch
         if dispatch is None:
             dispatch = self._dispatch = Dispatch(
@@ -269,10 +271,7 @@ class Exchange:
         self.fail(failure.status, failure.termination)
 
     def internalError(self, reason: Failure) -> None:
-        """
-        Something raised while choosing, connecting or sending (a rule, a
-        persistence hook, a subclass): log it and drop the exchange (IC).
-        """
+        """Something raised while choosing, connecting or sending (a rule, a hook): log it, drop the exchange (IC)."""
         _log.failure("{frontend}: internal error handling {client}", reason,
                      frontend=self.frontend.name, client=formatAddress(self.client))
         self.abortExchange("IC")
@@ -308,7 +307,7 @@ class Exchange:
             dn = self._clientDN if self._certTransport is not None else None
             head = self._head = requestHead(request, self.framing == CHUNKED, self.upgrading,
                                             self.frontend.forwardedFor, self._clientHost, self._scheme, dn)
-        self.writeResponse = self.side.writeResponse
+        self.writeResponse = self.side.writeResponse if self.cacheTx is None else self.cacheTx.write
         conn.startExchange(self, head, request.method == b"HEAD")
         self.side.serverAttached(conn)
 
@@ -349,7 +348,7 @@ class Exchange:
         assert backend is not None and server is not None and self.context is not None
         routeRules = route.responseRules if isinstance(route, Route) else ()
         rewriteResponse(response, self, routeRules, self.frontend.responseRules, backend, server, self.context)
-        data = self.side.responseHeadBytes(response, framing, False)
+        data = (self.side if self.cacheTx is None else self.cacheTx).responseHeadBytes(response, framing, False)
         conn.bytes += len(data)
         return data
 
@@ -385,10 +384,7 @@ class Exchange:
             self.side.nextRequest()
 
     def serverFailed(self, conn: HTTPServerProtocol, reason: Union[Failure, BadMessage], sentNothing: bool) -> None:
-        """
-        The server connection broke, or sent garbage, before a response
-        head: retry elsewhere when that is safe, else answer 502.
-        """
+        """The server connection broke, or sent garbage, before a response head: retry if safe, else 502."""
         request = self.request
         if request is None or self.clientGone:
             return
@@ -468,9 +464,8 @@ class Exchange:
 
     def clientLost(self, termination: Optional[str] = None) -> None:
         """
-        The client went away (its connection, or its stream reset): a
-        request in progress ends with C{termination}, by default C{CD} once
-        sent to a server and C{CC} before.
+        The client went away (its connection, or its stream reset): a request in progress
+        ends with C{termination}, by default C{CD} once sent to a server and C{CC} before.
         """
         self.clientGone = True
         if self.held is not None:
@@ -514,6 +509,8 @@ class Exchange:
         factory.bytesIn += self.bytesIn
         factory.bytesOut += self.bytesOut
         self._releaseSlot()
+        if self.cacheTx is not None:
+            self.cacheTx.ended(self, reusable)
         if not self.quiet:
             logRequest(self, factory)
         self.request = None

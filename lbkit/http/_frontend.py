@@ -23,6 +23,8 @@ from lbkit.error import ConfigError
 from lbkit.http._acceptproxy import AcceptProxyFactory
 from lbkit.http._alpn import negotiating
 from lbkit.http._answers import checkedErrorPages
+from lbkit.http._cache import Caching
+from lbkit.http._cachestore import Cache
 from lbkit.http._h1 import HTTPFrontendProtocol
 from lbkit.http._h3glue import AltSvc, http3Port, http3Services
 from lbkit.http._headers import HTTP_LOG_FORMAT
@@ -79,6 +81,10 @@ class Frontend:
     @ivar http3: With C{http3=True}: the UDP port and interface where it
         also serves HTTP/3 over QUIC (its TCP port's number), advertised by
         an C{Alt-Svc} header on its responses; else L{None}.
+    @ivar cache: The L{lbkit.http.Cache} its requests use (a route's own
+        comes first), or L{None}; see docs/cache.md.
+    @ivar caching: What looks requests up in the caches, or L{None} when
+        neither it nor a route has one (requests then pay nothing).
     """
 
     def __init__(
@@ -104,6 +110,7 @@ class Frontend:
         timeoutRequestBody: Optional[float] = None,
         errorPages: Optional[Any] = None,
         http3: bool = False,
+        cache: Optional[Cache] = None,
     ) -> None:
         self.definedAt = definedAt()
         if not isinstance(endpoint, str):
@@ -156,6 +163,10 @@ class Frontend:
             self.responseRules.append(AltSvc(self.http3[0]))
         self.answeringRules = tuple(r for r in self.requestRules if IAnsweringRule.providedBy(r))
         self.answering = bool(self.answeringRules) or any(r.answeringRules for r in routes)
+        if cache is not None and not isinstance(cache, Cache):
+            raise ConfigError(f"http.Frontend {endpoint!r}: cache must be an http.Cache, not {cache!r}")
+        self.cache = cache
+        self.caching = Caching(cache) if cache is not None or any(r.cache is not None for r in routes) else None
         self.errorPages = checkedErrorPages(errorPages, f"http.Frontend {endpoint!r}")
         self.maxIdlePerServer = maxIdlePerServer
         self.poolIdleTimeout = float(poolIdleTimeout)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 from zope.interface import implementer
 
@@ -15,6 +15,7 @@ from lbkit._backend import Backend
 from lbkit._model import Context
 from lbkit._origin import definedAt
 from lbkit.error import ConfigError
+from lbkit.http._cachestore import Cache
 from lbkit.http._parse import Request
 from lbkit.interfaces import IAnsweringRule, IRequestMatcher, IRequestRule
 
@@ -65,6 +66,8 @@ class Route:
         (L{lbkit.interfaces.IAnsweringRule}), as given when it was built.
     @ivar responseRules: Header rules for their responses, before the
         frontend's.
+    @ivar cache: The L{lbkit.http.Cache} for the requests it takes (in
+        place of the frontend's), or L{None}; see docs/cache.md.
     """
 
     def __init__(
@@ -74,14 +77,18 @@ class Route:
         *,
         requestRules: Sequence[Any] = (),
         responseRules: Sequence[Any] = (),
+        cache: Optional[Cache] = None,
     ) -> None:
         self.definedAt = definedAt()
         if not IRequestMatcher.providedBy(matcher):
             raise ConfigError(f"Route: {matcher!r} does not provide IRequestMatcher")
         if not isinstance(backend, Backend):
             raise ConfigError(f"Route: backend must be an lbkit.Backend, not {backend!r}")
+        if cache is not None and not isinstance(cache, Cache):
+            raise ConfigError(f"Route: cache must be an http.Cache, not {cache!r}")
         self.matcher = matcher
         self.backend = backend
+        self.cache = cache
         self.requestRules = checkedRules(requestRules, "Route")
         self.responseRules = list(responseRules)
         self.answeringRules = tuple(r for r in self.requestRules if IAnsweringRule.providedBy(r))
