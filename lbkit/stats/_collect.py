@@ -18,6 +18,7 @@ from zope.interface import implementer
 from lbkit._backend import Backend, backendsOf
 from lbkit._model import Server, ServerListenerMixin, ServerState
 from lbkit.interfaces import IServerListener
+from lbkit.stats._cachestats import cacheRows
 
 __all__: list[str] = []
 
@@ -329,7 +330,7 @@ class Collector(ServerListenerMixin):
     def snapshot(self) -> dict[str, Any]:
         """Everything, as C{/stats.json} serves it."""
         now = self.now()
-        return {
+        snapshot = {
             "version": SCHEMA_VERSION,
             "time": time.time(),
             "uptime": max(0.0, now - self._started),
@@ -338,3 +339,7 @@ class Collector(ServerListenerMixin):
             "accessLog": self.accessLogs(),
             **({} if self.workers is None else {"workers": self.workers()}),
         }
+        caches = cacheRows(self.frontends())
+        if caches:  # (docs/cache.md; absent when no frontend has a cache)
+            snapshot["caches"] = caches
+        return snapshot
