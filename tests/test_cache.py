@@ -374,3 +374,38 @@ class ConfigTests(SynchronousTestCase):
         backend = Backend("be", [Server("s", FakeEndpoint())])
         self.assertIsNone(Frontend("tcp:80", default=backend).caching)
         self.assertIsNotNone(Frontend("tcp:80", [Route(pathBegins("/"), backend, cache=Cache())]).caching)
+
+
+class CollapseRevalidationTests(SynchronousTestCase):
+    """Collapsed forwarding of revalidations and of responses to revalidate on every use."""
+
+    def test_noCacheServedToWaiters(self) -> None:
+        """Waiters get the response just stored even when it says no-cache: the server sees one request."""
+        h = Harness(self)
+        clients = [h.get() for _ in range(3)]
+        h.serve(response(b"new", b"Cache-Control: no-cache", b'ETag: "1"'))
+        self.assertEqual([parse(c.value())[2] for c in clients], [b"new"] * 3)
+        self.assertEqual(len(h.endpoint.attempts), 1)
+
+    def test_revalidationCollapsed(self) -> None:
+        """Concurrent requests for a stale entry: one conditional request, everyone gets the refreshed entry."""
+        h = Harness(self)
+        h.get()
+        h.serve(response(b"body", b"Cache-Control: max-age=1", b'ETag: "1"'))
+        h.reactor.advance(2)
+        clients = [h.get() for _ in range(3)]
+        got = h.serve(b'HTTP/1.1 304 Not Modified\r\nCache-Control: max-age=60\r\nETag: "1"\r\n\r\n')
+        self.assertIn(b'If-None-Match: "1"', got)
+        self.assertEqual([parse(c.value())[2] for c in clients], [b"body"] * 3)
+        self.assertEqual((h.cache.revalidated, h.cache.hits, h.cache.misses), (1, 2, 2))
+        self.assertEqual(h.endpoint.pending, [])
+
+    def test_varyMismatchGoesOn(self) -> None:
+        """A waiter whose Vary values differ from the stored response's goes to the server itself."""
+        h = Harness(self)
+        first = h.get(b"/a", b"Accept-Language: en")
+        other = h.get(b"/a", b"Accept-Language: fr")
+        h.serve(response(b"en", b"Cache-Control: max-age=60", b"Vary: Accept-Language"))
+        h.serve(response(b"fr", b"Cache-Control: max-age=60", b"Vary: Accept-Language"))
+        self.assertEqual((parse(first.value())[2], parse(other.value())[2]), (b"en", b"fr"))
+        self.assertEqual(len(h.cache), 2)

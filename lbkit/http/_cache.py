@@ -175,13 +175,23 @@ class Waiter(Held):
         self.exchange = exchange
         cache.pending[key].append(self)
 
-    def wake(self, stored: bool) -> None:
-        """The request it waited for ended (its response C{stored}, or not)."""
+    def wake(self, entry: Optional[Entry]) -> None:
+        """
+        The request it waited for ended, with C{entry} stored or refreshed
+        (or L{None}): it is served that entry if its C{Vary} values are the
+        same (even one to revalidate on every use: it is as new as can be),
+        else it is looked up again, without waiting this time.
+        """
         exchange = self.exchange
         exchange.held = None
-        if exchange.request is None or exchange.clientGone:
+        request = exchange.request
+        if request is None or exchange.clientGone:
             return
-        if not lookUp(self.cache, exchange, collapse=stored):
+        cache = self.cache
+        if entry is not None and cache.find(self.key, request) is entry:
+            cache.hits += 1
+            serve(exchange, entry, exchange.reactor.seconds(), request)
+        elif not lookUp(cache, exchange, collapse=False):
             exchange.toServer()
 
     def cancel(self) -> None:
@@ -220,6 +230,8 @@ class CacheTx:
         self._lifetime = 0.0
         self._cc: Optional[CacheControl] = None
         self._responseTime = now
+        #: The entry stored or refreshed for this request, for the waiters.
+        self._result: Optional[Entry] = None
 
     def write(self, data: bytes) -> None:
         """The exchange's C{writeResponse}: to the client, and a copy of the body to store."""
@@ -264,6 +276,7 @@ class CacheTx:
         entry = self.entry
         if entry is not None and response.code == 304:
             self._refresh(entry, response, now)
+            self._result = entry
             out, body = _clientResponse(entry, now, self.clientRequest)
             exchange.status = out.code
             return side.responseHeadBytes(out, len(body), False) + body
@@ -296,15 +309,15 @@ class CacheTx:
         what was copied if it is whole, and wake the waiters.
         """
         exchange.cacheTx = None
-        stored = False
         response = self._response
         if complete and response is not None and self._pieces is not None and self._complete():
-            stored = self._store(response, b"".join(self._pieces))
+            self._store(response, b"".join(self._pieces))
         self._pieces = None
         if self.leader:
             waiters = self.cache.pending.pop(self.key, [])
+            result = self._result if complete else None
             for waiter in waiters:
-                waiter.wake(stored)
+                waiter.wake(result)
 
     def _times(self, entry: Entry, response: Response, now: float) -> None:
         entry.requestTime, entry.responseTime = self.requestTime, now
@@ -312,7 +325,7 @@ class CacheTx:
         age = response.header(b"age")
         entry.ageValue = float(age) if age is not None and age.strip().isdigit() else 0.0
 
-    def _store(self, response: Response, body: bytes) -> bool:
+    def _store(self, response: Response, body: bytes) -> None:
         assert self._cc is not None and self.exchange.request is not None
         tokens = connectionTokens(response.headers)
         headers = [[n, v] for n, v in response.headers if n.lower() not in _KEPT and n.lower() not in tokens]
@@ -327,7 +340,8 @@ class CacheTx:
         entry.public = b"public" in self._cc
         entry.noCache = b"no-cache" in self._cc
         self._times(entry, response, self._responseTime)
-        return self.cache.put(entry)
+        if self.cache.put(entry):
+            self._result = entry
 
     def _refresh(self, entry: Entry, response: Response, now: float) -> None:
         """A 304 answered the revalidation of C{entry}: update its headers and times (RFC 9111 §4.3.4)."""
