@@ -99,6 +99,17 @@ class CacheTests(SynchronousTestCase):
         self.assertEqual(h.endpoint.attempts[1:], [])
         self.assertEqual((h.cache.hits, h.cache.misses, h.cache.stores), (1, 1, 1))
 
+    def test_logged(self) -> None:
+        """A hit is logged with the server <CACHE> (as HAProxy logs it), a miss with the server."""
+        h = Harness(self)
+        h.get()
+        h.serve(response(b"hello", b"Cache-Control: max-age=60"))
+        h.get()
+        self.assertEqual([(f["server"], f["status"]) for f in h.harness.logged], [("s1", 200), ("<CACHE>", 200)])
+        h.get(b"/a", b"Cache-Control: no-cache")
+        h.serve(response(b"hello", b"Cache-Control: max-age=60"))
+        self.assertEqual(h.harness.logged[-1]["server"], "s1")
+
     def test_expires(self) -> None:
         """Once max-age has passed the request goes to the server again."""
         h = Harness(self)

@@ -154,11 +154,14 @@ def serve(exchange: Exchange, entry: Entry, now: float, request: Request) -> Non
     if body:
         side.writeResponse(body)
     exchange.bytesOut = len(head) + len(body)
+    exchange.noServer = "<CACHE>"  # logged as HAProxy logs a hit: "be/<CACHE>"
+    try:
+        exchange._end(not exchange.closeAfter)
+    finally:
+        del exchange.noServer
     if exchange.closeAfter:
-        exchange._end(False)
         exchange.close()
     else:
-        exchange._end(True)
         exchange._after()
 
 

@@ -86,6 +86,7 @@ class Exchange:
     writeResponse: Callable[[bytes], None]
     held: Optional[Held] = None
     cacheTx: Optional[CacheTx] = None  # a request the cache follows (docs/cache.md)
+    noServer = "<NOSRV>"  # the log's server when none was chosen (a cache hit: "<CACHE>")
 
     def __init__(
         self,
