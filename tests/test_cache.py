@@ -383,8 +383,11 @@ class ConfigTests(SynchronousTestCase):
     def test_nothingWhenNotConfigured(self) -> None:
         """A frontend with no cache anywhere has no caching to ask."""
         backend = Backend("be", [Server("s", FakeEndpoint())])
-        self.assertIsNone(Frontend("tcp:80", default=backend).caching)
-        self.assertIsNotNone(Frontend("tcp:80", [Route(pathBegins("/"), backend, cache=Cache())]).caching)
+        plain = Frontend("tcp:80", default=backend)
+        self.assertEqual((plain.caching, plain.answering), (None, False))
+        cached = Frontend("tcp:80", [Route(pathBegins("/"), backend, cache=Cache())])
+        self.assertIsNotNone(cached.caching)
+        self.assertTrue(cached.answering)
 
 
 class CollapseRevalidationTests(SynchronousTestCase):

@@ -74,6 +74,7 @@ def lookUp(cache: Cache, exchange: Exchange, collapse: bool = True) -> bool:
     """L{Caching.lookUp} with C{cache}; C{collapse=False}: never wait for another request."""
     request = exchange.request
     assert request is not None
+    exchange.cacheTx, exchange.writer = None, exchange.side  # (nothing left of an earlier request)
     method = request.method
     if method != b"GET" and method != b"HEAD":
         if method not in _SAFE:
@@ -122,7 +123,7 @@ def lookUp(cache: Cache, exchange: Exchange, collapse: bool = True) -> bool:
             request.addHeader(b"If-None-Match", etag)
         if lastModified is not None:
             request.addHeader(b"If-Modified-Since", lastModified)
-    exchange.cacheTx = tx
+    exchange.cacheTx = exchange.writer = tx
     return False
 
 
@@ -226,6 +227,8 @@ class CacheTx:
         self.clientRequest = Request(exchange.request.method, exchange.request.uri, exchange.request.version,
                                      exchange.request.headers)
         self.sideWrite: Callable[[bytes], None] = exchange.side.writeResponse
+        #: The exchange's C{writer}'s C{writeResponse} (L{write}).
+        self.writeResponse = self.write
         self._response: Optional[Response] = None
         self._pieces: Optional[list[bytes]] = None
         self._size = self._skip = self._length = 0
@@ -312,6 +315,7 @@ class CacheTx:
         what was copied if it is whole, and wake the waiters.
         """
         exchange.cacheTx = None
+        exchange.writer = exchange.side
         response = self._response
         if complete and response is not None and self._pieces is not None and self._complete():
             self._store(response, b"".join(self._pieces))

@@ -77,7 +77,7 @@ class Exchange:
         to a server).
     @ivar waitedUntil: When its wait for a server ended in the queue, or -1.0.
     @ivar route: The route it took (L{None}: the default backend's).
-    @ivar held: The L{Held} answer (tarpit) it waits to give, or L{None}.
+    @ivar held: The L{Held} answer (tarpit) or cache wait it waits on, or L{None}.
     """
 
     # ResponseSink
@@ -119,6 +119,7 @@ class Exchange:
         self.frontend = factory.frontend
         self.client = address
         self.side = client
+        self.writer: Union[ClientSide, CacheTx] = client  # or the cache's copier (docs/cache.md)
         self.hooks = hooks
         self.decodesChunked = client.decodesChunked
         self._scheme = scheme
@@ -191,21 +192,20 @@ class Exchange:
         self.startedAt = self.since = now
         self.lastBytes = -1
         self.respondedAt = self.waitedUntil = -1.0
-        self.dispatch = self.cacheTx = None
+        self.dispatch = None
         self.server = None
         self.backend = None
         self.context = Context(client=self.client, frontend=self.frontend.name, request=request)
         self.factory.requests += 1
 
     def forward(self) -> None:
-        """Route the request (the C{routeRequest} hook), then L{toServer} (or the cache answers)."""
+        """Route the request (the C{routeRequest} hook), then L{toServer} (unless a rule or the cache answers)."""
         assert self.request is not None
         if not self.frontend.answering:
             self.backend, self.route = self.hooks.routeRequest(self.request)
         elif answerFirst(self):  # (docs/rules.md)
             return
-        if (caching := self.frontend.caching) is None or not caching.lookUp(self):  # (docs/cache.md)
-            self.toServer()
+        self.toServer()
 
     def toServer(self) -> None:
         """Get the routed request a server connection (L{lbkit._dispatch.Dispatch}: choose, queue, connect, retry), and send it."""
@@ -308,7 +308,7 @@ class Exchange:
             dn = self._clientDN if self._certTransport is not None else None
             head = self._head = requestHead(request, self.framing == CHUNKED, self.upgrading,
                                             self.frontend.forwardedFor, self._clientHost, self._scheme, dn)
-        self.writeResponse = self.side.writeResponse if self.cacheTx is None else self.cacheTx.write
+        self.writeResponse = self.writer.writeResponse
         conn.startExchange(self, head, request.method == b"HEAD")
         self.side.serverAttached(conn)
 
@@ -349,7 +349,7 @@ class Exchange:
         assert backend is not None and server is not None and self.context is not None
         routeRules = route.responseRules if isinstance(route, Route) else ()
         rewriteResponse(response, self, routeRules, self.frontend.responseRules, backend, server, self.context)
-        data = (self.side if self.cacheTx is None else self.cacheTx).responseHeadBytes(response, framing, False)
+        data = self.writer.responseHeadBytes(response, framing, False)
         conn.bytes += len(data)
         return data
 

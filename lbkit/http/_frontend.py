@@ -74,8 +74,8 @@ class Frontend:
         docs/rules.md.
     @ivar answeringRules: Those of C{requestRules} that may answer
         (L{lbkit.interfaces.IAnsweringRule}).
-    @ivar answering: Whether it or one of its routes has answering rules
-        (else requests pay nothing for them).
+    @ivar answering: Whether it or one of its routes has answering rules,
+        or a cache (else requests pay nothing for them).
     @ivar errorPages: Status -> L{lbkit.http.ErrorPage}: the bodies of the
         answers lbkit gives itself (HAProxy's C{errorfile}).
     @ivar http3: With C{http3=True}: the UDP port and interface where it
@@ -167,6 +167,7 @@ class Frontend:
             raise ConfigError(f"http.Frontend {endpoint!r}: cache must be an http.Cache, not {cache!r}")
         self.cache = cache
         self.caching = Caching(cache) if cache is not None or any(r.cache is not None for r in routes) else None
+        self.answering = self.answering or self.caching is not None  # the cache answers too (docs/cache.md)
         self.errorPages = checkedErrorPages(errorPages, f"http.Frontend {endpoint!r}")
         self.maxIdlePerServer = maxIdlePerServer
         self.poolIdleTimeout = float(poolIdleTimeout)
