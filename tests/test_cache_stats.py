@@ -14,6 +14,7 @@ from twisted.logger import ILogObserver, Logger
 from twisted.trial.unittest import SynchronousTestCase
 
 from lbkit import Backend, Server, stats
+from lbkit._workerproc import applyCounters, countersOf, sumCounters
 from lbkit.http import Cache, Frontend, Route, pathBegins
 from lbkit.http._cachestore import Entry
 from lbkit.stats._socket import execute
@@ -107,3 +108,26 @@ class CacheStatsTests(SynchronousTestCase):
         self.assertEqual(execute(self.page.collector, "uid 0", "purge cache pages key a/1"), "purged 1")
         self.assertTrue(str(execute(self.page.collector, "uid 0", "purge cache x key a")).startswith("error: no cache"))
         self.assertIn("purge cache NAME", str(execute(self.page.collector, "uid 0", "help")))
+
+
+class WorkerCountersTests(SynchronousTestCase):
+    """With --workers, the supervisor's caches show the sums of the workers' counters."""
+
+    def site(self) -> tuple[list[Any], Cache]:
+        web = Backend("web", [Server("web1", "127.0.0.1:9031")])
+        cache = Cache(name="pages")
+        return [Frontend("tcp:8132:interface=127.0.0.1", default=web, name="www", cache=cache)], cache
+
+    def test_summed(self) -> None:
+        """Hits, misses and the rest add up; an ended worker's bytes and objects (gauges) do not."""
+        reports = []
+        for hits in (3, 4):
+            listen, cache = self.site()
+            cache.hits, cache.misses = hits, 1
+            stored(cache, b"k")
+            reports.append(countersOf(listen))
+        ended = sumCounters([reports[0]], {}, gauges=False)
+        supervisorListen, supervisorCache = self.site()
+        applyCounters(supervisorListen, sumCounters(reports[1:], ended))
+        self.assertEqual((supervisorCache.hits, supervisorCache.misses, supervisorCache.stores), (7, 2, 2))
+        self.assertEqual((supervisorCache.objects, supervisorCache.bytes), (1, reports[1]["caches"]["pages"]["bytes"]))

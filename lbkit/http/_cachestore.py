@@ -124,7 +124,9 @@ class Cache:
     @ivar revalidated: Stale entries a server's 304 refreshed.
     @ivar stores: Responses stored; C{evictions}: entries dropped for room;
         C{purged}: entries purged.
-    @ivar bytes: What it holds now (bytes); C{len(cache)}: its entries.
+    @ivar bytes: What it holds now (bytes); C{objects} (and C{len(cache)}):
+        its entries.  (With C{--workers}, the supervisor's copy shows the
+        sums of its workers' counters.)
     """
 
     def __init__(
@@ -153,7 +155,7 @@ class Cache:
         self.maxWaiters = maxWaiters
         self.name = name or "cache"
         self.hits = self.misses = self.revalidated = self.stores = self.evictions = self.purged = 0
-        self.bytes = 0
+        self.bytes = self.objects = 0
         self._lru: OrderedDict[tuple[bytes, tuple[bytes, ...], tuple[bytes, ...]], Entry] = OrderedDict()
         self._byKey: dict[bytes, list[Entry]] = {}
         #: key -> the exchanges waiting for the one request at a server.
@@ -194,6 +196,7 @@ class Cache:
         self._lru[slot] = entry
         self._byKey.setdefault(entry.key, []).append(entry)
         self.bytes += entry.size
+        self.objects += 1
         self.stores += 1
         lru = self._lru
         while self.bytes > self.maxBytes:
@@ -215,6 +218,7 @@ class Cache:
         if self._lru.pop(self._slot(entry), None) is None:
             return
         self.bytes -= entry.size
+        self.objects -= 1
         variants = self._byKey[entry.key]
         variants.remove(entry)
         if not variants:
@@ -253,5 +257,5 @@ class Cache:
         return {
             "name": self.name, "hits": self.hits, "misses": self.misses, "revalidated": self.revalidated,
             "stores": self.stores, "evictions": self.evictions, "purged": self.purged,
-            "bytes": self.bytes, "maxBytes": self.maxBytes, "objects": len(self._lru),
+            "bytes": self.bytes, "maxBytes": self.maxBytes, "objects": self.objects,
         }
