@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from twisted.internet import tcp, unix
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import (
     SSL4ServerEndpoint,
     TCP4ServerEndpoint,
@@ -154,6 +154,22 @@ def sumCounters(reports: Iterable[dict[str, Any]], base: dict[str, Any], gauges:
                     into.append({})
                 _add(into[i], numbers, withGauges)
     return total
+
+
+def purgeCaches(listen: Sequence[Any], name: str, key: str | None, prefix: str | None) -> int:
+    """A worker purges its caches called C{name} (of C{key}, or of every key under C{prefix}); return how many entries went."""
+    cache = _caches(listen).get(name)
+    if cache is None:
+        return 0
+    if key is not None:
+        return int(cache.purge(key=key.encode("utf-8")))
+    return int(cache.purge(prefix=(prefix or "").encode("utf-8")))
+
+
+def purgeWorkers(processes: Sequence[Any], name: str, key: str | None, prefix: str | None) -> Deferred[int]:
+    """The supervisor asks every worker process to L{purgeCaches}; fires with the entries they dropped in all."""
+    asks = [p.ask({"op": "purge", "cache": name, "key": key, "prefix": prefix}) for p in processes]
+    return gatherResults(asks, consumeErrors=True).addCallback(lambda replies: sum(r.get("purged", 0) for r in replies))
 
 
 def applyCounters(listen: Sequence[Any], counters: dict[str, Any]) -> None:

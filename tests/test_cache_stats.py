@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any, cast
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, Logger
 from twisted.trial.unittest import SynchronousTestCase
@@ -108,6 +109,32 @@ class CacheStatsTests(SynchronousTestCase):
         self.assertEqual(execute(self.page.collector, "uid 0", "purge cache pages key a/1"), "purged 1")
         self.assertTrue(str(execute(self.page.collector, "uid 0", "purge cache x key a")).startswith("error: no cache"))
         self.assertIn("purge cache NAME", str(execute(self.page.collector, "uid 0", "help")))
+
+    def test_purgeWithWorkers(self) -> None:
+        """With a supervisor's purger, the admin API and the socket wait for the workers' count."""
+        asked: list[tuple[str, Any, Any]] = []
+        pending: list[Deferred[int]] = []
+
+        def purger(name: str, key: Any, prefix: Any) -> Deferred[int]:
+            asked.append((name, key, prefix))
+            pending.append(Deferred())
+            return pending[-1]
+
+        self.page.bindPurger(purger)
+        answer = execute(self.page.collector, "uid 0", "purge cache pages prefix a/")
+        assert isinstance(answer, Deferred)
+        pending[-1].callback(5)
+        self.assertEqual(self.successResultOf(answer), "purged 7")  # 2 here, 5 in the workers
+        d = self.client.treq.request("POST", "http://stats.example/admin/purge?cache=pages&key=b/1",
+                                     auth=("admin", "secret"), headers=ADMIN)
+        self.client.treq.flush()
+        self.assertNoResult(d)
+        pending[-1].callback(2)
+        self.client.treq.flush()
+        response = self.successResultOf(d)
+        self.assertEqual(json.loads(self.successResultOf(self.client.treq.content(response))),
+                         {"ok": True, "purged": 3})
+        self.assertEqual(asked, [("pages", None, "a/"), ("pages", "b/1", None)])
 
 
 class WorkerCountersTests(SynchronousTestCase):

@@ -55,3 +55,32 @@ class CacheExampleTests(TestCase):
         self.assertEqual(json.loads(purged), {"ok": True, "purged": 1})
         third = yield self.curl("-i", "http://127.0.0.1:8130/static/logo.svg")
         self.assertNotIn("\r\nAge:", third)
+
+    @inlineCallbacks
+    def test_cacheWorkers(self) -> Any:
+        """Under --workers 2: the supervisor's stats sum both workers' caches, and a purge empties both."""
+        self.curlPath = requireBinary("curl")
+        path = os.path.join(REPO, "examples", "cache.py")
+        proc = spawn(self, reactor, [TWISTD, "-n", "--pidfile=", "lbkit", "--config", path, "--workers", "2"],
+                     path=REPO)
+        yield proc.waitForOutput(b"worker 1 (pid", timeout=20)
+        yield proc.waitForOutput(b") accepting connections", timeout=20)
+        ages = []
+        for _ in range(6):
+            out = yield self.curl("-i", "http://127.0.0.1:8130/static/logo.svg")
+            self.assertTrue(out.endswith("static1\n"), out)
+            ages.append("\r\nAge: " in out)
+        self.assertIn(True, ages)
+        # the workers report their counters every second: ask until both reports are in
+        for _ in range(200):
+            snapshot = json.loads((yield self.curl("http://127.0.0.1:8131/stats.json")))
+            static = {c["name"]: c for c in snapshot["caches"]}["static"]
+            if static["hits"] + static["misses"] == 6:
+                break
+        self.assertEqual(static["hits"] + static["misses"], 6)
+        self.assertEqual(static["hits"], ages.count(True))
+        purged = json.loads((yield self.curl("-u", "admin:secret", "-H", "X-LBKit-Admin: 1", "-X", "POST",
+                                             "http://127.0.0.1:8131/admin/purge?cache=static&prefix=127.0.0.1/")))
+        self.assertEqual(purged, {"ok": True, "purged": static["misses"]})
+        out = yield self.curl("-i", "http://127.0.0.1:8130/static/logo.svg")
+        self.assertNotIn("\r\nAge: ", out)  # whichever worker answers, it had nothing left

@@ -8,8 +8,9 @@ docs/cache.md.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, Union
 
+from twisted.internet.defer import Deferred
 from twisted.web.template import Tag, tags
 
 from lbkit.stats._admin import AdminError
@@ -58,13 +59,14 @@ def cacheTable(rows: list[dict[str, Any]], formatBytes: Callable[[int], str]) ->
     return [tags.div(tags.h2("Response caches"), tags.table(header, *body), class_="caches")]
 
 
-def runPurge(collector: Any, user: str, via: str, name: str, key: str | None, prefix: str | None) -> int:
+def runPurge(collector: Any, user: str, via: str, name: str, key: str | None, prefix: str | None) -> Union[int, Deferred[int]]:
     """
     Purge the cache called C{name} of the entries of C{key} (C{host/path?query})
     or of every key starting with C{prefix}, and log it on the
-    C{lbkit.admin} logger.
+    C{lbkit.admin} logger.  With worker processes (the collector's
+    C{purger}), every worker purges its own.
 
-    @return: How many entries were dropped.
+    @return: How many entries were dropped (a L{Deferred} of it with workers).
     @raise AdminError: on an unknown cache, or neither or both of C{key} and C{prefix}.
     """
     if (key is None) == (prefix is None):
@@ -73,15 +75,22 @@ def runPurge(collector: Any, user: str, via: str, name: str, key: str | None, pr
     if not caches:
         known = ", ".join(sorted({c.name for c in cachesOf(collector.frontends())})) or "none"
         raise AdminError(404, f"no cache {name!r} (caches: {known})")
+    what = f"key {key!r}" if key is not None else f"prefix {prefix!r}"
     if key is not None:
         count = sum(c.purge(key=key.encode("utf-8")) for c in caches)
-        what = f"key {key!r}"
     else:
         assert prefix is not None
         count = sum(c.purge(prefix=prefix.encode("utf-8")) for c in caches)
-        what = f"prefix {prefix!r}"
-    collector.log.info(
-        "admin: {user} ({via}) purged cache {cache} {what}: {count} entries",
-        user=user, via=via, cache=name, what=what, count=count, action="purge",
-    )
-    return int(count)
+
+    def logged(count: int) -> int:
+        collector.log.info(
+            "admin: {user} ({via}) purged cache {cache} {what}: {count} entries",
+            user=user, via=via, cache=name, what=what, count=count, action="purge",
+        )
+        return count
+
+    purger = collector.purger
+    if purger is not None:
+        d: Deferred[int] = purger(name, key, prefix)
+        return d.addCallback(lambda workers: logged(int(count) + workers))
+    return logged(int(count))

@@ -148,6 +148,8 @@ class Collector(ServerListenerMixin):
         self.workers: Any = None
         #: With workers: replaces them (L{lbkit.workers.WorkerSupervisor.restartWorkers}).
         self.restarter: Any = None
+        #: With workers: purges their response caches (L{lbkit.stats._cachestats.runPurge}).
+        self.purger: Any = None
         #: The service's L{lbkit.logs.AccessLogSink}, set by the service;
         #: L{None} when the page runs outside one.
         self.accessLog: Any = None

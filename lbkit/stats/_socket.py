@@ -153,6 +153,8 @@ def _execute(collector: Collector, user: str, words: list[str]) -> str | Deferre
         case ["purge", "cache", name, ("key" | "prefix") as what, value]:
             count = runPurge(collector, user, via, name, value if what == "key" else None,
                              value if what == "prefix" else None)
+            if isinstance(count, Deferred):
+                return count.addCallbacks(lambda n: f"purged {n}", lambda f: f"error: {f.getErrorMessage()}")
             return f"purged {count}"
         case [("enable" | "disable") as verb, "health", name]:
             runAction(collector, user, via, *_split(name), f"{verb}-health")

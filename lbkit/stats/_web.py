@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from twisted.internet.defer import Deferred
 from twisted.web.resource import NoResource, Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.template import renderElement
 
 from lbkit.stats._admin import Admin, AdminError, runAction, runReload, runReopen, runRestart
@@ -222,7 +223,7 @@ class AdminPurgeResource(_AdminLeaf):
 
     bodyLimit = MAX_BODY
 
-    def render_POST(self, request: Request) -> bytes:
+    def render_POST(self, request: Request) -> Any:
         refused = self.forged(request)
         if refused is not None:
             return refused
@@ -233,7 +234,19 @@ class AdminPurgeResource(_AdminLeaf):
                              _arg(request, "cache") or "", _arg(request, "key"), _arg(request, "prefix"))
         except AdminError as e:
             return _json(request, {"error": str(e)}, e.code)
-        return _json(request, {"ok": True, "purged": count})
+        if not isinstance(count, Deferred):
+            return _json(request, {"ok": True, "purged": count})
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda f: gone.append(True))
+
+        def answer(body: dict[str, Any], code: int) -> None:
+            if not gone:
+                request.write(_json(request, body, code))
+                request.finish()
+
+        count.addCallbacks(lambda n: answer({"ok": True, "purged": n}, 200),
+                           lambda f: answer({"error": f.getErrorMessage()}, 502))
+        return NOT_DONE_YET
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"allow", b"POST")
