@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["Caching", "CacheTx", "Waiter", "serve"]
 
 _SAFE = (b"GET", b"HEAD", b"OPTIONS", b"TRACE")
+_NO_DIRECTIVES = CacheControl(())
 #: The headers a 304 from the cache carries (RFC 9110 §15.4.5), besides C{Age}.
 _NOT_MODIFIED = frozenset(
     [b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary", b"last-modified"]
@@ -66,8 +67,24 @@ class Caching:
         return lookUp(cache, exchange)
 
 
-def _hasCredentials(request: Request) -> bool:
-    return request.header(b"authorization") is not None or request.header(b"cookie") is not None
+#: The request headers the lookup reads (found in one pass over the headers).
+_WATCHED = frozenset(
+    [b"range", b"authorization", b"cookie", b"cache-control", b"pragma", b"if-none-match", b"if-modified-since"]
+)
+
+
+def _scan(request: Request) -> dict[bytes, list[bytes]]:
+    """The values of the L{_WATCHED} headers of C{request}, by lower-case name."""
+    seen: dict[bytes, list[bytes]] = {}
+    for name, value in request.headers:
+        lower = name.lower()
+        if lower in _WATCHED:
+            seen.setdefault(lower, []).append(value)
+    return seen
+
+
+def _conditional(request: Request) -> bool:
+    return request.header(b"if-none-match") is not None or request.header(b"if-modified-since") is not None
 
 
 def lookUp(cache: Cache, exchange: Exchange, collapse: bool = True) -> bool:
@@ -80,27 +97,29 @@ def lookUp(cache: Cache, exchange: Exchange, collapse: bool = True) -> bool:
         if method not in _SAFE:
             cache.invalidate(cacheKey(request))  # RFC 9111 §4.4
         return False
-    if exchange.framing != 0 or exchange.upgrading or request.header(b"range") is not None:
+    seen = _scan(request)
+    if exchange.framing != 0 or exchange.upgrading or b"range" in seen:
         return False
-    cc = CacheControl(request.headerValues(b"cache-control"))
+    ccValues = seen.get(b"cache-control")
+    cc = CacheControl(ccValues) if ccValues is not None else _NO_DIRECTIVES
     if b"no-store" in cc:
         return False
     key = cacheKey(request)
     now = exchange.reactor.seconds()
-    credentials = _hasCredentials(request)
+    credentials = b"authorization" in seen or b"cookie" in seen
+    conditional = b"if-none-match" in seen or b"if-modified-since" in seen
     entry = cache.find(key, request)
     if entry is not None and credentials and not entry.public:
         entry = None
     if entry is not None:
-        noCache = b"no-cache" in cc or (not cc.directives and b"no-cache" in request.headerValues(b"pragma"))
+        noCache = b"no-cache" in cc or (not cc.directives and b"no-cache" in seen.get(b"pragma", ()))
         maxAge = cc.seconds(b"max-age")
         if not noCache and entry.fresh(now) and (maxAge is None or entry.age(now) <= maxAge):
             cache.hits += 1
-            serve(exchange, entry, now, request)
+            serve(exchange, entry, now, request, conditional)
             return True
-        if entry.header(b"etag") is None and entry.header(b"last-modified") is None:
+        if entry.etag is None and entry.lastModified is None:
             entry = None
-    conditional = request.header(b"if-none-match") is not None or request.header(b"if-modified-since") is not None
     leader = False
     if collapse and not credentials and (entry is not None or not conditional):
         waiters = cache.pending.get(key)
@@ -118,7 +137,7 @@ def lookUp(cache: Cache, exchange: Exchange, collapse: bool = True) -> bool:
         # revalidate: the server's 304 refreshes the entry (RFC 9111 §4.3)
         for name in (b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since"):
             request.removeHeader(name)
-        etag, lastModified = entry.header(b"etag"), entry.header(b"last-modified")
+        etag, lastModified = entry.etag, entry.lastModified
         if etag is not None:
             request.addHeader(b"If-None-Match", etag)
         if lastModified is not None:
@@ -127,22 +146,24 @@ def lookUp(cache: Cache, exchange: Exchange, collapse: bool = True) -> bool:
     return False
 
 
-def _clientResponse(entry: Entry, now: float, request: Request) -> tuple[Response, bytes]:
-    """What the client gets from C{entry}: a 304 if its conditions hold, else the entry; with C{Age}."""
+def _clientResponse(entry: Entry, now: float, request: Request, conditional: bool) -> tuple[Response, bytes]:
+    """
+    What the client gets from C{entry}: a 304 if its conditions hold (when
+    C{conditional}: it has some), else the entry; with C{Age}.  (The
+    headers are the entry's own lists: what writes a head only reads them.)
+    """
     age = [b"Age", b"%d" % int(entry.age(now))]
-    if notModified(request, entry.header(b"etag"), entry.header(b"last-modified"), entry.header(b"date")):
-        headers = [[n, v] for n, v in entry.headers if n.lower() in _NOT_MODIFIED]
+    if conditional and notModified(request, entry.etag, entry.lastModified, entry.date):
+        headers = [h for h in entry.headers if h[0].lower() in _NOT_MODIFIED]
         headers.append(age)
         return Response(b"HTTP/1.1", 304, b"Not Modified", headers), b""
-    headers = [[n, v] for n, v in entry.headers]
-    headers.append(age)
     body = b"" if request.method == b"HEAD" else entry.body
-    return Response(b"HTTP/1.1", entry.code, entry.reason, headers), body
+    return Response(b"HTTP/1.1", entry.code, entry.reason, entry.headers + [age]), body
 
 
-def serve(exchange: Exchange, entry: Entry, now: float, request: Request) -> None:
+def serve(exchange: Exchange, entry: Entry, now: float, request: Request, conditional: bool) -> None:
     """Answer the request of C{exchange} from C{entry}, as an answer from the balancer is written."""
-    response, body = _clientResponse(entry, now, request)
+    response, body = _clientResponse(entry, now, request, conditional)
     side = exchange.side
     code = exchange.status = response.code
     exchange.termination = "--"
@@ -194,7 +215,7 @@ class Waiter(Held):
         cache = self.cache
         if entry is not None and cache.find(self.key, request) is entry:
             cache.hits += 1
-            serve(exchange, entry, exchange.reactor.seconds(), request)
+            serve(exchange, entry, exchange.reactor.seconds(), request, _conditional(request))
         elif not lookUp(cache, exchange, collapse=False):
             exchange.toServer()
 
@@ -283,7 +304,7 @@ class CacheTx:
         if entry is not None and response.code == 304:
             self._refresh(entry, response, now)
             self._result = entry
-            out, body = _clientResponse(entry, now, self.clientRequest)
+            out, body = _clientResponse(entry, now, self.clientRequest, _conditional(self.clientRequest))
             exchange.status = out.code
             return side.responseHeadBytes(out, len(body), False) + body
         head = side.responseHeadBytes(response, framing, interim)

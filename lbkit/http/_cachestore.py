@@ -47,11 +47,14 @@ class Entry:
         as received (RFC 9111 §4.2.3).
     @ivar public: It said C{public}: requests with credentials may be served it.
     @ivar noCache: It said C{no-cache}: revalidated before every use.
+    @ivar etag: Its C{ETag}, C{lastModified}: its C{Last-Modified},
+        C{date}: its C{Date} header (L{None} if absent).
     """
 
     __slots__ = (
         "key", "code", "reason", "headers", "body", "vary", "varyValues", "lifetime",
         "requestTime", "responseTime", "dateValue", "ageValue", "public", "noCache", "size",
+        "etag", "lastModified", "date",
     )
 
     def __init__(
@@ -80,8 +83,9 @@ class Entry:
         self.measure()
 
     def measure(self) -> None:
-        """Work out L{size} again (after its headers changed)."""
+        """Work out L{size} and the validators again (after its headers changed)."""
         self.size = ENTRY_OVERHEAD + len(self.key) + len(self.body) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+        self.etag, self.lastModified, self.date = self.header(b"etag"), self.header(b"last-modified"), self.header(b"date")
 
     def header(self, name: bytes) -> Optional[bytes]:
         """The first value of header C{name} (lower-case), or L{None}."""
