@@ -91,6 +91,7 @@ class CacheIntegrationTests(HTTP2TestCase):
         self.ports.append(port)
         self.cache = Cache()
         self.port = self.tlsFrontend(default=backend("app", [port.getHost().port]), cache=self.cache)
+        self.plainPort = self.frontend(default=backend("app", [port.getHost().port]), cache=self.cache)
 
     @inlineCallbacks
     def tlsGet(self, path: str, headers: str = "") -> Any:
@@ -113,6 +114,21 @@ class CacheIntegrationTests(HTTP2TestCase):
         self.assertIn("age", results[2][1])
         self.assertEqual(self.resource.hits["/fresh"], 1)
         self.assertEqual((self.cache.hits, self.cache.misses), (2, 1))
+
+    @inlineCallbacks
+    def test_pipelined(self) -> Any:
+        """Pipelined requests on one plain connection, a miss then hits and a HEAD, come back in order."""
+        c = yield self.client(self.plainPort)
+        for _ in range(3):
+            c.send(b"GET /fresh HTTP/1.1\r\nHost: test\r\n\r\n")
+        c.send(b"HEAD /fresh HTTP/1.1\r\nHost: test\r\n\r\n", head=True)
+        c.send(b"GET /fresh HTTP/1.0\r\nHost: test\r\n\r\n")
+        got = yield c.responses(5)
+        self.assertEqual([(r.code, body) for r, body in got],
+                         [(200, b"/fresh body")] * 3 + [(200, b""), (200, b"/fresh body")])
+        self.assertEqual([r.header(b"age") is not None for r, _ in got], [False, True, True, True, True])
+        self.assertEqual(got[3][0].header(b"content-length"), b"11")
+        self.assertEqual(self.resource.hits["/fresh"], 1)
 
     @inlineCallbacks
     def test_hitHTTP2(self) -> Any:
