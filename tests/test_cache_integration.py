@@ -162,6 +162,18 @@ class CacheIntegrationTests(HTTP2TestCase):
         self.assertEqual((mine[0], mine[2]), (304, ""))
 
     @inlineCallbacks
+    def test_revalidationHTTP2(self) -> Any:
+        """Over HTTP/2 too: the server's 304 to a revalidation becomes the whole entry for the client."""
+        client: H2Client = yield self.h2client(self.port)
+        first = yield client.request("/etag")
+        second = yield client.request("/etag")
+        head = yield client.request("/etag", method="HEAD")
+        self.assertEqual([(r[0], r[2]) for r in (first, second, head)],
+                         [(200, b"/etag body"), (200, b"/etag body"), (200, b"")])
+        self.assertEqual((second[1][b"x-count"], second[1][b"content-length"]), (b"2", b"10"))
+        self.assertEqual((self.resource.hits["/etag"], self.resource.conditional["/etag"]), (3, 2))
+
+    @inlineCallbacks
     def test_notCached(self) -> Any:
         """private and no-store responses reach the server every time."""
         for path in ["/private", "/nostore"] * 2:
