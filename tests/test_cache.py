@@ -13,6 +13,7 @@ from twisted.internet.address import IPv4Address
 from twisted.trial.unittest import SynchronousTestCase
 
 from lbkit import Backend, Server
+from lbkit.config import loadSite
 from lbkit.error import ConfigError
 from lbkit.http import Cache, Frontend, Route, pathBegins
 from lbkit.testing import FakeEndpoint, HTTPHarness
@@ -379,6 +380,16 @@ class ConfigTests(SynchronousTestCase):
         backend = Backend("be", [Server("s", FakeEndpoint())])
         self.assertRaises(ConfigError, Frontend, "tcp:80", default=backend, cache={})
         self.assertRaises(ConfigError, Route, pathBegins("/"), backend, cache=1)
+
+    def test_siteFileLine(self) -> None:
+        """In a site file, the error names the file and the line of the bad Cache."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("from lbkit import Backend, Server, http\n\nweb = Backend('web', [Server('w', '127.0.0.1:9001')])\n"
+                    "listen = [\n    http.Frontend('tcp:8133', default=web,\n"
+                    "                  cache=http.Cache(maxObjectBytes=2**27)),\n]\n")
+        e = self.assertRaises(ConfigError, loadSite, path)
+        self.assertEqual(str(e), f"{path}:6: http.Cache: maxObjectBytes (134217728) is more than maxBytes (67108864)")
 
     def test_nothingWhenNotConfigured(self) -> None:
         """A frontend with no cache anywhere has no caching to ask."""
