@@ -3,10 +3,11 @@
 Every core: L{WorkerSupervisor} runs a site file in several worker processes that accept on the same
 listening sockets (C{twistd lbkit --workers N}; docs/workers.md).
 
-The supervisor holds each frontend's sockets (one per worker slot) and never accepts on them, so workers
-can be replaced a generation at a time (SIGUSR2) without refusing a connection. It also runs what must
-happen once: health checks (states go to every worker), stats pages, the admin API and command socket
-(the counters shown sum the workers' reports).
+The supervisor holds each frontend's sockets (one per worker slot) and
+never accepts on them, so workers can be replaced a generation at a time
+(SIGUSR2) without refusing a connection.  It also runs what must happen
+once: health checks (states go to every worker), stats pages, the admin
+API and command socket (the counters shown sum the workers' reports)::
 
     from lbkit.workers import WorkerSupervisor
 
@@ -131,8 +132,7 @@ class WorkerProcess(ProcessProtocol):
             self.ready.callback(self)
         elif op == "observe":
             applyObservation(self.supervisor.listen, message)
-        elif op == "discovered":
-            # its discovery found servers: it gets the states the checks set
+        elif op == "discovered":  # its discovery found servers: it gets the states the checks set
             self.send({"op": "states", "states": statesOf(self.supervisor.listen)})
         elif op == "failed":
             _log.error("lbkit: {worker} failed to start: {why}", worker=self, why=message.get("why"))

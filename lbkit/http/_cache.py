@@ -47,7 +47,7 @@ class Caching:
     A frontend's C{caching}: which L{Cache} a routed request uses (its
     route's, else the frontend's), and the lookup.
 
-    @ivar default: The frontend's cache, or L{None}.
+    @ivar default: The frontend's cache, or C{None}.
     """
 
     def __init__(self, default: Optional[Cache]) -> None:
@@ -203,7 +203,7 @@ class Waiter(Held):
     def wake(self, entry: Optional[Entry]) -> None:
         """
         The request it waited for ended, with C{entry} stored or refreshed
-        (or L{None}): it is served that entry if its C{Vary} values are the
+        (or C{None}): it is served that entry if its C{Vary} values are the
         same (even one to revalidate on every use: it is as new as can be),
         else it is looked up again, without waiting this time.
         """
@@ -232,7 +232,7 @@ class CacheTx:
     What the cache does for one request that goes to a server (see the
     module docstring); the exchange's C{cacheTx} until it ends.
 
-    @ivar entry: The stale entry being revalidated, or L{None}.
+    @ivar entry: The stale entry being revalidated, or C{None}.
     @ivar leader: Whether requests for the same key wait for this one.
     """
 

@@ -37,7 +37,7 @@ CACHEABLE_STATUSES = frozenset([200, 203, 204, 300, 301, 308, 404, 405, 410, 414
 class CacheControl:
     """
     The directives of a message's C{Cache-Control} headers: lower-case
-    names (bytes) to their argument (bytes, without quotes) or L{None}.
+    names (bytes) to their argument (bytes, without quotes) or C{None}.
     """
 
     __slots__ = ("directives",)
@@ -59,7 +59,7 @@ class CacheControl:
 
     def seconds(self, name: bytes) -> Optional[int]:
         """
-        The delta-seconds of directive C{name}, or L{None} if absent; an
+        The delta-seconds of directive C{name}, or C{None} if absent; an
         invalid value counts as 0 (stale: the safe reading).
         """
         if name not in self.directives:
@@ -74,7 +74,7 @@ class CacheControl:
 
 
 def httpDate(value: Optional[bytes]) -> Optional[float]:
-    """An HTTP-date (any of RFC 9110 §5.6.7's three forms) as seconds, or L{None} if absent or invalid."""
+    """An HTTP-date (any of RFC 9110 §5.6.7's three forms) as seconds, or C{None} if absent or invalid."""
     if value is None:
         return None
     parsed = email.utils.parsedate_tz(value.decode("latin-1"))
@@ -121,7 +121,7 @@ def currentAge(
     """
     The age of a stored response at C{now} (RFC 9111 §4.2.3).
 
-    @param dateValue: Its C{Date} (L{None}: the time it arrived).
+    @param dateValue: Its C{Date} (C{None}: the time it arrived).
     @param ageValue: Its C{Age} header as received (0 if none).
     @param requestTime: When the request that got it was sent.
     @param responseTime: When it arrived.
@@ -147,7 +147,7 @@ def storable(request: Request, response: Response, cc: CacheControl, defaultTTL:
     C{Last-Modified}).  A request with C{Authorization} or a cookie gets
     its response stored only if it says C{public}.
 
-    @return: The freshness lifetime in seconds, or L{None} if not storable.
+    @return: The freshness lifetime in seconds, or C{None} if not storable.
     """
     if request.method != b"GET" or response.code not in CACHEABLE_STATUSES:
         return None

@@ -48,7 +48,7 @@ class Entry:
     @ivar public: It said C{public}: requests with credentials may be served it.
     @ivar noCache: It said C{no-cache}: revalidated before every use.
     @ivar etag: Its C{ETag}, C{lastModified}: its C{Last-Modified},
-        C{date}: its C{Date} header (L{None} if absent).
+        C{date}: its C{Date} header (C{None} if absent).
     """
 
     __slots__ = (
@@ -88,7 +88,7 @@ class Entry:
         self.etag, self.lastModified, self.date = self.header(b"etag"), self.header(b"last-modified"), self.header(b"date")
 
     def header(self, name: bytes) -> Optional[bytes]:
-        """The first value of header C{name} (lower-case), or L{None}."""
+        """The first value of header C{name} (lower-case), or C{None}."""
         for n, v in self.headers:
             if n.lower() == name:
                 return v
@@ -176,7 +176,7 @@ class Cache:
         return (entry.key, entry.vary, entry.varyValues)
 
     def find(self, key: bytes, request: Request) -> Optional[Entry]:
-        """The entry for C{key} whose C{Vary} values C{request} has, made the most recently used; or L{None}."""
+        """The entry for C{key} whose C{Vary} values C{request} has, made the most recently used; or C{None}."""
         for entry in self._byKey.get(key, ()):
             if entry.vary and tuple(b",".join(request.headerValues(n)) for n in entry.vary) != entry.varyValues:
                 continue

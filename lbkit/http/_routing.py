@@ -67,7 +67,7 @@ class Route:
     @ivar responseRules: Header rules for their responses, before the
         frontend's.
     @ivar cache: The L{lbkit.http.Cache} for the requests it takes (in
-        place of the frontend's), or L{None}; see docs/cache.md.
+        place of the frontend's), or C{None}; see docs/cache.md.
     """
 
     def __init__(
