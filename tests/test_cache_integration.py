@@ -11,12 +11,17 @@ import collections
 from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.internet.threads import deferToThread
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from lbkit.http import Cache
+from lbkit.http import Cache, Frontend
+from lbkit.tls import Certificates
+from tests.h3client import fetch
+from tests.helpers import freePort
 from tests.test_http2 import H2Client, HTTP2TestCase
-from tests.test_http_integration import TrackingSite, backend, reactor
+from tests.test_http_integration import HTTPTestCase, TrackingSite, backend, reactor
+from tests.test_tls_pki import makePKI
 
 BIG = 2 * 2**20 + 1
 
@@ -214,3 +219,35 @@ class CacheIntegrationTests(HTTP2TestCase):
         results = yield gatherResults(requests)
         self.assertEqual([(r[0], r[2]) for r in results], [(200, b"slow body")] * 5)
         self.assertEqual((self.resource.hits["/slow"], self.cache.hits), (1, 4))
+
+
+class CacheHTTP3Tests(HTTPTestCase):
+    """HTTP/3 clients (aioquic) through a caching frontend: the same entries, collapsed, hits with an Age."""
+
+    timeout = 30
+
+    @inlineCallbacks
+    def test_http3(self) -> Any:
+        """Three concurrent streams for one key: the server sees one request; a later one is a hit, as is a chunked body."""
+        pki = makePKI(self)
+        resource = Counted()
+        site = TrackingSite(resource)
+        site.lost = self.lost
+        listening = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.ports.append(listening)
+        cache = Cache()
+        port = freePort()
+        fe = Frontend(f"tcp:{port}:interface=127.0.0.1", default=backend("web", [listening.getHost().port]),
+                      name="fe", tls=Certificates(pki.issue("site.pem", "localhost", ("localhost",))), http3=True,
+                      log=False, cache=cache)
+        self._frontends = [fe]
+        service = fe.makeService(reactor)
+        service.startService()
+        self.services.append(service)
+        first = yield deferToThread(fetch, port, [(b"GET", b"/fresh")] * 3 + [(b"GET", b"/chunked")], pki.caFile)
+        self.assertEqual([(a.status, a.body) for a in first],
+                         [(200, b"/fresh body")] * 3 + [(200, b"part1,part2")])
+        later = yield deferToThread(fetch, port, [(b"GET", b"/fresh"), (b"GET", b"/chunked")], pki.caFile)
+        self.assertEqual([(a.status, a.body, b"age" in a.headers) for a in later],
+                         [(200, b"/fresh body", True), (200, b"part1,part2", True)])
+        self.assertEqual((resource.hits["/fresh"], resource.hits["/chunked"]), (1, 1))
