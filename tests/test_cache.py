@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from lbkit import Backend, Server
 from lbkit.config import loadSite
 from lbkit.error import ConfigError
+from lbkit.fromhaproxy import translate
 from lbkit.http import Cache, Frontend, Route, pathBegins
 from lbkit.testing import FakeEndpoint, HTTPHarness
 
@@ -434,3 +435,35 @@ class CollapseRevalidationTests(SynchronousTestCase):
         h.serve(response(b"fr", b"Cache-Control: max-age=60", b"Vary: Accept-Language"))
         self.assertEqual((parse(first.value())[2], parse(other.value())[2]), (b"en", b"fr"))
         self.assertEqual(len(h.cache), 2)
+
+
+class FromHAProxyTests(SynchronousTestCase):
+    """python -m lbkit.fromhaproxy translates cache sections and cache-use / cache-store."""
+
+    def test_translated(self) -> None:
+        """A cache section becomes an http.Cache the frontend uses; what has no equivalent is reported."""
+        config = (
+            "defaults\n    mode http\ncache static\n    total-max-size 16\n    max-object-size 524288\n"
+            "    max-age 120\n    process-vary on\n    max-secondary-entries 5\n"
+            "frontend fe\n    bind 127.0.0.1:8134\n    http-request cache-use static\n"
+            "    http-response cache-store static\n    default_backend be\n"
+            "backend be\n    http-request cache-use static\n    server s1 127.0.0.1:9174\n"
+            "frontend other\n    bind 127.0.0.1:8135\n    http-request cache-use static if { path_beg /s }\n"
+            "    http-request cache-use nope\n    default_backend be\n"
+        )
+        source, problems = translate(config, "hc.cfg")
+        self.assertEqual([(n, why.split(":")[0]) for n, _, why in problems], [
+            (8, "no lbkit equivalent for this cache setting"),
+            (15, "lbkit's cache is on an http frontend or a route (cache=...), not a backend"),
+            (19, "a cache used under a condition"), (20, "no cache section 'nope'"),
+        ])
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(source)
+        site = loadSite(path)
+        fe, other = [item for item in site.listen if isinstance(item, Frontend)]
+        cache = fe.cache
+        assert cache is not None
+        self.assertEqual((cache.maxBytes, cache.maxObjectBytes, cache.defaultTTL, cache.name),
+                         (16 * 2**20, 524288, 120.0, "static"))
+        self.assertIsNone(other.cache)
