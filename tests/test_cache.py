@@ -220,6 +220,16 @@ class CacheTests(SynchronousTestCase):
         self.assertEqual(parse(third.value())[2], b"three")
         self.assertEqual(parse(h.get().value())[2], b"two")
 
+    def test_onlyIfCached(self) -> None:
+        """only-if-cached is served a fresh entry, else 504 without asking the server."""
+        h = Harness(self)
+        h.get()
+        h.serve(response(b"one", b"Cache-Control: max-age=60"))
+        self.assertEqual(parse(h.get(b"/a", b"Cache-Control: only-if-cached").value())[2], b"one")
+        other = h.get(b"/b", b"Cache-Control: only-if-cached")
+        self.assertEqual(parse(other.value())[0], 504)
+        self.assertEqual(len(h.endpoint.attempts), 1)
+
     def test_requestMaxAge(self) -> None:
         """A request's max-age refuses an entry older than that."""
         h = Harness(self)

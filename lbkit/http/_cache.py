@@ -120,6 +120,10 @@ def lookUp(cache: Cache, exchange: Exchange, collapse: bool = True) -> bool:
             return True
         if entry.etag is None and entry.lastModified is None:
             entry = None
+    if b"only-if-cached" in cc:  # nothing fresh to give: 504 (RFC 9111 §5.2.1.7)
+        cache.misses += 1
+        exchange.fail(504, "LR")
+        return True
     leader = False
     if collapse and not credentials and (entry is not None or not conditional):
         waiters = cache.pending.get(key)
