@@ -11,7 +11,11 @@ and the policies decide.
 Optional methods and options are separate interfaces extending the basic
 one (L{IActiveBalancer} extends L{IBalancer}, L{IHealthCheckOptions}
 extends L{IHealthCheck}), so C{verifyObject} checks each object against
-what it declares.  L{lbkit.testing.assertProvides} does that in a test.
+what it declares.  Those of live changes and explanations (a balancer's
+C{explain} and C{adopt}, a persistence strategy's C{explainRecall},
+C{adopt} and C{stickyClients}) are L{IExplainingBalancer},
+L{IAdoptingBalancer}, L{IExplainingPersistence}, L{IAdoptingPersistence}
+and L{IStickyCount} (docs/beyond.md).  L{lbkit.testing.assertProvides} does that in a test.
 """
 
 from __future__ import annotations
@@ -27,14 +31,29 @@ if TYPE_CHECKING:
     from lbkit._model import Context, Server, ServerState
 
 # the contracts of what a site runs beside its policies, defined there
+# the optional contracts of live changes and explanations (docs/beyond.md)
+from lbkit._livecontracts import (
+    IAdoptingBalancer,
+    IAdoptingPersistence,
+    IExplainingBalancer,
+    IExplainingPersistence,
+    IHashingBalancer,
+    IStickyCount,
+)
 from lbkit._sitecontracts import IListener, IServerSource, IStore
 
 __all__ = [
     "IBalancer",
     "IActiveBalancer",
+    "IExplainingBalancer",
+    "IAdoptingBalancer",
+    "IHashingBalancer",
     "IHealthCheck",
     "IHealthCheckOptions",
     "IPersistence",
+    "IStickyCount",
+    "IExplainingPersistence",
+    "IAdoptingPersistence",
     "IServerListener",
     "IServerSource",
     "IListener",

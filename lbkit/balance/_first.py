@@ -10,12 +10,12 @@ from typing import Sequence
 from zope.interface import implementer
 
 from lbkit._model import Context, Server
-from lbkit.interfaces import IBalancer
+from lbkit.interfaces import IBalancer, IExplainingBalancer
 
 __all__ = ["First"]
 
 
-@implementer(IBalancer)
+@implementer(IBalancer, IExplainingBalancer)
 class First:
     """
     Fill servers in id (configuration) order: the first server with a free
@@ -36,3 +36,12 @@ class First:
             if server.maxconn is None or server.active < server.maxconn:
                 return server
         return None
+
+    def explain(self, servers: Sequence[Server], context: Context, chosen: Server | None) -> str:
+        """C{"first: s1 full -> s2"}, or C{"first: s1 has a free slot"}."""
+        if chosen is None:
+            return "first: every server full"
+        full = [s.name for s in servers[: list(servers).index(chosen)]] if chosen in servers else []
+        if full:
+            return f"first: {', '.join(full)} full -> {chosen.name}"
+        return f"first: {chosen.name} has a free slot"

@@ -17,6 +17,7 @@ from zope.interface import implementer
 from lbkit._accesslog import AccessLogSink
 from lbkit._backend import Backend
 from lbkit._drain import DrainingFactory
+from lbkit._explain import enableExplain
 from lbkit._listening import ListeningService
 from lbkit._origin import definedAt
 from lbkit.error import ConfigError
@@ -79,6 +80,9 @@ class Frontend:
     @ivar http3: With C{http3=True}: the UDP port and interface where it
         also serves HTTP/3 over QUIC (its TCP port's number), advertised by
         an C{Alt-Svc} header on its responses; else L{None}.
+    @ivar explain: Each request carries the reasons of its route and
+        server, logged as the access-log field C{explain} (docs/beyond.md);
+        off by default.
     """
 
     def __init__(
@@ -104,6 +108,7 @@ class Frontend:
         timeoutRequestBody: Optional[float] = None,
         errorPages: Optional[Any] = None,
         http3: bool = False,
+        explain: bool = False,
     ) -> None:
         self.definedAt = definedAt()
         if not isinstance(endpoint, str):
@@ -160,6 +165,8 @@ class Frontend:
         self.maxIdlePerServer = maxIdlePerServer
         self.poolIdleTimeout = float(poolIdleTimeout)
         self.log = log
+        #: Whether each request carries the reasons of its route and server (docs/beyond.md).
+        self.explain = bool(explain)
         self.factory = factory or HTTPProxyFactory
         self.factories: list[HTTPProxyFactory] = []
 
@@ -177,6 +184,9 @@ class Frontend:
         """The factory that serves this frontend's connections."""
         factory = self.factory(self, reactor)
         self.factories.append(factory)
+        if self.explain:
+            for backend in self.backends():
+                enableExplain(backend)
         return factory
 
     def alpnProtocols(self) -> list[bytes]:
@@ -248,7 +258,7 @@ class HTTPProxyFactory(DrainingFactory, Factory):
     def logAccess(self, fields: dict[str, Any]) -> None:
         """Emit the access-log line of one finished request."""
         if self.frontend.log:
-            self.accessLog.info(HTTP_LOG_FORMAT, **fields)
+            self.accessLog.info(HTTP_LOG_FORMAT + (' explain="{explain}"' if "explain" in fields else ""), **fields)
 
     def logsPlainly(self) -> bool:
         """
@@ -256,7 +266,7 @@ class HTTPProxyFactory(DrainingFactory, Factory):
         exchange may then format the line itself and write it to
         L{accessSink} (when that is active).
         """
-        return bool(self.frontend.log) and getattr(self.logAccess, "__func__", None) is HTTPProxyFactory.logAccess
+        return bool(self.frontend.log) and not self.frontend.explain and getattr(self.logAccess, "__func__", None) is HTTPProxyFactory.logAccess
 
     def logsAccess(self) -> bool:
         """
