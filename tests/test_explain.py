@@ -16,7 +16,17 @@ from twisted.trial.unittest import SynchronousTestCase
 from lbkit import Backend, Context, Server, ServerState
 from lbkit._explain import disableExplain, enableExplain, explainChoice
 from lbkit.balance import (
-    URI, First, Header, LeastConn, NeverQueue, Random, RoundRobin, ShortestExpectedDelay, Source, StaticRR, URLParam,
+    URI,
+    First,
+    Header,
+    LeastConn,
+    NeverQueue,
+    Random,
+    RoundRobin,
+    ShortestExpectedDelay,
+    Source,
+    StaticRR,
+    URLParam,
 )
 from lbkit.error import NoServerAvailable
 from lbkit.http import Frontend, Request, Route, pathBegins
