@@ -21,6 +21,8 @@ from zope.interface import implementer
 
 from lbkit.stats._admin import AdminError, runAction, runReload, runReopen, runRestart
 from lbkit.stats._collect import Collector
+from lbkit.stats._live import HELP as LIVE_HELP
+from lbkit.stats._live import liveCommand
 
 __all__: list[str] = []
 
@@ -39,6 +41,7 @@ Commands (one per line; each answer ends with an empty line):
   set weight BACKEND/SERVER N
   enable health BACKEND/SERVER
   disable health BACKEND/SERVER
+""" + LIVE_HELP + """
   quit"""
 
 
@@ -79,6 +82,9 @@ def execute(collector: Collector, user: str, line: str) -> str | Deferred[str]:
 
 def _execute(collector: Collector, user: str, words: list[str]) -> str | Deferred[str]:
     via = "socket"
+    live = liveCommand(collector, user, words)  # add/drain/del server, set balance/persistence, explain, preview
+    if live is not None:
+        return live
     match words:
         case ["help"]:
             return HELP
