@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["Preview", "preview"]
 
 #: How many keys a preview hashes to measure what moves.
-SAMPLES = 20_000
+SAMPLES = 10_000
 
 
 @attrs.frozen
