@@ -24,7 +24,9 @@ from lbkit.interfaces import IExplainingBalancer, IExplainingPersistence
 if TYPE_CHECKING:
     from lbkit._backend import Backend
 
-__all__ = ["enableExplain", "disableExplain", "explaining", "explainChoice", "chooseExplained", "NOTE"]
+__all__ = [
+    "enableExplain", "disableExplain", "explaining", "explainChoice", "chooseExplained", "connectionReasons", "NOTE",
+]
 
 #: The key of C{Context.notes} that holds the reasons of a live decision.
 NOTE = "explain"
@@ -48,6 +50,20 @@ def enableExplain(backend: Backend) -> None:
 def disableExplain(backend: Backend) -> None:
     """Undo L{enableExplain}."""
     backend.__dict__.pop("_choose", None)
+
+
+def connectionReasons(backend: Backend | None, context: Context | None) -> str:
+    """
+    The C{explain} access-log field of a tcp connection: how its backend
+    was chosen (by the TLS SNI name when a route took it) and what the
+    backend noted as it chose, C{"; "} between them.
+    """
+    if backend is None or context is None:
+        return "not dispatched"
+    sni = context.notes.get("sni")
+    parts = [f"sni {sni} -> {backend.name}" if sni else f"backend {backend.name}"]
+    parts.extend(context.notes.get(NOTE, ()))
+    return "; ".join(parts)
 
 
 def _why(server: Server, tried: set[Server]) -> str:

@@ -11,15 +11,20 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Factory
 from twisted.trial.unittest import TestCase
 from twisted.web.client import readBody
 from twisted.web.http_headers import Headers
 
-from lbkit._explain import NOTE
+from lbkit import Backend, Context, Server, tcp
+from lbkit._explain import NOTE, explainChoice
 from lbkit.balance import URI, LeastConn
 from lbkit.http._explain import explainRequest
 from lbkit.service import LoadBalancerService, fromSiteFile
+from tests.helpers import Collector, ReplyAtEOF, listen
 from tests.test_reload import Client, captureLog, frontendPort, reactor, startBackend, writeSite
 
 SITE = """\
@@ -198,3 +203,47 @@ class ExplainTests(TestCase):
                                             f"leastconn: {body} had 0 active"), text)
         self.assertIn('explain="no routes: default app;', events[-1]["log_format"].format(**events[-1]))
         self.assertEqual(NOTE, "explain")
+
+
+class _Named(ReplyAtEOF):
+    """Answers its factory's name at EOF."""
+
+    def readConnectionLost(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self.factory.name)  # type: ignore[attr-defined]
+        self.transport.loseConnection()
+
+
+class TCPExplainTests(TestCase):
+    """tcp mode: each connection's reasons in the access log; a dry run predicts the next connection's server."""
+
+    timeout = 20
+
+    @inlineCallbacks
+    def test_connectionReasons(self) -> Any:
+        """Three connections through a tcp frontend with explain=True: logged reasons name the server each reached."""
+        servers = []
+        for name in (b"s1", b"s2"):
+            factory = Factory.forProtocol(_Named)
+            factory.name = name  # type: ignore[attr-defined]
+            servers.append(Server(name.decode(), f"127.0.0.1:{listen(self, reactor(), factory)}"))
+        backend = Backend("be", servers, balance=LeastConn())
+        frontend = tcp.Frontend("tcp:0:interface=127.0.0.1", backend=backend, name="t", explain=True)
+        events = captureLog(self, "lbkit.access")
+        service = frontend.makeService(reactor())
+        service.startService()
+        self.addCleanup(service.stopService)
+        port = service.port.getHost().port  # type: ignore[attr-defined]
+        got = []
+        for _ in range(3):
+            predicted, _ = explainChoice(backend, Context(client=IPv4Address("TCP", "127.0.0.1", 1)))
+            collector = Collector(b"hello", halfClose=True)
+            yield connectProtocol(TCP4ClientEndpoint(reactor(), "127.0.0.1", port), collector)
+            answer = (yield collector.done).decode()
+            self.assertEqual(answer, predicted.name if predicted else None)
+            got.append(answer)
+        yield service.stopService()
+        explained = [e["explain"] for e in events if "explain" in e]
+        self.assertEqual(len(explained), 3)
+        for text, answer in zip(explained, got, strict=True):
+            self.assertTrue(text.startswith(f"backend be; leastconn: {answer} had 0 active"), text)
