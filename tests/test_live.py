@@ -19,7 +19,8 @@ from lbkit.error import ConfigError, DrainTimeout
 from lbkit.http import Request
 from lbkit.interfaces import IAdoptingBalancer, IBalancer
 from lbkit.persistence import Cookie, StickySource
-from lbkit.testing import assertProvides
+from lbkit.health import HealthService, monitorFor
+from lbkit.testing import FakeCheck, assertProvides
 
 
 def ctx(host: str = "10.0.0.1", path: bytes = b"/") -> Context:
@@ -280,3 +281,37 @@ class SwapTests(SynchronousTestCase):
         new = backend(3, balance=URI(hashType="consistent"))
         self.assertEqual(b.updateFrom(new), [])
         self.assertIs(b.balance._table, old._table)  # type: ignore[attr-defined]
+
+
+class HealthTests(SynchronousTestCase):
+    """Servers added or removed at run time are checked, or stop being checked."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.backend = Backend("app", [Server("s1", "127.0.0.1:9001")], health=FakeCheck(interval=2.0))
+        self.service = HealthService(self.backend, self.clock, random=lambda: 0.5)
+        self.service.startService()
+        self.addCleanup(self.stop)
+
+    def stop(self) -> None:
+        self.service.stopService()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_addedServerIsChecked(self) -> None:
+        """A running health service starts a monitor for an added server."""
+        self.backend.addServer(Server("s2", "127.0.0.1:9002"))
+        self.assertEqual(sorted(self.service.monitors), ["s1", "s2"])
+
+    def test_removedServerIsNoLongerChecked(self) -> None:
+        """Once removed, a server's monitor stops."""
+        d = self.backend.removeServer(self.backend.servers[0], clock=self.clock)
+        self.successResultOf(d)
+        self.assertEqual(self.service.monitors, {})
+
+    def test_drainThroughTheMonitor(self) -> None:
+        """With a monitor running, drain sets DRAIN through it: ready brings back what the checks found."""
+        s1 = self.backend.servers[0]
+        self.successResultOf(s1.drain(clock=self.clock))
+        self.assertIs(s1.state, ServerState.DRAIN)
+        monitorFor(s1).setAdmin(None)  # type: ignore[union-attr]
+        self.assertIs(s1.state, ServerState.UP)
