@@ -14,12 +14,14 @@ import socket
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.static import Data
 
 from lbkit.error import ConfigError
 from lbkit.http import Frontend
+from lbkit.http._h3stream import REQUEST_WINDOW, H3Stream
 from lbkit.tls import Certificates
 from tests.h3client import fetch
 from tests.test_http_integration import HTTPTestCase, TrackingSite, backend, reactor
@@ -142,6 +144,70 @@ class HTTP3Tests(HTTPTestCase):
         self.ports = []
         [answer] = yield deferToThread(fetch, port, [(b"GET", b"/")], self.pki.caFile)
         self.assertEqual(answer.status, 503)
+
+    @inlineCallbacks
+    def test_uploadHeldBack(self) -> Any:
+        """
+        A client uploading 24 MiB to a server that does not read is held
+        back by QUIC flow control: lbkit grants it at most
+        L{REQUEST_WINDOW} bytes past what it handed on, holds no more than
+        that, and once the server reads again the whole body arrives.
+        """
+        size = 24 * 1024 * 1024
+        servers: list[_SlowReader] = []
+        factory = Factory.forProtocol(_SlowReader)
+        factory.expect, factory.servers = size, servers  # type: ignore[attr-defined]
+        listening = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        listening.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        self.ports.append(listening)
+        port = self.h3frontend([listening.getHost().port])
+        held = {"max": 0, "full": False}
+        original = H3Stream.h2Data
+
+        def h2Data(stream: H3Stream, data: bytes, flowLength: int) -> None:
+            original(stream, data, flowLength)
+            held["max"] = max(held["max"], sum(len(d) for d, _, _ in stream._pending))
+            quicStream = stream.h2.quic._streams[stream.streamId]
+            if not held["full"] and quicStream.receiver.highest_offset >= quicStream.max_stream_data_local:
+                # the client has used all the window it was given: let the server read
+                held["full"] = True
+                for server in servers:
+                    server.transport.resumeProducing()
+
+        self.patch(H3Stream, "h2Data", h2Data)
+        body = os.urandom(size)
+        [answer] = yield deferToThread(
+            fetch, port, [(b"POST", b"/up", [(b"content-length", b"%d" % size)], body)], self.pki.caFile,
+            timeout=60.0,
+        )
+        self.assertEqual(answer.status, 200)
+        self.assertEqual(answer.body, hashlib.sha256(body).hexdigest().encode())
+        self.assertTrue(held["full"])
+        self.assertLessEqual(held["max"], REQUEST_WINDOW + 64 * 1024)
+
+
+class _SlowReader(Protocol):
+    """An HTTP/1.1 server that reads nothing until told, then answers the body's SHA-256."""
+
+    def connectionMade(self) -> None:
+        self.transport.pauseProducing()
+        self.factory.servers.append(self)  # type: ignore[attr-defined]
+        self.buffer = b""
+        self.digest = hashlib.sha256()
+        self.left: Any = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.left is None:
+            self.buffer += data
+            if b"\r\n\r\n" not in self.buffer:
+                return
+            _, _, data = self.buffer.partition(b"\r\n\r\n")
+            self.left = self.factory.expect  # type: ignore[attr-defined]
+        self.digest.update(data)
+        self.left -= len(data)
+        if self.left == 0:
+            answer = self.digest.hexdigest().encode()
+            self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(answer), answer))
 
 
 def _tlsGet(port: int, cafile: str) -> bytes:

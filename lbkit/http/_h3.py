@@ -56,7 +56,7 @@ from twisted.logger import Logger
 from lbkit._address import formatAddress
 from lbkit._listening import ListenFailed, portFromSource
 from lbkit.http._h2 import RESET_BURST, RESET_RATE
-from lbkit.http._h3stream import H3Stream
+from lbkit.http._h3stream import ConsumingQuicConnection, H3Stream
 from lbkit.tls import Certificates
 
 if TYPE_CHECKING:
@@ -189,12 +189,13 @@ class H3Server(DatagramProtocol):
             except ValueError:
                 return None  # a forged or stale token: no state for it
             retrySource = header.destination_cid
-        quic = QuicConnection(
+        quic = ConsumingQuicConnection(
             configuration=config,
             original_destination_connection_id=original,
             retry_source_connection_id=retrySource,
         )
         connection = H3FrontendConnection(self, quic, addr)
+        quic.streams = connection.streams
         self.connections[header.destination_cid] = connection
         self.connections[quic.host_cid] = connection
         connection.cids.update((header.destination_cid, quic.host_cid))
@@ -267,8 +268,7 @@ class H3FrontendConnection:
         self.cids: set[bytes] = set()
         self.paused = False
         self.resets = 0
-        self._closed = False
-        self._stopping = False
+        self._closed = self._stopping = self._flushing = False
         self._timer: Any = None
         self._timerAt: Optional[float] = None
         self._budget = float(RESET_BURST)
@@ -292,10 +292,18 @@ class H3FrontendConnection:
         for stream in list(self.streams.values()):
             if stream.producerPaused:
                 stream.updateProducer()
-        self.flush()
+        self.flushSoon()
+
+    def flushSoon(self) -> None:
+        """L{flush} once the reactor is done with this round of I/O: what the streams and the
+        datagrams of one round have to say goes out in as few packets as aioquic can make."""
+        if not self._flushing:
+            self._flushing = True
+            self.reactor.callLater(0, self.flush)
 
     def flush(self) -> None:
         """Send what aioquic has to send, and set its timer again."""
+        self._flushing = False
         if self._closed:
             return
         now = self.reactor.seconds()

@@ -9,8 +9,11 @@ re-framed for HTTP/1.1 servers, and proxied as one exchange, so routing,
 balancing, persistence, rules, timeouts and the access log are the same
 code (the log's version field says C{HTTP/3.0}).
 
-Flow control: QUIC's own windows are aioquic's (it grants the client more
-as the data is read).  Towards the client, response bytes are handed to
+Flow control: a request stream's QUIC window (MAX_STREAM_DATA) is
+L{ConsumingQuicConnection}'s: it slides forward only while the stream has
+no request bytes waiting for a paused server connection, so a client
+uploading to a server that reads slowly is held back, and lbkit holds at
+most L{REQUEST_WINDOW} bytes of its body.  Towards the client, response bytes are handed to
 aioquic as they come, and the server connection is paused while more than
 L{HIGH_WATER} bytes of the stream are unacknowledged (resumed below
 L{LOW_WATER}, checked whenever the client's datagrams arrive).
@@ -21,6 +24,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from aioquic.h3.connection import ErrorCode as H3Error
+from aioquic.quic.connection import MAX_STREAM_DATA_FRAME_CAPACITY, QuicConnection
+from aioquic.quic.packet import QuicFrameType
 from h2.errors import ErrorCodes
 
 from lbkit.http._h2stream import H2Stream
@@ -28,12 +33,50 @@ from lbkit.http._h2stream import H2Stream
 if TYPE_CHECKING:
     from lbkit.http._h3 import H3FrontendConnection
 
-__all__ = ["H3Stream", "HIGH_WATER", "LOW_WATER"]
+__all__ = ["H3Stream", "HIGH_WATER", "LOW_WATER", "REQUEST_WINDOW", "ConsumingQuicConnection"]
 
 #: Unacknowledged response bytes of a stream above which its server
 #: connection is paused, and below which it is resumed.
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
+
+#: Request bytes of a stream a client may send beyond what lbkit has read of it.
+REQUEST_WINDOW = 1024 * 1024
+
+
+class ConsumingQuicConnection(QuicConnection):
+    """
+    aioquic's C{QuicConnection}, but the receive window of a stream grows
+    only while C{held(streamId)} is false, and by sliding (what was read
+    plus L{REQUEST_WINDOW}) rather than by aioquic's doubling, which grants
+    a client more whenever it has sent past half of its window, whatever
+    became of the bytes.
+
+    @ivar streams: The connection's L{H3Stream}s by stream ID (set by it).
+    """
+
+    streams: dict[int, H3Stream] = {}
+
+    def held(self, streamId: int) -> bool:
+        """Whether stream C{streamId} holds request bytes its paused server connection has not taken."""
+        stream = self.streams.get(streamId)
+        return stream is not None and stream.waiting()
+
+    def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
+        # (replaces aioquic's private method, which writes MAX_STREAM_DATA)
+        window = stream.max_stream_data_local
+        if not window:
+            return  # a stream of our own, one way: the client sends nothing on it
+        offset = stream.receiver.highest_offset
+        if window - offset < REQUEST_WINDOW // 2 and not self.held(stream.stream_id):
+            stream.max_stream_data_local = window = offset + REQUEST_WINDOW
+        if stream.max_stream_data_local_sent != window:
+            buf = builder.start_frame(QuicFrameType.MAX_STREAM_DATA, capacity=MAX_STREAM_DATA_FRAME_CAPACITY,
+                                      handler=self._on_max_stream_data_delivery, handler_args=(stream,))
+            buf.push_uint_var(stream.stream_id)
+            buf.push_uint_var(window)
+            stream.max_stream_data_local_sent = window
+
 
 #: The HTTP/2 reset codes the stream logic uses, as HTTP/3 error codes.
 _CODES = {
@@ -73,11 +116,15 @@ class H3Stream(H2Stream):
                 h3.send_data(sid, b"", end_stream=True)
                 self._streamEnded()
         except Exception as e:  # aioquic refuses to send on a stream the client reset
-            connection.flush()
+            connection.flushSoon()
             self._cannotSend(e)
             return
-        connection.flush()
+        connection.flushSoon()
         self.updateProducer()
+
+    def waiting(self) -> bool:
+        """Whether request bytes of this stream wait for the server connection to take them."""
+        return bool(self._pending)
 
     def unacknowledged(self) -> int:
         """Response bytes aioquic holds for this stream, not yet acknowledged by the client."""
@@ -103,10 +150,10 @@ class H3Stream(H2Stream):
         try:
             self.h2.h3.send_headers(self.streamId, headers, end_stream=end)
         except Exception as e:
-            self.h2.flush()
+            self.h2.flushSoon()
             self._cannotSend(e)
             return False
-        self.h2.flush()
+        self.h2.flushSoon()
         return True
 
     def _cannotSend(self, error: Exception) -> None:
@@ -127,7 +174,7 @@ class H3Stream(H2Stream):
                     quic.stop_stream(self.streamId, h3code)
         except Exception:  # the stream is gone already
             pass
-        self.h2.flush()
+        self.h2.flushSoon()
 
     def getHost(self) -> Any:
         return self.h2.getHost()

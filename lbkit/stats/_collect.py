@@ -282,6 +282,7 @@ class Collector(ServerListenerMixin):
             "redispatches": getattr(
                 backend, "redispatches", sum(getattr(s, "redispatches", 0) for s in backend.servers)
             ),
+            "breakers": backend.breakers.stats() if backend.breakers is not None else None,
             "servers": servers,
         }
 
