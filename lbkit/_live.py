@@ -167,14 +167,15 @@ def setPersistence(backend: Backend, persistence: IPersistence | None) -> list[s
     label = type(persistence).__name__ if persistence is not None else "none"
     changes = [f"persistence {type(old).__name__ if old is not None else 'none'} -> {label}"]
     previous = old.current if isinstance(old, Handover) else old
-    if persistence is None or previous is None:
+    if persistence is None or old is None:
         backend.persistence = persistence
     elif IAdoptingPersistence.providedBy(persistence) and persistence.adopt(previous):  # type: ignore[attr-defined]
         changes.append(f"persistence {label} took over the entries of {type(previous).__name__}")
-        backend.persistence = persistence
+        # what an earlier handover still recalls goes on being recalled
+        backend.persistence = Handover(persistence, old.previous) if isinstance(old, Handover) else persistence
     else:
         changes.append(f"persistence {type(previous).__name__} still recalls the clients {label} does not know")
-        backend.persistence = Handover(persistence, previous)
+        backend.persistence = Handover(persistence, old)  # old may be a Handover: the chain goes on
     return changes
 
 

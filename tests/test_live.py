@@ -16,10 +16,10 @@ from zope.interface import implementer
 from lbkit import Backend, Context, Server, ServerState
 from lbkit.balance import URI, LeastConn, RoundRobin
 from lbkit.error import ConfigError, DrainTimeout
+from lbkit.health import HealthService, monitorFor
 from lbkit.http import Request
 from lbkit.interfaces import IAdoptingBalancer, IBalancer
 from lbkit.persistence import Cookie, StickySource
-from lbkit.health import HealthService, monitorFor
 from lbkit.testing import FakeCheck, assertProvides
 
 
@@ -315,3 +315,24 @@ class HealthTests(SynchronousTestCase):
         self.assertIs(s1.state, ServerState.DRAIN)
         monitorFor(s1).setAdmin(None)  # type: ignore[union-attr]
         self.assertIs(s1.state, ServerState.UP)
+
+
+class HandoverChainTests(SynchronousTestCase):
+    """Several swaps in a row keep every strategy's clients."""
+
+    def test_chain(self) -> None:
+        """StickySource -> Cookie -> StickySource: the first table's clients still stay."""
+        b = backend(3, persistence=StickySource())
+        where = {}
+        for h in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
+            s = b.tryAcquire(ctx(h))
+            assert s is not None
+            b.release(s)
+            where[h] = s.name
+        b.setPersistence(Cookie("SRV"))
+        b.setPersistence(StickySource())
+        for h, name in where.items():
+            s = b.tryAcquire(ctx(h))
+            assert s is not None
+            b.release(s)
+            self.assertEqual(s.name, name)
