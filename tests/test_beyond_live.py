@@ -9,11 +9,13 @@ requests then went.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import gatherResults, inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory
 from twisted.trial.unittest import TestCase
 from twisted.web.client import readBody
@@ -24,16 +26,17 @@ from lbkit._explain import NOTE, explainChoice
 from lbkit.balance import URI, LeastConn
 from lbkit.http._explain import explainRequest
 from lbkit.service import LoadBalancerService, fromSiteFile
-from tests.helpers import Collector, ReplyAtEOF, listen
+from tests.helpers import Collector, ReplyAtEOF, freePort, listen
+from tests.test_examples_beyond import _Answer
 from tests.test_reload import Client, captureLog, frontendPort, reactor, startBackend, writeSite
 
 SITE = """\
-from lbkit import Backend, Server, http
+from lbkit import Backend, Server, http, stats
 from lbkit.balance import RoundRobin, LeastConn, URI
 from lbkit.persistence import Cookie
 
 app = Backend("app", servers=[{servers}], balance={balance}, persistence=Cookie("SRV"))
-listen = [http.Frontend("tcp:0:interface=127.0.0.1", default=app, name="web", explain=True)]
+listen = [http.Frontend("tcp:0:interface=127.0.0.1", default=app, name="web", explain=True){page}]
 grace = 5
 """
 
@@ -50,6 +53,9 @@ class LiveTests(TestCase):
             self.ports[name], _ = startBackend(self, name)
 
     def startSite(self, balance: str) -> LoadBalancerService:
+        self.socket = os.path.join(tempfile.mkdtemp(prefix="lbkit-b-"), "admin.sock")  # short: a UNIX socket path
+        self.addCleanup(shutil.rmtree, os.path.dirname(self.socket), True)
+        self.pagePort = freePort()
         self.writeSite(balance)
         service = fromSiteFile(self.path, reactor())
         service.startService()
@@ -58,12 +64,22 @@ class LiveTests(TestCase):
 
     def writeSite(self, balance: str) -> None:
         servers = ", ".join(f'Server("{n}", "127.0.0.1:{p}")' for n, p in self.ports.items())
-        writeSite(self.path, SITE.format(servers=servers, balance=balance))
+        # its own port: a reload matches listeners by endpoint
+        page = f', stats.Page("tcp:{self.pagePort}:interface=127.0.0.1", socket={self.socket!r})'
+        writeSite(self.path, SITE.format(servers=servers, balance=balance, page=page))
+
+    @inlineCallbacks
+    def command(self, line: str) -> Any:
+        """One line to the command socket, over the real UNIX socket; its answer."""
+        answer = _Answer(line)
+        yield connectProtocol(UNIXClientEndpoint(reactor(), self.socket), answer)
+        return (yield answer.done)
 
     @inlineCallbacks
     def test_swapUnderLoad(self) -> Any:
         """
-        RoundRobin -> LeastConn (setBalancer) -> URI(consistent) (a reload)
+        RoundRobin -> LeastConn (the command socket's set balance) ->
+        URI(consistent) (a reload)
         while 6 sticky clients and 2 others send 40 requests each,
         concurrently: none fails and no sticky client moves.
         """
@@ -78,7 +94,7 @@ class LiveTests(TestCase):
         @inlineCallbacks
         def swap() -> Any:
             if done[0] == 80:
-                swaps.append(app.setBalancer(LeastConn()))
+                swaps.append((yield self.command("set balance app leastconn")))
             elif done[0] == 160:
                 self.writeSite('URI(hashType="consistent")')
                 swaps.append((yield service.reload()))
@@ -112,7 +128,7 @@ class LiveTests(TestCase):
             self.assertEqual(set(servers), {servers[0]}, f"sticky client {i} moved: {servers}")
         self.assertIsInstance(app.balance, URI)
         self.assertEqual(app.balance.hashType, "consistent")  # type: ignore[attr-defined]
-        self.assertEqual(swaps[0], ["balance RoundRobin -> LeastConn"])
+        self.assertEqual(swaps[0], "balance RoundRobin -> LeastConn")
         self.assertIn("backend app: balance LeastConn -> URI", swaps[1])
 
     @inlineCallbacks
@@ -164,7 +180,7 @@ class ExplainTests(TestCase):
 
     def startSite(self, balance: str) -> LoadBalancerService:
         servers = ", ".join(f'Server("{n}", "127.0.0.1:{p}")' for n, p in self.ports.items())
-        writeSite(self.path, SITE.format(servers=servers, balance=balance))
+        writeSite(self.path, SITE.format(servers=servers, balance=balance, page=""))
         service = fromSiteFile(self.path, reactor())
         service.startService()
         self.addCleanup(service.stopService)
