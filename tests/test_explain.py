@@ -31,7 +31,14 @@ from lbkit.balance import (
 from lbkit.error import NoServerAvailable
 from lbkit.http import Frontend, Request, Route, pathBegins
 from lbkit.http._explain import explainRequest
-from lbkit.interfaces import IExplainingBalancer, IExplainingPersistence
+from lbkit.interfaces import (
+    IAdoptingBalancer,
+    IAdoptingPersistence,
+    IExplainingBalancer,
+    IExplainingPersistence,
+    IHashingBalancer,
+    IStickyCount,
+)
 from lbkit.persistence import Cookie, StickySource
 from lbkit.testing import assertProvides
 
@@ -213,3 +220,18 @@ class RequestTests(SynchronousTestCase):
         self.assertEqual((other["backend"], other["route"]), ("app", "none of 1 routes matched: default app"))
         self.assertEqual(other["server"], "s1")
         self.assertEqual(app.tryAcquire(ctx()), app.servers[0])
+
+
+class ContractTests(SynchronousTestCase):
+    """Each built-in declares the optional contracts it provides, and keeps them."""
+
+    def test_builtinContracts(self) -> None:
+        """verifyObject for the adopting, hashing, sticky-count and adopting-persistence contracts."""
+        for balancer in (RoundRobin(), LeastConn(), ShortestExpectedDelay(), NeverQueue(), Source(), URI(),
+                         Header("x"), URLParam("u")):
+            assertProvides(self, IAdoptingBalancer, balancer)
+        for balancer in (Source(), URI(), Header("x"), URLParam("u")):
+            assertProvides(self, IHashingBalancer, balancer)
+        assertProvides(self, IStickyCount, StickySource())
+        for persistence in (StickySource(), Cookie("SRV")):
+            assertProvides(self, IAdoptingPersistence, persistence)
