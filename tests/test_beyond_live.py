@@ -263,3 +263,28 @@ class TCPExplainTests(TestCase):
         self.assertEqual(len(explained), 3)
         for text, answer in zip(explained, got, strict=True):
             self.assertTrue(text.startswith(f"backend be; leastconn: {answer} had 0 active"), text)
+
+
+class ReloadExplainTests(TestCase):
+    """A reload that turns explain on makes the running backends explain."""
+
+    timeout = 20
+
+    @inlineCallbacks
+    def test_reloadTurnsExplainOn(self) -> Any:
+        """explain=False -> True by a reload: the next request's access-log event has the field."""
+        path = os.path.join(self.mktemp() + "-site.py")
+        port, _ = startBackend(self, "a")
+        site = SITE.format(servers=f'Server("a", "127.0.0.1:{port}")', balance="RoundRobin()", page="")
+        writeSite(path, site.replace("explain=True", "explain=False"))
+        service = fromSiteFile(path, reactor())
+        service.startService()
+        self.addCleanup(service.stopService)
+        events = captureLog(self, "lbkit.access")
+        http = Client(self)
+        yield http.get(frontendPort(service))
+        writeSite(path, site)
+        yield service.reload()
+        yield http.get(frontendPort(service))
+        self.assertEqual(["explain" in e for e in events], [False, True])
+        self.assertTrue(events[1]["explain"].startswith("no routes: default app; persistence recalled nothing"))
