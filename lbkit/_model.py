@@ -342,7 +342,13 @@ class Server:
             connection and no sticky client left, or failing with
             L{lbkit.error.DrainTimeout} saying what is still there.
             Cancelling it stops the wait (the server stays in DRAIN).
+        @raise ValueError: on a C{timeout} or C{interval} that is not a
+            positive number (nothing changes then).
         """
+        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise ValueError(f"drain: timeout must be None or a number of seconds over 0, not {timeout!r}")
+        if not (isinstance(interval, (int, float)) and interval > 0):
+            raise ValueError(f"drain: interval must be a number of seconds over 0, not {interval!r}")
         if clock is None:
             from twisted.internet import reactor as clock
         if self.state is ServerState.UP:

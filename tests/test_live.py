@@ -101,6 +101,13 @@ class DrainTests(SynchronousTestCase):
         self.failureResultOf(d)
         self.assertIs(b.servers[0].state, ServerState.DRAIN)
 
+    def test_badTimeout(self) -> None:
+        """A timeout that is not a positive number is refused before anything changes."""
+        s1 = backend().servers[0]
+        for bad in (0, -1, "10"):
+            self.assertRaises(ValueError, s1.drain, bad, clock=self.clock)
+        self.assertIs(s1.state, ServerState.UP)
+
     def test_downServerStaysDown(self) -> None:
         """A DOWN server is not set to DRAIN (that would bring its sticky clients back)."""
         b = backend()
