@@ -78,7 +78,9 @@ class IBalancer(Interface):
     may learn about server changes by also providing L{IServerListener},
     in which case the backend subscribes it (before any other listener of
     the backend).  A balancer that reads C{Server.active} and wants to hear
-    of each change of it provides L{IActiveBalancer}.
+    of each change of it provides L{IActiveBalancer}.  Optionally it says
+    why it picked (L{IExplainingBalancer}) and takes over its predecessor's
+    state when swapped in (L{IAdoptingBalancer}).
     """
 
     def pick(servers: Sequence[Server], context: Context) -> Server | None:
@@ -222,7 +224,10 @@ class IPersistence(Interface):
     A L{Backend} asks L{recall} before its balancer; when it returns a
     server that can take the connection, the balancer is skipped.  After a
     server has been chosen by either way, the backend calls L{remember}.
-    Both run on the reactor thread and must return promptly.
+    Both run on the reactor thread and must return promptly.  Optionally
+    a strategy says why it recalled nothing (L{IExplainingPersistence}),
+    takes over its predecessor's entries (L{IAdoptingPersistence}) and
+    lists a server's sticky clients (L{IStickyCount}).
     """
 
     def recall(backend: Backend, context: Context) -> Server | None:
