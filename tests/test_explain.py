@@ -78,7 +78,9 @@ class BuiltinReasonTests(SynchronousTestCase):
         b.servers[0].active = 1
         server, reasons = explainChoice(b, ctx())
         self.assertEqual(server, b.servers[1])
-        self.assertEqual(reasons, ["full: s1", "first: s2 has a free slot"])
+        self.assertEqual(reasons, ["full: s1", "first: s1 full -> s2"])
+        b.servers[0].active = 0
+        self.assertEqual(explainChoice(b, ctx())[1], ["first: s1 has a free slot"])
 
     def test_uriHash(self) -> None:
         """uri shows the key's hash and its server."""

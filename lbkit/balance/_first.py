@@ -41,7 +41,9 @@ class First:
         """C{"first: s1 full -> s2"}, or C{"first: s1 has a free slot"}."""
         if chosen is None:
             return "first: every server full"
-        full = [s.name for s in servers[: list(servers).index(chosen)]] if chosen in servers else []
+        # the backend hands only the servers with a free slot: the full ones come before, in its order
+        order = list(chosen.backend.eligible()) if chosen.backend is not None else list(servers)
+        full = [s.name for s in order[: order.index(chosen)] if s not in servers] if chosen in order else []
         if full:
             return f"first: {', '.join(full)} full -> {chosen.name}"
         return f"first: {chosen.name} has a free slot"
