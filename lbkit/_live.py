@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from lbkit._breakers import updateBreakers
-from lbkit._model import Context, Server
+from lbkit._model import Context, Server, ServerState
 from lbkit._settings import activeHookOf, balanceChanges, samePolicy
 from lbkit.error import ConfigError
 from lbkit.interfaces import (
@@ -113,6 +113,8 @@ def removeServer(
     def drained(result: Server) -> Server:
         if server in backend.servers:
             backend._forget(server)
+            # MAINT: a stale reference (a persistence entry) to it redispatches
+            server.setState(ServerState.MAINT, "removed", server.lastChange)
             _serversChanged(backend)
         return result
 

@@ -163,6 +163,7 @@ class AddRemoveTests(SynchronousTestCase):
         self.clock.advance(0.5)
         self.assertIs(self.successResultOf(d), s1)
         self.assertEqual([s.name for s in b.servers], ["s2"])
+        self.assertIs(s1.state, ServerState.MAINT)  # a stale sticky entry for it redispatches
 
     def test_removeUnknown(self) -> None:
         """Removing a server of another backend is a ConfigError."""
