@@ -70,6 +70,8 @@ class BeyondExampleTests(TestCase):
         for path in ("/static/logo.png", "/static/app.js", "/"):
             said = yield self.post(f"/admin/explain?frontend=web&path={path}")
             self.assertEqual((yield curl(f"http://127.0.0.1:8160{path}")).strip(), said["server"], said)
+        # the access log (twistd's, here) carries each request's reasons
+        yield watcher.waitFor('explain="none of 1 routes matched: default app; persistence recalled nothing: cookie: no SRV')
         lines = (yield self.command("explain web GET /static/logo.png from 10.0.0.7")).splitlines()
         self.assertEqual(lines[1], "backend: static")
         preview = yield self.command("preview static add c4 127.0.0.1:9206")
