@@ -121,13 +121,20 @@ def removeServer(
     return server.drain(timeout, clock=clock).addCallback(drained)
 
 
-def setBalancer(backend: Backend, balancer: IBalancer) -> list[str]:
+#: L{setBalancer}'s default: work out the balancer's C{activeChanged} hook.
+_COMPUTE: Any = object()
+
+
+def setBalancer(backend: Backend, balancer: IBalancer, activeHook: Any = _COMPUTE) -> list[str]:
     """
     Make C{balancer} C{backend}'s balancer from the next decision on.  It
     takes over the state of the one it replaces when it provides
     L{IAdoptingBalancer}; connections in progress go on (the new balancer
     hears of their end).
 
+    @param activeHook: The balancer's C{activeChanged} hook when already
+        worked out (a reload: when the new backend was built, warning once
+        about an undeclared one).
     @return: One line per change, for the log.
     @raise ConfigError: when C{balancer} is not an L{IBalancer}.
     """
@@ -139,7 +146,7 @@ def setBalancer(backend: Backend, balancer: IBalancer) -> list[str]:
     changes = balanceChanges(old, balancer)
     if IAdoptingBalancer.providedBy(balancer) and balancer.adopt(old):  # type: ignore[attr-defined]
         changes.append(f"balance {type(balancer).__name__} took over the state of {type(old).__name__}")
-    hook = activeHookOf(balancer, backend.definedAt)
+    hook = activeHookOf(balancer, backend.definedAt) if activeHook is _COMPUTE else activeHook
     listeners: list[Any] = backend._listeners
     if old in listeners:
         listeners.remove(old)
@@ -249,7 +256,7 @@ def updateSettings(backend: Backend, new: Backend, changes: list[str]) -> None:
     """
     if new.balance is not backend.balance:
         described = balanceChanges(backend.balance, new.balance)
-        adopted = setBalancer(backend, new.balance)
+        adopted = setBalancer(backend, new.balance, new._activeHook)
         if described:  # the same balancer configured alike is no change (even when it adopted)
             changes.extend(adopted)
     if not samePolicy(backend.health, new.health):
