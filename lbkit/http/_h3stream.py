@@ -10,10 +10,11 @@ balancing, persistence, rules, timeouts and the access log are the same
 code (the log's version field says C{HTTP/3.0}).
 
 Flow control: a request stream's QUIC window (MAX_STREAM_DATA) is
-L{ConsumingQuicConnection}'s: it slides forward only while the stream has
-no request bytes waiting for a paused server connection, so a client
-uploading to a server that reads slowly is held back, and lbkit holds at
-most L{REQUEST_WINDOW} bytes of its body.  Towards the client, response bytes are handed to
+L{lbkit.http._h3quic.ServerQuicConnection}'s: it slides forward only while
+the stream has no request bytes waiting for a paused server connection
+(L{H3Stream.waiting}), so a client uploading to a server that reads slowly
+is held back, and lbkit holds at most
+L{REQUEST_WINDOW<lbkit.http._h3quic.REQUEST_WINDOW>} bytes of its body.  Towards the client, response bytes are handed to
 aioquic as they come, and the server connection is paused while more than
 L{HIGH_WATER} bytes of the stream are unacknowledged (resumed below
 L{LOW_WATER}, checked whenever the client's datagrams arrive).
@@ -24,8 +25,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from aioquic.h3.connection import ErrorCode as H3Error
-from aioquic.quic.connection import MAX_STREAM_DATA_FRAME_CAPACITY, QuicConnection
-from aioquic.quic.packet import QuicFrameType
 from h2.errors import ErrorCodes
 
 from lbkit.http._h2stream import H2Stream
@@ -33,50 +32,12 @@ from lbkit.http._h2stream import H2Stream
 if TYPE_CHECKING:
     from lbkit.http._h3 import H3FrontendConnection
 
-__all__ = ["H3Stream", "HIGH_WATER", "LOW_WATER", "REQUEST_WINDOW", "ConsumingQuicConnection"]
+__all__ = ["H3Stream", "HIGH_WATER", "LOW_WATER"]
 
 #: Unacknowledged response bytes of a stream above which its server
 #: connection is paused, and below which it is resumed.
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
-
-#: Request bytes of a stream a client may send beyond what lbkit has read of it.
-REQUEST_WINDOW = 1024 * 1024
-
-
-class ConsumingQuicConnection(QuicConnection):
-    """
-    aioquic's C{QuicConnection}, but the receive window of a stream grows
-    only while C{held(streamId)} is false, and by sliding (what was read
-    plus L{REQUEST_WINDOW}) rather than by aioquic's doubling, which grants
-    a client more whenever it has sent past half of its window, whatever
-    became of the bytes.
-
-    @ivar streams: The connection's L{H3Stream}s by stream ID (set by it).
-    """
-
-    streams: dict[int, H3Stream] = {}
-
-    def held(self, streamId: int) -> bool:
-        """Whether stream C{streamId} holds request bytes its paused server connection has not taken."""
-        stream = self.streams.get(streamId)
-        return stream is not None and stream.waiting()
-
-    def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
-        # (replaces aioquic's private method, which writes MAX_STREAM_DATA)
-        window = stream.max_stream_data_local
-        if not window:
-            return  # a stream of our own, one way: the client sends nothing on it
-        offset = stream.receiver.highest_offset
-        if window - offset < REQUEST_WINDOW // 2 and not self.held(stream.stream_id):
-            stream.max_stream_data_local = window = offset + REQUEST_WINDOW
-        if stream.max_stream_data_local_sent != window:
-            buf = builder.start_frame(QuicFrameType.MAX_STREAM_DATA, capacity=MAX_STREAM_DATA_FRAME_CAPACITY,
-                                      handler=self._on_max_stream_data_delivery, handler_args=(stream,))
-            buf.push_uint_var(stream.stream_id)
-            buf.push_uint_var(window)
-            stream.max_stream_data_local_sent = window
-
 
 #: The HTTP/2 reset codes the stream logic uses, as HTTP/3 error codes.
 _CODES = {

@@ -114,7 +114,7 @@ class StatsElement(Element):
 
     @param snapshot: What L{Collector.snapshot} returned.
     @param refresh: Seconds between automatic reloads.
-    @param admin: L{None} for the read-only page, else C{(user, token)} to
+    @param admin: C{None} for the read-only page, else C{(user, token)} to
         add the admin buttons (forms posting to C{server}, relative to
         C{/admin/}).
     """
