@@ -144,7 +144,7 @@ def explainChoice(backend: Backend, context: Context) -> tuple[Server | None, li
     balancer deciding is a copy of C{backend}'s (its servers shared, not
     copied).
 
-    @return: The server (L{None} when the client would wait in the queue)
+    @return: The server (C{None} when the client would wait in the queue)
         and the reasons.
     @raise NoServerAvailable: as the backend would (the reasons are then
         in C{context.notes["explain"]}).

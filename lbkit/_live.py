@@ -159,7 +159,7 @@ def setBalancer(backend: Backend, balancer: IBalancer, activeHook: Any = _COMPUT
 
 def setPersistence(backend: Backend, persistence: IPersistence | None) -> list[str]:
     """
-    Make C{persistence} (or L{None}) C{backend}'s persistence strategy,
+    Make C{persistence} (or C{None}) C{backend}'s persistence strategy,
     keeping sticky clients where they are: the new strategy takes the
     entries of the old one (L{IAdoptingPersistence}), or, when it cannot,
     the old one goes on being asked about the clients the new one does

@@ -156,6 +156,6 @@ class IHashingBalancer(Interface):
         The lookup of a table built as this balancer would build it for
         C{servers} (objects with C{name} and C{weight}, real servers or
         stand-ins), without touching the balancer's own table: it maps a
-        64-bit key hash to one of C{servers} (or L{None} when there is
+        64-bit key hash to one of C{servers} (or C{None} when there is
         none).  Called by a preview, on the reactor thread.
         """

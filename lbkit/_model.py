@@ -334,9 +334,9 @@ class Server:
         provides L{lbkit.interfaces.IStickyCount} (a cookie strategy
         cannot: only connections count then).
 
-        @param timeout: Seconds to wait at most, or L{None} (for ever).
-        @param clock: What to look again with (an L{IReactorTime}); the
-            global reactor if L{None}.
+        @param timeout: Seconds to wait at most, or C{None} (for ever).
+        @param clock: What to look again with (an L{twisted.internet.interfaces.IReactorTime}); the
+            global reactor if C{None}.
         @param interval: Seconds between two looks.
         @return: A L{Deferred} firing with this server once it has no
             connection and no sticky client left, or failing with

@@ -48,13 +48,13 @@ class Preview:
         a hashing balancer, the share of sampled keys it owns.
     @ivar sharesAfter: The same, after the change.
     @ivar moved: The share of all hash keys that would go to another
-        server (L{None} unless the balancer hashes).
+        server (C{None} unless the balancer hashes).
     @ivar movedFrom: Server name to the share of all keys that would leave
         it (hashing balancers only; empty otherwise).
     @ivar stickyMoving: C{(client, server)}: the sticky clients of the
         servers that would leave, who would be sent elsewhere (a removal
         drains first: they stay until their entries expire; a server at
-        weight 0 keeps its sticky clients); or L{None} when the
+        weight 0 keeps its sticky clients); or C{None} when the
         persistence cannot list its clients (cookies).
     """
 

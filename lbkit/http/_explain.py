@@ -81,7 +81,7 @@ def explainRequest(
     @param headers: C{(name, value)} pairs; a C{Host} header is one of them.
     @param source: The client's address, C{"host"} or C{"host:port"}.
     @return: C{frontend}, C{route}, C{backend}, C{server} (a name, or
-        L{None}: the request would be queued or get a 503) and C{reasons}.
+        C{None}: the request would be queued or get a 503) and C{reasons}.
     """
     request = Request(
         method.upper().encode("ascii"), path.encode("utf-8"), b"HTTP/1.1",

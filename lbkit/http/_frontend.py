@@ -173,7 +173,6 @@ class Frontend:
         self.maxIdlePerServer = maxIdlePerServer
         self.poolIdleTimeout = float(poolIdleTimeout)
         self.log = log
-        #: Whether each request carries the reasons of its route and server (docs/beyond.md).
         self.explain = bool(explain)
         self.factory = factory or HTTPProxyFactory
         self.factories: list[HTTPProxyFactory] = []

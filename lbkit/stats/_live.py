@@ -257,7 +257,7 @@ HELP = """\
 def liveCommand(collector: Any, user: str, words: list[str]) -> str | Deferred[str] | None:
     """
     Run one command line of the command socket if it is one of these
-    (L{HELP}); L{None} if it is not.
+    (L{HELP}); C{None} if it is not.
     """
     via = f"socket {user}"
 
