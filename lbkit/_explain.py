@@ -17,6 +17,8 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.address import IPv4Address, IPv6Address
+
 from lbkit._model import Context, Server, ServerState
 from lbkit.error import NoServerAvailable
 from lbkit.interfaces import IExplainingBalancer, IExplainingPersistence
@@ -25,7 +27,8 @@ if TYPE_CHECKING:
     from lbkit._backend import Backend
 
 __all__ = [
-    "enableExplain", "disableExplain", "explaining", "explainChoice", "chooseExplained", "connectionReasons", "NOTE",
+    "enableExplain", "disableExplain", "explaining", "explainChoice", "chooseExplained", "connectionReasons",
+    "explainConnection", "clientAddress", "NOTE",
 ]
 
 #: The key of C{Context.notes} that holds the reasons of a live decision.
@@ -169,3 +172,31 @@ def explainChoice(backend: Backend, context: Context) -> tuple[Server | None, li
             if balancer is not real and balancer in s._listeners:
                 s.removeListener(balancer)
     return server, list(context.notes.get(NOTE, ()))
+
+
+def clientAddress(source: str) -> Any:
+    """The address of a client given as C{"host"}, C{"host:port"} or C{"[v6]:port"}."""
+    host, _, port = source.rpartition(":") if source.count(":") == 1 or source.startswith("[") else (source, "", "")
+    host = host.strip("[]") or source
+    number = int(port) if port.isdigit() else 0
+    return (IPv6Address if ":" in host else IPv4Address)("TCP", host, number)
+
+
+def explainConnection(frontend: Any, source: str = "127.0.0.1") -> dict[str, Any]:
+    """
+    Where a tcp frontend would send a new connection from C{source} now,
+    and why, connecting nothing (SNI routes are not looked at: there is
+    no ClientHello).
+
+    @return: C{frontend}, C{route}, C{backend}, C{server} (a name, or
+        C{None}) and C{reasons}, as L{lbkit.http._explain.explainRequest}.
+    """
+    backend = frontend.backend
+    context = Context(client=clientAddress(source), frontend=frontend.name)
+    reason = f"backend {backend.name}"
+    try:
+        server, reasons = explainChoice(backend, context)
+    except NoServerAvailable:
+        server, reasons = None, [*context.notes.get(NOTE, ()), "connection closed"]
+    return {"frontend": frontend.name, "route": reason, "backend": backend.name,
+            "server": server.name if server is not None else None, "reasons": [reason, *reasons]}

@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, Logger
 from twisted.trial.unittest import SynchronousTestCase
 
-from lbkit import Backend, Context, Server, ServerState, http, stats
+from lbkit import Backend, Context, Server, ServerState, http, stats, tcp
 from lbkit.balance import URI, LeastConn
 from lbkit.stats._socket import execute
 from tests.test_stats import Client
@@ -26,8 +26,9 @@ def makeSite(admin: stats.Admin | None = None) -> tuple[stats.Page, Backend, Bac
                      balance=URI(hashType="consistent"))
     frontend = http.Frontend("tcp:8160:interface=127.0.0.1", name="web",
                              routes=[http.Route(http.pathBegins("/static"), static)], default=app)
+    raw = tcp.Frontend("tcp:8162:interface=127.0.0.1", backend=app, name="raw")
     page = stats.Page("tcp:8161:interface=127.0.0.1", admin=admin)
-    page.bindSite([frontend, page])
+    page.bindSite([frontend, raw, page])
     return page, app, static
 
 
@@ -90,6 +91,15 @@ class SocketTests(SynchronousTestCase):
         self.assertEqual(lines[:3], ["route: none of 1 routes matched: default app", "backend: app", "server: a1"])
         self.assertIn(server, {"c1", "c2", "c3"})
         self.assertTrue(self.cmd("explain web GET nopath").startswith("error: path must start with '/'"))
+
+    def test_explainConnection(self) -> None:
+        """explain on a tcp frontend: where a connection from that address would go; the next one goes there."""
+        lines = self.cmd("explain raw from 10.0.0.9").splitlines()
+        self.assertEqual(lines, ["route: backend app", "backend: app", "server: a1",
+                                 "reason: roundrobin: a1's turn (weight 1 of 2)"])
+        self.assertEqual(self.cmd("explain raw").splitlines()[2], "server: a1")  # nothing moved on
+        self.assertIs(self.app.tryAcquire(Context()), self.app.servers[0])
+        self.assertTrue(self.cmd("explain nope GET /").startswith("error: no frontend 'nope'"))
 
     def test_preview(self) -> None:
         """preview prints shares and the keys moving, changing nothing."""

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from twisted.internet.address import IPv4Address, IPv6Address
-
-from lbkit._explain import NOTE, explainChoice
+from lbkit._explain import NOTE, clientAddress, explainChoice
 from lbkit._model import Context
 from lbkit.error import NoServerAvailable
 from lbkit.http._parse import Request
@@ -54,13 +52,6 @@ def explainText(exchange: Any) -> str:
     return "; ".join(parts)
 
 
-def _client(source: str) -> Any:
-    host, _, port = source.rpartition(":") if source.count(":") == 1 or source.startswith("[") else (source, "", "")
-    host = host.strip("[]") or source
-    number = int(port) if port.isdigit() else 0
-    return (IPv6Address if ":" in host else IPv4Address)("TCP", host, number)
-
-
 def explainRequest(
     frontend: Any,
     method: str = "GET",
@@ -87,7 +78,7 @@ def explainRequest(
         method.upper().encode("ascii"), path.encode("utf-8"), b"HTTP/1.1",
         [[n.encode("latin-1"), v.encode("latin-1")] for n, v in headers],
     )
-    context = Context(client=_client(source), frontend=frontend.name, request=request)
+    context = Context(client=clientAddress(source), frontend=frontend.name, request=request)
     backend, route = frontend.default, None
     for candidate in frontend.routes:
         if candidate.matcher.matches(request, context):

@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from lbkit._backend import Backend
+from lbkit._explain import explainConnection
 from lbkit._model import Server
 from lbkit._preview import Preview
 from lbkit.balance import (
@@ -163,21 +164,32 @@ def runLive(collector: Any, user: str, via: str, op: str, args: dict[str, str | 
 
 
 def _frontend(collector: Any, name: str) -> Any:
-    frontends = [f for f in collector.listen if hasattr(f, "routes") and hasattr(f, "default")]
-    for frontend in frontends:
-        if frontend.name == name or (name in ("", "-") and frontend is frontends[0]):
+    """The http frontend called C{name} (C{"-"}: the first), else the tcp one."""
+    http = [f for f in collector.listen if hasattr(f, "routes") and hasattr(f, "default")]
+    for frontend in http:
+        if frontend.name == name or (name in ("", "-") and frontend is http[0]):
             return frontend
-    raise AdminError(404, f"no http frontend {name!r}")
+    for frontend in collector.listen:
+        if getattr(frontend, "name", None) == name and isinstance(getattr(frontend, "backend", None), Backend):
+            return frontend
+    raise AdminError(404, f"no frontend {name!r}")
 
 
 def runExplain(
     collector: Any, frontend: str, method: str, path: str, headers: Sequence[tuple[str, str]], source: str
 ) -> dict[str, Any]:
-    """Where an http frontend (by name; C{"-"}: the first) would send this request, and why; nothing is sent."""
-    if not path.startswith("/"):
-        raise AdminError(400, f"path must start with '/', not {path!r}")
+    """
+    Where an http frontend (by name; C{"-"}: the first) would send this
+    request, or a tcp frontend a connection from C{source} (the method,
+    path and headers are then not used), and why; nothing is sent.
+    """
+    found = _frontend(collector, frontend)
     try:
-        return explainRequest(_frontend(collector, frontend), method, path, headers, source)
+        if not hasattr(found, "default"):
+            return explainConnection(found, source)
+        if not path.startswith("/"):
+            raise AdminError(400, f"path must start with '/', not {path!r}")
+        return explainRequest(found, method, path, headers, source)
     except (ValueError, UnicodeError) as e:
         raise AdminError(400, f"cannot explain this request: {e}") from None
 
@@ -198,7 +210,12 @@ def runPreview(
 
 
 def _sentence(words: list[str]) -> tuple[str, str, str, list[tuple[str, str]], str]:
-    """C{FRONTEND METHOD PATH [from ADDRESS] [Name: value]...} of the C{explain} command."""
+    """
+    C{FRONTEND METHOD PATH [from ADDRESS] [Name: value]...} of the
+    C{explain} command; for a tcp frontend, C{FRONTEND [from ADDRESS]}.
+    """
+    if len(words) in (1, 3) and (len(words) == 1 or words[1] == "from"):
+        return words[0], "", "", [], words[2] if len(words) == 3 else "127.0.0.1"
     if len(words) < 3:
         raise AdminError(400, "usage: explain FRONTEND|- METHOD PATH [from ADDRESS] [Header: value]...")
     frontend, method, path, rest = words[0], words[1], words[2], words[3:]
@@ -251,6 +268,7 @@ HELP = """\
   set balance BACKEND ALGORITHM[:HASHTYPE]  roundrobin, leastconn, uri:consistent, ...
   set persistence BACKEND none|source[:SECONDS]|cookie:NAME
   explain FRONTEND|- METHOD PATH [from ADDRESS] [Header: value]...
+  explain TCPFRONTEND [from ADDRESS]        where a tcp connection would go
   preview BACKEND [weight SERVER N]... [remove SERVER]... [add SERVER HOST:PORT]..."""
 
 
