@@ -435,8 +435,7 @@ class Exchange:
 
     def fail(self, status: int, termination: str) -> None:
         """Answer with an error status (if nothing was sent yet) and close."""
-        self.termination = termination
-        self.status = status
+        self.termination, self.status = termination, status
         if self.responseStarted:
             self.abortExchange(termination)
             return
@@ -514,6 +513,8 @@ class Exchange:
         factory.bytesIn += self.bytesIn
         factory.bytesOut += self.bytesOut
         self._releaseSlot()
+        if self.context is not None and self.context.watchers is not None:  # stick tables (lbkit.traffic)
+            self.context.ended(self.status, self.bytesIn, self.bytesOut)
         if not self.quiet:
             logRequest(self, factory)
         self.request = None

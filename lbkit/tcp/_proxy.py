@@ -455,6 +455,9 @@ class TCPFrontendProtocol(Protocol):
         bytesOut = peer.bytes if peer is not None else 0
         factory.bytesIn += self.bytes
         factory.bytesOut += bytesOut
+        context = self.context
+        if context is not None and context.watchers is not None:
+            context.ended(0, self.bytes, bytesOut)  # stick tables (lbkit.traffic)
         if server is not None:
             server.sessions.discard(self)
         if server is not None and dispatch is not None and dispatch.holding:
