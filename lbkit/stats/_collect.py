@@ -18,6 +18,7 @@ from zope.interface import implementer
 from lbkit._backend import Backend, backendsOf
 from lbkit._model import Server, ServerListenerMixin, ServerState
 from lbkit.interfaces import IServerListener
+from lbkit.stats._tables import tableData, tablesIn
 
 __all__: list[str] = []
 
@@ -336,5 +337,6 @@ class Collector(ServerListenerMixin):
             "frontends": [self.frontend(f, now) for f in self.frontends()],
             "backends": [self.backend(b, now) for b in self.backends()],
             "accessLog": self.accessLogs(),
+            **({"tables": [tableData(t) for t in tables]} if (tables := tablesIn(self.frontends())) else {}),
             **({} if self.workers is None else {"workers": self.workers()}),
         }

@@ -11,6 +11,7 @@ from typing import Any
 from twisted.web.template import Element, Tag, XMLString, renderer, tags
 
 from lbkit.stats._collect import RESPONSE_CLASSES
+from lbkit.stats._tables import tableElements
 
 __all__: list[str] = []
 
@@ -41,6 +42,7 @@ _TEMPLATE = """\
 <p class="note" t:render="summary" />
 <t:transparent t:render="frontends" />
 <t:transparent t:render="backends" />
+<t:transparent t:render="tables" />
 </body>
 </html>
 """
@@ -187,6 +189,10 @@ class StatsElement(Element):
             title = f"Frontend {fe['name']} ({fe['mode']}, {fe['endpoint']}) \u2192 {', '.join(fe['backends'])}"
             out.append(tags.div(tags.h2(title), tags.table(self._header(), row), class_="frontend"))
         return out
+
+    @renderer
+    def tables(self, request: Any, tag: Tag) -> list[Tag]:
+        return tableElements(self.snapshot.get("tables", []))
 
     @renderer
     def backends(self, request: Any, tag: Tag) -> list[Tag]:

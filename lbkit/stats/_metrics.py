@@ -12,6 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector as _PromCollector
 
 from lbkit._model import ServerState
+from lbkit.stats._tables import tableMetrics
 
 __all__: list[str] = []
 
@@ -39,6 +40,7 @@ class MetricsCollector(_PromCollector):
         yield from self._backends(snap["backends"])
         yield from self._servers([sv for be in snap["backends"] for sv in be["servers"]])
         yield from self._accessLogs(snap.get("accessLog", []))
+        yield from tableMetrics(snap.get("tables", []))
 
     def _accessLogs(self, destinations: list[dict[str, Any]]) -> Iterator[Metric]:
         L = ["destination"]
