@@ -402,3 +402,21 @@ class TCPRuleTests(SynchronousTestCase):
         be = Backend("be", [Server("a", FakeEndpoint())])
         e = self.assertRaises(ConfigError, TCPFrontend, "tcp:0", be, rules=[track(t)])
         self.assertIn("reads the request", str(e))
+
+
+class BenchTests(SynchronousTestCase):
+    """bench/ratelimit.py still measures what it says, on a few requests."""
+
+    def test_runs(self) -> None:
+        """The check, the proxied requests (answered, or it exits) and the memory figure all run."""
+        import importlib.util
+        from pathlib import Path
+
+        path = Path(__file__).resolve().parent.parent / "bench" / "ratelimit.py"
+        spec = importlib.util.spec_from_file_location("ratelimit", path)
+        assert spec is not None and spec.loader is not None
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+        self.assertGreater(bench.check(200, 10), 0)
+        self.assertGreater(bench.request(50, [RateLimit(10**9, 10.0)]), 0)
+        self.assertGreater(bench.memory(1000, ["http_req_rate(10s)"]), 100)

@@ -55,14 +55,8 @@ def trackIn(table: Table, request: Any, context: Context, isHTTP: bool) -> Optio
     now = table.clock.seconds()
     entry = table.entry(key, now)
     entry[1] += 1
-    slots = table.slots
-    i, period = slots["conn_rate"]
-    if i >= 0:
+    for i, period in table.onRequest if isHTTP else table.onConnection:
         hit(entry, i, period, now, 1)
-    if isHTTP:
-        i, period = slots["http_req_rate"]
-        if i >= 0:
-            hit(entry, i, period, now, 1)
     watchers.append((table, entry))
     return entry
 

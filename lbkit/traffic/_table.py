@@ -151,6 +151,12 @@ class Table:
         self._rates = tuple((self.index[n], self.counters[n]) for n in RATES if n in self.counters)
         #: (index, period) of each rate, or -1 when not kept, for the trackers
         self.slots = {n: (self.index.get(n, -1), self.counters.get(n, 0.0)) for n in RATES}
+        #: the rates a tracked connection and request count at once
+        self.onConnection = tuple(self.slots[n] for n in ("conn_rate",) if n in self.counters)
+        self.onRequest = tuple(self.slots[n] for n in ("conn_rate", "http_req_rate") if n in self.counters)
+        self._err = self.slots["http_err_rate"]
+        self._bytes = tuple(self.slots[n] for n in ("bytes_in_rate", "bytes_out_rate"))
+        self._atEnd = self._err[0] >= 0 or any(i >= 0 for i, _ in self._bytes)
 
     def __repr__(self) -> str:
         return f"<traffic.Table {self.name} {self.key!r} {len(self._entries)}/{self.size}>"
@@ -187,12 +193,10 @@ class Table:
             if len(entries) > self.size:
                 entries.popitem(last=False)
                 self.evicted += 1
-        # expire the oldest, a couple at a time (amortised, no timer)
-        for _ in range(2):
-            oldest = next(iter(entries))
-            old = entries[oldest]
-            if now - old[_SEEN] < self.expire:
-                break
+        # expire the oldest, one per use (amortised, no timer)
+        oldest = next(iter(entries))
+        old = entries[oldest]
+        if now - old[_SEEN] >= self.expire:
             if old[_CUR] > 0:
                 old[_SEEN] = now  # in use: HAProxy keeps it too
                 entries.move_to_end(oldest)
@@ -260,17 +264,17 @@ class Table:
         Called by L{lbkit._model.Context.ended}.
         """
         entry[_CUR] -= 1
+        if not self._atEnd:
+            return
         now = self.now()
-        slots = self.slots
-        i, period = slots["http_err_rate"]
+        i, period = self._err
         if i >= 0 and 400 <= status < 500 and status != 401 and status != 407:
             hit(entry, i, period, now, 1)
-        i, period = slots["bytes_in_rate"]
+        (i, period), (j, jperiod) = self._bytes
         if i >= 0 and bytesIn:
             hit(entry, i, period, now, bytesIn)
-        i, period = slots["bytes_out_rate"]
-        if i >= 0 and bytesOut:
-            hit(entry, i, period, now, bytesOut)
+        if j >= 0 and bytesOut:
+            hit(entry, j, jperiod, now, bytesOut)
 
     def describe(self) -> str:
         """Its counters as HAProxy spells them: C{conn_cur,http_req_rate(10s)}."""
