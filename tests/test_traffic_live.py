@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, connectProtocol
 from twisted.internet.protocol import ClientCreator, Protocol
 
 from lbkit import Backend, Server
@@ -330,3 +330,51 @@ class HAProxyComparisonTests(TrafficTestCase):
             seen.append(statuses)
         self.assertEqual(seen[0], [429, 429, 200, 200, 200])
         self.assertEqual(seen[1], seen[0])
+
+
+class ExampleTests(TrafficTestCase):
+    """examples/traffic.py, started as a user would (C{twistd lbkit}), does what its docstring says."""
+
+    timeout = 60
+
+    @inlineCallbacks
+    def ask(self, port: int, target: bytes) -> Any:
+        c = yield self.clientFrom(port)
+        c.send(b"GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (target, port))
+        [(response, body)] = yield c.responses(1)
+        c.transport.loseConnection()
+        yield c.closed
+        return response, body
+
+    @inlineCallbacks
+    def test_trafficExample(self) -> Any:
+        """Redirect to https, the maintenance page, 10 requests then 429, and the table on the page and socket."""
+        import os
+        import shutil
+        import tempfile
+
+        from tests.test_examples import EXAMPLES, startProcess, stopCleanly, twistd
+        from tests.test_stats_socket import _Collect
+
+        cwd = tempfile.mkdtemp(prefix="lbkit-ex-")
+        self.addCleanup(shutil.rmtree, cwd, True)
+        watcher, process = startProcess(self, twistd("lbkit", "--config", os.path.join(EXAMPLES, "traffic.py")), cwd)
+        for label in ("frontend http-in", "frontend site", "demo server web1", "demo server web2"):
+            yield watcher.waitFor(f"{label} listening on")
+        response, _ = yield self.ask(8140, b"/cart?id=3")
+        self.assertEqual((response.code, response.header(b"location")), (301, b"https://127.0.0.1:8140/cart?id=3"))
+        response, body = yield self.ask(8141, b"/shop/")
+        self.assertEqual((response.code, b"Back soon" in body), (503, True))
+        codes = []
+        for _ in range(10):
+            response, body = yield self.ask(8141, b"/")
+            codes.append(response.code)
+        self.assertEqual(codes, [200] * 9 + [429])
+        self.assertIn(b"Slow down", body)
+        self.assertGreater(int(response.header(b"retry-after")), 0)
+        client = _Collect()
+        yield connectProtocol(UNIXClientEndpoint(reactor, os.path.join(cwd, "traffic.sock")), client)
+        client.transport.write(b"show table clients\nquit\n")
+        answer = (yield client.done).decode()
+        self.assertIn("key=127.0.0.1 exp=60s conn_cur=0 http_req_rate(10s)=11 http_err_rate(10s)=1", answer)
+        yield stopCleanly(self, watcher, process)
