@@ -104,7 +104,7 @@ class TableTests(SynchronousTestCase):
             self.assertIn(text, str(e))
         self.assertIn("size", str(self.assertRaises(ConfigError, Table, "t", size=0)))
         self.assertIn("name", str(self.assertRaises(ConfigError, Table, "a b")))
-        self.assertIn("not supported", str(self.assertRaises(ConfigError, Table, "t", store=object())))
+        self.assertIn("does not provide", str(self.assertRaises(ConfigError, Table, "t", store=object())))
         self.assertIn("key", str(self.assertRaises(ConfigError, Table, "t", key="src")))
 
     def test_leastRecentlyUsedOut(self) -> None:

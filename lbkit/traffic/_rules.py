@@ -57,6 +57,8 @@ def trackIn(table: Table, request: Any, context: Context, isHTTP: bool) -> Optio
     entry[1] += 1
     for i, period in table.onRequest if isHTTP else table.onConnection:
         hit(entry, i, period, now, 1)
+    if table.shared is not None:
+        table.changed(entry, now)
     watchers.append((table, entry))
     return entry
 
@@ -276,7 +278,9 @@ class RateLimit(_TrafficRule):
         if i < 0:
             return None
         limit = self.rate + self.burst
-        if rate(entry, i, period, now) <= limit:
+        table = self.table
+        count = rate(entry, i, period, now) if table.shared is None else table.rateOf(entry, i, period, now)
+        if count <= limit:
             return None
         self.refused += 1
         wait = retryAfter(entry, i, period, now, limit)
@@ -316,7 +320,8 @@ class ConnLimit(_TrafficRule):
         _checkedTCP(self, what)
 
     def decide(self, entry: list[Any], now: float, isHTTP: bool) -> Optional[Answer]:
-        if entry[1] <= self.limit:
+        table = self.table
+        if (entry[1] if table.shared is None else table.currentOf(entry, now)) <= self.limit:
             return None
         self.refused += 1
         return self._answer

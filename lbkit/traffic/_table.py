@@ -15,11 +15,14 @@ read from the table's clock (the frontend's reactor, or one given).
 from __future__ import annotations
 
 import re
+import time
 from collections import OrderedDict
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 from lbkit.error import ConfigError
+from lbkit.interfaces import IStore
 from lbkit.traffic._keys import Key, bySource, checkedKey
+from lbkit.traffic._shared import SharedCounts
 
 __all__ = ["Table", "COUNTERS", "RATES", "rate", "hit"]
 
@@ -32,7 +35,7 @@ DEFAULT_PERIOD = 10.0
 _SPEC = re.compile(r"^([a-z_]+)(?:\((\d+(?:\.\d+)?)(ms|s|m|h|d)?\))?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
-# An entry is a list: [last seen, conn_cur, then per rate: period start, current, previous].
+# An entry is a list: [last seen, conn_cur, then per rate: period start, current, previous, and last its key].
 _SEEN, _CUR = 0, 1
 
 
@@ -110,8 +113,9 @@ class Table:
         C{conn_cur}).
     @ivar clock: What gives the time (C{seconds()}): the reactor of the
         first frontend that uses it, unless given.
-    @ivar store: Where counts would be shared between processes; only
-        L{None} is supported yet.
+    @ivar store: The L{lbkit.interfaces.IStore} through which the counts
+        are shared with other processes (L{lbkit.store.Redis}), or L{None}.
+    @ivar shared: Its L{SharedCounts}, or L{None} without a store.
     @ivar evicted: Keys pushed out because the table was full.
     """
 
@@ -134,10 +138,13 @@ class Table:
             raise ConfigError(f"{where}: size must be a number of keys over 0, not {size!r}")
         self.size = size
         self.expire = _period(expire, f"{where}: expire")
-        if store is not None:
-            raise ConfigError(f"{where}: store= is not supported yet: counts are kept per process")
+        if store is not None and not IStore.providedBy(store):
+            raise ConfigError(f"{where}: store={store!r} does not provide lbkit.interfaces.IStore (lbkit.store.Redis)")
         self.store = store
         self.counters = _counters(counters, where)
+        self.shared: Optional[SharedCounts] = None
+        if store is not None:
+            self.shared = SharedCounts(store, name, size, self.expire, self.now, lambda: self.clock)
         self.clock = clock
         self.evicted = 0
         self._entries: OrderedDict[str, list[Any]] = OrderedDict()
@@ -165,9 +172,9 @@ class Table:
         return len(self._entries)
 
     def now(self) -> float:
-        """The time on the table's clock (0.0 while it has none: nothing was counted)."""
+        """The time on the table's clock (the wall clock, what a reactor's is, while it has none)."""
         clock = self.clock
-        return 0.0 if clock is None else clock.seconds()
+        return time.time() if clock is None else float(clock.seconds())
 
     def keeps(self, counter: str) -> bool:
         """Whether it keeps C{counter}."""
@@ -185,7 +192,7 @@ class Table:
             entries.move_to_end(key)
             found[_SEEN] = now
         else:
-            found = [0] * self._width
+            found = [0] * self._width + [key]
             found[_SEEN] = now
             for i, period in self._rates:
                 found[i] = (now // period) * period
@@ -204,25 +211,67 @@ class Table:
                 del entries[oldest]
         return found
 
+    def attach(self) -> None:
+        """With a store: start hearing the other processes (the service calls it when it runs the store)."""
+        if self.shared is not None:
+            self.shared.attach()
+
+    def detach(self) -> None:
+        """With a store: publish what is left and stop the timer (the service calls it when it stops the store)."""
+        if self.shared is not None:
+            self.shared.stop()
+
+    def changed(self, entry: list[Any], now: float) -> None:
+        """C{entry}'s counters changed (with a store: publish them soon)."""
+        if self.shared is not None:
+            self.shared.touched(entry[-1], entry, now)
+
     def get(self, key: str) -> Optional[list[Any]]:
         """The entry of C{key}, or L{None}; not marked used."""
         return self._entries.get(key)
 
     def value(self, key: Optional[str], counter: str, now: Optional[float] = None) -> int:
         """C{counter} of C{key} now (0 for a key it does not hold)."""
-        entry = self._entries.get(key) if key is not None else None  # type: ignore[arg-type]
-        if entry is None:
+        if key is None:
             return 0
-        return self.valueOf(entry, counter, self.now() if now is None else now)
+        entry = self._entries.get(key)
+        if self.shared is None:
+            return 0 if entry is None else self._local(entry, counter, self.now() if now is None else now)
+        now = self.now() if now is None else now
+        total = 0 if entry is None else self._local(entry, counter, now)
+        for other in self.shared.others(key, now):
+            total += self._local(other, counter, now)
+        return total
 
     def valueOf(self, entry: list[Any], counter: str, now: float) -> int:
-        """C{counter} of C{entry} at C{now}."""
+        """C{counter} of C{entry} at C{now} (with a store: summed over the processes)."""
+        if self.shared is None:
+            return self._local(entry, counter, now)
+        return self.value(entry[-1], counter, now)
+
+    def _local(self, entry: list[Any], counter: str, now: float) -> int:
         if counter == "conn_cur":
             return int(entry[_CUR])
         i = self.index.get(counter)
         if i is None:
             return 0
         return rate(entry, i, self.counters[counter], now)
+
+    def rateOf(self, entry: list[Any], i: int, period: float, now: float) -> int:
+        """The rate at C{entry[i:i+3]} (with a store: summed over the processes)."""
+        total = rate(entry, i, period, now)
+        if self.shared is not None:
+            for other in self.shared.others(entry[-1], now):
+                total += rate(other, i, period, now)
+        return total
+
+    def currentOf(self, entry: list[Any], now: float) -> int:
+        """C{conn_cur} of C{entry} (with a store: summed over the processes)."""
+        total = int(entry[_CUR])
+        if self.shared is not None:
+            for other in self.shared.others(entry[-1], now):
+                total += int(other[_CUR])
+        return total
 
     def expireNow(self, now: float) -> None:
         """Forget every key idle longer than C{expire} (the stats do it before showing the table)."""
@@ -265,6 +314,8 @@ class Table:
         """
         entry[_CUR] -= 1
         if not self._atEnd:
+            if self.shared is not None:
+                self.shared.touched(entry[-1], entry, self.now())
             return
         now = self.now()
         i, period = self._err
@@ -275,6 +326,8 @@ class Table:
             hit(entry, i, period, now, bytesIn)
         if j >= 0 and bytesOut:
             hit(entry, j, jperiod, now, bytesOut)
+        if self.shared is not None:
+            self.shared.touched(entry[-1], entry, now)
 
     def describe(self) -> str:
         """Its counters as HAProxy spells them: C{conn_cur,http_req_rate(10s)}."""
