@@ -17,6 +17,7 @@ from lbkit.traffic._rules import (
     atMost,
     below,
     bindClocks,
+    carryOver,
     tablesOf,
     track,
 )
@@ -41,4 +42,5 @@ __all__ = [
     "ConnLimit",
     "tablesOf",
     "bindClocks",
+    "carryOver",
 ]

@@ -29,7 +29,7 @@ from lbkit.traffic._table import COUNTERS, Table, hit, rate
 
 __all__ = [
     "Track", "track", "above", "below", "atLeast", "atMost", "RateLimit", "ConnLimit",
-    "trackIn", "retryAfter", "tablesOf", "bindClocks",
+    "trackIn", "retryAfter", "tablesOf", "bindClocks", "carryOver",
 ]
 
 _names = itertools.count(1)
@@ -358,3 +358,27 @@ def bindClocks(frontend: Any, reactor: Any) -> None:
     for table in tablesOf(frontend):
         if table.clock is None:
             table.clock = reactor
+
+
+def carryOver(oldListen: Any, newListen: Any) -> list[str]:
+    """
+    On a reload: each table of the new site that has the name, key and
+    counters of one of the running site takes over its keys and counts
+    (and, with a store, its name in the store); one line per table whose
+    counts had to start again.
+    """
+    old: dict[str, Table] = {}
+    for item in oldListen:
+        for table in tablesOf(item):
+            old.setdefault(table.name, table)
+    changes = []
+    for item in newListen:
+        for table in tablesOf(item):
+            previous = old.pop(table.name, None)
+            if previous is None or previous is table:
+                continue
+            if repr(previous.key) != repr(table.key) or previous.counters != table.counters:
+                changes.append(f"table {table.name}: key or counters changed, its counts start again")
+                continue
+            table.adopt(previous)
+    return changes

@@ -216,6 +216,20 @@ class Table:
         if self.shared is not None:
             self.shared.attach()
 
+    def adopt(self, previous: Table) -> None:
+        """Take the keys and counts of C{previous}, a table of the same layout (a reload)."""
+        if self.clock is None:
+            self.clock = previous.clock
+        entries = previous._entries
+        while len(entries) > self.size:
+            entries.popitem(last=False)
+        self._entries, previous._entries = entries, OrderedDict()
+        self.evicted = previous.evicted
+        if self.shared is not None and previous.shared is not None:
+            previous.shared.stop()
+            self.shared.process = previous.shared.process
+            self.shared.remote = previous.shared.remote
+
     def detach(self) -> None:
         """With a store: publish what is left and stop the timer (the service calls it when it stops the store)."""
         if self.shared is not None:
