@@ -27,6 +27,7 @@ from tests.helpers import (
     listen,
     startHAProxy,
 )
+from tests.test_http2 import HTTP2TestCase
 from tests.test_http_integration import HTTPTestCase, RawClient, backend, reactor
 
 GET = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n"
@@ -378,3 +379,21 @@ class ExampleTests(TrafficTestCase):
         answer = (yield client.done).decode()
         self.assertIn("key=127.0.0.1 exp=60s conn_cur=0 http_req_rate(10s)=11 http_err_rate(10s)=1", answer)
         yield stopCleanly(self, watcher, process)
+
+
+class HTTP2Tests(HTTP2TestCase):
+    """Over HTTP/2 each stream is a request: a RateLimit answers 429 on the stream, the connection stays."""
+
+    @inlineCallbacks
+    def test_rateLimitPerStream(self) -> Any:
+        """Three streams of one connection under RateLimit(2): the third gets 429 and Retry-After; no GOAWAY."""
+        limit = RateLimit(2, 60.0)
+        port = self.tlsFrontend([], default=backend("app", [self.site("app1")[0]]), requestRules=[limit])
+        client = yield self.h2client(port)
+        got = []
+        for _ in range(3):
+            status, headers, _ = yield client.request("/")
+            got.append((status, headers.get(b"retry-after") is not None))
+        self.assertEqual(got, [(200, False), (200, False), (429, True)])
+        self.assertIsNone(client.goAway)
+        self.assertEqual(limit.table.value("127.0.0.1", "conn_cur"), 0)
