@@ -12,6 +12,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectError
 from twisted.internet.protocol import ClientCreator, Protocol
 
 from lbkit import Backend, Server
@@ -397,3 +398,66 @@ class HTTP2Tests(HTTP2TestCase):
         self.assertEqual(got, [(200, False), (200, False), (429, True)])
         self.assertIsNone(client.goAway)
         self.assertEqual(limit.table.value("127.0.0.1", "conn_cur"), 0)
+
+
+HAPROXY_TCP_CONN = """
+global
+    maxconn 100
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 10s
+    timeout server 10s
+frontend fe
+    bind {bind}
+    stick-table type ip size 100k expire 60s store conn_cur
+    tcp-request connection track-sc0 src
+    tcp-request connection reject if { sc_conn_cur(0) gt 1 }
+    default_backend be
+backend be
+    server s1 127.0.0.1:%(port)d
+"""
+
+
+class HAProxyTCPComparisonTests(TrafficTestCase):
+    """tcp mode: HAProxy's tcp-request connection track-sc0 / reject if sc_conn_cur(0) gt 1, and ConnLimit(1)."""
+
+    timeout = 60
+
+    @inlineCallbacks
+    def attempt(self, port: int, data: bytes) -> Any:
+        """What a client sending C{data} (then closing its side) gets back: b"" if closed or reset at once."""
+        collector = Collector(data, halfClose=True)
+        try:
+            yield ClientCreator(reactor, lambda: collector).connectTCP("127.0.0.1", port)
+        except ConnectError:
+            return b""
+        got = yield collector.done
+        return got
+
+    @inlineCallbacks
+    def test_connLimit(self) -> Any:
+        """With one connection open, a second gets nothing; once the first closes, a third is echoed."""
+        echo = TrackingFactory(Echo)
+        serverPort = listen(self, reactor, echo)
+        haproxy, _ = startHAProxy(self, reactor, HAPROXY_TCP_CONN % {"port": serverPort})
+        frontend = TCPFrontend("tcp:0", Backend("be", [Server("a", f"127.0.0.1:{serverPort}")]), name="fe",
+                               log=False, rules=[ConnLimit(1)])
+        lbkit = listen(self, reactor, TrackingProxyFactory(frontend, reactor))
+        seen = []
+        for port in (haproxy, lbkit):
+            first = Echoed(b"one")
+            yield ClientCreator(reactor, lambda first=first: first).connectTCP("127.0.0.1", port)
+            echoed = yield first.echoed
+            refused = yield self.attempt(port, b"two")
+            first.transport.loseConnection()
+            yield first.lost
+            # the proxy learns of the close a moment later: the first echoed attempt of a few
+            third = b""
+            for _ in range(20):
+                third = yield self.attempt(port, b"three")
+                if third:
+                    break
+            seen.append((echoed, refused, third))
+        self.assertEqual(seen[0], (b"one", b"", b"three"))
+        self.assertEqual(seen[1], seen[0])
