@@ -52,7 +52,7 @@ def trackIn(table: Table, request: Any, context: Context, isHTTP: bool) -> Optio
     key = table.key.keyOf(request, context)
     if key is None:
         return None
-    now = table.clock.seconds()
+    now = table.now()
     entry = table.entry(key, now)
     entry[1] += 1
     for i, period in table.onRequest if isHTTP else table.onConnection:
@@ -83,7 +83,7 @@ class _TrafficRule(AnsweringRule):
         entry = trackIn(table, request, exchange.context, True)
         if entry is None:
             return None
-        return self.decide(entry, table.clock.seconds(), True)
+        return self.decide(entry, table.now(), True)
 
     def rejects(self, context: Context) -> bool:
         """tcp mode: count the connection; whether it is over the limit."""
@@ -91,14 +91,15 @@ class _TrafficRule(AnsweringRule):
         if when is not None and not when.matches(None, context):
             return False
         entry = trackIn(self.table, None, context, False)
-        return entry is not None and self.decide(entry, self.table.clock.seconds(), False) is not None
+        return entry is not None and self.decide(entry, self.table.now(), False) is not None
 
     def decide(self, entry: list[Any], now: float, isHTTP: bool) -> Optional[Answer]:
         """The answer for a request (connection) counted in C{entry}, or L{None} to let it go."""
         return None
 
 
-def _checkedTCP(rule: _TrafficRule, what: str) -> None:
+def _checkedTCP(rule: _TrafficRule) -> None:
+    """Set C{rule.clientOnly}: whether its key and C{when} read only the client's address (tcp mode)."""
     when = rule.when
     rule.clientOnly = bool(rule.table.key.clientOnly) and (when is None or bool(getattr(when, "clientOnly", False)))
 
@@ -120,7 +121,7 @@ class Track(_TrafficRule):
         self.table = table
         self.name = f"track({table.name})"
         self.when = checkedWhen(when, self.name)
-        _checkedTCP(self, self.name)
+        _checkedTCP(self)
 
 
 def track(table: Table, when: Any = None) -> Track:
@@ -271,7 +272,7 @@ class RateLimit(_TrafficRule):
         self.refused = 0
         self._http = table.slots["http_req_rate"]
         self._tcp = table.slots["conn_rate"]
-        _checkedTCP(self, what)
+        _checkedTCP(self)
 
     def decide(self, entry: list[Any], now: float, isHTTP: bool) -> Optional[Answer]:
         i, period = self._http if isHTTP else self._tcp
@@ -317,7 +318,7 @@ class ConnLimit(_TrafficRule):
         self.when = checkedWhen(when, what)
         self.refused = 0
         self._answer = Answer(status, [(b"Cache-Control", b"no-cache")], errorPage=True, close=True, termination="PR")
-        _checkedTCP(self, what)
+        _checkedTCP(self)
 
     def decide(self, entry: list[Any], now: float, isHTTP: bool) -> Optional[Answer]:
         table = self.table
