@@ -8,6 +8,7 @@ clients see.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -161,6 +162,27 @@ class HTTPLimitTests(TrafficTestCase):
         hold.release()
         [(response, _)] = yield fourth.responses(1)
         self.assertEqual(response.code, 200)
+
+
+class KeyTests(TrafficTestCase):
+    """Keys read from real requests."""
+
+    @inlineCallbacks
+    def test_byHeaderAndCookie(self) -> Any:
+        """A rate limit per API key and a table by cookie: each key counted apart; no key, not limited."""
+        from lbkit.traffic import byCookie, byHeader
+
+        sessions = Table("sessions", key=byCookie("sid"), counters=["http_req_rate(60s)"])
+        limit = RateLimit(1, 60.0, key=byHeader("X-Api-Key"))
+        port = self.frontend(default=backend("app", [self.site("app1")[0]]), requestRules=[track(sessions), limit])
+        c = yield self.clientFrom(port)
+        for key, sid in ((b"k1", b"a"), (b"k2", b"a"), (b"k1", b"b"), (None, b"b"), (None, b"b")):
+            head = b"GET / HTTP/1.1\r\nHost: test\r\nCookie: x=1; sid=%s\r\n" % sid
+            c.send(head + (b"X-Api-Key: %s\r\n" % key if key else b"") + b"\r\n")
+        got = yield c.responses(5)
+        self.assertEqual([r.code for r, _ in got], [200, 200, 429, 200, 200])
+        self.assertEqual({row["key"]: row["http_req_rate"] for row in sessions.rows()}, {"a": 2, "b": 3})
+        self.assertEqual(sorted(row["key"] for row in limit.table.rows()), ["k1", "k2"])
 
 
 class TCPLimitTests(TrafficTestCase):
@@ -379,6 +401,13 @@ class ExampleTests(TrafficTestCase):
         client.transport.write(b"show table clients\nquit\n")
         answer = (yield client.done).decode()
         self.assertIn("key=127.0.0.1 exp=60s conn_cur=0 http_req_rate(10s)=11 http_err_rate(10s)=1", answer)
+        page = yield self.clientFrom(8142)
+        page.send(b"GET /stats.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        [(response, body)] = yield page.responses(1)
+        page.transport.loseConnection()
+        tables = {t["name"]: t for t in json.loads(body)["tables"]}
+        self.assertEqual(tables["clients"]["entries"][0]["http_req_rate"], 11)
+        self.assertIn("connlimit", " ".join(tables))
         yield stopCleanly(self, watcher, process)
 
 
