@@ -130,6 +130,24 @@ class TableTests(SynchronousTestCase):
         self.clock.advance(61)
         self.assertEqual(t.rows(), [])
 
+    def test_memoryBounded(self) -> None:
+        """Ten times size keys take no more memory than size keys: the table is bounded."""
+        import tracemalloc
+
+        t = Table("t", size=1000, counters=["http_req_rate(10s)"], clock=self.clock)
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        start = tracemalloc.get_traced_memory()[0]
+        for i in range(1000):
+            t.entry(f"10.0.{i >> 8}.{i & 255}", self.clock.seconds())
+        full = tracemalloc.get_traced_memory()[0] - start
+        for i in range(1000, 10_000):
+            t.entry(f"10.{i >> 16}.{i >> 8 & 255}.{i & 255}", self.clock.seconds())
+        after = tracemalloc.get_traced_memory()[0] - start
+        self.assertEqual((len(t), t.evicted), (1000, 9000))
+        self.assertLess(after, full * 1.2)
+        self.assertLess(full / 1000, 400)  # bytes per key (bench/ratelimit.py: about 270)
+
     def test_clearAndRows(self) -> None:
         """rows shows the counters of each key, newest first; clear forgets one key or all."""
         t = Table("t", counters={"conn_cur": 0, "http_req_rate": 10}, clock=self.clock)

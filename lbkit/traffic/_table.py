@@ -289,8 +289,17 @@ class Table:
 
     def expireNow(self, now: float) -> None:
         """Forget every key idle longer than C{expire} (the stats do it before showing the table)."""
-        for key in [k for k, e in self._entries.items() if now - e[_SEEN] >= self.expire and e[_CUR] <= 0]:
-            del self._entries[key]
+        entries = self._entries
+        for _ in range(len(entries)):  # the least recently used first: stop at the first live one
+            oldest = next(iter(entries))
+            old = entries[oldest]
+            if now - old[_SEEN] < self.expire:
+                break
+            if old[_CUR] > 0:
+                old[_SEEN] = now  # in use: kept
+                entries.move_to_end(oldest)
+            else:
+                del entries[oldest]
 
     def rows(self, now: Optional[float] = None, limit: Optional[int] = None) -> list[dict[str, Any]]:
         """
