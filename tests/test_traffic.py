@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from lbkit import Backend, Server
 from lbkit._model import Context
 from lbkit.error import ConfigError
-from lbkit.http import Frontend, Request, deny, pathBegins
+from lbkit.http import Frontend, Request, Route, deny, pathBegins, setHeader
 from lbkit.interfaces import IAnsweringRule, IConnectionRule, IRequestMatcher
 from lbkit.tcp import Frontend as TCPFrontend
 from lbkit.tcp import TCPFrontendProtocol, reject
@@ -39,6 +39,7 @@ from lbkit.traffic import (
     byParam,
     byPath,
     bySource,
+    counter,
     tablesOf,
     track,
 )
@@ -320,6 +321,23 @@ class HTTPRuleTests(SynchronousTestCase):
         self.assertEqual([status(h.get(data=req % k).transport.value()) for k in (b"a", b"b", b"a")], [200, 200, 429])
         self.assertEqual([status(h.get().transport.value()) for _ in range(3)], [200, 200, 200])
         self.assertEqual(sorted(r["key"] for r in t.rows()), ["a", "b"])
+
+    def test_counterHeaderAndRoute(self) -> None:
+        """A header computed from a counter, and a route chosen by one: heavy clients go elsewhere."""
+        t = Table("t", counters=["http_req_rate(10s)"])
+        slow = Server("slow", FakeEndpoint(IPv4Address("TCP", "192.0.2.9", 80)))
+        h = Harness(self, [track(t), setHeader("X-Request-Rate", counter(t, "http_req_rate"))])
+        h.frontend.routes = [Route(above(t, "http_req_rate", 2), Backend("slow", [slow]))]
+        sent = []
+        for _ in range(3):
+            h.harness.request(GET, CLIENT)
+            server = h.harness.pending()[0]
+            side = h.harness.connect(server)
+            sent.append((server.name, side.transport.value().split(b"X-Request-Rate: ")[1].split(b"\r\n")[0]))
+            side.respond(OK)
+        self.assertEqual(sent, [("s1", b"1"), ("s1", b"2"), ("slow", b"3")])
+        self.assertEqual(repr(counter(t, "http_req_rate")), "counter('t', 'http_req_rate')")
+        self.assertRaises(ConfigError, counter, t, "conn_cur")
 
     def test_noRulesNoWatchers(self) -> None:
         """Without traffic rules a request's context has no watchers (nothing extra runs)."""

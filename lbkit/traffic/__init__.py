@@ -18,6 +18,7 @@ from lbkit.traffic._rules import (
     below,
     bindClocks,
     carryOver,
+    counter,
     tablesOf,
     track,
 )
@@ -43,4 +44,5 @@ __all__ = [
     "tablesOf",
     "bindClocks",
     "carryOver",
+    "counter",
 ]

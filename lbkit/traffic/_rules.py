@@ -29,7 +29,7 @@ from lbkit.traffic._table import COUNTERS, Table, hit, rate
 
 __all__ = [
     "Track", "track", "above", "below", "atLeast", "atMost", "RateLimit", "ConnLimit",
-    "trackIn", "retryAfter", "tablesOf", "bindClocks", "carryOver",
+    "trackIn", "retryAfter", "tablesOf", "bindClocks", "carryOver", "counter",
 ]
 
 _names = itertools.count(1)
@@ -185,6 +185,31 @@ def atLeast(table: Table, counter: str, value: float) -> IRequestMatcher:
 def atMost(table: Table, counter: str, value: float) -> IRequestMatcher:
     """C{counter} at most C{value} (C{le})."""
     return _Compare("atMost", table, counter, value)
+
+
+class _Counter:
+    """A header value (an L{lbkit.http.Source}): a counter of the request's key, as decimal digits."""
+
+    def __init__(self, table: Table, name: str) -> None:
+        _Compare("counter", table, name, 0)  # the same checks
+        self.table = table
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"counter({self.table.name!r}, {self.name!r})"
+
+    def __call__(self, request: Any, exchange: Any) -> bytes:
+        table = self.table
+        return b"%d" % table.value(table.key.keyOf(request, exchange.context), self.name)
+
+
+def counter(table: Table, name: str) -> Any:
+    """
+    A computed header value: C{name} of the request's key in C{table}
+    (HAProxy's C{%[sc_http_req_rate(0)]}), e.g.
+    C{http.setHeader("X-Request-Rate", traffic.counter(t, "http_req_rate"))}.
+    """
+    return _Counter(table, name)
 
 
 def retryAfter(entry: list[Any], i: int, period: float, now: float, limit: int) -> int:
