@@ -15,12 +15,12 @@ from twisted.internet import defer
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, Logger
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from lbkit import Backend, Server, stats, tcp
 from lbkit.http import deny
 from lbkit.stats._socket import execute
-from lbkit.traffic import RateLimit, Table, above, track
+from lbkit.traffic import RateLimit, Table, above, tablesOf, track
 from tests.test_http_integration import backend, reactor
 from tests.test_stats import Client
 from tests.test_stats_socket import _Collect
@@ -125,3 +125,83 @@ class RealSocketTests(TrafficTestCase):
         snapshot = page.collector.snapshot()
         self.assertEqual([t["name"] for t in snapshot["tables"]], ["seen", "perclient"])
         json.dumps(snapshot)
+
+
+class WorkersTests(SynchronousTestCase):
+    """With workers, the supervisor's page shows the sum of what the workers' tables reported."""
+
+    def test_reportedTables(self) -> None:
+        """Two workers' reports summed: keys merged, counts added, sizes added; clear is refused."""
+        from lbkit._workerproc import applyCounters, countersOf, sumCounters
+
+        reports = []
+        for hits in (2, 3):
+            page, table, clock = makeSite()
+            for _ in range(hits):
+                table.entry("192.0.2.9", clock.seconds())[3] += 1
+            reports.append(countersOf(page.collector.listen))
+        supervisor, table, clock = makeSite()
+        table.clear()
+        applyCounters(supervisor.collector.listen, sumCounters(reports, {}))
+        [t] = supervisor.collector.snapshot()["tables"]
+        self.assertEqual(t["used"], 6)  # three keys in each worker
+        rates = {e["key"]: e["conn_rate"] for e in t["entries"]}
+        self.assertEqual(rates, {"192.0.2.9": 5, "192.0.2.1": 6, "192.0.2.2": 2})
+        answer = execute(supervisor.collector, "uid 0", "clear table src")
+        self.assertIn("error: with workers", answer)  # type: ignore[arg-type]
+        self.assertIn("key=192.0.2.9", execute(supervisor.collector, "uid 0", "show table src"))  # type: ignore[arg-type]
+        ended = sumCounters(reports, {}, gauges=False)
+        self.assertEqual(ended["tables"], {})
+
+
+WORKERS_SITE = """
+from lbkit import Backend, Server, http, traffic
+from lbkit.stats import Page
+
+web = Backend("web", servers=[{servers}])
+clients = traffic.Table("clients", counters=["conn_cur", "http_req_rate(60s)"])
+listen = [
+    http.Frontend("tcp:{front}:interface=127.0.0.1", default=web, name="front", log=False,
+                  requestRules=[traffic.track(clients)]),
+    Page("tcp:{stats}:interface=127.0.0.1", socket={socket!r}),
+]
+"""
+
+
+class RealWorkersTests(TestCase):
+    """Two real worker processes: the supervisor's page shows what both counted in the table."""
+
+    from tests.test_workers import WorkersTests as _W
+
+    timeout = 120
+    setUp = _W.setUp
+    backend = _W.backend
+    start = _W.start
+    get = _W.get
+    command = _W.command
+
+    @defer.inlineCallbacks
+    def test_tableAcrossWorkers(self) -> Any:
+        """Twenty requests on new connections: /stats.json and show table count all twenty."""
+        from tests.test_store import waitUntil
+
+        path = os.path.abspath(self.mktemp()) + ".py"
+        with open(path, "w") as f:
+            f.write(WORKERS_SITE.format(servers=", ".join(f'Server("{n}", "127.0.0.1:{p}")' for n, p in self.ports.items()),
+                                        front=self.front, stats=self.stats, socket=self.socket))
+        supervisor = yield self.start(path)
+        for _ in range(20):
+            code, _ = yield self.get(self.front, "/")
+            self.assertEqual(code, 200)
+        yield waitUntil(lambda: _rate(supervisor) == 20)  # the workers report every second
+        code, body = yield self.get(self.stats, "/stats.json")
+        [t] = json.loads(body)["tables"]
+        self.assertEqual((t["name"], t["entries"][0]["key"], t["entries"][0]["http_req_rate"]), ("clients", "127.0.0.1", 20))
+        answer = yield self.command("show table clients")
+        self.assertRegex(answer, rb"key=127\.0\.0\.1 exp=\d+s conn_cur=0 http_req_rate\(60s\)=20\n")
+
+
+def _rate(supervisor: Any) -> int:
+    table = [t for item in supervisor.listen for t in tablesOf(item)][0]
+    rows = table.rows()
+    return int(rows[0]["http_req_rate"]) if rows else 0

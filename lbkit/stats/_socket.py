@@ -120,6 +120,8 @@ def _execute(collector: Collector, user: str, words: list[str]) -> str | Deferre
             table = findTable(collector.frontends(), name)
             if table is None:
                 raise AdminError(404, f"no table {name!r}")
+            if table.reported is not None:
+                raise AdminError(409, "with workers the tables live in the workers: clear table is not supported yet")
             cleared = table.clear(key[0] if key else None)
             collector.log.info("{user} ({via}): clear table {table} {key}: {n} keys", user=user, via=via,
                                table=name, key=key[0] if key else "(all)", n=cleared)

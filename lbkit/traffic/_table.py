@@ -147,6 +147,9 @@ class Table:
             self.shared = SharedCounts(store, name, size, self.expire, self.now, lambda: self.clock)
         self.clock = clock
         self.evicted = 0
+        #: With workers, in the supervisor: the sum of what the workers
+        #: reported (L{report}, L{merged}); L{None} elsewhere.
+        self.reported: Optional[dict[str, Any]] = None
         self._entries: OrderedDict[str, list[Any]] = OrderedDict()
         index = 2
         self.index: dict[str, int] = {}
@@ -169,7 +172,27 @@ class Table:
         return f"<traffic.Table {self.name} {self.key!r} {len(self._entries)}/{self.size}>"
 
     def __len__(self) -> int:
-        return len(self._entries)
+        reported = self.reported
+        return len(self._entries) if reported is None else int(reported["used"])
+
+    def report(self, limit: int = 50) -> dict[str, Any]:
+        """What a worker tells the supervisor (JSON): its size, evictions and C{limit} most recent keys."""
+        entries: dict[str, list[Any]] = {}
+        for key in reversed(self._entries):
+            entries[key] = self._entries[key][:-1]
+            if len(entries) >= limit:
+                break
+        return {"used": len(self._entries), "evicted": self.evicted, "entries": entries}
+
+    @staticmethod
+    def merged(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Several workers' L{report}s of one table as one: sizes summed, each key's entries together."""
+        entries: dict[str, list[list[Any]]] = {}
+        for report in reports:
+            for key, entry in report.get("entries", {}).items():
+                entries.setdefault(key, []).append(entry)
+        return {"used": sum(r.get("used", 0) for r in reports),
+                "evicted": sum(r.get("evicted", 0) for r in reports), "entries": entries}
 
     def now(self) -> float:
         """The time on the table's clock (the wall clock, what a reactor's is, while it has none)."""
@@ -307,6 +330,8 @@ class Table:
         C{key}, C{idle} (seconds), C{expiresIn} and each counter.
         """
         now = self.now() if now is None else now
+        if self.reported is not None:
+            return self._reportedRows(now, limit)
         self.expireNow(now)
         rows = []
         for key in reversed(self._entries):
@@ -319,6 +344,19 @@ class Table:
             if limit is not None and len(rows) >= limit:
                 break
         return rows
+
+    def _reportedRows(self, now: float, limit: Optional[int]) -> list[dict[str, Any]]:
+        assert self.reported is not None
+        rows = []
+        for key, parts in self.reported["entries"].items():
+            seen = max(p[_SEEN] for p in parts)
+            row: dict[str, Any] = {"key": key, "idle": max(0.0, now - seen),
+                                   "expiresIn": max(0.0, seen + self.expire - now)}
+            for counter in self.counters:
+                row[counter] = sum(self._local(p, counter, now) for p in parts)
+            rows.append(row)
+        rows.sort(key=lambda r: r["idle"])
+        return rows if limit is None else rows[:limit]
 
     def clear(self, key: Optional[str] = None) -> int:
         """Forget C{key} (every key, without one); return how many went."""
