@@ -64,7 +64,7 @@ class H2RequestHead:
         when there is one), then the client's fields without any host,
         content-length or te, then lbkit's own C{content-length} when the
         request has a declared or an empty body.
-    @ivar contentLength: The declared body length, or L{None} (then a body,
+    @ivar contentLength: The declared body length, or C{None} (then a body,
         if DATA follows, goes chunked).
     """
 
