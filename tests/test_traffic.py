@@ -308,10 +308,11 @@ class HTTPRuleTests(SynchronousTestCase):
         h = Harness(self, [track(t)])
         a = h.get(respond=b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
         b = h.get(respond=b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
+        c = h.get(respond=b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
         row = t.rows()[0]
-        self.assertEqual(row["http_err_rate"], 1)
-        self.assertEqual(row["bytes_in_rate"], 2 * len(GET))
-        self.assertEqual(row["bytes_out_rate"], len(a.transport.value()) + len(b.transport.value()))
+        self.assertEqual(row["http_err_rate"], 2)  # the 404 and the 401, not the 503
+        self.assertEqual(row["bytes_in_rate"], 3 * len(GET))
+        self.assertEqual(row["bytes_out_rate"], sum(len(x.transport.value()) for x in (a, b, c)))
 
     def test_keyByHeader(self) -> None:
         """A table by header counts per header value; a request without it is not counted."""

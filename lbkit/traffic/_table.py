@@ -369,8 +369,8 @@ class Table:
     def ended(self, entry: list[Any], status: int, bytesIn: int, bytesOut: int) -> None:
         """
         A request (connection) counted in C{entry} ended: one less in
-        C{conn_cur}; its status (a 4xx but 401 and 407 is an
-        C{http_err}, as HAProxy's default) and its bytes are counted.
+        C{conn_cur}; its status (any 4xx is an C{http_err}, as HAProxy
+        2.6 counts them) and its bytes are counted.
         Called by L{lbkit._model.Context.ended}.
         """
         entry[_CUR] -= 1
@@ -380,7 +380,7 @@ class Table:
             return
         now = self.now()
         i, period = self._err
-        if i >= 0 and 400 <= status < 500 and status != 401 and status != 407:
+        if i >= 0 and 400 <= status < 500:
             hit(entry, i, period, now, 1)
         (i, period), (j, jperiod) = self._bytes
         if i >= 0 and bytesIn:
