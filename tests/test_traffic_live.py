@@ -9,9 +9,10 @@ clients see.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectError
 from twisted.internet.protocol import ClientCreator, Protocol
@@ -31,6 +32,7 @@ from tests.helpers import (
 )
 from tests.test_http2 import HTTP2TestCase
 from tests.test_http_integration import HTTPTestCase, RawClient, backend, reactor
+from tests.test_stats_socket import _Collect
 
 GET = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n"
 
@@ -378,7 +380,6 @@ class ExampleTests(TrafficTestCase):
         import tempfile
 
         from tests.test_examples import EXAMPLES, startProcess, stopCleanly, twistd
-        from tests.test_stats_socket import _Collect
 
         cwd = tempfile.mkdtemp(prefix="lbkit-ex-")
         self.addCleanup(shutil.rmtree, cwd, True)
@@ -432,6 +433,7 @@ class HTTP2Tests(HTTP2TestCase):
 HAPROXY_TCP_CONN = """
 global
     maxconn 100
+    stats socket %(socket)s level admin
 defaults
     mode tcp
     timeout connect 5s
@@ -455,13 +457,18 @@ class HAProxyTCPComparisonTests(TrafficTestCase):
 
     @inlineCallbacks
     def attempt(self, port: int, data: bytes) -> Any:
-        """What a client sending C{data} (then closing its side) gets back: b"" if closed or reset at once."""
-        collector = Collector(data, halfClose=True)
+        """What a client sending C{data} gets back first (then it closes): b"" if closed or reset at once."""
+        client = Echoed(data)
         try:
-            yield ClientCreator(reactor, lambda: collector).connectTCP("127.0.0.1", port)
+            yield ClientCreator(reactor, lambda: client).connectTCP("127.0.0.1", port)
         except ConnectError:
             return b""
-        got = yield collector.done
+        # (the echo server is not half-closeable: the client keeps its side open until it has its answer)
+        client.lost.addCallback(lambda _: client.echoed.called or client.echoed.callback(b""))
+        got = yield client.echoed
+        if client.transport is not None and got:
+            client.transport.loseConnection()
+            yield client.lost
         return got
 
     @inlineCallbacks
@@ -469,24 +476,52 @@ class HAProxyTCPComparisonTests(TrafficTestCase):
         """With one connection open, a second gets nothing; once the first closes, a third is echoed."""
         echo = TrackingFactory(Echo)
         serverPort = listen(self, reactor, echo)
-        haproxy, _ = startHAProxy(self, reactor, HAPROXY_TCP_CONN % {"port": serverPort})
+        import shutil
+        import tempfile
+
+        directory = tempfile.mkdtemp(prefix="lbkit-t-")  # a UNIX socket's path must be short
+        self.addCleanup(shutil.rmtree, directory, True)
+        sock = os.path.join(directory, "haproxy.sock")
+        haproxy, _ = startHAProxy(self, reactor, HAPROXY_TCP_CONN % {"port": serverPort, "socket": sock})
+        limit = ConnLimit(1)
         frontend = TCPFrontend("tcp:0", Backend("be", [Server("a", f"127.0.0.1:{serverPort}")]), name="fe",
-                               log=False, rules=[ConnLimit(1)])
-        lbkit = listen(self, reactor, TrackingProxyFactory(frontend, reactor))
+                               log=False, rules=[limit])
+        proxies = TrackingProxyFactory(frontend, reactor)
+        lbkit = listen(self, reactor, proxies)
+
+        @inlineCallbacks
+        def haproxyFree() -> Any:
+            answer = b""
+            for _ in range(200):  # HAProxy's own word on its table, asked until the slot is back
+                client = _Collect()
+                yield connectProtocol(UNIXClientEndpoint(reactor, sock), client)
+                client.transport.write(b"show table fe\n")
+                answer = yield client.done
+                if b"conn_cur=1" not in answer:
+                    return
+            self.fail(f"HAProxy kept the slot: {answer!r}")
+
+        @inlineCallbacks
+        def lbkitFree() -> Any:
+            for proto in list(proxies.built):
+                yield proto.allGone()
+            self.assertEqual(limit.table.value("127.0.0.1", "conn_cur"), 0)
+
         seen = []
-        for port in (haproxy, lbkit):
+        for port, free in ((haproxy, haproxyFree), (lbkit, lbkitFree)):
+            index = len(echo.built)
             first = Echoed(b"one")
             yield ClientCreator(reactor, lambda first=first: first).connectTCP("127.0.0.1", port)
             echoed = yield first.echoed
             refused = yield self.attempt(port, b"two")
             first.transport.loseConnection()
             yield first.lost
-            # the proxy learns of the close a moment later: the first echoed attempt of a few
-            third = b""
-            for _ in range(20):
-                third = yield self.attempt(port, b"three")
-                if third:
-                    break
+            yield echo.lost[index]  # the proxy closed the server side: the session is ending
+            yield free()
+            third = yield self.attempt(port, b"three")
             seen.append((echoed, refused, third))
+        for proto in proxies.built:
+            yield proto.allGone()
+        yield gatherResults(echo.lost)
         self.assertEqual(seen[0], (b"one", b"", b"three"))
         self.assertEqual(seen[1], seen[0])
