@@ -101,6 +101,22 @@ class TrafficTestCase(HTTPTestCase):
         return c
 
     @inlineCallbacks
+    def attempt(self, port: int, data: bytes) -> Any:
+        """What a client sending C{data} gets back first (then it closes): b"" if closed or reset at once."""
+        client = Echoed(data)
+        try:
+            yield ClientCreator(reactor, lambda: client).connectTCP("127.0.0.1", port)
+        except ConnectError:
+            return b""
+        # (the echo server is not half-closeable: the client keeps its side open until it has its answer)
+        client.lost.addCallback(lambda _: client.echoed.called or client.echoed.callback(b""))
+        got = yield client.echoed
+        if client.transport is not None and got:
+            client.transport.loseConnection()
+            yield client.lost
+        return got
+
+    @inlineCallbacks
     def statuses(self, port: int, count: int, source: str) -> Any:
         """C{count} GETs one after the other, each on a new connection: their statuses."""
         seen = []
@@ -213,9 +229,8 @@ class TCPLimitTests(TrafficTestCase):
         first.transport.loseConnection()
         yield first.lost
         yield proxies.built[0].allGone()
-        third = Collector(b"three", halfClose=True)
-        yield ClientCreator(reactor, lambda: third).connectTCP("127.0.0.1", port)
-        self.assertEqual((yield third.done), b"three")
+        self.assertEqual((yield self.attempt(port, b"three")), b"three")
+        yield proxies.built[2].allGone()
         self.assertEqual((limit.refused, len(servers.built)), (1, 2))
 
     @inlineCallbacks
@@ -225,9 +240,7 @@ class TCPLimitTests(TrafficTestCase):
         port, servers, proxies = self.proxy([track(table), reject(when=above(table, "conn_rate", 2))])
         got = []
         for word in (b"a", b"b", b"c"):
-            c = Collector(word, halfClose=True)
-            yield ClientCreator(reactor, lambda c=c: c).connectTCP("127.0.0.1", port)
-            got.append((yield c.done))
+            got.append((yield self.attempt(port, word)))
         self.assertEqual(got, [b"a", b"b", b""])
         for p in proxies.built:
             yield p.allGone()
@@ -454,22 +467,6 @@ class HAProxyTCPComparisonTests(TrafficTestCase):
     """tcp mode: HAProxy's tcp-request connection track-sc0 / reject if sc_conn_cur(0) gt 1, and ConnLimit(1)."""
 
     timeout = 60
-
-    @inlineCallbacks
-    def attempt(self, port: int, data: bytes) -> Any:
-        """What a client sending C{data} gets back first (then it closes): b"" if closed or reset at once."""
-        client = Echoed(data)
-        try:
-            yield ClientCreator(reactor, lambda: client).connectTCP("127.0.0.1", port)
-        except ConnectError:
-            return b""
-        # (the echo server is not half-closeable: the client keeps its side open until it has its answer)
-        client.lost.addCallback(lambda _: client.echoed.called or client.echoed.callback(b""))
-        got = yield client.echoed
-        if client.transport is not None and got:
-            client.transport.loseConnection()
-            yield client.lost
-        return got
 
     @inlineCallbacks
     def test_connLimit(self) -> Any:
