@@ -4,7 +4,8 @@ http mode (layer 7): a reverse proxy that routes each request.
 Public names: L{Frontend}, L{Route}, the matchers (L{pathBegins} and
 friends), the request rules (header rules, and those that answer from
 the balancer: L{deny}, L{redirect}, L{respond} and friends; docs/rules.md),
-error pages (L{errorPage}) and L{Request}.
+error pages (L{errorPage}), response compression (L{Compression}) and
+L{Request}.
 """
 
 from lbkit.http._answers import (
@@ -22,6 +23,7 @@ from lbkit.http._answers import (
     setQuery,
     tarpit,
 )
+from lbkit.http._compression import Compression
 from lbkit.http._frontend import Frontend, HTTPProxyFactory
 from lbkit.http._h1 import HTTPFrontendProtocol
 from lbkit.http._headers import HTTP_LOG_FORMAT
@@ -88,4 +90,5 @@ __all__ = [
     "Answer",
     "errorPage",
     "ErrorPage",
+    "Compression",
 ]

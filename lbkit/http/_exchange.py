@@ -25,6 +25,7 @@ from lbkit._backend import Backend
 from lbkit._dispatch import Dispatch, DispatchFailed, DispatchState
 from lbkit._model import Context, Server
 from lbkit.http._body import CHUNKED, UNTIL_CLOSE
+from lbkit.http._compress import compressResponse
 from lbkit.http._headers import CODE_CLASS, clientSubject, logRequest, requestHead
 from lbkit.http._local import Held, answerFirst
 from lbkit.http._parse import BadMessage, Request, Response
@@ -33,15 +34,7 @@ from lbkit.http._routing import Route
 from lbkit.http._rules import rewriteRequest, rewriteResponse
 from lbkit.http._server import HTTPServerProtocol
 from lbkit.http._sides import ClientSide, Hooks
-from lbkit.http._states import (
-    ACTIVE,
-    ANSWERING,
-    DRAINING,
-    HEAD,
-    STREAMING,
-    TRANSITIONS,
-    TUNNEL,
-)
+from lbkit.http._states import ACTIVE, ANSWERING, DRAINING, HEAD, STREAMING, TRANSITIONS, TUNNEL
 from lbkit.proxyproto import formatV1, formatV2
 
 if TYPE_CHECKING:
@@ -309,7 +302,7 @@ class Exchange:
             head = self._head = requestHead(request, self.framing == CHUNKED, self.upgrading,
                                             self.frontend.forwardedFor, self._clientHost, self._scheme, dn)
         self.writeResponse = self.side.writeResponse
-        conn.startExchange(self, head, request.method == b"HEAD")
+        conn.startExchange(self, head, request.method)
         self.side.serverAttached(conn)
 
     # -- the response (ResponseSink) ---------------------------------------------
@@ -332,8 +325,7 @@ class Exchange:
         server.responses[key] += 1
         server.requests += 1
         self.factory.responses[key] += 1
-        # passive health: 5xx counts against the server (501 and 505 are
-        # the client's doing), anything else for it
+        # passive health: 5xx counts against the server (not 501, 505: the client's doing)
         if code >= 500 and code != 501 and code != 505:
             server.observe(False, f"Layer7 wrong status, code: {code}")
         else:
@@ -349,6 +341,8 @@ class Exchange:
         assert backend is not None and server is not None and self.context is not None
         routeRules = route.responseRules if isinstance(route, Route) else ()
         rewriteResponse(response, self, routeRules, self.frontend.responseRules, backend, server, self.context)
+        if self.frontend.compresses:  # (docs/http.md, "Compression")
+            return compressResponse(self, conn, response, framing)
         data = self.side.responseHeadBytes(response, framing, False)
         conn.bytes += len(data)
         return data
@@ -498,8 +492,7 @@ class Exchange:
             if conn.sink is self:
                 conn.sink = None
             if self.bytesOut == 0 and self.responseStarted:
-                # cut short (server gone, client gone, timeout): log what
-                # reached the client, as HAProxy does
+                # cut short (server gone, client gone, timeout): log what reached the client (HAProxy)
                 self.bytesOut = self.side.responseBytes(conn, False)
             conn.release(reusable and self.state is not TUNNEL, self.side.keepPrivate if conn.private else None)
         dispatch = self.dispatch

@@ -23,9 +23,11 @@ from lbkit.error import ConfigError
 from lbkit.http._acceptproxy import AcceptProxyFactory
 from lbkit.http._alpn import negotiating
 from lbkit.http._answers import checkedErrorPages
+from lbkit.http._compression import Compression
 from lbkit.http._h1 import HTTPFrontendProtocol
 from lbkit.http._h3glue import AltSvc, http3Port, http3Services
 from lbkit.http._headers import HTTP_LOG_FORMAT
+from lbkit.http._parse import PREFACE_HEAD
 from lbkit.http._pool import ConnectionPool
 from lbkit.http._routing import Route, checkedRules
 from lbkit.http._server import HTTPServerProtocol
@@ -57,7 +59,9 @@ class Frontend:
     @ivar default: The backend for requests no route takes.
     @ivar tls: The L{lbkit.tls.Certificates} this frontend terminates TLS
         with (also set from an C{ssl:} endpoint string), or C{None}.
-    @ivar http2: Offer HTTP/2 through ALPN on a TLS frontend.
+    @ivar http2: Offer HTTP/2 through ALPN on a TLS frontend, and speak it
+        to a client of a cleartext one that opens with the HTTP/2 preface
+        (h2c with prior knowledge).
     @ivar acceptProxy: Every connection starts with a PROXY protocol
         header (v1 or v2, before any TLS) from a balancer in front, whose
         source address is then the client's everywhere (C{X-Forwarded-For},
@@ -76,6 +80,10 @@ class Frontend:
         (else requests pay nothing for them).
     @ivar errorPages: Status -> L{lbkit.http.ErrorPage}: the bodies of the
         answers lbkit gives itself (HAProxy's C{errorfile}).
+    @ivar compression: The L{lbkit.http.Compression} of its responses
+        (a route may have its own), or C{None}.
+    @ivar compresses: Whether it or one of its routes compresses (else
+        responses pay nothing for it).
     @ivar http3: With C{http3=True}: the UDP port and interface where it
         also serves HTTP/3 over QUIC (its TCP port's number), advertised by
         an C{Alt-Svc} header on its responses; else C{None}.
@@ -109,6 +117,7 @@ class Frontend:
         errorPages: Optional[Any] = None,
         http3: bool = False,
         quicRetry: bool = False,
+        compression: Optional[Compression] = None,
     ) -> None:
         self.definedAt = definedAt()
         if not isinstance(endpoint, str):
@@ -164,6 +173,10 @@ class Frontend:
             self.responseRules.append(AltSvc(self.http3[0]))
         self.answeringRules = tuple(r for r in self.requestRules if IAnsweringRule.providedBy(r))
         self.answering = bool(self.answeringRules) or any(r.answeringRules for r in routes)
+        if compression is not None and not isinstance(compression, Compression):
+            raise ConfigError(f"http.Frontend {endpoint!r}: compression must be an http.Compression, not {compression!r}")
+        self.compression = compression
+        self.compresses = compression is not None or any(r.compression for r in routes)
         self.errorPages = checkedErrorPages(errorPages, f"http.Frontend {endpoint!r}")
         self.maxIdlePerServer = maxIdlePerServer
         self.poolIdleTimeout = float(poolIdleTimeout)
@@ -252,6 +265,33 @@ class HTTPProxyFactory(DrainingFactory, Factory):
 
     def stopFactory(self) -> None:
         self.pool.closeAll()
+
+    def handOverH2c(self, conn: HTTPFrontendProtocol, head: bytes, rest: bytes) -> bool:
+        """
+        C{conn} read a request head it cannot parse, C{head}, then C{rest}.
+        If that is the HTTP/2 preface, as the first bytes of a cleartext
+        connection (h2c with prior knowledge), and the frontend speaks
+        HTTP/2 there (C{http2=True}, no TLS, the C{h2} package), hand the
+        connection to an L{lbkit.http._h2.H2FrontendProtocol} whose streams
+        go to servers with scheme C{http}, and give it all the bytes.
+
+        @return: Whether it was handed over (else the head is a bad request).
+        """
+        frontend = self.frontend
+        exchange = conn.exchange
+        if head != PREFACE_HEAD or H2_PROTOCOL is None or not frontend.http2 or frontend.tls is not None:
+            return False
+        if exchange is None or exchange.started:
+            return False
+        h2: Any = H2_PROTOCOL()
+        h2.factory = self
+        h2.scheme = b"http"
+        conn.speakH2(h2)
+        self.connectionClosed(conn)
+        self.total -= 1  # one connection: h2 counts it again
+        h2.makeConnection(conn.transport)
+        h2.dataReceived(head + b"\r\n\r\n" + rest)
+        return True
 
     def logAccess(self, fields: dict[str, Any]) -> None:
         """Emit the access-log line of one finished request."""
