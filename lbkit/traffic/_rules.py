@@ -188,7 +188,7 @@ def atMost(table: Table, counter: str, value: float) -> IRequestMatcher:
 
 
 class _Counter:
-    """A header value (an L{lbkit.http.Source}): a counter of the request's key, as decimal digits."""
+    """A header value (a C{Source} of L{lbkit.http._rules}): a counter of the request's key, as decimal digits."""
 
     def __init__(self, table: Table, name: str) -> None:
         _Compare("counter", table, name, 0)  # the same checks
