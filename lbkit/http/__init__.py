@@ -4,7 +4,8 @@ http mode (layer 7): a reverse proxy that routes each request.
 Public names: L{Frontend}, L{Route}, the matchers (L{pathBegins} and
 friends), the request rules (header rules, and those that answer from
 the balancer: L{deny}, L{redirect}, L{respond} and friends; docs/rules.md),
-error pages (L{errorPage}) and L{Request}.
+error pages (L{errorPage}), request IDs and trace context (L{Tracing};
+docs/tracing.md) and L{Request}.
 """
 
 from lbkit.http._answers import (
@@ -45,6 +46,7 @@ from lbkit.http._routing import (
 )
 from lbkit.http._rules import addHeader, clientAddress, clientPort, deleteHeader, setHeader
 from lbkit.http._server import HTTPServerProtocol
+from lbkit.http._tracing import HTTP_TRACED_LOG_FORMAT, Tracing
 
 __all__ = [
     "Frontend",
@@ -56,6 +58,8 @@ __all__ = [
     "HTTPFrontendProtocol",
     "HTTPServerProtocol",
     "HTTP_LOG_FORMAT",
+    "HTTP_TRACED_LOG_FORMAT",
+    "Tracing",
     "pathBegins",
     "pathIs",
     "pathEnds",

@@ -79,11 +79,11 @@ class Exchange:
     @ivar held: The L{Held} answer (tarpit) it waits to give, or L{None}.
     """
 
-    # ResponseSink
-    upgrading = False
+    upgrading = False  # (ResponseSink)
     decodesChunked = False
     writeResponse: Callable[[bytes], None]
     held: Optional[Held] = None
+    trace: Any = None  # an http._tracing.Trace (docs/tracing.md)
 
     def __init__(
         self,
@@ -142,7 +142,6 @@ class Exchange:
         return f"<Exchange {self.state.name} {self.request!r}>"
 
     def _go(self, event: str) -> None:
-        # the transitions every request makes look TRANSITIONS up inline
         try:
             self.state = TRANSITIONS[self.state][event]
         except KeyError:
@@ -193,6 +192,8 @@ class Exchange:
         self.backend = None
         self.context = Context(client=self.client, frontend=self.frontend.name, request=request)
         self.factory.requests += 1
+        if self.frontend.tracer is not None:
+            self.frontend.tracer.begin(self, request)
 
     def forward(self) -> None:
         """

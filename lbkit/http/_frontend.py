@@ -29,6 +29,7 @@ from lbkit.http._headers import HTTP_LOG_FORMAT
 from lbkit.http._pool import ConnectionPool
 from lbkit.http._routing import Route, checkedRules
 from lbkit.http._server import HTTPServerProtocol
+from lbkit.http._tracing import HTTP_TRACED_LOG_FORMAT, Tracing, tracerFor
 from lbkit.interfaces import IAnsweringRule, IListener
 from lbkit.tls import Certificates, fromSSLEndpoint, h2Available, serverFactory
 
@@ -79,6 +80,8 @@ class Frontend:
     @ivar http3: With C{http3=True}: the UDP port and interface where it
         also serves HTTP/3 over QUIC (its TCP port's number), advertised by
         an C{Alt-Svc} header on its responses; else L{None}.
+    @ivar tracer: With C{requestId=} or C{tracing=}: the
+        L{lbkit.http._tracing.RequestTracer} (docs/tracing.md); else L{None}.
     """
 
     def __init__(
@@ -104,6 +107,8 @@ class Frontend:
         timeoutRequestBody: Optional[float] = None,
         errorPages: Optional[Any] = None,
         http3: bool = False,
+        requestId: Any = False,
+        tracing: "bool | Tracing" = False,
     ) -> None:
         self.definedAt = definedAt()
         if not isinstance(endpoint, str):
@@ -160,6 +165,7 @@ class Frontend:
         self.maxIdlePerServer = maxIdlePerServer
         self.poolIdleTimeout = float(poolIdleTimeout)
         self.log = log
+        self.tracer = tracerFor(requestId, tracing, f"http.Frontend {endpoint!r}")
         self.factory = factory or HTTPProxyFactory
         self.factories: list[HTTPProxyFactory] = []
 
@@ -248,7 +254,7 @@ class HTTPProxyFactory(DrainingFactory, Factory):
     def logAccess(self, fields: dict[str, Any]) -> None:
         """Emit the access-log line of one finished request."""
         if self.frontend.log:
-            self.accessLog.info(HTTP_LOG_FORMAT, **fields)
+            self.accessLog.info(HTTP_LOG_FORMAT if self.frontend.tracer is None else HTTP_TRACED_LOG_FORMAT, **fields)
 
     def logsPlainly(self) -> bool:
         """

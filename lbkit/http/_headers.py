@@ -15,6 +15,7 @@ from lbkit._address import formatAddress
 from lbkit._logline import formatHTTPLine, httpDate, httpFields
 from lbkit.http._answers import ErrorPage
 from lbkit.http._parse import Request, Response
+from lbkit.http._tracing import endTrace
 
 if TYPE_CHECKING:
     from lbkit.http._exchange import Exchange
@@ -315,6 +316,9 @@ def logRequest(exchange: Exchange, factory: HTTPProxyFactory) -> None:
     go to the C{finished} hook and C{factory.logAccess}, unless nobody
     would see them.
     """
+    if exchange.trace is not None:
+        endTrace(exchange, factory, logValues(exchange))  # (docs/tracing.md)
+        return
     sink = factory.accessSink
     plain = exchange.plainLog
     if sink is not None and sink.active and plain is not None and plain():
