@@ -46,6 +46,7 @@ LAYERS: dict[str, int] = {
     "lbkit._settings": 0,
     "lbkit.proxyproto": 0,
     "lbkit._logline": 0,
+    "lbkit._latency": 0,
     "lbkit.http._parse": 0,
     "lbkit.http._body": 0,
     # 1 model: Server, Context, ServerState

@@ -36,6 +36,7 @@ __all__ = [
     "responseHead",
     "clientSubject",
     "logFields",
+    "recordLatency",
 ]
 
 #: The access-log line of one http request (see docs/http.md).
@@ -308,6 +309,31 @@ def logValues(exchange: Exchange) -> tuple[Any, ...]:
     )
 
 
+def recordLatency(exchange: Exchange, latency: Any) -> None:
+    """
+    Add the timings of the request of C{exchange}, as it ends, to its
+    server's (or, with none, its backend's) L{lbkit._latency.Latency}:
+    the C{Tw}, C{Tc}, C{Tr}, C{Ta} of L{logValues}, in seconds.
+    """
+    start = exchange.startedAt
+    dispatch = exchange.dispatch
+    chosen = connected = -1.0
+    fresh = False
+    if dispatch is not None:
+        chosen, connected, fresh = dispatch.chosenAt, dispatch.connectedAt, not dispatch.reused
+    if exchange.waitedUntil >= 0:
+        chosen = exchange.waitedUntil
+    responded = exchange.respondedAt
+    latency.add((
+        chosen - start if chosen >= 0 else -1.0,
+        connected - chosen if connected >= 0 and chosen >= 0 else -1.0,
+        responded - connected if responded >= 0 and connected >= 0 else -1.0,
+        exchange.reactor.seconds() - start,
+        fresh,
+        exchange.server is not None,
+    ))
+
+
 def logRequest(exchange: Exchange, factory: HTTPProxyFactory) -> None:
     """
     Log the request of C{exchange} as it ends: formatted here and handed
@@ -316,6 +342,12 @@ def logRequest(exchange: Exchange, factory: HTTPProxyFactory) -> None:
     go to the C{finished} hook and C{factory.logAccess}, unless nobody
     would see them.
     """
+    server = exchange.server
+    if server is not None:
+        if server.latency is not None:
+            recordLatency(exchange, server.latency)
+    elif getattr(exchange.backend, "latency", None) is not None:
+        recordLatency(exchange, exchange.backend.latency)  # type: ignore[union-attr]
     if exchange.trace is not None:
         endTrace(exchange, factory, logValues(exchange))  # (docs/tracing.md)
         return

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from lbkit._backend import Backend, backendsOf
+from lbkit._latency import Latency
 from lbkit._model import Server, ServerListenerMixin, ServerState
 from lbkit.interfaces import IServerListener
 
@@ -117,6 +118,28 @@ def modeOf(frontend: Any) -> str:
     return "other"
 
 
+def timed(backend: Backend) -> Latency:
+    """
+    The L{Latency} of C{backend}, given to it and to each of its servers
+    that has none yet: from then on their requests are timed
+    (docs/stats.md, "Latency").
+    """
+    latency: Latency | None = getattr(backend, "latency", None)
+    if latency is None:
+        latency = backend.latency = Latency()  # type: ignore[attr-defined]
+    for server in backend.servers:
+        if server.latency is None:
+            server.latency = Latency(latency)
+    return latency
+
+
+def _times(latency: Latency | None, others: Sequence[Latency] = ()) -> dict[str, Any] | None:
+    """The C{times} of a row: HAProxy's averages and the histograms."""
+    if latency is None:
+        return None
+    return {**latency.averages(), "histograms": latency.histograms(others)}
+
+
 @implementer(IServerListener)
 class Collector(ServerListenerMixin):
     """
@@ -158,6 +181,7 @@ class Collector(ServerListenerMixin):
         self.listen = list(listen)
         self.bound = True
         for backend in backendsOf(self.listen):
+            timed(backend)
             if id(backend) not in self._subscribed:
                 self._subscribed.add(id(backend))
                 backend.addListener(self)
@@ -243,12 +267,14 @@ class Collector(ServerListenerMixin):
                 "configured": server.slowstart > 0,
                 "percent": None if ramp >= 1.0 else int(ramp * 100),
             },
+            "times": _times(server.latency),
         }
 
     def backend(self, backend: Backend, now: float | None = None) -> dict[str, Any]:
         """One backend and its servers (docs/stats.md, "backend object")."""
         if now is None:
             now = self.now()
+        latency = timed(backend)  # (servers a reload or discovery added are timed from now on)
         servers = [self.server(s, now) for s in backend.servers]
         total = sum(s.total for s in backend.servers)
         requests = _sumAttr(backend.servers, "requests") or None
@@ -282,6 +308,7 @@ class Collector(ServerListenerMixin):
             "redispatches": getattr(
                 backend, "redispatches", sum(getattr(s, "redispatches", 0) for s in backend.servers)
             ),
+            "times": _times(latency, [s.latency for s in backend.servers if s.latency is not None]),
             "servers": servers,
         }
 

@@ -79,8 +79,16 @@ def _num(value: Any) -> str:
 _HEAD = (
     "Name", "State", "Weight", "Cur", "Max", "Limit", "Total", "Rate", "Queue",
     "Bytes in", "Bytes out", "Req/s", "Conn err", "Retries",
-    "Redisp", "Last check", "Slow start",
+    "Redisp", "Q/C/R/T ms", "Last check", "Slow start",
 )
+
+
+def _times(times: dict[str, Any] | None) -> Tag:
+    """HAProxy's qtime/ctime/rtime/ttime averages, as its log shows times."""
+    if not times or not times["samples"]:
+        return tags.td("-")
+    text = f"{times['qtime']}/{times['ctime']}/{times['rtime']}/{times['ttime']}"
+    return tags.td(text, class_="times", title=f"averages over the last {times['samples']} requests")
 
 
 def _hasResponses(snapshot: dict[str, Any]) -> bool:
@@ -179,7 +187,7 @@ class StatsElement(Element):
                 tags.td(formatBytes(fe["bytes"]["out"])),
                 tags.td(_num(requests["rate"]) if requests else "-"),
                 *self._responseCells(fe["responses"]),
-                *[tags.td("-") for _ in range(5)],
+                *[tags.td("-") for _ in range(6)],
                 *([tags.td("")] if self.admin else []),
                 class_="total",
                 id=f"frontend-{fe['name']}",
@@ -229,6 +237,7 @@ class StatsElement(Element):
             tags.td(str(sv["errors"]["connect"])),
             tags.td(str(sv["retries"])),
             tags.td(str(sv["redispatches"])),
+            _times(sv.get("times")),
             tags.td(last, class_="text DOWN" if check["status"] == "failed" else "text"),
             tags.td("-" if ramp is None else f"{ramp}%"),
         ]
@@ -280,6 +289,7 @@ class StatsElement(Element):
             tags.td(str(be["errors"]["connect"])),
             tags.td(str(be["retries"])),
             tags.td(str(be["redispatches"])),
+            _times(be.get("times")),
             tags.td(f"no server: {be['noServer']}", class_="text"),
             tags.td("-"),
             *([tags.td("")] if self.admin else []),
