@@ -130,7 +130,7 @@ class JSONTests(SynchronousTestCase):
             {
                 "name", "backend", "id", "address", "state", "stateSeconds", "weight",
                 "initialWeight", "effectiveWeight", "backup", "sessions", "requests", "bytes",
-                "responses", "errors", "retries", "redispatches", "check", "slowstart", "times",
+                "responses", "errors", "retries", "redispatches", "check", "slowstart", "times", "timeline",
             },
         )
         self.assertEqual(set(server["sessions"]), {"current", "max", "limit", "total", "rate"})

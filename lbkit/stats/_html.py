@@ -10,6 +10,7 @@ from typing import Any
 
 from twisted.web.template import Element, Tag, XMLString, renderer, tags
 
+from lbkit.stats._charts import charts, timeline
 from lbkit.stats._collect import RESPONSE_CLASSES
 
 __all__: list[str] = []
@@ -26,6 +27,8 @@ tr.total td { background: #eee; font-weight: bold; }
 form { display: inline; margin: 0; } button { font-size: 11px; }
 input.weight { width: 3em; font-size: 11px; }
 p.note { color: #555; }
+div.charts { margin: 4px 0; } svg.chart { vertical-align: top; margin-right: 4px; }
+div.timeline { font-size: 11px; margin: 1px 0; } span.server-name { display: inline-block; width: 10em; }
 """
 
 _TEMPLATE = """\
@@ -193,7 +196,8 @@ class StatsElement(Element):
                 id=f"frontend-{fe['name']}",
             )
             title = f"Frontend {fe['name']} ({fe['mode']}, {fe['endpoint']}) \u2192 {', '.join(fe['backends'])}"
-            out.append(tags.div(tags.h2(title), tags.table(self._header(), row), class_="frontend"))
+            out.append(tags.div(tags.h2(title), tags.table(self._header(), row), charts(fe.get("history")),
+                                class_="frontend", id=f"frontend-{fe['name']}-charts"))
         return out
 
     @renderer
@@ -207,7 +211,9 @@ class StatsElement(Element):
                 f"{k} {be[k]}" for k in ("balance", "health", "persistence") if be[k] is not None
             )
             title = f"Backend {be['name']} ({policy}): {be['serversUp']} up, {be['backupsUp']} backup up"
-            out.append(tags.div(tags.h2(title), tags.table(*rows), class_="backend", id=f"backend-{be['name']}"))
+            bands = [timeline(sv["name"], sv["timeline"]) for sv in be["servers"] if sv.get("timeline")]
+            out.append(tags.div(tags.h2(title), tags.table(*rows), charts(be.get("history")), *bands,
+                                class_="backend", id=f"backend-{be['name']}"))
         return out
 
     def _serverRow(self, sv: dict[str, Any]) -> Tag:
