@@ -13,8 +13,9 @@ and two stores, and the bucketing runs in a tight loop.
 
 The averages are HAProxy's C{qtime}, C{ctime}, C{rtime} and C{ttime}
 (doc/management.txt): in ms, over the last L{WINDOW} requests that got a
-response head (a reused connection counts 0 for C{ctime}); exact, over
-the ring, where HAProxy keeps a sliding approximation.
+response head (a reused connection counts 0 for C{ctime}), or tcp
+connections that connected (C{rtime} 0); exact, over the ring, where
+HAProxy keeps a sliding approximation.
 
 Foundation: imports nothing from lbkit.
 """
@@ -24,7 +25,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import Any, Optional
 
-__all__ = ["Latency", "BUCKETS", "WINDOW", "METRICS"]
+__all__ = ["Latency", "BUCKETS", "WINDOW", "METRICS", "NO_RESPONSE"]
 
 #: How many of the last samples the averages cover.
 WINDOW = 1024
@@ -36,6 +37,9 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 #: connections only), to the response head (C{Tw + Tc + Tr}) and in all
 #: (C{Ta}).
 METRICS = ("queue", "connect", "response", "total")
+#: The C{Tr} of a tcp connection: no response head, yet counted (as 0 in
+#: C{rtime}) in the averages once connected, as HAProxy does in tcp mode.
+NO_RESPONSE = -2.0
 
 
 class Latency:
@@ -76,6 +80,18 @@ class Latency:
                 parent.fold()
             parent.ring[at & _MASK] = sample
             parent.at = at + 1
+
+    def addConnection(self, dispatch: Any, connected: bool, total: float, served: bool) -> None:
+        """
+        Add the sample of a tcp connection that ended after C{total}
+        seconds: C{Tw} the time its L{lbkit._dispatch.Dispatch} queued,
+        C{Tc} the connect time if C{connected} (C{Tr}: L{NO_RESPONSE}).
+        """
+        if dispatch is None:
+            self.add((-1.0, -1.0, -1.0, total, False, served))
+            return
+        connect = dispatch.connectedAt - dispatch.chosenAt if connected and dispatch.connectedAt >= 0 else -1.0
+        self.add((dispatch.waited, connect, NO_RESPONSE if connect >= 0 else -1.0, total, connect >= 0, served))
 
     def fold(self) -> None:
         """Count the samples added since the last fold into the histograms."""
@@ -140,12 +156,12 @@ class Latency:
         counted = 0
         for sample in self.ring[:n] if self.at < WINDOW else self.ring:
             tw, tc, tr, ta = sample[0], sample[1], sample[2], sample[3]
-            if tr < 0 or tc < 0:
+            if tc < 0 or (tr < 0 and tr != NO_RESPONSE):
                 continue
             counted += 1
             q += max(tw, 0.0)
             c += tc
-            r += tr
+            r += max(tr, 0.0)
             t += ta
         if not counted:
             return {"qtime": 0, "ctime": 0, "rtime": 0, "ttime": 0, "samples": 0}

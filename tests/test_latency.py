@@ -24,6 +24,7 @@ from lbkit._model import ServerState
 from lbkit.testing import FakeEndpoint, HTTPHarness
 from tests.helpers import listen, startHAProxy
 from tests.test_stats import Client
+from tests.test_tcp import Harness
 
 reactor: Any = _reactor
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -271,3 +272,31 @@ class HAProxyTests(TestCase):
             self.assertTrue(70 <= ours[key] <= 130, (key, ours))
             self.assertLessEqual(abs(ours[key] - int(theirs[key])), 25, (key, ours, theirs))
         self.assertEqual(ours["samples"], 4)
+
+
+class TCPTests(SynchronousTestCase):
+    """tcp mode: connections are timed as HAProxy times them (no response: rtime 0)."""
+
+    def test_connectionTimed(self) -> None:
+        """A relayed connection adds its queue, connect and total times; a refused one only to its backend."""
+        endpoint = FakeEndpoint()
+        server = Server("a", endpoint)
+        h = Harness(self, [server])
+        page = stats.Page("tcp:8404")
+        page.bindSite([h.frontend, page])
+        proto, _ = h.accept()
+        h.reactor.advance(0.004)
+        endpoint.succeed()
+        h.reactor.advance(0.5)
+        h.end(proto)
+        server.setState(ServerState.MAINT)
+        proto, _ = h.accept()
+        h.end(proto)
+        [be] = page.collector.snapshot()["backends"]
+        times = be["servers"][0]["times"]
+        self.assertEqual({k: times[k] for k in ("qtime", "ctime", "rtime", "ttime", "samples")},
+                         {"qtime": 0, "ctime": 4, "rtime": 0, "ttime": 504, "samples": 1})
+        self.assertEqual(times["histograms"]["connect"]["count"], 1)
+        self.assertEqual(times["histograms"]["response"]["count"], 0)
+        self.assertEqual(be["times"]["histograms"]["total"]["count"], 2)
+        self.assertEqual(be["times"]["samples"], 1)

@@ -461,6 +461,9 @@ class TCPFrontendProtocol(Protocol):
             server.bytesIn += self.bytes
             server.bytesOut += bytesOut
             dispatch.release()
+        latency = server.latency if server is not None else getattr(self.backend, "latency", None)
+        if latency is not None:  # (a stats page times it: docs/stats.md, "Latency")
+            latency.addConnection(dispatch, peer is not None, self.reactor.seconds() - self.start, server is not None)
         finished = getattr(self.finished, "__func__", None) is not TCPFrontendProtocol.finished
         sink = factory.accessSink
         if not finished and not factory.logsAccess():
