@@ -6,6 +6,7 @@ opentelemetry-sdk installed, the span of each request.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -21,6 +22,8 @@ from lbkit.error import ConfigError
 from lbkit.http._tracing import HTTP_TRACED_LOG_FORMAT, otelAvailable, parseTraceparent
 from lbkit.testing import FakeEndpoint, HTTPHarness
 from tests.test_examples import EXAMPLES, REPO, needCurl, startProcess, stopCleanly, twistd
+from tests.test_http2 import HTTP2TestCase
+from tests.test_http_integration import backend
 
 try:
     from opentelemetry.sdk.trace import TracerProvider
@@ -309,3 +312,19 @@ class ExampleTests(TestCase):
         if TracerProvider is not None:
             yield watcher.waitFor(f'"trace_id": "0x{traceId}"')
         yield stopCleanly(self, watcher, process)
+
+
+class HTTP2Tests(HTTP2TestCase):
+    """An HTTP/2 stream is traced like an HTTP/1.1 request (real curl --http2)."""
+
+    @inlineCallbacks
+    def test_curlHTTP2(self) -> Any:
+        """The server sees the trace continued and a request ID over HTTP/2."""
+        port = self.tlsFrontend(default=backend("app", [self.site("app1")[0]]), requestId=True, tracing=True)
+        out = yield self.curl(port, "--http2", "-H", f"traceparent: {VALID}", "-w", "\n%{http_version}")
+        body, version = out.rsplit("\n", 1)
+        self.assertEqual(version, "2")
+        headers = json.loads(body)["headers"]
+        [traceparent] = headers["traceparent"]
+        self.assertRegex(traceparent, f"^00-{TRACE}-(?!{PARENT})[0-9a-f]{{16}}-01$")
+        self.assertRegex(headers["x-request-id"][0], "^[0-9a-f-]{36}$")
