@@ -25,7 +25,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import Any, Optional
 
-__all__ = ["Latency", "BUCKETS", "WINDOW", "METRICS", "NO_RESPONSE"]
+__all__ = ["Latency", "BUCKETS", "WINDOW", "METRICS", "NO_RESPONSE", "mergeReports", "timeBackend"]
 
 #: How many of the last samples the averages cover.
 WINDOW = 1024
@@ -52,7 +52,7 @@ class Latency:
     @ivar at: Samples added, ever.
     """
 
-    __slots__ = ("ring", "at", "folded", "counts", "sums", "observed", "parent", "served")
+    __slots__ = ("ring", "at", "folded", "counts", "sums", "observed", "parent", "served", "external")
 
     def __init__(self, parent: Optional[Latency] = None) -> None:
         self.ring: list[Any] = [None] * WINDOW
@@ -65,6 +65,9 @@ class Latency:
         #: A backend's histograms count only the requests no server took
         #: (the servers' own are added when read); a server's, all.
         self.served = parent is not None
+        #: With worker processes (L{lbkit.workers}): the sum of their
+        #: L{report}s, shown instead of (the empty) own samples; else L{None}.
+        self.external: Optional[dict[str, Any]] = None
 
     def add(self, sample: tuple[float, float, float, float, bool, bool]) -> None:
         """Add C{(Tw, Tc, Tr, Ta, fresh, served)}, to the parent's too."""
@@ -135,9 +138,10 @@ class Latency:
             counts = [0] * (len(BUCKETS) + 1)
             total = 0.0
             for source in sources:
-                for i, n in enumerate(source.counts[k]):
-                    counts[i] += n
-                total += source.sums[k]
+                for sourceCounts, sourceSums in source._histogramData():
+                    for i, n in enumerate(sourceCounts[k]):
+                        counts[i] += n
+                    total += sourceSums[k]
             cumulative, running = [], 0
             for n in counts:
                 running += n
@@ -145,12 +149,36 @@ class Latency:
             found[name] = {"buckets": cumulative, "sum": total, "count": running}
         return found
 
+    def _histogramData(self) -> list[tuple[list[list[int]], list[float]]]:
+        found = [(self.counts, self.sums)]
+        if self.external is not None:
+            found.append((self.external["counts"], self.external["sums"]))
+        return found
+
     def averages(self) -> dict[str, int]:
         """
         HAProxy's C{qtime}, C{ctime}, C{rtime}, C{ttime} (ms) over the last
         L{WINDOW} samples that got a response head, and C{samples}, how
-        many that is.
+        many that is (with worker processes: over the last L{WINDOW} of
+        each).
         """
+        q, c, r, t, counted = self.external["window"] if self.external is not None else self.windowSums()
+        if not counted:
+            return {"qtime": 0, "ctime": 0, "rtime": 0, "ttime": 0, "samples": 0}
+        ms = 1000.0 / counted
+        return {"qtime": round(q * ms), "ctime": round(c * ms), "rtime": round(r * ms), "ttime": round(t * ms),
+                "samples": int(counted)}
+
+    def report(self) -> dict[str, Any]:
+        """
+        What a worker process reports of it (JSON): the histograms'
+        C{counts} and C{sums}, and the C{window} sums of L{windowSums}.
+        """
+        self.fold()
+        return {"counts": [list(c) for c in self.counts], "sums": list(self.sums), "window": self.windowSums()}
+
+    def windowSums(self) -> list[float]:
+        """C{[Tw, Tc, Tr, Ta, n]}: the sums (seconds) over the samples L{averages} counts, and how many."""
         n = min(self.at, WINDOW)
         q = c = r = t = 0.0
         counted = 0
@@ -163,8 +191,36 @@ class Latency:
             c += tc
             r += max(tr, 0.0)
             t += ta
-        if not counted:
-            return {"qtime": 0, "ctime": 0, "rtime": 0, "ttime": 0, "samples": 0}
-        ms = 1000.0 / counted
-        return {"qtime": round(q * ms), "ctime": round(c * ms), "rtime": round(r * ms), "ttime": round(t * ms),
-                "samples": counted}
+        return [q, c, r, t, counted]
+
+
+def mergeReports(total: Optional[dict[str, Any]], part: dict[str, Any], window: bool = True) -> dict[str, Any]:
+    """
+    C{total} plus the L{Latency.report} C{part} (a new dict if C{total}
+    is L{None}); C{part}'s window is left out unless C{window} (a worker
+    that ended keeps its histograms, not its last requests).
+    """
+    if total is None:
+        total = {"counts": [[0] * (len(BUCKETS) + 1) for _ in METRICS], "sums": [0.0] * len(METRICS),
+                 "window": [0.0, 0.0, 0.0, 0.0, 0]}
+    for k in range(len(METRICS)):
+        total["counts"][k] = [a + b for a, b in zip(total["counts"][k], part["counts"][k], strict=True)]
+        total["sums"][k] += part["sums"][k]
+    if window:
+        total["window"] = [a + b for a, b in zip(total["window"], part["window"], strict=True)]
+    return total
+
+
+def timeBackend(backend: Any) -> Latency:
+    """
+    The L{Latency} of C{backend} (an L{lbkit.Backend}), given to it and to
+    each of its servers that has none yet: from then on their requests are
+    timed (docs/stats.md, "Latency").
+    """
+    latency: Optional[Latency] = getattr(backend, "latency", None)
+    if latency is None:
+        latency = backend.latency = Latency()
+    for server in backend.servers:
+        if server.latency is None:
+            server.latency = Latency(latency)
+    return latency

@@ -22,8 +22,9 @@ from lbkit.demo import HelloServer
 from lbkit.service import LoadBalancerService
 from lbkit.stats._history import POINTS, SPAN, STEP, History, quantile
 from lbkit.testing import FakeEndpoint, HTTPHarness
+from tests import test_stats_browser
 from tests.test_stats import Client
-from tests.test_stats_browser import ARTIFACTS, BrowserTests, _port
+from tests.test_stats_browser import ARTIFACTS, _port
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -123,9 +124,9 @@ class ChromiumChartTests(TestCase):
     """Headless Chromium draws the charts, and they change as traffic flows."""
 
     timeout = 60
-    setUp = BrowserTests.setUp
-    chromium = BrowserTests.chromium
-    dumpDOM = BrowserTests.dumpDOM
+    setUp = test_stats_browser.BrowserTests.setUp
+    chromium = test_stats_browser.BrowserTests.chromium
+    dumpDOM = test_stats_browser.BrowserTests.dumpDOM
 
     def charts(self, dom: str, name: str) -> dict[str, str]:
         section = re.search(rf'id="backend-{name}"(.*?)</table>(.*?)(<div class="backend"|</body>)', dom, re.S)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -19,9 +20,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from lbkit import Backend, Server, http, stats
-from lbkit._latency import BUCKETS, WINDOW, Latency
+from lbkit._latency import BUCKETS, WINDOW, Latency, timeBackend
 from lbkit._model import ServerState
+from lbkit._workerproc import applyCounters, countersOf, sumCounters
 from lbkit.testing import FakeEndpoint, HTTPHarness
+from tests import test_workers
 from tests.helpers import listen, startHAProxy
 from tests.test_stats import Client
 from tests.test_tcp import Harness
@@ -300,3 +303,51 @@ class TCPTests(SynchronousTestCase):
         self.assertEqual(times["histograms"]["response"]["count"], 0)
         self.assertEqual(be["times"]["histograms"]["total"]["count"], 2)
         self.assertEqual(be["times"]["samples"], 1)
+
+
+class WorkerTests(TestCase):
+    """With worker processes, the supervisor's page shows the workers' latency."""
+
+    timeout = 120
+    setUp = test_workers.WorkersTests.setUp
+    backend = test_workers.WorkersTests.backend
+    writeSite = test_workers.WorkersTests.writeSite
+    start = test_workers.WorkersTests.start
+    get = test_workers.WorkersTests.get
+
+    def test_reportsSummed(self) -> None:
+        """Workers' histograms add up; the averages cover each live worker's window, not an ended one's."""
+        sites = []
+        for ms in (10, 30):
+            web = Backend("web", servers=[Server("a", "127.0.0.1:1")])
+            timeBackend(web)
+            web.servers[0].latency.add(sample(tr=ms / 1000, ta=ms / 1000))  # type: ignore[union-attr]
+            sites.append([http.Frontend("tcp:0", default=web)])
+        reports = [countersOf(site) for site in sites]
+        mine = Backend("web", servers=[Server("a", "127.0.0.1:1")])
+        timeBackend(mine)
+        applyCounters([http.Frontend("tcp:0", default=mine)], sumCounters(reports, {}))
+        server = mine.servers[0].latency
+        assert server is not None
+        self.assertEqual(server.histograms()["total"]["count"], 2)
+        self.assertEqual(server.averages()["rtime"], 20)
+        ended = sumCounters([reports[0]], {}, gauges=False)
+        applyCounters([http.Frontend("tcp:0", default=mine)], sumCounters([reports[1]], ended))
+        self.assertEqual(server.histograms()["total"]["count"], 2)
+        self.assertEqual(server.averages()["rtime"], 30)
+
+    @inlineCallbacks
+    def test_workersTimed(self) -> Any:
+        """Requests served by two worker processes are timed on the supervisor's /stats.json and /metrics."""
+        supervisor = yield self.start(self.writeSite())
+        for _ in range(6):
+            code, body = yield self.get(self.front)
+            self.assertEqual(code, 200)
+        yield supervisor.collect()
+        code, body = yield self.get(self.stats, "/stats.json")
+        [be] = json.loads(body)["backends"]
+        self.assertEqual(be["times"]["histograms"]["total"]["count"], 6)
+        self.assertEqual(be["times"]["samples"], 6)
+        self.assertEqual(sum(s["times"]["samples"] for s in be["servers"]), 6)
+        code, body = yield self.get(self.stats, "/metrics")
+        self.assertIn(b'lbkit_backend_total_time_seconds_count{backend="web"} 6.0', body)

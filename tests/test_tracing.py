@@ -21,8 +21,8 @@ from lbkit._model import ServerState
 from lbkit.error import ConfigError
 from lbkit.http._tracing import HTTP_TRACED_LOG_FORMAT, otelAvailable, parseTraceparent
 from lbkit.testing import FakeEndpoint, HTTPHarness
+from tests import test_http2
 from tests.test_examples import EXAMPLES, REPO, needCurl, startProcess, stopCleanly, twistd
-from tests.test_http2 import HTTP2TestCase
 from tests.test_http_integration import backend
 
 try:
@@ -314,7 +314,7 @@ class ExampleTests(TestCase):
         yield stopCleanly(self, watcher, process)
 
 
-class HTTP2Tests(HTTP2TestCase):
+class HTTP2Tests(test_http2.HTTP2TestCase):
     """An HTTP/2 stream is traced like an HTTP/1.1 request (real curl --http2)."""
 
     @inlineCallbacks

@@ -16,7 +16,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from lbkit._backend import Backend, backendsOf
-from lbkit._latency import Latency
+from lbkit._latency import Latency, timeBackend
 from lbkit._model import Server, ServerListenerMixin, ServerState
 from lbkit.interfaces import IServerListener
 from lbkit.stats._history import History
@@ -119,21 +119,6 @@ def modeOf(frontend: Any) -> str:
     return "other"
 
 
-def timed(backend: Backend) -> Latency:
-    """
-    The L{Latency} of C{backend}, given to it and to each of its servers
-    that has none yet: from then on their requests are timed
-    (docs/stats.md, "Latency").
-    """
-    latency: Latency | None = getattr(backend, "latency", None)
-    if latency is None:
-        latency = backend.latency = Latency()  # type: ignore[attr-defined]
-    for server in backend.servers:
-        if server.latency is None:
-            server.latency = Latency(latency)
-    return latency
-
-
 def _times(latency: Latency | None, others: Sequence[Latency] = ()) -> dict[str, Any] | None:
     """The C{times} of a row: HAProxy's averages and the histograms."""
     if latency is None:
@@ -199,7 +184,7 @@ class Collector(ServerListenerMixin):
         self.listen = list(listen)
         self.bound = True
         for backend in backendsOf(self.listen):
-            timed(backend)
+            timeBackend(backend)
             if id(backend) not in self._subscribed:
                 self._subscribed.add(id(backend))
                 backend.addListener(self)
@@ -294,7 +279,7 @@ class Collector(ServerListenerMixin):
         """One backend and its servers (docs/stats.md, "backend object")."""
         if now is None:
             now = self.now()
-        latency = timed(backend)  # (servers a reload or discovery added are timed from now on)
+        latency = timeBackend(backend)  # (servers a reload or discovery added are timed from now on)
         servers = [self.server(s, now) for s in backend.servers]
         total = sum(s.total for s in backend.servers)
         requests = _sumAttr(backend.servers, "requests") or None
