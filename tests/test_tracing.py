@@ -15,15 +15,20 @@ from typing import Any
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.http_headers import Headers
 
 from lbkit import Backend, Server, http
 from lbkit._model import ServerState
 from lbkit.error import ConfigError
 from lbkit.http._tracing import HTTP_TRACED_LOG_FORMAT, otelAvailable, parseTraceparent
+from lbkit.logs import AccessLog
+from lbkit.service import LoadBalancerService
 from lbkit.testing import FakeEndpoint, HTTPHarness
 from tests import test_http2
+from tests.test_accesslog_wiring import readLines, startWatched
 from tests.test_examples import EXAMPLES, REPO, needCurl, startProcess, stopCleanly, twistd
 from tests.test_http_integration import backend
+from tests.test_reload import Client, frontendPort, reactor, startBackend
 
 try:
     from opentelemetry.sdk.trace import TracerProvider
@@ -328,3 +333,53 @@ class HTTP2Tests(test_http2.HTTP2TestCase):
         [traceparent] = headers["traceparent"]
         self.assertRegex(traceparent, f"^00-{TRACE}-(?!{PARENT})[0-9a-f]{{16}}-01$")
         self.assertRegex(headers["x-request-id"][0], "^[0-9a-f-]{36}$")
+
+
+class AccessLogTests(TestCase):
+    """The IDs reach every kind of access-log destination, through real sockets."""
+
+    timeout = 20
+
+    @inlineCallbacks
+    def traffic(self, format: str, protocol: Any = None) -> Any:
+        port, _ = startBackend(self, "web1")
+        path = self.mktemp()
+        app = Backend("app", [Server("web1", f"127.0.0.1:{port}")])
+        frontend = http.Frontend("tcp:0:interface=127.0.0.1", default=app, name="web", requestId=True, tracing=True)
+        service = LoadBalancerService([frontend], reactor(), accessLog=[AccessLog(path, format=format)], grace=5)
+        events = startWatched(self, service, protocol)
+        client = Client(self)
+        yield client.agent.request(b"GET", b"http://127.0.0.1:%d/t" % frontendPort(service),
+                                   Headers({"traceparent": [VALID], "x-request-id": ["rid-7"]}))
+        yield client.fresh()
+        yield service.stopService()
+        return readLines(path), events
+
+    @inlineCallbacks
+    def test_textLine(self) -> Any:
+        """The buffered text destination gets the usual line, then the request ID and trace-id."""
+        (line,), events = yield self.traffic("text")
+        self.assertRegex(line, rf'^127\.0\.0\.1:\d+ \[.*\] web app/web1 0/\d+/\d+/\d+/\d+ 200 \d+ -- 0 '
+                               rf'"GET /t HTTP/1\.1" rid-7 {TRACE}$')
+        self.assertEqual(events.events, [])
+
+    @inlineCallbacks
+    def test_json(self) -> Any:
+        """A JSON destination's record has requestId and traceId."""
+        (line,), _ = yield self.traffic("json")
+        record = json.loads(line)
+        self.assertEqual((record["requestId"], record["traceId"], record["status"]), ("rid-7", TRACE, 200))
+
+    @inlineCallbacks
+    def test_throughLogEvents(self) -> Any:
+        """With a finished hook the line goes as a log event, in the traced format, and the hook sees the IDs."""
+        seen: list[dict[str, Any]] = []
+
+        class Hooked(http.HTTPFrontendProtocol):
+            def finished(self, fields: dict[str, Any]) -> None:
+                seen.append(fields)
+
+        (line,), events = yield self.traffic("text", Hooked)
+        self.assertTrue(line.endswith(f'"GET /t HTTP/1.1" rid-7 {TRACE}'), line)
+        self.assertEqual([(f["requestId"], f["traceId"]) for f in seen], [("rid-7", TRACE)])
+        self.assertEqual(len(events.events), 1)
