@@ -107,7 +107,7 @@ class Frontend:
         timeoutRequestBody: Optional[float] = None,
         errorPages: Optional[Any] = None,
         http3: bool = False,
-        requestId: Any = False,
+        requestId: "bool | str" = False,
         tracing: "bool | Tracing" = False,
     ) -> None:
         self.definedAt = definedAt()
