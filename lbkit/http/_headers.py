@@ -349,7 +349,7 @@ def logRequest(exchange: Exchange, factory: HTTPProxyFactory) -> None:
     elif getattr(exchange.backend, "latency", None) is not None:
         recordLatency(exchange, exchange.backend.latency)  # type: ignore[union-attr]
     if exchange.trace is not None:
-        endTrace(exchange, factory, logValues(exchange))  # (docs/tracing.md)
+        endTrace(exchange, factory, logValues)  # (docs/tracing.md)
         return
     sink = factory.accessSink
     plain = exchange.plainLog

@@ -25,10 +25,9 @@ backend, server, status, timings and retries.
 
 from __future__ import annotations
 
-import os
 import re
-import uuid
-from typing import TYPE_CHECKING, Any, Optional, Union
+from random import getrandbits
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from lbkit._logline import formatHTTPLine, httpFields
 from lbkit.error import ConfigError
@@ -166,11 +165,31 @@ def tracerFor(requestId: Union[bool, str], tracing: Union[bool, Tracing, None], 
     return RequestTracer(header, tracing)
 
 
-def _newId(n: int, zero: bytes) -> str:
-    while True:
-        value = os.urandom(n).hex()
-        if value.encode() != zero:
-            return value
+def _newId(bits: int) -> str:
+    """
+    A random id of C{bits} bits in lower-case hex, never all zeros: from
+    C{random.getrandbits}, as OpenTelemetry's own C{RandomIdGenerator}.
+    """
+    value = 0
+    while not value:
+        value = getrandbits(bits)
+    return format(value, f"0{bits // 4}x")
+
+
+def _newRequestId() -> str:
+    """A random (version 4) UUID as text."""
+    h = f"{getrandbits(128):032x}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+def _replace(request: Request, pairs: list[list[bytes]], name: bytes, value: bytes) -> None:
+    """Make C{name: value} the only header C{name} of C{request} (whose C{pairs} are those it has)."""
+    if len(pairs) == 1:
+        pairs[0][1] = value  # in place: the header list stays as it is
+    elif pairs:
+        request.setHeader(name, value)
+    else:
+        request.addHeader(name, value)
 
 
 class RequestTracer:
@@ -185,6 +204,8 @@ class RequestTracer:
     def __init__(self, header: Optional[bytes], tracing: Optional[Tracing]) -> None:
         self.header = header
         self.tracing = tracing
+        self._lowerHeader = header.lower() if header is not None else b"\0"
+        self._idLength = len(self._lowerHeader)
         self._tracer: Any = None
         if tracing is not None and tracing.otel:
             self._tracer = otelTrace.get_tracer("lbkit", tracer_provider=tracing.tracerProvider)
@@ -194,25 +215,40 @@ class RequestTracer:
         A request head arrived: set C{exchange.trace}, and the headers it
         goes on with (C{X-Request-ID}, C{traceparent}, C{tracestate}).
         """
-        requestId = traceId = spanId = parentId = None
+        traceId = spanId = parentId = None
         span = None
         header = self.header
+        lowerHeader, idLength = self._lowerHeader, self._idLength
+        # one pass over the headers: the pairs of the three names
+        ids: list[list[bytes]] = []
+        parents: list[list[bytes]] = []
+        states = False
+        for pair in request.headers:
+            name = pair[0]
+            n = len(name)
+            if n == 11 or n == 10 or n == idLength:
+                lower = name.lower()
+                if lower == lowerHeader:
+                    ids.append(pair)
+                elif lower == b"traceparent":
+                    parents.append(pair)
+                elif lower == b"tracestate":
+                    states = True
+        requestId = None
         if header is not None:
-            values = request.headerValues(header)
-            if len(values) == 1 and _SANE_ID.match(values[0]):
-                requestId = values[0].decode("ascii")
+            if len(ids) == 1 and _SANE_ID.match(ids[0][1]):
+                requestId = ids[0][1].decode("ascii")
             else:
-                requestId = str(uuid.uuid4())
-                request.setHeader(header, requestId.encode("ascii"))
+                requestId = _newRequestId()
+                _replace(request, ids, header, requestId.encode("ascii"))
         tracing = self.tracing
         if tracing is not None:
-            parents = request.headerValues(b"traceparent")
-            parent = parseTraceparent(parents[0]) if len(parents) == 1 else None
+            parent = parseTraceparent(parents[0][1]) if len(parents) == 1 else None
             flags = b"01" if tracing.sampled else b"00"
             if parent is not None:
                 traceId, parentId = parent[0].decode(), parent[1].decode()
                 flags = parent[2]
-            else:
+            elif states:
                 request.removeHeader(b"tracestate")  # a new trace: the old state means nothing
             if self._tracer is not None:
                 span = self._startSpan(exchange, request, parent)
@@ -222,10 +258,10 @@ class RequestTracer:
                     spanId = format(context.span_id, "016x")
                     flags = b"%02x" % context.trace_flags
             if traceId is None:
-                traceId = _newId(16, _ZERO_TRACE)
+                traceId = _newId(128)
             if spanId is None:
-                spanId = _newId(8, _ZERO_SPAN)
-            request.setHeader(b"traceparent", b"00-%s-%s-%s" % (traceId.encode(), spanId.encode(), flags))
+                spanId = _newId(64)
+            _replace(request, parents, b"traceparent", b"00-%s-%s-%s" % (traceId.encode(), spanId.encode(), flags))
         exchange.trace = Trace(requestId, traceId, spanId, parentId, span)
 
     def _startSpan(self, exchange: Exchange, request: Request, parent: Optional[tuple[bytes, bytes, bytes]]) -> Any:
@@ -246,27 +282,31 @@ class RequestTracer:
         )
 
 
-def endTrace(exchange: Exchange, factory: HTTPProxyFactory, values: tuple[Any, ...]) -> None:
+def endTrace(exchange: Exchange, factory: HTTPProxyFactory, logValues: Callable[[Exchange], tuple[Any, ...]]) -> None:
     """
-    The traced request of C{exchange} ended (C{values}: its access-log
-    values, L{lbkit.http._headers.logValues}): log it with its IDs, end
-    its span, and forget its L{Trace}.
+    The traced request of C{exchange} ended: log it with its IDs, end its
+    span, and forget its L{Trace}.  C{logValues} gives its access-log
+    values (L{lbkit.http._headers.logValues}), computed only if someone
+    wants them.
     """
     trace = exchange.trace
     exchange.trace = None
     ids = {"requestId": trace.requestId or "-", "traceId": trace.traceId or "-"}
     sink = factory.accessSink
     plain = exchange.plainLog
+    values: Optional[tuple[Any, ...]] = None
     if sink is not None and sink.active and plain is not None and plain():
+        got = values = logValues(exchange)
         line = formatHTTPLine(*values) + b" %s %s" % (ids["requestId"].encode(), ids["traceId"].encode())
-        sink.emit(line, lambda: {**httpFields(*values), **ids})
+        sink.emit(line, lambda: {**httpFields(*got), **ids})
     elif not exchange.nobodyListens():
+        values = logValues(exchange)
         fields = httpFields(*values)
         fields.update(ids)
         exchange.hooks.finished(fields)
         factory.logAccess(fields)
     if trace.span is not None:
-        _endSpan(exchange, trace, values)
+        _endSpan(exchange, trace, values if values is not None else logValues(exchange))
 
 
 def _endSpan(exchange: Exchange, trace: Trace, values: tuple[Any, ...]) -> None:
