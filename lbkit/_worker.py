@@ -38,6 +38,7 @@ from lbkit._workerproc import (
     applyStates,
     countersOf,
     encode,
+    purgeCaches,
 )
 from lbkit.config import Site, loadSite
 from lbkit.error import ConfigError
@@ -87,7 +88,7 @@ class WorkerService(LoadBalancerService):
         self.workers = workers
 
     #: Called when a discovery changed a backend's servers (the worker
-    #: then asks the supervisor for the servers' states), or L{None}.
+    #: then asks the supervisor for the servers' states), or C{None}.
     onDiscovered: Callable[[], object] | None = None
 
     def loadSite(self, path: str) -> Site:
@@ -165,6 +166,9 @@ class Worker:
                 lambda changes: self.reloaded(changes, reply),
                 lambda f: self.control.send({"op": "reloaded", "ok": False, "why": str(f.value), **reply}),
             )
+        elif op == "purge":  # (docs/cache.md)
+            purged = purgeCaches(self.service.listen, message["cache"], message.get("key"), message.get("prefix"))
+            self.control.send({"op": "purged", "purged": purged, **reply})
         elif op == "reopen":
             self.control.send({"op": "reopened", "results": self.service.reopenAccessLogs(), **reply})
         elif op == "report":

@@ -7,10 +7,9 @@ chooses and connects to a server (pooled connections first), sends the
 request head (rules and persistence applied once), relays the response
 through an L{lbkit.http._server.ResponseSink} interface, and accounts for
 it (counters, passive health, the access log and the C{finished} hook).
-Its client side (L{ClientSide}) is an HTTP/1.1 connection
-(L{lbkit.http._h1}: one exchange, its requests one after another) or an
-HTTP/2 stream (L{lbkit.http._h2}, one exchange per stream).  Its states
-and their one transition table are in L{lbkit.http._states}.
+Its client side (L{ClientSide}) is an HTTP/1.1 connection (L{lbkit.http._h1}:
+its requests one after another) or an HTTP/2 stream (L{lbkit.http._h2}, one
+exchange per stream).  Its states and transitions: L{lbkit.http._states}.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from lbkit._backend import Backend
 from lbkit._dispatch import Dispatch, DispatchFailed, DispatchState
 from lbkit._model import Context, Server
 from lbkit.http._body import CHUNKED, UNTIL_CLOSE
+from lbkit.http._compress import compressResponse
 from lbkit.http._headers import CODE_CLASS, clientSubject, logRequest, requestHead
 from lbkit.http._local import Held, answerFirst
 from lbkit.http._parse import BadMessage, Request, Response
@@ -45,6 +45,7 @@ from lbkit.http._states import (
 from lbkit.proxyproto import formatV1, formatV2
 
 if TYPE_CHECKING:
+    from lbkit.http._cache import CacheTx
     from lbkit.http._frontend import HTTPProxyFactory
 
 __all__ = ["Exchange"]
@@ -64,25 +65,28 @@ class Exchange:
     C{client}, C{frontend}, C{backend}, C{server} and C{request}.
 
     @ivar state: A L{lbkit.http._states.State}.
-    @ivar request: The request (L{None} once the exchange ended).
+    @ivar request: The request (C{None} once the exchange ended).
     @ivar context: Its L{Context}.
     @ivar backend: The backend it was routed to.
-    @ivar server: The server chosen for it, or L{None}.
-    @ivar conn: The server connection carrying it, or L{None}.
-    @ivar dispatch: The L{Dispatch} getting it a server connection, or L{None}.
+    @ivar server: The server chosen for it, or C{None}.
+    @ivar conn: The server connection carrying it, or C{None}.
+    @ivar dispatch: The L{Dispatch} getting it a server connection, or C{None}.
     @ivar bodyDone: Whether the request body was read whole.
     @ivar closeAfter: Whether the client connection closes after it.
     @ivar quiet: Log nothing for it (an HTTP/2 stream reset before it went
         to a server).
     @ivar waitedUntil: When its wait for a server ended in the queue, or -1.0.
-    @ivar route: The route it took (L{None}: the default backend's).
-    @ivar held: The L{Held} answer (tarpit) it waits to give, or L{None}.
+    @ivar route: The route it took (C{None}: the default backend's).
+    @ivar held: The L{Held} answer (tarpit) or cache wait it waits on, or C{None}.
     """
 
     upgrading = False  # (ResponseSink)
     decodesChunked = False
     writeResponse: Callable[[bytes], None]
     held: Optional[Held] = None
+    mirror: Any = None  # its lbkit.http._mirror.MirrorCopy, if mirrored
+    cacheTx: Optional[CacheTx] = None  # a request the cache follows (docs/cache.md)
+    noServer = "<NOSRV>"  # the log's server when none was chosen (a cache hit: "<CACHE>")
     trace: Any = None  # an http._tracing.Trace (docs/tracing.md)
 
     def __init__(
@@ -101,7 +105,7 @@ class Exchange:
         @param address: The client's address (C{client} for the rules).
         @param scheme: C{b"http"} or C{b"https"} (C{X-Forwarded-Proto}).
         @param certTransport: With mTLS, the TLS transport whose verified
-            peer certificate names the client; else L{None}.
+            peer certificate names the client; else C{None}.
         @param nobodyListens: Whether nobody would see the access-log
             fields (they are then not built).
         @param logVersion: The protocol version shown in the access log,
@@ -116,6 +120,7 @@ class Exchange:
         self.frontend = factory.frontend
         self.client = address
         self.side = client
+        self.writer: Union[ClientSide, CacheTx] = client  # or the cache's copier (docs/cache.md)
         self.hooks = hooks
         self.decodesChunked = client.decodesChunked
         self._scheme = scheme
@@ -187,7 +192,7 @@ class Exchange:
         self.startedAt = self.since = now
         self.lastBytes = -1
         self.respondedAt = self.waitedUntil = -1.0
-        self.dispatch = None
+        self.dispatch = self.mirror = None
         self.server = None
         self.backend = None
         self.context = Context(client=self.client, frontend=self.frontend.name, request=request)
@@ -196,19 +201,18 @@ class Exchange:
             self.frontend.tracer.begin(self, request)
 
     def forward(self) -> None:
-        """
-        Route the request (the C{routeRequest} hook), then get a server
-        connection for it (L{lbkit._dispatch.Dispatch}: choose, queue,
-        connect, retry) and send it.
-        """
-        context = self.context
-        assert self.request is not None and context is not None
+        """Route the request (the C{routeRequest} hook), then L{toServer} (unless a rule or the cache answers)."""
+        assert self.request is not None
         if not self.frontend.answering:
             self.backend, self.route = self.hooks.routeRequest(self.request)
         elif answerFirst(self):  # (docs/rules.md)
             return
-        backend = self.backend
-        assert backend is not None
+        self.toServer()
+
+    def toServer(self) -> None:
+        """Get the routed request a server connection (L{lbkit._dispatch.Dispatch}: choose, queue, connect, retry), and send it."""
+        backend, context = self.backend, self.context
+        assert backend is not None and context is not None
         dispatch = self._dispatch
         if dispatch is None:
             dispatch = self._dispatch = Dispatch(
@@ -270,10 +274,7 @@ class Exchange:
         self.fail(failure.status, failure.termination)
 
     def internalError(self, reason: Failure) -> None:
-        """
-        Something raised while choosing, connecting or sending (a rule, a
-        persistence hook, a subclass): log it and drop the exchange (IC).
-        """
+        """Something raised while choosing, connecting or sending (a rule, a hook): log it, drop the exchange (IC)."""
         _log.failure("{frontend}: internal error handling {client}", reason,
                      frontend=self.frontend.name, client=formatAddress(self.client))
         self.abortExchange("IC")
@@ -309,8 +310,8 @@ class Exchange:
             dn = self._clientDN if self._certTransport is not None else None
             head = self._head = requestHead(request, self.framing == CHUNKED, self.upgrading,
                                             self.frontend.forwardedFor, self._clientHost, self._scheme, dn)
-        self.writeResponse = self.side.writeResponse
-        conn.startExchange(self, head, request.method == b"HEAD")
+        self.writeResponse = self.writer.writeResponse
+        conn.startExchange(self, head, request.method)
         self.side.serverAttached(conn)
 
     # -- the response (ResponseSink) ---------------------------------------------
@@ -333,8 +334,7 @@ class Exchange:
         server.responses[key] += 1
         server.requests += 1
         self.factory.responses[key] += 1
-        # passive health: 5xx counts against the server (501 and 505 are
-        # the client's doing), anything else for it
+        # passive health: 5xx counts against the server (not 501, 505: the client's doing)
         if code >= 500 and code != 501 and code != 505:
             server.observe(False, f"Layer7 wrong status, code: {code}")
         else:
@@ -350,7 +350,9 @@ class Exchange:
         assert backend is not None and server is not None and self.context is not None
         routeRules = route.responseRules if isinstance(route, Route) else ()
         rewriteResponse(response, self, routeRules, self.frontend.responseRules, backend, server, self.context)
-        data = self.side.responseHeadBytes(response, framing, False)
+        if self.frontend.compresses:  # (docs/http.md, "Compression")
+            return compressResponse(self, conn, response, framing)
+        data = self.writer.responseHeadBytes(response, framing, False)
         conn.bytes += len(data)
         return data
 
@@ -386,10 +388,7 @@ class Exchange:
             self.side.nextRequest()
 
     def serverFailed(self, conn: HTTPServerProtocol, reason: Union[Failure, BadMessage], sentNothing: bool) -> None:
-        """
-        The server connection broke, or sent garbage, before a response
-        head: retry elsewhere when that is safe, else answer 502.
-        """
+        """The server connection broke, or sent garbage, before a response head: retry if safe, else 502."""
         request = self.request
         if request is None or self.clientGone:
             return
@@ -469,9 +468,8 @@ class Exchange:
 
     def clientLost(self, termination: Optional[str] = None) -> None:
         """
-        The client went away (its connection, or its stream reset): a
-        request in progress ends with C{termination}, by default C{CD} once
-        sent to a server and C{CC} before.
+        The client went away (its connection, or its stream reset): a request in progress
+        ends with C{termination}, by default C{CD} once sent to a server and C{CC} before.
         """
         self.clientGone = True
         if self.held is not None:
@@ -500,8 +498,7 @@ class Exchange:
             if conn.sink is self:
                 conn.sink = None
             if self.bytesOut == 0 and self.responseStarted:
-                # cut short (server gone, client gone, timeout): log what
-                # reached the client, as HAProxy does
+                # cut short (server gone, client gone, timeout): log what reached the client (HAProxy)
                 self.bytesOut = self.side.responseBytes(conn, False)
             conn.release(reusable and self.state is not TUNNEL, self.side.keepPrivate if conn.private else None)
         dispatch = self.dispatch
@@ -515,6 +512,8 @@ class Exchange:
         factory.bytesIn += self.bytesIn
         factory.bytesOut += self.bytesOut
         self._releaseSlot()
+        if self.cacheTx is not None:
+            self.cacheTx.ended(self, reusable)
         if not self.quiet:
             logRequest(self, factory)
         self.request = None

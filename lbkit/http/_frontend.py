@@ -23,11 +23,17 @@ from lbkit.error import ConfigError
 from lbkit.http._acceptproxy import AcceptProxyFactory
 from lbkit.http._alpn import negotiating
 from lbkit.http._answers import checkedErrorPages
+from lbkit.http._cache import Caching
+from lbkit.http._cachestore import Cache
+from lbkit.http._compression import Compression
 from lbkit.http._h1 import HTTPFrontendProtocol
 from lbkit.http._h3glue import AltSvc, http3Port, http3Services
 from lbkit.http._headers import HTTP_LOG_FORMAT
+from lbkit.http._mirror import shadowBackends
+from lbkit.http._parse import PREFACE_HEAD
 from lbkit.http._pool import ConnectionPool
 from lbkit.http._routing import Route, checkedRules
+from lbkit.http._scatter import bindFactory, scatterTargets
 from lbkit.http._server import HTTPServerProtocol
 from lbkit.http._tracing import HTTP_TRACED_LOG_FORMAT, Tracing, tracerFor
 from lbkit.interfaces import IAnsweringRule, IListener
@@ -38,7 +44,7 @@ __all__ = ["Frontend", "HTTPProxyFactory"]
 accessLog = Logger(namespace="lbkit.access")
 
 #: The protocol of an HTTP/2 connection, when the optional C{h2} package is
-#: installed (L{lbkit.tls.h2Available}); else L{None}, and TLS frontends
+#: installed (L{lbkit.tls.h2Available}); else C{None}, and TLS frontends
 #: offer only HTTP/1.1.
 H2_PROTOCOL: Optional[type[Protocol]] = None
 if h2Available():
@@ -57,14 +63,16 @@ class Frontend:
     @ivar routes: L{Route}s, tried in order.
     @ivar default: The backend for requests no route takes.
     @ivar tls: The L{lbkit.tls.Certificates} this frontend terminates TLS
-        with (also set from an C{ssl:} endpoint string), or L{None}.
-    @ivar http2: Offer HTTP/2 through ALPN on a TLS frontend.
+        with (also set from an C{ssl:} endpoint string), or C{None}.
+    @ivar http2: Offer HTTP/2 through ALPN on a TLS frontend, and speak it
+        to a client of a cleartext one that opens with the HTTP/2 preface
+        (h2c with prior knowledge).
     @ivar acceptProxy: Every connection starts with a PROXY protocol
         header (v1 or v2, before any TLS) from a balancer in front, whose
         source address is then the client's everywhere (C{X-Forwarded-For},
         the log, balancing, C{sourceIn}); a connection without a valid one
         is cut (HAProxy's C{bind ... accept-proxy}).
-    @ivar timeoutRequestBody: L{None}, or seconds within which a request
+    @ivar timeoutRequestBody: C{None}, or seconds within which a request
         body must have arrived whole, counted from when lbkit starts
         passing it to the server: else 408 (or a cut, if the response has
         started), termination C{cD}.
@@ -73,15 +81,27 @@ class Frontend:
         docs/rules.md.
     @ivar answeringRules: Those of C{requestRules} that may answer
         (L{lbkit.interfaces.IAnsweringRule}).
-    @ivar answering: Whether it or one of its routes has answering rules
-        (else requests pay nothing for them).
+    @ivar answering: Whether it or one of its routes has answering rules,
+        or a cache (else requests pay nothing for them).
     @ivar errorPages: Status -> L{lbkit.http.ErrorPage}: the bodies of the
         answers lbkit gives itself (HAProxy's C{errorfile}).
+    @ivar compression: The L{lbkit.http.Compression} of its responses
+        (a route may have its own), or C{None}.
+    @ivar compresses: Whether it or one of its routes compresses (else
+        responses pay nothing for it).
     @ivar http3: With C{http3=True}: the UDP port and interface where it
         also serves HTTP/3 over QUIC (its TCP port's number), advertised by
-        an C{Alt-Svc} header on its responses; else L{None}.
+        an C{Alt-Svc} header on its responses; else C{None}.
+    @ivar quicRetry: Whether a new QUIC client must first prove it owns its
+        address by echoing a Retry token (HAProxy's C{quic-force-retry},
+        nginx's C{quic_retry}): one more round trip, no state kept for
+        spoofed Initials.
+    @ivar cache: The L{lbkit.http.Cache} its requests use (a route's own
+        comes first), or C{None}; see docs/cache.md.
+    @ivar caching: What looks requests up in the caches, or C{None} when
+        neither it nor a route has one (requests then pay nothing).
     @ivar tracer: With C{requestId=} or C{tracing=}: the
-        L{lbkit.http._tracing.RequestTracer} (docs/tracing.md); else L{None}.
+        L{lbkit.http._tracing.RequestTracer} (docs/tracing.md); else C{None}.
     """
 
     def __init__(
@@ -107,6 +127,9 @@ class Frontend:
         timeoutRequestBody: Optional[float] = None,
         errorPages: Optional[Any] = None,
         http3: bool = False,
+        quicRetry: bool = False,
+        compression: Optional[Compression] = None,
+        cache: Optional[Cache] = None,
         requestId: "bool | str" = False,
         tracing: "bool | Tracing" = False,
     ) -> None:
@@ -126,6 +149,9 @@ class Frontend:
         self.tls: Optional[Certificates] = tls
         self.http2 = bool(http2)
         self.http3 = http3Port(endpoint, tls) if http3 else None
+        if quicRetry and not http3:
+            raise ConfigError(f"http.Frontend {endpoint!r}: quicRetry=True needs http3=True")
+        self.quicRetry = bool(quicRetry)
         routes = list(routes)
         for route in routes:
             if not isinstance(route, Route):
@@ -161,6 +187,15 @@ class Frontend:
             self.responseRules.append(AltSvc(self.http3[0]))
         self.answeringRules = tuple(r for r in self.requestRules if IAnsweringRule.providedBy(r))
         self.answering = bool(self.answeringRules) or any(r.answeringRules for r in routes)
+        if compression is not None and not isinstance(compression, Compression):
+            raise ConfigError(f"http.Frontend {endpoint!r}: compression must be an http.Compression, not {compression!r}")
+        self.compression = compression
+        self.compresses = compression is not None or any(r.compression for r in routes)
+        if cache is not None and not isinstance(cache, Cache):
+            raise ConfigError(f"http.Frontend {endpoint!r}: cache must be an http.Cache, not {cache!r}")
+        self.cache = cache
+        self.caching = Caching(cache) if cache is not None or any(r.cache is not None for r in routes) else None
+        self.answering = self.answering or self.caching is not None  # the cache answers too (docs/cache.md)
         self.errorPages = checkedErrorPages(errorPages, f"http.Frontend {endpoint!r}")
         self.maxIdlePerServer = maxIdlePerServer
         self.poolIdleTimeout = float(poolIdleTimeout)
@@ -174,7 +209,8 @@ class Frontend:
 
     def backends(self) -> Sequence[Backend]:
         found: list[Backend] = []
-        for backend in [r.backend for r in self.routes] + [self.default]:
+        extra = shadowBackends(self) + scatterTargets(self)  # (docs/beyond_traffic.md)
+        for backend in [r.backend for r in self.routes] + [self.default] + extra:
             if backend not in found:
                 found.append(backend)
         return found
@@ -183,6 +219,7 @@ class Frontend:
         """The factory that serves this frontend's connections."""
         factory = self.factory(self, reactor)
         self.factories.append(factory)
+        bindFactory(self, factory)
         return factory
 
     def alpnProtocols(self) -> list[bytes]:
@@ -204,7 +241,7 @@ class Frontend:
         listening.shared = True  # every worker accepts on it (lbkit.workers)
         if self.http3 is None:
             return listening
-        return http3Services(listening, proxyFactory, self.tls, *self.http3)
+        return http3Services(listening, proxyFactory, self.tls, *self.http3, retry=self.quicRetry)
 
 
 class HTTPProxyFactory(DrainingFactory, Factory):
@@ -217,7 +254,7 @@ class HTTPProxyFactory(DrainingFactory, Factory):
     noisy = False
     countsConnections = True  # current and total, in connectionOpened/Closed
     #: The service's buffered access-log destinations (set by
-    #: L{lbkit.service.LoadBalancerService}); L{None} when not in a service.
+    #: L{lbkit.service.LoadBalancerService}); C{None} when not in a service.
     accessSink: Optional[AccessLogSink] = None
 
     def __init__(self, frontend: Frontend, reactor: Any) -> None:
@@ -250,6 +287,33 @@ class HTTPProxyFactory(DrainingFactory, Factory):
 
     def stopFactory(self) -> None:
         self.pool.closeAll()
+
+    def handOverH2c(self, conn: HTTPFrontendProtocol, head: bytes, rest: bytes) -> bool:
+        """
+        C{conn} read a request head it cannot parse, C{head}, then C{rest}.
+        If that is the HTTP/2 preface, as the first bytes of a cleartext
+        connection (h2c with prior knowledge), and the frontend speaks
+        HTTP/2 there (C{http2=True}, no TLS, the C{h2} package), hand the
+        connection to an L{lbkit.http._h2.H2FrontendProtocol} whose streams
+        go to servers with scheme C{http}, and give it all the bytes.
+
+        @return: Whether it was handed over (else the head is a bad request).
+        """
+        frontend = self.frontend
+        exchange = conn.exchange
+        if head != PREFACE_HEAD or H2_PROTOCOL is None or not frontend.http2 or frontend.tls is not None:
+            return False
+        if exchange is None or exchange.started:
+            return False
+        h2: Any = H2_PROTOCOL()
+        h2.factory = self
+        h2.scheme = b"http"
+        conn.speakH2(h2)
+        self.connectionClosed(conn)
+        self.total -= 1  # one connection: h2 counts it again
+        h2.makeConnection(conn.transport)
+        h2.dataReceived(head + b"\r\n\r\n" + rest)
+        return True
 
     def logAccess(self, fields: dict[str, Any]) -> None:
         """Emit the access-log line of one finished request."""

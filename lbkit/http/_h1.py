@@ -34,6 +34,7 @@ from lbkit.http._parse import MAX_HEAD, BadMessage, HeadReader, Request, Respons
 from lbkit.http._server import HTTPServerProtocol
 from lbkit.http._states import DONE, DRAINING, HEAD, TUNNEL, WAITING
 from lbkit.http._timeouts import checkTimeouts
+from lbkit.http._tunnel import refusedConnect
 from lbkit.interfaces import ISession
 
 if TYPE_CHECKING:
@@ -75,6 +76,8 @@ class HTTPFrontendProtocol(Protocol):
     exchange: Optional[Exchange] = None
     client: Any = None
     writeResponse: Callable[[bytes], None]
+    #: The HTTP/2 protocol the connection was handed to (h2c), or C{None}.
+    h2c: Optional[Protocol] = None
     decodesChunked = False
     _abortCall: Any = None
     _tick: Any = None
@@ -82,11 +85,11 @@ class HTTPFrontendProtocol(Protocol):
     #: PROXY header and so serve no other client connection.
     _private: Optional[dict[Server, HTTPServerProtocol]] = None
 
-    request = _exchangeAttribute("request", "The request in progress (L{None} between requests).")
+    request = _exchangeAttribute("request", "The request in progress (C{None} between requests).")
     context = _exchangeAttribute("context", "The L{Context} of the request in progress.")
     backend = _exchangeAttribute("backend", "The backend the request was routed to.")
-    server = _exchangeAttribute("server", "The server chosen for the request, or L{None}.")
-    conn = _exchangeAttribute("conn", "The server connection carrying the request, or L{None}.")
+    server = _exchangeAttribute("server", "The server chosen for the request, or C{None}.")
+    conn = _exchangeAttribute("conn", "The server connection carrying the request, or C{None}.")
 
     # -- connection ------------------------------------------------------
 
@@ -136,6 +139,9 @@ class HTTPFrontendProtocol(Protocol):
                 self.transport.pauseProducing()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.h2c is not None:  # (it speaks HTTP/2: handOverH2c)
+            self.h2c.connectionLost(reason)
+            return
         if self._tick is not None:
             self._tick.cancel()
             self._tick = None
@@ -150,6 +156,13 @@ class HTTPFrontendProtocol(Protocol):
             for conn in private.values():
                 conn.close()
         self.factory.connectionClosed(self)
+
+    def speakH2(self, h2: Protocol) -> None:
+        """The connection is C{h2}'s from now on (h2c): every byte it reads (in TUNNEL), and its end."""
+        self.h2c, self._forward = h2, h2.dataReceived
+        self._tick.cancel()
+        self._tick = None
+        self.exchange._go("h2c")  # type: ignore[union-attr]
 
     def stopGracefully(self) -> None:
         """
@@ -207,7 +220,8 @@ class HTTPFrontendProtocol(Protocol):
                 # server is chosen: a bad one then reaches no server
                 ChunkedFramer().feed(rest)
         except BadMessage as e:
-            self._reject(e.status, str(e))
+            if not self.factory.handOverH2c(self, head, rest):  # (the HTTP/2 preface?)
+                self._reject(e.status, str(e))
             return
         self._buf = rest
         tokens = connectionTokens(request.headers)
@@ -221,6 +235,8 @@ class HTTPFrontendProtocol(Protocol):
         exchange = self.exchange
         assert exchange is not None
         exchange.begin(request, framing, upgrade, not keepAlive or self.factory.stopping, len(head) + 4)
+        if request.method == b"CONNECT" and refusedConnect(exchange):
+            return
         # The client is paused only if the request has to wait (queue or
         # connect): a pooled connection takes it at once.
         exchange.forward()
@@ -305,7 +321,7 @@ class HTTPFrontendProtocol(Protocol):
         assert exchange is not None
         if not exchange.bodyDone:
             conn.transport.registerProducer(transport, True)  # type: ignore[union-attr]
-            self._forward = conn.send
+            self._forward = conn.send if exchange.mirror is None else exchange.mirror.tee(conn.send)
             buf, self._buf = self._buf, b""
             if buf:
                 self._requestBody(buf)
@@ -329,7 +345,7 @@ class HTTPFrontendProtocol(Protocol):
             conn.transport.registerProducer(transport, True)  # type: ignore[union-attr]
         self._forward = conn.send
         buf, self._buf = self._buf, b""
-        head = responseHead(response, False, True, False, False)
+        head = responseHead(response, False, response.code == 101, False, False)  # (or a CONNECT's 2xx)
         self.writeResponse(head)
         if buf:
             self._forward(buf)
@@ -390,7 +406,7 @@ class HTTPFrontendProtocol(Protocol):
         return self.transport.getHost()  # type: ignore[union-attr]
 
     def takePrivate(self, server: Server) -> Optional[HTTPServerProtocol]:
-        """This client connection's idle connection to C{server}, or L{None}."""
+        """This client connection's idle connection to C{server}, or C{None}."""
         private = self._private
         conn = private.pop(server, None) if private else None
         if conn is not None and conn.transport is not None and conn.connected:
@@ -459,7 +475,7 @@ class HTTPFrontendProtocol(Protocol):
         accepts it, else the frontend's default.  Override to route
         differently.
 
-        @return: The backend and the route (or L{None}) that chose it.
+        @return: The backend and the route (or C{None}) that chose it.
         """
         exchange = self.exchange
         context = exchange.context if exchange is not None else None
@@ -477,7 +493,7 @@ class HTTPFrontendProtocol(Protocol):
         """Called once per request when it is over, with its log fields."""
 
 
-def streamExchange(factory: HTTPProxyFactory, side: Any, address: Any, certTransport: Any) -> Exchange:
+def streamExchange(factory: HTTPProxyFactory, side: Any, address: Any, certTransport: Any, scheme: bytes) -> Exchange:
     """
     The L{Exchange} of one HTTP/2 stream (C{side}, a
     L{lbkit.http._exchange.ClientSide}), with a new instance of the
@@ -488,6 +504,7 @@ def streamExchange(factory: HTTPProxyFactory, side: Any, address: Any, certTrans
     C{reactor} and the exchange's attributes are set.
 
     @param certTransport: With mTLS, the TLS transport of the connection.
+    @param scheme: C{b"https"}, or C{b"http"} for h2c (C{X-Forwarded-Proto}).
     """
     holder = factory.protocol()
     assert isinstance(holder, HTTPFrontendProtocol), f"{factory.protocol!r} is not an HTTPFrontendProtocol"
@@ -496,7 +513,7 @@ def streamExchange(factory: HTTPProxyFactory, side: Any, address: Any, certTrans
     holder.frontend = factory.frontend
     holder.client = address
     exchange = holder.exchange = Exchange(
-        factory, side, holder, address, b"https", certTransport, holder._nobodyListens, b"HTTP/2.0",
+        factory, side, holder, address, scheme, certTransport, holder._nobodyListens, b"HTTP/2.0",
         plainLog=holder._plainLog,
     )
     return exchange

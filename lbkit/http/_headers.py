@@ -70,6 +70,7 @@ IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"
 REASONS = {
     400: b"Bad Request",
     403: b"Forbidden",
+    405: b"Method Not Allowed",
     408: b"Request Timeout",
     429: b"Too Many Requests",
     431: b"Request Header Fields Too Large",
@@ -84,6 +85,7 @@ REASONS = {
 MESSAGES = {
     400: b"Your browser sent an invalid request.\n",
     403: b"Request forbidden by administrative rules.\n",
+    405: b"This method is not allowed here.\n",
     408: b"Your browser didn't send a complete request in time.\n",
     429: b"You have sent too many requests in a given amount of time.\n",
     431: b"The request headers are too large.\n",
@@ -105,7 +107,7 @@ def errorBody(status: int, pages: Mapping[int, ErrorPage]) -> tuple[bytes, bytes
 
 
 def errorResponse(status: int, pages: Mapping[int, ErrorPage] = {}) -> bytes:  # noqa: B006 (read only)
-    """lbkit's own HTTP/1.1 answer with C{status}, closing the connection (C{pages}: the frontend's L{errorPages})."""
+    """lbkit's own HTTP/1.1 answer with C{status}, closing the connection (C{pages}: the frontend's C{errorPages})."""
     body, contentType = errorBody(status, pages)
     return b"".join(
         [
@@ -160,7 +162,7 @@ def requestHead(
     @param scheme: C{b"http"} or C{b"https"}, for C{X-Forwarded-Proto}.
     @param clientDN: With mTLS, the verified client certificate's subject
         (C{b""} without one): a client's own C{X-SSL-Client-DN} is dropped
-        and lbkit's added.  L{None} without mTLS.
+        and lbkit's added.  C{None} without mTLS.
     """
     headers = request.headers
     tokens = connectionTokens(headers)
@@ -186,9 +188,11 @@ def requestHead(
     if chunked:
         append(b"Transfer-Encoding: chunked\r\n")
     if upgrade:
-        append(b"Connection: Upgrade\r\nUpgrade: ")
-        append(request.header(b"upgrade") or b"")
-        append(b"\r\n")
+        protocol = request.header(b"upgrade")
+        if protocol is not None:  # (an allowed CONNECT has none)
+            append(b"Connection: Upgrade\r\nUpgrade: ")
+            append(protocol)
+            append(b"\r\n")
     elif request.version == b"HTTP/1.0":
         append(b"Connection: keep-alive\r\n")
     if clientDN:
@@ -295,7 +299,7 @@ def logValues(exchange: Exchange) -> tuple[Any, ...]:
         httpDate(),
         exchange.frontend.name,
         backend.name if backend is not None else exchange.frontend.name,  # (HAProxy's "fe fe/<NOSRV>")
-        server.name if server is not None else "<NOSRV>",
+        server.name if server is not None else exchange.noServer,
         0,
         _ms(start, chosen),
         _ms(chosen, connected),
@@ -340,8 +344,11 @@ def logRequest(exchange: Exchange, factory: HTTPProxyFactory) -> None:
     to C{factory.accessSink} when nothing overrides the line and every
     destination is a buffered writer (docs/operations.md); else its fields
     go to the C{finished} hook and C{factory.logAccess}, unless nobody
-    would see them.
+    would see them.  A mirrored request's copy learns the status
+    (L{lbkit.http._mirror}).
     """
+    if exchange.mirror is not None:
+        exchange.mirror.primaryAnswered(exchange.status)
     server = exchange.server
     if server is not None:
         if server.latency is not None:

@@ -50,7 +50,7 @@ def retryAfterFailure(exchange: Exchange, conn: HTTPServerProtocol, reason: Unio
 
     @return: The condition to send the request again on (a kept-alive
         connection that was dead is sent again on the same server whatever
-        C{retryOn} says: that is no retry), or L{None}: answer 502.
+        C{retryOn} says: that is no retry), or C{None}: answer 502.
     """
     dispatch = exchange.dispatch
     if dispatch is None or not replayable(exchange):
@@ -154,9 +154,9 @@ class RetryingServerProtocol(HTTPServerProtocol):
         HTTPServerProtocol.__init__(self, server, pool)
         self._gate = _Gate(statuses)
 
-    def startExchange(self, sink: Any, head: bytes, isHead: bool) -> None:
+    def startExchange(self, sink: Any, head: bytes, method: bytes) -> None:
         self._gate.attach(sink)
-        HTTPServerProtocol.startExchange(self, self._gate, head, isHead)
+        HTTPServerProtocol.startExchange(self, self._gate, head, method)
 
 
 def newServerProtocol(server: Server, pool: ConnectionPool[HTTPServerProtocol]) -> HTTPServerProtocol:

@@ -26,6 +26,10 @@ from lbkit.http._pool import ConnectionPool
 __all__ = ["HTTPServerProtocol", "ResponseSink"]
 
 
+#: The methods whose response may have no body whatever its head says.
+_NO_BODY = frozenset([b"HEAD", b"CONNECT"])
+
+
 def _discard(data: bytes) -> None:
     pass
 
@@ -34,7 +38,7 @@ class ResponseSink(Protocol):
     """
     What an L{HTTPServerProtocol} reports to while it carries a request
     (from L{HTTPServerProtocol.startExchange} until the response is done or
-    the sink detaches by setting the connection's C{sink} to L{None}).  All
+    the sink detaches by setting the connection's C{sink} to C{None}).  All
     on the reactor thread; a method may detach the sink, and the connection
     then stops reporting.
 
@@ -101,7 +105,7 @@ class HTTPServerProtocol(protocol.Protocol):
     def __init__(self, server: Server, pool: ConnectionPool[HTTPServerProtocol]) -> None:
         self.server = server
         self.pool = pool
-        #: The L{ResponseSink} of the request carried now, or L{None}.
+        #: The L{ResponseSink} of the request carried now, or C{None}.
         self.sink: Optional[ResponseSink] = None
         self.idleSince = 0.0
         self.reused = False
@@ -113,6 +117,7 @@ class HTTPServerProtocol(protocol.Protocol):
         self._body = BodyReader()
         self._headDone = False
         self._headRequest = False
+        self._method = b""
         self._decode = False
         self._tunnel = False
         self._reusable = True
@@ -128,14 +133,16 @@ class HTTPServerProtocol(protocol.Protocol):
         tune(transport)
         self.send = writeThrough(transport)
 
-    def startExchange(self, sink: ResponseSink, head: bytes, isHead: bool) -> None:
-        """Attach to C{sink} and send a request head (of a C{HEAD} request if C{isHead})."""
+    def startExchange(self, sink: ResponseSink, head: bytes, method: bytes) -> None:
+        """Attach to C{sink} and send a request head (of a C{method} request)."""
         self.sink = sink
         self._write = sink.writeResponse
         self._decode = sink.decodesChunked
         self._head.buffered = b""
         self._headDone = False
-        self._headRequest = isHead
+        self._method = method
+        #: HEAD, or CONNECT (whose 2xx opens a tunnel): a response without a body
+        self._headRequest = method in _NO_BODY
         self.bytes = 0
         self.send(head)
 
@@ -174,12 +181,7 @@ class HTTPServerProtocol(protocol.Protocol):
                 sink.serverFailed(self, BadMessage("101 Switching Protocols without an Upgrade request", 502), True)
                 return
             if code == 101:
-                self._tunnel = True
-                self._reusable = False
-                sink.tunnelStarted(self, response)
-                if buf:
-                    self.bytes += len(buf)
-                    self._write(buf)
+                self._startTunnel(sink, response, buf)
                 return
             if 100 <= code < 200:
                 sink.interimResponse(response)
@@ -187,9 +189,15 @@ class HTTPServerProtocol(protocol.Protocol):
                     return
                 continue
             break
-        self._headDone = True
         if self._headRequest or code == 204 or code == 304:
-            framing = 0
+            if self._method != b"CONNECT":
+                framing = 0
+            elif 200 <= code < 300 and sink.upgrading:  # an allowed CONNECT: a tunnel
+                self._startTunnel(sink, response, buf)
+                return
+            elif code == 304:
+                framing = 0
+        self._headDone = True
         if framing == UNTIL_CLOSE:
             self._reusable = False
         else:
@@ -215,6 +223,15 @@ class HTTPServerProtocol(protocol.Protocol):
         if self._prefix:  # the body broke before anything was written
             self._writeWithHead(b"")
 
+    def _startTunnel(self, sink: ResponseSink, response: Response, buf: bytes) -> None:
+        """A 101 to an upgrade, or a 2xx to an allowed CONNECT: every byte from now on is the tunnel's."""
+        self._tunnel = True
+        self._reusable = False
+        sink.tunnelStarted(self, response)
+        if buf:
+            self.bytes += len(buf)
+            self._write(buf)
+
     def _bodyData(self, data: bytes) -> None:
         reader = self._body
         try:
@@ -228,10 +245,13 @@ class HTTPServerProtocol(protocol.Protocol):
         self.bytes += n
         framer = reader.framer
         if framer is not None and framer.pieces is not None:
-            # the sink wants the data of the chunks
+            # the sink wants the data of the chunks: in one write per read
+            # (a filter compresses and flushes each write)
             pieces, framer.pieces = framer.pieces, []
-            for piece in pieces:
-                self._write(piece)
+            if len(pieces) == 1:
+                self._write(pieces[0])
+            elif pieces:
+                self._write(b"".join(pieces))
         else:
             self._write(data if n == len(data) else data[:n])
         if reader.done:
@@ -240,6 +260,16 @@ class HTTPServerProtocol(protocol.Protocol):
             self._finished()
             if not self._reusable:
                 self.close()
+
+    def filterBody(self, sink: ResponseSink) -> None:
+        """
+        From the sink's C{responseHead}: report to C{sink} from now on, and
+        write the head and the body's data (a chunked body decoded)
+        through it (a filter: L{lbkit.http._compress.CompressingSink}).
+        """
+        self.sink = sink
+        self._body.start(self._body.framing, True)
+        self._write = sink.writeResponse
 
     def _writeWithHead(self, data: bytes) -> None:
         """The first write of a response body: the held-back head goes with it."""

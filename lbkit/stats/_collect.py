@@ -18,7 +18,9 @@ from zope.interface import implementer
 from lbkit._backend import Backend, backendsOf
 from lbkit._latency import Latency, timeBackend
 from lbkit._model import Server, ServerListenerMixin, ServerState
+from lbkit.http import mirrorStats
 from lbkit.interfaces import IServerListener
+from lbkit.stats._cachestats import cacheRows
 from lbkit.stats._history import History
 
 __all__: list[str] = []
@@ -56,7 +58,7 @@ class _RateMeter:
 
 
 def _sumAttr(objects: Iterable[Any], name: str) -> int | None:
-    """The sum of attribute C{name} over C{objects}; L{None} if none has it."""
+    """The sum of attribute C{name} over C{objects}; C{None} if none has it."""
     found = False
     total = 0
     for obj in objects:
@@ -71,7 +73,7 @@ def _responses(*sources: Any) -> dict[str, int] | None:
     """
     The response counts by class (http mode) of the first source that has
     a C{responses} dict, or the sum over C{sources[1:]} when only those do;
-    L{None} in tcp mode.
+    C{None} in tcp mode.
     """
     counts: dict[str, int] | None = None
     for source in sources:
@@ -166,15 +168,17 @@ class Collector(ServerListenerMixin):
         self._started = time.time()
         self._subscribed: set[int] = set()
         #: Reloads the site file (L{lbkit.service.LoadBalancerService.reload}),
-        #: set by the service; L{None} when the page runs outside one.
+        #: set by the service; C{None} when the page runs outside one.
         self.reloader: Any = None
         #: With workers (L{lbkit.workers}): returns one row per worker
         #: process, shown as C{/stats.json}'s C{workers}.
         self.workers: Any = None
         #: With workers: replaces them (L{lbkit.workers.WorkerSupervisor.restartWorkers}).
         self.restarter: Any = None
+        #: With workers: purges their response caches (L{lbkit.stats._cachestats.runPurge}).
+        self.purger: Any = None
         #: The service's L{lbkit.logs.AccessLogSink}, set by the service;
-        #: L{None} when the page runs outside one.
+        #: C{None} when the page runs outside one.
         self.accessLog: Any = None
 
     # -- wiring -----------------------------------------------------------
@@ -313,6 +317,8 @@ class Collector(ServerListenerMixin):
             "redispatches": getattr(
                 backend, "redispatches", sum(getattr(s, "redispatches", 0) for s in backend.servers)
             ),
+            "breakers": backend.breakers.stats() if backend.breakers is not None else None,
+            "mirror": mirrorStats(backend),
             "times": _times(latency, [s.latency for s in backend.servers if s.latency is not None]),
             "servers": servers,
         }
@@ -375,7 +381,7 @@ class Collector(ServerListenerMixin):
                 "frontend", f, now, requests, (row["responses"] or {}).get("5xx", 0), _headTimes(theirs)
             )
             frontends.append(row)
-        return {
+        snapshot = {
             "version": SCHEMA_VERSION,
             "time": time.time(),
             "uptime": max(0.0, now - self._started),
@@ -384,3 +390,7 @@ class Collector(ServerListenerMixin):
             "accessLog": self.accessLogs(),
             **({} if self.workers is None else {"workers": self.workers()}),
         }
+        caches = cacheRows(self.frontends())
+        if caches:  # (docs/cache.md; absent when no frontend has a cache)
+            snapshot["caches"] = caches
+        return snapshot

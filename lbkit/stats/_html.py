@@ -10,6 +10,7 @@ from typing import Any
 
 from twisted.web.template import Element, Tag, XMLString, renderer, tags
 
+from lbkit.stats._cachestats import cacheTable
 from lbkit.stats._charts import charts, timeline
 from lbkit.stats._collect import RESPONSE_CLASSES
 
@@ -44,6 +45,7 @@ _TEMPLATE = """\
 <p class="note" t:render="summary" />
 <t:transparent t:render="frontends" />
 <t:transparent t:render="backends" />
+<t:transparent t:render="caches" />
 </body>
 </html>
 """
@@ -86,6 +88,29 @@ _HEAD = (
 )
 
 
+def breakersLine(breakers: dict[str, Any]) -> str:
+    """A backend's circuit breakers in one line: each limit set, how often it tripped, the retries."""
+    trips = breakers["trips"]
+    parts = []
+    for name in ("maxPending", "maxRequests", "maxRetries"):
+        if breakers[name] is not None:
+            parts.append(f"{name} {breakers[name]} (tripped {trips[name]})")
+    budget = breakers["retryBudget"]
+    if budget is not None:
+        parts.append(f"retry budget {budget['budgetPercent']:g}% (min {budget['minRetryConcurrency']}) "
+                     f"(tripped {trips['retryBudget']})")
+    retried = ", ".join(f"{k} {v}" for k, v in sorted(breakers["retried"].items())) or "none"
+    return f"Circuit breakers: {'; '.join(parts) or 'no limits'}; retried: {retried}"
+
+
+def mirrorLine(mirror: dict[str, Any]) -> str:
+    """A shadow backend's mirrored traffic in one line: copies, losses, and status-class divergence."""
+    diverged = ", ".join(f"{k} {v}" for k, v in mirror["divergence"].items()) or "none"
+    return (f"Mirrored: {mirror['mirrored']} ({mirror['inFlight']} in flight, {mirror['answered']} answered, "
+            f"{mirror['failed']} failed, {mirror['dropped']} dropped, {mirror['tooLarge']} too large); "
+            f"agreed {mirror['agreed']}; diverged (primary/shadow): {diverged}")
+
+
 def _times(times: dict[str, Any] | None) -> Tag:
     """HAProxy's qtime/ctime/rtime/ttime averages, as its log shows times."""
     if not times or not times["samples"]:
@@ -110,7 +135,7 @@ class StatsElement(Element):
 
     @param snapshot: What L{Collector.snapshot} returned.
     @param refresh: Seconds between automatic reloads.
-    @param admin: L{None} for the read-only page, else C{(user, token)} to
+    @param admin: C{None} for the read-only page, else C{(user, token)} to
         add the admin buttons (forms posting to C{server}, relative to
         C{/admin/}).
     """
@@ -201,6 +226,10 @@ class StatsElement(Element):
         return out
 
     @renderer
+    def caches(self, request: Any, tag: Tag) -> list[Tag]:
+        return cacheTable(self.snapshot.get("caches", []), formatBytes)
+
+    @renderer
     def backends(self, request: Any, tag: Tag) -> list[Tag]:
         out = []
         for be in self.snapshot["backends"]:
@@ -211,9 +240,14 @@ class StatsElement(Element):
                 f"{k} {be[k]}" for k in ("balance", "health", "persistence") if be[k] is not None
             )
             title = f"Backend {be['name']} ({policy}): {be['serversUp']} up, {be['backupsUp']} backup up"
-            bands = [timeline(sv["name"], sv["timeline"]) for sv in be["servers"] if sv.get("timeline")]
-            out.append(tags.div(tags.h2(title), tags.table(*rows), charts(be.get("history")), *bands,
-                                class_="backend", id=f"backend-{be['name']}"))
+            parts = [tags.h2(title), tags.table(*rows)]
+            if be.get("breakers"):
+                parts.append(tags.p(breakersLine(be["breakers"]), class_="breakers"))
+            if be.get("mirror"):
+                parts.append(tags.p(mirrorLine(be["mirror"]), class_="mirror"))
+            parts.append(charts(be.get("history")))
+            parts.extend(timeline(sv["name"], sv["timeline"]) for sv in be["servers"] if sv.get("timeline"))
+            out.append(tags.div(*parts, class_="backend", id=f"backend-{be['name']}"))
         return out
 
     def _serverRow(self, sv: dict[str, Any]) -> Tag:

@@ -77,6 +77,25 @@ class MetricsCollector(_PromCollector):
         yield from self._backends(snap["backends"])
         yield from self._servers([sv for be in snap["backends"] for sv in be["servers"]])
         yield from self._accessLogs(snap.get("accessLog", []))
+        yield from self._caches(snap.get("caches", []))
+
+    def _caches(self, caches: list[dict[str, Any]]) -> Iterator[Metric]:
+        L = ["cache"]
+        counters: list[tuple[Any, str]] = [
+            (_c("lbkit_cache_hits", "Requests answered from the response cache (304s included).", L), "hits"),
+            (_c("lbkit_cache_misses", "Requests the response cache sent to a server.", L), "misses"),
+            (_c("lbkit_cache_revalidated", "Stale entries a server's 304 refreshed.", L), "revalidated"),
+            (_c("lbkit_cache_stores", "Responses stored in the response cache.", L), "stores"),
+            (_c("lbkit_cache_evictions", "Entries dropped to make room.", L), "evictions"),
+            (_c("lbkit_cache_purged", "Entries purged through the admin API or the command socket.", L), "purged"),
+            (_g("lbkit_cache_bytes", "Bytes the response cache holds now.", L), "bytes"),
+            (_g("lbkit_cache_max_bytes", "The most bytes the response cache may hold.", L), "maxBytes"),
+            (_g("lbkit_cache_objects", "Entries the response cache holds now.", L), "objects"),
+        ]
+        for cache in caches:
+            for family, key in counters:
+                family.add_metric([cache["name"]], cache[key])
+        yield from (family for family, _ in counters)
 
     def _accessLogs(self, destinations: list[dict[str, Any]]) -> Iterator[Metric]:
         L = ["destination"]
@@ -117,8 +136,28 @@ class MetricsCollector(_PromCollector):
         nosrv = _c("lbkit_backend_no_server", "Connections refused because no server was available.", L)
         bin_ = _c("lbkit_backend_bytes_in", "Bytes sent to the backend's servers.", L)
         bout = _c("lbkit_backend_bytes_out", "Bytes received from the backend's servers.", L)
+        trips = _c("lbkit_backend_breaker_trips", "Requests or retries a circuit breaker turned away, by limit.",
+                   L + ["limit"])
+        retried = _c("lbkit_backend_retries_by_condition", "Retries started, by the condition retried on.",
+                     L + ["condition"])
+        mirrored = _c("lbkit_backend_mirror_copies", "Mirror copies (http.Mirror) to this shadow backend, by outcome.",
+                      L + ["outcome"])
+        diverged = _c("lbkit_backend_mirror_divergence", "Mirror copies whose status class differed from the primary's.",
+                      L + ["primary", "shadow"])
         for be in backends:
             v = [be["name"]]
+            mirror = be.get("mirror")
+            if mirror is not None:
+                for outcome in ("mirrored", "answered", "failed", "timedOut", "dropped", "tooLarge", "agreed"):
+                    mirrored.add_metric(v + [outcome], mirror[outcome])
+                for pair, n in mirror["divergence"].items():
+                    diverged.add_metric(v + pair.split("/"), n)
+            breakers = be.get("breakers")
+            if breakers is not None:
+                for limit, n in breakers["trips"].items():
+                    trips.add_metric(v + [limit], n)
+                for condition, n in breakers["retried"].items():
+                    retried.add_metric(v + [condition], n)
             up.add_metric(v, 1 if be["status"] == "UP" else 0)
             srv.add_metric(v, be["serversUp"])
             queue.add_metric(v, be["queue"]["current"])
@@ -127,7 +166,7 @@ class MetricsCollector(_PromCollector):
             nosrv.add_metric(v, be["noServer"])
             bin_.add_metric(v, be["bytes"]["in"])
             bout.add_metric(v, be["bytes"]["out"])
-        yield from (up, srv, queue, cur, tot, nosrv, bin_, bout)
+        yield from (up, srv, queue, cur, tot, nosrv, bin_, bout, trips, retried, mirrored, diverged)
         yield from _timings("lbkit_backend", L, [([be["name"]], be["times"]) for be in backends if be.get("times")])
 
     def _servers(self, servers: list[dict[str, Any]]) -> Iterator[Metric]:
