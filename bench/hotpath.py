@@ -3,6 +3,8 @@ The Python cost of one proxied http request, without sockets or a reactor.
 
     .venv/bin/python bench/hotpath.py            # 5 repeats of 50,000 requests
     .venv/bin/python bench/hotpath.py --log      # with the access log on (a file: /dev/null)
+    .venv/bin/python bench/hotpath.py --stats    # with a stats page bound (latency timed)
+    .venv/bin/python bench/hotpath.py --trace    # with requestId=True, tracing=True
 
 One client connection and one pooled server connection, both
 L{StringTransport}s on a L{MemoryReactorClock}: each request's head is fed
@@ -25,7 +27,7 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address
 
-from lbkit import Backend, Server
+from lbkit import Backend, Server, stats
 from lbkit._accesslog import AccessLogSink, FileWriter
 from lbkit.balance import RoundRobin
 from lbkit.http import Frontend
@@ -38,10 +40,14 @@ RESPONSE = (
 )
 
 
-def setUp(log: bool) -> tuple[Any, HalfCloseableStringTransport, Any, HalfCloseableStringTransport]:
+def setUp(log: bool, statsPage: bool = False, trace: bool = False) -> tuple[Any, HalfCloseableStringTransport, Any, HalfCloseableStringTransport]:
     servers = [Server(f"s{i}", FakeEndpoint(IPv4Address("TCP", "192.0.2.1", 80 + i))) for i in (1, 2)]
     backend = Backend("be", servers, balance=RoundRobin())
-    frontend = Frontend("tcp:8000", [], default=backend, name="fe", log=log)
+    options: dict[str, Any] = {"requestId": True, "tracing": True} if trace else {}
+    frontend = Frontend("tcp:8000", [], default=backend, name="fe", log=log, **options)
+    if statsPage:
+        page = stats.Page("tcp:8404")
+        page.bindSite([frontend, page])
     harness = HTTPHarness(frontend)
     if log:
         sink = harness.factory.accessSink = AccessLogSink()
@@ -60,8 +66,8 @@ def setUp(log: bool) -> tuple[Any, HalfCloseableStringTransport, Any, HalfClosea
     return protocol, client, sides, harness
 
 
-def run(count: int, log: bool) -> float:
-    protocol, client, sides, _ = setUp(log)
+def run(count: int, log: bool, statsPage: bool = False, trace: bool = False) -> float:
+    protocol, client, sides, _ = setUp(log, statsPage, trace)
     conns = [(s.protocol, s.transport) for s in sides.values()]
     feed = protocol.dataReceived
     clear = client.clear
@@ -83,9 +89,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--log", action="store_true", help="access log on (buffered, to /dev/null)")
+    parser.add_argument("--stats", action="store_true", help="a stats page bound: latency timed")
+    parser.add_argument("--trace", action="store_true", help="requestId=True, tracing=True")
     args = parser.parse_args()
-    best = min(run(args.count, args.log) for _ in range(args.repeat))
-    print(f"http small, log {'on' if args.log else 'off'}: {best:.2f} µs per request (best of {args.repeat} × {args.count:,})")
+    best = min(run(args.count, args.log, args.stats, args.trace) for _ in range(args.repeat))
+    extra = (", stats page" if args.stats else "") + (", traced" if args.trace else "")
+    print(f"http small, log {'on' if args.log else 'off'}{extra}: {best:.2f} µs per request (best of {args.repeat} × {args.count:,})")
 
 
 if __name__ == "__main__":

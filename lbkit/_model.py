@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from lbkit._address import parseAddress
+from lbkit._latency import Latency
 from lbkit._origin import definedAt
 from lbkit.error import ConfigError, DrainTimeout
 from lbkit.interfaces import IServerListener, IStickyCount
@@ -127,7 +128,11 @@ class Server:
     @ivar backup: Whether it takes traffic only when no normal server is up.
     @ivar state: Its L{ServerState}.
     @ivar active: Connections in progress (including connects in flight).
+    @ivar latency: The L{Latency} of its requests, set by a stats page that
+        shows them (L{lbkit.stats}); else C{None}, and nothing is timed.
     """
+
+    latency: Optional[Latency] = None
 
     def __init__(
         self,

@@ -28,6 +28,7 @@ from twisted.logger import Logger, formatEvent, globalLogBeginner
 from twisted.python.failure import Failure
 
 from lbkit._backend import Backend, backendsOf
+from lbkit._latency import timeBackend
 from lbkit._listening import setPortSource
 from lbkit._model import Server
 from lbkit._workerproc import (
@@ -44,6 +45,7 @@ from lbkit.error import ConfigError
 from lbkit.logs import parseDestination
 from lbkit.reactor import install as installLean
 from lbkit.service import LoadBalancerService
+from lbkit.stats import Page
 
 __all__: list[str] = []
 
@@ -63,6 +65,17 @@ def splitMaxconn(site: Site, workers: int) -> None:
         for server in backend.servers:
             if server.maxconn is not None:
                 server.maxconn = max(1, math.ceil(server.maxconn / workers))
+
+
+def timeSite(listen: Sequence[Any]) -> None:
+    """
+    Time every backend's requests when the site has a stats page (which
+    the supervisor serves, from the workers' reports): docs/stats.md,
+    "Latency".
+    """
+    if any(isinstance(item, Page) for item in listen):
+        for backend in backendsOf(listen):
+            timeBackend(backend)
 
 
 class WorkerService(LoadBalancerService):
@@ -123,6 +136,7 @@ class Worker:
         self.settings = settings
         site = loadSite(settings["site"])
         splitMaxconn(site, settings["workers"])
+        timeSite(site.listen)
         accessLog = [
             parseDestination(d, settings.get("accessLogFormat", "text"), settings.get("syslogFormat", "rfc3164"))
             for d in settings.get("accessLog", [])
@@ -161,6 +175,7 @@ class Worker:
             self.report(reply)
 
     def reloaded(self, changes: list[str], reply: dict[str, Any]) -> None:
+        timeSite(self.service.listen)
         self.observations.watch(self.service.listen)
         self.control.send({"op": "reloaded", "ok": True, "changes": changes, **reply})
 

@@ -34,6 +34,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from lbkit._address import parseUDP
 from lbkit._backend import backendsOf
+from lbkit._latency import mergeReports
 from lbkit._model import ServerState
 from lbkit.traffic import Table, tablesOf
 
@@ -97,6 +98,9 @@ def _numbers(obj: Any, names: Iterable[str]) -> dict[str, Any]:
     responses = getattr(obj, "responses", None)
     if isinstance(responses, dict):
         found["responses"] = dict(responses)
+    latency = getattr(obj, "latency", None)
+    if latency is not None:  # timed: the supervisor has a stats page (docs/stats.md, "Latency")
+        found["latency"] = latency.report()
     return found
 
 
@@ -135,6 +139,8 @@ def _add(total: dict[str, Any], part: dict[str, Any], gauges: bool) -> None:
             into = total.setdefault("responses", {})
             for key, count in value.items():
                 into[key] = into.get(key, 0) + count
+        elif name == "latency":
+            total[name] = mergeReports(total.get(name), value, gauges)
         elif gauges or name not in GAUGES:
             total[name] = total.get(name, 0) + value
 
@@ -212,6 +218,9 @@ def _set(obj: Any, numbers: dict[str, Any], names: Iterable[str]) -> None:
         got = numbers.get("responses", {})
         for key in responses:
             responses[key] = got.get(key, 0)
+    latency = getattr(obj, "latency", None)
+    if latency is not None:
+        latency.external = numbers.get("latency")
 
 
 # -- server states -------------------------------------------------------------

@@ -6,6 +6,7 @@ live objects; no sockets (treq's in-memory L{StubTreq}).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -129,7 +130,7 @@ class JSONTests(SynchronousTestCase):
             {
                 "name", "backend", "id", "address", "state", "stateSeconds", "weight",
                 "initialWeight", "effectiveWeight", "backup", "sessions", "requests", "bytes",
-                "responses", "errors", "retries", "redispatches", "check", "slowstart",
+                "responses", "errors", "retries", "redispatches", "check", "slowstart", "times", "timeline",
             },
         )
         self.assertEqual(set(server["sessions"]), {"current", "max", "limit", "total", "rate"})
@@ -320,7 +321,10 @@ class MetricsTests(SynchronousTestCase):
         names = {name for name, labels in self.samples()}
         for name in names:
             base = name[: -len("_total")] if name.endswith("_total") else name
-            self.assertTrue(f"`{name}`" in text or f"`{base}_total`" in text, f"{name} is not documented")
+            histogram = re.sub(r"_(bucket|sum|count)$", "", name)  # a histogram's series
+            self.assertTrue(
+                f"`{name}`" in text or f"`{base}_total`" in text or f"`{histogram}`" in text, f"{name} is not documented"
+            )
 
 
 class NoAdminTests(SynchronousTestCase):

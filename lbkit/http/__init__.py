@@ -5,7 +5,8 @@ Public names: L{Frontend}, L{Route}, the matchers (L{pathBegins} and
 friends), the request rules (header rules, and those that answer from
 the balancer: L{deny}, L{redirect}, L{respond} and friends; docs/rules.md),
 error pages (L{errorPage}), response compression (L{Compression}), the
-response cache (L{Cache}, docs/cache.md), L{Request}, and shadow traffic
+response cache (L{Cache}, docs/cache.md), request IDs and trace
+context (L{Tracing}; docs/tracing.md), L{Request}, and shadow traffic
 (L{Mirror}, L{mirrorStats}) and scatter-gather (L{ScatterGather},
 L{SubResponse}; docs/beyond_traffic.md).
 """
@@ -52,6 +53,7 @@ from lbkit.http._routing import (
 from lbkit.http._rules import addHeader, clientAddress, clientPort, deleteHeader, setHeader
 from lbkit.http._scatter import ScatterGather, SubResponse
 from lbkit.http._server import HTTPServerProtocol
+from lbkit.http._tracing import HTTP_TRACED_LOG_FORMAT, Tracing
 
 __all__ = [
     "Frontend",
@@ -63,6 +65,8 @@ __all__ = [
     "HTTPFrontendProtocol",
     "HTTPServerProtocol",
     "HTTP_LOG_FORMAT",
+    "HTTP_TRACED_LOG_FORMAT",
+    "Tracing",
     "pathBegins",
     "pathIs",
     "pathEnds",

@@ -72,14 +72,14 @@ class Exchange:
     @ivar held: The L{Held} answer (tarpit) or cache wait it waits on, or C{None}.
     """
 
-    # ResponseSink
-    upgrading = False
+    upgrading = False  # (ResponseSink)
     decodesChunked = False
     writeResponse: Callable[[bytes], None]
     held: Optional[Held] = None
     mirror: Any = None  # its lbkit.http._mirror.MirrorCopy, if mirrored
     cacheTx: Optional[CacheTx] = None  # a request the cache follows (docs/cache.md)
     noServer = "<NOSRV>"  # the log's server when none was chosen (a cache hit: "<CACHE>")
+    trace: Any = None  # an http._tracing.Trace (docs/tracing.md)
 
     def __init__(
         self,
@@ -139,7 +139,6 @@ class Exchange:
         return f"<Exchange {self.state.name} {self.request!r}>"
 
     def _go(self, event: str) -> None:
-        # the transitions every request makes look TRANSITIONS up inline
         try:
             self.state = TRANSITIONS[self.state][event]
         except KeyError:
@@ -190,6 +189,8 @@ class Exchange:
         self.backend = None
         self.context = Context(client=self.client, frontend=self.frontend.name, request=request)
         self.factory.requests += 1
+        if self.frontend.tracer is not None:
+            self.frontend.tracer.begin(self, request)
 
     def forward(self) -> None:
         """Route the request (the C{routeRequest} hook), then L{toServer} (unless a rule or the cache answers)."""

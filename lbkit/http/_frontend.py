@@ -36,6 +36,7 @@ from lbkit.http._pool import ConnectionPool
 from lbkit.http._routing import Route, checkedRules
 from lbkit.http._scatter import bindFactory, scatterTargets
 from lbkit.http._server import HTTPServerProtocol
+from lbkit.http._tracing import HTTP_TRACED_LOG_FORMAT, Tracing, tracerFor
 from lbkit.interfaces import IAnsweringRule, IListener
 from lbkit.tls import Certificates, fromSSLEndpoint, h2Available, serverFactory
 
@@ -103,6 +104,8 @@ class Frontend:
     @ivar explain: Each request carries the reasons of its route and
         server, logged as the access-log field C{explain} (docs/beyond.md);
         off by default.
+    @ivar tracer: With C{requestId=} or C{tracing=}: the
+        L{lbkit.http._tracing.RequestTracer} (docs/tracing.md); else C{None}.
     """
 
     def __init__(
@@ -132,6 +135,8 @@ class Frontend:
         compression: Optional[Compression] = None,
         cache: Optional[Cache] = None,
         explain: bool = False,
+        requestId: "bool | str" = False,
+        tracing: "bool | Tracing" = False,
     ) -> None:
         self.definedAt = definedAt()
         if not isinstance(endpoint, str):
@@ -201,6 +206,7 @@ class Frontend:
         self.poolIdleTimeout = float(poolIdleTimeout)
         self.log = log
         self.explain = bool(explain)
+        self.tracer = tracerFor(requestId, tracing, f"http.Frontend {endpoint!r}")
         self.factory = factory or HTTPProxyFactory
         self.factories: list[HTTPProxyFactory] = []
 
@@ -321,7 +327,8 @@ class HTTPProxyFactory(DrainingFactory, Factory):
     def logAccess(self, fields: dict[str, Any]) -> None:
         """Emit the access-log line of one finished request."""
         if self.frontend.log:
-            self.accessLog.info(HTTP_LOG_FORMAT + (' explain="{explain}"' if "explain" in fields else ""), **fields)
+            fmt = HTTP_LOG_FORMAT if self.frontend.tracer is None else HTTP_TRACED_LOG_FORMAT
+            self.accessLog.info(fmt + (' explain="{explain}"' if "explain" in fields else ""), **fields)
 
     def logsPlainly(self) -> bool:
         """

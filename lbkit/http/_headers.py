@@ -16,6 +16,7 @@ from lbkit._logline import formatHTTPLine, httpDate, httpFields
 from lbkit.http._answers import ErrorPage
 from lbkit.http._explain import explainText
 from lbkit.http._parse import Request, Response
+from lbkit.http._tracing import endTrace
 
 if TYPE_CHECKING:
     from lbkit.http._exchange import Exchange
@@ -36,6 +37,7 @@ __all__ = [
     "responseHead",
     "clientSubject",
     "logFields",
+    "recordLatency",
 ]
 
 #: The access-log line of one http request (see docs/http.md).
@@ -312,6 +314,31 @@ def logValues(exchange: Exchange) -> tuple[Any, ...]:
     )
 
 
+def recordLatency(exchange: Exchange, latency: Any) -> None:
+    """
+    Add the timings of the request of C{exchange}, as it ends, to its
+    server's (or, with none, its backend's) L{lbkit._latency.Latency}:
+    the C{Tw}, C{Tc}, C{Tr}, C{Ta} of L{logValues}, in seconds.
+    """
+    start = exchange.startedAt
+    dispatch = exchange.dispatch
+    chosen = connected = -1.0
+    fresh = False
+    if dispatch is not None:
+        chosen, connected, fresh = dispatch.chosenAt, dispatch.connectedAt, not dispatch.reused
+    if exchange.waitedUntil >= 0:
+        chosen = exchange.waitedUntil
+    responded = exchange.respondedAt
+    latency.add((
+        chosen - start if chosen >= 0 else -1.0,
+        connected - chosen if connected >= 0 and chosen >= 0 else -1.0,
+        responded - connected if responded >= 0 and connected >= 0 else -1.0,
+        exchange.reactor.seconds() - start,
+        fresh,
+        exchange.server is not None,
+    ))
+
+
 def logRequest(exchange: Exchange, factory: HTTPProxyFactory) -> None:
     """
     Log the request of C{exchange} as it ends: formatted here and handed
@@ -323,6 +350,15 @@ def logRequest(exchange: Exchange, factory: HTTPProxyFactory) -> None:
     """
     if exchange.mirror is not None:
         exchange.mirror.primaryAnswered(exchange.status)
+    server = exchange.server
+    if server is not None:
+        if server.latency is not None:
+            recordLatency(exchange, server.latency)
+    elif getattr(exchange.backend, "latency", None) is not None:
+        recordLatency(exchange, exchange.backend.latency)  # type: ignore[union-attr]
+    if exchange.trace is not None:
+        endTrace(exchange, factory, logValues)  # (docs/tracing.md)
+        return
     sink = factory.accessSink
     plain = exchange.plainLog
     if sink is not None and sink.active and plain is not None and plain():

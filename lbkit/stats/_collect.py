@@ -16,10 +16,12 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from lbkit._backend import Backend, backendsOf
+from lbkit._latency import Latency, timeBackend
 from lbkit._model import Server, ServerListenerMixin, ServerState
 from lbkit.http import mirrorStats
 from lbkit.interfaces import IServerListener
 from lbkit.stats._cachestats import cacheRows
+from lbkit.stats._history import History
 from lbkit.stats._tables import tableData, tablesIn
 
 __all__: list[str] = []
@@ -120,6 +122,28 @@ def modeOf(frontend: Any) -> str:
     return "other"
 
 
+def _times(latency: Latency | None, others: Sequence[Latency] = ()) -> dict[str, Any] | None:
+    """The C{times} of a row: HAProxy's averages and the histograms."""
+    if latency is None:
+        return None
+    return {**latency.averages(), "histograms": latency.histograms(others)}
+
+
+def _errors(backend: dict[str, Any]) -> int:
+    """A backend row's errors, for its chart: 5xx answers, failed connects, refusals for want of a server."""
+    return int((backend["responses"] or {}).get("5xx", 0) + backend["errors"]["connect"] + backend["noServer"])
+
+
+def _headTimes(backends: list[dict[str, Any]]) -> list[int] | None:
+    """The summed cumulative histogram of the time to the response head of backend rows."""
+    found: list[int] | None = None
+    for be in backends:
+        if be.get("times"):
+            buckets = be["times"]["histograms"]["response"]["buckets"]
+            found = list(buckets) if found is None else [a + b for a, b in zip(found, buckets, strict=True)]
+    return found
+
+
 @implementer(IServerListener)
 class Collector(ServerListenerMixin):
     """
@@ -140,6 +164,8 @@ class Collector(ServerListenerMixin):
         self.bound = False
         self._since: dict[int, float] = {}
         self._rates = _RateMeter()
+        #: The charts' data (L{History}).
+        self.history = History()
         self._started = time.time()
         self._subscribed: set[int] = set()
         #: Reloads the site file (L{lbkit.service.LoadBalancerService.reload}),
@@ -163,6 +189,7 @@ class Collector(ServerListenerMixin):
         self.listen = list(listen)
         self.bound = True
         for backend in backendsOf(self.listen):
+            timeBackend(backend)
             if id(backend) not in self._subscribed:
                 self._subscribed.add(id(backend))
                 backend.addListener(self)
@@ -176,7 +203,8 @@ class Collector(ServerListenerMixin):
         return float(self.clock.seconds()) if self.clock is not None else time.time()
 
     def stateChanged(self, server: Server, old: ServerState, new: ServerState, reason: str) -> None:
-        self._since[id(server)] = self.now()
+        now = self._since[id(server)] = self.now()
+        self.history.changed(server, now, old.value, new.value)
 
     # -- finding ----------------------------------------------------------
 
@@ -248,17 +276,20 @@ class Collector(ServerListenerMixin):
                 "configured": server.slowstart > 0,
                 "percent": None if ramp >= 1.0 else int(ramp * 100),
             },
+            "times": _times(server.latency),
+            "timeline": self.history.timeline(server, server.state.value, now, self._started),
         }
 
     def backend(self, backend: Backend, now: float | None = None) -> dict[str, Any]:
         """One backend and its servers (docs/stats.md, "backend object")."""
         if now is None:
             now = self.now()
+        latency = timeBackend(backend)  # (servers a reload or discovery added are timed from now on)
         servers = [self.server(s, now) for s in backend.servers]
         total = sum(s.total for s in backend.servers)
         requests = _sumAttr(backend.servers, "requests") or None
         eligible = backend.eligible()
-        return {
+        row = {
             "name": backend.name,
             "status": "UP" if eligible else "DOWN",
             "balance": type(backend.balance).__name__,
@@ -289,8 +320,13 @@ class Collector(ServerListenerMixin):
             ),
             "breakers": backend.breakers.stats() if backend.breakers is not None else None,
             "mirror": mirrorStats(backend),
+            "times": _times(latency, [s.latency for s in backend.servers if s.latency is not None]),
             "servers": servers,
         }
+        row["history"] = self.history.sample(
+            "backend", backend, now, requests or total, _errors(row), _headTimes([row]),
+        )
+        return row
 
     def frontend(self, frontend: Any, now: float | None = None) -> dict[str, Any]:
         """One frontend (docs/stats.md, "frontend object")."""
@@ -336,12 +372,22 @@ class Collector(ServerListenerMixin):
     def snapshot(self) -> dict[str, Any]:
         """Everything, as C{/stats.json} serves it."""
         now = self.now()
+        backends = [self.backend(b, now) for b in self.backends()]
+        frontends = []
+        for f in self.frontends():
+            row = self.frontend(f, now)
+            requests = row["requests"]["total"] if row["requests"] else row["sessions"]["total"]
+            theirs = [be for be in backends if be["name"] in row["backends"]]
+            row["history"] = self.history.sample(
+                "frontend", f, now, requests, (row["responses"] or {}).get("5xx", 0), _headTimes(theirs)
+            )
+            frontends.append(row)
         snapshot = {
             "version": SCHEMA_VERSION,
             "time": time.time(),
             "uptime": max(0.0, now - self._started),
-            "frontends": [self.frontend(f, now) for f in self.frontends()],
-            "backends": [self.backend(b, now) for b in self.backends()],
+            "frontends": frontends,
+            "backends": backends,
             "accessLog": self.accessLogs(),
             **({"tables": [tableData(t) for t in tables]} if (tables := tablesIn(self.frontends())) else {}),
             **({} if self.workers is None else {"workers": self.workers()}),

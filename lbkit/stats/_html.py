@@ -11,6 +11,7 @@ from typing import Any
 from twisted.web.template import Element, Tag, XMLString, renderer, tags
 
 from lbkit.stats._cachestats import cacheTable
+from lbkit.stats._charts import charts, timeline
 from lbkit.stats._collect import RESPONSE_CLASSES
 from lbkit.stats._tables import tableElements
 
@@ -28,6 +29,8 @@ tr.total td { background: #eee; font-weight: bold; }
 form { display: inline; margin: 0; } button { font-size: 11px; }
 input.weight { width: 3em; font-size: 11px; }
 p.note { color: #555; }
+div.charts { margin: 4px 0; } svg.chart { vertical-align: top; margin-right: 4px; }
+div.timeline { font-size: 11px; margin: 1px 0; } span.server-name { display: inline-block; width: 10em; }
 """
 
 _TEMPLATE = """\
@@ -83,7 +86,7 @@ def _num(value: Any) -> str:
 _HEAD = (
     "Name", "State", "Weight", "Cur", "Max", "Limit", "Total", "Rate", "Queue",
     "Bytes in", "Bytes out", "Req/s", "Conn err", "Retries",
-    "Redisp", "Last check", "Slow start",
+    "Redisp", "Q/C/R/T ms", "Last check", "Slow start",
 )
 
 
@@ -108,6 +111,14 @@ def mirrorLine(mirror: dict[str, Any]) -> str:
     return (f"Mirrored: {mirror['mirrored']} ({mirror['inFlight']} in flight, {mirror['answered']} answered, "
             f"{mirror['failed']} failed, {mirror['dropped']} dropped, {mirror['tooLarge']} too large); "
             f"agreed {mirror['agreed']}; diverged (primary/shadow): {diverged}")
+
+
+def _times(times: dict[str, Any] | None) -> Tag:
+    """HAProxy's qtime/ctime/rtime/ttime averages, as its log shows times."""
+    if not times or not times["samples"]:
+        return tags.td("-")
+    text = f"{times['qtime']}/{times['ctime']}/{times['rtime']}/{times['ttime']}"
+    return tags.td(text, class_="times", title=f"averages over the last {times['samples']} requests")
 
 
 def _hasResponses(snapshot: dict[str, Any]) -> bool:
@@ -206,13 +217,14 @@ class StatsElement(Element):
                 tags.td(formatBytes(fe["bytes"]["out"])),
                 tags.td(_num(requests["rate"]) if requests else "-"),
                 *self._responseCells(fe["responses"]),
-                *[tags.td("-") for _ in range(5)],
+                *[tags.td("-") for _ in range(6)],
                 *([tags.td("")] if self.admin else []),
                 class_="total",
                 id=f"frontend-{fe['name']}",
             )
             title = f"Frontend {fe['name']} ({fe['mode']}, {fe['endpoint']}) \u2192 {', '.join(fe['backends'])}"
-            out.append(tags.div(tags.h2(title), tags.table(self._header(), row), class_="frontend"))
+            out.append(tags.div(tags.h2(title), tags.table(self._header(), row), charts(fe.get("history")),
+                                class_="frontend", id=f"frontend-{fe['name']}-charts"))
         return out
 
     @renderer
@@ -239,6 +251,8 @@ class StatsElement(Element):
                 parts.append(tags.p(breakersLine(be["breakers"]), class_="breakers"))
             if be.get("mirror"):
                 parts.append(tags.p(mirrorLine(be["mirror"]), class_="mirror"))
+            parts.append(charts(be.get("history")))
+            parts.extend(timeline(sv["name"], sv["timeline"]) for sv in be["servers"] if sv.get("timeline"))
             out.append(tags.div(*parts, class_="backend", id=f"backend-{be['name']}"))
         return out
 
@@ -269,6 +283,7 @@ class StatsElement(Element):
             tags.td(str(sv["errors"]["connect"])),
             tags.td(str(sv["retries"])),
             tags.td(str(sv["redispatches"])),
+            _times(sv.get("times")),
             tags.td(last, class_="text DOWN" if check["status"] == "failed" else "text"),
             tags.td("-" if ramp is None else f"{ramp}%"),
         ]
@@ -320,6 +335,7 @@ class StatsElement(Element):
             tags.td(str(be["errors"]["connect"])),
             tags.td(str(be["retries"])),
             tags.td(str(be["redispatches"])),
+            _times(be.get("times")),
             tags.td(f"no server: {be['noServer']}", class_="text"),
             tags.td("-"),
             *([tags.td("")] if self.admin else []),

@@ -8,9 +8,15 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector as _PromCollector
 
+from lbkit._latency import BUCKETS
 from lbkit._model import ServerState
 from lbkit.stats._tables import tableMetrics
 
@@ -23,6 +29,38 @@ def _g(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
 
 def _c(name: str, doc: str, labels: list[str]) -> CounterMetricFamily:
     return CounterMetricFamily(name, doc, labels=labels)
+
+
+#: The histograms of L{lbkit._latency.METRICS}: name suffix and help text.
+_HISTOGRAMS = (
+    ("queue", "queue_time_seconds", "Time requests waited for a server slot (Tw)."),
+    ("connect", "connect_time_seconds", "Time new server connections took to connect (Tc)."),
+    ("response", "response_time_seconds", "Time from the request head to the response head (Tw+Tc+Tr)."),
+    ("total", "total_time_seconds", "Time from the request head to the end of the response (Ta)."),
+)
+#: HAProxy's averages over the last 1,024 requests (qtime, ctime, rtime, ttime).
+_AVERAGES = (
+    ("qtime", "queue_time_average_seconds", "Average queue time over the last 1024 requests (HAProxy's qtime)."),
+    ("ctime", "connect_time_average_seconds", "Average connect time over the last 1024 requests (ctime)."),
+    ("rtime", "response_time_average_seconds", "Average response time over the last 1024 requests (rtime)."),
+    ("ttime", "total_time_average_seconds", "Average total time over the last 1024 requests (ttime)."),
+)
+_BOUNDS = [repr(float(b)) for b in BUCKETS] + ["+Inf"]
+
+
+def _timings(prefix: str, L: list[str], rows: list[tuple[list[str], Any]]) -> Iterator[Metric]:
+    """The latency histograms and averages of C{rows}, C{(labels, times)}."""
+    for key, suffix, doc in _HISTOGRAMS:
+        family = HistogramMetricFamily(f"{prefix}_{suffix}", doc, labels=L)
+        for v, times in rows:
+            h = times["histograms"][key]
+            family.add_metric(v, list(zip(_BOUNDS, h["buckets"], strict=True)), h["sum"])
+        yield family
+    for key, suffix, doc in _AVERAGES:
+        gauge = _g(f"{prefix}_{suffix}", doc, L)
+        for v, times in rows:
+            gauge.add_metric(v, times[key] / 1000)
+        yield gauge
 
 
 class MetricsCollector(_PromCollector):
@@ -131,6 +169,7 @@ class MetricsCollector(_PromCollector):
             bin_.add_metric(v, be["bytes"]["in"])
             bout.add_metric(v, be["bytes"]["out"])
         yield from (up, srv, queue, cur, tot, nosrv, bin_, bout, trips, retried, mirrored, diverged)
+        yield from _timings("lbkit_backend", L, [([be["name"]], be["times"]) for be in backends if be.get("times")])
 
     def _servers(self, servers: list[dict[str, Any]]) -> Iterator[Metric]:
         L = ["backend", "server"]
@@ -183,3 +222,5 @@ class MetricsCollector(_PromCollector):
             percent = sv["slowstart"]["percent"]
             ramp.add_metric(v, 1.0 if percent is None else percent / 100)
         yield from (up, state, since, weight, cur, mx, limit, tot, req, bin_, bout, resp, err, retr, redisp, check, passed, took, ramp)
+        timed = [([sv["backend"] or "", sv["name"]], sv["times"]) for sv in servers if sv.get("times")]
+        yield from _timings("lbkit_server", L, timed)

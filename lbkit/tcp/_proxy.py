@@ -1,13 +1,10 @@
 # -*- test-case-name: tests.test_tcp -*-
 """
-The client side of a tcp-mode (layer 4) connection: accept a client,
-choose a server, connect, and pump bytes both ways with back-pressure and
-half-close.
-
-L{TCPFrontendProtocol}'s life is one L{Phase} at a time, and its
-termination codes come from the phase (L{lbkit.tcp._phase}); the
-half-close flags C{_clientEOF} and C{_serverEOF} are apart from it.
-Choosing, queueing, connecting and retrying are L{lbkit._dispatch}'s.
+The client side of a tcp-mode (layer 4) connection: accept a client, choose
+a server, connect, and pump bytes both ways with back-pressure and half-close.
+L{TCPFrontendProtocol}'s life is one L{Phase} at a time, its termination codes
+the phase's (L{lbkit.tcp._phase}); the half-close flags C{_clientEOF} and
+C{_serverEOF} are apart.  Choosing, queueing, connecting, retrying: L{lbkit._dispatch}.
 """
 
 from __future__ import annotations
@@ -464,6 +461,9 @@ class TCPFrontendProtocol(Protocol):
             server.bytesIn += self.bytes
             server.bytesOut += bytesOut
             dispatch.release()
+        latency = server.latency if server is not None else getattr(self.backend, "latency", None)
+        if latency is not None:  # (a stats page times it: docs/stats.md, "Latency")
+            latency.addConnection(dispatch, peer is not None, self.reactor.seconds() - self.start, server is not None)
         finished = getattr(self.finished, "__func__", None) is not TCPFrontendProtocol.finished
         sink = factory.accessSink
         if not finished and not factory.logsAccess():
