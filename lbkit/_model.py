@@ -111,6 +111,8 @@ class Server:
     @ivar backup: Whether it takes traffic only when no normal server is up.
     @ivar state: Its L{ServerState}.
     @ivar active: Connections in progress (including connects in flight).
+    @ivar proto: How http mode speaks to it: L{None} (HTTP/1.1), C{"h2"}
+        or C{"h2c"} (see docs/http.md, "HTTP/2 and gRPC to servers").
     """
 
     def __init__(
@@ -128,6 +130,7 @@ class Server:
         ca: str | None = None,
         sni: str | None = None,
         verify: bool = True,
+        proto: str | None = None,
     ) -> None:
         self.definedAt = definedAt()
         if not isinstance(name, str) or not name:
@@ -155,6 +158,17 @@ class Server:
         self.sendProxy = sendProxy
         self.slowstart = float(slowstart)
         self.cookie = name if cookie is None else cookie
+        #: C{"h2"} (HTTP/2 over TLS with ALPN), C{"h2c"} (cleartext HTTP/2,
+        #: prior knowledge) or L{None} (HTTP/1.1): how http mode speaks to it.
+        self.proto = proto
+        if proto is not None:
+            if proto not in ("h2", "h2c"):
+                raise ConfigError(f"server {name!r}: proto must be None, 'h2' or 'h2c', not {proto!r}")
+            if proto == "h2c" and tls:
+                raise ConfigError(f"server {name!r}: proto='h2c' is cleartext; use proto='h2' for HTTP/2 over TLS")
+            if sendProxy is not None:
+                raise ConfigError(f"server {name!r}: sendProxy= does not apply to proto={proto!r} (shared connections)")
+            tls = tls or proto == "h2"
         self._initTLS(tls, ca, sni, verify)
         self.state = ServerState.UP
         self.backend: Backend | None = None

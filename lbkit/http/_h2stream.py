@@ -35,6 +35,7 @@ from lbkit.http._parse import Request, Response
 from lbkit.http._server import HTTPServerProtocol
 from lbkit.http._states import WAITING
 from lbkit.http._timeouts import checkTimeouts
+from lbkit.http._trailers import chunkedEnd
 from lbkit.interfaces import ISession
 
 if TYPE_CHECKING:
@@ -86,6 +87,9 @@ class H2Stream:
         self._tick: Any = None
         #: request body bytes the client declared and has not sent yet, or None
         self._declaredLeft: Optional[int] = None
+        #: the request's trailers (to a server in the last chunk), the response's (sent after its DATA)
+        self._reqTrailers: Optional[list[tuple[bytes, bytes]]] = None
+        self._trailers: Optional[list[tuple[bytes, bytes]]] = None
         frontend = h2.frontend
         mtls = getattr(getattr(frontend, "tls", None), "clientCA", None) is not None
         self.exchange = streamExchange(h2.factory, self, h2.client, h2.transport if mtls else None)
@@ -154,15 +158,17 @@ class H2Stream:
             return
         exchange = self.exchange
         if not self._done and not exchange.bodyDone and exchange.framing == CHUNKED:
-            self._pending.append((b"0\r\n\r\n", 0, True))
+            self._pending.append((chunkedEnd(self._reqTrailers), 0, True))
             self.deliverPending()
 
     def h2Trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
-        """A trailers block arrived: checked, and not forwarded."""
+        """A trailers block arrived: checked, and sent in the last chunk of a chunked body."""
         try:
             checkTrailers(headers)
         except MalformedRequest as e:
             self.malformed(str(e))
+            return
+        self._reqTrailers = headers
 
     def malformed(self, why: str) -> None:
         """
@@ -291,6 +297,10 @@ class H2Stream:
 
     # -- response: server -> client ------------------------------------------
 
+    def writeTrailers(self, fields: list[tuple[bytes, bytes]]) -> None:
+        """The response's trailers: sent as a HEADERS frame after its DATA (L{lbkit.http._trailers})."""
+        self._trailers = fields
+
     def fromServer(self, data: bytes) -> None:
         """Response body bytes from the server (the data of a chunked body)."""
         if not data or self._done:
@@ -325,7 +335,11 @@ class H2Stream:
                 else:
                     self._outOffset = offset + size
             if not out and self._ending:
-                conn.end_stream(sid)
+                trailers = self._trailers
+                if trailers:
+                    conn.send_headers(sid, trailers, end_stream=True)
+                else:
+                    conn.end_stream(sid)
                 self._streamEnded()
         except ProtocolError as e:
             self._broken(e)

@@ -1,0 +1,281 @@
+"""
+HTTP/2 to servers (C{Server(proto="h2c")}, C{proto="h2"}), over real
+sockets on 127.0.0.1: curl (HTTP/1.1 and HTTP/2 clients) and the in-process
+HTTP/2 client of tests/test_http2.py, in front of the HTTP/2 test server of
+tests/h2server.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+from twisted.internet import ssl
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.trial.unittest import SynchronousTestCase
+
+from lbkit import Backend, Server
+from lbkit.error import ConfigError
+from lbkit.http._body import ChunkedFramer
+from lbkit.http._h2up import H2Pool
+from lbkit.http._trailers import chunkedEnd, trailerFields
+from tests.h2server import H2TestFactory
+from tests.helpers import requireBinary, runProcess
+from tests.test_http2 import HTTP2TestCase, StreamResetError
+from tests.test_http_integration import reactor
+
+
+class ServerProtoTests(SynchronousTestCase):
+    """C{Server(proto=...)} takes C{"h2"}, C{"h2c"} or L{None}, and says what is wrong otherwise."""
+
+    def test_default(self) -> None:
+        """A server speaks HTTP/1.1 unless told."""
+        self.assertIsNone(Server("a", "127.0.0.1:1").proto)
+
+    def test_h2ImpliesTLS(self) -> None:
+        """C{proto="h2"} is HTTP/2 over TLS."""
+        server = Server("a", "127.0.0.1:1", proto="h2", verify=False)
+        self.assertEqual((server.proto, server.tls), ("h2", True))
+
+    def test_h2cCleartext(self) -> None:
+        """C{proto="h2c"} with C{tls=True} is refused."""
+        e = self.assertRaises(ConfigError, Server, "a", "127.0.0.1:1", proto="h2c", tls=True)
+        self.assertIn("proto='h2c' is cleartext", str(e))
+
+    def test_unknown(self) -> None:
+        """Another value is refused, naming it."""
+        e = self.assertRaises(ConfigError, Server, "a", "127.0.0.1:1", proto="http/2")
+        self.assertIn("proto must be None, 'h2' or 'h2c', not 'http/2'", str(e))
+
+    def test_sendProxy(self) -> None:
+        """A PROXY header does not fit a connection shared by many clients."""
+        e = self.assertRaises(ConfigError, Server, "a", "127.0.0.1:1", proto="h2c", sendProxy=1)
+        self.assertIn("sendProxy= does not apply", str(e))
+
+
+class TrailerTests(SynchronousTestCase):
+    """Trailers between HTTP/1.1 chunked framing and HTTP/2 fields."""
+
+    def test_chunkedEnd(self) -> None:
+        """The last chunk carries the trailers, framing fields dropped."""
+        self.assertEqual(chunkedEnd(None), b"0\r\n\r\n")
+        self.assertEqual(chunkedEnd([(b"grpc-status", b"0"), (b"content-length", b"3")]),
+                         b"0\r\ngrpc-status: 0\r\n\r\n")
+
+    def test_framerCollects(self) -> None:
+        """A decoding L{ChunkedFramer} keeps the trailer lines; L{trailerFields} reads them."""
+        framer = ChunkedFramer(True)
+        framer.feed(b"3\r\nabc\r\n0\r\nGrpc-Status: 0\r\nX-A:  b \r\n\r\n")
+        self.assertTrue(framer.done)
+        self.assertEqual(trailerFields(framer.trailers), [(b"grpc-status", b"0"), (b"x-a", b"b")])
+
+
+class H2UpTestCase(HTTP2TestCase):
+    """L{HTTP2TestCase} with HTTP/2 test servers."""
+
+    def h2server(self, name: str = "h2", **kwargs: Any) -> tuple[int, H2TestFactory]:
+        factory = H2TestFactory(name, **kwargs)
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.ports.append(port)
+
+        def closeAll() -> Any:
+            for proto in list(factory.open):
+                self.lost.append(proto.closed)
+                proto.transport.abortConnection()  # type: ignore[attr-defined]
+
+        self.addCleanup(closeAll)
+        return port.getHost().port, factory
+
+    def h2backend(self, port: int, **kwargs: Any) -> Backend:
+        return Backend("app", [Server("h2a", f"127.0.0.1:{port}", proto="h2c")], **kwargs)
+
+    @inlineCallbacks
+    def curlPlain(self, port: int, *args: str, path: str = "/") -> Any:
+        curl = requireBinary("/usr/bin/curl")
+        runner = yield runProcess(self, reactor, [curl, "-sS", *args, f"http://127.0.0.1:{port}{path}"])
+        self.assertEqual(runner.exitCode, 0, runner.output)
+        return runner.stdout
+
+
+class H2cTests(H2UpTestCase):
+    """Requests from HTTP/1.1 and HTTP/2 clients go to a C{proto="h2c"} server as HTTP/2 streams."""
+
+    @inlineCallbacks
+    def test_http11Client(self) -> None:
+        """An HTTP/1.1 request arrives as an HTTP/2 one, with lbkit's forwarding headers."""
+        port, server = self.h2server()
+        fe = self.frontend(default=self.h2backend(port))
+        out = yield self.curlPlain(fe, "-H", "X-Test: 1", path="/info?x=1")
+        info = json.loads(out)
+        self.assertEqual((info["method"], info["path"]), ("GET", "/info?x=1"))
+        self.assertEqual(info["authority"], f"127.0.0.1:{fe}")
+        self.assertEqual(info["headers"]["x-test"], "1")
+        self.assertEqual(info["headers"]["x-forwarded-for"], "127.0.0.1")
+        self.assertNotIn("host", info["headers"])
+        self.assertEqual(server.connections, 1)
+
+    @inlineCallbacks
+    def test_keptAndMultiplexed(self) -> None:
+        """Concurrent streams of an HTTP/2 client share one connection to the server."""
+        port, server = self.h2server()
+        fe = self.tlsFrontend(default=self.h2backend(port))
+        client = yield self.h2client(fe)
+        results = yield gatherResults([client.request(f"/info/{i}") for i in range(20)])
+        self.assertEqual([json.loads(body)["path"] for _, _, body in results], [f"/info/{i}" for i in range(20)])
+        more = yield client.request("/info/again")
+        self.assertEqual(more[0], 200)
+        self.assertEqual((server.connections, server.streams), (1, 21))
+        [factory] = self.frontendFactories()
+        self.assertIsInstance(factory.pool, H2Pool)
+        self.assertEqual(factory.pool.h2Count(), 1)
+
+    @inlineCallbacks
+    def test_bigUploads(self) -> None:
+        """Request bodies larger than the stream window arrive whole, chunked or with a length."""
+        port, server = self.h2server()
+        fe = self.frontend(default=self.h2backend(port))
+        data = os.urandom(300000)
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(data)
+        out = yield self.curlPlain(fe, "--data-binary", "@" + path, path="/up")
+        info = json.loads(out)
+        self.assertEqual((info["method"], info["length"], info["sha256"]),
+                         ("POST", len(data), hashlib.sha256(data).hexdigest()))
+        out = yield self.curlPlain(fe, "-H", "Transfer-Encoding: chunked", "--data-binary", "@" + path, path="/up")
+        info = json.loads(out)
+        self.assertEqual((info["length"], info["sha256"]), (len(data), hashlib.sha256(data).hexdigest()))
+
+    @inlineCallbacks
+    def test_bigDownloads(self) -> None:
+        """A response of unknown length is chunked for an HTTP/1.1 client and arrives whole on both."""
+        port, server = self.h2server()
+        fe = self.frontend(default=self.h2backend(port))
+        out = yield self.curlPlain(fe, "-D", "-", path="/big/1000000")
+        head, body = out.split(b"\r\n\r\n", 1)
+        self.assertIn(b"transfer-encoding: chunked", head.lower())
+        self.assertEqual(body, b"0123456789abcdef" * 62500)
+        fe2 = self.tlsFrontend(default=self.h2backend(port))
+        client = yield self.h2client(fe2)
+        status, _, body = yield client.request("/big/1000000")
+        self.assertEqual((status, len(body)), (200, 1000000))
+
+    @inlineCallbacks
+    def test_slowClientHoldsItsStream(self) -> None:
+        """
+        An HTTP/2 client that does not read holds back its own stream's
+        window towards the server (no WINDOW_UPDATE), not the other streams.
+        """
+        port, server = self.h2server()
+        fe = self.tlsFrontend(default=self.h2backend(port))
+        client = yield self.h2client(fe)
+        client.autoAck = False
+        slow = client.request("/big/4000000")
+        first: Deferred[None] = Deferred()
+        client.firstData[1] = first
+        yield first
+        client2 = yield self.h2client(fe)
+        status, _, body = yield client2.request("/info/other")  # the server connection is not held up
+        self.assertEqual(status, 200)
+        [proto] = server.open
+        out, sent, _ = proto.pendingOut[1]
+        # what the server could send: the client's window (65535) and what
+        # lbkit holds for it, within the upstream stream window
+        self.assertLess(sent, 300000)
+        self.assertEqual(proto.conn.local_flow_control_window(1), 0)
+        client.ackAll()
+        status, _, body = yield slow
+        self.assertEqual((status, len(body)), (200, 4000000))
+
+
+class TrailersEndToEndTests(H2UpTestCase):
+    """Trailers pass between HTTP/2 servers and clients, and to chunked HTTP/1.1."""
+
+    @inlineCallbacks
+    def test_h2Both(self) -> None:
+        """An HTTP/2 client gets the server's trailers after the body."""
+        port, server = self.h2server()
+        fe = self.tlsFrontend(default=self.h2backend(port))
+        out = yield self.curl(fe, "--http2", "-sS", "-v", path="/trailers")
+        self.assertEqual(out, "payload")
+
+    @inlineCallbacks
+    def test_http11ClientChunkedTrailers(self) -> None:
+        """An HTTP/1.1 client gets them in the last chunk."""
+        port, server = self.h2server()
+        fe = self.frontend(default=self.h2backend(port))
+        out = yield self.curlPlain(fe, "--raw", "-H", "TE: trailers", path="/trailers")
+        self.assertEqual(out, b"7\r\npayload\r\n0\r\nx-checksum: abc123\r\ngrpc-status: 0\r\n\r\n")
+        self.assertEqual(server.seen[0].get(b"te"), b"trailers")
+
+    @inlineCallbacks
+    def test_teTrailersFromH2Client(self) -> None:
+        """C{te: trailers} from an HTTP/2 client reaches an HTTP/2 server (gRPC needs it)."""
+        port, server = self.h2server()
+        fe = self.tlsFrontend(default=self.h2backend(port))
+        yield self.curl(fe, "--http2", "-H", "te: trailers", path="/info")
+        self.assertEqual(server.seen[0].get(b"te"), b"trailers")
+
+
+class RefusalTests(H2UpTestCase):
+    """Streams the server did not process are sent again; resets reach the client."""
+
+    @inlineCallbacks
+    def test_refusedStreamReplayed(self) -> None:
+        """REFUSED_STREAM: the request, body and all, is sent again and answered."""
+        port, server = self.h2server()
+        fe = self.frontend(default=self.h2backend(port))
+        out = yield self.curlPlain(fe, "--data-binary", "hello", path="/refuse")
+        info = json.loads(out)
+        self.assertEqual((info["path"], info["length"], info["sha256"]),
+                         ("/refuse", 5, hashlib.sha256(b"hello").hexdigest()))
+        self.assertTrue(server.refused)
+
+    @inlineCallbacks
+    def test_goAwayReplayed(self) -> None:
+        """A stream above the last stream id of a GOAWAY goes on a new connection."""
+        port, server = self.h2server()
+        fe = self.frontend(default=self.h2backend(port))
+        out = yield self.curlPlain(fe, "--data-binary", "x" * 1000, path="/goaway")
+        info = json.loads(out)
+        self.assertEqual((info["path"], info["length"]), ("/goaway", 1000))
+        self.assertEqual(server.connections, 2)
+
+    @inlineCallbacks
+    def test_resetBeforeHead(self) -> None:
+        """A reset before the response head is a 502."""
+        port, server = self.h2server()
+        fe = self.frontend(default=self.h2backend(port))
+        out = yield self.curlPlain(fe, "-o", "/dev/null", "-w", "%{http_code}", path="/reset-head")
+        self.assertEqual(out, b"502")
+
+    @inlineCallbacks
+    def test_resetAfterHeadH2(self) -> None:
+        """A reset mid-body resets the HTTP/2 client's stream."""
+        port, server = self.h2server()
+        fe = self.tlsFrontend(default=self.h2backend(port))
+        client = yield self.h2client(fe)
+        yield self.assertFailure(client.request("/reset-body"), StreamResetError)
+
+    @inlineCallbacks
+    def test_maxConcurrentStreams(self) -> None:
+        """Past the server's MAX_CONCURRENT_STREAMS, another connection is opened."""
+        port, server = self.h2server(maxStreams=2)
+        fe = self.tlsFrontend(default=self.h2backend(port))
+        client = yield self.h2client(fe)
+        first = yield client.request("/info/first")  # the server's SETTINGS are known now
+        self.assertEqual(first[0], 200)
+        held = [client.request("/hold") for _ in range(5)]
+        yield server.whenHeld(5)
+        self.assertEqual(server.errors, [])
+        self.assertEqual(server.connections, 3)
+        server.release()
+        results = yield gatherResults(held)
+        self.assertEqual([r[0] for r in results], [200] * 5)
+
+
+def _trustRoot(path: str) -> Any:
+    with open(path, "rb") as f:
+        return ssl.Certificate.loadPEM(f.read())
