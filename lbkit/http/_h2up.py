@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from h2.config import H2Configuration
-from h2.connection import ConnectionState, H2Connection
+from h2.connection import ConnectionInputs, ConnectionState, H2Connection, H2ConnectionStateMachine
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -61,6 +61,18 @@ MAX_STREAMS = 100
 #: keeps the protocol's 65535 bytes, which bounds what one stream buffers
 #: for a client that does not read).
 CONNECTION_WINDOW = 2**22
+
+
+class _OpenAfterGoAway(H2ConnectionStateMachine):
+    """
+    C{h2}'s connection states, but a GOAWAY received leaves the connection
+    open: the streams at or below its last stream id still get their
+    responses (and PING, WINDOW_UPDATE... around them), as RFC 9113 §6.8
+    says.  L{H2ServerProtocol} opens no new stream after it.
+    """
+
+    _transitions = dict(H2ConnectionStateMachine._transitions)
+    _transitions[(ConnectionState.CLIENT_OPEN, ConnectionInputs.RECV_GOAWAY)] = (None, ConnectionState.CLIENT_OPEN)
 
 
 @implementer(IPushProducer)
@@ -105,6 +117,7 @@ class H2ServerProtocol(Protocol):
         tune(transport)
         config = H2Configuration(client_side=True, header_encoding=None, validate_outbound_headers=False)
         conn = self.conn = H2Connection(config)
+        conn.state_machine = _OpenAfterGoAway()
         conn.local_settings = Settings(client=True, initial_values={
             SettingCodes.ENABLE_PUSH: 0,
             SettingCodes.MAX_HEADER_LIST_SIZE: conn.DEFAULT_MAX_HEADER_LIST_SIZE,
@@ -287,9 +300,6 @@ class H2ServerProtocol(Protocol):
         if event.error_code != ErrorCodes.NO_ERROR:
             _log.info("{server}: GOAWAY {code}: {data!r}", server=self.server.fullName, code=event.error_code,
                       data=event.additional_data)
-        # (h2 closes its state machine on GOAWAY; the streams at or below
-        # the last stream id still get their responses)
-        self.conn.state_machine.state = ConnectionState.CLIENT_OPEN
         for sid, stream in list(self.streams.items()):
             if sid > last:
                 stream.h2Lost(Failure(ConnectionAbortedError("GOAWAY")), True)
