@@ -12,7 +12,8 @@ Twisted's TLS with ALPN h2.  What it does is chosen by the request path:
   - C{/goaway}: the first such stream gets GOAWAY naming the stream before
     it as the last, then the connection closes; later ones are answered;
   - C{/reset-head}: RST_STREAM INTERNAL_ERROR before any response;
-  - C{/reset-body}: a head and some body, then RST_STREAM INTERNAL_ERROR;
+  - C{/reset-body}: a head and some body, then RST_STREAM INTERNAL_ERROR
+    (C{/cancel-body}: CANCEL);
   - C{/hold}: answered only when L{H2TestFactory.release} is called.
 """
 
@@ -121,10 +122,11 @@ class H2TestProtocol(Protocol):
         if path == "/reset-head":
             self.conn.reset_stream(sid, ErrorCodes.INTERNAL_ERROR)
             return
-        if path == "/reset-body":
+        if path in ("/reset-body", "/cancel-body"):
             self.conn.send_headers(sid, [(b":status", b"200")])
             self.conn.send_data(sid, b"x" * 1000)
-            self.conn.reset_stream(sid, ErrorCodes.INTERNAL_ERROR)
+            code = ErrorCodes.CANCEL if path == "/cancel-body" else ErrorCodes.INTERNAL_ERROR
+            self.conn.reset_stream(sid, code)
             return
         if path == "/hold":
             factory.held.append((self, sid))

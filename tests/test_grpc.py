@@ -10,6 +10,7 @@ the reactor serves lbkit.
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent import futures
 from typing import Any, Iterator
@@ -197,3 +198,37 @@ class GRPCOverTLSTests(GRPCTestCase):
         call = channel.stream_stream(f"/{SERVICE}/Bidi")
         answers = yield deferToThread(lambda: list(call(iter([b"a", b"b"]), timeout=10)))
         self.assertEqual(answers, [b"re:a", b"re:b"])
+
+
+class GRPCExampleTests(GRPCTestCase):
+    """examples/grpc.py, run by twistd, passes gRPC calls to its two grpcio servers."""
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_example(self) -> Any:
+        """Calls are balanced over both servers; a failing call's status and details arrive."""
+        from tests.test_examples import EXAMPLES, startProcess, stopCleanly, twistd
+
+        self.pki.issue("localhost.pem", "localhost", ("localhost",))
+        env = dict(os.environ, LBKIT_TLS_DIR=self.pki.directory)
+        watcher, process = startProcess(self, twistd("lbkit", "--config", os.path.join(EXAMPLES, "grpc.py")), env=env)
+        yield watcher.waitFor("frontend grpc listening on")
+        yield watcher.waitFor("demo gRPC server grpc2 listening on")
+        with open(self.pki.caFile, "rb") as f:
+            credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+        channel = grpc.secure_channel("localhost:8110", credentials, options=[("grpc.enable_http_proxy", 0)])
+        self.addCleanup(channel.close)
+        say = channel.unary_unary("/demo.Echo/Say")
+        answers = yield deferToThread(lambda: {say(b"hi", timeout=10) for _ in range(6)})
+        self.assertEqual(answers, {b"grpc1: hi", b"grpc2: hi"})
+
+        def fail() -> Any:
+            try:
+                channel.unary_unary("/demo.Echo/Fail")(b"x", timeout=10)
+            except grpc.RpcError as e:
+                return e.code(), e.details()
+            return None
+
+        self.assertEqual((yield deferToThread(fail)), (grpc.StatusCode.PERMISSION_DENIED, "denied: x"))
+        yield stopCleanly(self, watcher, process)

@@ -12,8 +12,11 @@ import json
 import os
 from typing import Any
 
+from h2.errors import ErrorCodes
+from h2.events import TrailersReceived
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import SynchronousTestCase
 
 from lbkit import Backend, Server
@@ -23,7 +26,7 @@ from lbkit.http._h2up import H2Pool
 from lbkit.http._trailers import chunkedEnd, trailerFields
 from tests.h2server import H2TestFactory
 from tests.helpers import requireBinary, runProcess
-from tests.test_http2 import HTTP2TestCase, StreamResetError
+from tests.test_http2 import H2Client, HTTP2TestCase, StreamResetError
 from tests.test_http_integration import reactor
 
 
@@ -70,6 +73,53 @@ class TrailerTests(SynchronousTestCase):
         framer.feed(b"3\r\nabc\r\n0\r\nGrpc-Status: 0\r\nX-A:  b \r\n\r\n")
         self.assertTrue(framer.done)
         self.assertEqual(trailerFields(framer.trailers), [(b"grpc-status", b"0"), (b"x-a", b"b")])
+
+
+class TrailerClient(H2Client):
+    """An L{H2Client} that keeps the trailers of each stream, and sends some."""
+
+    def __init__(self) -> None:
+        H2Client.__init__(self)
+        self.trailers: dict[int, dict[bytes, bytes]] = {}
+
+    def dataReceived(self, data: bytes) -> None:
+        receive = self.conn.receive_data
+
+        def spy(data: bytes) -> Any:
+            events = receive(data)
+            for event in events:
+                if isinstance(event, TrailersReceived):
+                    self.trailers[event.stream_id] = dict(event.headers)
+            return events
+
+        self.conn.receive_data = spy  # type: ignore[method-assign]
+        try:
+            H2Client.dataReceived(self, data)
+        finally:
+            del self.conn.receive_data
+
+    def withTrailers(self, path: str, body: bytes, trailers: list[tuple[bytes, bytes]]) -> Deferred[Any]:
+        """POST C{body} (one DATA frame), then C{trailers}."""
+        sid = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(sid, [(b":method", b"POST"), (b":path", path.encode()), (b":scheme", b"https"),
+                                     (b":authority", b"a.example")])
+        self.conn.send_data(sid, body)
+        self.conn.send_headers(sid, trailers, end_stream=True)
+        d: Deferred[Any] = Deferred()
+        self.results[sid] = d
+        self.bodies[sid] = []
+        self.flush()
+        return d
+
+
+class ChunkedTrailers(Protocol):
+    """An HTTP/1.1 server answering each request with a chunked body and a trailer."""
+
+    def dataReceived(self, data: bytes) -> None:
+        if b"\r\n\r\n" in data:
+            self.transport.write(  # type: ignore[union-attr]
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Sum: 42\r\n\r\n"
+            )
 
 
 class H2UpTestCase(HTTP2TestCase):
@@ -198,8 +248,42 @@ class TrailersEndToEndTests(H2UpTestCase):
         """An HTTP/2 client gets the server's trailers after the body."""
         port, server = self.h2server()
         fe = self.tlsFrontend(default=self.h2backend(port))
-        out = yield self.curl(fe, "--http2", "-sS", "-v", path="/trailers")
-        self.assertEqual(out, "payload")
+        client = yield self.h2client(fe, TrailerClient())
+        status, _, body = yield client.request("/trailers")
+        self.assertEqual((status, body), (200, b"payload"))
+        self.assertEqual(client.trailers[1], {b"x-checksum": b"abc123", b"grpc-status": b"0"})
+
+    @inlineCallbacks
+    def test_requestTrailersH2Both(self) -> None:
+        """An HTTP/2 client's trailers reach an HTTP/2 server as trailers."""
+        port, server = self.h2server()
+        fe = self.tlsFrontend(default=self.h2backend(port))
+        client = yield self.h2client(fe, TrailerClient())
+        status, _, body = yield client.withTrailers("/info", b"abc", [(b"x-sum", b"7")])
+        info = json.loads(body)
+        self.assertEqual((info["length"], info["trailers"]), (3, {"x-sum": "7"}))
+
+    @inlineCallbacks
+    def test_chunkedTrailersToH2Client(self) -> None:
+        """Chunked trailers from an HTTP/1.1 server reach an HTTP/2 client as trailers."""
+        port, _ = self.custom(ChunkedTrailers)
+        fe = self.tlsFrontend(default=Backend("app", [Server("a1", f"127.0.0.1:{port}")]))
+        client = yield self.h2client(fe, TrailerClient())
+        status, _, body = yield client.request("/")
+        self.assertEqual((status, body), (200, b"hello"))
+        self.assertEqual(client.trailers[1], {b"x-sum": b"42"})
+
+    @inlineCallbacks
+    def test_chunkedTrailersFromHTTP11Client(self) -> None:
+        """Chunked trailers from an HTTP/1.1 client reach an HTTP/2 server as trailers."""
+        port, server = self.h2server()
+        fe = self.frontend(default=self.h2backend(port))
+        client = yield self.client(fe)
+        client.send(b"POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"3\r\nabc\r\n0\r\nX-Sum: 7\r\n\r\n")
+        [(response, body)] = yield client.responses(1)
+        info = json.loads(body)
+        self.assertEqual((info["length"], info["trailers"]), (3, {"x-sum": "7"}))
 
     @inlineCallbacks
     def test_http11ClientChunkedTrailers(self) -> None:
@@ -257,7 +341,17 @@ class RefusalTests(H2UpTestCase):
         port, server = self.h2server()
         fe = self.tlsFrontend(default=self.h2backend(port))
         client = yield self.h2client(fe)
-        yield self.assertFailure(client.request("/reset-body"), StreamResetError)
+        e = yield self.assertFailure(client.request("/cancel-body"), StreamResetError)
+        self.assertEqual(e.code, ErrorCodes.CANCEL)
+
+    @inlineCallbacks
+    def test_resetAfterHeadHTTP11(self) -> None:
+        """A reset mid-body closes an HTTP/1.1 client's connection: curl sees the body cut."""
+        port, server = self.h2server()
+        fe = self.frontend(default=self.h2backend(port))
+        curl = requireBinary("/usr/bin/curl")
+        runner = yield runProcess(self, reactor, [curl, "-sS", f"http://127.0.0.1:{fe}/reset-body"])
+        self.assertNotEqual(runner.exitCode, 0)
 
     @inlineCallbacks
     def test_maxConcurrentStreams(self) -> None:

@@ -278,6 +278,10 @@ class H2Stream:
     def abort(self) -> None:
         self.reset(self._abortCode)
 
+    def serverReset(self, code: ErrorCodes) -> None:
+        """An HTTP/2 server reset the response mid-way: the stream is reset with the same code."""
+        self._abortCode = code
+
     def stalled(self) -> bool:
         return self.producerPaused
 

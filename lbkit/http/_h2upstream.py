@@ -392,6 +392,10 @@ class H2UpStream:
         if sink is None:
             return
         if self.headDone:
+            # an HTTP/2 client's stream is reset with the server's code (gRPC: CANCEL is CANCELLED)
+            serverReset = getattr(getattr(sink, "side", None), "serverReset", None)
+            if serverReset is not None and code != ErrorCodes.NO_ERROR:
+                serverReset(code)
             sink.abortExchange("SD")
         else:
             sink.serverFailed(self, Failure(StreamReset(code)), False)
