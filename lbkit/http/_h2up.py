@@ -51,16 +51,21 @@ from lbkit._pump import tune
 from lbkit.http._h2upstream import H2UpStream
 from lbkit.http._pool import ConnectionPool
 
-__all__ = ["H2ServerProtocol", "H2Pool", "choosePool", "connectAny", "firstStream", "MAX_STREAMS", "CONNECTION_WINDOW"]
+__all__ = [
+    "H2ServerProtocol", "H2Pool", "choosePool", "connectAny", "firstStream", "MAX_STREAMS", "CONNECTION_WINDOW",
+    "STREAM_WINDOW",
+]
 
 _log = Logger(namespace="lbkit.http")
 
 #: At most this many streams on one connection, whatever the server allows.
 MAX_STREAMS = 100
-#: The connection-level receive window offered to servers (each stream
-#: keeps the protocol's 65535 bytes, which bounds what one stream buffers
-#: for a client that does not read).
+#: The connection-level receive window offered to servers.
 CONNECTION_WINDOW = 2**22
+#: The receive window of each stream (SETTINGS_INITIAL_WINDOW_SIZE): what
+#: one stream may buffer in lbkit for a client that does not read, and
+#: what a response may carry per round trip.
+STREAM_WINDOW = 2**18
 
 
 class _OpenAfterGoAway(H2ConnectionStateMachine):
@@ -120,6 +125,7 @@ class H2ServerProtocol(Protocol):
         conn.state_machine = _OpenAfterGoAway()
         conn.local_settings = Settings(client=True, initial_values={
             SettingCodes.ENABLE_PUSH: 0,
+            SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
             SettingCodes.MAX_HEADER_LIST_SIZE: conn.DEFAULT_MAX_HEADER_LIST_SIZE,
         })
         conn.initiate_connection()
@@ -242,14 +248,15 @@ class H2ServerProtocol(Protocol):
             return
         streams = self.streams
         flushAll = False
+        delivering: list[H2UpStream] = []
         for event in events:
             sid = getattr(event, "stream_id", 0)
             stream = streams.get(sid) if sid else None
             if isinstance(event, DataReceived):
                 if stream is None:
                     self.ack(event.flow_controlled_length, sid)
-                else:
-                    stream.h2Data(event.data, event.flow_controlled_length)
+                elif stream.h2Data(event.data, event.flow_controlled_length):
+                    delivering.append(stream)
             elif stream is not None:
                 if isinstance(event, ResponseReceived):
                     stream.h2Response(event.headers, event.stream_ended is not None)
@@ -269,6 +276,8 @@ class H2ServerProtocol(Protocol):
                     self._startWaiting()
             elif isinstance(event, ConnectionTerminated):
                 self._goAway(event)
+        for stream in delivering:
+            stream.deliver()
         if flushAll:
             self._flushAll()
         self.flush()

@@ -150,6 +150,9 @@ class H2UpStream:
         self._keptSize = 0
         self._trailers: Optional[list[tuple[bytes, bytes]]] = None
         self._remoteEnded = False
+        #: response DATA of the current read, and its flow-controlled size
+        self._batch: list[bytes] = []
+        self._batchSize = 0
 
     def __repr__(self) -> str:
         return f"<H2UpStream {self.server.name} {self.streamId}>"
@@ -178,9 +181,12 @@ class H2UpStream:
             # (not from inside the exchange's own send: a turn later)
             h2.reactor.callLater(0, self._failed, e)
             return
-        replay = getattr(exchange, "h2Replay", None)
-        if replay is not None:
+        kept = getattr(exchange, "h2Replay", None)
+        replay = None
+        if kept is not None:
             exchange.h2Replay = None
+            if kept[0] is request:  # (not a request given up on before it went again)
+                replay = kept[1]
         self._bodyEnded = framing == 0
         if framing == CHUNKED:
             self._framer = ChunkedFramer(True)
@@ -337,6 +343,7 @@ class H2UpStream:
                 fields.append([b"transfer-encoding", b"chunked"])
                 self._chunked = True
         self.headDone = True
+        self._kept = None  # answered: it will not be sent again
         head = sink.responseHead(self, response, framing)
         if self.sink is None:
             return
@@ -345,12 +352,35 @@ class H2UpStream:
         if framing == 0:
             self._finished()
 
-    def h2Data(self, data: bytes, size: int) -> None:
-        """Response DATA arrived (C{size} bytes of the windows)."""
+    def h2Data(self, data: bytes, size: int) -> bool:
+        """
+        Response DATA arrived (C{size} bytes of the windows): kept until
+        L{deliver}, which the connection calls once per read (one write and
+        one acknowledgement for all the DATA of a read).
+
+        @return: Whether it was kept (the stream must then be delivered).
+        """
         if self.sink is None or not self.headDone:
             self.h2.ack(size, self.streamId)
-            return
+            return False
+        batch = self._batch
         if data:
+            batch.append(data)
+        self._batchSize += size
+        return len(batch) == 1 or (not data and self._batchSize == size)
+
+    def deliver(self) -> None:
+        """Write the DATA kept from this read, and acknowledge it unless the client side is paused."""
+        batch, size = self._batch, self._batchSize
+        if not size:
+            return
+        self._batch = []
+        self._batchSize = 0
+        if self.sink is None:
+            self.h2.ack(size, self.streamId)
+            return
+        if batch:
+            data = batch[0] if len(batch) == 1 else b"".join(batch)
             if self._chunked:
                 data = b"%x\r\n%s\r\n" % (len(data), data)
             self.bytes += len(data)
@@ -362,11 +392,13 @@ class H2UpStream:
 
     def h2Trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
         """The response's trailers arrived (the stream ends with them)."""
+        self.deliver()
         self._trailers = [(n, v) for n, v in headers if n[:1] != b":" and n not in NOT_TRAILERS]
 
     def h2End(self) -> None:
         """The server ended the stream: the response is complete."""
         self._remoteEnded = True
+        self.deliver()
         sink = self.sink
         if sink is None:
             return
@@ -384,6 +416,7 @@ class H2UpStream:
 
     def h2Reset(self, code: Any) -> None:
         """The server reset the stream."""
+        self.deliver()
         self.closed = True
         if code == ErrorCodes.REFUSED_STREAM and not self.headDone:
             self.refused()
@@ -402,6 +435,7 @@ class H2UpStream:
 
     def h2Lost(self, reason: Failure, refused: bool) -> None:
         """The connection is gone (C{refused}: above its GOAWAY's last stream id)."""
+        self.deliver()
         self.closed = True
         sink = self.sink
         if sink is None:
@@ -427,7 +461,7 @@ class H2UpStream:
             self.sink = sink
             sink.serverFailed(self, Failure(StreamReset(ErrorCodes.REFUSED_STREAM)), False)
             return
-        sink.h2Replay = b"".join(kept) if kept else None
+        sink.h2Replay = (sink.request, b"".join(kept)) if kept else None
         sink.detachServer(self)
         sink.resend(True, "empty-response", "SH", 502)
 
@@ -453,6 +487,9 @@ class H2UpStream:
         self._write = _discard
         self._out.clear()
         h2 = self.h2
+        self._batch = []
+        self._unacked += self._batchSize
+        self._batchSize = 0
         if self._unacked:
             size, self._unacked = self._unacked, 0
             h2.ack(size, self.streamId)
