@@ -12,17 +12,24 @@ import json
 import os
 from typing import Any
 
+from h2.config import H2Configuration
+from h2.connection import H2Connection
 from h2.errors import ErrorCodes
-from h2.events import TrailersReceived
+from h2.events import ConnectionTerminated, RequestReceived, TrailersReceived, WindowUpdated
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from lbkit import Backend, Server
 from lbkit.error import ConfigError
-from lbkit.http._body import ChunkedFramer
-from lbkit.http._h2up import H2Pool
+from lbkit.http._body import CHUNKED, ChunkedFramer
+from lbkit.http._h2up import H2Pool, H2ServerProtocol, choosePool
+from lbkit.http._parse import Request
+from lbkit.http._pool import ConnectionPool
 from lbkit.http._trailers import chunkedEnd, trailerFields
 from tests.h2server import H2TestFactory
 from tests.helpers import requireBinary, runProcess
@@ -318,6 +325,29 @@ class RefusalTests(H2UpTestCase):
         self.assertTrue(server.refused)
 
     @inlineCallbacks
+    def test_refusedLongBodyFails(self) -> None:
+        """A refused request whose body was too long to keep (over 64 KiB) is not sent again: 502."""
+        port, server = self.h2server()
+        fe = self.frontend(default=self.h2backend(port))
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"x" * 100000)
+        out = yield self.curlPlain(fe, "--data-binary", "@" + path, "-o", "/dev/null", "-w", "%{http_code}",
+                                   path="/refuse")
+        self.assertEqual(out, b"502")
+        self.assertEqual(server.streams, 1)
+
+    @inlineCallbacks
+    def test_upgradeRefused(self) -> None:
+        """A protocol upgrade cannot go to an HTTP/2 server: 502."""
+        port, server = self.h2server()
+        fe = self.frontend(default=self.h2backend(port))
+        out = yield self.curlPlain(fe, "-H", "Connection: Upgrade", "-H", "Upgrade: websocket", "-o", "/dev/null",
+                                   "-w", "%{http_code}", path="/ws")
+        self.assertEqual(out, b"502")
+        self.assertEqual(server.streams, 0)
+
+    @inlineCallbacks
     def test_goAwayReplayed(self) -> None:
         """A stream above the last stream id of a GOAWAY goes on a new connection."""
         port, server = self.h2server()
@@ -373,3 +403,164 @@ class RefusalTests(H2UpTestCase):
 def _trustRoot(path: str) -> Any:
     with open(path, "rb") as f:
         return ssl.Certificate.loadPEM(f.read())
+
+
+class FakeSink:
+    """The exchange side of an L{H2UpStream}: records what it is told."""
+
+    upgrading = False
+    dispatch = object()
+
+    def __init__(self, decodesChunked: bool = False) -> None:
+        self.decodesChunked = decodesChunked
+        self.written: list[bytes] = []
+        self.writeResponse = self.written.append
+        self.request = Request(b"GET", b"/", b"HTTP/1.1", [[b"Host", b"x"], [b"TE", b"trailers"]])
+        self.events: list[Any] = []
+        self.h2Replay: Any = None
+
+    def responseHead(self, conn: Any, response: Any, framing: int) -> bytes:
+        self.events.append(("head", response.code, framing))
+        return b"HEAD;"
+
+    def interimResponse(self, response: Any) -> None:
+        self.events.append(("interim", response.code))
+
+    def responseDone(self, conn: Any) -> None:
+        self.events.append("done")
+
+    def serverFailed(self, conn: Any, reason: Any, sentNothing: bool) -> None:
+        self.events.append(("failed", reason))
+
+    def abortExchange(self, termination: str) -> None:
+        self.events.append(("abort", termination))
+
+    def detachServer(self, conn: Any) -> None:
+        self.events.append("detached")
+        conn.abort()
+
+    def resend(self, again: bool, condition: Any, termination: str, status: int) -> None:
+        self.events.append(("resend", again))
+
+
+class H2ServerProtocolTests(SynchronousTestCase):
+    """L{H2ServerProtocol} and its streams on a L{StringTransport}, against an C{h2} server state machine."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.pool = ConnectionPool(self.clock, idleTimeout=30.0)
+        self.server = Server("s", "127.0.0.1:1", proto="h2c")
+        choosePool(self.pool, [Backend("b", [self.server])])
+        self.proto = H2ServerProtocol(self.server, self.pool)
+        self.transport = StringTransport()
+        self.proto.makeConnection(self.transport)
+        self.peer = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+        self.peer.initiate_connection()
+        self.exchange()
+
+    def exchange(self) -> list[Any]:
+        """Pass bytes both ways until neither side has more; the server's events."""
+        events: list[Any] = []
+        while True:
+            out = self.transport.value()
+            self.transport.clear()
+            if out:
+                events += self.peer.receive_data(out)
+            back = self.peer.data_to_send()
+            if back:
+                self.proto.dataReceived(back)
+            if not out and not back:
+                return events
+
+    def stream(self, sink: FakeSink, head: bytes = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n") -> Any:
+        stream = self.pool.get(self.server)
+        self.assertIsNotNone(stream)
+        stream.startExchange(sink, head, False)
+        return stream
+
+    def test_choosePool(self) -> None:
+        """A pool becomes an L{H2Pool} only when a backend has an HTTP/2 server."""
+        plain = ConnectionPool(self.clock)
+        choosePool(plain, [Backend("b", [Server("a", "127.0.0.1:2")])])
+        self.assertNotIsInstance(plain, H2Pool)
+        self.assertIsInstance(self.pool, H2Pool)
+
+    def test_requestHead(self) -> None:
+        """The head lbkit built goes as HEADERS: pseudo-headers first, te: trailers kept, Host gone."""
+        sink = FakeSink()
+        self.stream(sink)
+        [received] = [e for e in self.exchange() if isinstance(e, RequestReceived)]
+        self.assertEqual(received.headers[:4], [(b":method", b"GET"), (b":scheme", b"http"),
+                                                (b":authority", b"a"), (b":path", b"/x")])
+        self.assertIn((b"te", b"trailers"), received.headers)
+        self.assertNotIn(b"host", dict(received.headers))
+
+    def test_chunkedForHTTP11(self) -> None:
+        """A response of unknown length is chunked for an HTTP/1.1 client, trailers in the last chunk."""
+        sink = FakeSink()
+        stream = self.stream(sink)
+        self.exchange()
+        sid = stream.streamId
+        self.peer.send_headers(sid, [(b":status", b"200")])
+        self.peer.send_data(sid, b"hello")
+        self.peer.send_headers(sid, [(b"grpc-status", b"0")], end_stream=True)
+        self.exchange()
+        self.assertEqual(sink.events, [("head", 200, CHUNKED), "done"])
+        self.assertEqual(b"".join(sink.written), b"HEAD;5\r\nhello\r\n0\r\ngrpc-status: 0\r\n\r\n")
+
+    def test_pausedClientHoldsWindow(self) -> None:
+        """DATA the client side does not take is not acknowledged (no WINDOW_UPDATE) until it resumes."""
+        sink = FakeSink(decodesChunked=True)
+        stream = self.stream(sink)
+        self.exchange()
+        sid = stream.streamId
+        self.peer.send_headers(sid, [(b":status", b"200")])
+        self.exchange()
+        stream.pauseProducing()
+        for _ in range(12):
+            self.peer.send_data(sid, b"x" * 16384)
+        events = self.exchange()
+        self.assertEqual([e for e in events if isinstance(e, WindowUpdated) and e.stream_id == sid], [])
+        self.assertEqual(len(b"".join(sink.written)), len(b"HEAD;") + 12 * 16384)  # passed on all the same
+        stream.resumeProducing()
+        events = self.exchange()
+        self.assertEqual([e.delta for e in events if isinstance(e, WindowUpdated) and e.stream_id == sid],
+                         [12 * 16384])
+
+    def test_refusedReplays(self) -> None:
+        """REFUSED_STREAM before a head: the request is sent again, with its body."""
+        sink = FakeSink()
+        stream = self.stream(sink, b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n")
+        stream.send(b"abc")
+        self.exchange()
+        self.peer.reset_stream(stream.streamId, ErrorCodes.REFUSED_STREAM)
+        self.exchange()
+        self.assertEqual(sink.events, ["detached", ("resend", True)])
+        self.assertEqual(sink.h2Replay, (sink.request, b"abc"))
+
+    def test_idleCloses(self) -> None:
+        """A connection with no stream for poolIdleTimeout sends GOAWAY and closes."""
+        sink = FakeSink()
+        stream = self.stream(sink)
+        self.exchange()
+        self.peer.send_headers(stream.streamId, [(b":status", b"204")], end_stream=True)
+        self.exchange()
+        stream.release(True)
+        self.clock.advance(29)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertTrue(any(isinstance(e, ConnectionTerminated) for e in self.exchange()))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_connectFailed(self) -> None:
+        """Streams handed out while a connection was being made go elsewhere when its connect fails."""
+        connecting = H2ServerProtocol(self.server, self.pool)
+        other = self.pool.get(self.server)  # the first connection has room: it is chosen first
+        self.assertIs(other.h2, self.proto)
+        waiting = connecting.newStream()
+        sink = FakeSink()
+        waiting.startExchange(sink, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", False)
+        connecting.connectFailed(Failure(ConnectionRefusedError()))
+        self.assertEqual(sink.events, ["detached", ("resend", True)])
+        self.assertNotIn(connecting, self.pool._h2[self.server])
