@@ -76,6 +76,7 @@ class H2TestProtocol(Protocol):
             self.flush()
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
+        factory = self.factory
         for event in events:
             sid = getattr(event, "stream_id", 0)
             if isinstance(event, RequestReceived):
@@ -84,6 +85,10 @@ class H2TestProtocol(Protocol):
                 self.factory.seen.append(dict(event.headers))
             elif isinstance(event, DataReceived):
                 self.requests[sid]["body"].append(event.data)
+                factory.received += len(event.data)
+                for w in [w for w in factory.receivedWaiters if w[0] <= factory.received]:
+                    factory.receivedWaiters.remove(w)
+                    w[1].callback(None)
                 if self.factory.ackRequests:
                     self.conn.acknowledge_received_data(event.flow_controlled_length, sid)
                 else:
@@ -222,6 +227,9 @@ class H2TestFactory(Factory):
         self.ackRequests = True
         self.unacked: list[tuple[H2TestProtocol, int, int]] = []
         self.heldWaiters: list[tuple[int, Deferred[None]]] = []
+        #: Request body bytes received, in all.
+        self.received = 0
+        self.receivedWaiters: list[tuple[int, Deferred[None]]] = []
         #: The protocol errors that closed a connection.
         self.errors: list[Exception] = []
 
@@ -232,6 +240,15 @@ class H2TestFactory(Factory):
             d.callback(None)
         else:
             self.heldWaiters.append((n, d))
+        return d
+
+    def whenReceived(self, n: int) -> Deferred[None]:
+        """Fires once C{n} request body bytes arrived, in all."""
+        d: Deferred[None] = Deferred()
+        if self.received >= n:
+            d.callback(None)
+        else:
+            self.receivedWaiters.append((n, d))
         return d
 
     def release(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any
+from typing import Any, Optional
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -119,6 +119,31 @@ class TrailerClient(H2Client):
         return d
 
 
+class BlockedClient(H2Client):
+    """An L{H2Client} that tells when an upload next waits for lbkit's window (L{whenBlocked})."""
+
+    def __init__(self) -> None:
+        H2Client.__init__(self)
+        self.blocked: Optional[Deferred[int]] = None
+
+    def whenBlocked(self) -> Deferred[int]:
+        """Fires with the bytes sent so far once the upload stops at a closed window (now, if it has)."""
+        d: Deferred[int] = Deferred()
+        for sid, (_, offset) in self.uploads.items():
+            if self.conn.local_flow_control_window(sid) <= 0:
+                d.callback(offset)
+                return d
+        self.blocked = d
+        return d
+
+    def _upload(self, sid: int) -> None:
+        H2Client._upload(self, sid)
+        upload, blocked = self.uploads.get(sid), self.blocked
+        if upload is not None and blocked is not None and self.conn.local_flow_control_window(sid) <= 0:
+            self.blocked = None
+            blocked.callback(upload[1])
+
+
 class ChunkedTrailers(Protocol):
     """An HTTP/1.1 server answering each request with a chunked body and a trailer."""
 
@@ -204,6 +229,30 @@ class H2cTests(H2UpTestCase):
         out = yield self.curlPlain(fe, "-H", "Transfer-Encoding: chunked", "--data-binary", "@" + path, path="/up")
         info = json.loads(out)
         self.assertEqual((info["length"], info["sha256"]), (len(data), hashlib.sha256(data).hexdigest()))
+
+    @inlineCallbacks
+    def test_uploadBackPressure(self) -> None:
+        """
+        While the server's window is closed, lbkit stops taking the
+        client's upload (no WINDOW_UPDATE to it): what it holds stays
+        within the windows, and the whole body arrives once the server reads.
+        """
+        port, server = self.h2server()
+        server.ackRequests = False
+        fe = self.tlsFrontend(default=self.h2backend(port))
+        client = yield self.h2client(fe, BlockedClient())
+        data = os.urandom(3000000)
+        answer = client.request("/info", method="POST", body=data)
+        yield server.whenReceived(65535)  # the server's stream window, filled
+        # from now on lbkit takes only what fits in its own buffer: the
+        # client stops at a closed window, the windows' worth sent (its own
+        # 65535, what lbkit holds, and the server's 65535)
+        offset = yield client.whenBlocked()
+        self.assertLess(offset, 400000)
+        server.ackAll()
+        status, _, body = yield answer
+        info = json.loads(body)
+        self.assertEqual((status, info["length"], info["sha256"]), (200, len(data), hashlib.sha256(data).hexdigest()))
 
     @inlineCallbacks
     def test_bigDownloads(self) -> None:
