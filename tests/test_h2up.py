@@ -602,6 +602,14 @@ class H2ServerProtocolTests(SynchronousTestCase):
         self.assertTrue(any(isinstance(e, ConnectionTerminated) for e in self.exchange()))
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_unusedCloses(self) -> None:
+        """A connection made for a request that went away meanwhile closes after poolIdleTimeout."""
+        unused = H2ServerProtocol(self.server, self.pool)
+        transport = StringTransport()
+        unused.makeConnection(transport)
+        self.clock.advance(30)
+        self.assertTrue(transport.disconnecting)
+
     def test_connectFailed(self) -> None:
         """Streams handed out while a connection was being made go elsewhere when its connect fails."""
         connecting = H2ServerProtocol(self.server, self.pool)

@@ -120,6 +120,9 @@ class H2ServerProtocol(Protocol):
     def connectionMade(self) -> None:
         transport: Any = self.transport
         tune(transport)
+        # (header blocks are built by lbkit from fields checked when read;
+        # h2 still marks authorization and cookies never-indexed: one
+        # connection carries many clients' requests)
         config = H2Configuration(client_side=True, header_encoding=None, validate_outbound_headers=False)
         conn = self.conn = H2Connection(config)
         conn.state_machine = _OpenAfterGoAway()
@@ -132,6 +135,7 @@ class H2ServerProtocol(Protocol):
         conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         transport.registerProducer(self, True)
         self.flush()
+        self._armIdle()  # (a connection whose request went away meanwhile carries none)
 
     def connectFailed(self, reason: Failure) -> Failure:
         """The connect failed (or was cancelled): the streams waiting for it go elsewhere."""
@@ -226,6 +230,12 @@ class H2ServerProtocol(Protocol):
         if self.goingAway:
             self.close()
             return
+        self._armIdle()
+
+    def _armIdle(self) -> None:
+        """With no stream, close after the pool's idle timeout."""
+        if self.streams or self.reserved or self.waiting:
+            return
         self.idleSince = self.reactor.seconds()
         timeout = self.pool.idleTimeout
         if timeout > 0 and self._idleCall is None:
@@ -233,7 +243,7 @@ class H2ServerProtocol(Protocol):
 
     def _idle(self) -> None:
         self._idleCall = None
-        if not self.streams and not self.reserved:
+        if not self.streams and not self.reserved and not self.waiting:
             self.close()
 
     def dataReceived(self, data: bytes) -> None:
