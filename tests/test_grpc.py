@@ -19,7 +19,9 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 
 from lbkit import Backend, Server
+from tests.helpers import startHAProxy
 from tests.test_h2up import H2UpTestCase
+from tests.test_http_integration import reactor
 
 try:
     import grpc
@@ -232,3 +234,57 @@ class GRPCExampleTests(GRPCTestCase):
 
         self.assertEqual((yield deferToThread(fail)), (grpc.StatusCode.PERMISSION_DENIED, "denied: x"))
         yield stopCleanly(self, watcher, process)
+
+
+HAPROXY_GRPC = """
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 10s
+  timeout server 10s
+frontend fe
+  bind {bind} ssl crt %s alpn h2
+  default_backend be
+backend be
+  server g1 127.0.0.1:%d proto h2
+"""
+
+
+class GRPCDifferentialTests(GRPCTestCase):
+    """The same gRPC calls through HAProxy (C{server ... proto h2}) and lbkit: the clients see the same."""
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_sameAsHAProxy(self) -> None:
+        """Answers, streamed answers, a status with its details and an expired deadline agree."""
+        port, service, _ = self.grpcServer()
+        pem = self.pki.issue("haproxy.pem", "a.example")
+        haproxyPort, _ = startHAProxy(self, reactor, HAPROXY_GRPC % (pem, port))
+        lbkitPort = self.grpcFrontend(port)
+
+        def calls(channel: Any) -> list[Any]:
+            seen: list[Any] = []
+            for method, kind, payload, timeout in [
+                ("Unary", "unary", b"x" * 100000, 10),
+                ("Bidi", "stream", [b"a", b"bb" * 5000, b"ccc"], 10),
+                ("Fail", "unary", b"eve", 10),
+                ("Slow", "unary", b"", 0.3),
+            ]:
+                try:
+                    if kind == "unary":
+                        seen.append(channel.unary_unary(f"/{SERVICE}/{method}")(payload, timeout=timeout))
+                    else:
+                        seen.append(list(channel.stream_stream(f"/{SERVICE}/{method}")(iter(payload), timeout=timeout)))
+                except grpc.RpcError as e:
+                    seen.append((e.code(), e.details()))
+            return seen
+
+        viaHAProxy = yield deferToThread(calls, self.channel(haproxyPort))
+        viaLbkit = yield deferToThread(calls, self.channel(lbkitPort))
+        self.assertEqual(viaLbkit[:3], viaHAProxy[:3])
+        # (the details of an expired deadline depend on whose timer fired first)
+        self.assertEqual(viaLbkit[3][0], viaHAProxy[3][0])
+        self.assertEqual(viaLbkit[2], (grpc.StatusCode.PERMISSION_DENIED, "not for you: eve"))
+        self.assertEqual(viaLbkit[3][0], grpc.StatusCode.DEADLINE_EXCEEDED)
+        self.assertEqual(viaLbkit[:2], [b"echo:" + b"x" * 100000, [b"re:a", b"re:" + b"bb" * 5000, b"re:ccc"]])

@@ -26,6 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from lbkit import Backend, Server
 from lbkit.error import ConfigError
+from lbkit.http import Frontend
 from lbkit.http._body import CHUNKED, ChunkedFramer
 from lbkit.http._h2up import H2Pool, H2ServerProtocol, choosePool
 from lbkit.http._parse import Request
@@ -533,6 +534,15 @@ class H2ServerProtocolTests(SynchronousTestCase):
         choosePool(plain, [Backend("b", [Server("a", "127.0.0.1:2")])])
         self.assertNotIsInstance(plain, H2Pool)
         self.assertIsInstance(self.pool, H2Pool)
+
+    def test_poolOnReload(self) -> None:
+        """A reload that brings an HTTP/2 server makes the running frontend's pool an L{H2Pool}."""
+        frontend = Frontend("tcp:0", default=Backend("b", [Server("a", "127.0.0.1:2")]))
+        factory = frontend.buildFactory(self.clock)
+        self.assertNotIsInstance(factory.pool, H2Pool)
+        frontend.default = Backend("b", [Server("a", "127.0.0.1:2", proto="h2c")])
+        factory.updateTimeouts()  # what lbkit.reload does for a running frontend
+        self.assertIsInstance(factory.pool, H2Pool)
 
     def test_requestHead(self) -> None:
         """The head lbkit built goes as HEADERS: pseudo-headers first, te: trailers kept, Host gone."""
