@@ -18,9 +18,11 @@ from h2.errors import ErrorCodes
 from h2.events import ConnectionTerminated, RequestReceived, TrailersReceived, WindowUpdated
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.internet.threads import deferToThread
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -32,6 +34,7 @@ from lbkit.http._h2up import H2Pool, H2ServerProtocol, choosePool
 from lbkit.http._parse import Request
 from lbkit.http._pool import ConnectionPool
 from lbkit.http._trailers import chunkedEnd, trailerFields
+from lbkit.tls import Certificates
 from tests.h2server import H2TestFactory
 from tests.helpers import requireBinary, runProcess
 from tests.test_http2 import H2Client, HTTP2TestCase, StreamResetError
@@ -631,3 +634,77 @@ class H2ServerProtocolTests(SynchronousTestCase):
         connecting.connectFailed(Failure(ConnectionRefusedError()))
         self.assertEqual(sink.events, ["detached", ("resend", True)])
         self.assertNotIn(connecting, self.pool._h2[self.server])
+
+
+class H2OverTLSTests(H2UpTestCase):
+    """C{proto="h2"}: HTTP/2 over TLS, chosen with ALPN."""
+
+    def tlsServer(self, protocols: list[bytes], factory: Any) -> int:
+        pem = self.pki.issue("server.pem", "server.example")
+        with open(pem, "rb") as f:
+            cert = ssl.PrivateCertificate.loadPEM(f.read())
+        options = ssl.CertificateOptions(privateKey=cert.privateKey.original, certificate=cert.original,
+                                         acceptableProtocols=protocols)
+        port = reactor.listenSSL(0, factory, options, interface="127.0.0.1")
+        self.ports.append(port)
+        return int(port.getHost().port)
+
+    def tlsBackend(self, port: int) -> Backend:
+        return Backend("app", [Server("t1", f"127.0.0.1:{port}", proto="h2", ca=self.pki.caFile,
+                                      sni="server.example")])
+
+    @inlineCallbacks
+    def test_h2(self) -> None:
+        """Requests reach an HTTP/2 server over TLS, its certificate checked."""
+        factory = H2TestFactory()
+        fe = self.frontend(default=self.tlsBackend(self.tlsServer([b"h2"], factory)))
+        out = yield self.curlPlain(fe, path="/info/tls")
+        info = json.loads(out)
+        self.assertEqual((info["path"], info["authority"]), ("/info/tls", f"127.0.0.1:{fe}"))
+        self.assertEqual(factory.seen[0][b":scheme"], b"https")
+        for proto in list(factory.open):
+            self.lost.append(proto.closed)
+
+    @inlineCallbacks
+    def test_noH2(self) -> None:
+        """A server that does not take h2 with ALPN gets no request: 502, and a log line saying why."""
+        # (not a twisted.web Site: its factory adds h2 to the ALPN list)
+        factory = ServerFactory.forProtocol(ChunkedTrailers)
+        fe = self.frontend(default=self.tlsBackend(self.tlsServer([b"http/1.1"], factory)))
+        logged: list[str] = []
+        observer = lambda event: logged.append(formatEvent(event))  # noqa: E731
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        out = yield self.curlPlain(fe, "-o", "/dev/null", "-w", "%{http_code}", path="/")
+        self.assertEqual(out, b"502")
+        # (Twisted's TLS fails the handshake when no protocol is common: an alert)
+        self.assertTrue([line for line in logged if "app/t1: HTTP/2 connection lost before the server's SETTINGS"
+                         in line and "alert" in line], logged)
+
+
+class HTTP3ClientTests(H2UpTestCase):
+    """HTTP/3 clients reach an HTTP/2 server too."""
+
+    @inlineCallbacks
+    def test_h3ToH2c(self) -> None:
+        """GETs and a POST over HTTP/3 go as HTTP/2 streams to a C{proto="h2c"} server and come back whole."""
+        from tests.h3client import fetch
+        from tests.test_http3 import freePort
+
+        port, server = self.h2server()
+        pki = self.pki
+        certs = Certificates(pki.issue("site.pem", "localhost", ("localhost",)))
+        fe = freePort()
+        frontend = Frontend(f"tcp:{fe}:interface=127.0.0.1", default=self.h2backend(port), name="h3", tls=certs,
+                            http3=True, log=False)
+        self._frontends = getattr(self, "_frontends", []) + [frontend]
+        service = frontend.makeService(reactor)
+        service.startService()
+        self.services.append(service)
+        answers = yield deferToThread(fetch, fe, [(b"GET", b"/info/a"), (b"GET", b"/big/100000"),
+                                                  (b"POST", b"/info/up", [], b"abc" * 10000)], pki.caFile)
+        self.assertEqual([a.status for a in answers], [200, 200, 200])
+        self.assertEqual(json.loads(answers[0].body)["path"], "/info/a")
+        self.assertEqual(len(answers[1].body), 100000)
+        self.assertEqual(json.loads(answers[2].body)["length"], 30000)
+        self.assertEqual(server.connections, 1)

@@ -40,7 +40,7 @@ from h2.exceptions import ProtocolError
 from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes, Settings
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -99,7 +99,7 @@ class _OpenAfterGoAway(H2ConnectionStateMachine):
     _transitions[(ConnectionState.CLIENT_OPEN, ConnectionInputs.RECV_GOAWAY)] = (None, ConnectionState.CLIENT_OPEN)
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IHandshakeListener)
 class H2ServerProtocol(Protocol):
     """
     One HTTP/2 connection to a server, carrying many streams.
@@ -156,6 +156,17 @@ class H2ServerProtocol(Protocol):
         transport.registerProducer(self, True)
         self.flush()
         self._armIdle()  # (a connection whose request went away meanwhile carries none)
+
+    def handshakeCompleted(self) -> None:
+        """
+        TLS is up (C{proto="h2"}): a server that did not choose C{h2} with
+        ALPN does not speak it; the connection is dropped, its requests fail.
+        """
+        chosen = getattr(self.transport, "negotiatedProtocol", None)
+        if chosen != b"h2":
+            _log.warn("{server}: proto='h2' but the server chose {chosen!r} with ALPN, not h2: connection dropped",
+                      server=self.server.fullName, chosen=chosen)
+            self.abort()
 
     def connectFailed(self, reason: Failure) -> Failure:
         """The connect failed (or was cancelled): the streams waiting for it go elsewhere."""
@@ -375,6 +386,10 @@ class H2ServerProtocol(Protocol):
         pool = self.pool
         if isinstance(pool, H2Pool):
             pool.removeConnection(self)
+        if not self.settingsKnown:
+            # (a TLS failure, no h2 chosen with ALPN, a server that does not speak HTTP/2)
+            _log.warn("{server}: HTTP/2 connection lost before the server's SETTINGS: {why}",
+                      server=self.server.fullName, why=reason.getErrorMessage())
         last = self.lastStreamId
         for sid, stream in list(self.streams.items()):
             stream.h2Lost(reason, sid > last)

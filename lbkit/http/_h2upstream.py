@@ -50,11 +50,14 @@ from lbkit.http._trailers import (
 if TYPE_CHECKING:
     from lbkit.http._h2up import H2ServerProtocol
 
-__all__ = ["H2UpStream", "StreamReset", "REPLAY_LIMIT"]
+__all__ = ["H2UpStream", "StreamReset", "REPLAY_LIMIT", "MAX_REPLAYS"]
 
 #: At most this many bytes of a request body are kept to send it again
 #: when the server refuses its stream (REFUSED_STREAM, GOAWAY).
 REPLAY_LIMIT = 64 * 1024
+#: A request refused this many times is not sent again (it fails as after
+#: a reset): a server that refuses everything is not retried for ever.
+MAX_REPLAYS = 3
 
 #: Response fields that do not go to an HTTP/1.1 client as they came.
 _FRAMING = frozenset([b"transfer-encoding", b"connection", b"keep-alive", b"upgrade", b"proxy-connection"])
@@ -440,7 +443,7 @@ class H2UpStream:
         sink = self.sink
         if sink is None:
             return
-        if refused or self.streamId is None:
+        if refused:
             self.refused()
         elif not self.headDone:
             sink.serverFailed(self, reason, False)
@@ -457,10 +460,14 @@ class H2UpStream:
             return
         self.closed = True
         kept = self._kept
-        if kept is None or getattr(sink, "dispatch", None) is None:
+        request = sink.request
+        before = getattr(sink, "h2Refused", None)
+        count = before[1] + 1 if before is not None and before[0] is request else 1
+        if kept is None or getattr(sink, "dispatch", None) is None or count > MAX_REPLAYS:
             self.sink = sink
             sink.serverFailed(self, Failure(StreamReset(ErrorCodes.REFUSED_STREAM)), False)
             return
+        sink.h2Refused = (request, count)
         sink.h2Replay = (sink.request, b"".join(kept)) if kept else None
         sink.detachServer(self)
         sink.resend(True, "empty-response", "SH", 502)
