@@ -36,9 +36,9 @@ from zope.interface import implementer
 
 from lbkit._model import Server
 from lbkit.error import LBKitError
-from lbkit.http._body import CHUNKED, ChunkedFramer, bodyLength
-from lbkit.http._headers import HOP, connectionTokens
-from lbkit.http._parse import BadMessage, Response, parseRequestHead
+from lbkit.http._body import CHUNKED, ChunkedFramer
+from lbkit.http._h2uphead import requestHeaders
+from lbkit.http._parse import BadMessage, Response
 from lbkit.http._trailers import (
     NOT_TRAILERS,
     chunkedEnd,
@@ -78,31 +78,6 @@ class StreamReset(LBKitError):
     def __init__(self, code: Any) -> None:
         LBKitError.__init__(self, f"stream reset by the server: {code!r}")
         self.code = code
-
-
-def requestHeaders(head: bytes, scheme: bytes, trailers: bool) -> tuple[list[tuple[bytes, bytes]], int]:
-    """
-    The HTTP/2 header block of an HTTP/1.1 request head lbkit built, and
-    its body's framing.
-
-    @param trailers: Send C{te: trailers} (the client sent it).
-    @raise BadMessage: if the head cannot be parsed again.
-    """
-    request = parseRequestHead(head[:-4] if head.endswith(b"\r\n\r\n") else head)
-    fields = request.headers
-    framing = bodyLength(fields, False)
-    tokens = connectionTokens(fields)
-    authority = request.header(b"host") or b""
-    out = [(b":method", request.method), (b":scheme", scheme), (b":authority", authority), (b":path", request.uri)]
-    append = out.append
-    for name, value in fields:
-        lower = name.lower()
-        if lower in HOP or lower in tokens or lower == b"host":
-            continue
-        append((lower, value))
-    if trailers:
-        append((b"te", b"trailers"))
-    return out, framing
 
 
 @implementer(IPushProducer, IConsumer)
