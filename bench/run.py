@@ -939,7 +939,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--mode", choices=["tcp", "http", "all"], default="all")
+    parser.add_argument(
+        "--mode",
+        choices=["tcp", "http", "all", "udp", "h3"],
+        default="all",
+        help="udp runs bench/udp.py (DNS through lbkit and nginx stream); h3 runs bench/h3.py "
+        "(HTTP/3, HTTP/2, HTTP/1.1 through one lbkit TLS frontend)",
+    )
     parser.add_argument(
         "--rounds", type=int, default=None, help="interleaved rounds (default 3; 1 with --quick)"
     )
@@ -969,6 +975,9 @@ def main() -> int:
     args = parser.parse_args()
     rounds = args.rounds or (1 if args.quick else 3)
     duration = args.duration or (3 if args.quick else 8)
+    if args.mode in ("udp", "h3"):
+        script = HERE / f"{args.mode}.py"
+        return subprocess.call([sys.executable, str(script), "--rounds", str(rounds), "--duration", str(duration)])
     warmup = 0.0 if args.quick else 1.0
     settle = 0.0 if args.quick else 1.0
     modes = ["tcp", "http"] if args.mode == "all" else [args.mode]

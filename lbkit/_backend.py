@@ -45,10 +45,10 @@ class Backend:
     @ivar servers: Every configured server, in configuration (id) order.
     @ivar serverSource: The L{IServerSource} the servers come from (the
         C{servers} argument was one, e.g. L{lbkit.discovery.SRV}), or
-        L{None} when the site file lists them.
+        C{None} when the site file lists them.
     @ivar balance: The L{IBalancer}.
-    @ivar health: An L{IHealthCheck} or L{None}.
-    @ivar persistence: An L{IPersistence} or L{None}.
+    @ivar health: An L{IHealthCheck} or C{None}.
+    @ivar persistence: An L{IPersistence} or C{None}.
     @ivar retries: How many more servers to try after a failed connect.
     @ivar timeoutConnect: Seconds to wait for a server connection.
     @ivar timeoutServer: Seconds a server may stay silent (idle timeout).
@@ -56,7 +56,7 @@ class Backend:
         servers are at C{maxconn}.
     @ivar allBackups: Use every backup server at once (else only the first).
     @ivar retryOn: What a failed attempt is retried on; C{breakers}: the
-        circuit breakers, or L{None} (L{lbkit._breakers}, docs/breakers.md).
+        circuit breakers, or C{None} (L{lbkit._breakers}, docs/breakers.md).
     """
 
     def __init__(
@@ -104,7 +104,7 @@ class Backend:
         self.balance: IBalancer = RoundRobin() if balance is None else balance
         if not IBalancer.providedBy(self.balance):
             raise ConfigError(f"backend {name!r}: balance={balance!r} does not provide IBalancer")
-        #: The balancer's C{activeChanged(server)} (L{IActiveBalancer}), or L{None}.
+        #: The balancer's C{activeChanged(server)} (L{IActiveBalancer}), or C{None}.
         self._activeHook: Callable[[Server], object] | None = activeHookOf(self.balance, self.definedAt)
         if health is not None and not IHealthCheck.providedBy(health):
             raise ConfigError(f"backend {name!r}: health={health!r} does not provide IHealthCheck")
@@ -189,7 +189,7 @@ class Backend:
 
     def _choose(self, context: Context) -> Server | None:
         """
-        Choose a server with a free slot, or L{None} when every usable server is full.
+        Choose a server with a free slot, or C{None} when every usable server is full.
 
         @raise NoServerAvailable: when no server is usable at all.
         """
@@ -232,7 +232,7 @@ class Backend:
         Choose a server and reserve one of its connection slots.
 
         @return: The server (its C{active} count already raised: call
-            L{release} when the connection ends or fails), or L{None} when
+            L{release} when the connection ends or fails), or C{None} when
             every usable server is full and the caller should L{enqueue}.
         @raise NoServerAvailable: when no server is usable at all.
         """

@@ -84,7 +84,7 @@ def parseRetryOn(name: str, value: Optional[Iterable[Union[str, int]]]) -> froze
     C{"all-retryable-errors"}, C{"none"}) and status codes (400-599).
 
     @param name: The backend's name, for the error message.
-    @return: The conditions, aliases expanded (L{DEFAULT_RETRY_ON} for L{None}).
+    @return: The conditions, aliases expanded (L{DEFAULT_RETRY_ON} for C{None}).
     @raise ConfigError: naming the value that is not one of those.
     """
     if value is None:
@@ -320,7 +320,7 @@ def installBreakers(
 ) -> None:
     """
     Check a L{Backend}'s breaker arguments and set its C{retryOn} and
-    C{breakers} (L{None} when none is given: nothing then runs).
+    C{breakers} (C{None} when none is given: nothing then runs).
 
     @raise ConfigError: naming the bad argument.
     """

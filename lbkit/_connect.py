@@ -43,7 +43,7 @@ P = TypeVar("P", bound=Protocol)
 
 def tlsCreatorOf(server: Server) -> IOpenSSLClientConnectionCreator | None:
     """
-    The TLS connection creator of a C{tls=True} server (L{None} without
+    The TLS connection creator of a C{tls=True} server (C{None} without
     TLS), built from its settings with L{lbkit.tls.clientCreator} the first
     time and kept on the server as C{server.tlsCreator}.
 

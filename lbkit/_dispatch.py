@@ -91,7 +91,7 @@ class DispatchFailed(LBKitError):
         the caller gave to L{Dispatch.retry}.
     @ivar status: The HTTP status an http client is answered with.
     @ivar reason: The failure behind it (the connect error, the queue's
-        L{QueueTimeout} or L{NoServerAvailable}), or L{None}.
+        L{QueueTimeout} or L{NoServerAvailable}), or C{None}.
     """
 
     def __init__(self, termination: str, status: int = 503, reason: Optional[Failure] = None) -> None:
@@ -116,7 +116,7 @@ class Dispatch(Generic[P]):
     @ivar context: The client's L{Context}; C{context.tried} holds the
         servers chosen so far (L{tried}).
     @ivar state: A L{DispatchState}.
-    @ivar server: The server chosen last, or L{None} before one was.
+    @ivar server: The server chosen last, or C{None} before one was.
     @ivar attempts: How many times a server was chosen (1 + retries).
     @ivar holding: Whether a connection slot of C{server} is held: after
         success it is the caller's to end with L{release}.
@@ -164,7 +164,7 @@ class Dispatch(Generic[P]):
             retry), before connecting; may raise (the dispatch then fails
             with that error and gives the slot back).
         @param pooled: Called after C{serverChosen}: an already connected
-            protocol for that server (a kept-alive connection), or L{None}
+            protocol for that server (a kept-alive connection), or C{None}
             to connect.
         @param connected: With L{run}, L{runRetry} and L{runAgain}: called
             with C{(server, protocol)} on success, the slot held.

@@ -178,7 +178,7 @@ def _balancer(proxy: Proxy) -> str:
 
 
 def backend(t: Any, proxy: Proxy, ident: str) -> str | None:
-    """The L{lbkit.Backend} assignment for a backend (or listen) section, or L{None}."""
+    """The L{lbkit.Backend} assignment for a backend (or listen) section, or C{None}."""
     servers: list[str] = []
     checks: list[tuple[Line, dict[str, Any]]] = []
     for line in proxy.servers:

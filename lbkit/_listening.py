@@ -29,15 +29,15 @@ _log = Logger(namespace="lbkit")
 
 #: Where shared listeners get their ports when not from their endpoint
 #: string: set by the multi-process supervisor and its workers
-#: (L{lbkit.workers}); L{None} in a single process.
+#: (L{lbkit.workers}); C{None} in a single process.
 _portSource: Any = None
 
 
 def setPortSource(source: Any) -> Any:
     """
-    Make C{source} give the ports of listeners from now on (L{None}: their
+    Make C{source} give the ports of listeners from now on (C{None}: their
     endpoint strings, as by default): C{source.listen(service)} returns an
-    L{IListeningPort} for C{service}, or L{None} to listen as usual; it may
+    L{IListeningPort} for C{service}, or C{None} to listen as usual; it may
     raise L{CannotListenError}.
 
     @return: The source it replaces.
@@ -50,7 +50,7 @@ def setPortSource(source: Any) -> Any:
 def portFromSource(service: Any) -> Any:
     """
     The port the source set with L{setPortSource} gives C{service} (an
-    object with C{shared} and C{description}), or L{None} to listen as
+    object with C{shared} and C{description}), or C{None} to listen as
     usual (no source, or it leaves this one to the caller).
     """
     if _portSource is None:
@@ -103,9 +103,9 @@ class ListeningService(Service):
     C{Connection: close}), waits up to C{grace} seconds, and aborts what is
     left; L{stopService}'s L{Deferred} fires when the last one is gone.
 
-    @ivar port: The listening port while running, else L{None}.
+    @ivar port: The listening port while running, else C{None}.
     @ivar grace: Seconds connections may take to finish when stopping; 0
-        aborts them at once; L{None} (the default) does not wait for them.
+        aborts them at once; C{None} (the default) does not wait for them.
     @ivar shared: Whether every worker process accepts on this listener
         (frontends) or only the supervisor serves it (stats pages, the
         command socket); see L{lbkit.workers}.

@@ -63,7 +63,7 @@ _now = time.time
 def httpDate(when: float | None = None) -> str:
     """
     The C{date} field of an http line: local time C{when} (now when
-    L{None}) as C{05/Mar/2026:10:01:02}.
+    C{None}) as C{05/Mar/2026:10:01:02}.
     """
     if when is None:
         when = _now()

@@ -85,7 +85,7 @@ class Context:
 
     @ivar client: The client's address (after any PROXY protocol header).
     @ivar frontend: The name of the frontend that accepted it.
-    @ivar request: In http mode, the parsed request; L{None} in tcp mode.
+    @ivar request: In http mode, the parsed request; C{None} in tcp mode.
     @ivar tried: Servers already tried for this connection (retries skip
         them).
     """
@@ -107,11 +107,11 @@ class Server:
     @ivar host: Its host name or IP address.
     @ivar port: Its port.
     @ivar weight: Its current weight (0-256); changed with L{setWeight}.
-    @ivar maxconn: At most this many concurrent connections, or L{None}.
+    @ivar maxconn: At most this many concurrent connections, or C{None}.
     @ivar backup: Whether it takes traffic only when no normal server is up.
     @ivar state: Its L{ServerState}.
     @ivar active: Connections in progress (including connects in flight).
-    @ivar proto: How http mode speaks to it: L{None} (HTTP/1.1), C{"h2"}
+    @ivar proto: How http mode speaks to it: C{None} (HTTP/1.1), C{"h2"}
         or C{"h2c"} (see docs/http.md, "HTTP/2 and gRPC to servers").
     """
 
@@ -136,7 +136,7 @@ class Server:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"server name must be a non-empty string, not {name!r}")
         self.name = name
-        #: The endpoint given instead of a C{"host:port"} address, or L{None}.
+        #: The endpoint given instead of a C{"host:port"} address, or C{None}.
         self.givenEndpoint: IStreamClientEndpoint | None = None
         if IStreamClientEndpoint.providedBy(address):
             self.givenEndpoint = address  # type: ignore[assignment]
@@ -158,8 +158,8 @@ class Server:
         self.sendProxy = sendProxy
         self.slowstart = float(slowstart)
         self.cookie = name if cookie is None else cookie
-        #: C{"h2"} (HTTP/2 over TLS with ALPN), C{"h2c"} (cleartext HTTP/2,
-        #: prior knowledge) or L{None} (HTTP/1.1): how http mode speaks to it.
+        # "h2" (HTTP/2 over TLS with ALPN), "h2c" (cleartext HTTP/2, prior
+        # knowledge) or None (HTTP/1.1): how http mode speaks to it
         self.proto = proto
         if proto is not None:
             if proto not in ("h2", "h2c"):
@@ -195,10 +195,10 @@ class Server:
         #: Whether the health monitor probes this server (the admin API
         #: can pause checks).
         self.checkEnabled = True
-        #: The last health-check result (set by the monitor), or L{None}.
+        #: The last health-check result (set by the monitor), or C{None}.
         self.lastCheck: Any = None
         #: The health monitor checking this server, set by it while it runs
-        #: (see L{lbkit.health.monitorFor}), or L{None}.
+        #: (see L{lbkit.health.monitorFor}), or C{None}.
         self.healthMonitor: Any = None
 
     def __repr__(self) -> str:
@@ -216,7 +216,7 @@ class Server:
         self.sni = sni
         self.verify = bool(verify)
         #: The TLS connection creator of a C{tls=True} server, once built
-        #: (see L{lbkit._connect.tlsCreatorOf}); L{None} before and without TLS.
+        #: (see L{lbkit._connect.tlsCreatorOf}); C{None} before and without TLS.
         self.tlsCreator: Any = None
         if not self.tls:
             given = [k for k, v in (("ca", ca), ("sni", sni)) if v is not None] + ([] if verify else ["verify"])

@@ -63,12 +63,12 @@ def resourceErrno(value: object) -> int | None:
     """
     The errno of C{value}, a connect or socket error, if it means a local
     resource ran out (file descriptors, socket memory, local ports); else
-    L{None}.
+    C{None}.
 
     Twisted reports a failed C{socket()} as
     L{twisted.internet.error.ConnectBindError} and a failed C{connect()} as
     a L{ConnectError}, both with the errno in C{osError}; a plain
-    L{OSError} is read too.
+    C{OSError} is read too.
     """
     number: Any
     if isinstance(value, ConnectError):
@@ -215,7 +215,7 @@ def guardAccept(port: Any, reactor: Any, label: str, records: ResourceWatch | No
 
     @param label: Names the listener in the log, e.g. C{"frontend web"}.
     @return: The guard (call its C{stop} when the port stops listening), or
-        L{None} for a port this does not apply to.
+        C{None} for a port this does not apply to.
     """
     from twisted.internet import tcp
 

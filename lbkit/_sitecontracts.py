@@ -141,7 +141,7 @@ class IStore(Interface):
 
     def get(table: str, key: str) -> str | None:
         """
-        The live value of C{key} in C{table} known here, or L{None}: no
+        The live value of C{key} in C{table} known here, or C{None}: no
         network round trip.
         """
 

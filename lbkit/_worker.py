@@ -74,7 +74,7 @@ class WorkerService(LoadBalancerService):
         self.workers = workers
 
     #: Called when a discovery changed a backend's servers (the worker
-    #: then asks the supervisor for the servers' states), or L{None}.
+    #: then asks the supervisor for the servers' states), or C{None}.
     onDiscovered: Callable[[], object] | None = None
 
     def loadSite(self, path: str) -> Site:

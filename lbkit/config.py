@@ -42,7 +42,7 @@ class Site:
     @ivar accessLog: Its C{accessLog}: L{lbkit.logs.AccessLog}
         destinations (empty: Twisted's log).
     @ivar grace: Its C{grace}: seconds a stopping balancer lets
-        connections in flight finish, or L{None} when it does not say.
+        connections in flight finish, or C{None} when it does not say.
     """
 
     path: str

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_discovery -*-
 """
 Servers from DNS service discovery: a backend whose servers are the
-records of a name, looked up again on their TTL while the balancer runs.
+records of a name, looked up again on their TTL while the balancer runs::
 
     from lbkit import Backend
     from lbkit.discovery import SRV, A
@@ -157,7 +157,7 @@ class DiscoveryService(Service):
 
     @ivar servers: The servers last delivered (empty before the first).
     @ivar failures: Lookups failed in a row.
-    @ivar lastError: Why the last lookup failed, or L{None}.
+    @ivar lastError: Why the last lookup failed, or C{None}.
     """
 
     def __init__(
@@ -385,7 +385,7 @@ class SRV(_DNSSource):
     (unless C{ignoreWeight}: then C{server}'s, default 1).
 
     @param name: The SRV name, e.g. C{"_http._tcp.web.example.test"}.
-    @param nameservers: C{"address[:port]"} strings; L{None}: those of
+    @param nameservers: C{"address[:port]"} strings; C{None}: those of
         C{/etc/resolv.conf}.
     @param resolver: An L{IResolver} to use instead of C{nameservers}.
     @param minInterval: The fewest seconds between two lookups (TTL floor),

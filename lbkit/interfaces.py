@@ -73,7 +73,7 @@ class IBalancer(Interface):
             May be empty.
         @param context: What is known about the client at decision time:
             its address, and in http mode the request.
-        @return: One of C{servers}, or L{None} when C{servers} is empty (or
+        @return: One of C{servers}, or C{None} when C{servers} is empty (or
             the balancer declines, which the backend treats as "no server").
         """
 
@@ -124,7 +124,7 @@ class IHealthCheck(Interface):
 
     The monitor reads every attribute once, when it is created.  The
     further options of L{IHealthCheckOptions} are optional: the monitor
-    reads each one the check has (and is not L{None}), and uses the
+    reads each one the check has (and is not C{None}), and uses the
     documented default for the others.
     """
 
@@ -141,7 +141,7 @@ class IHealthCheck(Interface):
 
         @param server: The server to probe; its C{host} and C{port} say where.
         @param reactor: The reactor to connect and schedule with.
-        @return: A L{Deferred} that fires with L{None} when the server
+        @return: A L{Deferred} that fires with C{None} when the server
             passed, or fails with L{lbkit.error.CheckFailed} (or any other
             exception) saying why it did not.  The monitor cancels it after
             C{timeout} seconds; cancelling must abort the probe.
@@ -156,7 +156,7 @@ class IHealthCheckOptions(IHealthCheck):
 
     Each option may also be given alone by a check that provides only
     L{IHealthCheck}: the monitor reads it with a default when missing or
-    L{None}.  Values are the ones L{lbkit.health.BaseCheck} validates.
+    C{None}.  Values are the ones L{lbkit.health.BaseCheck} validates.
     """
 
     fastinter = Attribute(
@@ -174,9 +174,9 @@ class IHealthCheckOptions(IHealthCheck):
         " C{'fully-down'} (str).  Default: C{'up'}."
     )
     observe = Attribute(
-        "Passive checks of live traffic: L{None} (ignore it), C{'layer4'}"
+        "Passive checks of live traffic: C{None} (ignore it), C{'layer4'}"
         " (count failed connects) or C{'layer7'} (also 5xx responses)."
-        "  Default: L{None}."
+        "  Default: C{None}."
     )
     errorLimit = Attribute("Consecutive live-traffic errors that trigger C{onError} (int).  Default: 10.")
     onError = Attribute(
@@ -189,8 +189,8 @@ class IHealthCheckOptions(IHealthCheck):
     )
     onMarkedDown = Attribute(
         "C{'shutdown-sessions'} to call L{ISession.abortSession} on every"
-        " session of a server its checks mark DOWN, or L{None} (sessions run"
-        " on).  Default: L{None}."
+        " session of a server its checks mark DOWN, or C{None} (sessions run"
+        " on).  Default: C{None}."
     )
     passReason = Attribute("The reason shown when a check passes (str).  Default: C{'Check passed'}.")
 
@@ -213,7 +213,7 @@ class IPersistence(Interface):
         @param backend: The backend choosing a server; its C{servers} is
             every configured server.
         @param context: The client's address (and request, in http mode).
-        @return: A server of C{backend}, or L{None}.  The backend ignores a
+        @return: A server of C{backend}, or C{None}.  The backend ignores a
             server that is DOWN or in MAINT and redispatches the client; a
             server in DRAIN still takes its sticky clients.
         """
@@ -291,7 +291,7 @@ class IRequestMatcher(Interface):
     A matcher with a true C{clientOnly} attribute reads only
     C{context.client} (L{lbkit.http.sourceIn}, and L{lbkit.http.allOf} and
     friends of such matchers): only those may decide tcp-mode rules, which
-    call L{matches} with L{None} for C{request}.
+    call L{matches} with C{None} for C{request}.
     """
 
     def matches(request: Any, context: Context) -> bool:
@@ -420,7 +420,7 @@ class IAnsweringRule(IRequestRule):
         block, and must not raise: an exception is logged and the request
         is dropped (termination C{IC}).
 
-        @return: L{None} to go on with the next rule, or an
+        @return: C{None} to go on with the next rule, or an
             L{lbkit.http.Answer}: what the balancer answers.
         """
 

@@ -87,7 +87,7 @@ class AccessLog:
     One destination of access-log lines.
 
     @param path: A file to append lines to; C{"-"} for the process's
-        standard output, written directly; L{None} (with no C{syslog}) for
+        standard output, written directly; C{None} (with no C{syslog}) for
         Twisted's log, which is where lines go without any C{AccessLog}.
     @param format: C{"text"}: the documented line; C{"json"}: one JSON
         object per line (L{jsonRecord}).
@@ -157,7 +157,7 @@ class AccessLog:
         Open the destination.
 
         @param clock: Schedules the flushes of the writer's buffer (an
-            L{IReactorTime}); L{None} writes every line at once.
+            L{IReactorTime<twisted.internet.interfaces.IReactorTime>}); C{None} writes every line at once.
         @raise ConfigError: when it cannot be opened (missing directory,
             permissions, no syslog socket), saying why.
         """
@@ -204,7 +204,7 @@ class AccessLogDispatcher:
     (see L{lbkit._accesslog}).
 
     @param clock: Schedules the writers' flushes (the service's reactor);
-        L{None}: every line is written at once.
+        C{None}: every line is written at once.
     @ivar writers: Every open destination, in order.
     """
 

@@ -72,10 +72,10 @@ class ProxyInfo:
     """
     What a complete PROXY protocol header said.
 
-    @ivar source: The original client's address, or L{None} if the header
+    @ivar source: The original client's address, or C{None} if the header
         gave none (v1 C{UNKNOWN}, v2 C{LOCAL} or C{AF_UNSPEC}); the receiver
         should then use the real connection's addresses.
-    @ivar destination: The address the client connected to, or L{None} in the
+    @ivar destination: The address the client connected to, or C{None} in the
         same cases as C{source}.
     @ivar rest: The bytes received after the header: payload that must be
         passed on.
@@ -161,7 +161,7 @@ class ProxyHeaderParser:
         receives, until the header is complete.
 
         @param data: The next bytes received; may be empty.
-        @return: L{None} while more bytes are needed, then the L{ProxyInfo}.
+        @return: C{None} while more bytes are needed, then the L{ProxyInfo}.
         @raise InvalidProxyHeader: If the bytes are not a valid header.
         @raise RuntimeError: If the parser has already finished.
         """
@@ -193,7 +193,7 @@ def _ipEndpoints(
 ) -> tuple[_Kind, _IP, int, _IP, int] | None:
     """
     Extract same-family IPs and ports from two addresses of the same
-    transport type, or L{None} if they are not both IP addresses of it.
+    transport type, or C{None} if they are not both IP addresses of it.
     """
     if not (
         isinstance(source, (IPv4Address, IPv6Address))

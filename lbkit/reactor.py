@@ -75,7 +75,7 @@ class LeanEPollReactor(EPollReactor):
         Called by the reactor's main loop, on the reactor thread, once per
         iteration.
 
-        @param timeout: The longest to wait, in seconds; L{None} waits until
+        @param timeout: The longest to wait, in seconds; C{None} waits until
             an event arrives.
         """
         # Upstream's doPoll (Twisted 26.10), with the dispatch inlined.

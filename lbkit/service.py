@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_service -*-
 """
-The L{IService} tree: embed a balancer in any Twisted application.
+The L{IService<twisted.application.service.IService>} tree: embed a balancer in any Twisted application::
 
     from twisted.application import service
     from lbkit.service import LoadBalancerService
@@ -61,16 +61,16 @@ class LoadBalancerService(ChildServices):
         <lbkit.interfaces.IListener>}s, checked at once with
         L{lbkit.config.checkListen}.
     @param reactor: The reactor to use; the global one, looked up when the
-        service starts, if L{None}.
+        service starts, if C{None}.
     @param grace: Seconds connections may take to finish when it stops;
-        L{None}: the site file's C{grace}, else C{defaultGrace}.
-    @param accessLog: L{lbkit.logs.AccessLog} destinations; L{None}: the
+        C{None}: the site file's C{grace}, else C{defaultGrace}.
+    @param accessLog: L{lbkit.logs.AccessLog} destinations; C{None}: the
         site file's C{accessLog}, else Twisted's log.
     @param site: The loaded site file this service runs, if any: what
         L{reload} reads again, and where C{grace} and C{accessLog} come
         from when not given.
     @param defaultGrace: The grace period when neither C{grace} nor the
-        site says; L{None} stops listening without waiting.
+        site says; C{None} stops listening without waiting.
     @param installSignalHandlers: Reload on SIGHUP and reopen the access-log
         files on SIGUSR1 while running (C{twistd lbkit} turns it on).
     @raise lbkit.error.ConfigError: when C{listen} is wrong; the message

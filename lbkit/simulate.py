@@ -50,7 +50,7 @@ class Workload:
         heavier-tailed; must be above 1).
     @ivar speeds: One speed per server.
     @ivar slots: Requests a server works on at once.
-    @ivar maxconn: Each server's C{maxconn} (L{None}: unlimited).
+    @ivar maxconn: Each server's C{maxconn} (C{None}: unlimited).
     @ivar clients: Distinct client addresses (chosen with a Zipf-like
         skew, as are paths).
     @ivar paths: Distinct URL paths.

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_store -*-
 """
 State shared by many lbkit processes: the stores behind
-L{lbkit.persistence.StickySource}'s C{store} (docs/store.md).
+L{lbkit.persistence.StickySource}'s C{store} (docs/store.md)::
 
     from lbkit.persistence import StickySource
     from lbkit.store import Redis
@@ -119,7 +119,7 @@ class Local(_Tables):
     @param size: At most this many entries; the least recently written is
         forgotten to make room.
     @param clock: An object with C{seconds()} (a reactor, a C{Clock});
-        C{time.monotonic} if L{None}.
+        C{time.monotonic} if C{None}.
     """
 
     connected = True
@@ -245,7 +245,7 @@ class Redis(_Tables):
         unreachable; beyond, the oldest is dropped and counted.
     @param size: At most this many entries in the local copy.
     @param clock: An object with C{seconds()} for the local copy's
-        expiry; C{time.monotonic} if L{None}.
+        expiry; C{time.monotonic} if C{None}.
 
     @ivar connected: Whether both connections (commands, and the
         subscription) are up.

@@ -196,8 +196,8 @@ class _ForegroundService(LoadBalancerService):
     with one line instead of a traceback.
 
     (Only in the foreground: a daemonizing twistd waits for its child to
-    report start-up through a pipe, which only an L{Exception} fills; a
-    L{SystemExit} there would leave the parent waiting for ever.  The
+    report start-up through a pipe, which only an C{Exception} fills; a
+    C{SystemExit} there would leave the parent waiting for ever.  The
     daemon's parent prints the L{ListenFailed} message instead.)
     """
 

@@ -107,7 +107,7 @@ class ConnectAttempt:
     @ivar deferred: The L{Deferred} C{connect} returned.
     @ivar cancelled: Whether the caller cancelled it.
     @ivar protocol: The protocol L{FakeEndpoint.succeed} connected, or
-        L{None} while the attempt has not succeeded.
+        C{None} while the attempt has not succeeded.
     """
 
     factory: IProtocolFactory
@@ -364,7 +364,7 @@ class ServerSide:
 
 class HTTPHarness:
     """
-    Runs an http L{Frontend} in memory: the real
+    Runs an L{http.Frontend<lbkit.http.Frontend>} in memory: the real
     L{HTTPFrontendProtocol} and L{HTTPServerProtocol} (routing, rules,
     persistence, balancing, pooling, timeouts) over
     L{HalfCloseableStringTransport}s, on a L{MemoryReactorClock}.  Every

@@ -4,9 +4,11 @@ TLS for lbkit: certificates for terminating frontends (chosen by SNI), and
 the connection creators that speak TLS to servers.
 
 Everything here goes through Twisted's own TLS machinery
-(L{CertificateOptions}, L{optionsForClientTLS}, L{TLSMemoryBIOFactory});
+(L{CertificateOptions<twisted.internet.ssl.CertificateOptions>},
+L{optionsForClientTLS<twisted.internet.ssl.optionsForClientTLS>},
+L{TLSMemoryBIOFactory<twisted.protocols.tls.TLSMemoryBIOFactory>});
 the files are read with the C{cryptography} package only to check them and
-give errors that name the file.
+give errors that name the file::
 
     from lbkit import tls, http
 
@@ -53,7 +55,7 @@ KeyPair = Union[str, Tuple[str, str], Tuple[str, str, str]]
 
 
 class _Loaded:
-    """One checked key and certificate chain, ready for L{CertificateOptions}."""
+    """One checked key and certificate chain, ready for L{CertificateOptions<twisted.internet.ssl.CertificateOptions>}."""
 
     def __init__(self, certFile: str, keyFile: str, key: Any, chain: list[x509.Certificate]) -> None:
         self.certFile = certFile
@@ -366,7 +368,7 @@ def fromSSLEndpoint(description: str) -> tuple[str, Certificates] | None:
     server string into the equivalent C{tcp:} string and L{Certificates},
     so that lbkit checks the files, uses its TLS defaults and offers ALPN.
 
-    @return: L{None} for strings that are not C{ssl:}, or that use options
+    @return: C{None} for strings that are not C{ssl:}, or that use options
         only Twisted itself handles (C{sslmethod}, C{dhParameters}).
     @raise ConfigError: naming the file when one is wrong.
     """
@@ -430,13 +432,13 @@ def clientCreator(
     @param serverName: Sent as SNI (unless it is an IP address) and checked
         against the server's certificate with service-identity.
     @param ca: A PEM file of CA certificates to trust; the platform's trust
-        store when L{None}.
+        store when C{None}.
     @param verify: When false, the server's certificate is not checked at
         all; a warning is logged.
     @param warn: Whether to log that warning (L{lbkit.Server} logs it
         itself when it is built, then builds its creator without).
     @param alpn: The protocols offered with ALPN (C{[b"h2"]} for a
-        C{proto="h2"} server), or L{None} for none.
+        C{proto="h2"} server), or C{None} for none.
     @raise ConfigError: when C{ca} cannot be read or holds no certificate.
     """
     if not verify:

@@ -8,7 +8,7 @@ The supervisor holds each frontend's sockets (one per worker slot) and
 never accepts on them, so workers can be replaced a generation at a time
 (SIGUSR2) without refusing a connection.  It also runs what must happen
 once: health checks (states go to every worker), stats pages, the admin
-API and command socket (the counters shown sum the workers' reports).
+API and command socket (the counters shown sum the workers' reports)::
 
     from lbkit.workers import WorkerSupervisor
 

@@ -13,13 +13,22 @@ import os
 import socket
 from typing import Any
 
-from twisted.internet.defer import inlineCallbacks
+from aioquic.buffer import Buffer  # type: ignore[attr-defined]
+from aioquic.h3.connection import H3_ALPN
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import QuicPacketType, pull_quic_header
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.static import Data
 
 from lbkit.error import ConfigError
 from lbkit.http import Frontend
+from lbkit.http._h3 import H3Service
+from lbkit.http._h3quic import REQUEST_WINDOW
+from lbkit.http._h3stream import H3Stream
 from lbkit.tls import Certificates
 from tests.h3client import fetch
 from tests.test_http_integration import HTTPTestCase, TrackingSite, backend, reactor
@@ -142,6 +151,128 @@ class HTTP3Tests(HTTPTestCase):
         self.ports = []
         [answer] = yield deferToThread(fetch, port, [(b"GET", b"/")], self.pki.caFile)
         self.assertEqual(answer.status, 503)
+
+    @inlineCallbacks
+    def test_certificateByName(self) -> Any:
+        """
+        A QUIC client asking for another server name gets that name's
+        certificate, as a TCP client does (its verification would fail on
+        the default one); a name the frontend has no entry for gets the
+        default.
+        """
+        p1, _ = self.site("s1")
+        self.certs = Certificates(self.certs.default,
+                                  byHost={"other.test": self.pki.issue("other.pem", "other.test", ("other.test",))})
+        port = self.h3frontend([p1])
+        [other] = yield deferToThread(fetch, port, [(b"GET", b"/o")], self.pki.caFile, serverName="other.test")
+        [plain] = yield deferToThread(fetch, port, [(b"GET", b"/p")], self.pki.caFile, serverName="localhost")
+        self.assertEqual((other.status, plain.status), (200, 200))
+        self.assertEqual(json.loads(other.body)["headers"]["host"], [f"other.test:{port}"])
+        failed = yield deferToThread(fetch, port, [(b"GET", b"/x")], self.pki.caFile,
+                                     serverName="nobody.test").addCallbacks(lambda _: [], lambda f: [f])
+        # the default certificate does not name nobody.test: the client's verification fails
+        self.assertEqual(len(failed), 1)
+
+    @inlineCallbacks
+    def test_quicRetry(self) -> Any:
+        """
+        With C{quicRetry=True} a client's first Initial is answered with a
+        Retry and no connection state; aioquic's client echoes the token and
+        its request is served.
+        """
+        p1, _ = self.site("s1")
+        port = self.h3frontend([p1], quicRetry=True)
+        [h3service] = [s for s in self.services[-1] if isinstance(s, H3Service)]
+        server = h3service.server
+        replies: Deferred[bytes] = Deferred()
+
+        class Raw(DatagramProtocol):
+            def datagramReceived(self, data: bytes, addr: Any) -> None:
+                if not replies.called:
+                    replies.callback(data)
+
+        raw = reactor.listenUDP(0, Raw(), interface="127.0.0.1")
+        self.addCleanup(raw.stopListening)
+        config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, server_name="localhost")
+        client = QuicConnection(configuration=config)
+        client.connect(("127.0.0.1", port), now=reactor.seconds())
+        [(initial, _)] = client.datagrams_to_send(now=reactor.seconds())[:1]
+        raw.write(initial, ("127.0.0.1", port))
+        reply = yield replies.addTimeout(10, reactor)
+        self.assertEqual(pull_quic_header(Buffer(data=reply), host_cid_length=8).packet_type, QuicPacketType.RETRY)
+        self.assertEqual(server.connections, {})
+        [answer] = yield deferToThread(fetch, port, [(b"GET", b"/r")], self.pki.caFile)
+        self.assertEqual(answer.status, 200)
+
+    def test_quicRetryNeedsHTTP3(self) -> None:
+        """quicRetry=True without http3=True is a configuration error."""
+        with self.assertRaises(ConfigError) as e:
+            Frontend("tcp:8443", default=backend("web", [1]), tls=self.certs, quicRetry=True)
+        self.assertIn("quicRetry=True needs http3=True", str(e.exception))
+
+    @inlineCallbacks
+    def test_uploadHeldBack(self) -> Any:
+        """
+        A client uploading 24 MiB to a server that does not read is held
+        back by QUIC flow control: lbkit grants it at most
+        L{REQUEST_WINDOW} bytes past what it handed on, holds no more than
+        that, and once the server reads again the whole body arrives.
+        """
+        size = 24 * 1024 * 1024
+        servers: list[_SlowReader] = []
+        factory = Factory.forProtocol(_SlowReader)
+        factory.expect, factory.servers = size, servers  # type: ignore[attr-defined]
+        listening = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        listening.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        self.ports.append(listening)
+        port = self.h3frontend([listening.getHost().port])
+        held = {"max": 0, "full": False}
+        original = H3Stream.h2Data
+
+        def h2Data(stream: H3Stream, data: bytes, flowLength: int) -> None:
+            original(stream, data, flowLength)
+            held["max"] = max(held["max"], sum(len(d) for d, _, _ in stream._pending))
+            quicStream = stream.h2.quic._streams[stream.streamId]
+            if not held["full"] and quicStream.receiver.highest_offset >= quicStream.max_stream_data_local:
+                # the client has used all the window it was given: let the server read
+                held["full"] = True
+                for server in servers:
+                    server.transport.resumeProducing()
+
+        self.patch(H3Stream, "h2Data", h2Data)
+        body = os.urandom(size)
+        [answer] = yield deferToThread(
+            fetch, port, [(b"POST", b"/up", [(b"content-length", b"%d" % size)], body)], self.pki.caFile,
+            timeout=60.0,
+        )
+        self.assertEqual(answer.status, 200)
+        self.assertEqual(answer.body, hashlib.sha256(body).hexdigest().encode())
+        self.assertTrue(held["full"])
+        self.assertLessEqual(held["max"], REQUEST_WINDOW + 64 * 1024)
+
+
+class _SlowReader(Protocol):
+    """An HTTP/1.1 server that reads nothing until told, then answers the body's SHA-256."""
+
+    def connectionMade(self) -> None:
+        self.transport.pauseProducing()
+        self.factory.servers.append(self)  # type: ignore[attr-defined]
+        self.buffer = b""
+        self.digest = hashlib.sha256()
+        self.left: Any = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.left is None:
+            self.buffer += data
+            if b"\r\n\r\n" not in self.buffer:
+                return
+            _, _, data = self.buffer.partition(b"\r\n\r\n")
+            self.left = self.factory.expect  # type: ignore[attr-defined]
+        self.digest.update(data)
+        self.left -= len(data)
+        if self.left == 0:
+            answer = self.digest.hexdigest().encode()
+            self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(answer), answer))
 
 
 def _tlsGet(port: int, cafile: str) -> bytes:

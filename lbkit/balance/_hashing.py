@@ -25,7 +25,7 @@ _active = attrgetter("active")
 class _HashBalancer(_Tracking):
     """
     Base class: hash a key taken from the connection or request onto the
-    servers, by weight.  Subclasses define L{_key}; when it returns L{None}
+    servers, by weight.  Subclasses define L{_key}; when it returns C{None}
     (no request in tcp mode, header or parameter absent) the pick falls
     back to L{RoundRobin}, as in HAProxy.
 
@@ -33,10 +33,10 @@ class _HashBalancer(_Tracking):
     any weight or state change; slow start does not apply to hashing.
 
     @ivar hashType: C{"map-based"}, C{"consistent"} or C{"maglev"}.
-    @ivar hashBalanceFactor: L{None}, or the bounded-load factor in
+    @ivar hashBalanceFactor: C{None}, or the bounded-load factor in
         percent (at least 100).
     @ivar ringPoints: Points on the ring per unit of weight.
-    @ivar maglevTableSize: The Maglev table size, or L{None} for the
+    @ivar maglevTableSize: The Maglev table size, or C{None} for the
         default.
     """
 
@@ -59,7 +59,7 @@ class _HashBalancer(_Tracking):
             C{hash-balance-factor}), for C{consistent} and C{maglev}: a
             server whose active connections would exceed this percentage
             of the weighted average is skipped and the next one on the ring
-            (or table) is used.  L{None} (the default) disables it; 150
+            (or table) is used.  C{None} (the default) disables it; 150
             means at most 1.5 times the average.
         @param ringPoints: Points on the ring per unit of weight
             (C{consistent} only).
@@ -96,7 +96,7 @@ class _HashBalancer(_Tracking):
 
     def _key(self, context: Context) -> bytes | None:
         """
-        The bytes to hash for this connection or request, or L{None} to
+        The bytes to hash for this connection or request, or C{None} to
         fall back to round robin.
         """
         raise NotImplementedError()

@@ -5,8 +5,8 @@ plus Maglev: a map (L{_MapTable}), a ring of virtual nodes (L{_Ring}) and a
 Maglev lookup table (L{_Maglev}).
 
 Each is built from a list of servers and their weights (the weights read
-once, at build time) and answers L{lookup} in O(1) or O(log n).
-L{walk} is the slower lookup used when some servers must be skipped (full,
+once, at build time) and answers C{lookup} in O(1) or O(log n).
+C{walk} is the slower lookup used when some servers must be skipped (full,
 already tried, or over their bounded load).
 """
 
@@ -28,7 +28,7 @@ _Accept = Callable[[Server], bool]
 def _hash64(data: bytes) -> int:
     """
     A well-mixed 64-bit hash of C{data}.  Stable across processes and
-    Python versions (unlike L{hash}), so every lbkit instance maps a key to
+    Python versions (unlike C{hash}), so every lbkit instance maps a key to
     the same server.
     """
     return int.from_bytes(blake2b(data, digest_size=8).digest(), "big")

@@ -46,7 +46,7 @@ class Random(_Tracking):
         """
         @param draws: How many servers to draw (HAProxy's C{random(<draws>)}),
             at least 1.
-        @param random: The source of randomness; a seeded L{random.Random}
+        @param random: The source of randomness; a seeded C{random.Random}
             makes picks reproducible (tests, the simulator).
         """
         super().__init__()

@@ -160,7 +160,7 @@ class _WeightedScan(_Tracking):
         """
         The position in L{_pairs} of the first server (cyclically from
         C{start}) with the lowest key, from C{tree} (L{_tree}, after
-        L{_isFull} said yes).
+        C{_isFull} said yes).
         """
         pairs = self._pairs
         key = self._key

@@ -17,7 +17,7 @@ __all__ = ["URLParam"]
 
 def _param(query: bytes, name: bytes) -> bytes | None:
     """
-    The value of the first C{name=value} in C{query}, or L{None} when there
+    The value of the first C{name=value} in C{query}, or C{None} when there
     is none or it is empty.
     """
     prefix = name + b"="

@@ -31,10 +31,10 @@ class AgentReply:
     What an agent said.
 
     @ivar state: The last state word (C{"up"}, C{"ready"}, C{"drain"},
-        C{"down"}, C{"fail"}, C{"stopped"}, C{"maint"}), or L{None}.
+        C{"down"}, C{"fail"}, C{"stopped"}, C{"maint"}), or C{None}.
     @ivar percent: A weight as a percentage of the initial weight, or
-        L{None}.
-    @ivar maxconn: A new C{maxconn}, or L{None}.
+        C{None}.
+    @ivar maxconn: A new C{maxconn}, or C{None}.
     @ivar message: Text after a C{#}, shown in the reason.
     """
 

@@ -78,7 +78,7 @@ def _addr(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 
 
 def _orInterval(value: Optional[float], instance: Any) -> float:
-    """A converter: an unset (L{None}) timing falls back to C{interval}."""
+    """A converter: an unset (C{None}) timing falls back to C{interval}."""
     return instance.interval if value is None else value  # type: ignore[no-any-return]
 
 
@@ -137,18 +137,12 @@ class BaseCheck:
         C{"fully-up"} (UP, C{fall} failures needed), C{"down"} (DOWN, the
         first pass brings it UP) or C{"fully-down"} (DOWN, C{rise} passes
         needed).
-
-    Where to probe:
-
-    @ivar addr: Probe this host instead of the server's own (HAProxy's
+    @ivar addr: Where to probe: this host instead of the server's own (HAProxy's
         C{addr}).
     @ivar port: Probe this port instead of the server's own (HAProxy's
         C{port}).
-
-    Live traffic (passive checks, HAProxy's C{observe}, Envoy's outlier
-    detection):
-
-    @ivar observe: L{None} (the default: ignore live traffic),
+    @ivar observe: Live traffic (passive checks, HAProxy's C{observe},
+        Envoy's outlier detection): C{None} (the default: ignore live traffic),
         C{"layer4"} (count failed connects; a successful connect resets
         the count) or C{"layer7"} (also count 5xx responses; a good
         response resets the count).
@@ -163,7 +157,7 @@ class BaseCheck:
         this many seconds before the first re-test (Envoy's ejection time);
         default 0 (re-test after C{fastinter}).
     @ivar onMarkedDown: C{"shutdown-sessions"} to abort every session of a
-        server when its checks mark it DOWN; default L{None} (sessions run
+        server when its checks mark it DOWN; default C{None} (sessions run
         on).
     """
 

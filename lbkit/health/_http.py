@@ -266,6 +266,10 @@ class HTTPCheck(BaseCheck):
     the answer: HAProxy's C{option httpchk} with C{http-check expect}.  A
     new connection is used for each check and closed after it.
 
+    Takes every keyword argument of L{BaseCheck} too: C{interval}, C{rise},
+    C{fall}, C{timeout}, C{fastinter}, C{downinter}, C{addr}, C{port},
+    C{observe} and the rest.
+
     @ivar path: The request path, e.g. C{"/healthz"}; default C{"/"}.
     @ivar method: The request method; default C{"GET"}.
     @ivar host: The C{Host} header; default the probed address and port.
@@ -279,11 +283,7 @@ class HTTPCheck(BaseCheck):
     @ivar maxBody: How much of the body to read for C{body}; default 16384.
     @ivar tls: An C{IOpenSSLClientConnectionCreator}, e.g.
         C{twisted.internet.ssl.optionsForClientTLS("app.internal")}, to run
-        the check over TLS; default L{None} (plain HTTP).
-
-    Takes every keyword argument of L{BaseCheck} too: C{interval}, C{rise},
-    C{fall}, C{timeout}, C{fastinter}, C{downinter}, C{addr}, C{port},
-    C{observe} and the rest.
+        the check over TLS; default C{None} (plain HTTP).
     """
 
     path: str = attrs.field(default="/", validator=_checkPath)

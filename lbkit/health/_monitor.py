@@ -4,7 +4,7 @@ L{HealthMonitor}: the state machine that runs one server's checks and
 turns their results (and, with C{observe}, live traffic) into UP and DOWN
 transitions, with slow start after each recovery.
 
-The machine has two health states, each with a consecutive-result count:
+The machine has two health states, each with a consecutive-result count::
 
     UP,   failures = 0        --pass-->  UP, failures = 0          (interval)
     UP,   failures = k        --fail-->  UP, k + 1; DOWN at fall  (fastinter)
@@ -48,7 +48,7 @@ _ADMIN = (ServerState.MAINT, ServerState.DRAIN)
 
 def monitorFor(server: Server) -> Optional[HealthMonitor]:
     """
-    The running L{HealthMonitor} of C{server}, or L{None}: how an admin
+    The running L{HealthMonitor} of C{server}, or C{None}: how an admin
     interface reaches L{HealthMonitor.setAdmin}.  (A running monitor sets
     itself as C{server.healthMonitor}.)
     """
@@ -100,7 +100,7 @@ class HealthMonitor(ServerListenerMixin):
     @param server: The server to watch.
     @param check: The L{IHealthCheck}.
     @param reactor: What the check connects with.
-    @param clock: What the monitor schedules with; C{reactor} if L{None}.
+    @param clock: What the monitor schedules with; C{reactor} if C{None}.
     @param firstDelay: Seconds before the first check (the service spreads
         the servers of a backend over one interval).
     @param random: A source of floats in [0, 1) for C{spread} jitter.
@@ -211,7 +211,7 @@ class HealthMonitor(ServerListenerMixin):
     def setAdmin(self, state: Optional[ServerState], reason: str = "set by operator") -> None:
         """
         Set an administrative state: C{ServerState.MAINT} or
-        C{ServerState.DRAIN}, or L{None} for "ready", which puts back the
+        C{ServerState.DRAIN}, or C{None} for "ready", which puts back the
         state the checks found (UP, with slow start, or DOWN).
         """
         if state is None:

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_health -*-
 """
 L{HealthService}: one L{HealthMonitor} per server of a backend, as an
-L{IService}.
+L{IService<twisted.application.service.IService>}.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class HealthService(Service):
 
     @param backend: The backend; its C{health} is the L{IHealthCheck}.
     @param reactor: What checks connect with.
-    @param clock: What monitors schedule with; C{reactor} if L{None}.
+    @param clock: What monitors schedule with; C{reactor} if C{None}.
     @param random: A source of floats in [0, 1) (phase and jitter).
     @ivar monitors: Server name to its L{HealthMonitor}, while running.
     """

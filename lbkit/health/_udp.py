@@ -65,7 +65,7 @@ def _probe(
     check: BaseCheck, server: Server, reactor: Any, payload: bytes, accept: Callable[[bytes], Optional[str]]
 ) -> Deferred[None]:
     """
-    Send C{payload} to the check's target; C{accept(reply)} says L{None}
+    Send C{payload} to the check's target; C{accept(reply)} says C{None}
     (pass), a reason (fail) or C{""} (not the reply: keep waiting).
     Cancelling (the monitor's timeout) closes the socket.
     """

@@ -69,7 +69,7 @@ def _reason(status: int) -> bytes:
 
 
 def checkedWhen(when: Any, what: str) -> Optional[IRequestMatcher]:
-    """C{when}, checked to be L{None} or an L{IRequestMatcher} (else L{ConfigError})."""
+    """C{when}, checked to be C{None} or an L{IRequestMatcher} (else L{ConfigError})."""
     if when is not None and not IRequestMatcher.providedBy(when):
         raise ConfigError(f"{what}: when= must be a matcher (lbkit.http.pathBegins and friends), not {when!r}")
     return when

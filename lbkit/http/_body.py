@@ -168,7 +168,7 @@ class ChunkedFramer:
     (however they arrive).
 
     @ivar pieces: In decode mode, the chunk data found so far (slices of
-        what was fed); else L{None}.
+        what was fed); else C{None}.
     @ivar trailers: In decode mode, the trailer lines found (C{b"name:
         value"}, see L{lbkit.http._trailers}); else empty.
     """

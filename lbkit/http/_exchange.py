@@ -64,19 +64,19 @@ class Exchange:
     C{client}, C{frontend}, C{backend}, C{server} and C{request}.
 
     @ivar state: A L{lbkit.http._states.State}.
-    @ivar request: The request (L{None} once the exchange ended).
+    @ivar request: The request (C{None} once the exchange ended).
     @ivar context: Its L{Context}.
     @ivar backend: The backend it was routed to.
-    @ivar server: The server chosen for it, or L{None}.
-    @ivar conn: The server connection carrying it, or L{None}.
-    @ivar dispatch: The L{Dispatch} getting it a server connection, or L{None}.
+    @ivar server: The server chosen for it, or C{None}.
+    @ivar conn: The server connection carrying it, or C{None}.
+    @ivar dispatch: The L{Dispatch} getting it a server connection, or C{None}.
     @ivar bodyDone: Whether the request body was read whole.
     @ivar closeAfter: Whether the client connection closes after it.
     @ivar quiet: Log nothing for it (an HTTP/2 stream reset before it went
         to a server).
     @ivar waitedUntil: When its wait for a server ended in the queue, or -1.0.
-    @ivar route: The route it took (L{None}: the default backend's).
-    @ivar held: The L{Held} answer (tarpit) it waits to give, or L{None}.
+    @ivar route: The route it took (C{None}: the default backend's).
+    @ivar held: The L{Held} answer (tarpit) it waits to give, or C{None}.
     """
 
     # ResponseSink
@@ -101,7 +101,7 @@ class Exchange:
         @param address: The client's address (C{client} for the rules).
         @param scheme: C{b"http"} or C{b"https"} (C{X-Forwarded-Proto}).
         @param certTransport: With mTLS, the TLS transport whose verified
-            peer certificate names the client; else L{None}.
+            peer certificate names the client; else C{None}.
         @param nobodyListens: Whether nobody would see the access-log fields (then not built).
         @param logVersion: The protocol version shown in the access log,
             if not the request's (C{b"HTTP/2.0"}).

@@ -38,7 +38,7 @@ __all__ = ["Frontend", "HTTPProxyFactory"]
 accessLog = Logger(namespace="lbkit.access")
 
 #: The protocol of an HTTP/2 connection, when the optional C{h2} package is
-#: installed (L{lbkit.tls.h2Available}); else L{None}, and TLS frontends
+#: installed (L{lbkit.tls.h2Available}); else C{None}, and TLS frontends
 #: offer only HTTP/1.1.
 H2_PROTOCOL: Optional[type[Protocol]] = None
 if h2Available():
@@ -57,14 +57,14 @@ class Frontend:
     @ivar routes: L{Route}s, tried in order.
     @ivar default: The backend for requests no route takes.
     @ivar tls: The L{lbkit.tls.Certificates} this frontend terminates TLS
-        with (also set from an C{ssl:} endpoint string), or L{None}.
+        with (also set from an C{ssl:} endpoint string), or C{None}.
     @ivar http2: Offer HTTP/2 through ALPN on a TLS frontend.
     @ivar acceptProxy: Every connection starts with a PROXY protocol
         header (v1 or v2, before any TLS) from a balancer in front, whose
         source address is then the client's everywhere (C{X-Forwarded-For},
         the log, balancing, C{sourceIn}); a connection without a valid one
         is cut (HAProxy's C{bind ... accept-proxy}).
-    @ivar timeoutRequestBody: L{None}, or seconds within which a request
+    @ivar timeoutRequestBody: C{None}, or seconds within which a request
         body must have arrived whole, counted from when lbkit starts
         passing it to the server: else 408 (or a cut, if the response has
         started), termination C{cD}.
@@ -79,7 +79,11 @@ class Frontend:
         answers lbkit gives itself (HAProxy's C{errorfile}).
     @ivar http3: With C{http3=True}: the UDP port and interface where it
         also serves HTTP/3 over QUIC (its TCP port's number), advertised by
-        an C{Alt-Svc} header on its responses; else L{None}.
+        an C{Alt-Svc} header on its responses; else C{None}.
+    @ivar quicRetry: Whether a new QUIC client must first prove it owns its
+        address by echoing a Retry token (HAProxy's C{quic-force-retry},
+        nginx's C{quic_retry}): one more round trip, no state kept for
+        spoofed Initials.
     """
 
     def __init__(
@@ -105,6 +109,7 @@ class Frontend:
         timeoutRequestBody: Optional[float] = None,
         errorPages: Optional[Any] = None,
         http3: bool = False,
+        quicRetry: bool = False,
     ) -> None:
         self.definedAt = definedAt()
         if not isinstance(endpoint, str):
@@ -122,6 +127,9 @@ class Frontend:
         self.tls: Optional[Certificates] = tls
         self.http2 = bool(http2)
         self.http3 = http3Port(endpoint, tls) if http3 else None
+        if quicRetry and not http3:
+            raise ConfigError(f"http.Frontend {endpoint!r}: quicRetry=True needs http3=True")
+        self.quicRetry = bool(quicRetry)
         routes = list(routes)
         for route in routes:
             if not isinstance(route, Route):
@@ -199,7 +207,7 @@ class Frontend:
         listening.shared = True  # every worker accepts on it (lbkit.workers)
         if self.http3 is None:
             return listening
-        return http3Services(listening, proxyFactory, self.tls, *self.http3)
+        return http3Services(listening, proxyFactory, self.tls, *self.http3, retry=self.quicRetry)
 
 
 class HTTPProxyFactory(DrainingFactory, Factory):
@@ -212,7 +220,7 @@ class HTTPProxyFactory(DrainingFactory, Factory):
     noisy = False
     countsConnections = True  # current and total, in connectionOpened/Closed
     #: The service's buffered access-log destinations (set by
-    #: L{lbkit.service.LoadBalancerService}); L{None} when not in a service.
+    #: L{lbkit.service.LoadBalancerService}); C{None} when not in a service.
     accessSink: Optional[AccessLogSink] = None
 
     def __init__(self, frontend: Frontend, reactor: Any) -> None:

@@ -82,11 +82,11 @@ class HTTPFrontendProtocol(Protocol):
     #: PROXY header and so serve no other client connection.
     _private: Optional[dict[Server, HTTPServerProtocol]] = None
 
-    request = _exchangeAttribute("request", "The request in progress (L{None} between requests).")
+    request = _exchangeAttribute("request", "The request in progress (C{None} between requests).")
     context = _exchangeAttribute("context", "The L{Context} of the request in progress.")
     backend = _exchangeAttribute("backend", "The backend the request was routed to.")
-    server = _exchangeAttribute("server", "The server chosen for the request, or L{None}.")
-    conn = _exchangeAttribute("conn", "The server connection carrying the request, or L{None}.")
+    server = _exchangeAttribute("server", "The server chosen for the request, or C{None}.")
+    conn = _exchangeAttribute("conn", "The server connection carrying the request, or C{None}.")
 
     # -- connection ------------------------------------------------------
 
@@ -390,7 +390,7 @@ class HTTPFrontendProtocol(Protocol):
         return self.transport.getHost()  # type: ignore[union-attr]
 
     def takePrivate(self, server: Server) -> Optional[HTTPServerProtocol]:
-        """This client connection's idle connection to C{server}, or L{None}."""
+        """This client connection's idle connection to C{server}, or C{None}."""
         private = self._private
         conn = private.pop(server, None) if private else None
         if conn is not None and conn.transport is not None and conn.connected:
@@ -459,7 +459,7 @@ class HTTPFrontendProtocol(Protocol):
         accepts it, else the frontend's default.  Override to route
         differently.
 
-        @return: The backend and the route (or L{None}) that chose it.
+        @return: The backend and the route (or C{None}) that chose it.
         """
         exchange = self.exchange
         context = exchange.context if exchange is not None else None

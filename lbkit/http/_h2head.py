@@ -65,7 +65,7 @@ class H2RequestHead:
         content-length (and C{te: trailers}, which only an HTTP/2 server
         gets), then lbkit's own C{content-length} when the
         request has a declared or an empty body.
-    @ivar contentLength: The declared body length, or L{None} (then a body,
+    @ivar contentLength: The declared body length, or C{None} (then a body,
         if DATA follows, goes chunked).
     """
 

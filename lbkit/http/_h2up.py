@@ -199,7 +199,7 @@ class H2ServerProtocol(Protocol):
     def startStream(self, stream: H2UpStream, headers: list[tuple[bytes, bytes]], end: bool) -> bool:
         """
         Send the HEADERS of C{stream} (once the server's SETTINGS are
-        known); L{False} when it cannot go on this connection.
+        known); C{False} when it cannot go on this connection.
         """
         if stream.reserved:
             stream.reserved = False
@@ -439,7 +439,7 @@ class H2Pool(ConnectionPool[Any]):
     _h2: dict[Server, list[H2ServerProtocol]]
 
     def get(self, server: Server) -> Optional[Any]:
-        """An idle connection to an HTTP/1.1 C{server}, or a stream to an HTTP/2 one, or L{None}."""
+        """An idle connection to an HTTP/1.1 C{server}, or a stream to an HTTP/2 one, or C{None}."""
         if server.proto is None:
             return ConnectionPool.get(self, server)
         for conn in self._h2.get(server, ()):

@@ -87,9 +87,9 @@ class H2UpStream:
     a server connection (see the module docstring).
 
     @ivar h2: Its connection.
-    @ivar streamId: Its stream id, once its head went out; else L{None}.
+    @ivar streamId: Its stream id, once its head went out; else C{None}.
     @ivar sink: The exchange it reports to (a
-        L{lbkit.http._server.ResponseSink}), or L{None}.
+        L{lbkit.http._server.ResponseSink}), or C{None}.
     @ivar bytes: Response bytes written towards the client.
     @ivar reused: Whether its connection carried a stream before.
     @ivar paused: Whether the client side does not take the response

@@ -24,6 +24,7 @@ own connection errors.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -56,6 +57,7 @@ from twisted.logger import Logger
 from lbkit._address import formatAddress
 from lbkit._listening import ListenFailed, portFromSource
 from lbkit.http._h2 import RESET_BURST, RESET_RATE
+from lbkit.http._h3quic import KeyPairs, ServerQuicConnection
 from lbkit.http._h3stream import H3Stream
 from lbkit.tls import Certificates
 
@@ -82,8 +84,8 @@ MAX_CONCURRENT_STREAMS = 100
 def quicConfiguration(certs: Certificates, idleTimeout: float) -> QuicConfiguration:
     """
     A server C{QuicConfiguration} offering C{h3}, with the default key pair
-    of C{certs} (QUIC clients get that one whatever server name they ask
-    for: aioquic chooses no certificate by SNI).
+    of C{certs} (each connection then takes the one for its client's server
+    name: L{lbkit.http._h3quic.ServerQuicConnection}).
     """
     loaded = certs.lookup(None)
     config = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN, idle_timeout=idleTimeout)
@@ -113,6 +115,7 @@ class H3Server(DatagramProtocol):
         self.certs = certs
         self.retry = retry
         self.connections: dict[bytes, H3FrontendConnection] = {}
+        self.keyPairs = KeyPairs(certs)
         self.perClient: dict[str, int] = {}
         self.refused = 0
         self.open = 0
@@ -189,12 +192,13 @@ class H3Server(DatagramProtocol):
             except ValueError:
                 return None  # a forged or stale token: no state for it
             retrySource = header.destination_cid
-        quic = QuicConnection(
+        quic = ServerQuicConnection(
             configuration=config,
             original_destination_connection_id=original,
             retry_source_connection_id=retrySource,
         )
         connection = H3FrontendConnection(self, quic, addr)
+        quic.streams, quic.keyPairs = connection.streams, self.keyPairs
         self.connections[header.destination_cid] = connection
         self.connections[quic.host_cid] = connection
         connection.cids.update((header.destination_cid, quic.host_cid))
@@ -267,8 +271,7 @@ class H3FrontendConnection:
         self.cids: set[bytes] = set()
         self.paused = False
         self.resets = 0
-        self._closed = False
-        self._stopping = False
+        self._closed = self._stopping = self._flushing = False
         self._timer: Any = None
         self._timerAt: Optional[float] = None
         self._budget = float(RESET_BURST)
@@ -292,10 +295,18 @@ class H3FrontendConnection:
         for stream in list(self.streams.values()):
             if stream.producerPaused:
                 stream.updateProducer()
-        self.flush()
+        self.flushSoon()
+
+    def flushSoon(self) -> None:
+        """L{flush} once the reactor is done with this round of I/O: what the streams and the
+        datagrams of one round have to say goes out in as few packets as aioquic can make."""
+        if not self._flushing:
+            self._flushing = True
+            self.reactor.callLater(0, self.flush)
 
     def flush(self) -> None:
         """Send what aioquic has to send, and set its timer again."""
+        self._flushing = False
         if self._closed:
             return
         now = self.reactor.seconds()
@@ -390,11 +401,9 @@ class H3FrontendConnection:
         stream.start(list(event.headers), event.stream_ended)
 
     def _refuse(self, sid: int) -> None:
-        try:
+        with contextlib.suppress(Exception):  # (the stream is gone already)
             self.quic.reset_stream(sid, ErrorCode.H3_REQUEST_REJECTED)
             self.quic.stop_stream(sid, ErrorCode.H3_REQUEST_REJECTED)
-        except Exception:
-            pass
 
     # -- what an H2Stream asks of its connection ---------------------------------
 

@@ -71,10 +71,11 @@ class AltSvc:
             response.headers.append([b"Alt-Svc", self.value])
 
 
-def http3Services(listening: IService, factory: Any, certs: Any, port: int, interface: str) -> IService:
-    """The frontend's TCP service C{listening} and its QUIC port, as one service."""
+def http3Services(listening: IService, factory: Any, certs: Any, port: int, interface: str,
+                  retry: bool = False) -> IService:
+    """The frontend's TCP service C{listening} and its QUIC port (with Retry tokens if C{retry}), as one service."""
     services = MultiService()
     services.description = listening.description  # type: ignore[attr-defined]
     listening.setServiceParent(services)
-    H3Service(H3Server(factory, certs), port, interface).setServiceParent(services)
+    H3Service(H3Server(factory, certs, retry=retry), port, interface).setServiceParent(services)
     return services

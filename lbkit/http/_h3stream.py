@@ -9,8 +9,12 @@ re-framed for HTTP/1.1 servers, and proxied as one exchange, so routing,
 balancing, persistence, rules, timeouts and the access log are the same
 code (the log's version field says C{HTTP/3.0}).
 
-Flow control: QUIC's own windows are aioquic's (it grants the client more
-as the data is read).  Towards the client, response bytes are handed to
+Flow control: a request stream's QUIC window (MAX_STREAM_DATA) is
+L{lbkit.http._h3quic.ServerQuicConnection}'s: it slides forward only while
+the stream has no request bytes waiting for a paused server connection
+(L{H3Stream.waiting}), so a client uploading to a server that reads slowly
+is held back, and lbkit holds at most
+L{REQUEST_WINDOW<lbkit.http._h3quic.REQUEST_WINDOW>} bytes of its body.  Towards the client, response bytes are handed to
 aioquic as they come, and the server connection is paused while more than
 L{HIGH_WATER} bytes of the stream are unacknowledged (resumed below
 L{LOW_WATER}, checked whenever the client's datagrams arrive).
@@ -73,11 +77,15 @@ class H3Stream(H2Stream):
                 h3.send_data(sid, b"", end_stream=True)
                 self._streamEnded()
         except Exception as e:  # aioquic refuses to send on a stream the client reset
-            connection.flush()
+            connection.flushSoon()
             self._cannotSend(e)
             return
-        connection.flush()
+        connection.flushSoon()
         self.updateProducer()
+
+    def waiting(self) -> bool:
+        """Whether request bytes of this stream wait for the server connection to take them."""
+        return bool(self._pending)
 
     def unacknowledged(self) -> int:
         """Response bytes aioquic holds for this stream, not yet acknowledged by the client."""
@@ -103,10 +111,10 @@ class H3Stream(H2Stream):
         try:
             self.h2.h3.send_headers(self.streamId, headers, end_stream=end)
         except Exception as e:
-            self.h2.flush()
+            self.h2.flushSoon()
             self._cannotSend(e)
             return False
-        self.h2.flush()
+        self.h2.flushSoon()
         return True
 
     def _cannotSend(self, error: Exception) -> None:
@@ -127,7 +135,7 @@ class H3Stream(H2Stream):
                     quic.stop_stream(self.streamId, h3code)
         except Exception:  # the stream is gone already
             pass
-        self.h2.flush()
+        self.h2.flushSoon()
 
     def getHost(self) -> Any:
         return self.h2.getHost()

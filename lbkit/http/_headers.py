@@ -103,7 +103,7 @@ def errorBody(status: int, pages: Mapping[int, ErrorPage]) -> tuple[bytes, bytes
 
 
 def errorResponse(status: int, pages: Mapping[int, ErrorPage] = {}) -> bytes:  # noqa: B006 (read only)
-    """lbkit's own HTTP/1.1 answer with C{status}, closing the connection (C{pages}: the frontend's L{errorPages})."""
+    """lbkit's own HTTP/1.1 answer with C{status}, closing the connection (C{pages}: the frontend's C{errorPages})."""
     body, contentType = errorBody(status, pages)
     return b"".join(
         [
@@ -158,7 +158,7 @@ def requestHead(
     @param scheme: C{b"http"} or C{b"https"}, for C{X-Forwarded-Proto}.
     @param clientDN: With mTLS, the verified client certificate's subject
         (C{b""} without one): a client's own C{X-SSL-Client-DN} is dropped
-        and lbkit's added.  L{None} without mTLS.
+        and lbkit's added.  C{None} without mTLS.
     """
     headers = request.headers
     tokens = connectionTokens(headers)

@@ -96,7 +96,7 @@ class Request:
         return lower
 
     def header(self, name: bytes) -> Optional[bytes]:
-        """The first value of header C{name} (case-insensitive), or L{None}."""
+        """The first value of header C{name} (case-insensitive), or C{None}."""
         name = name.lower()
         for i, n in enumerate(self._names()):
             if n == name:
@@ -127,7 +127,7 @@ class Request:
 
     @property
     def host(self) -> Optional[bytes]:
-        """The Host header without a port, lower-cased, or L{None}."""
+        """The Host header without a port, lower-cased, or C{None}."""
         host = self.header(b"host")
         if host is None:
             return None
@@ -159,7 +159,7 @@ class Response:
         self.headers = headers
 
     def header(self, name: bytes) -> Optional[bytes]:
-        """The first value of header C{name} (case-insensitive), or L{None}."""
+        """The first value of header C{name} (case-insensitive), or C{None}."""
         name = name.lower()
         for n, v in self.headers:
             if n.lower() == name:
@@ -190,7 +190,7 @@ def _parseHeaders(lines: list[bytes], status: int) -> list[list[bytes]]:
 def _fastHeaders(head: bytes, start: int) -> Optional[list[list[bytes]]]:
     """
     The header lines of C{head} from C{start}, when they are all plainly
-    well formed; else L{None}.
+    well formed; else C{None}.
     """
     if _FIELDS.fullmatch(head, start) is None:
         return None
@@ -389,7 +389,7 @@ class HeadReader:
 
     def feed(self, data: bytes) -> Optional[tuple[bytes, bytes]]:
         """
-        @return: L{None} while the head is incomplete (its bytes are kept),
+        @return: C{None} while the head is incomplete (its bytes are kept),
             else the head without its blank line, and the bytes after it.
         @raise BadMessage: for a head too large, or a bare LF ending a
             request head's line before its blank line; nothing is kept.

@@ -20,7 +20,7 @@ class Pooled(Protocol):
     @ivar server: The server it is connected to.
     @ivar idleSince: Set by the pool, to when it was put back.
     @ivar connected: Whether it is still connected (a closed one is not handed out).
-    @ivar transport: Its transport, or L{None} before it is connected.
+    @ivar transport: Its transport, or C{None} before it is connected.
     """
 
     server: Server
@@ -52,7 +52,7 @@ class ConnectionPool(Generic[P]):
         self._sweeper: Any = None
 
     def get(self, server: Server) -> Optional[P]:
-        """An idle connection to C{server}, taken out of the pool, or L{None}."""
+        """An idle connection to C{server}, taken out of the pool, or C{None}."""
         idle = self._idle.get(server)
         while idle:
             conn = idle.pop()

@@ -51,7 +51,7 @@ def retryAfterFailure(exchange: Exchange, conn: HTTPServerProtocol, reason: Unio
 
     @return: The condition to send the request again on (a kept-alive
         connection that was dead is sent again on the same server whatever
-        C{retryOn} says: that is no retry), or L{None}: answer 502.
+        C{retryOn} says: that is no retry), or C{None}: answer 502.
     """
     dispatch = exchange.dispatch
     if dispatch is None or not replayable(exchange):

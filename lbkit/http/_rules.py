@@ -69,7 +69,7 @@ class HeaderRule:
         A computed value holding CR, LF or NUL is an error (the request
         fails, C{IC}).
     @ivar when: A matcher (L{lbkit.interfaces.IRequestMatcher}) the request
-        must match for the rule to apply, or L{None}.  For a response rule,
+        must match for the rule to apply, or C{None}.  For a response rule,
         the matcher looks at the request the response answers.
     """
 

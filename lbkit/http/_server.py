@@ -35,7 +35,7 @@ class ResponseSink(Protocol):
     """
     What an L{HTTPServerProtocol} reports to while it carries a request
     (from L{HTTPServerProtocol.startExchange} until the response is done or
-    the sink detaches by setting the connection's C{sink} to L{None}).  All
+    the sink detaches by setting the connection's C{sink} to C{None}).  All
     on the reactor thread; a method may detach the sink, and the connection
     then stops reporting.
 
@@ -102,7 +102,7 @@ class HTTPServerProtocol(protocol.Protocol):
     def __init__(self, server: Server, pool: ConnectionPool[HTTPServerProtocol]) -> None:
         self.server = server
         self.pool = pool
-        #: The L{ResponseSink} of the request carried now, or L{None}.
+        #: The L{ResponseSink} of the request carried now, or C{None}.
         self.sink: Optional[ResponseSink] = None
         self.idleSince = 0.0
         self.reused = False

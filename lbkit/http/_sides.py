@@ -89,7 +89,7 @@ class ClientSide(Protocol):
         """The address the client connected to (for a PROXY header to a server)."""
 
     def takePrivate(self, server: Server) -> Optional[HTTPServerProtocol]:
-        """An idle connection to a C{sendProxy} server kept for this client, or L{None}."""
+        """An idle connection to a C{sendProxy} server kept for this client, or C{None}."""
 
     def keepPrivate(self, conn: HTTPServerProtocol) -> None:
         """Keep C{conn} (it carries this client's PROXY header) for this client, or close it."""
@@ -104,7 +104,7 @@ class Hooks(Protocol):
     """
 
     def routeRequest(self, request: Request) -> tuple[Backend, Any]:
-        """Choose the backend (and the route, or L{None}) of C{request}."""
+        """Choose the backend (and the route, or C{None}) of C{request}."""
 
     def serverChosen(self, server: Server) -> None:
         """C{server} was chosen for the request."""

@@ -46,7 +46,7 @@ class StickySource:
     @param clock: A callable returning seconds (defaults to
         C{time.monotonic}); or an object with C{seconds()} like a reactor.
     @param store: An L{IStore} (such as L{lbkit.store.Redis}) to share the
-        table through, or L{None}.  The balancer's service starts and stops
+        table through, or C{None}.  The balancer's service starts and stops
         it.
     """
 

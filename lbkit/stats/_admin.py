@@ -119,7 +119,7 @@ class Admin:
     authentication.
 
     @param users: User name to password.  Passwords are compared in
-        constant time (L{hmac.compare_digest}), and so is a user name that
+        constant time (C{hmac.compare_digest}), and so is a user name that
         does not exist.
     @param realm: The basic-auth realm browsers show.
     @param loginFailures: Failed logins from one client address, within
@@ -189,7 +189,7 @@ class Admin:
 
     def authenticate(self, authorization: bytes | None) -> str | None:
         """
-        The user an C{Authorization} header proves, or L{None}.
+        The user an C{Authorization} header proves, or C{None}.
         """
         if not authorization:
             return None

@@ -54,7 +54,7 @@ class _RateMeter:
 
 
 def _sumAttr(objects: Iterable[Any], name: str) -> int | None:
-    """The sum of attribute C{name} over C{objects}; L{None} if none has it."""
+    """The sum of attribute C{name} over C{objects}; C{None} if none has it."""
     found = False
     total = 0
     for obj in objects:
@@ -69,7 +69,7 @@ def _responses(*sources: Any) -> dict[str, int] | None:
     """
     The response counts by class (http mode) of the first source that has
     a C{responses} dict, or the sum over C{sources[1:]} when only those do;
-    L{None} in tcp mode.
+    C{None} in tcp mode.
     """
     counts: dict[str, int] | None = None
     for source in sources:
@@ -140,7 +140,7 @@ class Collector(ServerListenerMixin):
         self._started = time.time()
         self._subscribed: set[int] = set()
         #: Reloads the site file (L{lbkit.service.LoadBalancerService.reload}),
-        #: set by the service; L{None} when the page runs outside one.
+        #: set by the service; C{None} when the page runs outside one.
         self.reloader: Any = None
         #: With workers (L{lbkit.workers}): returns one row per worker
         #: process, shown as C{/stats.json}'s C{workers}.
@@ -148,7 +148,7 @@ class Collector(ServerListenerMixin):
         #: With workers: replaces them (L{lbkit.workers.WorkerSupervisor.restartWorkers}).
         self.restarter: Any = None
         #: The service's L{lbkit.logs.AccessLogSink}, set by the service;
-        #: L{None} when the page runs outside one.
+        #: C{None} when the page runs outside one.
         self.accessLog: Any = None
 
     # -- wiring -----------------------------------------------------------
@@ -282,6 +282,7 @@ class Collector(ServerListenerMixin):
             "redispatches": getattr(
                 backend, "redispatches", sum(getattr(s, "redispatches", 0) for s in backend.servers)
             ),
+            "breakers": backend.breakers.stats() if backend.breakers is not None else None,
             "servers": servers,
         }
 

@@ -81,7 +81,7 @@ class Guard:
     on failed logins.
 
     @param admin: Whose users may log in, and the throttle's settings.
-    @param clock: The L{IReactorTime} the throttle reads.
+    @param clock: The L{IReactorTime<twisted.internet.interfaces.IReactorTime>} the throttle reads.
     """
 
     def __init__(self, admin: Admin, clock: Any) -> None:
@@ -100,7 +100,7 @@ class Guard:
     def login(self, authorization: bytes | None, client: Any) -> str | Refusal:
         """
         The admin user C{authorization} (an C{Authorization} header value or
-        L{None}) proves for a request from C{client}, or the L{Refusal} to
+        C{None}) proves for a request from C{client}, or the L{Refusal} to
         answer: 401 without or with wrong credentials, 429 while the
         throttle refuses (then the password is not checked).
         """

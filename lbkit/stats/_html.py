@@ -83,6 +83,21 @@ _HEAD = (
 )
 
 
+def breakersLine(breakers: dict[str, Any]) -> str:
+    """A backend's circuit breakers in one line: each limit set, how often it tripped, the retries."""
+    trips = breakers["trips"]
+    parts = []
+    for name in ("maxPending", "maxRequests", "maxRetries"):
+        if breakers[name] is not None:
+            parts.append(f"{name} {breakers[name]} (tripped {trips[name]})")
+    budget = breakers["retryBudget"]
+    if budget is not None:
+        parts.append(f"retry budget {budget['budgetPercent']:g}% (min {budget['minRetryConcurrency']}) "
+                     f"(tripped {trips['retryBudget']})")
+    retried = ", ".join(f"{k} {v}" for k, v in sorted(breakers["retried"].items())) or "none"
+    return f"Circuit breakers: {'; '.join(parts) or 'no limits'}; retried: {retried}"
+
+
 def _hasResponses(snapshot: dict[str, Any]) -> bool:
     """Whether anything counts http responses (else the columns are left out)."""
     if any(fe["responses"] is not None for fe in snapshot["frontends"]):
@@ -99,7 +114,7 @@ class StatsElement(Element):
 
     @param snapshot: What L{Collector.snapshot} returned.
     @param refresh: Seconds between automatic reloads.
-    @param admin: L{None} for the read-only page, else C{(user, token)} to
+    @param admin: C{None} for the read-only page, else C{(user, token)} to
         add the admin buttons (forms posting to C{server}, relative to
         C{/admin/}).
     """
@@ -199,7 +214,10 @@ class StatsElement(Element):
                 f"{k} {be[k]}" for k in ("balance", "health", "persistence") if be[k] is not None
             )
             title = f"Backend {be['name']} ({policy}): {be['serversUp']} up, {be['backupsUp']} backup up"
-            out.append(tags.div(tags.h2(title), tags.table(*rows), class_="backend", id=f"backend-{be['name']}"))
+            parts = [tags.h2(title), tags.table(*rows)]
+            if be.get("breakers"):
+                parts.append(tags.p(breakersLine(be["breakers"]), class_="breakers"))
+            out.append(tags.div(*parts, class_="backend", id=f"backend-{be['name']}"))
         return out
 
     def _serverRow(self, sv: dict[str, Any]) -> Tag:

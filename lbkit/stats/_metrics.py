@@ -79,8 +79,18 @@ class MetricsCollector(_PromCollector):
         nosrv = _c("lbkit_backend_no_server", "Connections refused because no server was available.", L)
         bin_ = _c("lbkit_backend_bytes_in", "Bytes sent to the backend's servers.", L)
         bout = _c("lbkit_backend_bytes_out", "Bytes received from the backend's servers.", L)
+        trips = _c("lbkit_backend_breaker_trips", "Requests or retries a circuit breaker turned away, by limit.",
+                   L + ["limit"])
+        retried = _c("lbkit_backend_retries_by_condition", "Retries started, by the condition retried on.",
+                     L + ["condition"])
         for be in backends:
             v = [be["name"]]
+            breakers = be.get("breakers")
+            if breakers is not None:
+                for limit, n in breakers["trips"].items():
+                    trips.add_metric(v + [limit], n)
+                for condition, n in breakers["retried"].items():
+                    retried.add_metric(v + [condition], n)
             up.add_metric(v, 1 if be["status"] == "UP" else 0)
             srv.add_metric(v, be["serversUp"])
             queue.add_metric(v, be["queue"]["current"])
@@ -89,7 +99,7 @@ class MetricsCollector(_PromCollector):
             nosrv.add_metric(v, be["noServer"])
             bin_.add_metric(v, be["bytes"]["in"])
             bout.add_metric(v, be["bytes"]["out"])
-        yield from (up, srv, queue, cur, tot, nosrv, bin_, bout)
+        yield from (up, srv, queue, cur, tot, nosrv, bin_, bout, trips, retried)
 
     def _servers(self, servers: list[dict[str, Any]]) -> Iterator[Metric]:
         L = ["backend", "server"]

@@ -67,10 +67,10 @@ class Page:
 
     @param endpoint: Where the page listens, e.g.
         C{"tcp:8404:interface=127.0.0.1"}.
-    @param admin: An L{Admin} to turn the admin API on; L{None} (the
+    @param admin: An L{Admin} to turn the admin API on; C{None} (the
         default) serves a read-only page and no C{/admin/} routes.
     @param socket: The path of a UNIX command socket (HAProxy-style runtime
-        API), or L{None} for none.
+        API), or C{None} for none.
     @param socketMode: The socket file's permission bits: whoever may
         connect may change servers.
     @param refresh: Seconds between the HTML page's automatic reloads.
@@ -119,7 +119,7 @@ class Page:
     def bindReloader(self, reloader: Any) -> None:
         """
         Let the admin API reload the site: C{reloader()} returns a
-        L{Deferred} firing with the list of changes (the service calls this).
+        L{Deferred<twisted.internet.defer.Deferred>} firing with the list of changes (the service calls this).
         """
         self.collector.reloader = reloader
 
@@ -134,7 +134,7 @@ class Page:
     def bindRestarter(self, restarter: Any) -> None:
         """
         Let the admin API and the command socket restart the worker
-        processes: C{restarter()} returns a L{Deferred} firing with lines
+        processes: C{restarter()} returns a L{Deferred<twisted.internet.defer.Deferred>} firing with lines
         saying what happened (the supervisor calls this).
         """
         self.collector.restarter = restarter

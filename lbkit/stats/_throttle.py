@@ -38,7 +38,7 @@ class LoginThrottle:
     The caller asks L{wait} before it checks a password, and reports the
     outcome with L{failed} or L{succeeded}.
 
-    @param clock: An L{IReactorTime}; only its C{seconds()} is used, so the
+    @param clock: An L{IReactorTime<twisted.internet.interfaces.IReactorTime>}; only its C{seconds()} is used, so the
         throttle schedules nothing.
     """
 
@@ -81,7 +81,7 @@ class LoginThrottle:
 
     def blocked(self, key: str) -> int | None:
         """
-        The whole seconds C{key} is still locked out for, or L{None} if it
+        The whole seconds C{key} is still locked out for, or C{None} if it
         is not (the global rate is not looked at).
         """
         entry = self._entries.get(key)
@@ -92,7 +92,7 @@ class LoginThrottle:
 
     def wait(self, key: str) -> int | None:
         """
-        Whether a login from C{key} may be checked now: L{None} if so, else
+        Whether a login from C{key} may be checked now: C{None} if so, else
         the whole seconds to wait (for C{Retry-After}).
         """
         lockedOut = self.blocked(key)

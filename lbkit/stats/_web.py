@@ -6,7 +6,7 @@ C{POST /admin/reopen} and C{POST /admin/restart}.
 
 Each resource says what its requests may bring, for L{lbkit.stats._site} to
 check from the head: C{bodyLimit} (bytes of body; 0 but for the admin POSTs)
-and C{guard} (the L{Guard} of admin routes, L{None} elsewhere).
+and C{guard} (the L{Guard} of admin routes, C{None} elsewhere).
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ class _AdminLeaf(_Leaf):
         """
         The 403 answer to an admin POST that may be forged cross-site (an
         other-origin C{Origin}, or neither the page's C{token} field nor an
-        C{X-LBKit-Admin} header), else L{None}.
+        C{X-LBKit-Admin} header), else C{None}.
         """
         if not _sameOrigin(request):
             return _json(request, {"error": "cross-origin request refused"}, 403)
@@ -329,7 +329,7 @@ class _Admin(Resource):
 
 def buildResource(collector: Collector, refresh: float, admin: Admin | None, clock: Any) -> Resource:
     """
-    The root resource of a stats page; C{clock} (an L{IReactorTime}) times
+    The root resource of a stats page; C{clock} (an L{IReactorTime<twisted.internet.interfaces.IReactorTime>}) times
     the admin routes' login throttle.
     """
     root = Resource()

@@ -139,7 +139,7 @@ class TCPProxyFactory(DrainingFactory, Factory):
     #: L{DrainingFactory} keeps C{current} and C{total}.
     countsConnections = True
     #: The service's buffered access-log destinations (set by
-    #: L{lbkit.service.LoadBalancerService}); L{None} when not in a service.
+    #: L{lbkit.service.LoadBalancerService}); C{None} when not in a service.
     accessSink: Optional[AccessLogSink] = None
 
     def __init__(self, frontend: Frontend, reactor: Any) -> None:

@@ -57,7 +57,7 @@ class TCPFrontendProtocol(Protocol):
 
     Hooks for subclasses: L{serverChosen}, L{serverConnected}, L{finished}.
 
-    @ivar hello: With C{routes}, the L{ClientHello} once read, else L{None}.
+    @ivar hello: With C{routes}, the L{ClientHello} once read, else C{None}.
     """
 
     factory: TCPProxyFactory

@@ -26,7 +26,7 @@ class Reject:
 
     @ivar when: A matcher that reads only the client's address
         (C{clientOnly}: L{lbkit.http.sourceIn}, or L{lbkit.http.allOf} and
-        friends of such), or L{None}.
+        friends of such), or C{None}.
     @ivar rejected: How many connections it closed.
     """
 

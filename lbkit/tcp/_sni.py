@@ -41,18 +41,18 @@ class ClientHello:
     What the first bytes of a connection said.
 
     @ivar isTLS: Whether they began a TLS handshake with a ClientHello.
-    @ivar serverName: The SNI host name (lower case), or L{None}.
+    @ivar serverName: The SNI host name (lower case), or C{None}.
     @ivar alpn: The ALPN protocols offered.
     @ivar complete: Whether the whole ClientHello was read (not cut short
         by the size limit or the inspection timeout) and well formed.
     @ivar badServerName: The SNI host_name, byte for byte, when it is not a
         DNS host name (see L{validHostName}); C{serverName} is then
-        L{None}.  tcp mode closes such a connection rather than route it.
+        C{None}.  tcp mode closes such a connection rather than route it.
     @ivar malformed: When the whole ClientHello was read but its structure
         is not one RFC 8446 allows (a length that runs past its enclosing
         structure or leaves bytes after it, an extension or a server name
         type twice, an empty name), what is wrong; C{complete} is then
-        false and C{serverName} L{None}.  tcp mode closes such a
+        false and C{serverName} C{None}.  tcp mode closes such a
         connection rather than route it.
     """
 
@@ -117,7 +117,7 @@ class ClientHelloParser:
         """
         Add C{data}.
 
-        @return: L{None} while more bytes are needed, else the
+        @return: C{None} while more bytes are needed, else the
             L{ClientHello} (C{isTLS} false when this is not TLS).
         """
         self._buffer += data
@@ -371,7 +371,7 @@ class Inspector:
         """
         @param acceptProxy: Expect a PROXY header (v1 or v2) first.
         @param helloLimit: Read the ClientHello, buffering at most this many
-            bytes; L{None}: do not.
+            bytes; C{None}: do not.
         """
         self._proxy = ProxyHeaderParser() if acceptProxy else None
         self._hello = ClientHelloParser(helloLimit) if helloLimit is not None else None
@@ -388,7 +388,7 @@ class Inspector:
         """
         Add C{data}.
 
-        @return: L{None} while more is needed, else what was read.
+        @return: C{None} while more is needed, else what was read.
         @raise InvalidProxyHeader: The PROXY header is malformed.
         @raise InvalidClientHello: The ClientHello is malformed, or names a
             server with something that is not a host name.

@@ -288,7 +288,7 @@ def startSplice(client: Any, server: Any, clientSide: Any, serverSide: Any,
     server connection is up, before resuming reading from the client.
 
     @return: The L{SpliceRelay}, which now moves the bytes (the caller
-        resumes reading from the client); or L{None} when splicing is not
+        resumes reading from the client); or C{None} when splicing is not
         possible (no C{splice(2)}, TLS or other non-TCP transports, bytes
         that Twisted could not send yet, no file descriptors left), and the
         caller relays the normal way.

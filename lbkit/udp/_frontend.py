@@ -57,7 +57,7 @@ class Frontend:
     @param maxSessions: At most this many sessions; a new client beyond it
         evicts the session idle longest (counted in C{evicted}).
     @param responses: Close a session after this many replies from its
-        server (nginx's C{proxy_responses}; 1 for DNS); L{None}: on the
+        server (nginx's C{proxy_responses}; 1 for DNS); C{None}: on the
         timeout only.
     @param log: Log one access-log line per session, when it ends.
     """

@@ -1,0 +1,1 @@
+UDP balancing (`udp.Frontend`, sessions, `responses=`, `UDPCheck`, `DNSCheck`; docs/udp.md) and HTTP/3 to clients (`http.Frontend(..., tls=..., http3=True)`, QUIC through aioquic, `Alt-Svc`; docs/http.md). HTTP/3 request bodies are held back by QUIC flow control when the server reads slowly. `bench/run.py --mode udp` and `--mode h3` measure both.
