@@ -158,6 +158,17 @@ class ChunkedTrailers(Protocol):
             )
 
 
+class RecordingServer(Protocol):
+    """An HTTP/1.1 server that keeps what it reads and answers once a chunked body ended."""
+
+    received: list[bytes]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+        if b"\r\n0\r\n" in b"".join(self.received) and b"".join(self.received).endswith(b"\r\n\r\n"):
+            self.transport.write(b"HTTP/1.1 204 No Content\r\n\r\n")  # type: ignore[union-attr]
+
+
 class H2UpTestCase(HTTP2TestCase):
     """L{HTTP2TestCase} with HTTP/2 test servers."""
 
@@ -332,6 +343,23 @@ class TrailersEndToEndTests(H2UpTestCase):
         status, _, body = yield client.request("/")
         self.assertEqual((status, body), (200, b"hello"))
         self.assertEqual(client.trailers[1], {b"x-sum": b"42"})
+
+    @inlineCallbacks
+    def test_h2ClientTrailersToHTTP11Server(self) -> None:
+        """An HTTP/2 client's trailers reach an HTTP/1.1 server in the last chunk."""
+        received: list[bytes] = []
+
+        def make() -> Protocol:
+            server = RecordingServer()
+            server.received = received
+            return server
+
+        port, _ = self.custom(make)
+        fe = self.tlsFrontend(default=Backend("app", [Server("a1", f"127.0.0.1:{port}")]))
+        client = yield self.h2client(fe, TrailerClient())
+        status, _, _ = yield client.withTrailers("/", b"abc", [(b"x-sum", b"7")])
+        self.assertEqual(status, 204)
+        self.assertTrue(b"".join(received).endswith(b"3\r\nabc\r\n0\r\nx-sum: 7\r\n\r\n"), received)
 
     @inlineCallbacks
     def test_chunkedTrailersFromHTTP11Client(self) -> None:
