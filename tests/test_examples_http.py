@@ -95,3 +95,27 @@ class BehindL4ExampleTests(TestCase):
         bare = Collector(request)
         yield connectProtocol(endpoint, bare)
         self.assertEqual((yield bare.done), b"")
+
+
+class H2CExampleTests(TestCase):
+    """examples/h2c.py: HTTP/2 with prior knowledge and HTTP/1.1 on one cleartext port."""
+
+    timeout = 30
+
+    @inlineCallbacks
+    def test_h2c(self) -> Any:
+        """curl --http2-prior-knowledge gets HTTP/2, plain curl HTTP/1.1, both served by the demo servers."""
+        curl = requireBinary("curl")
+        path = os.path.join(REPO, "examples", "h2c.py")
+        proc = spawn(self, reactor, [TWISTD, "-n", "--pidfile=", "lbkit", "--config", path], path=REPO)
+        yield proc.waitForOutput(b"listening on tcp:8100", timeout=20)
+        seen = []
+        for flag in ("--http2-prior-knowledge", "--http1.1"):
+            argv = [curl, "-s", flag, "-w", "\n%{http_version}", "http://127.0.0.1:8100/"]
+            result = yield runProcess(self, reactor, argv)
+            self.assertEqual(result.exitCode, 0, result.output)
+            body, version = result.stdout.decode().rsplit("\n", 1)
+            seen.append((body.strip(), version))
+        # round robin: one request each, whichever went first
+        self.assertEqual(sorted(name for name, _ in seen), ["app1", "app2"])
+        self.assertEqual([version for _, version in seen], ["2", "1.1"])

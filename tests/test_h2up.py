@@ -556,7 +556,7 @@ class H2ServerProtocolTests(SynchronousTestCase):
     def stream(self, sink: FakeSink, head: bytes = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n") -> Any:
         stream = self.pool.get(self.server)
         self.assertIsNotNone(stream)
-        stream.startExchange(sink, head, False)
+        stream.startExchange(sink, head, head.split(b" ", 1)[0])
         return stream
 
     def test_choosePool(self) -> None:
@@ -658,7 +658,7 @@ class H2ServerProtocolTests(SynchronousTestCase):
         self.assertIs(other.h2, self.proto)
         waiting = connecting.newStream()
         sink = FakeSink()
-        waiting.startExchange(sink, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", False)
+        waiting.startExchange(sink, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"GET")
         connecting.connectFailed(Failure(ConnectionRefusedError()))
         self.assertEqual(sink.events, ["detached", ("resend", True)])
         self.assertNotIn(connecting, self.pool._h2[self.server])

@@ -102,10 +102,10 @@ class H2Client(Protocol):
 
     def request(
         self, path: str, method: str = "GET", body: Optional[bytes] = None, length: bool = True,
-        authority: str = "a.example",
+        authority: str = "a.example", scheme: str = "https",
     ) -> Deferred[tuple[int, dict[bytes, bytes], bytes]]:
         sid = self.conn.get_next_available_stream_id()
-        headers = [(b":method", method.encode()), (b":path", path.encode()), (b":scheme", b"https"),
+        headers = [(b":method", method.encode()), (b":path", path.encode()), (b":scheme", scheme.encode()),
                    (b":authority", authority.encode())]
         if body is not None and length:
             headers.append((b"content-length", b"%d" % len(body)))

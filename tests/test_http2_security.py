@@ -539,13 +539,13 @@ class AcceptedTests(SecurityTestCase):
         self.assertEqual(dict(headers)[b"host"], b"[::1]:8443")
 
     @inlineCallbacks
-    def test_connectAnswered501(self) -> None:
-        """A well-formed CONNECT is answered 501 (no tunnels over HTTP/2), as before."""
+    def test_connectAnswered405(self) -> None:
+        """A well-formed plain CONNECT is answered 405 (no CONNECT tunnels over HTTP/2), reaching no server."""
         serverPort, servers = self.recorder()
         port = self.tlsFrontend(default=backend("raw", [serverPort]))
         client = yield self.rawClient(port)
         result = yield outcome(client.send([(b":method", b"CONNECT"), (b":authority", b"a.example:443")]))
-        self.assertEqual(result[:2], ("response", 501))
+        self.assertEqual(result[:2], ("response", 405))
         self.assertEqual(servers.built, [])
 
 

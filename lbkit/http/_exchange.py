@@ -310,7 +310,7 @@ class Exchange:
             head = self._head = requestHead(request, self.framing == CHUNKED, self.upgrading,
                                             self.frontend.forwardedFor, self._clientHost, self._scheme, dn)
         self.writeResponse = self.side.writeResponse
-        conn.startExchange(self, head, request.method == b"HEAD")
+        conn.startExchange(self, head, request.method)
         self.side.serverAttached(conn)
 
     # -- the response (ResponseSink) ---------------------------------------------

@@ -27,6 +27,7 @@ from lbkit.http._h1 import HTTPFrontendProtocol
 from lbkit.http._h2up import choosePool
 from lbkit.http._h3glue import AltSvc, http3Port, http3Services
 from lbkit.http._headers import HTTP_LOG_FORMAT
+from lbkit.http._parse import PREFACE_HEAD
 from lbkit.http._pool import ConnectionPool
 from lbkit.http._routing import Route, checkedRules
 from lbkit.http._server import HTTPServerProtocol
@@ -58,7 +59,9 @@ class Frontend:
     @ivar default: The backend for requests no route takes.
     @ivar tls: The L{lbkit.tls.Certificates} this frontend terminates TLS
         with (also set from an C{ssl:} endpoint string), or C{None}.
-    @ivar http2: Offer HTTP/2 through ALPN on a TLS frontend.
+    @ivar http2: Offer HTTP/2 through ALPN on a TLS frontend, and speak it
+        to a client of a cleartext one that opens with the HTTP/2 preface
+        (h2c with prior knowledge).
     @ivar acceptProxy: Every connection starts with a PROXY protocol
         header (v1 or v2, before any TLS) from a balancer in front, whose
         source address is then the client's everywhere (C{X-Forwarded-For},
@@ -254,6 +257,33 @@ class HTTPProxyFactory(DrainingFactory, Factory):
 
     def stopFactory(self) -> None:
         self.pool.closeAll()
+
+    def handOverH2c(self, conn: HTTPFrontendProtocol, head: bytes, rest: bytes) -> bool:
+        """
+        C{conn} read a request head it cannot parse, C{head}, then C{rest}.
+        If that is the HTTP/2 preface, as the first bytes of a cleartext
+        connection (h2c with prior knowledge), and the frontend speaks
+        HTTP/2 there (C{http2=True}, no TLS, the C{h2} package), hand the
+        connection to an L{lbkit.http._h2.H2FrontendProtocol} whose streams
+        go to servers with scheme C{http}, and give it all the bytes.
+
+        @return: Whether it was handed over (else the head is a bad request).
+        """
+        frontend = self.frontend
+        exchange = conn.exchange
+        if head != PREFACE_HEAD or H2_PROTOCOL is None or not frontend.http2 or frontend.tls is not None:
+            return False
+        if exchange is None or exchange.started:
+            return False
+        h2: Any = H2_PROTOCOL()
+        h2.factory = self
+        h2.scheme = b"http"
+        conn.speakH2(h2)
+        self.connectionClosed(conn)
+        self.total -= 1  # one connection: h2 counts it again
+        h2.makeConnection(conn.transport)
+        h2.dataReceived(head + b"\r\n\r\n" + rest)
+        return True
 
     def logAccess(self, fields: dict[str, Any]) -> None:
         """Emit the access-log line of one finished request."""

@@ -34,6 +34,7 @@ from lbkit.http._parse import MAX_HEAD, BadMessage, HeadReader, Request, Respons
 from lbkit.http._server import HTTPServerProtocol
 from lbkit.http._states import DONE, DRAINING, HEAD, TUNNEL, WAITING
 from lbkit.http._timeouts import checkTimeouts
+from lbkit.http._tunnel import refusedConnect
 from lbkit.interfaces import ISession
 
 if TYPE_CHECKING:
@@ -75,6 +76,8 @@ class HTTPFrontendProtocol(Protocol):
     exchange: Optional[Exchange] = None
     client: Any = None
     writeResponse: Callable[[bytes], None]
+    #: The HTTP/2 protocol the connection was handed to (h2c), or C{None}.
+    h2c: Optional[Protocol] = None
     decodesChunked = False
     _abortCall: Any = None
     _tick: Any = None
@@ -136,6 +139,9 @@ class HTTPFrontendProtocol(Protocol):
                 self.transport.pauseProducing()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.h2c is not None:  # (it speaks HTTP/2: handOverH2c)
+            self.h2c.connectionLost(reason)
+            return
         if self._tick is not None:
             self._tick.cancel()
             self._tick = None
@@ -150,6 +156,13 @@ class HTTPFrontendProtocol(Protocol):
             for conn in private.values():
                 conn.close()
         self.factory.connectionClosed(self)
+
+    def speakH2(self, h2: Protocol) -> None:
+        """The connection is C{h2}'s from now on (h2c): every byte it reads (in TUNNEL), and its end."""
+        self.h2c, self._forward = h2, h2.dataReceived
+        self._tick.cancel()
+        self._tick = None
+        self.exchange._go("h2c")  # type: ignore[union-attr]
 
     def stopGracefully(self) -> None:
         """
@@ -207,7 +220,8 @@ class HTTPFrontendProtocol(Protocol):
                 # server is chosen: a bad one then reaches no server
                 ChunkedFramer().feed(rest)
         except BadMessage as e:
-            self._reject(e.status, str(e))
+            if not self.factory.handOverH2c(self, head, rest):  # (the HTTP/2 preface?)
+                self._reject(e.status, str(e))
             return
         self._buf = rest
         tokens = connectionTokens(request.headers)
@@ -221,6 +235,8 @@ class HTTPFrontendProtocol(Protocol):
         exchange = self.exchange
         assert exchange is not None
         exchange.begin(request, framing, upgrade, not keepAlive or self.factory.stopping, len(head) + 4)
+        if request.method == b"CONNECT" and refusedConnect(exchange):
+            return
         # The client is paused only if the request has to wait (queue or
         # connect): a pooled connection takes it at once.
         exchange.forward()
@@ -329,7 +345,7 @@ class HTTPFrontendProtocol(Protocol):
             conn.transport.registerProducer(transport, True)  # type: ignore[union-attr]
         self._forward = conn.send
         buf, self._buf = self._buf, b""
-        head = responseHead(response, False, True, False, False)
+        head = responseHead(response, False, response.code == 101, False, False)  # (or a CONNECT's 2xx)
         self.writeResponse(head)
         if buf:
             self._forward(buf)
@@ -477,7 +493,7 @@ class HTTPFrontendProtocol(Protocol):
         """Called once per request when it is over, with its log fields."""
 
 
-def streamExchange(factory: HTTPProxyFactory, side: Any, address: Any, certTransport: Any) -> Exchange:
+def streamExchange(factory: HTTPProxyFactory, side: Any, address: Any, certTransport: Any, scheme: bytes) -> Exchange:
     """
     The L{Exchange} of one HTTP/2 stream (C{side}, a
     L{lbkit.http._exchange.ClientSide}), with a new instance of the
@@ -488,6 +504,7 @@ def streamExchange(factory: HTTPProxyFactory, side: Any, address: Any, certTrans
     C{reactor} and the exchange's attributes are set.
 
     @param certTransport: With mTLS, the TLS transport of the connection.
+    @param scheme: C{b"https"}, or C{b"http"} for h2c (C{X-Forwarded-Proto}).
     """
     holder = factory.protocol()
     assert isinstance(holder, HTTPFrontendProtocol), f"{factory.protocol!r} is not an HTTPFrontendProtocol"
@@ -496,7 +513,7 @@ def streamExchange(factory: HTTPProxyFactory, side: Any, address: Any, certTrans
     holder.frontend = factory.frontend
     holder.client = address
     exchange = holder.exchange = Exchange(
-        factory, side, holder, address, b"https", certTransport, holder._nobodyListens, b"HTTP/2.0",
+        factory, side, holder, address, scheme, certTransport, holder._nobodyListens, b"HTTP/2.0",
         plainLog=holder._plainLog,
     )
     return exchange

@@ -1,9 +1,12 @@
 # -*- test-case-name: tests.test_http2 -*-
 """
-HTTP/2 to clients, over TLS with ALPN (the C{h2} package).
+HTTP/2 to clients, over TLS with ALPN, or cleartext with prior knowledge
+(h2c), with the C{h2} package.
 
 A TLS http frontend that negotiated C{h2} gets an L{H2FrontendProtocol}
-instead of the HTTP/1.1 one (see L{lbkit.http._alpn}).  Each stream is an
+instead of the HTTP/1.1 one (see L{lbkit.http._alpn}); on a cleartext
+frontend, a connection that opens with the HTTP/2 preface is handed to one
+(L{lbkit.http._frontend.HTTPProxyFactory.handOverH2c}).  Each stream is an
 L{lbkit.http._h2stream.H2Stream}, the client side of one
 L{lbkit.http._exchange.Exchange} as an HTTP/1.1 connection is: routing,
 balancing, queueing, retries, rules, persistence, timeouts, the access log
@@ -114,6 +117,9 @@ class H2FrontendProtocol(Protocol):
     """
 
     factory: HTTPProxyFactory
+    #: What its streams go to servers as (C{X-Forwarded-Proto}): C{b"http"}
+    #: for h2c (L{lbkit.http._frontend.HTTPProxyFactory.handOverH2c}).
+    scheme = b"https"
 
     def __init__(self) -> None:
         self.streams: dict[int, H2Stream] = {}
@@ -142,6 +148,7 @@ class H2FrontendProtocol(Protocol):
         self.conn.local_settings = _LocalSettings(client=False, initial_values={
             SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
             SettingCodes.MAX_HEADER_LIST_SIZE: self.conn.DEFAULT_MAX_HEADER_LIST_SIZE,
+            SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,  # WebSocket over HTTP/2 (RFC 8441)
         })
         self.conn.initiate_connection()
         self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)

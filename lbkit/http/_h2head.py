@@ -43,7 +43,7 @@ _CONNECTION_SPECIFIC = frozenset([b"connection", b"keep-alive", b"proxy-connecti
 #: Fields a trailers block may not carry: framing, routing and
 #: connection-specific ones (RFC 9110 §6.5.1; HAProxy resets the stream).
 _NOT_TRAILERS = _CONNECTION_SPECIFIC | frozenset([b"content-length", b"host", b"te", b"trailer", b"content-type", b"content-encoding", b"content-range"])
-_PSEUDO = frozenset([b":method", b":scheme", b":path", b":authority"])
+_PSEUDO = frozenset([b":method", b":scheme", b":path", b":authority", b":protocol"])
 #: Methods that do not anticipate a body (RFC 9110 §8.6): a bodyless request
 #: with one of them goes without Content-Length, any other with
 #: C{Content-Length: 0}.
@@ -67,15 +67,21 @@ class H2RequestHead:
         request has a declared or an empty body.
     @ivar contentLength: The declared body length, or C{None} (then a body,
         if DATA follows, goes chunked).
+    @ivar protocol: The :protocol of an extended CONNECT (RFC 8441: a
+        token, C{b"websocket"}, say), else C{None}.
     """
 
-    __slots__ = ("method", "path", "fields", "contentLength")
+    __slots__ = ("method", "path", "fields", "contentLength", "protocol")
 
-    def __init__(self, method: bytes, path: bytes, fields: list[list[bytes]], contentLength: Optional[int]) -> None:
+    def __init__(
+        self, method: bytes, path: bytes, fields: list[list[bytes]], contentLength: Optional[int],
+        protocol: Optional[bytes] = None,
+    ) -> None:
         self.method = method
         self.path = path
         self.fields = fields
         self.contentLength = contentLength
+        self.protocol = protocol
 
 
 def checkRequestHead(headers: list[tuple[bytes, bytes]], ended: bool) -> H2RequestHead:
@@ -130,7 +136,16 @@ def checkRequestHead(headers: list[tuple[bytes, bytes]], ended: bool) -> H2Reque
     if _TOKEN.match(method) is None:
         raise MalformedRequest(f"invalid :method {_show(method)}")
     authority = pseudo.get(b":authority")
-    if method == b"CONNECT":
+    protocol = pseudo.get(b":protocol")
+    if protocol is not None:
+        # extended CONNECT (RFC 8441 §4): a CONNECT with all four pseudo-headers
+        if method != b"CONNECT":
+            raise MalformedRequest(":protocol on a request other than CONNECT")
+        if _TOKEN.match(protocol) is None:
+            raise MalformedRequest(f"invalid :protocol {_show(protocol)}")
+        if authority is None:
+            raise MalformedRequest("extended CONNECT without :authority")
+    if method == b"CONNECT" and protocol is None:
         if b":scheme" in pseudo or b":path" in pseudo or authority is None:
             raise MalformedRequest("CONNECT needs :authority and neither :scheme nor :path")
         path = b""
@@ -165,7 +180,7 @@ def checkRequestHead(headers: list[tuple[bytes, bytes]], ended: bool) -> H2Reque
             fields.append([b"content-length", b"0"])
     elif contentLength is not None:
         fields.append([b"content-length", b"%d" % contentLength])
-    return H2RequestHead(method, path, fields, contentLength)
+    return H2RequestHead(method, path, fields, contentLength, protocol)
 
 
 def checkTrailers(headers: list[tuple[bytes, bytes]]) -> None:

@@ -30,12 +30,14 @@ from lbkit._model import Server
 from lbkit.http._body import CHUNKED
 from lbkit.http._h1 import streamExchange
 from lbkit.http._h2head import MalformedRequest, checkRequestHead, checkTrailers
+from lbkit.http._h2ws import tunnelHeaders, websocketRequest
 from lbkit.http._headers import HOP, connectionTokens, errorBody
 from lbkit.http._parse import Request, Response
 from lbkit.http._server import HTTPServerProtocol
 from lbkit.http._states import WAITING
 from lbkit.http._timeouts import checkTimeouts
 from lbkit.http._trailers import chunkedEnd
+from lbkit.http._tunnel import refusedConnect
 from lbkit.interfaces import ISession
 
 if TYPE_CHECKING:
@@ -65,6 +67,10 @@ class H2Stream:
     """
 
     decodesChunked = True
+    #: WebSocket over HTTP/2 (L{lbkit.http._h2ws}): C{False} for any other
+    #: stream, C{None} while the server's 101 is awaited, C{True} once DATA
+    #: is the tunnel's.
+    _tunnel: Optional[bool] = False
 
     def __init__(self, h2: H2FrontendProtocol, streamId: int) -> None:
         self.h2 = h2
@@ -92,7 +98,7 @@ class H2Stream:
         self._trailers: Optional[list[tuple[bytes, bytes]]] = None
         frontend = h2.frontend
         mtls = getattr(getattr(frontend, "tls", None), "clientCA", None) is not None
-        self.exchange = streamExchange(h2.factory, self, h2.client, h2.transport if mtls else None)
+        self.exchange = streamExchange(h2.factory, self, h2.client, h2.transport if mtls else None, h2.scheme)
 
     @property
     def session(self) -> ISession:
@@ -112,6 +118,9 @@ class H2Stream:
             self.malformed(str(e))
             return
         self._clientEnded = ended
+        if head.protocol is not None:  # extended CONNECT (RFC 8441)
+            self._webSocket(head.protocol, head.path, head.fields)
+            return
         request = Request(head.method, head.path or b"*", b"HTTP/1.1", head.fields)
         # lbkit frames the body for HTTP/1.1 itself: the declared length
         # (checked against the DATA received), else chunked
@@ -122,9 +131,21 @@ class H2Stream:
         exchange.begin(request, framing, False, True, 0)
         h2 = self.h2
         self._tick = h2.reactor.callLater(h2.factory.tickInterval, self._checkTimeouts)
-        if head.method == b"CONNECT":  # no tunnels over HTTP/2 here
-            exchange.fail(501, "CR")
+        if head.method == b"CONNECT" and refusedConnect(exchange, False):  # no plain CONNECT over HTTP/2
             return
+        exchange.forward()
+
+    def _webSocket(self, protocol: bytes, path: bytes, fields: list[list[bytes]]) -> None:
+        """An extended CONNECT: a WebSocket handshake to the server, else 501."""
+        exchange = self.exchange
+        h2 = self.h2
+        if protocol.lower() != b"websocket" or self._clientEnded:
+            exchange.begin(Request(b"CONNECT", path, b"HTTP/1.1", fields), 0, False, True, 0)
+            exchange.fail(501, "PR")
+            return
+        self._tunnel = None
+        exchange.begin(websocketRequest(path, fields), 0, True, True, 0)
+        self._tick = h2.reactor.callLater(h2.factory.tickInterval, self._checkTimeouts)
         exchange.forward()
 
     # -- request body: client -> server ------------------------------------
@@ -143,6 +164,10 @@ class H2Stream:
                 return
             last = left == 0
         if self._done or self.exchange.bodyDone:
+            if self._tunnel is not False and not self._done:  # WebSocket bytes
+                self._pending.append((data, flowLength, False))
+                self.deliverPending()
+                return
             self.h2.ack(flowLength, self.streamId)
             return
         if self.exchange.framing == CHUNKED and data:
@@ -157,7 +182,10 @@ class H2Stream:
             self.malformed("stream ended before its content-length")
             return
         exchange = self.exchange
-        if not self._done and not exchange.bodyDone and exchange.framing == CHUNKED:
+        if self._tunnel is not False and not self._done:
+            self._pending.append((b"", 0, True))  # the end of the WebSocket: close the server's
+            self.deliverPending()
+        elif not self._done and not exchange.bodyDone and exchange.framing == CHUNKED:
             self._pending.append((chunkedEnd(self._reqTrailers), 0, True))
             self.deliverPending()
 
@@ -192,6 +220,8 @@ class H2Stream:
         exchange = self.exchange
         pending = self._pending
         while pending and not self._readPaused and not self._done:
+            if exchange.bodyDone and self._tunnel is None:
+                break  # WebSocket bytes wait for the server's 101
             data, size, last = pending.pop(0)
             if not exchange.bodyDone:
                 if data:
@@ -199,6 +229,12 @@ class H2Stream:
                     self._forward(data)
                 if last:
                     exchange.requestBodyDone()
+            elif self._tunnel:
+                if data:
+                    exchange.bytesIn += len(data)
+                    self._forward(data)
+                if last and exchange.conn is not None:
+                    exchange.conn.close()  # its loss ends the stream (tunnelEnded)
             self.h2.ack(size, self.streamId)
         self.h2.flush()
 
@@ -245,7 +281,13 @@ class H2Stream:
         return b""
 
     def startTunnel(self, conn: HTTPServerProtocol, response: Response) -> int:
-        raise AssertionError("no upgrade is asked for over HTTP/2")
+        """The server switched to WebSocket: C{:status 200}, then DATA both ways, flow-controlled."""
+        self._tunnel = True
+        if self._sendHeaders(tunnelHeaders(response), False):
+            conn.transport.registerProducer(self, True)  # type: ignore[union-attr]
+            self._forward = conn.send
+            self.resumeReading()
+        return 0
 
     def sendError(self, status: int) -> int:
         body, contentType = errorBody(status, self.exchange.frontend.errorPages)

@@ -142,11 +142,11 @@ class H2UpStream:
 
     # -- the request ---------------------------------------------------------
 
-    def startExchange(self, sink: Any, head: bytes, isHead: bool) -> None:
-        """Attach to C{sink} and send the request head (as HTTP/2 HEADERS)."""
+    def startExchange(self, sink: Any, head: bytes, method: bytes) -> None:
+        """Attach to C{sink} and send the request head (of a C{method} request, as HTTP/2 HEADERS)."""
         self.sink = sink
         self._write = sink.writeResponse
-        self._isHead = isHead
+        self._isHead = method == b"HEAD"
         h2 = self.h2
         exchange = getattr(sink, "exchange", sink)
         request = exchange.request

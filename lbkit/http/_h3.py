@@ -257,6 +257,8 @@ class H3FrontendConnection:
     frontend, factory, reactor and client address, and where it flushes.
     """
 
+    scheme = b"https"  # (QUIC is always TLS: X-Forwarded-Proto)
+
     def __init__(self, server: H3Server, quic: QuicConnection, addr: Any) -> None:
         self.server = server
         self.quic = quic
@@ -334,9 +336,7 @@ class H3FrontendConnection:
     def unacknowledged(self, sid: int) -> int:
         """Bytes of stream C{sid} that aioquic holds until the client acknowledges them."""
         stream = self.quic._streams.get(sid)  # aioquic keeps no public count of it
-        if stream is None:
-            return 0
-        return len(stream.sender._buffer)
+        return 0 if stream is None else len(stream.sender._buffer)
 
     # -- QUIC and HTTP/3 events ------------------------------------------------
 
@@ -408,7 +408,7 @@ class H3FrontendConnection:
     # -- what an H2Stream asks of its connection ---------------------------------
 
     def ack(self, size: int, sid: int) -> None:
-        """(QUIC's flow control is aioquic's: nothing to acknowledge.)"""
+        """(Nothing to acknowledge: a stream's QUIC window slides by L{ServerQuicConnection.held}.)"""
 
     def glitch(self, why: str) -> bool:
         """Spend one token of the misbehaviour budget; with none left, close (H3_EXCESSIVE_LOAD)."""

@@ -68,6 +68,7 @@ IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"
 REASONS = {
     400: b"Bad Request",
     403: b"Forbidden",
+    405: b"Method Not Allowed",
     408: b"Request Timeout",
     429: b"Too Many Requests",
     431: b"Request Header Fields Too Large",
@@ -82,6 +83,7 @@ REASONS = {
 MESSAGES = {
     400: b"Your browser sent an invalid request.\n",
     403: b"Request forbidden by administrative rules.\n",
+    405: b"This method is not allowed here.\n",
     408: b"Your browser didn't send a complete request in time.\n",
     429: b"You have sent too many requests in a given amount of time.\n",
     431: b"The request headers are too large.\n",
@@ -184,9 +186,11 @@ def requestHead(
     if chunked:
         append(b"Transfer-Encoding: chunked\r\n")
     if upgrade:
-        append(b"Connection: Upgrade\r\nUpgrade: ")
-        append(request.header(b"upgrade") or b"")
-        append(b"\r\n")
+        protocol = request.header(b"upgrade")
+        if protocol is not None:  # (an allowed CONNECT has none)
+            append(b"Connection: Upgrade\r\nUpgrade: ")
+            append(protocol)
+            append(b"\r\n")
     elif request.version == b"HTTP/1.0":
         append(b"Connection: keep-alive\r\n")
     if clientDN:

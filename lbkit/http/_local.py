@@ -22,7 +22,7 @@ from lbkit.http._headers import CODE_CLASS, errorBody
 if TYPE_CHECKING:
     from lbkit.http._exchange import Exchange
 
-__all__ = ["answerFirst", "Held"]
+__all__ = ["answerFirst", "answerWith", "Held"]
 
 
 def answerFirst(exchange: Exchange) -> bool:
@@ -54,6 +54,11 @@ def _run(exchange: Exchange, rules: Sequence[Any]) -> bool:
             _deliver(exchange, answer)
             return True
     return False
+
+
+def answerWith(exchange: Exchange, answer: Answer) -> None:
+    """Give C{answer} to C{exchange}'s request (WAITING, routed or not), logged as any answer."""
+    _deliver(exchange, answer)
 
 
 def _deliver(exchange: Exchange, answer: Answer) -> None:

@@ -21,6 +21,7 @@ __all__ = [
     "HeadReader",
     "MAX_HEAD",
     "MAX_HEADERS",
+    "PREFACE_HEAD",
 ]
 
 #: The largest message head, in bytes, its blank line included; a larger
@@ -29,6 +30,9 @@ MAX_HEAD = 65536
 #: At most this many header lines in a request head (HAProxy's
 #: tune.http.maxhdr is 101 counting the request line); more is a 431.
 MAX_HEADERS = 100
+#: The HTTP/2 connection preface (RFC 9113 §3.4) up to its blank line, as a
+#: head reader sees it: a client speaking h2c with prior knowledge.
+PREFACE_HEAD = b"PRI * HTTP/2.0"
 
 # (\Z, not $: $ also matches before a final newline)
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")

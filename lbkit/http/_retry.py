@@ -155,9 +155,9 @@ class RetryingServerProtocol(HTTPServerProtocol):
         HTTPServerProtocol.__init__(self, server, pool)
         self._gate = _Gate(statuses)
 
-    def startExchange(self, sink: Any, head: bytes, isHead: bool) -> None:
+    def startExchange(self, sink: Any, head: bytes, method: bytes) -> None:
         self._gate.attach(sink)
-        HTTPServerProtocol.startExchange(self, self._gate, head, isHead)
+        HTTPServerProtocol.startExchange(self, self._gate, head, method)
 
 
 def newServerProtocol(server: Server, pool: ConnectionPool[HTTPServerProtocol]) -> HTTPServerProtocol:

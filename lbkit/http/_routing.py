@@ -65,6 +65,9 @@ class Route:
         (L{lbkit.interfaces.IAnsweringRule}), as given when it was built.
     @ivar responseRules: Header rules for their responses, before the
         frontend's.
+    @ivar allowConnect: HTTP/1.1 C{CONNECT} requests this route takes go
+        to its backend, and a server's 2xx opens a tunnel; without it (the
+        default) lbkit answers them C{405} (docs/http.md, "CONNECT").
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class Route:
         *,
         requestRules: Sequence[Any] = (),
         responseRules: Sequence[Any] = (),
+        allowConnect: bool = False,
     ) -> None:
         self.definedAt = definedAt()
         if not IRequestMatcher.providedBy(matcher):
@@ -85,6 +89,10 @@ class Route:
         self.requestRules = checkedRules(requestRules, "Route")
         self.responseRules = list(responseRules)
         self.answeringRules = tuple(r for r in self.requestRules if IAnsweringRule.providedBy(r))
+        if not isinstance(allowConnect, bool):
+            filename, line = self.definedAt
+            raise ConfigError(f"{filename}:{line}: Route: allowConnect must be True or False, not {allowConnect!r}")
+        self.allowConnect = allowConnect
 
     def __repr__(self) -> str:
         return f"<Route {self.matcher!r} -> {self.backend.name}>"

@@ -27,6 +27,10 @@ from lbkit.http._trailers import passTrailers, trailerFields
 __all__ = ["HTTPServerProtocol", "ResponseSink"]
 
 
+#: The methods whose response may have no body whatever its head says.
+_NO_BODY = frozenset([b"HEAD", b"CONNECT"])
+
+
 def _discard(data: bytes) -> None:
     pass
 
@@ -114,6 +118,7 @@ class HTTPServerProtocol(protocol.Protocol):
         self._body = BodyReader()
         self._headDone = False
         self._headRequest = False
+        self._method = b""
         self._decode = False
         self._tunnel = False
         self._reusable = True
@@ -129,14 +134,16 @@ class HTTPServerProtocol(protocol.Protocol):
         tune(transport)
         self.send = writeThrough(transport)
 
-    def startExchange(self, sink: ResponseSink, head: bytes, isHead: bool) -> None:
-        """Attach to C{sink} and send a request head (of a C{HEAD} request if C{isHead})."""
+    def startExchange(self, sink: ResponseSink, head: bytes, method: bytes) -> None:
+        """Attach to C{sink} and send a request head (of a C{method} request)."""
         self.sink = sink
         self._write = sink.writeResponse
         self._decode = sink.decodesChunked
         self._head.buffered = b""
         self._headDone = False
-        self._headRequest = isHead
+        self._method = method
+        #: HEAD, or CONNECT (whose 2xx opens a tunnel): a response without a body
+        self._headRequest = method in _NO_BODY
         self.bytes = 0
         self.send(head)
 
@@ -175,12 +182,7 @@ class HTTPServerProtocol(protocol.Protocol):
                 sink.serverFailed(self, BadMessage("101 Switching Protocols without an Upgrade request", 502), True)
                 return
             if code == 101:
-                self._tunnel = True
-                self._reusable = False
-                sink.tunnelStarted(self, response)
-                if buf:
-                    self.bytes += len(buf)
-                    self._write(buf)
+                self._startTunnel(sink, response, buf)
                 return
             if 100 <= code < 200:
                 sink.interimResponse(response)
@@ -188,9 +190,15 @@ class HTTPServerProtocol(protocol.Protocol):
                     return
                 continue
             break
-        self._headDone = True
         if self._headRequest or code == 204 or code == 304:
-            framing = 0
+            if self._method != b"CONNECT":
+                framing = 0
+            elif 200 <= code < 300 and sink.upgrading:  # an allowed CONNECT: a tunnel
+                self._startTunnel(sink, response, buf)
+                return
+            elif code == 304:
+                framing = 0
+        self._headDone = True
         if framing == UNTIL_CLOSE:
             self._reusable = False
         else:
@@ -215,6 +223,15 @@ class HTTPServerProtocol(protocol.Protocol):
         self._bodyData(buf)
         if self._prefix:  # the body broke before anything was written
             self._writeWithHead(b"")
+
+    def _startTunnel(self, sink: ResponseSink, response: Response, buf: bytes) -> None:
+        """A 101 to an upgrade, or a 2xx to an allowed CONNECT: every byte from now on is the tunnel's."""
+        self._tunnel = True
+        self._reusable = False
+        sink.tunnelStarted(self, response)
+        if buf:
+            self.bytes += len(buf)
+            self._write(buf)
 
     def _bodyData(self, data: bytes) -> None:
         reader = self._body

@@ -5,6 +5,7 @@ every transition between them, in one table (L{TRANSITIONS}); the exchange
 moves only through it::
 
     HEAD       request: a request head arrived              -> WAITING
+    HEAD       h2c: the HTTP/2 preface arrived instead       -> TUNNEL
     WAITING    send: its head went to a server connection   -> SENT
     WAITING    answer: a rule answered it (docs/rules.md)    -> STREAMING
     SENT       response: the final response head            -> STREAMING
@@ -17,7 +18,8 @@ moves only through it::
                lost (the client went away)                   -> DONE
 
 An HTTP/1.1 connection's exchange goes round from HEAD to HEAD once per
-request; an HTTP/2 stream's goes from HEAD to DONE once.  In WAITING, SENT,
+request; an HTTP/2 stream's goes from HEAD to DONE once.  A connection
+handed to HTTP/2 (h2c) leaves its exchange in TUNNEL, without a request.  In WAITING, SENT,
 STREAMING and TUNNEL it is I{active}: it has a request, and (but in
 WAITING) a server connection.
 """
@@ -51,7 +53,7 @@ _ENDED = {"close": DONE, "abort": DONE, "lost": DONE}
 #: Every transition of an exchange: state -> input -> next state.  An
 #: input a state does not list is a bug (the exchange raises RuntimeError).
 TRANSITIONS: dict[State, dict[str, State]] = {
-    HEAD: {"request": WAITING, **_ENDED},
+    HEAD: {"request": WAITING, "h2c": TUNNEL, **_ENDED},
     WAITING: {"send": SENT, "answer": STREAMING, **_ENDED},
     SENT: {"response": STREAMING, "tunnel": TUNNEL, "retry": WAITING, **_ENDED},
     STREAMING: {"next": HEAD, "drain": DRAINING, **_ENDED},

@@ -197,12 +197,12 @@ PSEUDO = [
     H2Case("pseudo-unknown", "RFC 9113 §8.3", get((b":foo", b"bar"))),
     H2Case("pseudo-status", "RFC 9113 §8.3", get((b":status", b"200"))),
     H2Case("connect", "RFC 9113 §8.5", (headers((b":method", b"CONNECT"), (b":authority", b"a.example:443")),),
-           "lbkit has no CONNECT tunnels over HTTP/2: 501", expect=STRICTER),
+           "lbkit has no plain CONNECT tunnels over HTTP/2: 405", expect=STRICTER),
     H2Case("connect-extended", f"{_PU} c2_h2",
            (headers(*request(b"CONNECT", scheme=b"http", authority=b"127.0.0.1"), (b":protocol", b"custom_protocol"),
                     end=False),),
-           "lbkit does not offer extended CONNECT (RFC 8441) and resets the stream; HAProxy turns it into an "
-           "HTTP/1.1 upgrade", incomplete=True, expect=STRICTER),
+           "lbkit's extended CONNECT (RFC 8441) is for :protocol websocket only: another protocol is answered "
+           "501; HAProxy turns it into an HTTP/1.1 upgrade", incomplete=True, expect=STRICTER),
     H2Case("connect-extended-h2c", f"{_PU} c9_h2c",
            (headers(*request(b"CONNECT", scheme=b"http", authority=b"127.0.0.1"), (b":protocol", b"h2c"),
                     end=False),), "the same, for the h2c protocol", incomplete=True, expect=STRICTER),
