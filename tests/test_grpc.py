@@ -187,6 +187,32 @@ class GRPCTests(GRPCTestCase):
         self.assertEqual(code, grpc.StatusCode.UNAVAILABLE)
 
 
+class GRPCCleartextTests(GRPCTestCase):
+    """h2c both ways: a grpcio client on a plaintext channel to a cleartext frontend, h2c to the server."""
+
+    @inlineCallbacks
+    def test_unaryAndStreaming(self) -> None:
+        """Unary and streaming calls, and a status with its details, pass over h2c end to end."""
+        port, _, _ = self.grpcServer()
+        fe = self.frontend(default=Backend("grpc", [Server("g1", f"127.0.0.1:{port}", proto="h2c")]), http2=True)
+        channel = grpc.insecure_channel(f"127.0.0.1:{fe}", options=[("grpc.enable_http_proxy", 0)])
+        self.addCleanup(channel.close)
+        answer = yield deferToThread(channel.unary_unary(f"/{SERVICE}/Unary"), b"plain", timeout=10)
+        self.assertEqual(answer, b"echo:plain")
+        call = channel.stream_stream(f"/{SERVICE}/Bidi")
+        answers = yield deferToThread(lambda: list(call(iter([b"a", b"b"]), timeout=10)))
+        self.assertEqual(answers, [b"re:a", b"re:b"])
+
+        def fail() -> Any:
+            try:
+                channel.unary_unary(f"/{SERVICE}/Fail")(b"zed", timeout=10)
+            except grpc.RpcError as e:
+                return e.code(), e.details()
+            return None
+
+        self.assertEqual((yield deferToThread(fail)), (grpc.StatusCode.PERMISSION_DENIED, "not for you: zed"))
+
+
 class GRPCOverTLSTests(GRPCTestCase):
     """C{proto="h2"}: gRPC to a grpcio server over TLS, its certificate checked."""
 
