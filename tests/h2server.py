@@ -100,6 +100,9 @@ class H2TestProtocol(Protocol):
                     self.answer(sid)
             elif isinstance(event, StreamReset):
                 self.factory.resets.append(event.error_code)
+                waiting, self.factory.resetWaiters = self.factory.resetWaiters, []
+                for d in waiting:
+                    d.callback(event.error_code)
                 self.requests.pop(sid, None)
                 self.pendingOut.pop(sid, None)
             elif isinstance(event, WindowUpdated):
@@ -227,6 +230,8 @@ class H2TestFactory(Factory):
         self.ackRequests = True
         self.unacked: list[tuple[H2TestProtocol, int, int]] = []
         self.heldWaiters: list[tuple[int, Deferred[None]]] = []
+        #: Fired with the error code of the next RST_STREAM received.
+        self.resetWaiters: list[Deferred[Any]] = []
         #: Request body bytes received, in all.
         self.received = 0
         self.receivedWaiters: list[tuple[int, Deferred[None]]] = []

@@ -465,6 +465,20 @@ class RefusalTests(H2UpTestCase):
         self.assertNotEqual(runner.exitCode, 0)
 
     @inlineCallbacks
+    def test_clientGoneResetsStream(self) -> None:
+        """An HTTP/1.1 client that goes away mid-response has its stream to the server reset (CANCEL)."""
+        port, server = self.h2server()
+        fe = self.frontend(default=self.h2backend(port))
+        client = yield self.client(fe)
+        client.send(b"GET /big/4000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        yield client.waitData(b"0123456789abcdef")
+        reset: Deferred[Any] = Deferred()
+        server.resetWaiters.append(reset)
+        client.transport.abortConnection()
+        code = yield reset
+        self.assertEqual(code, ErrorCodes.CANCEL)
+
+    @inlineCallbacks
     def test_maxConcurrentStreams(self) -> None:
         """Past the server's MAX_CONCURRENT_STREAMS, another connection is opened."""
         port, server = self.h2server(maxStreams=2)
