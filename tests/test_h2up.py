@@ -27,7 +27,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from lbkit import Backend, Server
+from lbkit.config import loadSite
 from lbkit.error import ConfigError
+from lbkit.fromhaproxy import translate
 from lbkit.http import Frontend
 from lbkit.http._body import CHUNKED, ChunkedFramer
 from lbkit.http._h2up import H2Pool, H2ServerProtocol, choosePool
@@ -67,6 +69,27 @@ class ServerProtoTests(SynchronousTestCase):
         """A PROXY header does not fit a connection shared by many clients."""
         e = self.assertRaises(ConfigError, Server, "a", "127.0.0.1:1", proto="h2c", sendProxy=1)
         self.assertIn("sendProxy= does not apply", str(e))
+
+
+class FromHAProxyTests(SynchronousTestCase):
+    """HAProxy's C{proto h2} and C{alpn h2} server options translate to C{proto=}."""
+
+    def test_translated(self) -> None:
+        """C{proto h2} is h2c; with C{ssl} (or C{ssl alpn h2}) it is h2."""
+        source, problems = translate(
+            "defaults\n    mode http\nfrontend fe\n    bind 127.0.0.1:18110\n    default_backend g\n"
+            "backend g\n    server g1 127.0.0.1:50051 proto h2\n"
+            "    server g2 127.0.0.1:50052 ssl verify none proto h2\n"
+            "    server g3 127.0.0.1:50053 ssl verify none alpn h2\n",
+            "grpc.cfg",
+        )
+        self.assertEqual(problems, [])
+        path = os.path.abspath(self.mktemp()) + ".py"
+        with open(path, "w") as f:
+            f.write(source)
+        site = loadSite(path)
+        [backend] = [b for item in site.listen for b in item.backends()]
+        self.assertEqual([(s.proto, s.tls) for s in backend.servers], [("h2c", False), ("h2", True), ("h2", True)])
 
 
 class TrailerTests(SynchronousTestCase):
