@@ -158,9 +158,14 @@ def _retarget(item: Any, mapping: dict[int, Backend]) -> None:
         value = getattr(item, name, None)
         if isinstance(value, Backend):
             setattr(item, name, mapping.get(id(value), value))
+    rules = list(getattr(item, "requestRules", ()))
     for route in getattr(item, "routes", ()):
         if isinstance(route.backend, Backend):
             route.backend = mapping.get(id(route.backend), route.backend)
+        rules.extend(getattr(route, "requestRules", ()))
+    for rule in rules:  # rules that send to a backend of their own (http.Mirror)
+        if isinstance(getattr(rule, "backend", None), Backend):
+            rule.backend = mapping.get(id(rule.backend), rule.backend)
 
 
 def _takeOver(old: Any, new: Any) -> None:

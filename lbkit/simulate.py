@@ -16,6 +16,12 @@ time beyond the computation.
 
 Run C{python -m lbkit.simulate} for the comparison table of the built-in
 balancers; C{python -m lbkit.simulate --help} lists the options.
+
+With C{--replay access.log} the workload is real traffic instead: the
+arrivals and service times of lbkit's access log or HAProxy's C{httplog}
+(L{lbkit._replay.readLog}) are replayed through each balancer
+(L{replay}) over the servers the log names, and C{--plot tails.png}
+draws their tail latencies (matplotlib, the C{lbkit[plot]} extra).
 """
 
 from __future__ import annotations
@@ -27,15 +33,17 @@ from collections import deque
 from typing import Any, Callable, Sequence
 
 import attrs
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.python import usage
 
 from lbkit import balance
 from lbkit._backend import Backend
 from lbkit._model import Context, Server
+from lbkit._replay import Arrival, ReplayLog, readLog
 from lbkit.interfaces import IBalancer
 
-__all__ = ["Workload", "Result", "simulate", "builtins", "compare", "formatTable", "main"]
+__all__ = ["Workload", "Result", "simulate", "replay", "builtins", "compare", "formatTable", "formatReplay",
+           "plotTails", "main"]
 
 
 @attrs.frozen
@@ -111,6 +119,26 @@ class _Request:
 
     def header(self, name: bytes) -> bytes | None:
         return self._headers.get(name.lower())
+
+
+class _Logged:
+    """A request of a replayed log, with the fields the hashing balancers read."""
+
+    def __init__(self, method: bytes, uri: bytes) -> None:
+        self.method = method
+        self.uri = uri
+        self.path, _, self.query = uri.partition(b"?")
+
+    def header(self, name: bytes) -> bytes | None:
+        return None
+
+
+def _address(client: str) -> Any:
+    host, _, digits = client.rpartition(":")
+    port = int(digits) if digits.isdigit() else 0
+    if host.startswith("["):
+        return IPv6Address("TCP", host.strip("[]"), port)
+    return IPv4Address("TCP", host or client, port)
 
 
 class _Farm:
@@ -235,6 +263,74 @@ def simulate(balancer: IBalancer, workload: Workload = Workload(), name: str = "
     )
 
 
+def replay(
+    balancer: IBalancer,
+    arrivals: Sequence[Arrival],
+    servers: Sequence[str],
+    slots: int = 4,
+    maxconn: int | None = None,
+    name: str = "",
+) -> Result:
+    """
+    Replay logged requests through C{balancer}: each arrives at its
+    C{at} and takes its C{service} seconds on whichever server the
+    balancer picks (all servers alike, weight 1, C{slots} requests at
+    once each, then their own queue; beyond C{maxconn} the backend's
+    queue).  Latency is queueing plus service.
+
+    @param servers: The servers' names (a log's L{ReplayLog.servers}).
+    """
+    backend = Backend("replay", [Server(n, f"127.0.0.1:{9000 + i}", maxconn=maxconn) for i, n in
+                                 enumerate(servers)], balance=balancer, retries=0)
+    farm = _Farm(Workload(speeds=[1.0] * len(servers), slots=slots, maxconn=maxconn), backend)
+    for a in arrivals:
+        context = Context(client=_address(a.client), request=_Logged(a.method, a.uri))
+        farm.at(a.at, lambda w=a.service, ctx=context: farm.arrive(w, ctx))  # type: ignore[misc]
+    farm.run()
+    ordered = sorted(farm.latencies)
+    total = sum(farm.served.values()) or 1
+    elapsed = farm.now or 1.0
+    return Result(
+        name=name or type(balancer).__name__,
+        p50=_percentile(ordered, 0.5),
+        p99=_percentile(ordered, 0.99),
+        p999=_percentile(ordered, 0.999),
+        shares=[farm.served[s] / total for s in backend.servers],
+        utilisation=[farm.busyTime[s] / (elapsed * slots) for s in backend.servers],
+    )
+
+
+def formatReplay(results: Sequence[Result], log: ReplayLog, source: str, slots: int,
+                 maxconn: int | None) -> str:
+    """The results of a replay as a Markdown table, under a line saying what was replayed."""
+    span = log.arrivals[-1].at if log.arrivals else 0.0
+    head = (f"{len(log.arrivals)} requests replayed from {source} over {span:.1f} s ({log.skipped} lines skipped), "
+            f"servers {' '.join(log.servers)}, {slots} slots and maxconn {maxconn or 'unlimited'} per server")
+    return head + "\n\n" + formatTable(results)
+
+
+def plotTails(results: Sequence[Result], path: str) -> None:
+    """Draw p50, p99 and p99.9 of each balancer as grouped bars (log scale) into the PNG C{path}."""
+    import matplotlib  # the optional lbkit[plot] extra
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(max(6.0, len(results) * 0.7), 4.5))
+    width = 0.27
+    for k, (label, attr) in enumerate([("p50", "p50"), ("p99", "p99"), ("p99.9", "p999")]):
+        axes.bar([i + (k - 1) * width for i in range(len(results))],
+                 [getattr(r, attr) * 1000 for r in results], width, label=label)
+    axes.set_xticks(range(len(results)))
+    axes.set_xticklabels([r.name for r in results], rotation=45, ha="right", fontsize=8)
+    axes.set_yscale("log")
+    axes.set_ylabel("latency, ms")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    pyplot.close(figure)
+
+
 def builtins() -> list[tuple[str, Callable[[], IBalancer]]]:
     """
     The built-in balancers, labelled, with the options worth comparing.
@@ -309,6 +405,9 @@ class Options(usage.Options):
         ["tail", "t", 1.6, "Pareto shape of service times (> 1; smaller is heavier).", float],
         ["maxconn", "m", 16, "maxconn of every server (0: unlimited).", int],
         ["seed", "s", 1, "Random seed.", int],
+        ["replay", "r", None, "Replay this access log (lbkit's, text or JSON, or HAProxy's httplog)."],
+        ["slots", None, 4, "With --replay: requests each server works on at once.", int],
+        ["plot", "p", None, "Also draw the tail latencies into this PNG file (needs matplotlib)."],
     ]
 
 
@@ -322,6 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except usage.UsageError as e:
         print(f"{options}\nlbkit.simulate: {e}", file=sys.stderr)
         return 2
+    if options["replay"] is not None:
+        return _replayMain(options)
     workload = Workload(
         requests=options["requests"],
         load=options["load"],
@@ -329,7 +430,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         maxconn=options["maxconn"] or None,
         seed=options["seed"],
     )
-    print(formatTable(compare(workload), workload))
+    results = compare(workload)
+    print(formatTable(results, workload))
+    if options["plot"]:
+        plotTails(results, options["plot"])
+    return 0
+
+
+def _replayMain(options: Options) -> int:
+    try:
+        with open(options["replay"], encoding="utf-8", errors="replace") as f:
+            log = readLog(f)
+    except OSError as e:
+        print(f"lbkit.simulate: {options['replay']}: {e.strerror}", file=sys.stderr)
+        return 1
+    if not log.arrivals:
+        print(f"lbkit.simulate: {options['replay']}: no request with a server time (Tr) in it "
+              f"({log.skipped} lines skipped)", file=sys.stderr)
+        return 1
+    maxconn = options["maxconn"] or None
+    results = [replay(make(), log.arrivals, log.servers, options["slots"], maxconn, label)
+               for label, make in builtins()]
+    print(formatReplay(results, log, options["replay"], options["slots"], maxconn))
+    if options["plot"]:
+        plotTails(results, options["plot"])
     return 0
 
 

@@ -46,8 +46,10 @@ LAYERS: dict[str, int] = {
     "lbkit._settings": 0,
     "lbkit.proxyproto": 0,
     "lbkit._logline": 0,
+    "lbkit._replay": 0,
     "lbkit.http._parse": 0,
     "lbkit.http._body": 0,
+    "lbkit.http._compression": 0,
     # 1 model: Server, Context, ServerState
     "lbkit._model": 1,
     # 2 policy: decisions that read the model, never a transport

@@ -4,7 +4,10 @@ http mode (layer 7): a reverse proxy that routes each request.
 Public names: L{Frontend}, L{Route}, the matchers (L{pathBegins} and
 friends), the request rules (header rules, and those that answer from
 the balancer: L{deny}, L{redirect}, L{respond} and friends; docs/rules.md),
-error pages (L{errorPage}) and L{Request}.
+error pages (L{errorPage}), response compression (L{Compression}),
+L{Request}, and shadow traffic (L{Mirror},
+L{mirrorStats}) and scatter-gather (L{ScatterGather}, L{SubResponse};
+docs/beyond_traffic.md).
 """
 
 from lbkit.http._answers import (
@@ -22,9 +25,11 @@ from lbkit.http._answers import (
     setQuery,
     tarpit,
 )
+from lbkit.http._compression import Compression
 from lbkit.http._frontend import Frontend, HTTPProxyFactory
 from lbkit.http._h1 import HTTPFrontendProtocol
 from lbkit.http._headers import HTTP_LOG_FORMAT
+from lbkit.http._mirror import Mirror, mirrorStats
 from lbkit.http._parse import BadMessage, Request, Response
 from lbkit.http._routing import (
     Route,
@@ -44,6 +49,7 @@ from lbkit.http._routing import (
     sourceIn,
 )
 from lbkit.http._rules import addHeader, clientAddress, clientPort, deleteHeader, setHeader
+from lbkit.http._scatter import ScatterGather, SubResponse
 from lbkit.http._server import HTTPServerProtocol
 
 __all__ = [
@@ -88,4 +94,9 @@ __all__ = [
     "Answer",
     "errorPage",
     "ErrorPage",
+    "Compression",
+    "Mirror",
+    "mirrorStats",
+    "ScatterGather",
+    "SubResponse",
 ]

@@ -7,10 +7,9 @@ chooses and connects to a server (pooled connections first), sends the
 request head (rules and persistence applied once), relays the response
 through an L{lbkit.http._server.ResponseSink} interface, and accounts for
 it (counters, passive health, the access log and the C{finished} hook).
-Its client side (L{ClientSide}) is an HTTP/1.1 connection
-(L{lbkit.http._h1}: one exchange, its requests one after another) or an
-HTTP/2 stream (L{lbkit.http._h2}, one exchange per stream).  Its states
-and their one transition table are in L{lbkit.http._states}.
+Its client side (L{ClientSide}) is an HTTP/1.1 connection (L{lbkit.http._h1}:
+its requests one after another) or an HTTP/2 stream (L{lbkit.http._h2}, one
+exchange per stream).  Its states and transitions: L{lbkit.http._states}.
 """
 
 from __future__ import annotations
@@ -25,7 +24,8 @@ from lbkit._backend import Backend
 from lbkit._dispatch import Dispatch, DispatchFailed, DispatchState
 from lbkit._model import Context, Server
 from lbkit.http._body import CHUNKED, UNTIL_CLOSE
-from lbkit.http._h2up import connectAny, firstStream
+from lbkit.http._compress import compressResponse
+from lbkit.http._h2up import connectAny
 from lbkit.http._headers import CODE_CLASS, clientSubject, logRequest, requestHead
 from lbkit.http._local import Held, answerFirst
 from lbkit.http._parse import BadMessage, Request, Response
@@ -84,6 +84,7 @@ class Exchange:
     decodesChunked = False
     writeResponse: Callable[[bytes], None]
     held: Optional[Held] = None
+    mirror: Any = None  # its lbkit.http._mirror.MirrorCopy, if mirrored
 
     def __init__(
         self,
@@ -187,7 +188,7 @@ class Exchange:
         self.startedAt = self.since = now
         self.lastBytes = -1
         self.respondedAt = self.waitedUntil = -1.0
-        self.dispatch = None
+        self.dispatch = self.mirror = None
         self.server = None
         self.backend = None
         self.context = Context(client=self.client, frontend=self.frontend.name, request=request)
@@ -249,8 +250,6 @@ class Exchange:
 
     def _connected(self, server: Server, conn: HTTPServerProtocol) -> None:
         assert self.dispatch is not None
-        if server.proto is not None and not self.dispatch.reused:  # a new HTTP/2 connection: its first stream
-            conn = firstStream(conn)
         if server.sendProxy and not self.dispatch.reused:
             # the first bytes say who the client is; the connection is then
             # this client's own (ClientSide.keepPrivate)
@@ -333,8 +332,7 @@ class Exchange:
         server.responses[key] += 1
         server.requests += 1
         self.factory.responses[key] += 1
-        # passive health: 5xx counts against the server (501 and 505 are
-        # the client's doing), anything else for it
+        # passive health: 5xx counts against the server (not 501, 505: the client's doing)
         if code >= 500 and code != 501 and code != 505:
             server.observe(False, f"Layer7 wrong status, code: {code}")
         else:
@@ -350,6 +348,8 @@ class Exchange:
         assert backend is not None and server is not None and self.context is not None
         routeRules = route.responseRules if isinstance(route, Route) else ()
         rewriteResponse(response, self, routeRules, self.frontend.responseRules, backend, server, self.context)
+        if self.frontend.compresses:  # (docs/http.md, "Compression")
+            return compressResponse(self, conn, response, framing)
         data = self.side.responseHeadBytes(response, framing, False)
         conn.bytes += len(data)
         return data
@@ -500,8 +500,7 @@ class Exchange:
             if conn.sink is self:
                 conn.sink = None
             if self.bytesOut == 0 and self.responseStarted:
-                # cut short (server gone, client gone, timeout): log what
-                # reached the client, as HAProxy does
+                # cut short (server gone, client gone, timeout): log what reached the client (HAProxy)
                 self.bytesOut = self.side.responseBytes(conn, False)
             conn.release(reusable and self.state is not TUNNEL, self.side.keepPrivate if conn.private else None)
         dispatch = self.dispatch

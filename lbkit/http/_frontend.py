@@ -23,13 +23,16 @@ from lbkit.error import ConfigError
 from lbkit.http._acceptproxy import AcceptProxyFactory
 from lbkit.http._alpn import negotiating
 from lbkit.http._answers import checkedErrorPages
+from lbkit.http._compression import Compression
 from lbkit.http._h1 import HTTPFrontendProtocol
 from lbkit.http._h2up import choosePool
 from lbkit.http._h3glue import AltSvc, http3Port, http3Services
 from lbkit.http._headers import HTTP_LOG_FORMAT
+from lbkit.http._mirror import shadowBackends
 from lbkit.http._parse import PREFACE_HEAD
 from lbkit.http._pool import ConnectionPool
 from lbkit.http._routing import Route, checkedRules
+from lbkit.http._scatter import bindFactory, scatterTargets
 from lbkit.http._server import HTTPServerProtocol
 from lbkit.interfaces import IAnsweringRule, IListener
 from lbkit.tls import Certificates, fromSSLEndpoint, h2Available, serverFactory
@@ -80,6 +83,10 @@ class Frontend:
         (else requests pay nothing for them).
     @ivar errorPages: Status -> L{lbkit.http.ErrorPage}: the bodies of the
         answers lbkit gives itself (HAProxy's C{errorfile}).
+    @ivar compression: The L{lbkit.http.Compression} of its responses
+        (a route may have its own), or C{None}.
+    @ivar compresses: Whether it or one of its routes compresses (else
+        responses pay nothing for it).
     @ivar http3: With C{http3=True}: the UDP port and interface where it
         also serves HTTP/3 over QUIC (its TCP port's number), advertised by
         an C{Alt-Svc} header on its responses; else C{None}.
@@ -113,6 +120,7 @@ class Frontend:
         errorPages: Optional[Any] = None,
         http3: bool = False,
         quicRetry: bool = False,
+        compression: Optional[Compression] = None,
     ) -> None:
         self.definedAt = definedAt()
         if not isinstance(endpoint, str):
@@ -168,6 +176,10 @@ class Frontend:
             self.responseRules.append(AltSvc(self.http3[0]))
         self.answeringRules = tuple(r for r in self.requestRules if IAnsweringRule.providedBy(r))
         self.answering = bool(self.answeringRules) or any(r.answeringRules for r in routes)
+        if compression is not None and not isinstance(compression, Compression):
+            raise ConfigError(f"http.Frontend {endpoint!r}: compression must be an http.Compression, not {compression!r}")
+        self.compression = compression
+        self.compresses = compression is not None or any(r.compression for r in routes)
         self.errorPages = checkedErrorPages(errorPages, f"http.Frontend {endpoint!r}")
         self.maxIdlePerServer = maxIdlePerServer
         self.poolIdleTimeout = float(poolIdleTimeout)
@@ -180,7 +192,8 @@ class Frontend:
 
     def backends(self) -> Sequence[Backend]:
         found: list[Backend] = []
-        for backend in [r.backend for r in self.routes] + [self.default]:
+        extra = shadowBackends(self) + scatterTargets(self)  # (docs/beyond_traffic.md)
+        for backend in [r.backend for r in self.routes] + [self.default] + extra:
             if backend not in found:
                 found.append(backend)
         return found
@@ -189,6 +202,7 @@ class Frontend:
         """The factory that serves this frontend's connections."""
         factory = self.factory(self, reactor)
         self.factories.append(factory)
+        bindFactory(self, factory)
         return factory
 
     def alpnProtocols(self) -> list[bytes]:

@@ -321,7 +321,7 @@ class HTTPFrontendProtocol(Protocol):
         assert exchange is not None
         if not exchange.bodyDone:
             conn.transport.registerProducer(transport, True)  # type: ignore[union-attr]
-            self._forward = conn.send
+            self._forward = conn.send if exchange.mirror is None else exchange.mirror.tee(conn.send)
             buf, self._buf = self._buf, b""
             if buf:
                 self._requestBody(buf)

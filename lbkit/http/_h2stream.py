@@ -260,7 +260,7 @@ class H2Stream:
         self.updateProducer()
         if not self.exchange.bodyDone:
             conn.transport.registerProducer(self, True)  # type: ignore[union-attr]
-            self._forward = conn.send
+            self._forward = conn.send if self.exchange.mirror is None else self.exchange.mirror.tee(conn.send)
         self.resumeReading()
 
     def serverDetached(self) -> None:

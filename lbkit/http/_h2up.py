@@ -53,7 +53,7 @@ from lbkit.http._h2upstream import H2UpStream
 from lbkit.http._pool import ConnectionPool
 
 __all__ = [
-    "H2ServerProtocol", "H2Pool", "choosePool", "connectAny", "firstStream", "MAX_STREAMS", "CONNECTION_WINDOW",
+    "H2ServerProtocol", "H2Pool", "choosePool", "connectAny", "MAX_STREAMS", "CONNECTION_WINDOW",
     "STREAM_WINDOW",
 ]
 
@@ -415,18 +415,15 @@ class H2ServerProtocol(Protocol):
 
 def connectAny(reactor: Any, server: Server, protocol: Any, timeout: float) -> Deferred[Any]:
     """
-    L{lbkit._connect.connectServer}, telling an L{H2ServerProtocol} when
-    its connect failed (the streams handed out meanwhile go elsewhere).
+    L{lbkit._connect.connectServer}; for an L{H2ServerProtocol}, the
+    L{Deferred} fires with its first stream (for the exchange that
+    connected it), and the connection is told when its connect failed (the
+    streams handed out meanwhile go elsewhere).
     """
     d: Deferred[Any] = connectServer(reactor, server, protocol, timeout)
     if isinstance(protocol, H2ServerProtocol):
-        d.addErrback(protocol.connectFailed)
+        d.addCallbacks(H2ServerProtocol.newStream, protocol.connectFailed)
     return d
-
-
-def firstStream(conn: Any) -> Any:
-    """The first stream of a newly connected L{H2ServerProtocol} (for the exchange that connected it)."""
-    return conn.newStream()
 
 
 class H2Pool(ConnectionPool[Any]):

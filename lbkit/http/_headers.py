@@ -317,8 +317,11 @@ def logRequest(exchange: Exchange, factory: HTTPProxyFactory) -> None:
     to C{factory.accessSink} when nothing overrides the line and every
     destination is a buffered writer (docs/operations.md); else its fields
     go to the C{finished} hook and C{factory.logAccess}, unless nobody
-    would see them.
+    would see them.  A mirrored request's copy learns the status
+    (L{lbkit.http._mirror}).
     """
+    if exchange.mirror is not None:
+        exchange.mirror.primaryAnswered(exchange.status)
     sink = factory.accessSink
     plain = exchange.plainLog
     if sink is not None and sink.active and plain is not None and plain():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 from zope.interface import implementer
 
@@ -15,6 +15,7 @@ from lbkit._backend import Backend
 from lbkit._model import Context
 from lbkit._origin import definedAt
 from lbkit.error import ConfigError
+from lbkit.http._compression import Compression, routeCompression
 from lbkit.http._parse import Request
 from lbkit.interfaces import IAnsweringRule, IRequestMatcher, IRequestRule
 
@@ -68,6 +69,8 @@ class Route:
     @ivar allowConnect: HTTP/1.1 C{CONNECT} requests this route takes go
         to its backend, and a server's 2xx opens a tunnel; without it (the
         default) lbkit answers them C{405} (docs/http.md, "CONNECT").
+    @ivar compression: The L{lbkit.http.Compression} of its responses,
+        C{None} for the frontend's, C{False} for none (docs/http.md).
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class Route:
         requestRules: Sequence[Any] = (),
         responseRules: Sequence[Any] = (),
         allowConnect: bool = False,
+        compression: Optional[Union[Compression, bool]] = None,
     ) -> None:
         self.definedAt = definedAt()
         if not IRequestMatcher.providedBy(matcher):
@@ -93,6 +97,7 @@ class Route:
             filename, line = self.definedAt
             raise ConfigError(f"{filename}:{line}: Route: allowConnect must be True or False, not {allowConnect!r}")
         self.allowConnect = allowConnect
+        self.compression: Optional[Union[Compression, bool]] = routeCompression(compression)
 
     def __repr__(self) -> str:
         return f"<Route {self.matcher!r} -> {self.backend.name}>"

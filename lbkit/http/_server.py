@@ -246,10 +246,13 @@ class HTTPServerProtocol(protocol.Protocol):
         self.bytes += n
         framer = reader.framer
         if framer is not None and framer.pieces is not None:
-            # the sink wants the data of the chunks
+            # the sink wants the data of the chunks: in one write per read
+            # (a filter compresses and flushes each write)
             pieces, framer.pieces = framer.pieces, []
-            for piece in pieces:
-                self._write(piece)
+            if len(pieces) == 1:
+                self._write(pieces[0])
+            elif pieces:
+                self._write(b"".join(pieces))
         else:
             self._write(data if n == len(data) else data[:n])
         if reader.done:
@@ -260,6 +263,16 @@ class HTTPServerProtocol(protocol.Protocol):
             self._finished()
             if not self._reusable:
                 self.close()
+
+    def filterBody(self, sink: ResponseSink) -> None:
+        """
+        From the sink's C{responseHead}: report to C{sink} from now on, and
+        write the head and the body's data (a chunked body decoded)
+        through it (a filter: L{lbkit.http._compress.CompressingSink}).
+        """
+        self.sink = sink
+        self._body.start(self._body.framing, True)
+        self._write = sink.writeResponse
 
     def _writeWithHead(self, data: bytes) -> None:
         """The first write of a response body: the held-back head goes with it."""

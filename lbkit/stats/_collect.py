@@ -17,6 +17,7 @@ from zope.interface import implementer
 
 from lbkit._backend import Backend, backendsOf
 from lbkit._model import Server, ServerListenerMixin, ServerState
+from lbkit.http import mirrorStats
 from lbkit.interfaces import IServerListener
 
 __all__: list[str] = []
@@ -283,6 +284,7 @@ class Collector(ServerListenerMixin):
                 backend, "redispatches", sum(getattr(s, "redispatches", 0) for s in backend.servers)
             ),
             "breakers": backend.breakers.stats() if backend.breakers is not None else None,
+            "mirror": mirrorStats(backend),
             "servers": servers,
         }
 

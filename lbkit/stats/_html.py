@@ -98,6 +98,14 @@ def breakersLine(breakers: dict[str, Any]) -> str:
     return f"Circuit breakers: {'; '.join(parts) or 'no limits'}; retried: {retried}"
 
 
+def mirrorLine(mirror: dict[str, Any]) -> str:
+    """A shadow backend's mirrored traffic in one line: copies, losses, and status-class divergence."""
+    diverged = ", ".join(f"{k} {v}" for k, v in mirror["divergence"].items()) or "none"
+    return (f"Mirrored: {mirror['mirrored']} ({mirror['inFlight']} in flight, {mirror['answered']} answered, "
+            f"{mirror['failed']} failed, {mirror['dropped']} dropped, {mirror['tooLarge']} too large); "
+            f"agreed {mirror['agreed']}; diverged (primary/shadow): {diverged}")
+
+
 def _hasResponses(snapshot: dict[str, Any]) -> bool:
     """Whether anything counts http responses (else the columns are left out)."""
     if any(fe["responses"] is not None for fe in snapshot["frontends"]):
@@ -217,6 +225,8 @@ class StatsElement(Element):
             parts = [tags.h2(title), tags.table(*rows)]
             if be.get("breakers"):
                 parts.append(tags.p(breakersLine(be["breakers"]), class_="breakers"))
+            if be.get("mirror"):
+                parts.append(tags.p(mirrorLine(be["mirror"]), class_="mirror"))
             out.append(tags.div(*parts, class_="backend", id=f"backend-{be['name']}"))
         return out
 

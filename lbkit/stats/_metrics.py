@@ -83,8 +83,18 @@ class MetricsCollector(_PromCollector):
                    L + ["limit"])
         retried = _c("lbkit_backend_retries_by_condition", "Retries started, by the condition retried on.",
                      L + ["condition"])
+        mirrored = _c("lbkit_backend_mirror_copies", "Mirror copies (http.Mirror) to this shadow backend, by outcome.",
+                      L + ["outcome"])
+        diverged = _c("lbkit_backend_mirror_divergence", "Mirror copies whose status class differed from the primary's.",
+                      L + ["primary", "shadow"])
         for be in backends:
             v = [be["name"]]
+            mirror = be.get("mirror")
+            if mirror is not None:
+                for outcome in ("mirrored", "answered", "failed", "timedOut", "dropped", "tooLarge", "agreed"):
+                    mirrored.add_metric(v + [outcome], mirror[outcome])
+                for pair, n in mirror["divergence"].items():
+                    diverged.add_metric(v + pair.split("/"), n)
             breakers = be.get("breakers")
             if breakers is not None:
                 for limit, n in breakers["trips"].items():
@@ -99,7 +109,7 @@ class MetricsCollector(_PromCollector):
             nosrv.add_metric(v, be["noServer"])
             bin_.add_metric(v, be["bytes"]["in"])
             bout.add_metric(v, be["bytes"]["out"])
-        yield from (up, srv, queue, cur, tot, nosrv, bin_, bout, trips, retried)
+        yield from (up, srv, queue, cur, tot, nosrv, bin_, bout, trips, retried, mirrored, diverged)
 
     def _servers(self, servers: list[dict[str, Any]]) -> Iterator[Metric]:
         L = ["backend", "server"]
