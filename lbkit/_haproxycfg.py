@@ -66,6 +66,7 @@ class Proxy:
     responseRules: list[str] = field(default_factory=list)
     servers: list[Line] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
+    cache: str | None = None  # the cache section its http-request cache-use names (docs/cache.md)
 
     def inherit(self, defaults: Proxy | None) -> None:
         if defaults is None:

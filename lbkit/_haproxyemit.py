@@ -345,6 +345,8 @@ def _frontends(t: Any, proxy: Proxy, idents: dict[str, str]) -> list[str]:
                 args.append(f"timeoutTunnel={proxy.timeouts['tunnel']!r}")
             if not proxy.forwardfor:
                 args.append("forwardedFor=False")
+            if proxy.cache is not None:
+                args.append(f"cache={t.cacheIdents[proxy.cache]}")
             for key, rules in (("requestRules", proxy.requestRules), ("responseRules", proxy.responseRules)):
                 if rules:
                     args.append(f"{key}=[\n" + "".join(f"            {r},\n" for r in rules) + "        ]")
@@ -409,6 +411,10 @@ def emitSite(t: Any, proxies: list[Proxy]) -> str:
                 backends.append(source)
         elif proxy.servers:
             t.problem(proxy.servers[0], "server lines belong in a backend or listen section")
+    t.cacheIdents = {name: _ident(name, taken) for name in t.caches}
+    caches = [f"{t.cacheIdents[name]} = {source}\n" for name, source in t.caches.items()]
+    if caches:
+        t.imports.add("http")
     frontends: list[str] = []
     for proxy in proxies:
         if proxy.kind in ("frontend", "listen"):
@@ -435,6 +441,9 @@ def emitSite(t: Any, proxies: list[Proxy]) -> str:
         imports.insert(0, "import re\n")
     parts = ["".join(head), "\n".join(imports), "\n\n"]
     parts.extend(f"{b}\n" for b in backends)
+    if caches:
+        parts.append("# HAProxy's max-age caps every entry; lbkit's defaultTTL only gives one to responses that say nothing\n")
+        parts.extend(caches + ["\n"])
     if logging:
         parts.append(f"accessLog = {t.globalLog}\n\n")
     parts.append("listen = [\n" + "".join(frontends) + "]\n")

@@ -37,6 +37,7 @@ from lbkit._workerproc import (
     applyStates,
     countersOf,
     encode,
+    purgeCaches,
 )
 from lbkit.config import Site, loadSite
 from lbkit.error import ConfigError
@@ -151,6 +152,9 @@ class Worker:
                 lambda changes: self.reloaded(changes, reply),
                 lambda f: self.control.send({"op": "reloaded", "ok": False, "why": str(f.value), **reply}),
             )
+        elif op == "purge":  # (docs/cache.md)
+            purged = purgeCaches(self.service.listen, message["cache"], message.get("key"), message.get("prefix"))
+            self.control.send({"op": "purged", "purged": purged, **reply})
         elif op == "reopen":
             self.control.send({"op": "reopened", "results": self.service.reopenAccessLogs(), **reply})
         elif op == "report":

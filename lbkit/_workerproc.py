@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from twisted.internet import tcp, unix
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import (
     SSL4ServerEndpoint,
     TCP4ServerEndpoint,
@@ -51,7 +51,9 @@ BACKEND_COUNTERS = ("noServerCount", "redispatches")
 FACTORY_COUNTERS = ("total", "current", "maxCurrent", "bytesIn", "bytesOut", "requests", "evicted", "dropped")
 #: Counters that say how many now (summed over live workers only); the
 #: others only grow, and a worker that ended keeps its share.
-GAUGES = frozenset(["active", "maxActive", "current", "maxCurrent"])
+GAUGES = frozenset(["active", "maxActive", "current", "maxCurrent", "bytes", "objects"])
+#: The counters (and gauges) of an C{http.Cache}, by its name (docs/cache.md).
+CACHE_COUNTERS = ("hits", "misses", "revalidated", "stores", "evictions", "purged", "bytes", "objects")
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -97,8 +99,18 @@ def _numbers(obj: Any, names: Iterable[str]) -> dict[str, Any]:
     return found
 
 
+def _caches(listen: Sequence[Any]) -> dict[str, Any]:
+    """The response caches of C{listen}'s frontends and routes, by name."""
+    found: dict[str, Any] = {}
+    for item in listen:
+        for cache in [getattr(item, "cache", None)] + [getattr(r, "cache", None) for r in getattr(item, "routes", ())]:
+            if cache is not None:
+                found.setdefault(cache.name, cache)
+    return found
+
+
 def countersOf(listen: Sequence[Any]) -> dict[str, Any]:
-    """The counters of a worker's servers, backends and frontends."""
+    """The counters of a worker's servers, backends, frontends and response caches."""
     servers: dict[str, Any] = {}
     backends: dict[str, Any] = {}
     for backend in backendsOf(listen):
@@ -110,7 +122,8 @@ def countersOf(listen: Sequence[Any]) -> dict[str, Any]:
         factories = getattr(item, "factories", None)
         if factories:
             frontends[frontendKey(item)] = [_numbers(f, FACTORY_COUNTERS) for f in factories]
-    return {"servers": servers, "backends": backends, "frontends": frontends}
+    caches = {name: _numbers(cache, CACHE_COUNTERS) for name, cache in _caches(listen).items()}
+    return {"servers": servers, "backends": backends, "frontends": frontends, "caches": caches}
 
 
 def _add(total: dict[str, Any], part: dict[str, Any], gauges: bool) -> None:
@@ -129,9 +142,9 @@ def sumCounters(reports: Iterable[dict[str, Any]], base: dict[str, Any], gauges:
     of workers that ended; their gauges are not added when C{gauges} is
     false).
     """
-    total: dict[str, Any] = {"servers": {}, "backends": {}, "frontends": {}}
+    total: dict[str, Any] = {"servers": {}, "backends": {}, "frontends": {}, "caches": {}}
     for report, withGauges in [(base, False)] + [(r, gauges) for r in reports]:
-        for kind in ("servers", "backends"):
+        for kind in ("servers", "backends", "caches"):
             for key, numbers in report.get(kind, {}).items():
                 _add(total[kind].setdefault(key, {}), numbers, withGauges)
         for key, factories in report.get("frontends", {}).items():
@@ -143,6 +156,22 @@ def sumCounters(reports: Iterable[dict[str, Any]], base: dict[str, Any], gauges:
     return total
 
 
+def purgeCaches(listen: Sequence[Any], name: str, key: str | None, prefix: str | None) -> int:
+    """A worker purges its caches called C{name} (of C{key}, or of every key under C{prefix}); return how many entries went."""
+    cache = _caches(listen).get(name)
+    if cache is None:
+        return 0
+    if key is not None:
+        return int(cache.purge(key=key.encode("utf-8")))
+    return int(cache.purge(prefix=(prefix or "").encode("utf-8")))
+
+
+def purgeWorkers(processes: Sequence[Any], name: str, key: str | None, prefix: str | None) -> Deferred[int]:
+    """The supervisor asks every worker process to L{purgeCaches}; fires with the entries they dropped in all."""
+    asks = [p.ask({"op": "purge", "cache": name, "key": key, "prefix": prefix}) for p in processes]
+    return gatherResults(asks, consumeErrors=True).addCallback(lambda replies: sum(r.get("purged", 0) for r in replies))
+
+
 def applyCounters(listen: Sequence[Any], counters: dict[str, Any]) -> None:
     """Set the counters of the supervisor's own objects to C{counters}."""
     servers = counters.get("servers", {})
@@ -151,6 +180,9 @@ def applyCounters(listen: Sequence[Any], counters: dict[str, Any]) -> None:
         _set(backend, backends.get(backend.name, {}), BACKEND_COUNTERS)
         for server in backend.servers:
             _set(server, servers.get(f"{backend.name}/{server.name}", {}), SERVER_COUNTERS)
+    caches = counters.get("caches", {})
+    for name, cache in _caches(listen).items():
+        _set(cache, caches.get(name, {}), CACHE_COUNTERS)
     frontends = counters.get("frontends", {})
     for item in listen:
         factories = getattr(item, "factories", None) or []

@@ -67,6 +67,8 @@ class Translation:
         self.workers: int | None = None
         #: A backend section's own http-request and http-response rules, by name.
         self.backendRules: dict[str, tuple[list[str], list[str]]] = {}
+        #: Cache sections, by name: the C{http.Cache(...)} each becomes.
+        self.caches: dict[str, str] = {}
 
     def problem(self, line: Line, why: str) -> None:
         self.problems.append((line.number, line.text, why))
@@ -79,6 +81,8 @@ class Translation:
         for section in readSections(self.text, self.problem):
             if section.kind == "global":
                 self._global(section)
+            elif section.kind == "cache":
+                self._cache(section)
             elif section.kind in ("frontend", "backend", "listen", "defaults"):
                 proxy = Proxy(section.kind, section.name, section.line)
                 proxy.inherit(defaults)
@@ -117,6 +121,31 @@ class Translation:
                 continue
             else:
                 self.problem(line, "no lbkit equivalent for this global setting")
+
+    def _cache(self, section: Section) -> None:
+        """A C{cache} section: an C{http.Cache} (docs/cache.md); C{max-age} becomes C{defaultTTL}."""
+        settings = {"total-max-size": "1", "max-age": "60"}
+        for line in section.lines:
+            words = line.words
+            if len(words) == 2 and words[0] in ("total-max-size", "max-object-size", "max-age") and words[1].isdigit():
+                settings[words[0]] = words[1]
+            elif words[:1] == ["process-vary"]:
+                continue  # lbkit always honours Vary
+            else:
+                self.problem(line, "no lbkit equivalent for this cache setting")
+        maxBytes = int(settings["total-max-size"]) * 2**20
+        maxObject = int(settings.get("max-object-size", maxBytes // 256))
+        self.caches[section.name] = (f"http.Cache(maxBytes={maxBytes}, maxObjectBytes={min(maxObject, maxBytes)}, "
+                                     f"defaultTTL={settings['max-age']}, name={section.name!r})")
+
+    def _cacheRule(self, proxy: Proxy, words: list[str]) -> None:
+        if len(words) != 2:
+            raise Untranslatable("a cache used under a condition: give the routes that need it a cache of their own")
+        if words[1] not in self.caches:
+            raise Untranslatable(f"no cache section {words[1]!r}")
+        if proxy.kind == "backend" or proxy.mode != "http":
+            raise Untranslatable("lbkit's cache is on an http frontend or a route (cache=...), not a backend")
+        proxy.cache = words[1]
 
     def _syslog(self, line: Line) -> str | None:
         target = line.words[1]
@@ -200,6 +229,8 @@ class Translation:
             proxy.routes.append((line, rest[0], condition(rest[1:], proxy.acls, proxy.mode)))
         elif word == "default_backend" and len(rest) == 1:
             proxy.defaultBackend = rest[0]
+        elif word in ("http-request", "http-response") and rest[:1] in (["cache-use"], ["cache-store"]):
+            self._cacheRule(proxy, rest)
         elif word in ("http-request", "http-response") and rest:
             self._httpRule(proxy, word, rest)
         elif word == "redirect" and rest:

@@ -1,8 +1,7 @@
 # -*- test-case-name: tests.test_workers -*-
 """
-Every core: L{WorkerSupervisor} runs a site file in several worker
-processes that accept on the same listening sockets (C{twistd lbkit
---workers N}; docs/workers.md).
+Every core: L{WorkerSupervisor} runs a site file in several worker processes that accept on the same
+listening sockets (C{twistd lbkit --workers N}; docs/workers.md).
 
 The supervisor holds each frontend's sockets (one per worker slot) and
 never accepts on them, so workers can be replaced a generation at a time
@@ -41,6 +40,7 @@ from lbkit._workerproc import (
     applyCounters,
     applyObservation,
     encode,
+    purgeWorkers,
     statesOf,
     sumCounters,
 )
@@ -132,8 +132,7 @@ class WorkerProcess(ProcessProtocol):
             self.ready.callback(self)
         elif op == "observe":
             applyObservation(self.supervisor.listen, message)
-        elif op == "discovered":
-            # its discovery found servers: it gets the states the checks set
+        elif op == "discovered":  # its discovery found servers: it gets the states the checks set
             self.send({"op": "states", "states": statesOf(self.supervisor.listen)})
         elif op == "failed":
             _log.error("lbkit: {worker} failed to start: {why}", worker=self, why=message.get("why"))
@@ -265,6 +264,7 @@ class WorkerSupervisor(LoadBalancerService):
             if bindWorkers is not None:
                 bindWorkers(self.workersView)
                 item.bindRestarter(self.restartWorkers)
+                item.bindPurger(lambda *args: purgeWorkers(self.processes, *args))  # (docs/cache.md)
 
     def _sigusr2(self, signum: int, frame: Any) -> None:
         _log.info("lbkit: SIGUSR2: starting new workers, then draining the old ones")

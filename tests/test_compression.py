@@ -284,7 +284,7 @@ class _Side:
 
 class _Exchange:
     def __init__(self) -> None:
-        self.side = _Side()
+        self.side = self.writer = _Side()
         self.done: list[Any] = []
         self.aborted: list[str] = []
 

@@ -31,7 +31,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from lbkit._pump import BUFFER_SIZE
-from lbkit.http import Compression, Frontend, Route, pathBegins
+from lbkit.http import Cache, Compression, Frontend, Route, pathBegins
 from lbkit.http._body import ChunkedFramer
 from lbkit.tls import Certificates
 from tests.h3client import fetch
@@ -69,8 +69,10 @@ class Texts(Resource):
     """
 
     isLeaf = True
+    rendered = 0
 
     def render(self, request: Request) -> Any:
+        self.rendered += 1
         parts = request.path.split(b"/")
         kind = parts[1].decode()
         size = int(parts[2]) if len(parts) > 2 else 5000
@@ -108,7 +110,8 @@ class CompressionTestCase(HTTP2TestCase):
     timeout = 60
 
     def texts(self) -> int:
-        site = self.site = TrackingSite(Texts())
+        self.resource = Texts()
+        site = self.site = TrackingSite(self.resource)
         site.lost = self.lost
         port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.ports.append(port)
@@ -355,6 +358,28 @@ class BrowserTests(CompressionTestCase):
         self.assertGreater(runner.stdout.count(b"twisted"), 1000)
         factory = self._frontends[0].factories[0]
         self.assertLess(factory.bytesOut, 100_000)
+
+
+class CacheTests(CompressionTestCase):
+    """Compression under a response cache: the cache keeps each coding as a variant (Vary: Accept-Encoding)."""
+
+    @inlineCallbacks
+    def test_cachedVariants(self) -> Any:
+        """
+        gzip twice, br, none, gzip again: the server is asked once per
+        coding, the hits come compressed the same way (with an Age), and
+        every body decodes to the server's bytes.
+        """
+        port = self.compressing(cache=Cache(defaultTTL=60))
+        seen = []
+        for coding in ("gzip", "gzip", "br", None, "gzip"):
+            response, body = yield self.fetch(port, "/text/50000", coding)
+            encoding = header(response, b"content-encoding")
+            self.assertEqual(encoding, coding.encode() if coding else None)
+            self.assertEqual(decode(coding, body) if coding else body, text(50000))
+            seen.append(header(response, b"age") is not None)
+        self.assertEqual(seen, [False, True, False, False, True])
+        self.assertEqual(self.resource.rendered, 3)
 
 
 class HTTP2Tests(CompressionTestCase):

@@ -49,6 +49,8 @@ LAYERS: dict[str, int] = {
     "lbkit._replay": 0,
     "lbkit.http._parse": 0,
     "lbkit.http._body": 0,
+    "lbkit.http._cachepolicy": 0,
+    "lbkit.http._cachestore": 0,
     "lbkit.http._compression": 0,
     # 1 model: Server, Context, ServerState
     "lbkit._model": 1,

@@ -4,10 +4,10 @@ http mode (layer 7): a reverse proxy that routes each request.
 Public names: L{Frontend}, L{Route}, the matchers (L{pathBegins} and
 friends), the request rules (header rules, and those that answer from
 the balancer: L{deny}, L{redirect}, L{respond} and friends; docs/rules.md),
-error pages (L{errorPage}), response compression (L{Compression}),
-L{Request}, and shadow traffic (L{Mirror},
-L{mirrorStats}) and scatter-gather (L{ScatterGather}, L{SubResponse};
-docs/beyond_traffic.md).
+error pages (L{errorPage}), response compression (L{Compression}), the
+response cache (L{Cache}, docs/cache.md), L{Request}, and shadow traffic
+(L{Mirror}, L{mirrorStats}) and scatter-gather (L{ScatterGather},
+L{SubResponse}; docs/beyond_traffic.md).
 """
 
 from lbkit.http._answers import (
@@ -25,6 +25,7 @@ from lbkit.http._answers import (
     setQuery,
     tarpit,
 )
+from lbkit.http._cachestore import Cache
 from lbkit.http._compression import Compression
 from lbkit.http._frontend import Frontend, HTTPProxyFactory
 from lbkit.http._h1 import HTTPFrontendProtocol
@@ -99,4 +100,5 @@ __all__ = [
     "mirrorStats",
     "ScatterGather",
     "SubResponse",
+    "Cache",
 ]

@@ -86,13 +86,13 @@ def compressResponse(exchange: Exchange, conn: HTTPServerProtocol, response: Res
             chunked = not side.decodesChunked
             if chunked:
                 response.headers.append([b"Transfer-Encoding", b"chunked"])
-            head = side.responseHeadBytes(response, CHUNKED, False)
+            head = exchange.writer.responseHeadBytes(response, CHUNKED, False)  # (a cache copies it)
             conn.bytes += len(head)
             encoder = compression.encoder(algorithm, framing if framing > 0 else None)
             sink = CompressingSink(exchange, conn, encoder, chunked, len(head))
             conn.filterBody(sink)
             return head
-    head = side.responseHeadBytes(response, framing, False)
+    head = exchange.writer.responseHeadBytes(response, framing, False)
     conn.bytes += len(head)
     return head
 
@@ -117,7 +117,7 @@ class CompressingSink:
                  headSize: int) -> None:
         self.exchange = exchange
         self.conn = conn
-        self._write: Callable[[bytes], None] = exchange.side.writeResponse
+        self._write: Callable[[bytes], None] = exchange.writer.writeResponse  # type: ignore[has-type]  # (client side or cache)
         self._encoder = encoder
         self._chunked = chunked
         #: Bytes of the head still to pass through as they are.

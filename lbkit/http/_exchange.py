@@ -46,6 +46,7 @@ from lbkit.http._states import (
 from lbkit.proxyproto import formatV1, formatV2
 
 if TYPE_CHECKING:
+    from lbkit.http._cache import CacheTx
     from lbkit.http._frontend import HTTPProxyFactory
 
 __all__ = ["Exchange"]
@@ -76,7 +77,7 @@ class Exchange:
         to a server).
     @ivar waitedUntil: When its wait for a server ended in the queue, or -1.0.
     @ivar route: The route it took (C{None}: the default backend's).
-    @ivar held: The L{Held} answer (tarpit) it waits to give, or C{None}.
+    @ivar held: The L{Held} answer (tarpit) or cache wait it waits on, or C{None}.
     """
 
     # ResponseSink
@@ -85,6 +86,8 @@ class Exchange:
     writeResponse: Callable[[bytes], None]
     held: Optional[Held] = None
     mirror: Any = None  # its lbkit.http._mirror.MirrorCopy, if mirrored
+    cacheTx: Optional[CacheTx] = None  # a request the cache follows (docs/cache.md)
+    noServer = "<NOSRV>"  # the log's server when none was chosen (a cache hit: "<CACHE>")
 
     def __init__(
         self,
@@ -116,6 +119,7 @@ class Exchange:
         self.frontend = factory.frontend
         self.client = address
         self.side = client
+        self.writer: Union[ClientSide, CacheTx] = client  # or the cache's copier (docs/cache.md)
         self.hooks = hooks
         self.decodesChunked = client.decodesChunked
         self._scheme = scheme
@@ -195,19 +199,18 @@ class Exchange:
         self.factory.requests += 1
 
     def forward(self) -> None:
-        """
-        Route the request (the C{routeRequest} hook), then get a server
-        connection for it (L{lbkit._dispatch.Dispatch}: choose, queue,
-        connect, retry) and send it.
-        """
-        context = self.context
-        assert self.request is not None and context is not None
+        """Route the request (the C{routeRequest} hook), then L{toServer} (unless a rule or the cache answers)."""
+        assert self.request is not None
         if not self.frontend.answering:
             self.backend, self.route = self.hooks.routeRequest(self.request)
         elif answerFirst(self):  # (docs/rules.md)
             return
-        backend = self.backend
-        assert backend is not None
+        self.toServer()
+
+    def toServer(self) -> None:
+        """Get the routed request a server connection (L{lbkit._dispatch.Dispatch}: choose, queue, connect, retry), and send it."""
+        backend, context = self.backend, self.context
+        assert backend is not None and context is not None
         dispatch = self._dispatch
         if dispatch is None:
             dispatch = self._dispatch = Dispatch(
@@ -269,10 +272,7 @@ class Exchange:
         self.fail(failure.status, failure.termination)
 
     def internalError(self, reason: Failure) -> None:
-        """
-        Something raised while choosing, connecting or sending (a rule, a
-        persistence hook, a subclass): log it and drop the exchange (IC).
-        """
+        """Something raised while choosing, connecting or sending (a rule, a hook): log it, drop the exchange (IC)."""
         _log.failure("{frontend}: internal error handling {client}", reason,
                      frontend=self.frontend.name, client=formatAddress(self.client))
         self.abortExchange("IC")
@@ -308,7 +308,7 @@ class Exchange:
             dn = self._clientDN if self._certTransport is not None else None
             head = self._head = requestHead(request, self.framing == CHUNKED, self.upgrading,
                                             self.frontend.forwardedFor, self._clientHost, self._scheme, dn)
-        self.writeResponse = self.side.writeResponse
+        self.writeResponse = self.writer.writeResponse
         conn.startExchange(self, head, request.method)
         self.side.serverAttached(conn)
 
@@ -350,7 +350,7 @@ class Exchange:
         rewriteResponse(response, self, routeRules, self.frontend.responseRules, backend, server, self.context)
         if self.frontend.compresses:  # (docs/http.md, "Compression")
             return compressResponse(self, conn, response, framing)
-        data = self.side.responseHeadBytes(response, framing, False)
+        data = self.writer.responseHeadBytes(response, framing, False)
         conn.bytes += len(data)
         return data
 
@@ -386,10 +386,7 @@ class Exchange:
             self.side.nextRequest()
 
     def serverFailed(self, conn: HTTPServerProtocol, reason: Union[Failure, BadMessage], sentNothing: bool) -> None:
-        """
-        The server connection broke, or sent garbage, before a response
-        head: retry elsewhere when that is safe, else answer 502.
-        """
+        """The server connection broke, or sent garbage, before a response head: retry if safe, else 502."""
         request = self.request
         if request is None or self.clientGone:
             return
@@ -469,9 +466,8 @@ class Exchange:
 
     def clientLost(self, termination: Optional[str] = None) -> None:
         """
-        The client went away (its connection, or its stream reset): a
-        request in progress ends with C{termination}, by default C{CD} once
-        sent to a server and C{CC} before.
+        The client went away (its connection, or its stream reset): a request in progress
+        ends with C{termination}, by default C{CD} once sent to a server and C{CC} before.
         """
         self.clientGone = True
         if self.held is not None:
@@ -514,6 +510,8 @@ class Exchange:
         factory.bytesIn += self.bytesIn
         factory.bytesOut += self.bytesOut
         self._releaseSlot()
+        if self.cacheTx is not None:
+            self.cacheTx.ended(self, reusable)
         if not self.quiet:
             logRequest(self, factory)
         self.request = None

@@ -23,6 +23,8 @@ from lbkit.error import ConfigError
 from lbkit.http._acceptproxy import AcceptProxyFactory
 from lbkit.http._alpn import negotiating
 from lbkit.http._answers import checkedErrorPages
+from lbkit.http._cache import Caching
+from lbkit.http._cachestore import Cache
 from lbkit.http._compression import Compression
 from lbkit.http._h1 import HTTPFrontendProtocol
 from lbkit.http._h2up import choosePool
@@ -79,8 +81,8 @@ class Frontend:
         docs/rules.md.
     @ivar answeringRules: Those of C{requestRules} that may answer
         (L{lbkit.interfaces.IAnsweringRule}).
-    @ivar answering: Whether it or one of its routes has answering rules
-        (else requests pay nothing for them).
+    @ivar answering: Whether it or one of its routes has answering rules,
+        or a cache (else requests pay nothing for them).
     @ivar errorPages: Status -> L{lbkit.http.ErrorPage}: the bodies of the
         answers lbkit gives itself (HAProxy's C{errorfile}).
     @ivar compression: The L{lbkit.http.Compression} of its responses
@@ -94,6 +96,10 @@ class Frontend:
         address by echoing a Retry token (HAProxy's C{quic-force-retry},
         nginx's C{quic_retry}): one more round trip, no state kept for
         spoofed Initials.
+    @ivar cache: The L{lbkit.http.Cache} its requests use (a route's own
+        comes first), or C{None}; see docs/cache.md.
+    @ivar caching: What looks requests up in the caches, or C{None} when
+        neither it nor a route has one (requests then pay nothing).
     """
 
     def __init__(
@@ -121,6 +127,7 @@ class Frontend:
         http3: bool = False,
         quicRetry: bool = False,
         compression: Optional[Compression] = None,
+        cache: Optional[Cache] = None,
     ) -> None:
         self.definedAt = definedAt()
         if not isinstance(endpoint, str):
@@ -180,6 +187,11 @@ class Frontend:
             raise ConfigError(f"http.Frontend {endpoint!r}: compression must be an http.Compression, not {compression!r}")
         self.compression = compression
         self.compresses = compression is not None or any(r.compression for r in routes)
+        if cache is not None and not isinstance(cache, Cache):
+            raise ConfigError(f"http.Frontend {endpoint!r}: cache must be an http.Cache, not {cache!r}")
+        self.cache = cache
+        self.caching = Caching(cache) if cache is not None or any(r.cache is not None for r in routes) else None
+        self.answering = self.answering or self.caching is not None  # the cache answers too (docs/cache.md)
         self.errorPages = checkedErrorPages(errorPages, f"http.Frontend {endpoint!r}")
         self.maxIdlePerServer = maxIdlePerServer
         self.poolIdleTimeout = float(poolIdleTimeout)

@@ -297,7 +297,7 @@ def logValues(exchange: Exchange) -> tuple[Any, ...]:
         httpDate(),
         exchange.frontend.name,
         backend.name if backend is not None else exchange.frontend.name,  # (HAProxy's "fe fe/<NOSRV>")
-        server.name if server is not None else "<NOSRV>",
+        server.name if server is not None else exchange.noServer,
         0,
         _ms(start, chosen),
         _ms(chosen, connected),

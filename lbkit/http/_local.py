@@ -7,7 +7,8 @@ L{lbkit.http.Answer} one returns to the client side, HTTP/1.1 or HTTP/2
 alike, instead of choosing a server; a delayed answer (tarpit) is held
 by a L{Held}.
 
-An exchange calls it only when its frontend's C{answering} is true.
+An exchange calls it only when its frontend's C{answering} is true; it
+then also asks the response cache (L{lbkit.http._cache}), if any.
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ def answerFirst(exchange: Exchange) -> bool:
             return True
         exchange.backend, exchange.route = exchange.hooks.routeRequest(exchange.request)  # type: ignore[arg-type]
         rules = getattr(exchange.route, "answeringRules", None)
-        return rules is not None and _run(exchange, rules)
+        if rules is not None and _run(exchange, rules):
+            return True
+        caching = exchange.frontend.caching  # (docs/cache.md)
+        return caching is not None and caching.lookUp(exchange)
     except Exception:
         exchange.internalError(Failure())
         return True

@@ -15,6 +15,7 @@ from lbkit._backend import Backend
 from lbkit._model import Context
 from lbkit._origin import definedAt
 from lbkit.error import ConfigError
+from lbkit.http._cachestore import Cache
 from lbkit.http._compression import Compression, routeCompression
 from lbkit.http._parse import Request
 from lbkit.interfaces import IAnsweringRule, IRequestMatcher, IRequestRule
@@ -71,6 +72,8 @@ class Route:
         default) lbkit answers them C{405} (docs/http.md, "CONNECT").
     @ivar compression: The L{lbkit.http.Compression} of its responses,
         C{None} for the frontend's, C{False} for none (docs/http.md).
+    @ivar cache: The L{lbkit.http.Cache} for the requests it takes (in
+        place of the frontend's), or C{None}; see docs/cache.md.
     """
 
     def __init__(
@@ -82,14 +85,18 @@ class Route:
         responseRules: Sequence[Any] = (),
         allowConnect: bool = False,
         compression: Optional[Union[Compression, bool]] = None,
+        cache: Optional[Cache] = None,
     ) -> None:
         self.definedAt = definedAt()
         if not IRequestMatcher.providedBy(matcher):
             raise ConfigError(f"Route: {matcher!r} does not provide IRequestMatcher")
         if not isinstance(backend, Backend):
             raise ConfigError(f"Route: backend must be an lbkit.Backend, not {backend!r}")
+        if cache is not None and not isinstance(cache, Cache):
+            raise ConfigError(f"Route: cache must be an http.Cache, not {cache!r}")
         self.matcher = matcher
         self.backend = backend
+        self.cache = cache
         self.requestRules = checkedRules(requestRules, "Route")
         self.responseRules = list(responseRules)
         self.answeringRules = tuple(r for r in self.requestRules if IAnsweringRule.providedBy(r))

@@ -19,6 +19,7 @@ from lbkit._backend import Backend, backendsOf
 from lbkit._model import Server, ServerListenerMixin, ServerState
 from lbkit.http import mirrorStats
 from lbkit.interfaces import IServerListener
+from lbkit.stats._cachestats import cacheRows
 
 __all__: list[str] = []
 
@@ -148,6 +149,8 @@ class Collector(ServerListenerMixin):
         self.workers: Any = None
         #: With workers: replaces them (L{lbkit.workers.WorkerSupervisor.restartWorkers}).
         self.restarter: Any = None
+        #: With workers: purges their response caches (L{lbkit.stats._cachestats.runPurge}).
+        self.purger: Any = None
         #: The service's L{lbkit.logs.AccessLogSink}, set by the service;
         #: C{None} when the page runs outside one.
         self.accessLog: Any = None
@@ -332,7 +335,7 @@ class Collector(ServerListenerMixin):
     def snapshot(self) -> dict[str, Any]:
         """Everything, as C{/stats.json} serves it."""
         now = self.now()
-        return {
+        snapshot = {
             "version": SCHEMA_VERSION,
             "time": time.time(),
             "uptime": max(0.0, now - self._started),
@@ -341,3 +344,7 @@ class Collector(ServerListenerMixin):
             "accessLog": self.accessLogs(),
             **({} if self.workers is None else {"workers": self.workers()}),
         }
+        caches = cacheRows(self.frontends())
+        if caches:  # (docs/cache.md; absent when no frontend has a cache)
+            snapshot["caches"] = caches
+        return snapshot

@@ -10,6 +10,7 @@ from typing import Any
 
 from twisted.web.template import Element, Tag, XMLString, renderer, tags
 
+from lbkit.stats._cachestats import cacheTable
 from lbkit.stats._collect import RESPONSE_CLASSES
 
 __all__: list[str] = []
@@ -41,6 +42,7 @@ _TEMPLATE = """\
 <p class="note" t:render="summary" />
 <t:transparent t:render="frontends" />
 <t:transparent t:render="backends" />
+<t:transparent t:render="caches" />
 </body>
 </html>
 """
@@ -210,6 +212,10 @@ class StatsElement(Element):
             title = f"Frontend {fe['name']} ({fe['mode']}, {fe['endpoint']}) \u2192 {', '.join(fe['backends'])}"
             out.append(tags.div(tags.h2(title), tags.table(self._header(), row), class_="frontend"))
         return out
+
+    @renderer
+    def caches(self, request: Any, tag: Tag) -> list[Tag]:
+        return cacheTable(self.snapshot.get("caches", []), formatBytes)
 
     @renderer
     def backends(self, request: Any, tag: Tag) -> list[Tag]:

@@ -39,6 +39,25 @@ class MetricsCollector(_PromCollector):
         yield from self._backends(snap["backends"])
         yield from self._servers([sv for be in snap["backends"] for sv in be["servers"]])
         yield from self._accessLogs(snap.get("accessLog", []))
+        yield from self._caches(snap.get("caches", []))
+
+    def _caches(self, caches: list[dict[str, Any]]) -> Iterator[Metric]:
+        L = ["cache"]
+        counters: list[tuple[Any, str]] = [
+            (_c("lbkit_cache_hits", "Requests answered from the response cache (304s included).", L), "hits"),
+            (_c("lbkit_cache_misses", "Requests the response cache sent to a server.", L), "misses"),
+            (_c("lbkit_cache_revalidated", "Stale entries a server's 304 refreshed.", L), "revalidated"),
+            (_c("lbkit_cache_stores", "Responses stored in the response cache.", L), "stores"),
+            (_c("lbkit_cache_evictions", "Entries dropped to make room.", L), "evictions"),
+            (_c("lbkit_cache_purged", "Entries purged through the admin API or the command socket.", L), "purged"),
+            (_g("lbkit_cache_bytes", "Bytes the response cache holds now.", L), "bytes"),
+            (_g("lbkit_cache_max_bytes", "The most bytes the response cache may hold.", L), "maxBytes"),
+            (_g("lbkit_cache_objects", "Entries the response cache holds now.", L), "objects"),
+        ]
+        for cache in caches:
+            for family, key in counters:
+                family.add_metric([cache["name"]], cache[key])
+        yield from (family for family, _ in counters)
 
     def _accessLogs(self, destinations: list[dict[str, Any]]) -> Iterator[Metric]:
         L = ["destination"]

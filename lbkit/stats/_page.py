@@ -139,6 +139,15 @@ class Page:
         """
         self.collector.restarter = restarter
 
+    def bindPurger(self, purger: Any) -> None:
+        """
+        Let the admin API and the command socket purge the response caches
+        of the worker processes: C{purger(name, key, prefix)} returns a
+        L{Deferred<twisted.internet.defer.Deferred>} firing with how many entries went (the supervisor
+        calls this; docs/cache.md).
+        """
+        self.collector.purger = purger
+
     def bindAccessLog(self, sink: Any) -> None:
         """
         Show the drops of the site's access-log destinations, and let the

@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from lbkit.stats._admin import AdminError, runAction, runReload, runReopen, runRestart
+from lbkit.stats._cachestats import cacheRows, runPurge
 from lbkit.stats._collect import Collector
 
 __all__: list[str] = []
@@ -39,6 +40,9 @@ Commands (one per line; each answer ends with an empty line):
   set weight BACKEND/SERVER N
   enable health BACKEND/SERVER
   disable health BACKEND/SERVER
+  show caches                             the response caches' counters
+  purge cache NAME key HOST/PATH          drop one key's entries from cache NAME
+  purge cache NAME prefix HOST/PREFIX     drop every key starting with PREFIX
   quit"""
 
 
@@ -140,6 +144,18 @@ def _execute(collector: Collector, user: str, words: list[str]) -> str | Deferre
         case ["set", "server", name, "weight", weight] | ["set", "weight", name, weight]:
             runAction(collector, user, via, *_split(name), "weight", weight)
             return "done"
+        case ["show", "caches"]:
+            lines = ["# cache hits misses revalidated stores evictions purged objects bytes max_bytes"]
+            for c in cacheRows(collector.frontends()):
+                lines.append(f"{c['name']} {c['hits']} {c['misses']} {c['revalidated']} {c['stores']} "
+                             f"{c['evictions']} {c['purged']} {c['objects']} {c['bytes']} {c['maxBytes']}")
+            return "\n".join(lines)
+        case ["purge", "cache", name, ("key" | "prefix") as what, value]:
+            count = runPurge(collector, user, via, name, value if what == "key" else None,
+                             value if what == "prefix" else None)
+            if isinstance(count, Deferred):
+                return count.addCallbacks(lambda n: f"purged {n}", lambda f: f"error: {f.getErrorMessage()}")
+            return f"purged {count}"
         case [("enable" | "disable") as verb, "health", name]:
             runAction(collector, user, via, *_split(name), f"{verb}-health")
             return "done"

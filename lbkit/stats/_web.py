@@ -2,7 +2,7 @@
 """
 The stats page's HTTP resources: C{/}, C{/stats.json}, C{/metrics}, and,
 with an L{Admin}, C{/admin/}, C{POST /admin/server}, C{POST /admin/reload},
-C{POST /admin/reopen} and C{POST /admin/restart}.
+C{POST /admin/reopen}, C{POST /admin/restart} and C{POST /admin/purge}.
 
 Each resource says what its requests may bring, for L{lbkit.stats._site} to
 check from the head: C{bodyLimit} (bytes of body; 0 but for the admin POSTs)
@@ -16,11 +16,13 @@ from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from twisted.internet.defer import Deferred
 from twisted.web.resource import NoResource, Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.template import renderElement
 
 from lbkit.stats._admin import Admin, AdminError, runAction, runReload, runReopen, runRestart
+from lbkit.stats._cachestats import runPurge
 from lbkit.stats._collect import Collector
 from lbkit.stats._guard import MAX_BODY, Guard, Refusal, jsonBody
 from lbkit.stats._html import StatsElement
@@ -211,6 +213,46 @@ class AdminActionResource(_AdminLeaf):
         return _json(request, {"error": "use POST"}, 405)
 
 
+class AdminPurgeResource(_AdminLeaf):
+    """
+    C{POST /admin/purge?cache=NAME&key=HOST/PATH} (or C{&prefix=HOST/PREFIX}):
+    drop entries from a response cache (docs/cache.md); same credentials
+    and forgery checks as L{AdminActionResource}.  Answers
+    C{{"ok": true, "purged": N}}.
+    """
+
+    bodyLimit = MAX_BODY
+
+    def render_POST(self, request: Request) -> Any:
+        refused = self.forged(request)
+        if refused is not None:
+            return refused
+        user: str = request.adminUser  # type: ignore[attr-defined]
+        client = request.getClientAddress()
+        try:
+            count = runPurge(self.collector, user, f"http {getattr(client, 'host', '?')}",
+                             _arg(request, "cache") or "", _arg(request, "key"), _arg(request, "prefix"))
+        except AdminError as e:
+            return _json(request, {"error": str(e)}, e.code)
+        if not isinstance(count, Deferred):
+            return _json(request, {"ok": True, "purged": count})
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda f: gone.append(True))
+
+        def answer(body: dict[str, Any], code: int) -> None:
+            if not gone:
+                request.write(_json(request, body, code))
+                request.finish()
+
+        count.addCallbacks(lambda n: answer({"ok": True, "purged": n}, 200),
+                           lambda f: answer({"error": f.getErrorMessage()}, 502))
+        return NOT_DONE_YET
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"allow", b"POST")
+        return _json(request, {"error": "use POST"}, 405)
+
+
 class AdminReloadResource(_AdminLeaf):
     """
     C{POST /admin/reload}: load the site file again (same credentials and
@@ -309,6 +351,7 @@ class _Admin(Resource):
         self.reload = AdminReloadResource(collector, guard)
         self.reopen = AdminReopenResource(collector, guard)
         self.restart = AdminRestartResource(collector, guard)
+        self.purge = AdminPurgeResource(collector, guard)
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"server":
@@ -319,6 +362,8 @@ class _Admin(Resource):
             return self.reopen
         if path == b"restart":
             return self.restart
+        if path == b"purge":
+            return self.purge
         if path == b"":
             return self.page
         return NoResource()
