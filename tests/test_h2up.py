@@ -30,7 +30,7 @@ from lbkit import Backend, Server
 from lbkit.config import loadSite
 from lbkit.error import ConfigError
 from lbkit.fromhaproxy import translate
-from lbkit.http import Frontend
+from lbkit.http import Compression, Frontend, Mirror, Route, pathBegins
 from lbkit.http._body import CHUNKED, ChunkedFramer
 from lbkit.http._h2up import H2Pool, H2ServerProtocol, choosePool
 from lbkit.http._parse import Request
@@ -291,6 +291,34 @@ class H2cTests(H2UpTestCase):
         status, _, body = yield answer
         info = json.loads(body)
         self.assertEqual((status, info["length"], info["sha256"]), (200, len(data), hashlib.sha256(data).hexdigest()))
+
+    @inlineCallbacks
+    def test_compressed(self) -> None:
+        """With compression on the frontend, a response from an HTTP/2 server is compressed for both kinds of client."""
+        port, server = self.h2server()
+        fe = self.frontend(default=self.h2backend(port), compression=Compression(types=("application/",)))
+        out = yield self.curlPlain(fe, "--compressed", "-D", "-", path="/big/100000")
+        head, body = out.split(b"\r\n\r\n", 1)
+        self.assertIn(b"content-encoding: ", head.lower())
+        self.assertEqual(body, b"0123456789abcdef" * 6250)
+        fe2 = self.tlsFrontend(default=self.h2backend(port), compression=Compression(types=("application/",)))
+        out = yield self.curl(fe2, "--http2", "--compressed", "-D", "-", path="/big/100000")
+        head, body = out.split("\r\n\r\n", 1)
+        self.assertIn("content-encoding: ", head.lower())
+        self.assertEqual(body, "0123456789abcdef" * 6250)
+
+    @inlineCallbacks
+    def test_mirroredToHTTP11Shadow(self) -> None:
+        """Requests to an HTTP/2 server are mirrored to an HTTP/1.1 shadow as to any other (the pools apart)."""
+        port, server = self.h2server()
+        shadowPort, _ = self.site("shadow")
+        mirror = Mirror(Backend("shadow", [Server("sh1", f"127.0.0.1:{shadowPort}")]))
+        fe = self.frontend([Route(pathBegins("/"), self.h2backend(port), requestRules=[mirror])])
+        for path in ("/info/1", "/info/2"):
+            out = yield self.curlPlain(fe, path=path)
+            self.assertEqual(json.loads(out)["path"], path)
+        yield mirror.idle()
+        self.assertEqual((mirror.mirrored, mirror.answered, mirror.failed), (2, 2, 0))
 
     @inlineCallbacks
     def test_bigDownloads(self) -> None:

@@ -437,7 +437,7 @@ class H2Pool(ConnectionPool[Any]):
 
     def get(self, server: Server) -> Optional[Any]:
         """An idle connection to an HTTP/1.1 C{server}, or a stream to an HTTP/2 one, or C{None}."""
-        if server.proto is None:
+        if getattr(server, "proto", None) is None:  # (a mirror's ShadowKey has none)
             return ConnectionPool.get(self, server)
         for conn in self._h2.get(server, ()):
             if conn.capacity() > 0:

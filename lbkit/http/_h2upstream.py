@@ -330,6 +330,16 @@ class H2UpStream:
         if framing == 0:
             self._finished()
 
+    def filterBody(self, sink: Any) -> None:
+        """
+        From the sink's C{responseHead}: report to C{sink} from now on and
+        write the head and the body's data through it, unframed (a filter:
+        L{lbkit.http._compress.CompressingSink}, which frames it itself).
+        """
+        self.sink = sink
+        self._write = sink.writeResponse
+        self._chunked = False
+
     def h2Data(self, data: bytes, size: int) -> bool:
         """
         Response DATA arrived (C{size} bytes of the windows): kept until
