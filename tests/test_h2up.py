@@ -30,7 +30,7 @@ from lbkit import Backend, Server
 from lbkit.config import loadSite
 from lbkit.error import ConfigError
 from lbkit.fromhaproxy import translate
-from lbkit.http import Compression, Frontend, Mirror, Route, pathBegins
+from lbkit.http import Cache, Compression, Frontend, Mirror, Route, pathBegins
 from lbkit.http._body import CHUNKED, ChunkedFramer
 from lbkit.http._h2up import H2Pool, H2ServerProtocol, choosePool
 from lbkit.http._parse import Request
@@ -319,6 +319,16 @@ class H2cTests(H2UpTestCase):
             self.assertEqual(json.loads(out)["path"], path)
         yield mirror.idle()
         self.assertEqual((mirror.mirrored, mirror.answered, mirror.failed), (2, 2, 0))
+
+    @inlineCallbacks
+    def test_cached(self) -> None:
+        """A response from an HTTP/2 server is stored by the frontend's cache and served from it."""
+        port, server = self.h2server()
+        fe = self.frontend(default=self.h2backend(port), cache=Cache(defaultTTL=60))
+        first = yield self.curlPlain(fe, path="/big/50000")
+        second = yield self.curlPlain(fe, path="/big/50000")
+        self.assertEqual((first, second), (b"0123456789abcdef" * 3125,) * 2)
+        self.assertEqual(server.streams, 1)
 
     @inlineCallbacks
     def test_bigDownloads(self) -> None:
