@@ -540,6 +540,24 @@ class RefusalTests(H2UpTestCase):
         self.assertEqual(code, ErrorCodes.CANCEL)
 
     @inlineCallbacks
+    def test_burstPastALowLimit(self) -> None:
+        """
+        A burst before the server's SETTINGS are known, far past its
+        MAX_CONCURRENT_STREAMS of 2: every request is answered, on more
+        connections.
+        """
+        port, server = self.h2server(maxStreams=2)
+        fe = self.tlsFrontend(default=self.h2backend(port))
+        client = yield self.h2client(fe)
+        held = [client.request("/hold") for i in range(12)]
+        yield server.whenHeld(12)  # none answered yet: 2 on each of 6 connections
+        self.assertEqual(server.connections, 6)
+        server.release()
+        results = yield gatherResults(held)
+        self.assertEqual([r[0] for r in results], [200] * 12)
+        self.assertEqual(server.errors, [])
+
+    @inlineCallbacks
     def test_maxConcurrentStreams(self) -> None:
         """Past the server's MAX_CONCURRENT_STREAMS, another connection is opened."""
         port, server = self.h2server(maxStreams=2)

@@ -39,7 +39,7 @@ from h2.events import (
 from h2.exceptions import ProtocolError
 from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes, Settings
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
@@ -333,7 +333,7 @@ class H2ServerProtocol(Protocol):
             if self.capacity() > 0 and self.startStream(stream, headers, end):
                 stream.flushBody()
             else:
-                stream.refused()
+                stream.refused(counted=False)  # past the server's limit: to another connection
 
     def _flushAll(self) -> None:
         for stream in list(self.streams.values()):
@@ -420,10 +420,20 @@ def connectAny(reactor: Any, server: Server, protocol: Any, timeout: float) -> D
     connected it), and the connection is told when its connect failed (the
     streams handed out meanwhile go elsewhere).
     """
-    d: Deferred[Any] = connectServer(reactor, server, protocol, timeout)
     if isinstance(protocol, H2ServerProtocol):
-        d.addCallbacks(H2ServerProtocol.newStream, protocol.connectFailed)
-    return d
+        pool = protocol.pool
+        if isinstance(pool, H2Pool):
+            # a request sent again (refused) may find room on a connection
+            # without connecting (the dispatch connects for a retry)
+            pool.removeConnection(protocol)
+            stream = pool.get(server)
+            if stream is not None:
+                stream.reused = False  # as a new connection: a failure of it is a counted retry
+                return succeed(stream)
+            pool.addConnection(protocol)
+        d: Deferred[Any] = connectServer(reactor, server, protocol, timeout)
+        return d.addCallbacks(H2ServerProtocol.newStream, protocol.connectFailed)
+    return connectServer(reactor, server, protocol, timeout)  # type: ignore[no-any-return]
 
 
 class H2Pool(ConnectionPool[Any]):

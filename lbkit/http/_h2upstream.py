@@ -435,10 +435,14 @@ class H2UpStream:
         else:
             sink.abortExchange("SD")
 
-    def refused(self) -> None:
+    def refused(self, counted: bool = True) -> None:
         """
         The server did not process this stream: send the request again on
         another connection (with the body kept for that), or fail it.
+
+        @param counted: Whether this counts as one of the request's
+            L{MAX_REPLAYS} (not when it waited for a connection that turned
+            out to take fewer streams).
         """
         sink, self.sink = self.sink, None
         if sink is None:
@@ -447,7 +451,7 @@ class H2UpStream:
         kept = self._kept
         request = sink.request
         before = getattr(sink, "h2Refused", None)
-        count = before[1] + 1 if before is not None and before[0] is request else 1
+        count = (before[1] if before is not None and before[0] is request else 0) + (1 if counted else 0)
         if kept is None or getattr(sink, "dispatch", None) is None or count > MAX_REPLAYS:
             self.sink = sink
             sink.serverFailed(self, Failure(StreamReset(ErrorCodes.REFUSED_STREAM)), False)
