@@ -14,10 +14,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from lbkit._breakers import RetryBudget, installBreakers, updateBreakers
+from lbkit._breakers import RetryBudget, installBreakers
+from lbkit._live import addServer, removeServer, setBalancer, setPersistence, updateSettings
 from lbkit._model import Context, Server, ServerState
 from lbkit._origin import definedAt
-from lbkit._settings import activeHookOf, balanceChanges, samePolicy, sameTarget
+from lbkit._preview import Preview, preview
+from lbkit._settings import activeHookOf, sameTarget
 from lbkit.balance._roundrobin import RoundRobin
 from lbkit.error import ConfigError, NoServerAvailable, QueueTimeout
 from lbkit.interfaces import (
@@ -31,8 +33,6 @@ from lbkit.interfaces import (
 __all__ = ["Backend", "backendsOf"]
 
 _log = Logger(namespace="lbkit")
-
-
 _Waiter = Tuple["Deferred[Server]", Context]
 
 
@@ -344,7 +344,7 @@ class Backend:
         elif self.serverSource is None or not self.serverSource.sameAs(new.serverSource):
             changes.append(f"servers now come from {new.serverSource!r}")
             self.serverSource = new.serverSource
-        self._updateSettings(new, changes)
+        updateSettings(self, new, changes)
         self._settle(drain, now, "removed from the site file")
         return changes
 
@@ -451,27 +451,27 @@ class Backend:
             old.setWeight(new.weight)
         return changes
 
-    def _updateSettings(self, new: Backend, changes: list[str]) -> None:
-        oldBalance: Any = self.balance
-        if oldBalance in self._listeners:
-            self._listeners.remove(oldBalance)
-        changes.extend(balanceChanges(self.balance, new.balance))
-        self.balance = new.balance
-        self._activeHook = new._activeHook
-        if IServerListener.providedBy(self.balance):
-            self._listeners.append(self.balance)  # type: ignore[arg-type]
-        if not samePolicy(self.health, new.health):
-            changes.append("health check changed")
-            self.health = new.health
-        if type(self.persistence) is not type(new.persistence):
-            changes.append("persistence changed")
-            self.persistence = new.persistence
-        for name in ("retries", "timeoutConnect", "timeoutServer", "timeoutQueue", "allBackups"):
-            before, after = getattr(self, name), getattr(new, name)
-            if before != after:
-                setattr(self, name, after)
-                changes.append(f"{name} {before!r} -> {after!r}")
-        changes.extend(updateBreakers(self, new))
+    # -- live changes (lbkit._live, docs/beyond.md) ---------------------------
+
+    def addServer(self, server: Server, now: float = 0.0) -> Server:
+        """Add a new server at run time, UP (L{lbkit._live.addServer})."""
+        return addServer(self, server, now)
+
+    def removeServer(self, server: Server, timeout: float | None = None, clock: Any = None) -> Deferred[Server]:
+        """Drain C{server}, then remove it; a L{Deferred} of its leaving (L{lbkit._live.removeServer})."""
+        return removeServer(self, server, timeout, clock)
+
+    def setBalancer(self, balancer: IBalancer) -> list[str]:
+        """Swap the balancer at run time, which may adopt the old one's state (L{lbkit._live.setBalancer})."""
+        return setBalancer(self, balancer)
+
+    def setPersistence(self, persistence: IPersistence | None) -> list[str]:
+        """Swap the persistence at run time; sticky clients stay (L{lbkit._live.setPersistence})."""
+        return setPersistence(self, persistence)
+
+    def preview(self, weights: Any = None, remove: Any = (), add: Any = ()) -> Preview:
+        """What changing the servers so would do; nothing changes (L{lbkit._preview.preview})."""
+        return preview(self, weights, remove, add)
 
     def whenGone(self, server: Server) -> Deferred[Server]:
         """

@@ -11,14 +11,15 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IStreamClientEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from lbkit._address import parseAddress
 from lbkit._origin import definedAt
-from lbkit.error import ConfigError
-from lbkit.interfaces import IServerListener
+from lbkit.error import ConfigError, DrainTimeout
+from lbkit.interfaces import IServerListener, IStickyCount
 
 if TYPE_CHECKING:
     # Backend (lbkit._backend) is a layer above: for annotations only
@@ -333,3 +334,89 @@ class Server:
             for listener in list(self._listeners):
                 listener.weightChanged(self, old, weight)
 
+
+    def drain(self, timeout: float | None = None, *, clock: Any = None, interval: float = 0.5) -> Deferred[Server]:
+        """
+        Put this server in DRAIN (it keeps its connections and sticky
+        clients, takes no new ones) and wait until it has neither.
+
+        The state is set as the admin API sets it (through the health
+        monitor, when one runs, so that C{ready} later restores what the
+        checks found).  A server already in DRAIN or MAINT keeps its
+        state, and so does one DOWN (its clients went elsewhere already, and
+        DRAIN would send its sticky ones back to it).  Sticky clients are counted when the backend's persistence
+        provides L{lbkit.interfaces.IStickyCount} (a cookie strategy
+        cannot: only connections count then).
+
+        @param timeout: Seconds to wait at most, or C{None} (for ever).
+        @param clock: What to look again with (an L{twisted.internet.interfaces.IReactorTime}); the
+            global reactor if C{None}.
+        @param interval: Seconds between two looks.
+        @return: A L{Deferred} firing with this server once it has no
+            connection and no sticky client left, or failing with
+            L{lbkit.error.DrainTimeout} saying what is still there.
+            Cancelling it stops the wait (the server stays in DRAIN).
+        @raise ValueError: on a C{timeout} or C{interval} that is not a
+            positive number (nothing changes then).
+        """
+        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise ValueError(f"drain: timeout must be None or a number of seconds over 0, not {timeout!r}")
+        if not (isinstance(interval, (int, float)) and interval > 0):
+            raise ValueError(f"drain: interval must be a number of seconds over 0, not {interval!r}")
+        if clock is None:
+            from twisted.internet import reactor as clock
+        if self.state is ServerState.UP:
+            monitor = self.healthMonitor
+            if monitor is not None and getattr(monitor, "running", False):
+                monitor.setAdmin(ServerState.DRAIN, "drain()")
+            else:
+                self.setState(ServerState.DRAIN, "drain()", clock.seconds())
+        return _DrainWait(self, clock, timeout, interval).d
+
+    def remaining(self) -> tuple[int, int]:
+        """
+        What keeps this server busy: C{(connections, sticky clients)}, the
+        latter -1 when its backend's persistence cannot count them.
+        """
+        backend = self.backend
+        persistence = backend.persistence if backend is not None else None
+        sticky = -1
+        if backend is not None and IStickyCount.providedBy(persistence):
+            sticky = len(persistence.stickyClients(backend, self))  # type: ignore[union-attr]
+        return max(self.active, len(self.sessions)), sticky
+
+
+class _DrainWait:
+    """The wait of one L{Server.drain}: look every C{interval} seconds."""
+
+    def __init__(self, server: Server, clock: Any, timeout: float | None, interval: float) -> None:
+        self.server = server
+        self.clock = clock
+        self.interval = interval
+        self.deadline = None if timeout is None else clock.seconds() + timeout
+        self.timeout = timeout
+        self.call: Any = None
+        self.d: Deferred[Server] = Deferred(self._cancel)
+        self._look()
+
+    def _cancel(self, d: Deferred[Server]) -> None:
+        if self.call is not None and self.call.active():
+            self.call.cancel()
+        self.call = None
+
+    def _look(self) -> None:
+        self.call = None
+        connections, sticky = self.server.remaining()
+        if connections <= 0 and sticky <= 0:
+            self.d.callback(self.server)
+            return
+        now = self.clock.seconds()
+        if self.deadline is not None and now >= self.deadline:
+            what = f"{connections} connections" + (f" and {sticky} sticky clients" if sticky > 0 else "")
+            self.d.errback(DrainTimeout(
+                f"server {self.server.fullName} still has {what} after {self.timeout:g}s of draining",
+                self.server, connections, sticky,
+            ))
+            return
+        delay = self.interval if self.deadline is None else min(self.interval, self.deadline - now)
+        self.call = self.clock.callLater(delay, self._look)

@@ -11,6 +11,7 @@ __all__ = [
     "NoServerAvailable",
     "QueueTimeout",
     "CheckFailed",
+    "DrainTimeout",
 ]
 
 
@@ -47,3 +48,21 @@ class CheckFailed(LBKitError):
     A health check did not pass.  The message is the reason shown in logs
     and on the stats page, e.g. C{"Layer7 wrong status, code: 500"}.
     """
+
+
+class DrainTimeout(LBKitError):
+    """
+    A server did not finish draining (L{lbkit.Server.drain}) in time.  The
+    message says what is still there.
+
+    @ivar server: The L{lbkit.Server}.
+    @ivar connections: Its connections still open.
+    @ivar sticky: Its sticky sessions still alive (-1: its backend's
+        persistence cannot count them).
+    """
+
+    def __init__(self, message: str, server: object, connections: int, sticky: int) -> None:
+        super().__init__(message)
+        self.server = server
+        self.connections = connections
+        self.sticky = sticky

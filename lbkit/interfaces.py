@@ -11,7 +11,11 @@ and the policies decide.
 Optional methods and options are separate interfaces extending the basic
 one (L{IActiveBalancer} extends L{IBalancer}, L{IHealthCheckOptions}
 extends L{IHealthCheck}), so C{verifyObject} checks each object against
-what it declares.  L{lbkit.testing.assertProvides} does that in a test.
+what it declares.  Those of live changes and explanations (a balancer's
+C{explain} and C{adopt}, a persistence strategy's C{explainRecall},
+C{adopt} and C{stickyClients}) are L{IExplainingBalancer},
+L{IAdoptingBalancer}, L{IExplainingPersistence}, L{IAdoptingPersistence}
+and L{IStickyCount} (docs/beyond.md).  L{lbkit.testing.assertProvides} does that in a test.
 """
 
 from __future__ import annotations
@@ -27,14 +31,29 @@ if TYPE_CHECKING:
     from lbkit._model import Context, Server, ServerState
 
 # the contracts of what a site runs beside its policies, defined there
+# the optional contracts of live changes and explanations (docs/beyond.md)
+from lbkit._livecontracts import (
+    IAdoptingBalancer,
+    IAdoptingPersistence,
+    IExplainingBalancer,
+    IExplainingPersistence,
+    IHashingBalancer,
+    IStickyCount,
+)
 from lbkit._sitecontracts import IListener, IServerSource, IStore
 
 __all__ = [
     "IBalancer",
     "IActiveBalancer",
+    "IExplainingBalancer",
+    "IAdoptingBalancer",
+    "IHashingBalancer",
     "IHealthCheck",
     "IHealthCheckOptions",
     "IPersistence",
+    "IStickyCount",
+    "IExplainingPersistence",
+    "IAdoptingPersistence",
     "IServerListener",
     "IServerSource",
     "IListener",
@@ -59,7 +78,9 @@ class IBalancer(Interface):
     may learn about server changes by also providing L{IServerListener},
     in which case the backend subscribes it (before any other listener of
     the backend).  A balancer that reads C{Server.active} and wants to hear
-    of each change of it provides L{IActiveBalancer}.
+    of each change of it provides L{IActiveBalancer}.  Optionally it says
+    why it picked (L{IExplainingBalancer}) and takes over its predecessor's
+    state when swapped in (L{IAdoptingBalancer}).
     """
 
     def pick(servers: Sequence[Server], context: Context) -> Server | None:
@@ -203,7 +224,10 @@ class IPersistence(Interface):
     A L{Backend} asks L{recall} before its balancer; when it returns a
     server that can take the connection, the balancer is skipped.  After a
     server has been chosen by either way, the backend calls L{remember}.
-    Both run on the reactor thread and must return promptly.
+    Both run on the reactor thread and must return promptly.  Optionally
+    a strategy says why it recalled nothing (L{IExplainingPersistence}),
+    takes over its predecessor's entries (L{IAdoptingPersistence}) and
+    lists a server's sticky clients (L{IStickyCount}).
     """
 
     def recall(backend: Backend, context: Context) -> Server | None:

@@ -41,6 +41,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
 from lbkit._backend import Backend
+from lbkit._explain import enableExplain
 from lbkit._listening import ListenFailed, listeningServices
 from lbkit._settings import samePolicy
 from lbkit.config import Site
@@ -252,6 +253,10 @@ def applySite(service: RunningService, site: Site) -> Deferred[list[str]]:
             _takeOver(old, new)
     effective = [next((o for o, n in kept if n is item), item) for item in site.listen]
     service.listen = effective
+    for item in effective:  # a frontend that explains has its (running) backends explain
+        if getattr(item, "explain", False):
+            for backend in item.backends():
+                enableExplain(backend)
     for item, child in started:
         service.adoptChild(item, child)
         changes.append(f"{_label(item)} added")

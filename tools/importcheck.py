@@ -41,6 +41,7 @@ LAYERS: dict[str, int] = {
     "lbkit.error": 0,
     "lbkit.interfaces": 0,
     "lbkit._sitecontracts": 0,
+    "lbkit._livecontracts": 0,
     "lbkit._origin": 0,
     "lbkit._address": 0,
     "lbkit._settings": 0,
@@ -62,6 +63,9 @@ LAYERS: dict[str, int] = {
     # 3 Backend, and what must check that a value is one (routes)
     "lbkit._backend": 3,
     "lbkit._breakers": 3,
+    "lbkit._live": 3,
+    "lbkit._explain": 3,
+    "lbkit._preview": 3,
     "lbkit.http._routing": 3,
     # 4 mechanism: connecting, TLS, listening, draining, pumping, parsing glue
     "lbkit._pump": 4,
@@ -80,6 +84,7 @@ LAYERS: dict[str, int] = {
     "lbkit.http._server": 4,
     "lbkit.http._headers": 4,
     "lbkit.http._sides": 4,
+    "lbkit.http._explain": 4,
     "lbkit.http._states": 0,
     "lbkit.http._h2head": 0,
     "lbkit.http._trailers": 0,

@@ -10,12 +10,12 @@ from typing import Sequence
 from zope.interface import implementer
 
 from lbkit._model import Context, Server
-from lbkit.interfaces import IBalancer
+from lbkit.interfaces import IBalancer, IExplainingBalancer
 
 __all__ = ["First"]
 
 
-@implementer(IBalancer)
+@implementer(IBalancer, IExplainingBalancer)
 class First:
     """
     Fill servers in id (configuration) order: the first server with a free
@@ -36,3 +36,14 @@ class First:
             if server.maxconn is None or server.active < server.maxconn:
                 return server
         return None
+
+    def explain(self, servers: Sequence[Server], context: Context, chosen: Server | None) -> str:
+        """C{"first: s1 full -> s2"}, or C{"first: s1 has a free slot"}."""
+        if chosen is None:
+            return "first: every server full"
+        # the backend hands only the servers with a free slot: the full ones come before, in its order
+        order = list(chosen.backend.eligible()) if chosen.backend is not None else list(servers)
+        full = [s.name for s in order[: order.index(chosen)] if s not in servers] if chosen in order else []
+        if full:
+            return f"first: {', '.join(full)} full -> {chosen.name}"
+        return f"first: {chosen.name} has a free slot"

@@ -7,7 +7,7 @@ L{URLParam}): HAProxy's C{hash-type} and C{hash-balance-factor} options.
 from __future__ import annotations
 
 from operator import attrgetter
-from typing import Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 from lbkit._model import Context, Server
 from lbkit.balance._hashtables import _hash64, _Maglev, _MapTable, _Ring
@@ -108,6 +108,51 @@ class _HashBalancer(_Tracking):
             self._table = _Maglev(servers, self.maglevTableSize)
         else:
             self._table = _MapTable(servers)
+
+    def keyTable(self, servers: Sequence[Any]) -> Callable[[int], Any]:
+        """The lookup of the table this balancer would build for C{servers} (L{IHashingBalancer})."""
+        saved = self._table
+        try:
+            self._rebuild(list(servers))
+            table = self._table
+        finally:
+            self._table = saved
+        assert table is not None
+        return table.lookup
+
+    def explain(self, servers: Sequence[Server], context: Context, chosen: Server | None) -> str:
+        """C{"uri hash 0x3f2a... -> s1"}; says when bounded load or a full server moved the key on."""
+        name = type(self).__name__.lower()
+        if chosen is None:
+            return f"{name}: no server"
+        key = self._key(context)
+        if key is None:
+            return f"{name}: nothing to hash, round robin -> {chosen.name}"
+        h = _hash64(key)
+        kind = "" if self.hashType == "map-based" else f" ({self.hashType})"
+        said = f"{name} hash {h:#018x}{kind} -> {chosen.name}"
+        home = self._table.lookup(h) if self._table is not None else None
+        if home is not None and home is not chosen:
+            why = "over its bounded load" if self.hashBalanceFactor is not None else "full or tried"
+            said += f" ({home.name} {why})"
+        return said
+
+    def adopt(self, previous: object) -> bool:
+        """
+        Take the table (ring points, Maglev table, map) of C{previous}, a
+        hashing balancer of the same C{hashType} and table options, as it
+        stands: every key stays on its server.
+        """
+        if not isinstance(previous, _HashBalancer):
+            return False
+        same = [getattr(previous, n) == getattr(self, n) for n in ("hashType", "ringPoints", "maglevTableSize")]
+        if not all(same) or previous._table is None or previous._dirty:
+            return False
+        self._table = previous._table
+        self._keyList, self._keySet = previous._keyList, previous._keySet
+        self._builtFor, self._dirty = previous._builtFor, False
+        self._fallback.adopt(previous._fallback)
+        return True
 
     def pick(self, servers: Sequence[Server], context: Context) -> Server | None:
         if not servers:

@@ -10,7 +10,7 @@ from zope.interface import implementer
 from lbkit._model import Context
 from lbkit.balance._hashing import _HashBalancer
 from lbkit.error import ConfigError
-from lbkit.interfaces import IBalancer
+from lbkit.interfaces import IAdoptingBalancer, IBalancer, IExplainingBalancer, IHashingBalancer
 
 __all__ = ["Header"]
 
@@ -24,7 +24,7 @@ def _domainOnly(value: bytes) -> bytes:
     return labels[-2] if len(labels) >= 2 else labels[0]
 
 
-@implementer(IBalancer)
+@implementer(IBalancer, IExplainingBalancer, IAdoptingBalancer, IHashingBalancer)
 class Header(_HashBalancer):
     """
     Hash the value of the request header C{name} onto the servers by

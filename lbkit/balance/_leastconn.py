@@ -11,12 +11,12 @@ from zope.interface import implementer
 
 from lbkit._model import Context, Server
 from lbkit.balance._scan import _Pairs, _pairsFor, _WeightedScan
-from lbkit.interfaces import IActiveBalancer
+from lbkit.interfaces import IActiveBalancer, IAdoptingBalancer, IExplainingBalancer
 
 __all__ = ["LeastConn"]
 
 
-@implementer(IActiveBalancer)
+@implementer(IActiveBalancer, IExplainingBalancer, IAdoptingBalancer)
 class LeastConn(_WeightedScan):
     """
     Send the connection to the server with the fewest active connections
@@ -31,6 +31,8 @@ class LeastConn(_WeightedScan):
     a L{lbkit.Backend}; O(n) for a pick among a subset of the eligible
     servers (some full or already tried), see L{_WeightedScan}.
     """
+
+    _label = "leastconn"
 
     def __init__(self) -> None:
         super().__init__()

@@ -12,14 +12,14 @@ from zope.interface import implementer
 from lbkit._model import Context, Server
 from lbkit.balance._scan import _WeightedScan
 from lbkit.balance._sed import _shortestDelay
-from lbkit.interfaces import IActiveBalancer
+from lbkit.interfaces import IActiveBalancer, IAdoptingBalancer, IExplainingBalancer
 
 __all__ = ["NeverQueue"]
 
 _IDLE = float("-inf")
 
 
-@implementer(IActiveBalancer)
+@implementer(IActiveBalancer, IExplainingBalancer, IAdoptingBalancer)
 class NeverQueue(_WeightedScan):
     """
     Send the connection to an idle server when there is one (the first in
@@ -34,6 +34,8 @@ class NeverQueue(_WeightedScan):
     a L{lbkit.Backend}; O(n) for a pick among a subset of the eligible
     servers (some full or already tried), see L{_WeightedScan}.
     """
+
+    _label = "nq"
 
     @staticmethod
     def _key(server: Server, inverse: float) -> float:

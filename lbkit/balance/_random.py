@@ -16,12 +16,12 @@ from zope.interface import implementer
 from lbkit._model import Context, Server
 from lbkit.balance._tracking import _Tracking
 from lbkit.error import ConfigError
-from lbkit.interfaces import IBalancer
+from lbkit.interfaces import IBalancer, IExplainingBalancer
 
 __all__ = ["Random"]
 
 
-@implementer(IBalancer)
+@implementer(IBalancer, IExplainingBalancer)
 class Random(_Tracking):
     """
     Draw C{draws} servers at random, each with probability proportional to
@@ -60,6 +60,12 @@ class Random(_Tracking):
 
     def _rebuild(self, servers: list[Server]) -> None:
         self._servers, self._weights, self._cumulative = _table(servers)
+
+    def explain(self, servers: Sequence[Server], context: Context, chosen: Server | None) -> str:
+        """C{"random(2 draws): s2 with 1 active"}: the less loaded of those drawn."""
+        if chosen is None:
+            return "random: no server"
+        return f"random({self.draws} draws of {len(servers)}): {chosen.name} with {chosen.active} active"
 
     def pick(self, servers: Sequence[Server], context: Context) -> Server | None:
         if not servers:

@@ -12,7 +12,7 @@ from zope.interface import implementer
 
 from lbkit._model import Context, Server
 from lbkit.balance._tracking import _Tracking
-from lbkit.interfaces import IBalancer
+from lbkit.interfaces import IAdoptingBalancer, IBalancer, IExplainingBalancer
 
 __all__ = ["RoundRobin"]
 
@@ -21,7 +21,7 @@ __all__ = ["RoundRobin"]
 _Class = tuple[int, list[tuple[int, int, Server]]]
 
 
-@implementer(IBalancer)
+@implementer(IBalancer, IExplainingBalancer, IAdoptingBalancer)
 class RoundRobin(_Tracking):
     """
     Give each server turns in proportion to its weight, interleaved: weights
@@ -109,6 +109,23 @@ class RoundRobin(_Tracking):
         key, position, server = heap[0]
         heapreplace(heap, (key + self._total, position, server))
         return server
+
+    def explain(self, servers: Sequence[Server], context: Context, chosen: Server | None) -> str:
+        """Whose turn it was: C{"roundrobin: s1's turn (weight 2 of 3)"}."""
+        if chosen is None:
+            return "roundrobin: no server"
+        total = sum(s.effectiveWeight for s in servers)
+        return f"roundrobin: {chosen.name}'s turn (weight {chosen.effectiveWeight} of {total})"
+
+    def adopt(self, previous: object) -> bool:
+        """Take the credits of C{previous}, a L{RoundRobin}: the turns go on where they were."""
+        if not isinstance(previous, RoundRobin):
+            return False
+        previous._materialize()
+        self._materialize()
+        self._credit.update(previous._credit)
+        self._dirty = True
+        return True
 
     def _pickSubset(self, servers: Sequence[Server]) -> Server | None:
         """

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from lbkit._model import Server
-from lbkit.balance._tracking import _Tracking
+from lbkit._model import Context, Server
+from lbkit.balance._tracking import _loads, _Tracking
 
 __all__: list[str] = []
 
@@ -136,6 +136,30 @@ class _WeightedScan(_Tracking):
         elif not self._live:
             self._live = True
             self._dirty = True  # build the tree at the next pick
+
+    #: The name L{explain} starts with.
+    _label = "leastconn"
+
+    def explain(self, servers: Sequence[Server], context: Context, chosen: Server | None) -> str:
+        """C{"leastconn: s2 had 3 active, s1 4"} (with the weights when they differ)."""
+        if chosen is None:
+            return f"{self._label}: no server"
+        weights = {s.effectiveWeight for s in servers}
+        weighted = f" (weight {chosen.effectiveWeight})" if len(weights) > 1 else ""
+        others = _loads(servers, chosen)
+        return f"{self._label}: {chosen.name} had {chosen.active} active{weighted}" + (f", {others}" if others else "")
+
+    def adopt(self, previous: object) -> bool:
+        """
+        Take over from another load-based balancer already told of every
+        change of C{active} (its successor is told from now on): the load
+        tree is built at the first pick, with no O(n) scans before.
+        """
+        if not isinstance(previous, _WeightedScan) or not previous._live:
+            return False
+        self._live = True
+        self._dirty = True
+        return True
 
     def _rebuild(self, servers: list[Server]) -> None:
         pairs = self._pairs = _pairsFor(servers)

@@ -11,7 +11,7 @@ from zope.interface import implementer
 
 from lbkit._model import Context, Server
 from lbkit.balance._scan import _Pairs, _WeightedScan
-from lbkit.interfaces import IActiveBalancer
+from lbkit.interfaces import IActiveBalancer, IAdoptingBalancer, IExplainingBalancer
 
 __all__ = ["ShortestExpectedDelay"]
 
@@ -29,7 +29,7 @@ def _shortestDelay(pairs: _Pairs) -> Server | None:
     return best
 
 
-@implementer(IActiveBalancer)
+@implementer(IActiveBalancer, IExplainingBalancer, IAdoptingBalancer)
 class ShortestExpectedDelay(_WeightedScan):
     """
     Send the connection where it is expected to finish first: the server
@@ -44,6 +44,8 @@ class ShortestExpectedDelay(_WeightedScan):
     a L{lbkit.Backend}; O(n) for a pick among a subset of the eligible
     servers (some full or already tried), see L{_WeightedScan}.
     """
+
+    _label = "sed"
 
     @staticmethod
     def _key(server: Server, inverse: float) -> float:

@@ -11,7 +11,7 @@ from zope.interface import implementer
 
 from lbkit._model import Context
 from lbkit.balance._hashing import _HashBalancer
-from lbkit.interfaces import IBalancer
+from lbkit.interfaces import IAdoptingBalancer, IBalancer, IExplainingBalancer, IHashingBalancer
 
 __all__ = ["Source"]
 
@@ -26,7 +26,7 @@ def _addressBytes(host: str) -> bytes | None:
     return address.packed
 
 
-@implementer(IBalancer)
+@implementer(IBalancer, IExplainingBalancer, IAdoptingBalancer, IHashingBalancer)
 class Source(_HashBalancer):
     """
     Hash the client's IP address (v4 or v6; a v4-mapped v6 address counts

@@ -13,7 +13,7 @@ from zope.interface import implementer
 
 from lbkit._model import Context, Server
 from lbkit.balance._tracking import _Tracking
-from lbkit.interfaces import IBalancer
+from lbkit.interfaces import IBalancer, IExplainingBalancer
 
 __all__ = ["StaticRR"]
 
@@ -27,7 +27,7 @@ def _due(turn: int, weight: int) -> float:
     return (2 * turn + 1) / (2 * weight)
 
 
-@implementer(IBalancer)
+@implementer(IBalancer, IExplainingBalancer)
 class StaticRR(_Tracking):
     """
     Give each server turns in proportion to the weight it was configured
@@ -80,6 +80,13 @@ class StaticRR(_Tracking):
             heappush(heap, (_due(turn + 1, server.initialWeight), position, server, turn + 1))
             return server
         return None
+
+    def explain(self, servers: Sequence[Server], context: Context, chosen: Server | None) -> str:
+        """Whose turn it was, by configured weight."""
+        if chosen is None:
+            return "static-rr: no server"
+        total = sum(s.initialWeight for s in servers)
+        return f"static-rr: {chosen.name}'s turn (weight {chosen.initialWeight} of {total})"
 
     def _pickSubset(self, servers: Sequence[Server]) -> Server | None:
         turns = self._turn

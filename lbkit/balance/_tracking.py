@@ -24,6 +24,13 @@ from lbkit.interfaces import IServerListener
 __all__: list[str] = []
 
 
+def _loads(servers: Sequence[Server], chosen: Server, most: int = 3) -> str:
+    """C{"s1 4, s3 5"}: the active counts of up to C{most} servers other than C{chosen}."""
+    others = [f"{s.name} {s.active}" for s in servers if s is not chosen][:most]
+    more = len(servers) - 1 - len(others)
+    return ", ".join(others) + (f" (+{more} more)" if more > 0 else "")
+
+
 @implementer(IServerListener)
 class _Tracking:
     """

@@ -10,7 +10,7 @@ from zope.interface import implementer
 from lbkit._model import Context
 from lbkit.balance._hashing import _HashBalancer
 from lbkit.error import ConfigError
-from lbkit.interfaces import IBalancer
+from lbkit.interfaces import IAdoptingBalancer, IBalancer, IExplainingBalancer, IHashingBalancer
 
 __all__ = ["URI"]
 
@@ -21,7 +21,7 @@ def _positive(name: str, value: int | None) -> int | None:
     return value
 
 
-@implementer(IBalancer)
+@implementer(IBalancer, IExplainingBalancer, IAdoptingBalancer, IHashingBalancer)
 class URI(_HashBalancer):
     """
     Hash the request's path (or whole URI) onto the servers by weight, so a

@@ -10,7 +10,7 @@ from zope.interface import implementer
 from lbkit._model import Context
 from lbkit.balance._hashing import _HashBalancer
 from lbkit.error import ConfigError
-from lbkit.interfaces import IBalancer
+from lbkit.interfaces import IAdoptingBalancer, IBalancer, IExplainingBalancer, IHashingBalancer
 
 __all__ = ["URLParam"]
 
@@ -28,7 +28,7 @@ def _param(query: bytes, name: bytes) -> bytes | None:
     return None
 
 
-@implementer(IBalancer)
+@implementer(IBalancer, IExplainingBalancer, IAdoptingBalancer, IHashingBalancer)
 class URLParam(_HashBalancer):
     """
     Hash the value of the query-string parameter C{name} onto the servers

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from twisted.application.service import Service
 from twisted.logger import Logger
 
+from lbkit._live import unwatchServers, watchServers
 from lbkit._model import Server
 from lbkit.health._monitor import HealthMonitor
 
@@ -70,6 +71,7 @@ class HealthService(Service):
 
     def startService(self) -> None:
         Service.startService(self)
+        watchServers(self.backend, self.sync)  # servers added or removed at run time
         servers = self.backend.servers
         interval = self._interval()
         phase = self._random()
@@ -109,6 +111,7 @@ class HealthService(Service):
 
     def stopService(self) -> None:
         Service.stopService(self)
+        unwatchServers(self.backend, self.sync)
         monitors, self.monitors = self.monitors, {}
         for monitor in monitors.values():
             monitor.stop()

@@ -17,6 +17,7 @@ from zope.interface import implementer
 from lbkit._accesslog import AccessLogSink
 from lbkit._backend import Backend
 from lbkit._drain import DrainingFactory
+from lbkit._explain import enableExplain
 from lbkit._listening import ListeningService
 from lbkit._origin import definedAt
 from lbkit.error import ConfigError
@@ -100,6 +101,9 @@ class Frontend:
         comes first), or C{None}; see docs/cache.md.
     @ivar caching: What looks requests up in the caches, or C{None} when
         neither it nor a route has one (requests then pay nothing).
+    @ivar explain: Each request carries the reasons of its route and
+        server, logged as the access-log field C{explain} (docs/beyond.md);
+        off by default.
     """
 
     def __init__(
@@ -128,6 +132,7 @@ class Frontend:
         quicRetry: bool = False,
         compression: Optional[Compression] = None,
         cache: Optional[Cache] = None,
+        explain: bool = False,
     ) -> None:
         self.definedAt = definedAt()
         if not isinstance(endpoint, str):
@@ -196,6 +201,7 @@ class Frontend:
         self.maxIdlePerServer = maxIdlePerServer
         self.poolIdleTimeout = float(poolIdleTimeout)
         self.log = log
+        self.explain = bool(explain)
         self.factory = factory or HTTPProxyFactory
         self.factories: list[HTTPProxyFactory] = []
 
@@ -215,6 +221,9 @@ class Frontend:
         factory = self.factory(self, reactor)
         self.factories.append(factory)
         bindFactory(self, factory)
+        if self.explain:
+            for backend in self.backends():
+                enableExplain(backend)
         return factory
 
     def alpnProtocols(self) -> list[bytes]:
@@ -314,7 +323,7 @@ class HTTPProxyFactory(DrainingFactory, Factory):
     def logAccess(self, fields: dict[str, Any]) -> None:
         """Emit the access-log line of one finished request."""
         if self.frontend.log:
-            self.accessLog.info(HTTP_LOG_FORMAT, **fields)
+            self.accessLog.info(HTTP_LOG_FORMAT + (' explain="{explain}"' if "explain" in fields else ""), **fields)
 
     def logsPlainly(self) -> bool:
         """
@@ -322,7 +331,7 @@ class HTTPProxyFactory(DrainingFactory, Factory):
         exchange may then format the line itself and write it to
         L{accessSink} (when that is active).
         """
-        return bool(self.frontend.log) and getattr(self.logAccess, "__func__", None) is HTTPProxyFactory.logAccess
+        return bool(self.frontend.log) and not self.frontend.explain and getattr(self.logAccess, "__func__", None) is HTTPProxyFactory.logAccess
 
     def logsAccess(self) -> bool:
         """

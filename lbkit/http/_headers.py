@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 from lbkit._address import formatAddress
 from lbkit._logline import formatHTTPLine, httpDate, httpFields
 from lbkit.http._answers import ErrorPage
+from lbkit.http._explain import explainText
 from lbkit.http._parse import Request, Response
 
 if TYPE_CHECKING:
@@ -336,6 +337,10 @@ def logRequest(exchange: Exchange, factory: HTTPProxyFactory) -> None:
 def logFields(exchange: Exchange) -> dict[str, Any]:
     """
     The access-log fields of the request of C{exchange}, as it ends
-    (L{HTTP_LOG_FORMAT}; docs/http.md, "Access log").
+    (L{HTTP_LOG_FORMAT}; docs/http.md, "Access log"), with C{explain} when
+    the frontend explains (docs/beyond.md).
     """
-    return httpFields(*logValues(exchange))
+    fields = httpFields(*logValues(exchange))
+    if exchange.frontend.explain:
+        fields["explain"] = explainText(exchange)
+    return fields

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from zope.interface import implementer
 
 from lbkit._model import Context, Server
-from lbkit.interfaces import IHTTPPersistence
+from lbkit.interfaces import IAdoptingPersistence, IExplainingPersistence, IHTTPPersistence
 
 if TYPE_CHECKING:
     from lbkit._backend import Backend
@@ -50,7 +50,7 @@ def _decodeTime(text: bytes) -> Optional[int]:
         return None
 
 
-@implementer(IHTTPPersistence)
+@implementer(IHTTPPersistence, IExplainingPersistence, IAdoptingPersistence)
 class Cookie:
     """
     Keep a client on one server with a cookie.
@@ -111,7 +111,8 @@ class Cookie:
         self.maxlife = maxlife
         self.path = path
         self._now = clock or time.time
-        self._byValue: dict[int, dict[bytes, Server]] = {}
+        #: id(backend) -> (the backend's server list it was built from, cookie value -> server)
+        self._byValue: dict[int, tuple[object, dict[bytes, Server]]] = {}
 
     def __repr__(self) -> str:
         return f"<Cookie {self.name} {self.mode}>"
@@ -119,10 +120,12 @@ class Cookie:
     # -- helpers -----------------------------------------------------------
 
     def _servers(self, backend: Backend) -> dict[bytes, Server]:
-        table = self._byValue.get(id(backend))
-        if table is None:
-            table = {s.cookie.encode("utf-8"): s for s in backend.servers}
-            self._byValue[id(backend)] = table
+        cached = self._byValue.get(id(backend))
+        if cached is not None and cached[0] is backend.servers:
+            return cached[1]
+        # a backend replaces its list when its servers change (a reload, addServer)
+        table = {s.cookie.encode("utf-8"): s for s in backend.servers}
+        self._byValue[id(backend)] = (backend.servers, table)
         return table
 
     def _dated(self) -> bool:
@@ -183,6 +186,30 @@ class Cookie:
 
     def remember(self, backend: Backend, server: Server, context: Context) -> None:
         """Nothing to store: the client carries the cookie."""
+
+    def explainRecall(self, backend: Backend, context: Context) -> str:
+        """What L{recall} is about to find for C{context}, in one phrase; changes nothing."""
+        request = context.request
+        if request is None:
+            return "cookie: no request (tcp mode)"
+        values = [v for h in request.headerValues(b"cookie") for n, v in _parseCookieHeader(h) if n == self._name]
+        if not values:
+            return f"cookie: no {self.name} cookie"
+        scratch = Context(client=context.client, request=request)
+        for value in values:
+            server = self._readValue(value, backend, scratch)
+            if server is not None:
+                return f"cookie: {self.name}={value.decode('latin-1')} -> {server.name}"
+        raw = values[0]
+        named = raw.partition(b"~")[0] if self.mode == "prefix" else raw
+        base = named.split(b"|")[0]
+        if self._dated() and base in self._servers(backend):
+            return f"cookie: {self.name} for {self._servers(backend)[base].name} expired (maxidle/maxlife)"
+        return f"cookie: {self.name}={raw.decode('latin-1')} names no server (forged, or the server was removed)"
+
+    def adopt(self, previous: object) -> bool:
+        """A L{Cookie} of the same name and mode: the clients' cookies go on naming their servers."""
+        return isinstance(previous, Cookie) and previous.name == self.name and previous.mode == self.mode
 
     # -- IHTTPPersistence ----------------------------------------------
 

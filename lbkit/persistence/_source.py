@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 from zope.interface import implementer
 
 from lbkit._model import Context, Server
-from lbkit.interfaces import IPersistence, IStore
+from lbkit.interfaces import (
+    IAdoptingPersistence,
+    IExplainingPersistence,
+    IPersistence,
+    IStickyCount,
+    IStore,
+)
 
 if TYPE_CHECKING:
     from lbkit._backend import Backend
@@ -25,7 +31,7 @@ __all__ = ["StickySource"]
 TABLE = "stick:"
 
 
-@implementer(IPersistence)
+@implementer(IPersistence, IStickyCount, IExplainingPersistence, IAdoptingPersistence)
 class StickySource:
     """
     Keep each client address on the server it used last (HAProxy's
@@ -141,6 +147,46 @@ class StickySource:
         table.move_to_end(key)
         while len(table) > self.size:
             table.popitem(last=False)
+
+    def stickyClients(self, backend: Backend, server: Server) -> list[str]:
+        """The client addresses whose live entry names C{server} of C{backend}."""
+        now = self._seconds()
+        byName = self.store is not None
+        mine = backend.name if byName else id(backend)
+        target: Union[Server, str] = server.name if byName else server
+        return [
+            key[1] for key, (named, seen) in self._table.items()
+            if key[0] == mine and named == target and now - seen <= self.expire
+        ]
+
+    def explainRecall(self, backend: Backend, context: Context) -> str:
+        """What L{recall} is about to find for C{context}, in one phrase; changes nothing."""
+        host = getattr(context.client, "host", None)
+        if host is None:
+            return "source: no client address"
+        key = (backend.name, host) if self.store is not None else (id(backend), host)
+        entry = self._table.get(key)
+        if entry is None:
+            return f"source: no entry for {host}"
+        server, seen = entry
+        age = self._seconds() - seen
+        name = server if isinstance(server, str) else server.name
+        if age > self.expire:
+            return f"source: entry {host} -> {name} expired {age - self.expire:.0f}s ago"
+        return f"source: {host} -> {name} (seen {age:.0f}s ago)"
+
+    def adopt(self, previous: object) -> bool:
+        """
+        Take the entries of C{previous}, another L{StickySource} without a
+        store (an entry keeps its age; this table's C{size} applies).
+        """
+        if not isinstance(previous, StickySource) or previous.store is not None or self.store is not None:
+            return False
+        for key, entry in previous._table.items():
+            self._table[key] = entry
+        while len(self._table) > self.size:
+            self._table.popitem(last=False)
+        return True
 
     def entries(self) -> list[tuple[str, str, float]]:
         """

@@ -22,6 +22,8 @@ from zope.interface import implementer
 from lbkit.stats._admin import AdminError, runAction, runReload, runReopen, runRestart
 from lbkit.stats._cachestats import cacheRows, runPurge
 from lbkit.stats._collect import Collector
+from lbkit.stats._live import HELP as LIVE_HELP
+from lbkit.stats._live import liveCommand
 
 __all__: list[str] = []
 
@@ -43,6 +45,7 @@ Commands (one per line; each answer ends with an empty line):
   show caches                             the response caches' counters
   purge cache NAME key HOST/PATH          drop one key's entries from cache NAME
   purge cache NAME prefix HOST/PREFIX     drop every key starting with PREFIX
+""" + LIVE_HELP + """
   quit"""
 
 
@@ -83,6 +86,9 @@ def execute(collector: Collector, user: str, line: str) -> str | Deferred[str]:
 
 def _execute(collector: Collector, user: str, words: list[str]) -> str | Deferred[str]:
     via = "socket"
+    live = liveCommand(collector, user, words)  # add/drain/del server, set balance/persistence, explain, preview
+    if live is not None:
+        return live
     match words:
         case ["help"]:
             return HELP

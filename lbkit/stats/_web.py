@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+import attrs
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.internet.defer import Deferred
@@ -26,6 +27,7 @@ from lbkit.stats._cachestats import runPurge
 from lbkit.stats._collect import Collector
 from lbkit.stats._guard import MAX_BODY, Guard, Refusal, jsonBody
 from lbkit.stats._html import StatsElement
+from lbkit.stats._live import runExplain, runLive, runPreview
 from lbkit.stats._metrics import MetricsCollector
 
 __all__: list[str] = []
@@ -340,6 +342,77 @@ class AdminReopenResource(_AdminLeaf):
         return _json(request, {"error": "use POST"}, 405)
 
 
+def _args(request: Request, name: str) -> list[str]:
+    return [v.decode("utf-8", "replace") for v in (request.args or {}).get(name.encode(), [])]
+
+
+class AdminLiveResource(_AdminLeaf):
+    """
+    The live changes, explanations and previews (docs/beyond.md), same
+    credentials and forgery checks as L{AdminActionResource}:
+
+      - C{POST /admin/live?op=OP&backend=B...}: C{add-server} (C{server},
+        C{address}, C{weight}), C{drain} and C{remove-server} (C{server},
+        C{timeout}; answered once drained or removed), C{set-balance}
+        (C{balance}, e.g. C{uri:consistent}), C{set-persistence}
+        (C{persistence}: C{none}, C{source[:SECONDS]}, C{cookie:NAME});
+        C{{"ok": true, "done": ...}}, or 409 when a drain timed out.
+      - C{POST /admin/explain?frontend=F&method=M&path=P&source=A&header=Name:+value}:
+        route, backend, server and reasons; nothing is sent.
+      - C{POST /admin/preview?backend=B&weight=S=N&remove=S&add=S=HOST:PORT}:
+        what the change would do.
+    """
+
+    bodyLimit = MAX_BODY
+
+    def __init__(self, collector: Collector, guard: Guard, kind: str) -> None:
+        super().__init__(collector, guard)
+        self.kind = kind
+
+    def render_POST(self, request: Request) -> Any:
+        refused = self.forged(request)
+        if refused is not None:
+            return refused
+        user: str = request.adminUser  # type: ignore[attr-defined]
+        via = f"http {getattr(request.getClientAddress(), 'host', '?')}"
+        try:
+            if self.kind == "explain":
+                headers = [tuple(h.partition(":")[::2]) for h in _args(request, "header")]
+                return _json(request, runExplain(
+                    self.collector, _arg(request, "frontend") or "-", _arg(request, "method") or "GET",
+                    _arg(request, "path") or "/", [(n.strip(), v.strip()) for n, v in headers],
+                    _arg(request, "source") or "127.0.0.1",
+                ))
+            if self.kind == "preview":
+                weights = dict(w.partition("=")[::2] for w in _args(request, "weight"))
+                add = [tuple(a.partition("=")[::2]) for a in _args(request, "add")]
+                result = runPreview(self.collector, _arg(request, "backend") or "", weights,
+                                    _args(request, "remove"), add)  # type: ignore[arg-type]
+                return _json(request, {"ok": True, "preview": attrs.asdict(result), "text": result.lines()})
+            names = ("backend", "server", "address", "weight", "timeout", "balance", "persistence")
+            done = runLive(self.collector, user, via, _arg(request, "op") or "", {n: _arg(request, n) for n in names})
+        except AdminError as e:
+            return _json(request, {"error": str(e)}, e.code)
+        if isinstance(done, str):
+            return _json(request, {"ok": True, "done": done})
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda f: gone.append(True))
+
+        def answer(text: str) -> None:
+            if not gone:
+                failed = text.startswith("error: ")
+                request.write(_json(request, {"error": text[7:]} if failed else {"ok": True, "done": text},
+                                    409 if failed else 200))
+                request.finish()
+
+        done.addCallback(answer).addErrback(lambda f: self.collector.log.failure("answering a live change", f))
+        return NOT_DONE_YET
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"allow", b"POST")
+        return _json(request, {"error": "use POST"}, 405)
+
+
 class _Admin(Resource):
     bodyLimit = 0
 
@@ -352,6 +425,7 @@ class _Admin(Resource):
         self.reopen = AdminReopenResource(collector, guard)
         self.restart = AdminRestartResource(collector, guard)
         self.purge = AdminPurgeResource(collector, guard)
+        self.live = {kind.encode(): AdminLiveResource(collector, guard, kind) for kind in ("live", "explain", "preview")}
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"server":
@@ -364,6 +438,8 @@ class _Admin(Resource):
             return self.restart
         if path == b"purge":
             return self.purge
+        if path in self.live:
+            return self.live[path]
         if path == b"":
             return self.page
         return NoResource()

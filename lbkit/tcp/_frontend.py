@@ -16,6 +16,7 @@ from zope.interface import implementer
 from lbkit._accesslog import AccessLogSink
 from lbkit._backend import Backend
 from lbkit._drain import DrainingFactory
+from lbkit._explain import enableExplain
 from lbkit._listening import ListeningService
 from lbkit._origin import definedAt
 from lbkit.error import ConfigError
@@ -60,6 +61,9 @@ class Frontend:
     @ivar rules: L{lbkit.interfaces.IConnectionRule}s (L{lbkit.tcp.reject}),
         looked at in order once the client's address is known (after any
         PROXY header), before a server is chosen; see docs/rules.md.
+    @ivar explain: Each connection carries the reasons of its server,
+        logged as the access-log field C{explain} (docs/beyond.md); off by
+        default.
     """
 
     def __init__(
@@ -77,6 +81,7 @@ class Frontend:
         inspectLimit: int = 32768,
         splice: bool = False,
         rules: Sequence[Any] = (),
+        explain: bool = False,
     ) -> None:
         self.definedAt = definedAt()
         if not isinstance(endpoint, str):
@@ -97,6 +102,7 @@ class Frontend:
         self.timeoutClient = float(timeoutClient)
         self.acceptProxy = acceptProxy
         self.log = log
+        self.explain = bool(explain)
         self.factory = factory or TCPProxyFactory
         self.factories: list[TCPProxyFactory] = []
         if not (isinstance(self.factory, type) and issubclass(self.factory, TCPProxyFactory)):
@@ -116,6 +122,9 @@ class Frontend:
         """The factory that serves this frontend's connections."""
         factory = self.factory(self, reactor)
         self.factories.append(factory)
+        if self.explain:
+            for backend in self.backends():
+                enableExplain(backend)
         return factory
 
     def makeService(self, reactor: Any) -> IService:
@@ -157,7 +166,7 @@ class TCPProxyFactory(DrainingFactory, Factory):
     def logAccess(self, fields: dict[str, Any]) -> None:
         """Emit the access-log line of one finished connection."""
         if self.frontend.log:
-            self.accessLog.info(TCP_LOG_FORMAT, **fields)
+            self.accessLog.info(TCP_LOG_FORMAT + (' explain="{explain}"' if "explain" in fields else ""), **fields)
 
     def logsAccess(self) -> bool:
         """
@@ -174,4 +183,7 @@ class TCPProxyFactory(DrainingFactory, Factory):
         connection may then format its line itself and write it to
         L{accessSink} (when that is active).
         """
-        return bool(self.frontend.log) and getattr(self.logAccess, "__func__", None) is TCPProxyFactory.logAccess
+        return (
+            bool(self.frontend.log) and not self.frontend.explain
+            and getattr(self.logAccess, "__func__", None) is TCPProxyFactory.logAccess
+        )

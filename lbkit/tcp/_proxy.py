@@ -25,6 +25,7 @@ from zope.interface import implementer
 
 from lbkit._address import formatAddress
 from lbkit._dispatch import Dispatch, DispatchFailed
+from lbkit._explain import connectionReasons
 from lbkit._logline import formatTCPLine, tcpDate, tcpFields
 from lbkit._model import Context, Server
 from lbkit._pump import tune, writeThrough
@@ -470,6 +471,8 @@ class TCPFrontendProtocol(Protocol):
             sink.emit(formatTCPLine(*values), lambda: tcpFields(*values))
             return
         fields = tcpFields(*values)
+        if factory.frontend.explain:  # (docs/beyond.md)
+            fields["explain"] = connectionReasons(self.backend, self.context)
         self.finished(fields)
         factory.logAccess(fields)
 
