@@ -18,6 +18,7 @@ from lbkit._backend import Backend
 from lbkit._model import Server
 from lbkit.health import HealthService
 from lbkit.interfaces import IStore
+from lbkit.traffic import tablesOf
 
 __all__ = ["ChildServices", "StoreService"]
 
@@ -29,11 +30,12 @@ class ChildServices(MultiService):
     What L{lbkit.service.LoadBalancerService} runs beside its listeners.
     Subclasses provide C{reactor}, C{backends()}, C{runsHealthChecks},
     C{runsStores}, C{healthServices}, C{healthChecks},
-    C{discoveryServices}, C{discoverySources}, C{storeServices} and
-    C{_draining}.
+    C{discoveryServices}, C{discoverySources}, C{storeServices},
+    C{listen} and C{_draining}.
     """
 
     reactor: Any
+    listen: list[Any]
     runsHealthChecks: bool
     runsStores: bool
     healthServices: dict[Backend, HealthService]
@@ -163,6 +165,14 @@ class ChildServices(MultiService):
             attach = getattr(persistence, "attach", None)
             if attach is not None:
                 attach(backend)
+        tables: dict[int, list[Any]] = {}
+        for table in {id(t): t for item in self.listen for t in tablesOf(item)}.values():
+            if table.store is not None:  # stick tables shared through a store (lbkit.traffic)
+                wanted.setdefault(id(table.store), table.store)
+                tables.setdefault(id(table.store), []).append(table)
+                if table.clock is None:
+                    table.clock = self.reactor
+                table.attach()
         changes: list[str] = []
         for key, running in list(self.storeServices.items()):
             if key not in wanted:
@@ -175,6 +185,7 @@ class ChildServices(MultiService):
                 self.storeServices[key] = service
                 service.setServiceParent(self)
                 changes.append(f"store {store!r} started")
+            self.storeServices[key].tables = tables.get(key, [])
         return changes
 
 
@@ -188,6 +199,8 @@ class StoreService(Service):
     def __init__(self, store: Any, reactor: Any) -> None:
         self.store = store
         self.reactor = reactor
+        #: The traffic tables sharing counts through it: told to publish what is left when it stops.
+        self.tables: list[Any] = []
 
     def startService(self) -> None:
         Service.startService(self)
@@ -197,5 +210,7 @@ class StoreService(Service):
         if not self.running:
             return succeed(None)  # each start has one stop, no more
         Service.stopService(self)
+        for table in self.tables:
+            table.detach()
         d: Deferred[None] = self.store.stop()
         return d

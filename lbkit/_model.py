@@ -98,6 +98,21 @@ class Context:
     #: Scratch space for policies (e.g. what a persistence strategy read
     #: from the request, for its response rewriting).
     notes: dict[str, Any] = attrs.Factory(dict)
+    #: C{(watcher, token)} pairs told when the request (http) or the
+    #: connection (tcp) ends, by L{ended}: what stick tables track
+    #: (L{lbkit.traffic}); C{None} when nothing watches.
+    watchers: Optional[list[tuple[Any, Any]]] = None
+
+    def ended(self, status: int, bytesIn: int, bytesOut: int) -> None:
+        """
+        The request or connection ended (once): call each watcher's
+        C{ended(token, status, bytesIn, bytesOut)}; C{status} is 0 in tcp
+        mode.
+        """
+        watchers, self.watchers = self.watchers, None
+        if watchers is not None:
+            for watcher, token in watchers:
+                watcher.ended(token, status, bytesIn, bytesOut)
 
 
 class Server:

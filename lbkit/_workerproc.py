@@ -35,6 +35,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from lbkit._address import parseUDP
 from lbkit._backend import backendsOf
 from lbkit._model import ServerState
+from lbkit.traffic import Table, tablesOf
 
 __all__: list[str] = []
 
@@ -123,7 +124,9 @@ def countersOf(listen: Sequence[Any]) -> dict[str, Any]:
         if factories:
             frontends[frontendKey(item)] = [_numbers(f, FACTORY_COUNTERS) for f in factories]
     caches = {name: _numbers(cache, CACHE_COUNTERS) for name, cache in _caches(listen).items()}
-    return {"servers": servers, "backends": backends, "frontends": frontends, "caches": caches}
+    tables = {t.name: t.report() for t in {id(t): t for item in listen for t in tablesOf(item)}.values()}
+    return {"servers": servers, "backends": backends, "frontends": frontends, "caches": caches,
+            "tables": tables}
 
 
 def _add(total: dict[str, Any], part: dict[str, Any], gauges: bool) -> None:
@@ -153,6 +156,12 @@ def sumCounters(reports: Iterable[dict[str, Any]], base: dict[str, Any], gauges:
                 while len(into) <= i:
                     into.append({})
                 _add(into[i], numbers, withGauges)
+    # traffic tables: what the live workers hold now (an ended worker's keys are gone)
+    byName: dict[str, list[Any]] = {}
+    for report in reports if gauges else ():
+        for name, table in report.get("tables", {}).items():
+            byName.setdefault(name, []).append(table)
+    total["tables"] = {name: Table.merged(parts) for name, parts in byName.items()}
     return total
 
 
@@ -189,6 +198,9 @@ def applyCounters(listen: Sequence[Any], counters: dict[str, Any]) -> None:
         reported = frontends.get(frontendKey(item), [])
         for i, factory in enumerate(factories):
             _set(factory, reported[i] if i < len(reported) else {}, FACTORY_COUNTERS)
+    tables = counters.get("tables", {})
+    for table in {id(t): t for item in listen for t in tablesOf(item)}.values():
+        table.reported = tables.get(table.name, Table.merged([]))
 
 
 def _set(obj: Any, numbers: dict[str, Any], names: Iterable[str]) -> None:

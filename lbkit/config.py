@@ -27,6 +27,7 @@ from lbkit._connect import checkServerTLS
 from lbkit.error import ConfigError
 from lbkit.interfaces import IListener
 from lbkit.logs import checkAccessLog
+from lbkit.traffic import tablesOf
 
 __all__ = ["Site", "loadSite", "checkListen", "checkGrace"]
 
@@ -338,6 +339,12 @@ def checkListen(
                     f"and {other.endpoint!r} ({otherWhere})"
                 )
         bound.append((key, item, itemWhere))
+    tables: dict[str, Any] = {}
+    for i, item in enumerate(listen):  # traffic tables are found by name (stats, socket, store, reload)
+        for table in tablesOf(item):
+            if tables.setdefault(table.name, table) is not table:
+                raise ConfigError(f"{_itemWhere(item, i, path, where, itemLines)}: two traffic tables are named "
+                                  f"{table.name!r}; give each its own name, or use the same Table object")
     backends = backendsOf(listen)
     if not backends:
         raise ConfigError(

@@ -19,6 +19,8 @@ name within their backend:
     servers join, removed ones drain and leave once idle;
   - health checks keep running for the servers that stay; new servers get
     a monitor; a changed check restarts the backend's checks;
+  - a traffic table (L{lbkit.traffic.Table}) of the same name, key and
+    counters keeps its keys and counts;
   - a backend whose servers come from discovery (L{lbkit.discovery}) keeps
     its servers and its running discovery when the source is the same
     (L{IServerSource.sameAs <lbkit.interfaces.IServerSource.sameAs>}); a
@@ -46,6 +48,7 @@ from lbkit._listening import ListenFailed, listeningServices
 from lbkit._settings import samePolicy
 from lbkit.config import Site
 from lbkit.error import ConfigError
+from lbkit.traffic import carryOver
 
 __all__ = ["applySite", "matchListeners", "RunningService"]
 
@@ -240,7 +243,7 @@ def applySite(service: RunningService, site: Site) -> Deferred[list[str]]:
         raise
 
     # -- apply ---------------------------------------------------------------
-    changes: list[str] = []
+    changes: list[str] = carryOver(service.listen, site.listen)  # stick tables keep their counts
     now = reactor.seconds()
     for backend in newBackends:
         old = running.get(backend.name)

@@ -17,6 +17,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from lbkit import Backend, Server, stats
+from lbkit.balance import First
 from tests import test_stats
 from tests.test_examples import EXAMPLES, curl, needCurl, startProcess, stopCleanly, twistd
 from tests.test_http_integration import HTTPTestCase
@@ -68,8 +69,8 @@ class _Pages:
         self.assertTrue = client.test.assertTrue
 
 
-class MaxPendingTests(HTTPTestCase):
-    """One server slot, a queue of one: the third request at once gets 503."""
+class _HeldRequests(HTTPTestCase):
+    """Three requests at a server that holds them (L{statuses})."""
 
     timeout = 30
 
@@ -101,6 +102,10 @@ class MaxPendingTests(HTTPTestCase):
         for c in clients:
             c.transport.loseConnection()
         return early_status, sorted(codes)
+
+
+class MaxPendingTests(_HeldRequests):
+    """One server slot, a queue of one: the third request at once gets 503."""
 
     @inlineCallbacks
     def test_fullQueue(self) -> Any:
@@ -138,6 +143,59 @@ class MaxPendingTests(HTTPTestCase):
         _, body = client.get("/")
         self.assertIn("Circuit breakers: maxPending 1 (tripped 1); maxRetries 2 (tripped 0); retried: none",
                       body.decode())
+
+
+class _Busy(Protocol):
+    """A server that answers every request 503."""
+
+    def dataReceived(self, data: bytes) -> None:
+        for _ in range(data.count(b"\r\n\r\n")):
+            self.transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy")
+
+
+class MaxRequestsAndRetryTests(_HeldRequests):
+    """C{maxRequests} and C{retryOn} through real sockets."""
+
+    @inlineCallbacks
+    def test_maxRequests(self) -> Any:
+        """
+        Two servers, C{maxRequests=1}: while one request is at a server, the
+        next two are answered 503 at once (logged C{PC}), though the other
+        server is free; the first gets its 200.
+        """
+        held = _HeldServer()
+        ports = [self.custom(lambda: _Holding(held))[0] for _ in range(2)]
+        app = Backend("app", [Server(f"s{i}", f"127.0.0.1:{p}") for i, p in enumerate(ports)], maxRequests=1)
+        front = self.frontend(default=app, log=True)
+        logged: list[dict[str, Any]] = []
+        self._frontends[-1].factories[0].logAccess = logged.append
+        early, codes = yield self.statuses(front, held)
+        self.assertEqual((early, codes), (503, [200, 503, 503]))
+        self.assertEqual(app.breakers.trips["maxRequests"], 2)
+        self.assertIn("PC", [f["termination"][:2] for f in logged if f["status"] == 503])
+
+    @inlineCallbacks
+    def test_retryOnStatus(self) -> Any:
+        """
+        C{retryOn=(503,)}, balance C{First} (the busy server is always asked
+        first): a GET it answers 503 is sent to the other, and the client
+        gets its 200; a POST with a body is not sent again (lbkit does not
+        keep bodies), and the client gets the 503.
+        """
+        busy = self.custom(_Busy)[0]
+        good, _ = self.site("good")
+        app = Backend("app", [Server("busy", f"127.0.0.1:{busy}"), Server("good", f"127.0.0.1:{good}")],
+                      retryOn=(503,), balance=First())
+        front = self.frontend(default=app)
+        c = yield self.client(front)
+        c.send(b"GET /a HTTP/1.1\r\nHost: app\r\n\r\n")
+        [(response, _)] = yield c.responses(1)
+        self.assertEqual(response.code, 200)
+        c.send(b"POST /b HTTP/1.1\r\nHost: app\r\nContent-Length: 3\r\n\r\nabc")
+        [(_, _), (response, body)] = yield c.responses(2)
+        c.transport.loseConnection()
+        self.assertEqual((response.code, body), (503, b"busy"))
+        self.assertEqual(app.breakers.retried, {"503": 1})
 
 
 class ExampleTests(TestCase):

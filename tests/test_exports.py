@@ -47,6 +47,10 @@ PROMISED: dict[str, set[str]] = {
         "parseAgentReply", "HealthMonitor", "HealthService", "monitorFor",
     },
     "lbkit.persistence": {"StickySource", "Cookie"},
+    "lbkit.traffic": {
+        "Table", "bySource", "byHeader", "byCookie", "byParam", "byPath", "above", "below",
+        "RateLimit", "ConnLimit", "track",
+    },
     "lbkit.stats": {"Page", "Admin"},
     "lbkit.testing": {
         "FakeEndpoint", "HalfCloseableStringTransport", "ConnectAttempt", "FakeCheck",

@@ -60,6 +60,7 @@ LAYERS: dict[str, int] = {
     "lbkit.persistence": 2,
     "lbkit.http._rules": 2,
     "lbkit.http._answers": 2,
+    "lbkit.traffic": 2,
     # 3 Backend, and what must check that a value is one (routes)
     "lbkit._backend": 3,
     "lbkit._breakers": 3,

@@ -34,15 +34,7 @@ from lbkit.http._routing import Route
 from lbkit.http._rules import rewriteRequest, rewriteResponse
 from lbkit.http._server import HTTPServerProtocol
 from lbkit.http._sides import ClientSide, Hooks
-from lbkit.http._states import (
-    ACTIVE,
-    ANSWERING,
-    DRAINING,
-    HEAD,
-    STREAMING,
-    TRANSITIONS,
-    TUNNEL,
-)
+from lbkit.http._states import ACTIVE, ANSWERING, DRAINING, HEAD, STREAMING, TRANSITIONS, TUNNEL
 from lbkit.proxyproto import formatV1, formatV2
 
 if TYPE_CHECKING:
@@ -433,8 +425,7 @@ class Exchange:
 
     def fail(self, status: int, termination: str) -> None:
         """Answer with an error status (if nothing was sent yet) and close."""
-        self.termination = termination
-        self.status = status
+        self.termination, self.status = termination, status
         if self.responseStarted:
             self.abortExchange(termination)
             return
@@ -512,6 +503,8 @@ class Exchange:
         self._releaseSlot()
         if self.cacheTx is not None:
             self.cacheTx.ended(self, reusable)
+        if self.context is not None and self.context.watchers is not None:  # stick tables (lbkit.traffic)
+            self.context.ended(self.status, self.bytesIn, self.bytesOut)
         if not self.quiet:
             logRequest(self, factory)
         self.request = None

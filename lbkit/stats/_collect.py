@@ -20,6 +20,7 @@ from lbkit._model import Server, ServerListenerMixin, ServerState
 from lbkit.http import mirrorStats
 from lbkit.interfaces import IServerListener
 from lbkit.stats._cachestats import cacheRows
+from lbkit.stats._tables import tableData, tablesIn
 
 __all__: list[str] = []
 
@@ -342,6 +343,7 @@ class Collector(ServerListenerMixin):
             "frontends": [self.frontend(f, now) for f in self.frontends()],
             "backends": [self.backend(b, now) for b in self.backends()],
             "accessLog": self.accessLogs(),
+            **({"tables": [tableData(t) for t in tables]} if (tables := tablesIn(self.frontends())) else {}),
             **({} if self.workers is None else {"workers": self.workers()}),
         }
         caches = cacheRows(self.frontends())

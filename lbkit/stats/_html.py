@@ -12,6 +12,7 @@ from twisted.web.template import Element, Tag, XMLString, renderer, tags
 
 from lbkit.stats._cachestats import cacheTable
 from lbkit.stats._collect import RESPONSE_CLASSES
+from lbkit.stats._tables import tableElements
 
 __all__: list[str] = []
 
@@ -43,6 +44,7 @@ _TEMPLATE = """\
 <t:transparent t:render="frontends" />
 <t:transparent t:render="backends" />
 <t:transparent t:render="caches" />
+<t:transparent t:render="tables" />
 </body>
 </html>
 """
@@ -216,6 +218,10 @@ class StatsElement(Element):
     @renderer
     def caches(self, request: Any, tag: Tag) -> list[Tag]:
         return cacheTable(self.snapshot.get("caches", []), formatBytes)
+
+    @renderer
+    def tables(self, request: Any, tag: Tag) -> list[Tag]:
+        return tableElements(self.snapshot.get("tables", []))
 
     @renderer
     def backends(self, request: Any, tag: Tag) -> list[Tag]:

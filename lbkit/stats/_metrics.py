@@ -12,6 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector as _PromCollector
 
 from lbkit._model import ServerState
+from lbkit.stats._tables import tableMetrics
 
 __all__: list[str] = []
 
@@ -40,6 +41,7 @@ class MetricsCollector(_PromCollector):
         yield from self._servers([sv for be in snap["backends"] for sv in be["servers"]])
         yield from self._accessLogs(snap.get("accessLog", []))
         yield from self._caches(snap.get("caches", []))
+        yield from tableMetrics(snap.get("tables", []))
 
     def _caches(self, caches: list[dict[str, Any]]) -> Iterator[Metric]:
         L = ["cache"]

@@ -24,6 +24,7 @@ from lbkit.stats._cachestats import cacheRows, runPurge
 from lbkit.stats._collect import Collector
 from lbkit.stats._live import HELP as LIVE_HELP
 from lbkit.stats._live import liveCommand
+from lbkit.stats._tables import findTable, showTable, showTables
 
 __all__: list[str] = []
 
@@ -34,6 +35,9 @@ Commands (one per line; each answer ends with an empty line):
   show stat                               all statistics, as one JSON line
   show info
   show table [BACKEND]                    stick-table entries (StickySource)
+  show tables                             the traffic tables (lbkit.traffic)
+  show table NAME                         a traffic table's keys and counters
+  clear table NAME [KEY]                  forget one key of a traffic table, or all
   reload                                  load the site file again
   reopen logs                             reopen the access-log files (log rotation)
   restart workers                         new worker processes on the code installed now (--workers)
@@ -118,6 +122,20 @@ def _execute(collector: Collector, user: str, words: list[str]) -> str | Deferre
             if rest and len(lines) == 1:
                 raise AdminError(404, f"no backend {rest[0]!r}")
             return "\n".join(lines)
+        case ["show", "tables"]:
+            return showTables(collector.frontends())
+        case ["show", "table", name] if findTable(collector.frontends(), name) is not None:
+            return showTable(findTable(collector.frontends(), name))  # type: ignore[arg-type]
+        case ["clear", "table", name, *key] if len(key) <= 1:
+            table = findTable(collector.frontends(), name)
+            if table is None:
+                raise AdminError(404, f"no table {name!r}")
+            if table.reported is not None:
+                raise AdminError(409, "with workers the tables live in the workers: clear table is not supported yet")
+            cleared = table.clear(key[0] if key else None)
+            collector.log.info("{user} ({via}): clear table {table} {key}: {n} keys", user=user, via=via,
+                               table=name, key=key[0] if key else "(all)", n=cleared)
+            return f"cleared {cleared}"
         case ["show", "table", *rest] if len(rest) <= 1:
             lines = ["# backend client server idle_seconds"]
             found = False

@@ -24,6 +24,7 @@ from lbkit.interfaces import IListener
 from lbkit.tcp._proxy import TCPFrontendProtocol
 from lbkit.tcp._rules import checkedConnectionRules
 from lbkit.tcp._sni import Route
+from lbkit.traffic import bindClocks
 
 __all__ = ["Frontend", "TCPProxyFactory", "TCP_LOG_FORMAT", "accessLog"]
 
@@ -155,6 +156,7 @@ class TCPProxyFactory(DrainingFactory, Factory):
         self.frontend = frontend
         self.backend = frontend.backend
         self.reactor = reactor
+        bindClocks(frontend, reactor)  # stick tables count on this reactor's time
         self.current = 0
         self.total = 0
         self.bytesIn = 0

@@ -456,6 +456,8 @@ class TCPFrontendProtocol(Protocol):
         bytesOut = peer.bytes if peer is not None else 0
         factory.bytesIn += self.bytes
         factory.bytesOut += bytesOut
+        if self.context is not None and self.context.watchers is not None:  # stick tables (lbkit.traffic)
+            self.context.ended(0, self.bytes, bytesOut)
         if server is not None:
             server.sessions.discard(self)
         if server is not None and dispatch is not None and dispatch.holding:

@@ -68,6 +68,8 @@ def checkedConnectionRules(rules: Sequence[Any], where: str) -> tuple[IConnectio
     for rule in rules:
         if not IConnectionRule.providedBy(rule):
             raise ConfigError(f"{where}: rule {rule!r} does not provide IConnectionRule (use tcp.reject)")
+        if getattr(rule, "clientOnly", True) is False:
+            raise ConfigError(f"{where}: rule {rule!r} reads the request; in tcp mode only the client's address can be")
     return tuple(rules)
 
 
