@@ -54,7 +54,8 @@ def tlsCreatorOf(server: Server) -> IOpenSSLClientConnectionCreator | None:
         return None
     if server.tlsCreator is None:
         # the server logged the verify=False warning when it was built
-        server.tlsCreator = clientCreator(server.tlsServerName, server.ca, server.verify, warn=False)
+        alpn = [b"h2"] if server.proto == "h2" else None
+        server.tlsCreator = clientCreator(server.tlsServerName, server.ca, server.verify, warn=False, alpn=alpn)
     return server.tlsCreator  # type: ignore[no-any-return]
 
 

@@ -96,6 +96,8 @@ def _server(t: Any, line: Line, defaults: list[str]) -> tuple[str, dict[str, Any
             _serverOption(args, check, key, value)
         except Untranslatable as e:
             t.problem(line, str(e))
+    if "proto='h2'" in args and "tls=True" not in args:
+        args[args.index("proto='h2'")] = "proto='h2c'"  # HTTP/2 without ssl: cleartext
     return _call("Server", args, "        "), check
 
 
@@ -114,6 +116,9 @@ def _serverOption(args: list[str], check: dict[str, Any], key: str, value: str |
         args.append(f"sendProxy={1 if key == 'send-proxy' else 2}")
     elif key == "ssl":
         args.append("tls=True")
+    elif (key == "proto" or key == "alpn") and value == "h2":  # (docs/http.md, "HTTP/2 and gRPC to servers")
+        if "proto='h2'" not in args:
+            args.append("proto='h2'")
     elif key == "verify" and value in ("none", "required"):
         if value == "none":
             args.append("verify=False")

@@ -130,6 +130,8 @@ class Server:
     @ivar active: Connections in progress (including connects in flight).
     @ivar latency: The L{Latency} of its requests, set by a stats page that
         shows them (L{lbkit.stats}); else C{None}, and nothing is timed.
+    @ivar proto: How http mode speaks to it: C{None} (HTTP/1.1), C{"h2"}
+        or C{"h2c"} (see docs/http.md, "HTTP/2 and gRPC to servers").
     """
 
     latency: Optional[Latency] = None
@@ -149,6 +151,7 @@ class Server:
         ca: str | None = None,
         sni: str | None = None,
         verify: bool = True,
+        proto: str | None = None,
     ) -> None:
         self.definedAt = definedAt()
         if not isinstance(name, str) or not name:
@@ -176,6 +179,17 @@ class Server:
         self.sendProxy = sendProxy
         self.slowstart = float(slowstart)
         self.cookie = name if cookie is None else cookie
+        # "h2" (HTTP/2 over TLS with ALPN), "h2c" (cleartext HTTP/2, prior
+        # knowledge) or None (HTTP/1.1): how http mode speaks to it
+        self.proto = proto
+        if proto is not None:
+            if proto not in ("h2", "h2c"):
+                raise ConfigError(f"server {name!r}: proto must be None, 'h2' or 'h2c', not {proto!r}")
+            if proto == "h2c" and tls:
+                raise ConfigError(f"server {name!r}: proto='h2c' is cleartext; use proto='h2' for HTTP/2 over TLS")
+            if sendProxy is not None:
+                raise ConfigError(f"server {name!r}: sendProxy= does not apply to proto={proto!r} (shared connections)")
+            tls = tls or proto == "h2"
         self._initTLS(tls, ca, sni, verify)
         self.state = ServerState.UP
         self.backend: Backend | None = None

@@ -400,8 +400,10 @@ def fromSSLEndpoint(description: str) -> tuple[str, Certificates] | None:
 class _NoVerifyCreator:
     """Client connections that send SNI but check nothing about the server."""
 
-    def __init__(self, serverName: str | None) -> None:
-        self._options = ssl.CertificateOptions(verify=False, raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
+    def __init__(self, serverName: str | None, alpn: Sequence[bytes] | None = None) -> None:
+        self._options = ssl.CertificateOptions(
+            verify=False, raiseMinimumTo=ssl.TLSVersion.TLSv1_2, acceptableProtocols=alpn
+        )
         self._serverName = serverName.encode("idna") if serverName else None
 
     def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
@@ -416,7 +418,13 @@ def _isAddress(host: str) -> bool:
 
 
 def clientCreator(
-    serverName: str, ca: str | None = None, verify: bool = True, label: str = "server", *, warn: bool = True
+    serverName: str,
+    ca: str | None = None,
+    verify: bool = True,
+    label: str = "server",
+    *,
+    warn: bool = True,
+    alpn: Sequence[bytes] | None = None,
 ) -> IOpenSSLClientConnectionCreator:
     """
     The connection creator lbkit uses to speak TLS to a server.
@@ -429,6 +437,8 @@ def clientCreator(
         all; a warning is logged.
     @param warn: Whether to log that warning (L{lbkit.Server} logs it
         itself when it is built, then builds its creator without).
+    @param alpn: The protocols offered with ALPN (C{[b"h2"]} for a
+        C{proto="h2"} server), or C{None} for none.
     @raise ConfigError: when C{ca} cannot be read or holds no certificate.
     """
     if not verify:
@@ -438,13 +448,13 @@ def clientCreator(
                 "the connection can be intercepted",
                 label=label,
             )
-        return _NoVerifyCreator(None if _isAddress(serverName) else serverName)
+        return _NoVerifyCreator(None if _isAddress(serverName) else serverName, alpn)
     trustRoot: Any
     if ca is None:
         trustRoot = ssl.platformTrust()
     else:
         trustRoot = ssl.trustRootFromCertificates(_loadCAs(ca))
-    return ssl.optionsForClientTLS(serverName, trustRoot=trustRoot)  # type: ignore[no-any-return]
+    return ssl.optionsForClientTLS(serverName, trustRoot=trustRoot, acceptableProtocols=alpn)  # type: ignore[no-any-return]
 
 
 @implementer(IStreamClientEndpoint)

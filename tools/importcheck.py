@@ -90,6 +90,7 @@ LAYERS: dict[str, int] = {
     "lbkit.http._explain": 4,
     "lbkit.http._states": 0,
     "lbkit.http._h2head": 0,
+    "lbkit.http._trailers": 0,
     # 5 modes: frontends and their protocols, health checks, stats pages
     "lbkit.tcp": 5,
     "lbkit.udp": 5,

@@ -169,14 +169,17 @@ class ChunkedFramer:
 
     @ivar pieces: In decode mode, the chunk data found so far (slices of
         what was fed); else C{None}.
+    @ivar trailers: In decode mode, the trailer lines found (C{b"name:
+        value"}, see L{lbkit.http._trailers}); else empty.
     """
 
-    __slots__ = ("done", "pieces", "_state", "_remaining", "_line")
+    __slots__ = ("done", "pieces", "trailers", "_state", "_remaining", "_line")
 
     # states: 0 size line, 1 data, 2 CRLF after data, 3 trailers
     def __init__(self, decode: bool = False) -> None:
         self.done = False
         self.pieces: Optional[list[bytes]] = [] if decode else None
+        self.trailers: list[bytes] = []
         self._state = 0
         self._remaining = 0
         self._line = b""
@@ -237,4 +240,6 @@ class ChunkedFramer:
                     self.done = True
                 elif _FIELD.fullmatch(line) is None:
                     raise BadMessage(f"malformed trailer line {line[:60]!r}")
+                elif pieces is not None:
+                    self.trailers.append(line)
         return i

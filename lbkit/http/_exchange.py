@@ -25,6 +25,7 @@ from lbkit._dispatch import Dispatch, DispatchFailed, DispatchState
 from lbkit._model import Context, Server
 from lbkit.http._body import CHUNKED, UNTIL_CLOSE
 from lbkit.http._compress import compressResponse
+from lbkit.http._h2up import connectAny
 from lbkit.http._headers import CODE_CLASS, clientSubject, logRequest, requestHead
 from lbkit.http._local import Held, answerFirst
 from lbkit.http._parse import BadMessage, Request, Response
@@ -48,10 +49,9 @@ _QUEUED, _CONNECTING, _CONNECTED = DispatchState.QUEUED, DispatchState.CONNECTIN
 
 class Exchange:
     """
-    One request and its response at a time (see the module docstring):
-    an HTTP/1.1 connection keeps one and L{begin}s it again for each
-    request, an HTTP/2 stream has its own.  It is the L{ResponseSink} of
-    the server connection that carries its request.
+    One request and its response at a time (see the module docstring): an
+    HTTP/1.1 connection keeps one and L{begin}s it again for each request,
+    an HTTP/2 stream has its own.  The L{ResponseSink} of its server connection.
 
     The attributes an L{lbkit.interfaces.IRequestRule} may read are
     C{client}, C{frontend}, C{backend}, C{server} and C{request}.
@@ -98,8 +98,7 @@ class Exchange:
         @param scheme: C{b"http"} or C{b"https"} (C{X-Forwarded-Proto}).
         @param certTransport: With mTLS, the TLS transport whose verified
             peer certificate names the client; else C{None}.
-        @param nobodyListens: Whether nobody would see the access-log
-            fields (they are then not built).
+        @param nobodyListens: Whether nobody would see the access-log fields (then not built).
         @param logVersion: The protocol version shown in the access log,
             if not the request's (C{b"HTTP/2.0"}).
         @param plainLog: Whether the frontend logs and nothing overrides
@@ -209,7 +208,7 @@ class Exchange:
         if dispatch is None:
             dispatch = self._dispatch = Dispatch(
                 backend, context, self.reactor, self._newServerProtocol, serverChosen=self._serverChosen,
-                pooled=self._pooled, connected=self._connected, failed=self._dispatchFailed,
+                pooled=self._pooled, connected=self._connected, failed=self._dispatchFailed, connect=connectAny,
             )
         else:
             dispatch.reset(backend, context)

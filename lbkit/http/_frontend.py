@@ -28,6 +28,7 @@ from lbkit.http._cache import Caching
 from lbkit.http._cachestore import Cache
 from lbkit.http._compression import Compression
 from lbkit.http._h1 import HTTPFrontendProtocol
+from lbkit.http._h2up import choosePool
 from lbkit.http._h3glue import AltSvc, http3Port, http3Services
 from lbkit.http._headers import HTTP_LOG_FORMAT
 from lbkit.http._mirror import shadowBackends
@@ -292,6 +293,7 @@ class HTTPProxyFactory(DrainingFactory, Factory):
         if frontend.timeoutRequestBody is not None:
             timeouts.append(frontend.timeoutRequestBody)
         timeouts += [b.timeoutServer for b in frontend.backends()]
+        choosePool(self.pool, frontend.backends())  # HTTP/2 servers: streams from the pool (lbkit.http._h2up)
         self.tickInterval = max(0.05, min(timeouts) / 4)
 
     def stopFactory(self) -> None:

@@ -62,7 +62,8 @@ class H2RequestHead:
     @ivar path: The :path (the HTTP/1.1 request target), or C{b""} for CONNECT.
     @ivar fields: C{[name, value]} pairs: C{host} first (from :authority
         when there is one), then the client's fields without any host,
-        content-length or te, then lbkit's own C{content-length} when the
+        content-length (and C{te: trailers}, which only an HTTP/2 server
+        gets), then lbkit's own C{content-length} when the
         request has a declared or an empty body.
     @ivar contentLength: The declared body length, or C{None} (then a body,
         if DATA follows, goes chunked).
@@ -117,7 +118,8 @@ def checkRequestHead(headers: list[tuple[bytes, bytes]], ended: bool) -> H2Reque
         if name == b"te":
             if value.lower() != b"trailers":
                 raise MalformedRequest("te other than trailers")
-            continue  # hop-by-hop: not forwarded
+            fields.append([b"te", b"trailers"])  # hop-by-hop: only HTTP/2 servers get it
+            continue
         if name == b"content-length":
             if _DIGITS.match(value) is None or (length is not None and value != length):
                 raise MalformedRequest("invalid content-length")

@@ -36,6 +36,7 @@ from lbkit.http._parse import Request, Response
 from lbkit.http._server import HTTPServerProtocol
 from lbkit.http._states import WAITING
 from lbkit.http._timeouts import checkTimeouts
+from lbkit.http._trailers import chunkedEnd
 from lbkit.http._tunnel import refusedConnect
 from lbkit.interfaces import ISession
 
@@ -92,6 +93,9 @@ class H2Stream:
         self._tick: Any = None
         #: request body bytes the client declared and has not sent yet, or None
         self._declaredLeft: Optional[int] = None
+        #: the request's trailers (to a server in the last chunk), the response's (sent after its DATA)
+        self._reqTrailers: Optional[list[tuple[bytes, bytes]]] = None
+        self._trailers: Optional[list[tuple[bytes, bytes]]] = None
         frontend = h2.frontend
         mtls = getattr(getattr(frontend, "tls", None), "clientCA", None) is not None
         self.exchange = streamExchange(h2.factory, self, h2.client, h2.transport if mtls else None, h2.scheme)
@@ -182,15 +186,17 @@ class H2Stream:
             self._pending.append((b"", 0, True))  # the end of the WebSocket: close the server's
             self.deliverPending()
         elif not self._done and not exchange.bodyDone and exchange.framing == CHUNKED:
-            self._pending.append((b"0\r\n\r\n", 0, True))
+            self._pending.append((chunkedEnd(self._reqTrailers), 0, True))
             self.deliverPending()
 
     def h2Trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
-        """A trailers block arrived: checked, and not forwarded."""
+        """A trailers block arrived: checked, and sent in the last chunk of a chunked body."""
         try:
             checkTrailers(headers)
         except MalformedRequest as e:
             self.malformed(str(e))
+            return
+        self._reqTrailers = headers
 
     def malformed(self, why: str) -> None:
         """
@@ -314,6 +320,10 @@ class H2Stream:
     def abort(self) -> None:
         self.reset(self._abortCode)
 
+    def serverReset(self, code: ErrorCodes) -> None:
+        """An HTTP/2 server reset the response mid-way: the stream is reset with the same code."""
+        self._abortCode = code
+
     def stalled(self) -> bool:
         return self.producerPaused
 
@@ -332,6 +342,10 @@ class H2Stream:
         conn.close()  # one exchange per stream: nothing to keep it for
 
     # -- response: server -> client ------------------------------------------
+
+    def writeTrailers(self, fields: list[tuple[bytes, bytes]]) -> None:
+        """The response's trailers: sent as a HEADERS frame after its DATA (L{lbkit.http._trailers})."""
+        self._trailers = fields
 
     def fromServer(self, data: bytes) -> None:
         """Response body bytes from the server (the data of a chunked body)."""
@@ -367,7 +381,11 @@ class H2Stream:
                 else:
                     self._outOffset = offset + size
             if not out and self._ending:
-                conn.end_stream(sid)
+                trailers = self._trailers
+                if trailers:
+                    conn.send_headers(sid, trailers, end_stream=True)
+                else:
+                    conn.end_stream(sid)
                 self._streamEnded()
         except ProtocolError as e:
             self._broken(e)

@@ -20,12 +20,13 @@ C{maxRetries} and C{retryBudget}).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union, cast
 
 from twisted.python.failure import Failure
 
 from lbkit._breakers import EMPTY_RESPONSE, JUNK_RESPONSE, RESPONSE_TIMEOUT
 from lbkit._model import Server
+from lbkit.http._h2up import H2ServerProtocol
 from lbkit.http._headers import CODE_CLASS, IDEMPOTENT
 from lbkit.http._parse import BadMessage, Response
 from lbkit.http._pool import ConnectionPool
@@ -161,6 +162,8 @@ class RetryingServerProtocol(HTTPServerProtocol):
 
 def newServerProtocol(server: Server, pool: ConnectionPool[HTTPServerProtocol]) -> HTTPServerProtocol:
     """A new connection to C{server}: a L{RetryingServerProtocol} if its backend retries on statuses."""
+    if server.proto is not None:  # HTTP/2: a connection for many streams (lbkit.http._h2up)
+        return cast(HTTPServerProtocol, H2ServerProtocol(server, pool))
     backend = server.backend
     breakers = backend.breakers if backend is not None else None
     if breakers is not None and breakers.statuses:

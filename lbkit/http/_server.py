@@ -22,6 +22,7 @@ from lbkit.http._body import UNTIL_CLOSE, BodyReader, bodyLength
 from lbkit.http._headers import connectionTokens
 from lbkit.http._parse import BadMessage, HeadReader, Response, parseResponseHead
 from lbkit.http._pool import ConnectionPool
+from lbkit.http._trailers import passTrailers, trailerFields
 
 __all__ = ["HTTPServerProtocol", "ResponseSink"]
 
@@ -255,6 +256,8 @@ class HTTPServerProtocol(protocol.Protocol):
         else:
             self._write(data if n == len(data) else data[:n])
         if reader.done:
+            if framer is not None and framer.trailers and self._decode:
+                passTrailers(self.sink, trailerFields(framer.trailers))  # to an HTTP/2 client
             if n != len(data):
                 self._reusable = False  # bytes beyond the response: do not trust it
             self._finished()
