@@ -1,5 +1,5 @@
 """
-Shadow traffic and scatter-gather (docs/beyond_traffic.md): an http
+Shadow traffic and scatter-gather (docs/beyond.md): an http
 frontend on 127.0.0.1:8170 in front of three servers, app1-app3
 (127.0.0.1:9210-9212, started in this process).
 

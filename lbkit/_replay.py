@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_replay -*-
 """
 Reading real traffic for the simulator (C{python -m lbkit.simulate
---replay access.log}, docs/beyond_traffic.md): L{readLog} turns access-log
+--replay access.log}, docs/beyond.md): L{readLog} turns access-log
 lines into L{Arrival}s, when each request arrived and how long its server
 took.  No I/O beyond the lines it is given.
 

@@ -8,7 +8,7 @@ error pages (L{errorPage}), response compression (L{Compression}), the
 response cache (L{Cache}, docs/cache.md), request IDs and trace
 context (L{Tracing}; docs/tracing.md), L{Request}, and shadow traffic
 (L{Mirror}, L{mirrorStats}) and scatter-gather (L{ScatterGather},
-L{SubResponse}; docs/beyond_traffic.md).
+L{SubResponse}; docs/beyond.md).
 """
 
 from lbkit.http._answers import (

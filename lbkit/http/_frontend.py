@@ -216,7 +216,7 @@ class Frontend:
 
     def backends(self) -> Sequence[Backend]:
         found: list[Backend] = []
-        extra = shadowBackends(self) + scatterTargets(self)  # (docs/beyond_traffic.md)
+        extra = shadowBackends(self) + scatterTargets(self)  # (docs/beyond.md)
         for backend in [r.backend for r in self.routes] + [self.default] + extra:
             if backend not in found:
                 found.append(backend)

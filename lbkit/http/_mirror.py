@@ -3,7 +3,7 @@
 Mirroring (shadow traffic): L{Mirror}, a request rule that sends a copy
 of the requests it matches, body included up to C{maxBody} bytes, to a
 shadow backend and throws the shadow's answers away, counting how they
-differ from the primary's (docs/beyond_traffic.md).
+differ from the primary's (docs/beyond.md).
 
 A copy never delays or fails the real request: it is chosen, queued and
 connected by a L{Dispatch} of its own on the shadow backend, its body is

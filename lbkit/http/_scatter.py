@@ -3,7 +3,7 @@
 Scatter-gather: L{ScatterGather}, a route target that sends one request
 to every usable server of a backend (or C{k} of them) in parallel and
 answers with what the user's C{merge} builds from their answers
-(L{SubResponse}s), docs/beyond_traffic.md.
+(L{SubResponse}s), docs/beyond.md.
 
 A L{ScatterGather} is a L{Backend} of one server, C{scatter}, that is
 served in this process: the frontend proxies the request to it as to any
