@@ -178,128 +178,108 @@ def _sameOrigin(request: Request) -> bool:
     return urlsplit(origin.decode("latin-1")).netloc.lower() == host.decode("latin-1").lower()
 
 
-class AdminActionResource(_AdminLeaf):
+class _AdminPost(_AdminLeaf):
     """
-    C{POST /admin/server?backend=B&server=S&action=A[&weight=N]}: change one
-    server.  Besides the credentials it needs, against cross-site request
-    forgery, a same-origin C{Origin} (when there is one) and either the
-    page's C{token} field or an C{X-LBKit-Admin} header (which a cross-site
-    page cannot send without a CORS preflight, never granted here).
+    An admin operation: C{POST} only (C{GET} is 405), and besides the
+    credentials it needs, against cross-site request forgery, a same-origin
+    C{Origin} (when there is one) and either the page's C{token} field or an
+    C{X-LBKit-Admin} header (which a cross-site page cannot send without a
+    CORS preflight, never granted here).  Then L{act} does it.
     """
 
     bodyLimit = MAX_BODY
+    #: What it does, for the log line of an answer that failed.
+    what = "admin request"
 
     def render_POST(self, request: Request) -> Any:
         refused = self.forged(request)
         if refused is not None:
             return refused
         user: str = request.adminUser  # type: ignore[attr-defined]
-        client = request.getClientAddress()
-        via = f"http {getattr(client, 'host', '?')}"
+        via = f"http {getattr(request.getClientAddress(), 'host', '?')}"
         try:
-            server = runAction(
-                self.collector, user, via,
-                _arg(request, "backend") or "", _arg(request, "server") or "",
-                _arg(request, "action") or "", _arg(request, "weight"),
-            )
+            result = self.act(request, user, via)
         except AdminError as e:
             return _json(request, {"error": str(e)}, e.code)
+        if not isinstance(result, Deferred):
+            return result
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda f: gone.append(True))
+
+        def answer(reply: tuple[dict[str, Any], int]) -> None:
+            if not gone:  # (else the client left; the operation itself went ahead)
+                body, code = reply
+                request.write(_json(request, body, code))
+                request.finish()
+
+        result.addCallback(answer).addErrback(lambda f: self.collector.log.failure(f"answering a {self.what}", f))
+        return NOT_DONE_YET
+
+    def act(self, request: Request, user: str, via: str) -> bytes | Deferred[tuple[dict[str, Any], int]]:
+        """
+        Carry the request out: the answer's bytes, or a Deferred firing with
+        its JSON body and status.
+
+        @raise AdminError: refused, with the status to answer.
+        """
+        raise NotImplementedError
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"allow", b"POST")
+        return _json(request, {"error": "use POST"}, 405)
+
+
+class AdminActionResource(_AdminPost):
+    """C{POST /admin/server?backend=B&server=S&action=A[&weight=N]}: change one server."""
+
+    def act(self, request: Request, user: str, via: str) -> bytes:
+        server = runAction(
+            self.collector, user, via,
+            _arg(request, "backend") or "", _arg(request, "server") or "",
+            _arg(request, "action") or "", _arg(request, "weight"),
+        )
         if _arg(request, "from") == "page":
             request.setResponseCode(303)
             request.setHeader(b"location", b"./")
             return b""
         return _json(request, {"ok": True, "server": self.collector.server(server)})
 
-    def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"allow", b"POST")
-        return _json(request, {"error": "use POST"}, 405)
 
-
-class AdminPurgeResource(_AdminLeaf):
+class AdminPurgeResource(_AdminPost):
     """
     C{POST /admin/purge?cache=NAME&key=HOST/PATH} (or C{&prefix=HOST/PREFIX}):
-    drop entries from a response cache (docs/cache.md); same credentials
-    and forgery checks as L{AdminActionResource}.  Answers
+    drop entries from a response cache (docs/cache.md).  Answers
     C{{"ok": true, "purged": N}}.
     """
 
-    bodyLimit = MAX_BODY
+    what = "purge request"
 
-    def render_POST(self, request: Request) -> Any:
-        refused = self.forged(request)
-        if refused is not None:
-            return refused
-        user: str = request.adminUser  # type: ignore[attr-defined]
-        client = request.getClientAddress()
-        try:
-            count = runPurge(self.collector, user, f"http {getattr(client, 'host', '?')}",
-                             _arg(request, "cache") or "", _arg(request, "key"), _arg(request, "prefix"))
-        except AdminError as e:
-            return _json(request, {"error": str(e)}, e.code)
+    def act(self, request: Request, user: str, via: str) -> bytes | Deferred[tuple[dict[str, Any], int]]:
+        count = runPurge(self.collector, user, via, _arg(request, "cache") or "", _arg(request, "key"),
+                         _arg(request, "prefix"))
         if not isinstance(count, Deferred):
             return _json(request, {"ok": True, "purged": count})
-        gone: list[bool] = []
-        request.notifyFinish().addErrback(lambda f: gone.append(True))
-
-        def answer(body: dict[str, Any], code: int) -> None:
-            if not gone:
-                request.write(_json(request, body, code))
-                request.finish()
-
-        count.addCallbacks(lambda n: answer({"ok": True, "purged": n}, 200),
-                           lambda f: answer({"error": f.getErrorMessage()}, 502))
-        return NOT_DONE_YET
-
-    def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"allow", b"POST")
-        return _json(request, {"error": "use POST"}, 405)
+        return count.addCallbacks(lambda n: ({"ok": True, "purged": n}, 200),
+                                  lambda f: ({"error": f.getErrorMessage()}, 502))
 
 
-class AdminReloadResource(_AdminLeaf):
+class AdminReloadResource(_AdminPost):
     """
-    C{POST /admin/reload}: load the site file again (same credentials and
-    forgery checks as L{AdminActionResource}).  Answers
+    C{POST /admin/reload}: load the site file again.  Answers
     C{{"ok": true, "changes": [...]}}, or 409 with C{"error"} when the file
     does not load (the running configuration is then unchanged).
     """
 
-    bodyLimit = MAX_BODY
     #: What carries the request out (L{runReload}, L{runRestart}).
     run = staticmethod(runReload)
-    what = "reload"
+    what = "reload request"
 
-    def render_POST(self, request: Request) -> Any:
-        refused = self.forged(request)
-        if refused is not None:
-            return refused
-        user: str = request.adminUser  # type: ignore[attr-defined]
-        client = request.getClientAddress()
-        try:
-            d = self.run(self.collector, user, f"http {getattr(client, 'host', '?')}")
-        except AdminError as e:
-            return _json(request, {"error": str(e)}, e.code)
-
-        gone: list[bool] = []
-        request.notifyFinish().addErrback(lambda f: gone.append(True))
-
-        def answer(result: tuple[bool, str]) -> None:
-            if gone:
-                return  # the client left; the reload itself went ahead
+    def act(self, request: Request, user: str, via: str) -> Deferred[tuple[dict[str, Any], int]]:
+        def reply(result: tuple[bool, str]) -> tuple[dict[str, Any], int]:
             ok, text = result
-            lines = text.split("\n")
-            body = {"ok": True, "changes": lines[1:]} if ok else {"error": text}
-            request.write(_json(request, body, 200 if ok else 409))
-            request.finish()
+            return ({"ok": True, "changes": text.split("\n")[1:]}, 200) if ok else ({"error": text}, 409)
 
-        d.addCallback(answer)
-        d.addErrback(lambda f: self.collector.log.failure(f"answering a {self.what} request", f))
-        from twisted.web.server import NOT_DONE_YET
-
-        return NOT_DONE_YET
-
-    def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"allow", b"POST")
-        return _json(request, {"error": "use POST"}, 405)
+        return self.run(self.collector, user, via).addCallback(reply)
 
 
 class AdminRestartResource(AdminReloadResource):
@@ -312,44 +292,27 @@ class AdminRestartResource(AdminReloadResource):
     """
 
     run = staticmethod(runRestart)
-    what = "restart"
+    what = "restart request"
 
 
-class AdminReopenResource(_AdminLeaf):
+class AdminReopenResource(_AdminPost):
     """
     C{POST /admin/reopen}: open the access-log files again, after log
-    rotation (same credentials and forgery checks as
-    L{AdminActionResource}).  Answers C{{"ok": true, "files": [...]}}, one
-    line per file destination.
+    rotation.  Answers C{{"ok": true, "files": [...]}}, one line per file
+    destination.
     """
 
-    bodyLimit = MAX_BODY
-
-    def render_POST(self, request: Request) -> bytes:
-        refused = self.forged(request)
-        if refused is not None:
-            return refused
-        user: str = request.adminUser  # type: ignore[attr-defined]
-        client = request.getClientAddress()
-        try:
-            files = runReopen(self.collector, user, f"http {getattr(client, 'host', '?')}")
-        except AdminError as e:
-            return _json(request, {"error": str(e)}, e.code)
-        return _json(request, {"ok": True, "files": files})
-
-    def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"allow", b"POST")
-        return _json(request, {"error": "use POST"}, 405)
+    def act(self, request: Request, user: str, via: str) -> bytes:
+        return _json(request, {"ok": True, "files": runReopen(self.collector, user, via)})
 
 
 def _args(request: Request, name: str) -> list[str]:
     return [v.decode("utf-8", "replace") for v in (request.args or {}).get(name.encode(), [])]
 
 
-class AdminLiveResource(_AdminLeaf):
+class AdminLiveResource(_AdminPost):
     """
-    The live changes, explanations and previews (docs/beyond.md), same
-    credentials and forgery checks as L{AdminActionResource}:
+    The live changes, explanations and previews (docs/beyond.md):
 
       - C{POST /admin/live?op=OP&backend=B...}: C{add-server} (C{server},
         C{address}, C{weight}), C{drain} and C{remove-server} (C{server},
@@ -363,54 +326,37 @@ class AdminLiveResource(_AdminLeaf):
         what the change would do.
     """
 
-    bodyLimit = MAX_BODY
+    what = "live change"
 
     def __init__(self, collector: Collector, guard: Guard, kind: str) -> None:
         super().__init__(collector, guard)
         self.kind = kind
 
-    def render_POST(self, request: Request) -> Any:
-        refused = self.forged(request)
-        if refused is not None:
-            return refused
-        user: str = request.adminUser  # type: ignore[attr-defined]
-        via = f"http {getattr(request.getClientAddress(), 'host', '?')}"
-        try:
-            if self.kind == "explain":
-                headers = [tuple(h.partition(":")[::2]) for h in _args(request, "header")]
-                return _json(request, runExplain(
-                    self.collector, _arg(request, "frontend") or "-", _arg(request, "method") or "GET",
-                    _arg(request, "path") or "/", [(n.strip(), v.strip()) for n, v in headers],
-                    _arg(request, "source") or "127.0.0.1",
-                ))
-            if self.kind == "preview":
-                weights = dict(w.partition("=")[::2] for w in _args(request, "weight"))
-                add = [tuple(a.partition("=")[::2]) for a in _args(request, "add")]
-                result = runPreview(self.collector, _arg(request, "backend") or "", weights,
-                                    _args(request, "remove"), add)  # type: ignore[arg-type]
-                return _json(request, {"ok": True, "preview": attrs.asdict(result), "text": result.lines()})
-            names = ("backend", "server", "address", "weight", "timeout", "balance", "persistence")
-            done = runLive(self.collector, user, via, _arg(request, "op") or "", {n: _arg(request, n) for n in names})
-        except AdminError as e:
-            return _json(request, {"error": str(e)}, e.code)
+    def act(self, request: Request, user: str, via: str) -> bytes | Deferred[tuple[dict[str, Any], int]]:
+        if self.kind == "explain":
+            headers = [tuple(h.partition(":")[::2]) for h in _args(request, "header")]
+            return _json(request, runExplain(
+                self.collector, _arg(request, "frontend") or "-", _arg(request, "method") or "GET",
+                _arg(request, "path") or "/", [(n.strip(), v.strip()) for n, v in headers],
+                _arg(request, "source") or "127.0.0.1",
+            ))
+        if self.kind == "preview":
+            weights = dict(w.partition("=")[::2] for w in _args(request, "weight"))
+            add = [tuple(a.partition("=")[::2]) for a in _args(request, "add")]
+            result = runPreview(self.collector, _arg(request, "backend") or "", weights,
+                                _args(request, "remove"), add)  # type: ignore[arg-type]
+            return _json(request, {"ok": True, "preview": attrs.asdict(result), "text": result.lines()})
+        names = ("backend", "server", "address", "weight", "timeout", "balance", "persistence")
+        done = runLive(self.collector, user, via, _arg(request, "op") or "", {n: _arg(request, n) for n in names})
         if isinstance(done, str):
             return _json(request, {"ok": True, "done": done})
-        gone: list[bool] = []
-        request.notifyFinish().addErrback(lambda f: gone.append(True))
 
-        def answer(text: str) -> None:
-            if not gone:
-                failed = text.startswith("error: ")
-                request.write(_json(request, {"error": text[7:]} if failed else {"ok": True, "done": text},
-                                    409 if failed else 200))
-                request.finish()
+        def reply(text: str) -> tuple[dict[str, Any], int]:
+            if text.startswith("error: "):
+                return {"error": text[7:]}, 409
+            return {"ok": True, "done": text}, 200
 
-        done.addCallback(answer).addErrback(lambda f: self.collector.log.failure("answering a live change", f))
-        return NOT_DONE_YET
-
-    def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"allow", b"POST")
-        return _json(request, {"error": "use POST"}, 405)
+        return done.addCallback(reply)
 
 
 class _Admin(Resource):
