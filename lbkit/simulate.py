@@ -249,18 +249,7 @@ def simulate(balancer: IBalancer, workload: Workload = Workload(), name: str = "
         c = zipf(workload.clients)
         context = Context(client=clients[c], request=_Request(paths[zipf(workload.paths)], users[c]))
         farm.at(now, lambda w=work, ctx=context: farm.arrive(w, ctx))  # type: ignore[misc]
-    farm.run()
-    ordered = sorted(farm.latencies)
-    total = sum(farm.served.values()) or 1
-    elapsed = farm.now or 1.0
-    return Result(
-        name=name or type(balancer).__name__,
-        p50=_percentile(ordered, 0.5),
-        p99=_percentile(ordered, 0.99),
-        p999=_percentile(ordered, 0.999),
-        shares=[farm.served[s] / total for s in servers],
-        utilisation=[farm.busyTime[s] / (elapsed * workload.slots) for s in servers],
-    )
+    return _run(farm, name or type(balancer).__name__, servers, workload.slots)
 
 
 def replay(
@@ -286,17 +275,22 @@ def replay(
     for a in arrivals:
         context = Context(client=_address(a.client), request=_Logged(a.method, a.uri))
         farm.at(a.at, lambda w=a.service, ctx=context: farm.arrive(w, ctx))  # type: ignore[misc]
+    return _run(farm, name or type(balancer).__name__, backend.servers, slots)
+
+
+def _run(farm: Any, name: str, servers: Sequence[Any], slots: int) -> Result:
+    """Run C{farm} to the end: its latencies' percentiles, and each server's share and utilisation."""
     farm.run()
     ordered = sorted(farm.latencies)
     total = sum(farm.served.values()) or 1
     elapsed = farm.now or 1.0
     return Result(
-        name=name or type(balancer).__name__,
+        name=name,
         p50=_percentile(ordered, 0.5),
         p99=_percentile(ordered, 0.99),
         p999=_percentile(ordered, 0.999),
-        shares=[farm.served[s] / total for s in backend.servers],
-        utilisation=[farm.busyTime[s] / (elapsed * slots) for s in backend.servers],
+        shares=[farm.served[s] / total for s in servers],
+        utilisation=[farm.busyTime[s] / (elapsed * slots) for s in servers],
     )
 
 
