@@ -20,9 +20,9 @@ here and written again by lbkit, transfer-encoding is refused.
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import Any, Deque, Optional
 
-__all__ = ["MalformedRequest", "H2RequestHead", "checkRequestHead", "checkTrailers"]
+__all__ = ["MalformedRequest", "H2RequestHead", "checkRequestHead", "checkTrailers", "sendWindowed"]
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 #: A regular field name: a token, lower case (RFC 9113 §8.2.1).
@@ -203,3 +203,28 @@ def checkTrailers(headers: list[tuple[bytes, bytes]]) -> None:
 def _show(data: bytes) -> str:
     """C{data} for a log line: printable, at most 40 bytes."""
     return repr(data[:40])[1:]
+
+
+def sendWindowed(conn: Any, sid: int, out: Deque[bytes], offset: int) -> tuple[int, int]:
+    """
+    Queue DATA frames of stream C{sid} on the h2 connection C{conn} from the
+    chunks C{out} (the first one from C{offset}), as far as the flow-control
+    windows and the frame size allow; sent chunks leave C{out}.
+
+    @return: The offset into C{out[0]} afterwards, and the bytes queued.
+    """
+    sent = 0
+    while out:
+        window = conn.local_flow_control_window(sid)
+        if window <= 0:
+            break
+        chunk = out[0]
+        size = min(window, conn.max_outbound_frame_size, len(chunk) - offset)
+        conn.send_data(sid, chunk[offset : offset + size])
+        sent += size
+        if offset + size == len(chunk):
+            out.popleft()
+            offset = 0
+        else:
+            offset += size
+    return offset, sent

@@ -29,7 +29,7 @@ from lbkit._address import formatAddress
 from lbkit._model import Server
 from lbkit.http._body import CHUNKED
 from lbkit.http._h1 import streamExchange
-from lbkit.http._h2head import MalformedRequest, checkRequestHead, checkTrailers
+from lbkit.http._h2head import MalformedRequest, checkRequestHead, checkTrailers, sendWindowed
 from lbkit.http._h2ws import tunnelHeaders, websocketRequest
 from lbkit.http._headers import HOP, connectionTokens, errorBody
 from lbkit.http._parse import Request, Response
@@ -366,20 +366,9 @@ class H2Stream:
         out = self._out
         sid = self.streamId
         try:
-            while out and not h2.paused:
-                window = conn.local_flow_control_window(sid)
-                if window <= 0:
-                    break
-                chunk = out[0]
-                offset = self._outOffset
-                size = min(window, conn.max_outbound_frame_size, len(chunk) - offset)
-                conn.send_data(sid, chunk[offset : offset + size])
-                self._sent += size
-                if offset + size == len(chunk):
-                    out.popleft()
-                    self._outOffset = 0
-                else:
-                    self._outOffset = offset + size
+            if not h2.paused:
+                self._outOffset, sent = sendWindowed(conn, sid, out, self._outOffset)
+                self._sent += sent
             if not out and self._ending:
                 trailers = self._trailers
                 if trailers:

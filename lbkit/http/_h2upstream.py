@@ -37,6 +37,7 @@ from zope.interface import implementer
 from lbkit._model import Server
 from lbkit.error import LBKitError
 from lbkit.http._body import CHUNKED, ChunkedFramer
+from lbkit.http._h2head import sendWindowed
 from lbkit.http._h2uphead import requestHeaders
 from lbkit.http._parse import BadMessage, Response
 from lbkit.http._trailers import (
@@ -220,19 +221,8 @@ class H2UpStream:
         conn = h2.conn
         out = self._out
         try:
-            while out and h2.writable:
-                window = conn.local_flow_control_window(sid)
-                if window <= 0:
-                    break
-                chunk = out[0]
-                offset = self._outOffset
-                size = min(window, conn.max_outbound_frame_size, len(chunk) - offset)
-                conn.send_data(sid, chunk[offset : offset + size])
-                if offset + size == len(chunk):
-                    out.popleft()
-                    self._outOffset = 0
-                else:
-                    self._outOffset = offset + size
+            if h2.writable:
+                self._outOffset, _ = sendWindowed(conn, sid, out, self._outOffset)
             if not out and self._bodyEnded and not self._endSent:
                 self._endSent = True
                 trailers = self._trailers
