@@ -48,6 +48,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from lbkit._address import formatAddress
+from lbkit.http._h2head import QuietFrameBuffer
 from lbkit.http._h2stream import H2Stream
 
 if TYPE_CHECKING:
@@ -145,6 +146,7 @@ class H2FrontendProtocol(Protocol):
         # inbound header blocks are checked by lbkit.http._h2head, per stream
         config = H2Configuration(client_side=False, header_encoding=None, validate_inbound_headers=False)
         self.conn = H2Connection(config)
+        self.conn.incoming_buffer = QuietFrameBuffer(server=True)  # (no hex dump of each DATA frame)
         self.conn.local_settings = _LocalSettings(client=False, initial_values={
             SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
             SettingCodes.MAX_HEADER_LIST_SIZE: self.conn.DEFAULT_MAX_HEADER_LIST_SIZE,
