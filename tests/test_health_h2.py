@@ -52,6 +52,15 @@ class H2CheckTests(H2UpTestCase):
         self.assertEqual(str(failure), 'Layer7 wrong content, code: 200, info: "body did not match"')
 
     @inlineCallbacks
+    def test_forbiddenHeader(self) -> None:
+        """A header HTTP/2 forbids (C{te} other than C{trailers}) fails the check at once, saying why."""
+        port, factory = self.h2server()
+        d = HTTPCheck("/info", headers={"TE": "gzip"}).check(self.server(port), reactor)
+        failure = yield self.assertFailure(d, CheckFailed)
+        self.assertIn("HTTP/2 refuses the request head", str(failure))
+        self.assertEqual(factory.streams, 0)
+
+    @inlineCallbacks
     def test_wrongStatus(self) -> None:
         """A status outside C{status} fails with its code."""
         port, factory = self.h2server()

@@ -96,7 +96,11 @@ class H2Probe(Protocol):
             if lowered not in _DROPPED:
                 headers.append((lowered, value.encode("latin-1")))
         self.conn.initiate_connection()
-        self.conn.send_headers(_STREAM, headers, end_stream=True)
+        try:
+            self.conn.send_headers(_STREAM, headers, end_stream=True)
+        except H2Error as e:  # e.g. a header HTTP/2 forbids, such as te: gzip
+            self._finish(f'Layer7 invalid request, info: "HTTP/2 refuses the request head: {e}"')
+            return
         self._flush()
 
     def _flush(self) -> None:
