@@ -12,14 +12,16 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.protocol import Factory, Protocol, ServerFactory
 from twisted.internet.threads import deferToThread
 
-from lbkit import Server
+from lbkit import Backend, Server, ServerState, tcp
 from lbkit.error import CheckFailed
 from lbkit.health import HTTPCheck
+from lbkit.service import LoadBalancerService
 from tests import test_h2up
 from tests.h2server import H2TestFactory
 from tests.helpers import freePort
 from tests.test_grpc import GRPCTestCase
 from tests.test_h2up import H2UpTestCase
+from tests.test_health_integration import waitForState
 from tests.test_http_integration import reactor
 
 
@@ -157,3 +159,26 @@ class GRPCCheckTests(GRPCTestCase):
         d = check.check(server, reactor)
         failure = yield self.assertFailure(d, CheckFailed)
         self.assertTrue(str(failure).startswith("Layer4 connection problem"), str(failure))
+
+
+class GRPCMonitorTests(GRPCTestCase):
+    """A running site's monitor keeps a live grpcio server UP with the HTTP/2 check, and takes it DOWN when it stops."""
+
+    @inlineCallbacks
+    def test_upThenDown(self) -> None:
+        port, service, grpcServer = self.grpcServer()
+        server = Server("g1", f"127.0.0.1:{port}", proto="h2c")
+        check = HTTPCheck("/grpc.health.v1.Health/Check", method="POST", status=200, interval=0.2, rise=1,
+                          fall=1, initState="fully-down",
+                          headers={"content-type": "application/grpc", "te": "trailers"})
+        up = waitForState(server, ServerState.UP)
+        site = LoadBalancerService([tcp.Frontend("tcp:0:interface=127.0.0.1", Backend("grpc", [server], health=check),
+                                                 log=False)], reactor)
+        site.startService()
+        self.addCleanup(site.stopService)
+        _, reason = yield up
+        self.assertTrue(reason.startswith("Layer7 check passed"), reason)
+        down = waitForState(server, ServerState.DOWN)
+        yield deferToThread(lambda: grpcServer.stop(0).wait(5))
+        _, reason = yield down
+        self.assertTrue(reason.startswith("Layer4 connection problem"), reason)
