@@ -4,6 +4,7 @@ lbkit's benchmark: lbkit side by side with HAProxy, nginx and Twisted's own
 proxies, all in front of the same two nginx backends on 127.0.0.1.
 
     .venv/bin/python bench/run.py [--mode tcp|http|all] [--rounds 3] [--duration 8] [--quick]
+    .venv/bin/python bench/run.py --mode udp|h3|l7 [--rounds 3] [--duration 8]
 
 Loads (wrk, one thread): C{-c50} on C{/small} (a 13-byte body) and C{-c10}
 on C{/big} (1 MiB).  Rounds are interleaved (round 1 runs every system, then
@@ -935,16 +936,42 @@ def printTable(
     return lines
 
 
+#: What C{--mode l7} runs: (title, script, extra arguments).
+L7_PARTS = (
+    ("compressed responses: lbkit vs HAProxy compression algo gzip", "compression.py", ("--wrk",)),
+    ("cache hits: lbkit vs HAProxy cache", "cache.py", ()),
+    ("HTTP/2 (h2c) to servers vs HTTP/1.1 to servers", "h2up.py", ()),
+)
+
+
+def runL7(rounds: int, duration: int) -> int:
+    """
+    Issue 13's benchmark in one run: each part's script in turn, its
+    ratio table printed as it ends.  Returns the first non-zero exit
+    status, else 0 (a part that fails does not stop the others).
+    """
+    status = 0
+    for title, name, extra in L7_PARTS:
+        print(f"\n=== l7: {title} ({' '.join([f'bench/{name}', *extra])}) ===", flush=True)
+        argv = [sys.executable, str(HERE / name), *extra, "--rounds", str(rounds), "--duration", str(duration)]
+        code = subprocess.call(argv)
+        if code:
+            print(f"bench: bench/{name} exited with status {code}", flush=True)
+            status = status or code
+    return status
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--mode",
-        choices=["tcp", "http", "all", "udp", "h3"],
+        choices=["tcp", "http", "all", "udp", "h3", "l7"],
         default="all",
         help="udp runs bench/udp.py (DNS through lbkit and nginx stream); h3 runs bench/h3.py "
-        "(HTTP/3, HTTP/2, HTTP/1.1 through one lbkit TLS frontend)",
+        "(HTTP/3, HTTP/2, HTTP/1.1 through one lbkit TLS frontend); l7 runs bench/compression.py "
+        "--wrk, bench/cache.py and bench/h2up.py one after another (issue 13's ratios)",
     )
     parser.add_argument(
         "--rounds", type=int, default=None, help="interleaved rounds (default 3; 1 with --quick)"
@@ -978,6 +1005,8 @@ def main() -> int:
     if args.mode in ("udp", "h3"):
         script = HERE / f"{args.mode}.py"
         return subprocess.call([sys.executable, str(script), "--rounds", str(rounds), "--duration", str(duration)])
+    if args.mode == "l7":
+        return runL7(rounds, duration)
     warmup = 0.0 if args.quick else 1.0
     settle = 0.0 if args.quick else 1.0
     modes = ["tcp", "http"] if args.mode == "all" else [args.mode]

@@ -50,7 +50,8 @@ SERVER_COUNTERS = (
 )
 #: Backend and frontend-factory counters likewise.
 BACKEND_COUNTERS = ("noServerCount", "redispatches")
-FACTORY_COUNTERS = ("total", "current", "maxCurrent", "bytesIn", "bytesOut", "requests", "evicted", "dropped")
+FACTORY_COUNTERS = ("total", "current", "maxCurrent", "bytesIn", "bytesOut", "requests", "evicted", "dropped",
+                    "compIn", "compOut", "compRsp", "compByp")
 #: Counters that say how many now (summed over live workers only); the
 #: others only grow, and a worker that ended keeps its share.
 GAUGES = frozenset(["active", "maxActive", "current", "maxCurrent", "bytes", "objects"])

@@ -282,9 +282,14 @@ class _Side:
         self.writeResponse = self.written.append
 
 
+class _Factory:
+    compIn = compOut = compRsp = compByp = 0
+
+
 class _Exchange:
     def __init__(self) -> None:
         self.side = self.writer = _Side()
+        self.factory = _Factory()
         self.done: list[Any] = []
         self.aborted: list[str] = []
 

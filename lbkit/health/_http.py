@@ -23,6 +23,7 @@ from zope.interface import implementer
 from lbkit._model import Server
 from lbkit.error import CheckFailed, ConfigError
 from lbkit.health._base import BaseCheck, connectReason
+from lbkit.health._h2check import H2Probe
 
 __all__ = ["HTTPCheck"]
 
@@ -142,24 +143,11 @@ class _HTTPProbe:
         self.result: Deferred[None] = Deferred(self._cancel)
         self._request: Deferred[Any] | None = None
         self._reader: _BodyReader | None = None
-        endpoint: IStreamClientEndpoint = check.endpointFor(server, reactor)
-        # the server's own endpoint is already TLS when Server(tls=True) and
-        # the check goes to the traffic address: do not wrap it twice
-        ownTLS = server.tls and check.addr is None and check.port is None
-        if check.tls is not None and not ownTLS:
-            endpoint = wrapClientTLS(check.tls, endpoint)
+        endpoint = _checkEndpoint(check, server, reactor)
         pool = HTTPConnectionPool(reactor, persistent=False)
         pool._factory = _QuietClientFactory  # no "Starting factory" line per check
         self.agent = Agent.usingEndpointFactory(reactor, _OneEndpoint(_NotingEndpoint(endpoint, self)), pool)
-        host = check.host
-        if host is None:
-            addr, port = check.target(server)
-            addr = addr or "localhost"
-            if ":" in addr:
-                addr = f"[{addr}]"
-            default = 443 if check.tls is not None else 80
-            host = addr if port in (default, 0) else f"{addr}:{port}"
-        self.host = host
+        self.host = _hostOf(check, server, check.tls is not None)
 
     def start(self) -> Deferred[None]:
         check = self.check
@@ -227,6 +215,30 @@ class _HTTPProbe:
             self._finish(f"Layer7 wrong content, code: {self.code}, info: \"body did not match\"")
 
 
+def _checkEndpoint(check: HTTPCheck, server: Server, reactor: Any) -> IStreamClientEndpoint:
+    endpoint: IStreamClientEndpoint = check.endpointFor(server, reactor)
+    # the server's own endpoint is already TLS when Server(tls=True) and
+    # the check goes to the traffic address: do not wrap it twice
+    if check.tls is not None and not _ownTLS(check, server):
+        endpoint = wrapClientTLS(check.tls, endpoint)
+    return endpoint
+
+
+def _ownTLS(check: HTTPCheck, server: Server) -> bool:
+    return bool(server.tls) and check.addr is None and check.port is None
+
+
+def _hostOf(check: HTTPCheck, server: Server, secure: bool) -> str:
+    if check.host is not None:
+        return check.host
+    addr, port = check.target(server)
+    addr = addr or "localhost"
+    if ":" in addr:
+        addr = f"[{addr}]"
+    default = 443 if secure else 80
+    return addr if port in (default, 0) else f"{addr}:{port}"
+
+
 def _discard(response: Response) -> None:
     response.deliverBody(_BodyReader(_Sink(), 0))  # type: ignore[arg-type]
 
@@ -264,7 +276,11 @@ class HTTPCheck(BaseCheck):
     """
     Send C{method path} to the server with Twisted's HTTP client and check
     the answer: HAProxy's C{option httpchk} with C{http-check expect}.  A
-    new connection is used for each check and closed after it.
+    new connection is used for each check and closed after it.  To a
+    server with C{proto="h2c"} or C{proto="h2"} (HTTP/2 only, e.g. grpcio)
+    the request goes as one HTTP/2 stream instead: prior knowledge for
+    C{h2c}, TLS with ALPN h2 for C{h2} (cleartext prior knowledge when
+    C{addr}/C{port} point elsewhere and C{tls} is unset).
 
     Takes every keyword argument of L{BaseCheck} too: C{interval}, C{rise},
     C{fall}, C{timeout}, C{fastinter}, C{downinter}, C{addr}, C{port},
@@ -317,4 +333,9 @@ class HTTPCheck(BaseCheck):
         return pattern.search(body.decode("utf-8", "replace")) is not None  # type: ignore[arg-type]
 
     def check(self, server: Server, reactor: Any) -> Deferred[None]:
+        if server.proto is not None:
+            # an HTTP/2-only server (gRPC and the like): one HTTP/2 stream
+            secure = self.tls is not None or _ownTLS(self, server)
+            endpoint = _checkEndpoint(self, server, reactor)
+            return H2Probe(self, endpoint, _hostOf(self, server, secure), secure).start()
         return _HTTPProbe(self, server, reactor).start()

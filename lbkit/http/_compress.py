@@ -62,7 +62,9 @@ def compressResponse(exchange: Exchange, conn: HTTPServerProtocol, response: Res
     length of 0) or whose end is the server closing, to HTTP/1.0
     clients (as nginx), and those L{Compression.eligible} refuses.  An
     eligible response gets C{Vary: Accept-Encoding} whatever the client
-    accepts, for caches.
+    accepts, for caches.  The frontend factory counts responses compressed
+    (C{compRsp}) and sent as they were (C{compByp}), and the body bytes
+    in and out of the encoders (C{compIn}, C{compOut}; docs/stats.md).
     """
     side = exchange.side
     compression = compressionFor(exchange)
@@ -91,7 +93,10 @@ def compressResponse(exchange: Exchange, conn: HTTPServerProtocol, response: Res
             encoder = compression.encoder(algorithm, framing if framing > 0 else None)
             sink = CompressingSink(exchange, conn, encoder, chunked, len(head))
             conn.filterBody(sink)
+            exchange.factory.compRsp += 1
             return head
+    if compression is not None:
+        exchange.factory.compByp += 1
     head = exchange.writer.responseHeadBytes(response, framing, False)
     conn.bytes += len(head)
     return head
@@ -132,6 +137,9 @@ class CompressingSink:
             head, data = data[: self._head], data[self._head :]
             self._head -= len(head)
         out = self._encoder.compress(data) if data else b""
+        factory = self.exchange.factory
+        factory.compIn += len(data)
+        factory.compOut += len(out)
         if out and self._chunked:
             out = b"%x\r\n%s\r\n" % (len(out), out)
         if head:
@@ -144,6 +152,7 @@ class CompressingSink:
     def responseDone(self, conn: HTTPServerProtocol) -> None:
         """The body is complete: end the compressed stream, then the exchange's response."""
         tail = self._encoder.finish()
+        self.exchange.factory.compOut += len(tail)
         if self._chunked:
             tail = (b"%x\r\n%s\r\n0\r\n\r\n" % (len(tail), tail)) if tail else b"0\r\n\r\n"
         self.sent += len(tail)

@@ -278,6 +278,8 @@ class HTTPProxyFactory(DrainingFactory, Factory):
         self.bytesIn = 0
         self.bytesOut = 0
         self.responses = {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0, "other": 0}
+        # compression (HAProxy's comp_in, comp_out, comp_rsp; compByp: responses sent as they were)
+        self.compIn = self.compOut = self.compRsp = self.compByp = 0
         #: Where access-log lines go; the service points it at the
         #: destinations of L{lbkit.logs.AccessLog} when the site has some.
         self.accessLog = accessLog

@@ -21,6 +21,7 @@ from lbkit._model import Server, ServerListenerMixin, ServerState
 from lbkit.http import mirrorStats
 from lbkit.interfaces import IServerListener
 from lbkit.stats._cachestats import cacheRows
+from lbkit.stats._compstats import compressionRow
 from lbkit.stats._history import History
 from lbkit.stats._tables import tableData, tablesIn
 
@@ -341,6 +342,9 @@ class Collector(ServerListenerMixin):
         evicted = _sumAttr(factories, "evicted")
         if evicted is not None:  # udp: sessions closed to make room, datagrams dropped
             extra["udp"] = {"evicted": evicted, "dropped": _sumAttr(factories, "dropped") or 0}
+        compression = compressionRow(frontend, factories)
+        if compression is not None:  # (http mode with compression somewhere; docs/stats.md)
+            extra["compression"] = compression
         return {
             "name": str(getattr(frontend, "name", frontend.endpoint)),
             "endpoint": frontend.endpoint,

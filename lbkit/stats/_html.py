@@ -13,6 +13,7 @@ from twisted.web.template import Element, Tag, XMLString, renderer, tags
 from lbkit.stats._cachestats import cacheTable
 from lbkit.stats._charts import charts, timeline
 from lbkit.stats._collect import RESPONSE_CLASSES
+from lbkit.stats._compstats import compressionTable
 from lbkit.stats._tables import tableElements
 
 __all__: list[str] = []
@@ -47,6 +48,7 @@ _TEMPLATE = """\
 <t:transparent t:render="frontends" />
 <t:transparent t:render="backends" />
 <t:transparent t:render="caches" />
+<t:transparent t:render="compression" />
 <t:transparent t:render="tables" />
 </body>
 </html>
@@ -230,6 +232,10 @@ class StatsElement(Element):
     @renderer
     def caches(self, request: Any, tag: Tag) -> list[Tag]:
         return cacheTable(self.snapshot.get("caches", []), formatBytes)
+
+    @renderer
+    def compression(self, request: Any, tag: Tag) -> list[Tag]:
+        return compressionTable(self.snapshot["frontends"], formatBytes)
 
     @renderer
     def tables(self, request: Any, tag: Tag) -> list[Tag]:

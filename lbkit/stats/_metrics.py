@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector as _PromCollector
 
 from lbkit._latency import BUCKETS
 from lbkit._model import ServerState
+from lbkit.stats._compstats import compressionMetrics
 from lbkit.stats._tables import tableMetrics
 
 __all__: list[str] = []
@@ -79,6 +80,7 @@ class MetricsCollector(_PromCollector):
         yield from self._servers([sv for be in snap["backends"] for sv in be["servers"]])
         yield from self._accessLogs(snap.get("accessLog", []))
         yield from self._caches(snap.get("caches", []))
+        yield from compressionMetrics(snap["frontends"])
         yield from tableMetrics(snap.get("tables", []))
 
     def _caches(self, caches: list[dict[str, Any]]) -> Iterator[Metric]:
