@@ -27,10 +27,6 @@ from lbkit.http._trailers import passTrailers, trailerFields
 __all__ = ["HTTPServerProtocol", "ResponseSink"]
 
 
-#: The methods whose response may have no body whatever its head says.
-_NO_BODY = frozenset([b"HEAD", b"CONNECT"])
-
-
 def _discard(data: bytes) -> None:
     pass
 
@@ -142,8 +138,7 @@ class HTTPServerProtocol(protocol.Protocol):
         self._head.buffered = b""
         self._headDone = False
         self._method = method
-        #: HEAD, or CONNECT (whose 2xx opens a tunnel): a response without a body
-        self._headRequest = method in _NO_BODY
+        self._headRequest = method == b"HEAD"
         self.bytes = 0
         self.send(head)
 
@@ -190,14 +185,11 @@ class HTTPServerProtocol(protocol.Protocol):
                     return
                 continue
             break
+        if code < 300 and sink.upgrading and self._method == b"CONNECT":  # an allowed CONNECT's 2xx
+            self._startTunnel(sink, response, buf)
+            return
         if self._headRequest or code == 204 or code == 304:
-            if self._method != b"CONNECT":
-                framing = 0
-            elif 200 <= code < 300 and sink.upgrading:  # an allowed CONNECT: a tunnel
-                self._startTunnel(sink, response, buf)
-                return
-            elif code == 304:
-                framing = 0
+            framing = 0
         self._headDone = True
         if framing == UNTIL_CLOSE:
             self._reusable = False
