@@ -27,7 +27,7 @@ from typing import Any, Callable
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.tcp import Connection
 
-__all__ = ["BUFFER_SIZE", "plainTCP", "tune", "writeThrough", "unsent"]
+__all__ = ["BUFFER_SIZE", "plainTCP", "tune", "writeThrough", "unsent", "holdProducer"]
 
 #: Bytes read per C{recv} on a proxied TCP connection (Twisted's
 #: C{bufferSize}, 64 KiB by default).  Twisted also pauses a transport's
@@ -182,3 +182,17 @@ def unsent(transport: Any) -> int:
     if not plainTCP(transport):
         return 0
     return len(transport.dataBuffer) - transport.offset + transport._tempDataLen  # type: ignore[no-any-return]
+
+
+def holdProducer(holder: Any, blocked: bool) -> None:
+    """
+    Pause C{holder.producer} when C{blocked}, resume it when not, once per
+    change: C{holder.producerPaused} says which it is (an HTTP/2 or HTTP/3
+    stream holding back the connection that feeds it).
+    """
+    if blocked != holder.producerPaused:
+        holder.producerPaused = blocked
+        if blocked:
+            holder.producer.pauseProducing()
+        else:
+            holder.producer.resumeProducing()

@@ -27,6 +27,7 @@ from zope.interface import implementer
 
 from lbkit._address import formatAddress
 from lbkit._model import Server
+from lbkit._pump import holdProducer
 from lbkit.http._body import CHUNKED
 from lbkit.http._h1 import streamExchange
 from lbkit.http._h2head import MalformedRequest, checkRequestHead, checkTrailers, sendWindowed
@@ -383,16 +384,8 @@ class H2Stream:
 
     def updateProducer(self) -> None:
         """Pause the server connection while response bytes wait, resume it when they are gone."""
-        producer = self.producer
-        if producer is None:
-            return
-        blocked = bool(self._out) or self.h2.paused
-        if blocked != self.producerPaused:
-            self.producerPaused = blocked
-            if blocked:
-                producer.pauseProducing()
-            else:
-                producer.resumeProducing()
+        if self.producer is not None:
+            holdProducer(self, bool(self._out) or self.h2.paused)
 
     # -- the stream's end ------------------------------------------------------
 

@@ -35,6 +35,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from lbkit._model import Server
+from lbkit._pump import holdProducer
 from lbkit.error import LBKitError
 from lbkit.http._body import CHUNKED, ChunkedFramer
 from lbkit.http._h2head import sendWindowed
@@ -233,15 +234,8 @@ class H2UpStream:
         except ProtocolError:
             out.clear()  # the server closed its side: nothing more goes
         h2.flush()
-        producer = self.producer
-        if producer is not None:
-            blocked = bool(out)
-            if blocked != self.producerPaused:
-                self.producerPaused = blocked
-                if blocked:
-                    producer.pauseProducing()
-                else:
-                    producer.resumeProducing()
+        if self.producer is not None:
+            holdProducer(self, bool(out))
 
     # -- IConsumer (the client side's body) and IPushProducer (the response) --
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from aioquic.h3.connection import ErrorCode as H3Error
 from h2.errors import ErrorCodes
 
+from lbkit._pump import holdProducer
 from lbkit.http._h2stream import H2Stream
 
 if TYPE_CHECKING:
@@ -93,17 +94,10 @@ class H3Stream(H2Stream):
 
     def updateProducer(self) -> None:
         """Pause the server connection above L{HIGH_WATER} unacknowledged bytes; resume below L{LOW_WATER}."""
-        producer = self.producer
-        if producer is None:
+        if self.producer is None:
             return
         waiting = self.unacknowledged()
-        blocked = waiting > LOW_WATER if self.producerPaused else waiting > HIGH_WATER
-        if blocked != self.producerPaused:
-            self.producerPaused = blocked
-            if blocked:
-                producer.pauseProducing()
-            else:
-                producer.resumeProducing()
+        holdProducer(self, waiting > LOW_WATER if self.producerPaused else waiting > HIGH_WATER)
 
     def _sendHeaders(self, headers: list[tuple[bytes, bytes]], end: bool) -> bool:
         if self._done:
