@@ -119,3 +119,23 @@ class H2CExampleTests(TestCase):
         # round robin: one request each, whichever went first
         self.assertEqual(sorted(name for name, _ in seen), ["app1", "app2"])
         self.assertEqual([version for _, version in seen], ["2", "1.1"])
+
+    @inlineCallbacks
+    def test_webSocketOverHTTP2(self) -> Any:
+        """An h2c client opens a WebSocket on /ws with an extended CONNECT; the echo server answers it."""
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+        from tests.test_http2_websocket import H2WebSocketClient
+
+        path = os.path.join(REPO, "examples", "h2c.py")
+        proc = spawn(self, reactor, [TWISTD, "-n", "--pidfile=", "lbkit", "--config", path], path=REPO)
+        yield proc.waitForOutput(b"listening on tcp:8100", timeout=20)
+        client = H2WebSocketClient(scheme=b"http")
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", 8100), client)
+        sid = client.open(b"/ws")
+        head = yield client.streams[sid].head
+        self.assertEqual(head[b":status"], b"200")
+        client.send(sid, text=b"hello over h2c")
+        self.assertEqual((yield client.streams[sid].message()), b"hello over h2c")
+        client.transport.loseConnection()
+        yield client.closed
