@@ -24,6 +24,8 @@ first, into the directory named by $LBKIT_TLS_DIR (default: ./certs):
     curl --http3-only --cacert certs/ca.pem https://localhost:8094/
 
 The access log says HTTP/3.0 in the request line of each HTTP/3 request.
+With C{quicRetry=True} a new QUIC client's first Initial is answered with a
+Retry token that it must echo before lbkit keeps any state for it.
 """
 
 import os
@@ -40,6 +42,7 @@ listen = [
         "tcp:8094:interface=127.0.0.1",
         tls=tls.Certificates(default=os.path.join(certs, "localhost.pem")),
         http3=True,
+        quicRetry=True,  # a new client first echoes a Retry token (proof of its address)
         default=app,
         name="h3",
     ),
