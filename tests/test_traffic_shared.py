@@ -142,9 +142,11 @@ class RedisSharedTests(RedisMixin, TrafficTestCase):
     @inlineCallbacks
     def startNode(self, redisPort: int, serverPort: int) -> Any:
         store = Redis(f"tcp:127.0.0.1:{redisPort}", prefix="test:", maxDelay=0.2)
-        table = Table("src", counters=["conn_cur", "http_req_rate(60s)"], store=store)
+        # an hour's periods: the counts must not cross a period boundary (periods are aligned on the
+        # wall clock) while the test reads them exactly; with a minute's they did, one run in a few dozen
+        table = Table("src", counters=["conn_cur", "http_req_rate(3600s)"], store=store)
         frontend = Frontend("tcp:0:interface=127.0.0.1", [], default=backend("app", [serverPort]), name="fe",
-                            log=False, requestRules=[RateLimit(4, 60.0, table=table)])
+                            log=False, requestRules=[RateLimit(4, 3600.0, table=table)])
         service = LoadBalancerService([frontend], reactor)
         service.startService()
         self.addCleanup(service.stopService)
