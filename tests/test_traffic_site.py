@@ -109,9 +109,9 @@ class ReloadTests(TrafficTestCase):
         site = """\
             from lbkit import Backend, Server, http, traffic
             web = Backend("web", [Server("w1", "127.0.0.1:%d")])
-            clients = traffic.Table("clients", counters=["conn_cur", "http_req_rate(60s)"])
+            clients = traffic.Table("clients", counters=["conn_cur", "http_req_rate(3600s)"])
             listen = [http.Frontend("tcp:0:interface=127.0.0.1", default=web, log=False, name="%s",
-                                    requestRules=[traffic.RateLimit(4, 60.0, table=clients)])]
+                                    requestRules=[traffic.RateLimit(4, 3600.0, table=clients)])]
             """
         with open(path, "w") as f:
             f.write(textwrap.dedent(site % (serverPort, "fe")))

@@ -24,7 +24,7 @@ from lbkit.traffic import RateLimit, Table, above, tablesOf, track
 from tests.test_http_integration import backend, reactor
 from tests.test_stats import Client
 from tests.test_stats_socket import _Collect
-from tests.test_traffic_live import TrafficTestCase
+from tests.test_traffic_live import TrafficTestCase, freshPeriod
 
 
 def makeSite() -> tuple[stats.Page, Table, Clock]:
@@ -107,6 +107,7 @@ class RealSocketTests(TrafficTestCase):
         table = Table("seen", counters=["http_req_rate(10s)", "http_err_rate(10s)", "conn_cur"])
         port = self.frontend(default=backend("app", [self.site("app1")[0]]),
                              requestRules=[track(table), limit, deny(when=above(table, "http_err_rate", 5))])
+        yield freshPeriod(60.0, 5.0)  # exact counts below: within one wall-clock period (of both 10 s and 60 s)
         statuses = yield self.statuses(port, 3, "127.0.0.9")
         self.assertEqual(statuses, [200, 200, 429])
         path = os.path.abspath(self.mktemp() + ".sock")
