@@ -2,7 +2,8 @@
 # Instructions per proxied request (bench/hotpath.py under callgrind), for
 # one or more source trees: repeatable on a busy machine, where wall-clock
 # figures are not.  Counted as (6000 requests - 2000 requests) / 4000, so
-# start-up and imports cancel out.
+# start-up and imports cancel out; PYTHONHASHSEED=0, so that dict and set
+# layouts (and the instructions they cost) are the same each run.
 #
 #     git worktree add /tmp/before <rev>
 #     bench/instructions.sh /tmp/before .          # [--log] [--stats] [--trace] after the trees
@@ -15,7 +16,7 @@ for a in "$@"; do case "$a" in --*) flags+=("$a");; *) trees+=("$(cd "$a" && pwd
 out=$(mktemp -d)
 for tree in "${trees[@]}"; do
     for n in 2000 6000; do
-        PYTHONPATH="$tree" valgrind --tool=callgrind --callgrind-out-file="$out/$n" \
+        PYTHONHASHSEED=0 PYTHONPATH="$tree" valgrind --tool=callgrind --callgrind-out-file="$out/$n" \
             "$PY" "$tree/bench/hotpath.py" --count "$n" --repeat 1 "${flags[@]}" >/dev/null 2>"$out/err"
     done
     a=$(awk '/^(summary|totals):/ {print $2; exit}' "$out/2000")
