@@ -313,7 +313,7 @@ class HTTP3ConfigTests(SynchronousTestCase):
 class HTTP3ExampleTests(HTTPTestCase):
     """examples/http3.py, run by twistd, answers aioquic's client and headless Chromium over QUIC."""
 
-    timeout = 90
+    timeout = 180
 
     @inlineCallbacks
     def test_example(self) -> Any:
@@ -358,9 +358,12 @@ class HTTP3ExampleTests(HTTPTestCase):
             self.assertRegex(out.decode(), "app[12]")
             self.assertGreater(watcher.output.count("HTTP/3.0"), before, watcher.output[-3000:])
         yield stopCleanly(self, watcher, process)
+        # one test method for both runs: they share the example's fixed
+        # port, and trial -jN runs a class's methods at the same time
+        yield self._workers(pki, env)
 
     @inlineCallbacks
-    def test_workers(self) -> Any:
+    def _workers(self, pki: Any, env: dict[str, str]) -> Any:
         """
         With --workers 2 each worker receives QUIC on its own socket of the
         port: eight connections (new client ports) are all answered, and
@@ -368,9 +371,6 @@ class HTTP3ExampleTests(HTTPTestCase):
         """
         from tests.test_examples import EXAMPLES, startProcess, stopCleanly, twistd
 
-        pki = makePKI(self)
-        pki.issue("localhost.pem", "localhost", ("localhost",))
-        env = dict(os.environ, LBKIT_TLS_DIR=pki.directory)
         watcher, process = startProcess(
             self, twistd("lbkit", "--config", os.path.join(EXAMPLES, "http3.py"), "--workers", "2"), env=env
         )
