@@ -627,6 +627,10 @@ def nginxProxyCommand(env: Env, port: int) -> tuple[list[str], dict[str, str]]:
     return [env.tools["nginx"], "-p", str(env.tmp), "-e", str(log), "-c", str(conf)], {}
 
 
+def floorCommand(env: Env, port: int) -> tuple[list[str], dict[str, str]]:
+    return [PYTHON, str(HERE / "floor.py"), str(port), ",".join(str(p) for p in env.backends)], {}
+
+
 def revproxyCommand(env: Env, port: int) -> tuple[list[str], dict[str, str]]:
     return [PYTHON, "-c", REVPROXY_PY, str(port), str(env.backends[0])], {}
 
@@ -734,6 +738,8 @@ def allSystems() -> list[System]:
             unavailable=lbkitHttpAvailable(),
         ),
         System("haproxy-http", "HAProxy mode http", ("http",), "haproxy", haproxyCommand("http")),
+        # the floor of any Twisted proxy: reactor, transports and ~20 calls a request
+        System("twisted-floor", "Twisted floor proxy (bench/floor.py)", ("http",), command=floorCommand),
         # with the access log on: lbkit to a file and to UDP syslog, HAProxy
         # option httplog to the same receiver and to stdout (into a file)
         System(
