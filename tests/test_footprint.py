@@ -1,6 +1,6 @@
 """
 lbkit's memory at start-up (issue 11, docs/operations.md "Memory"): the
-optional parts (HTTP/3's aioquic, the brotli and zstandard codecs,
+optional parts (HTTP/2's h2 connection, HTTP/3's aioquic, the brotli and zstandard codecs,
 OpenTelemetry, twisted.web's client and server) are imported only by a
 site that configures them, and a plain http frontend's process stays
 under the issue's 60 MiB.
@@ -27,6 +27,7 @@ OPTIONAL = (
     "brotli",
     "zstandard",
     "opentelemetry.trace",
+    "h2.connection",
     "twisted.web.client",
     "twisted.web.server",
 )
