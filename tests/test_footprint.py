@@ -14,8 +14,9 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from lbkit._heap import trimHeap
 from tests.helpers import freePort, procRSS, runProcess, spawn
 
 MiB = 1024 * 1024
@@ -109,3 +110,15 @@ class StartupTests(TestCase):
         proc = yield runProcess(self, reactor, [sys.executable, "-c", script])
         self.assertEqual(proc.exitCode, 0, proc.output.decode("utf-8", "replace"))
         self.assertEqual(proc.stdout.split(), [b"brotli", b"zstandard", b"opentelemetry.trace", b"twisted.web.server"])
+
+
+class TrimHeapTests(SynchronousTestCase):
+    """L{lbkit._heap.trimHeap}, which C{twistd lbkit} and each worker call once the reactor runs."""
+
+    def test_glibcTrims(self) -> None:
+        """On glibc the heap's free pages are given back and it says so; elsewhere it does nothing."""
+        try:
+            glibc = os.confstr("CS_GNU_LIBC_VERSION")
+        except (AttributeError, ValueError, OSError):
+            glibc = None
+        self.assertEqual(trimHeap(), bool(glibc))
