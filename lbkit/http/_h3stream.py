@@ -10,7 +10,7 @@ balancing, persistence, rules, timeouts and the access log are the same
 code (the log's version field says C{HTTP/3.0}).
 
 Flow control: a request stream's QUIC window (MAX_STREAM_DATA) is
-L{lbkit.http._h3quic.ServerQuicConnection}'s: it slides forward only while
+C{ServerQuicConnection}'s (L{lbkit.http._h3quic.serverQuicConnection}): it slides forward only while
 the stream has no request bytes waiting for a paused server connection
 (L{H3Stream.waiting}), so a client uploading to a server that reads slowly
 is held back, and lbkit holds at most
