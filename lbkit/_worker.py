@@ -28,6 +28,7 @@ from twisted.logger import Logger, formatEvent, globalLogBeginner
 from twisted.python.failure import Failure
 
 from lbkit._backend import Backend, backendsOf
+from lbkit._heap import trimHeap
 from lbkit._latency import timeBackend
 from lbkit._listening import setPortSource
 from lbkit._model import Server
@@ -249,6 +250,7 @@ def main() -> None:
         sys.stderr.write(f"lbkit: {e}\n")
         raise SystemExit(3) from None
     StandardIO(worker.control, reactor=reactor)
+    reactor.callWhenRunning(trimHeap)  # start-up's garbage back to the system (lbkit._heap)
 
     def onSignal(signum: int, frame: Any) -> None:
         _log.info("lbkit: worker: {name}: stopping", name=signal.Signals(signum).name)

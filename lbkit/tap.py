@@ -18,6 +18,7 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
+from lbkit._heap import trimHeap
 from lbkit.config import checkGrace, loadSite
 from lbkit.error import ConfigError
 from lbkit.logs import parseDestination
@@ -237,6 +238,8 @@ def makeService(options: Any) -> IService:
     """
     _installLeanReactor()
     from twisted.internet import reactor
+
+    reactor.callWhenRunning(trimHeap)  # start-up's garbage back to the system (lbkit._heap)
 
     parent = getattr(options, "parent", None)
     foreground = parent is None or bool(parent.get("nodaemon"))

@@ -26,8 +26,8 @@ from twisted.web.static import Data
 
 from lbkit.error import ConfigError
 from lbkit.http import Frontend
-from lbkit.http._h3 import H3Service
 from lbkit.http._h3quic import REQUEST_WINDOW
+from lbkit.http._h3service import H3Service
 from lbkit.http._h3stream import H3Stream
 from lbkit.tls import Certificates
 from tests.h3client import fetch

@@ -49,6 +49,7 @@ LAYERS: dict[str, int] = {
     "lbkit._logline": 0,
     "lbkit._replay": 0,
     "lbkit._latency": 0,
+    "lbkit._heap": 0,
     "lbkit.http._parse": 0,
     "lbkit.http._body": 0,
     "lbkit.http._cachepolicy": 0,

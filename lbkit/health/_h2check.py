@@ -8,17 +8,9 @@ and the first C{maxBody} bytes of the body are judged as over HTTP/1.1.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from h2.config import H2Configuration
-from h2.connection import H2Connection
-from h2.events import (
-    ConnectionTerminated,
-    DataReceived,
-    ResponseReceived,
-    StreamEnded,
-    StreamReset,
-)
 from h2.exceptions import H2Error
 from OpenSSL import SSL
 from twisted.internet.defer import CancelledError, Deferred
@@ -29,11 +21,35 @@ from twisted.python.failure import Failure
 from lbkit.error import CheckFailed
 from lbkit.health._base import connectReason
 
+if TYPE_CHECKING:
+    from h2.connection import H2Connection
+    from h2.events import (
+        ConnectionTerminated,
+        DataReceived,
+        ResponseReceived,
+        StreamEnded,
+        StreamReset,
+    )
+
 __all__ = ["H2Probe"]
 
 # connection-specific fields HTTP/2 forbids (RFC 9113, 8.2.2); Host goes as :authority
 _DROPPED = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"host"))
 _STREAM = 1
+
+
+def _loadH2() -> None:
+    # h2's connection and events are imported by the first check over
+    # HTTP/2, not when lbkit is (issue 11: RSS)
+    global H2Connection, ConnectionTerminated, DataReceived, ResponseReceived, StreamEnded, StreamReset
+    from h2.connection import H2Connection
+    from h2.events import (
+        ConnectionTerminated,
+        DataReceived,
+        ResponseReceived,
+        StreamEnded,
+        StreamReset,
+    )
 
 
 class _OneProtocol(Factory):
@@ -67,6 +83,7 @@ class H2Probe(Protocol):
         self.size = 0
         self.result: Deferred[None] = Deferred(self._cancel)
         self._connecting: Optional[Deferred[Any]] = None
+        _loadH2()
         self.conn = H2Connection(H2Configuration(client_side=True, header_encoding=None))
 
     def start(self) -> Deferred[None]:

@@ -6,8 +6,9 @@ and check the status and, optionally, the body of the answer.
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred
@@ -15,7 +16,6 @@ from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, Response, _HTTP11ClientFactory
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
@@ -24,6 +24,9 @@ from lbkit._model import Server
 from lbkit.error import CheckFailed, ConfigError
 from lbkit.health._base import BaseCheck, connectReason
 from lbkit.health._h2check import H2Probe
+
+if TYPE_CHECKING:
+    from twisted.web.client import Response
 
 __all__ = ["HTTPCheck"]
 
@@ -69,8 +72,15 @@ def _checkHost(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> No
         raise ConfigError(f"HTTPCheck: host must be a Host header value such as 'app.example', not {value!r}")
 
 
-class _QuietClientFactory(_HTTP11ClientFactory):
-    noisy = False
+@functools.cache
+def _quietClientFactory() -> Any:
+    """Twisted's HTTP/1.1 client factory without its "Starting factory" line per check."""
+    # twisted.web.client (with twisted.web.http and its HTTP/2 glue) is
+    # imported at the first HTTPCheck, not at start-up: a process that
+    # checks no server over HTTP does not pay its RSS (issue 11)
+    from twisted.web.client import _HTTP11ClientFactory
+
+    return type("_QuietClientFactory", (_HTTP11ClientFactory,), {"noisy": False})
 
 
 @implementer(IAgentEndpointFactory)
@@ -143,9 +153,12 @@ class _HTTPProbe:
         self.result: Deferred[None] = Deferred(self._cancel)
         self._request: Deferred[Any] | None = None
         self._reader: _BodyReader | None = None
+        # the first probe imports twisted.web.client (see _quietClientFactory)
+        from twisted.web.client import Agent, HTTPConnectionPool
+
         endpoint = _checkEndpoint(check, server, reactor)
         pool = HTTPConnectionPool(reactor, persistent=False)
-        pool._factory = _QuietClientFactory  # no "Starting factory" line per check
+        pool._factory = _quietClientFactory()  # no "Starting factory" line per check
         self.agent = Agent.usingEndpointFactory(reactor, _OneEndpoint(_NotingEndpoint(endpoint, self)), pool)
         self.host = _hostOf(check, server, check.tls is not None)
 

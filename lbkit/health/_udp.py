@@ -13,7 +13,6 @@ from typing import Any, Callable, Optional
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
-from twisted.names import dns
 
 from lbkit._address import isIPv4, isIPv6
 from lbkit._model import Server
@@ -21,6 +20,13 @@ from lbkit.error import CheckFailed, ConfigError
 from lbkit.health._base import BaseCheck
 
 __all__ = ["UDPCheck", "DNSCheck"]
+
+
+def _dns() -> Any:
+    """C{twisted.names.dns}, imported by the first L{DNSCheck}, not when lbkit is (issue 11: RSS)."""
+    from twisted.names import dns
+
+    return dns
 
 
 class _Probe(DatagramProtocol):
@@ -151,10 +157,11 @@ class DNSCheck(BaseCheck):
         BaseCheck.__attrs_post_init__(self)
         if not self.name or not isinstance(self.name, str):
             raise ConfigError("DNSCheck: name must be a non-empty host name")
-        if not hasattr(dns, self.type):
+        if not hasattr(_dns(), self.type):
             raise ConfigError(f"DNSCheck: unknown record type {self.type!r}")
 
     def check(self, server: Server, reactor: Any) -> Deferred[None]:
+        dns = _dns()
         ident = random.randrange(1, 65536)
         message = dns.Message(id=ident, recDes=True)
         message.queries = [dns.Query(self.name, getattr(dns, self.type), dns.IN)]

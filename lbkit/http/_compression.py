@@ -20,16 +20,31 @@ from lbkit._origin import definedAt
 from lbkit.error import ConfigError
 from lbkit.http._parse import Response
 
-_brotli: Any
-_zstandard: Any
-try:
-    import brotli as _brotli  # type: ignore[import-untyped,no-redef]
-except ImportError:  # pragma: no cover (the test extra installs it)
-    _brotli = None
-try:
-    import zstandard as _zstandard  # type: ignore[no-redef]
-except ImportError:  # pragma: no cover
-    _zstandard = None
+# The brotli and zstandard modules: None when not installed, _UNLOADED
+# until the first L{available} (a Compression's check) or L{Encoder} asks,
+# so that a process that compresses nothing does not import them (issue
+# 11: RSS).
+_UNLOADED: Any = object()
+_brotli: Any = _UNLOADED
+_zstandard: Any = _UNLOADED
+
+
+def _codec(algorithm: str) -> Any:
+    """The module behind C{"br"} or C{"zstd"}, imported at the first call; C{None} if it is not installed."""
+    global _brotli, _zstandard
+    if algorithm == "br":
+        if _brotli is _UNLOADED:
+            try:
+                import brotli as _brotli  # type: ignore[import-untyped]
+            except ImportError:  # pragma: no cover (the test extra installs it)
+                _brotli = None
+        return _brotli
+    if _zstandard is _UNLOADED:
+        try:
+            import zstandard as _zstandard
+        except ImportError:  # pragma: no cover
+            _zstandard = None
+    return _zstandard
 
 __all__ = [
     "ALGORITHMS",
@@ -78,10 +93,8 @@ _PACKAGES = {"br": "brotli", "zstd": "zstandard"}
 
 def available(algorithm: str) -> bool:
     """Whether the library behind C{algorithm} (C{"br"}, C{"zstd"}, C{"gzip"}) is installed."""
-    if algorithm == "br":
-        return _brotli is not None
-    if algorithm == "zstd":
-        return _zstandard is not None
+    if algorithm in ("br", "zstd"):
+        return _codec(algorithm) is not None
     return algorithm == "gzip"
 
 
@@ -114,8 +127,9 @@ class Encoder:
             self.compress = compress
             self.finish = z.flush
         elif algorithm == "br":
-            assert _brotli is not None
-            b = _brotli.Compressor(quality=level, lgwin=BROTLI_LGWIN)
+            brotli = _codec("br")
+            assert brotli is not None
+            b = brotli.Compressor(quality=level, lgwin=BROTLI_LGWIN)
 
             def compressBr(data: bytes) -> bytes:
                 return b.process(data) + b.flush()  # type: ignore[no-any-return]
@@ -123,10 +137,11 @@ class Encoder:
             self.compress = compressBr
             self.finish = b.finish
         else:
-            assert _zstandard is not None
-            compressor = _zstandard.ZstdCompressor(level=level)
+            zstandard = _codec("zstd")
+            assert zstandard is not None
+            compressor = zstandard.ZstdCompressor(level=level)
             zs = compressor.compressobj() if size is None else compressor.compressobj(size=size)
-            block = _zstandard.COMPRESSOBJ_FLUSH_BLOCK
+            block = zstandard.COMPRESSOBJ_FLUSH_BLOCK
 
             def compressZstd(data: bytes) -> bytes:
                 return zs.compress(data) + zs.flush(block)  # type: ignore[no-any-return]

@@ -26,19 +26,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from h2.config import H2Configuration
-from h2.connection import H2Connection
 from h2.errors import ErrorCodes
-from h2.events import (
-    ConnectionTerminated,
-    DataReceived,
-    PingReceived,
-    RemoteSettingsChanged,
-    RequestReceived,
-    StreamEnded,
-    StreamReset,
-    TrailersReceived,
-    WindowUpdated,
-)
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
 from twisted.internet.interfaces import IPushProducer
@@ -48,10 +36,23 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from lbkit._address import formatAddress
-from lbkit.http._h2head import QuietFrameBuffer
+from lbkit.http._h2head import quietFrameBuffer
 from lbkit.http._h2stream import H2Stream
 
 if TYPE_CHECKING:
+    from h2.connection import H2Connection
+    from h2.events import (
+        ConnectionTerminated,
+        DataReceived,
+        PingReceived,
+        RemoteSettingsChanged,
+        RequestReceived,
+        StreamEnded,
+        StreamReset,
+        TrailersReceived,
+        WindowUpdated,
+    )
+
     from lbkit.http._frontend import HTTPProxyFactory
 
 __all__ = ["H2FrontendProtocol", "H2Stream"]
@@ -88,6 +89,33 @@ RESET_RATE = 33.0
 #: (Envoy's max_outbound_control_frames default) it is closed with GOAWAY
 #: ENHANCE_YOUR_CALM.  One that stays full for timeoutClient is closed too.
 MAX_QUEUED_CONTROL = 1000
+
+
+def loadH2() -> None:
+    """
+    Import what of C{h2} this module uses at the first HTTP/2 client (the
+    names above are annotations until then), not when lbkit is (issue 11:
+    RSS); L{lbkit.http._h2up.loadH2} does the same for servers.
+    """
+    global _loaded, H2Connection, ConnectionTerminated, DataReceived, PingReceived, RemoteSettingsChanged, RequestReceived, StreamEnded, StreamReset, TrailersReceived, WindowUpdated
+    if _loaded:
+        return
+    from h2.connection import H2Connection
+    from h2.events import (
+        ConnectionTerminated,
+        DataReceived,
+        PingReceived,
+        RemoteSettingsChanged,
+        RequestReceived,
+        StreamEnded,
+        StreamReset,
+        TrailersReceived,
+        WindowUpdated,
+    )
+    _loaded = True
+
+
+_loaded = False
 
 
 class _LocalSettings(Settings):
@@ -143,10 +171,11 @@ class H2FrontendProtocol(Protocol):
         self.frontend = factory.frontend
         transport: Any = self.transport
         self.client = transport.getPeer()
+        loadH2()
         # inbound header blocks are checked by lbkit.http._h2head, per stream
         config = H2Configuration(client_side=False, header_encoding=None, validate_inbound_headers=False)
         self.conn = H2Connection(config)
-        self.conn.incoming_buffer = QuietFrameBuffer(server=True)  # (no hex dump of each DATA frame)
+        self.conn.incoming_buffer = quietFrameBuffer(server=True)  # (no hex dump of each DATA frame)
         self.conn.local_settings = _LocalSettings(client=False, initial_values={
             SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
             SettingCodes.MAX_HEADER_LIST_SIZE: self.conn.DEFAULT_MAX_HEADER_LIST_SIZE,

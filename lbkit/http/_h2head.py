@@ -19,12 +19,11 @@ here and written again by lbkit, transfer-encoding is refused.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Deque, Optional
 
-from h2.frame_buffer import FrameBuffer
-
-__all__ = ["MalformedRequest", "H2RequestHead", "checkRequestHead", "checkTrailers", "sendWindowed", "QuietFrameBuffer"]
+__all__ = ["MalformedRequest", "H2RequestHead", "checkRequestHead", "checkTrailers", "sendWindowed", "quietFrameBuffer"]
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 #: A regular field name: a token, lower case (RFC 9113 §8.2.1).
@@ -236,16 +235,33 @@ def _noBody() -> str:
     return "..."
 
 
-class QuietFrameBuffer(FrameBuffer):
-    """
-    C{h2}'s frame reader (a connection's C{incoming_buffer}), but each
-    frame's C{repr} leaves its body out:
-    C{h2} formats every frame it receives for a trace log nobody reads,
-    and for a DATA frame that means copying and hex-encoding its whole
-    payload (a fifth of the time a large response took).
-    """
+def quietFrameBuffer(server: bool) -> Any:
+    """A new L{QuietFrameBuffer<_quietFrameBuffer>} for a connection's C{incoming_buffer}."""
+    return _quietFrameBuffer()(server=server)
 
-    def __next__(self) -> Any:
-        frame = FrameBuffer.__next__(self)
-        frame._body_repr = _noBody  # type: ignore[method-assign]
-        return frame
+
+@functools.cache
+def _quietFrameBuffer() -> Any:
+    """
+    The class C{QuietFrameBuffer}, made at the first HTTP/2 connection:
+    C{h2}'s connection, events and frames are imported by the first one,
+    not when lbkit is (issue 11: a process that never speaks HTTP/2 does
+    not pay their RSS).
+    """
+    from h2.frame_buffer import FrameBuffer
+
+    class QuietFrameBuffer(FrameBuffer):
+        """
+        C{h2}'s frame reader (a connection's C{incoming_buffer}), but each
+        frame's C{repr} leaves its body out:
+        C{h2} formats every frame it receives for a trace log nobody reads,
+        and for a DATA frame that means copying and hex-encoding its whole
+        payload (a fifth of the time a large response took).
+        """
+
+        def __next__(self) -> Any:
+            frame = FrameBuffer.__next__(self)
+            frame._body_repr = _noBody  # type: ignore[method-assign]
+            return frame
+
+    return QuietFrameBuffer

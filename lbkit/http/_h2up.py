@@ -20,22 +20,10 @@ C{poolIdleTimeout}.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from h2.config import H2Configuration
-from h2.connection import ConnectionInputs, ConnectionState, H2Connection, H2ConnectionStateMachine
 from h2.errors import ErrorCodes
-from h2.events import (
-    ConnectionTerminated,
-    DataReceived,
-    InformationalResponseReceived,
-    RemoteSettingsChanged,
-    ResponseReceived,
-    StreamEnded,
-    StreamReset,
-    TrailersReceived,
-    WindowUpdated,
-)
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
 from twisted.internet.defer import Deferred, succeed
@@ -48,9 +36,23 @@ from zope.interface import implementer
 from lbkit._connect import connectServer
 from lbkit._model import Server
 from lbkit._pump import tune
-from lbkit.http._h2head import QuietFrameBuffer
+from lbkit.http._h2head import quietFrameBuffer
 from lbkit.http._h2upstream import H2UpStream
 from lbkit.http._pool import ConnectionPool
+
+if TYPE_CHECKING:
+    from h2.connection import H2Connection
+    from h2.events import (
+        ConnectionTerminated,
+        DataReceived,
+        InformationalResponseReceived,
+        RemoteSettingsChanged,
+        ResponseReceived,
+        StreamEnded,
+        StreamReset,
+        TrailersReceived,
+        WindowUpdated,
+    )
 
 __all__ = [
     "H2ServerProtocol", "H2Pool", "choosePool", "connectAny", "MAX_STREAMS", "CONNECTION_WINDOW",
@@ -69,16 +71,48 @@ CONNECTION_WINDOW = 2**22
 STREAM_WINDOW = 2**18
 
 
-class _OpenAfterGoAway(H2ConnectionStateMachine):
+def loadH2() -> None:
     """
-    C{h2}'s connection states, but a GOAWAY received leaves the connection
-    open: the streams at or below its last stream id still get their
-    responses (and PING, WINDOW_UPDATE... around them), as RFC 9113 §6.8
-    says.  L{H2ServerProtocol} opens no new stream after it.
+    Import what of C{h2} this module uses at its first connection (the
+    names above are annotations until then): C{h2}'s connection and events
+    cost about 1.5 MiB of RSS, which a process that never speaks HTTP/2 to
+    a server does not pay (issue 11).
     """
+    global H2Connection, _OpenAfterGoAway, ConnectionTerminated, DataReceived, InformationalResponseReceived, RemoteSettingsChanged, ResponseReceived, StreamEnded, StreamReset, TrailersReceived, WindowUpdated
+    if _OpenAfterGoAway is not None:
+        return
+    from h2.connection import (
+        ConnectionInputs,
+        ConnectionState,
+        H2Connection,
+        H2ConnectionStateMachine,
+    )
+    from h2.events import (
+        ConnectionTerminated,
+        DataReceived,
+        InformationalResponseReceived,
+        RemoteSettingsChanged,
+        ResponseReceived,
+        StreamEnded,
+        StreamReset,
+        TrailersReceived,
+        WindowUpdated,
+    )
 
-    _transitions = dict(H2ConnectionStateMachine._transitions)
-    _transitions[(ConnectionState.CLIENT_OPEN, ConnectionInputs.RECV_GOAWAY)] = (None, ConnectionState.CLIENT_OPEN)
+    class _OpenAfterGoAway(H2ConnectionStateMachine):
+        """
+        C{h2}'s connection states, but a GOAWAY received leaves the connection
+        open: the streams at or below its last stream id still get their
+        responses (and PING, WINDOW_UPDATE... around them), as RFC 9113 §6.8
+        says.  L{H2ServerProtocol} opens no new stream after it.
+        """
+
+        _transitions = dict(H2ConnectionStateMachine._transitions)
+        _transitions[(ConnectionState.CLIENT_OPEN, ConnectionInputs.RECV_GOAWAY)] = (None, ConnectionState.CLIENT_OPEN)
+
+
+#: C{h2}'s connection states with a GOAWAY that leaves it open (made by L{loadH2}).
+_OpenAfterGoAway: Any = None
 
 
 @implementer(IPushProducer, IHandshakeListener)
@@ -119,6 +153,7 @@ class H2ServerProtocol(Protocol):
         return f"<H2ServerProtocol {self.server.name} streams={len(self.streams)}>"
 
     def connectionMade(self) -> None:
+        loadH2()
         transport: Any = self.transport
         tune(transport)
         # (header blocks are built by lbkit from fields checked when read;
@@ -127,7 +162,7 @@ class H2ServerProtocol(Protocol):
         config = H2Configuration(client_side=True, header_encoding=None, validate_outbound_headers=False)
         conn = self.conn = H2Connection(config)
         conn.state_machine = _OpenAfterGoAway()
-        conn.incoming_buffer = QuietFrameBuffer(server=False)
+        conn.incoming_buffer = quietFrameBuffer(server=False)
         conn.local_settings = Settings(client=True, initial_values={
             SettingCodes.ENABLE_PUSH: 0,
             SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,

@@ -28,51 +28,42 @@ import contextlib
 import os
 from typing import TYPE_CHECKING, Any, Optional
 
-from aioquic.buffer import Buffer  # type: ignore[attr-defined]
-from aioquic.h3.connection import H3_ALPN, ErrorCode, H3Connection
-from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
-from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
-from aioquic.quic.connection import QuicConnection
-from aioquic.quic.events import (
-    ConnectionIdIssued,
-    ConnectionIdRetired,
-    ConnectionTerminated,
-    ProtocolNegotiated,
-    StreamReset,
-)
-from aioquic.quic.packet import (
-    QuicPacketType,
-    encode_quic_retry,
-    encode_quic_version_negotiation,
-    pull_quic_header,
-)
-from aioquic.quic.retry import QuicRetryTokenHandler
-from twisted.application.service import Service
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.error import CannotListenError
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from lbkit._address import formatAddress
-from lbkit._listening import ListenFailed, portFromSource
 from lbkit.http._h2 import RESET_BURST, RESET_RATE
-from lbkit.http._h3quic import KeyPairs, ServerQuicConnection
-from lbkit.http._h3stream import H3Stream
+from lbkit.http._h3quic import KeyPairs, serverQuicConnection
+from lbkit.http._h3stream import H3_EXCESSIVE_LOAD, H3_NO_ERROR, H3_REQUEST_REJECTED, H3Stream
 from lbkit.tls import Certificates
 
 if TYPE_CHECKING:
+    from aioquic.buffer import Buffer  # type: ignore[attr-defined]
+    from aioquic.h3.connection import H3_ALPN, H3Connection
+    from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
+    from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
+    from aioquic.quic.events import (
+        ConnectionIdIssued,
+        ConnectionIdRetired,
+        ConnectionTerminated,
+        ProtocolNegotiated,
+        StreamReset,
+    )
+    from aioquic.quic.packet import (
+        QuicPacketType,
+        encode_quic_retry,
+        encode_quic_version_negotiation,
+        pull_quic_header,
+    )
+    from aioquic.quic.retry import QuicRetryTokenHandler
+
     from lbkit.http._frontend import HTTPProxyFactory
 
-__all__ = [
-    "H3Server",
-    "H3FrontendConnection",
-    "H3Service",
-    "MAX_CONNECTIONS",
-    "MAX_CONNECTIONS_PER_CLIENT",
-    "MAX_CONCURRENT_STREAMS",
-    "quicConfiguration",
-]
+__all__ = ["H3Server", "H3FrontendConnection", "MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_CLIENT",
+           "MAX_CONCURRENT_STREAMS", "quicConfiguration", "loadAioquic"]
 
 _log = Logger(namespace="lbkit.http")
 
@@ -81,11 +72,40 @@ MAX_CONNECTIONS_PER_CLIENT = 64
 MAX_CONCURRENT_STREAMS = 100
 
 
+def loadAioquic() -> None:
+    """
+    Import aioquic's names this module uses (the first L{H3Server} does):
+    a process without HTTP/3 does not pay aioquic's and pylsqpack's RSS
+    (issue 11), and the names above are annotations until then.
+    """
+    global Buffer, H3_ALPN, H3Connection, DataReceived, HeadersReceived, SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
+    global ConnectionIdIssued, ConnectionIdRetired, ConnectionTerminated, ProtocolNegotiated, StreamReset
+    global QuicPacketType, encode_quic_retry, encode_quic_version_negotiation, pull_quic_header, QuicRetryTokenHandler
+    from aioquic.buffer import Buffer  # type: ignore[attr-defined]
+    from aioquic.h3.connection import H3_ALPN, H3Connection
+    from aioquic.h3.events import DataReceived, HeadersReceived
+    from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
+    from aioquic.quic.events import (
+        ConnectionIdIssued,
+        ConnectionIdRetired,
+        ConnectionTerminated,
+        ProtocolNegotiated,
+        StreamReset,
+    )
+    from aioquic.quic.packet import (
+        QuicPacketType,
+        encode_quic_retry,
+        encode_quic_version_negotiation,
+        pull_quic_header,
+    )
+    from aioquic.quic.retry import QuicRetryTokenHandler
+
+
 def quicConfiguration(certs: Certificates, idleTimeout: float) -> QuicConfiguration:
     """
     A server C{QuicConfiguration} offering C{h3}, with the default key pair
     of C{certs} (each connection then takes the one for its client's server
-    name: L{lbkit.http._h3quic.ServerQuicConnection}).
+    name: L{lbkit.http._h3quic.serverQuicConnection}).
     """
     loaded = certs.lookup(None)
     config = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN, idle_timeout=idleTimeout)
@@ -111,6 +131,7 @@ class H3Server(DatagramProtocol):
     """
 
     def __init__(self, factory: HTTPProxyFactory, certs: Certificates, retry: bool = False) -> None:
+        loadAioquic()
         self.factory = factory
         self.certs = certs
         self.retry = retry
@@ -192,7 +213,7 @@ class H3Server(DatagramProtocol):
             except ValueError:
                 return None  # a forged or stale token: no state for it
             retrySource = header.destination_cid
-        quic = ServerQuicConnection(
+        quic = serverQuicConnection()(
             configuration=config,
             original_destination_connection_id=original,
             retry_source_connection_id=retrySource,
@@ -402,13 +423,13 @@ class H3FrontendConnection:
 
     def _refuse(self, sid: int) -> None:
         with contextlib.suppress(Exception):  # (the stream is gone already)
-            self.quic.reset_stream(sid, ErrorCode.H3_REQUEST_REJECTED)
-            self.quic.stop_stream(sid, ErrorCode.H3_REQUEST_REJECTED)
+            self.quic.reset_stream(sid, H3_REQUEST_REJECTED)
+            self.quic.stop_stream(sid, H3_REQUEST_REJECTED)
 
     # -- what an H2Stream asks of its connection ---------------------------------
 
     def ack(self, size: int, sid: int) -> None:
-        """(Nothing to acknowledge: a stream's QUIC window slides by L{ServerQuicConnection.held}.)"""
+        """(Nothing to acknowledge: a stream's QUIC window slides by C{ServerQuicConnection.held}.)"""
 
     def glitch(self, why: str) -> bool:
         """Spend one token of the misbehaviour budget; with none left, close (H3_EXCESSIVE_LOAD)."""
@@ -420,18 +441,18 @@ class H3FrontendConnection:
             return False
         _log.warn("{client}: HTTP/3 connection closed (H3_EXCESSIVE_LOAD): {why}; {resets} streams reset",
                   client=formatAddress(self.client), why=why, resets=self.resets)
-        self.close(ErrorCode.H3_EXCESSIVE_LOAD, why)
+        self.close(H3_EXCESSIVE_LOAD, why)
         return True
 
     def streamClosed(self, stream: H3Stream) -> None:
         if self.streams.get(stream.streamId) is stream:
             del self.streams[stream.streamId]
         if not self.streams and self._stopping:
-            self.close(ErrorCode.H3_NO_ERROR, "shutting down")
+            self.close(H3_NO_ERROR, "shutting down")
 
     # -- the end -----------------------------------------------------------------
 
-    def close(self, code: int = ErrorCode.H3_NO_ERROR, why: str = "") -> None:
+    def close(self, code: int = H3_NO_ERROR, why: str = "") -> None:
         """Close the QUIC connection (CONNECTION_CLOSE), cutting the streams still open."""
         if self._closed:
             return
@@ -456,65 +477,10 @@ class H3FrontendConnection:
         """Refuse new requests, finish those in flight, then close."""
         self._stopping = True
         if not self.streams:
-            self.close(ErrorCode.H3_NO_ERROR, "shutting down")
+            self.close(H3_NO_ERROR, "shutting down")
 
     def kill(self) -> None:
         """Abort every request (termination C{KD}) and close."""
         for stream in list(self.streams.values()):
             stream.kill()
-        self.close(ErrorCode.H3_NO_ERROR, "killed")
-
-
-class H3Service(Service):
-    """
-    Listens for a frontend's QUIC datagrams while running: the UDP port
-    with the number of its TCP one, on the same interface.
-    """
-
-    #: With --workers every worker receives on its own SO_REUSEPORT socket
-    #: of the address (lbkit.workers), as a udp.Frontend does: the kernel
-    #: keeps a client's address and port, so its connection, on one worker.
-    shared = True
-
-    def __init__(self, server: H3Server, port: int, interface: str) -> None:
-        self.server = server
-        self.factory = server
-        self.portNumber = port
-        self.interface = interface
-        self.description = f"udp:{port}:interface={interface}" if interface else f"udp:{port}"
-        self.label = f"frontend {server.factory.frontend.name} (HTTP/3)"
-        self.port: Any = None
-
-    def privilegedStartService(self) -> None:
-        if self.port is not None:
-            return
-        adopted = portFromSource(self)
-        if adopted is not None:
-            self.port = adopted
-            return
-        try:
-            self.port = self.server.factory.reactor.listenUDP(self.portNumber, self.server, interface=self.interface)
-        except CannotListenError as e:
-            raise ListenFailed(f"{self.label} cannot listen on {self.description!r}: {e.socketError}", e) from None
-        _log.info("lbkit: {label} listening on {endpoint}", label=self.label, endpoint=self.description)
-
-    def startService(self) -> None:
-        self.privilegedStartService()
-        Service.startService(self)
-
-    def stopService(self) -> Deferred[None]:
-        """
-        Finish the requests in flight (the frontend's drain kills what is
-        left after its grace period, as for TCP connections), then close
-        the port: datagrams keep flowing while connections finish.
-        """
-        Service.stopService(self)
-        self.server.stopGracefully()
-
-        def close(_: object) -> Deferred[None]:
-            port, self.port = self.port, None
-            if port is None:
-                return succeed(None)
-            return maybeDeferred(port.stopListening).addCallback(lambda _: None)
-
-        return self.server.whenEmpty().addCallback(close)
+        self.close(H3_NO_ERROR, "killed")

@@ -21,7 +21,8 @@ try:
 except ImportError:  # pragma: no cover - the test extra installs it
     aioquic = None  # type: ignore[assignment]
 if aioquic is not None:
-    from lbkit.http._h3 import H3Server, H3Service
+    from lbkit.http._h3 import H3Server
+    from lbkit.http._h3service import H3Service
 
 __all__ = ["AltSvc", "http3Port", "http3Services"]
 

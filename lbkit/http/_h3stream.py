@@ -10,7 +10,7 @@ balancing, persistence, rules, timeouts and the access log are the same
 code (the log's version field says C{HTTP/3.0}).
 
 Flow control: a request stream's QUIC window (MAX_STREAM_DATA) is
-L{lbkit.http._h3quic.ServerQuicConnection}'s: it slides forward only while
+C{ServerQuicConnection}'s (L{lbkit.http._h3quic.serverQuicConnection}): it slides forward only while
 the stream has no request bytes waiting for a paused server connection
 (L{H3Stream.waiting}), so a client uploading to a server that reads slowly
 is held back, and lbkit holds at most
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from aioquic.h3.connection import ErrorCode as H3Error
 from h2.errors import ErrorCodes
 
 from lbkit._pump import holdProducer
@@ -33,20 +32,33 @@ from lbkit.http._h2stream import H2Stream
 if TYPE_CHECKING:
     from lbkit.http._h3 import H3FrontendConnection
 
-__all__ = ["H3Stream", "HIGH_WATER", "LOW_WATER"]
+__all__ = [
+    "H3Stream", "HIGH_WATER", "LOW_WATER", "H3_NO_ERROR", "H3_INTERNAL_ERROR", "H3_EXCESSIVE_LOAD",
+    "H3_REQUEST_REJECTED", "H3_REQUEST_CANCELLED", "H3_MESSAGE_ERROR",
+]
 
 #: Unacknowledged response bytes of a stream above which its server
 #: connection is paused, and below which it is resumed.
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 
+#: The HTTP/3 error codes lbkit sends (RFC 9114 §8.1; aioquic's
+#: C{ErrorCode} has the same values, but importing aioquic is left to a
+#: frontend with C{http3=True}: issue 11, RSS).
+H3_NO_ERROR = 0x100
+H3_INTERNAL_ERROR = 0x102
+H3_EXCESSIVE_LOAD = 0x107
+H3_REQUEST_REJECTED = 0x10B
+H3_REQUEST_CANCELLED = 0x10C
+H3_MESSAGE_ERROR = 0x10E
+
 #: The HTTP/2 reset codes the stream logic uses, as HTTP/3 error codes.
 _CODES = {
-    ErrorCodes.NO_ERROR: H3Error.H3_NO_ERROR,
-    ErrorCodes.PROTOCOL_ERROR: H3Error.H3_MESSAGE_ERROR,
-    ErrorCodes.INTERNAL_ERROR: H3Error.H3_INTERNAL_ERROR,
-    ErrorCodes.REFUSED_STREAM: H3Error.H3_REQUEST_REJECTED,
-    ErrorCodes.CANCEL: H3Error.H3_REQUEST_CANCELLED,
+    ErrorCodes.NO_ERROR: H3_NO_ERROR,
+    ErrorCodes.PROTOCOL_ERROR: H3_MESSAGE_ERROR,
+    ErrorCodes.INTERNAL_ERROR: H3_INTERNAL_ERROR,
+    ErrorCodes.REFUSED_STREAM: H3_REQUEST_REJECTED,
+    ErrorCodes.CANCEL: H3_REQUEST_CANCELLED,
 }
 
 
@@ -117,7 +129,7 @@ class H3Stream(H2Stream):
 
     def _resetQuietly(self, code: ErrorCodes) -> None:
         quic = self.h2.quic
-        h3code = _CODES.get(code, H3Error.H3_INTERNAL_ERROR)
+        h3code = _CODES.get(code, H3_INTERNAL_ERROR)
         try:
             if code == ErrorCodes.NO_ERROR:
                 # the response is complete: only ask the client to stop

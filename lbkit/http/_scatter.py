@@ -17,19 +17,17 @@ access-log line.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence, Union
+import functools
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Site
-from twisted.web.server import Request as WebRequest
 from zope.interface import implementer
 
 from lbkit._backend import Backend
@@ -39,6 +37,14 @@ from lbkit._origin import definedAt
 from lbkit.error import ConfigError
 from lbkit.http._answers import Answer
 from lbkit.http._headers import CODE_CLASS, HTTP_LOG_FORMAT
+
+if TYPE_CHECKING:
+    from twisted.web.client import Agent, HTTPConnectionPool
+
+# twisted.web's client and server (with twisted.web.http, its HTTP/2 glue,
+# twisted.spread, ...) cost a process about 4 MiB of RSS: they are
+# imported by the first ScatterGather (its site) and its first request
+# (the Agent), not when lbkit is (issue 11).
 
 __all__ = ["ScatterGather", "SubResponse", "bindFactory", "scatterTargets"]
 
@@ -169,7 +175,7 @@ class ScatterGather(Backend):
         self._tokens: dict[Server, bytes] = {}
         self._servers: dict[bytes, Server] = {}
         self._trigger: Any = None
-        self._site = _ScatterSite(self)
+        self._site = _scatterSite()(self)
         Backend.__init__(self, name or f"{backend.name}-scatter", [Server("scatter", _LocalEndpoint(self))],
                          retries=0, timeoutServer=self.timeout + 30.0)
         self.definedAt = where
@@ -275,6 +281,8 @@ class ScatterGather(Backend):
     def _agent(self) -> Agent:
         """The Agent the sub-requests go through, its connections kept alive (made at the first request)."""
         if self._agentObject is None:
+            from twisted.web.client import Agent, HTTPConnectionPool  # (see the imports)
+
             self._httpPool = HTTPConnectionPool(self.reactor, persistent=True)
             self._httpPool.maxPersistentPerHost = 16
             self._agentObject = Agent.usingEndpointFactory(self.reactor, _Endpoints(self), pool=self._httpPool)
@@ -290,6 +298,8 @@ class ScatterGather(Backend):
 
     def _one(self, agent: Agent, server: Server, method: bytes, uri: bytes,
              headers: list[tuple[bytes, bytes]], body: bytes, client: str) -> Deferred[SubResponse]:
+        from twisted.web.client import readBody  # (see the imports)
+
         reactor = self.reactor
         started = reactor.seconds()
         timedOut = []
@@ -396,22 +406,6 @@ class _LocalEndpoint:
         return TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(protocolFactory)  # type: ignore[no-any-return]
 
 
-class _BoundedRequest(WebRequest):
-    """A twisted.web request that keeps at most C{maxBody} body bytes, and remembers it had more."""
-
-    tooLarge = False
-
-    def handleContentChunk(self, data: bytes) -> None:
-        limit = self.channel.site.owner.maxBody  # type: ignore[union-attr,attr-defined]
-        if self.tooLarge:
-            return
-        assert self.content is not None
-        if self.content.tell() + len(data) > limit:
-            self.tooLarge = True
-            return
-        WebRequest.handleContentChunk(self, data)
-
-
 class _ScatterResource(Resource):
     isLeaf = True
 
@@ -420,6 +414,8 @@ class _ScatterResource(Resource):
         self.owner = owner
 
     def render(self, request: Any) -> Any:
+        from twisted.web.server import NOT_DONE_YET  # (see the imports: the site loaded it)
+
         if request.tooLarge:
             request.setResponseCode(413)
             return b"request body too large\n"
@@ -449,35 +445,58 @@ class _ScatterResource(Resource):
         request.finish()
 
 
-class _ScatterSite(Site):
-    """The loopback site; knows its open connections (for L{ScatterGather.close})."""
+@functools.cache
+def _scatterSite() -> Any:
+    """The class of a L{ScatterGather}'s loopback site (twisted.web's server imported at the first call)."""
+    from twisted.web.server import Request as WebRequest
+    from twisted.web.server import Site
 
-    noisy = False
-    requestFactory = _BoundedRequest
+    class _BoundedRequest(WebRequest):
+        """A twisted.web request that keeps at most C{maxBody} body bytes, and remembers it had more."""
 
-    def __init__(self, owner: ScatterGather) -> None:
-        Site.__init__(self, _ScatterResource(owner))
-        self.owner = owner
-        #: Each open connection: a Deferred that fires when it is gone, and its transport.
-        self.open: dict[Any, tuple[Deferred[None], Any]] = {}
+        tooLarge = False
 
-    def buildProtocol(self, addr: Any) -> Any:
-        proto = Site.buildProtocol(self, addr)
-        lost: Deferred[None] = Deferred()
-        lose, make = proto.connectionLost, proto.makeConnection
+        def handleContentChunk(self, data: bytes) -> None:
+            limit = self.channel.site.owner.maxBody  # type: ignore[union-attr,attr-defined]
+            if self.tooLarge:
+                return
+            assert self.content is not None
+            if self.content.tell() + len(data) > limit:
+                self.tooLarge = True
+                return
+            WebRequest.handleContentChunk(self, data)
 
-        def makeConnection(transport: Any) -> None:
-            self.open[proto] = (lost, transport)
-            make(transport)
+    class _ScatterSite(Site):
+        """The loopback site; knows its open connections (for L{ScatterGather.close})."""
 
-        def connectionLost(reason: Failure) -> None:
-            self.open.pop(proto, None)
-            lose(reason)
-            lost.callback(None)
+        noisy = False
+        requestFactory = _BoundedRequest
 
-        proto.makeConnection, proto.connectionLost = makeConnection, connectionLost
-        self.open[proto] = (lost, None)
-        return proto
+        def __init__(self, owner: ScatterGather) -> None:
+            Site.__init__(self, _ScatterResource(owner))
+            self.owner = owner
+            #: Each open connection: a Deferred that fires when it is gone, and its transport.
+            self.open: dict[Any, tuple[Deferred[None], Any]] = {}
 
-    def log(self, request: Any) -> None:
-        pass
+        def buildProtocol(self, addr: Any) -> Any:
+            proto = Site.buildProtocol(self, addr)
+            lost: Deferred[None] = Deferred()
+            lose, make = proto.connectionLost, proto.makeConnection
+
+            def makeConnection(transport: Any) -> None:
+                self.open[proto] = (lost, transport)
+                make(transport)
+
+            def connectionLost(reason: Failure) -> None:
+                self.open.pop(proto, None)
+                lose(reason)
+                lost.callback(None)
+
+            proto.makeConnection, proto.connectionLost = makeConnection, connectionLost
+            self.open[proto] = (lost, None)
+            return proto
+
+        def log(self, request: Any) -> None:
+            pass
+
+    return _ScatterSite

@@ -33,10 +33,25 @@ from lbkit._logline import formatHTTPLine, httpFields
 from lbkit.error import ConfigError
 from lbkit.http._parse import Request
 
-try:
-    from opentelemetry import trace as otelTrace
-except ImportError:  # the optional lbkit[otel] extra
-    otelTrace = None  # type: ignore[assignment]
+#: C{opentelemetry.trace}, C{None} without the optional lbkit[otel] extra,
+#: or L{_UNLOADED} until the first L{Tracing} with C{otel=True} (or
+#: L{otelAvailable}) asks: a process that does not trace does not pay
+#: its import (issue 11: RSS).
+_UNLOADED: Any = object()
+otelTrace: Any = _UNLOADED
+
+
+def _otelTrace() -> Any:
+    """C{opentelemetry.trace}, imported at the first call; C{None} if it is not installed."""
+    global otelTrace
+    if otelTrace is _UNLOADED:
+        try:
+            from opentelemetry import trace
+        except ImportError:  # the optional lbkit[otel] extra
+            otelTrace = None
+        else:
+            otelTrace = trace
+    return otelTrace
 
 if TYPE_CHECKING:
     from lbkit.http._exchange import Exchange
@@ -59,7 +74,7 @@ _ZERO_SPAN = b"0" * 16
 
 def otelAvailable() -> bool:
     """Whether the optional C{opentelemetry-api} package is importable."""
-    return otelTrace is not None
+    return _otelTrace() is not None
 
 
 def parseTraceparent(value: bytes) -> Optional[tuple[bytes, bytes, bytes]]:
@@ -101,7 +116,7 @@ class Tracing:
     """
 
     def __init__(self, *, sampled: bool = True, otel: bool = False, tracerProvider: Any = None) -> None:
-        if otel and otelTrace is None:
+        if otel and _otelTrace() is None:
             raise ConfigError(
                 "http.Tracing: otel=True needs the opentelemetry-api package (pip install 'lbkit[otel]')"
             )
@@ -208,7 +223,7 @@ class RequestTracer:
         self._idLength = len(self._lowerHeader)
         self._tracer: Any = None
         if tracing is not None and tracing.otel:
-            self._tracer = otelTrace.get_tracer("lbkit", tracer_provider=tracing.tracerProvider)
+            self._tracer = _otelTrace().get_tracer("lbkit", tracer_provider=tracing.tracerProvider)
 
     def begin(self, exchange: Exchange, request: Request) -> None:
         """
