@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_health_checks -*-
 """
-L{HTTPCheck}: send one HTTP request with Twisted's own client (L{Agent})
+L{HTTPCheck}: send one HTTP request with Twisted's own client (L{twisted.web.client.Agent})
 and check the status and, optionally, the body of the answer.
 """
 
