@@ -18,14 +18,17 @@ from functools import partial
 from typing import Any, Callable
 
 from twisted.application.reactors import getReactorTypes
+from twisted.internet import tcp
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python import context, log
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
-from lbkit.reactor import LeanEPollReactor
+from lbkit.reactor import LeanEPollReactor, _readsPlainly
 from tests.helpers import freePort, requireBinary, runProcess, spawn
 from tests.test_examples import REPO, TWISTD
 
@@ -249,6 +252,62 @@ class LeanEPollReactorTests(SynchronousTestCase):
         goodClient.transport.write(b"still here")
         self.spin(r, lambda: good.received == b"still here")
         self.assertNotIn(bad.transport, r.getReaders())
+
+    def test_halfClose(self) -> None:
+        """
+        A half-closeable protocol whose peer shuts its write half sees
+        C{readConnectionLost} (the read path ends the stream as a read, as
+        upstream's C{_doReadOrWrite} does) and can still write back.
+        """
+        r = self.buildReactor()
+
+        @implementer(IHalfCloseableProtocol)
+        class Half(Peer):
+            readLost = False
+
+            def readConnectionLost(self) -> None:
+                self.readLost = True
+                self.transport.write(b"bye")  # type: ignore[union-attr]
+                self.transport.loseConnection()  # type: ignore[union-attr]
+
+            def writeConnectionLost(self) -> None:
+                pass
+
+        half, other = Half(), Peer()
+        self.pair(r, half, other)
+        assert other.transport is not None
+        other.transport.write(b"last")
+        other.transport.loseWriteConnection()  # type: ignore[attr-defined]
+        self.spin(r, lambda: other.lost is not None)
+        self.assertEqual((half.received, half.readLost, other.received), (b"last", True, b"bye"))
+
+    def test_ownDoRead(self) -> None:
+        """
+        A transport class with a C{doRead} of its own is read through it;
+        Twisted's TCP connections are read in C{doPoll} itself.
+        """
+        self.assertTrue(_readsPlainly(tcp.Server))
+        self.assertTrue(_readsPlainly(tcp.Client))
+        r = self.buildReactor()
+        reads: list[bytes] = []
+
+        class Counting(tcp.Server):
+            def doRead(self) -> Any:
+                reads.append(b"")
+                return super().doRead()
+
+        self.assertFalse(_readsPlainly(Counting))
+        a, b = socket.socketpair()
+        self.addCleanup(b.close)
+        peer = Peer()
+        transport = Counting(a, peer, ("127.0.0.1", 0), None, 1, r)  # type: ignore[arg-type]
+        peer.makeConnection(transport)
+        transport.startReading()
+        b.send(b"ping")
+        self.spin(r, lambda: peer.received == b"ping")
+        self.assertEqual(reads, [b""])
+        transport.loseConnection()
+        self.spin(r, lambda: peer.lost is not None)
 
 
 class PluginTests(TestCase):
