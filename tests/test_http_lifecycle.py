@@ -76,6 +76,37 @@ class KeepAliveLifecycleTests(HTTPTestCase):
         self.assertEqual(site.connections, 1)
 
     @inlineCallbacks
+    def test_weightedTurns(self) -> Any:
+        """Servers of two weights (not the plain turn) share requests by weight, one connection each."""
+        (p1, site1), (p2, site2) = self.site("w1"), self.site("w2")
+        be = Backend("w", [Server("w1", f"127.0.0.1:{p1}", weight=2), Server("w2", f"127.0.0.1:{p2}")])
+        port = self.frontend(default=be)
+        c = yield self.client(port)
+        for i in range(6):
+            c.send(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            yield c.responses(i + 1)
+        self.assertEqual([served(body) for _, body in c.parsed], ["w1", "w2", "w1"] * 2)
+        self.assertEqual((site1.connections, site2.connections), (1, 1))
+
+    @inlineCallbacks
+    def test_observersSeeResponses(self) -> Any:
+        """A passive-health observer, when there is one, hears of every response, a 5xx as a failure."""
+        p1, _ = self.site("o1")
+        be = backend("o", [p1])
+        seen: list[tuple[bool, str]] = []
+        be.servers[0].addObserver(lambda server, ok, reason: seen.append((ok, reason)))
+        port = self.frontend(default=be)
+        c = yield self.client(port)
+        for i, path in enumerate(["/", "/status/503", "/"]):
+            c.send(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+            yield c.responses(i + 1)
+        self.assertEqual([r.code for r, _ in c.parsed], [200, 503, 200])
+        self.assertEqual(
+            [entry for entry in seen if entry[1].startswith("Layer7")],
+            [(True, "Layer7 response"), (False, "Layer7 wrong status, code: 503"), (True, "Layer7 response")],
+        )
+
+    @inlineCallbacks
     def test_pipelined(self) -> Any:
         """Requests sent in one write are answered in order, the second after the first's plain path."""
         p1, _ = self.site("a1")
