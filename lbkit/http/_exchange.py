@@ -23,9 +23,17 @@ from lbkit._address import formatAddress
 from lbkit._backend import Backend
 from lbkit._dispatch import Dispatch, DispatchFailed, DispatchState
 from lbkit._model import Context, Server
-from lbkit.http import _endings
 from lbkit.http._body import CHUNKED, UNTIL_CLOSE
 from lbkit.http._compress import compressResponse
+from lbkit.http._endings import (
+    abortExchange,
+    clientLost,
+    detachServer,
+    dropServer,
+    fail,
+    resend,
+    serverFailed,
+)
 from lbkit.http._h2up import connectAny
 from lbkit.http._headers import CODE_CLASS, clientSubject, logRequest, requestHead
 from lbkit.http._local import Held, answerFirst
@@ -232,7 +240,8 @@ class Exchange:
         if dispatch is None:
             dispatch = self._dispatch = Dispatch(
                 backend, context, self.reactor, self._newServerProtocol,
-                serverChosen=self._serverChosen if self._chosenHook else None, pooled=self._pooled, connected=self._connected, failed=self._dispatchFailed, connect=connectAny,
+                serverChosen=self._serverChosen if self._chosenHook else None, pooled=self._pooled,
+                connected=self._connected, failed=self._dispatchFailed, connect=connectAny,
             )
         else:
             dispatch.reset(backend, context)
@@ -348,12 +357,11 @@ class Exchange:
         server.requests += 1
         self.factory.responses[key] += 1
         # passive health: 5xx counts against the server (not 501, 505: the client's doing)
-        if not server.observers:
-            pass
-        elif code >= 500 and code != 501 and code != 505:
-            server.observe(False, f"Layer7 wrong status, code: {code}")
-        else:
-            server.observe(True, "Layer7 response")
+        if server.observers:
+            if code >= 500 and code != 501 and code != 505:
+                server.observe(False, f"Layer7 wrong status, code: {code}")
+            else:
+                server.observe(True, "Layer7 response")
 
     def responseHead(self, conn: HTTPServerProtocol, response: Response, framing: int) -> bytes:
         """The final response head: account for it, rewrite it, return it as it goes to the client."""
@@ -421,13 +429,13 @@ class Exchange:
 
     # -- ending early (lbkit.http._endings) ----------------------------------
 
-    serverFailed = _endings.serverFailed
-    detachServer = _endings.detachServer
-    resend = _endings.resend
-    fail = _endings.fail
-    abortExchange = _endings.abortExchange
-    clientLost = _endings.clientLost
-    dropServer = _endings.dropServer
+    serverFailed = serverFailed
+    detachServer = detachServer
+    resend = resend
+    fail = fail
+    abortExchange = abortExchange
+    clientLost = clientLost
+    dropServer = dropServer
 
     # -- ending ----------------------------------------------------------------
 
