@@ -15,20 +15,21 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from lbkit._breakers import RetryBudget, installBreakers
-from lbkit._live import addServer, removeServer, setBalancer, setPersistence, updateSettings
+from lbkit._live import (
+    addServer,
+    removeServer,
+    setBalancer,
+    setPersistence,
+    updateServer,
+    updateSettings,
+)
 from lbkit._model import Context, Server, ServerState
 from lbkit._origin import definedAt
 from lbkit._preview import Preview, preview
 from lbkit._settings import activeHookOf, sameTarget
 from lbkit.balance._roundrobin import RoundRobin
 from lbkit.error import ConfigError, NoServerAvailable, QueueTimeout
-from lbkit.interfaces import (
-    IBalancer,
-    IHealthCheck,
-    IPersistence,
-    IServerListener,
-    IServerSource,
-)
+from lbkit.interfaces import IBalancer, IHealthCheck, IPersistence, IServerListener, IServerSource
 
 __all__ = ["Backend", "backendsOf"]
 
@@ -58,6 +59,9 @@ class Backend:
     @ivar retryOn: What a failed attempt is retried on; C{breakers}: the
         circuit breakers, or C{None} (L{lbkit._breakers}, docs/breakers.md).
     """
+
+    #: Whether its decisions are explained (L{lbkit._explain.enableExplain}).
+    explained = False
 
     def __init__(
         self,
@@ -238,10 +242,24 @@ class Backend:
         """
         if self._queue:
             return None  # first come, first served
-        server = self._choose(context)
+        persistence = self.persistence
+        if persistence is None and not self._anyMaxconn and not context.tried and self._eligible and not self.explained:
+            server = self.balance.pick(self._eligible, context) or None  # the plain choice (as _choose)
+        else:
+            server = self._choose(context)
         if server is None:
             return None
-        return self._reserve(server, context)
+        # as _reserve (inline: once per request)
+        active = server.active = server.active + 1
+        server.total += 1
+        if active > server.maxActive:
+            server.maxActive = active
+        hook = self._activeHook
+        if hook is not None:
+            hook(server)
+        if persistence is not None:
+            persistence.remember(self, server, context)
+        return server
 
     def enqueue(self, context: Context, clock: Any) -> Deferred[Server]:
         """
@@ -396,7 +414,7 @@ class Backend:
                 if old.givenEndpoint is not None:
                     old.givenEndpoint = server.givenEndpoint
                     old.address = server.address
-                changes.extend(self._updateServer(old, server, now))
+                changes.extend(updateServer(self, old, server, now))
                 servers.append(old)
                 continue
             server.backend = self
@@ -433,23 +451,6 @@ class Backend:
             if old.active <= 0:
                 self._forget(old)
         self._dispatchQueue()
-
-    def _updateServer(self, old: Server, new: Server, now: float) -> list[str]:
-        changes: list[str] = []
-        if self._leaving.pop(old, None) is not None:
-            changes.append(f"server {old.name} configured again: no longer leaving")
-            if old.state is ServerState.DRAIN:
-                old.setState(ServerState.UP, "configured again", now)
-        for name in ("maxconn", "backup", "sendProxy", "slowstart", "cookie"):
-            before, after = getattr(old, name), getattr(new, name)
-            if before != after:
-                setattr(old, name, after)
-                changes.append(f"server {old.name} {name} {before!r} -> {after!r}")
-        if new.weight != old.initialWeight:
-            changes.append(f"server {old.name} weight {old.weight} -> {new.weight}")
-            old.initialWeight = new.weight
-            old.setWeight(new.weight)
-        return changes
 
     # -- live changes (lbkit._live, docs/beyond.md) ---------------------------
 

@@ -7,7 +7,7 @@ Both modes only adapt the result of a L{Dispatch}: tcp mode through the
 L{Deferred} of L{Dispatch.start}, http mode (one dispatch per request, the
 pooled connections first) through callbacks with L{Dispatch.run}, which
 costs no L{Deferred} when a kept-alive connection is at hand, and reuses
-one L{Dispatch} per client connection (L{Dispatch.reset}).
+one L{Dispatch} per client connection (L{Dispatch.rerun}, L{Dispatch.reset}).
 
 The states of a L{Dispatch} (L{DispatchState}), and what moves it::
 
@@ -253,13 +253,32 @@ class Dispatch(Generic[P]):
             raise RuntimeError(f"{self!r} is still running")
         self.backend = backend
         self.context = context
-        self.state = _IDLE
-        self.server = None
-        self.attempts = 0
+        self.state, self.server, self.attempts = _IDLE, None, 0
         self.holding = self.reused = False
         self.waited = 0.0
         self.queuedAt = self.chosenAt = self.connectedAt = -1.0
         self._result = None
+
+    def rerun(self, backend: Backend, context: Context) -> None:
+        """
+        L{reset} and L{run} in one call: http mode's next request on the
+        same client connection.
+        """
+        if self._running or self._result is not None or self._onFailed is None or self._onConnected is None:
+            self.reset(backend, context)  # raises why not
+            self.run()
+            return
+        self.backend = backend
+        self.context = context
+        self.state, self.server, self.attempts = _IDLE, None, 0
+        self.holding = self.reused = False
+        self.waited = 0.0
+        self.queuedAt = self.chosenAt = self.connectedAt = -1.0
+        self._running = True
+        try:
+            self._choose()
+        except Exception:
+            self._fail(Failure())
 
     # -- the same, reporting to the connected and failed callables -------------
 
@@ -356,31 +375,48 @@ class Dispatch(Generic[P]):
         else:
             self._retryOrFail(termination, status, server, None)
 
-    def _choose(self) -> None:
-        self.state = _CHOOSING
-        backend = self.backend
-        try:
-            server = backend.tryAcquire(self.context)
-        except Overflow as e:  # maxRequests (lbkit._breakers)
-            self._fail(Failure(DispatchFailed(e.termination, 503, Failure())))
+    def _choose(self, dequeued: Optional[Server] = None) -> None:
+        # choose (or take the server the queue reserved), then pool or connect
+        if dequeued is None:
+            self.state = _CHOOSING
+            backend = self.backend
+            try:
+                server = backend.tryAcquire(self.context)
+            except Overflow as e:  # maxRequests (lbkit._breakers)
+                self._fail(Failure(DispatchFailed(e.termination, 503, Failure())))
+                return
+            except NoServerAvailable:
+                backend.noServerCount += 1
+                self._fail(Failure(DispatchFailed(SERVER_REFUSED, 503, Failure())))
+                return
+            if server is None:
+                self.state = _QUEUED
+                self.queuedAt = self.reactor.seconds()
+                waiting = self._waiting = backend.enqueue(self.context, self.reactor)
+                waiting.addCallbacks(self._dequeued, self._queueFailed)
+                return
+        else:
+            server = dequeued
+        self.server = server
+        self.holding = True  # before the hook: if it raises, _fail gives it back
+        self.attempts += 1
+        self.context.tried.add(server)
+        if self._serverChosen is not None:
+            self._serverChosen(server)
+        chosenAt = self.chosenAt = self.reactor.seconds()
+        protocol = self._pooled(server) if self._pooled is not None else None
+        if protocol is None:
+            self._connectTo(server)
             return
-        except NoServerAvailable:
-            backend.noServerCount += 1
-            self._fail(Failure(DispatchFailed(SERVER_REFUSED, 503, Failure())))
-            return
-        if server is None:
-            self.state = _QUEUED
-            self.queuedAt = self.reactor.seconds()
-            waiting = self._waiting = backend.enqueue(self.context, self.reactor)
-            waiting.addCallbacks(self._dequeued, self._queueFailed)
-            return
-        self._chosen(server)
+        self.reused = True
+        self.connectedAt = chosenAt
+        self._succeed(server, protocol)
 
     def _dequeued(self, server: Server) -> None:
         self._waiting = None
         self.waited += self.reactor.seconds() - self.queuedAt
         try:
-            self._chosen(server)
+            self._choose(server)
         except Exception:
             self._fail(Failure())
 
@@ -395,23 +431,6 @@ class Dispatch(Generic[P]):
         if reason.check(Overflow):  # maxPending (lbkit._breakers)
             termination = reason.value.termination  # type: ignore[union-attr]
         self._fail(Failure(DispatchFailed(termination, 503, reason)))
-
-    def _chosen(self, server: Server) -> None:
-        self.server = server
-        self.holding = True  # before the hook: if it raises, _fail gives it back
-        self.attempts += 1
-        self.context.tried.add(server)
-        if self._serverChosen is not None:
-            self._serverChosen(server)
-        self.chosenAt = self.reactor.seconds()
-        if self._pooled is not None:
-            protocol = self._pooled(server)
-            if protocol is not None:
-                self.reused = True
-                self.connectedAt = self.chosenAt
-                self._succeed(server, protocol)
-                return
-        self._connectTo(server)
 
     def _connectTo(self, server: Server) -> None:
         self.state = _CONNECTING

@@ -37,7 +37,7 @@ NOTE = "explain"
 
 def explaining(backend: Backend) -> bool:
     """Whether the reasons of C{backend}'s decisions are recorded."""
-    return "_choose" in backend.__dict__
+    return backend.explained
 
 
 def enableExplain(backend: Backend) -> None:
@@ -48,11 +48,13 @@ def enableExplain(backend: Backend) -> None:
     """
     if not explaining(backend):
         backend._choose = lambda context: chooseExplained(backend, context, backend.balance, True)  # type: ignore[method-assign]
+        backend.explained = True
 
 
 def disableExplain(backend: Backend) -> None:
     """Undo L{enableExplain}."""
     backend.__dict__.pop("_choose", None)
+    backend.explained = False
 
 
 def connectionReasons(backend: Backend | None, context: Context | None) -> str:

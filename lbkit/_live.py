@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from lbkit._backend import Backend
 
 __all__ = [
-    "addServer", "removeServer", "setBalancer", "setPersistence", "updateSettings",
+    "addServer", "removeServer", "setBalancer", "setPersistence", "updateServer", "updateSettings",
     "watchServers", "unwatchServers", "Handover",
 ]
 
@@ -244,6 +244,30 @@ class Handover:
             if entries is not None:
                 rows.extend(entries())
         return rows
+
+
+def updateServer(backend: Backend, old: Server, new: Server, now: float) -> list[str]:
+    """
+    A reload lists C{old}, a server of C{backend}, again as C{new} (same
+    name and target): take C{new}'s settings into C{old}, which stays.
+
+    @return: One line per change, for the log.
+    """
+    changes: list[str] = []
+    if backend._leaving.pop(old, None) is not None:
+        changes.append(f"server {old.name} configured again: no longer leaving")
+        if old.state is ServerState.DRAIN:
+            old.setState(ServerState.UP, "configured again", now)
+    for name in ("maxconn", "backup", "sendProxy", "slowstart", "cookie"):
+        before, after = getattr(old, name), getattr(new, name)
+        if before != after:
+            setattr(old, name, after)
+            changes.append(f"server {old.name} {name} {before!r} -> {after!r}")
+    if new.weight != old.initialWeight:
+        changes.append(f"server {old.name} weight {old.weight} -> {new.weight}")
+        old.initialWeight = new.weight
+        old.setWeight(new.weight)
+    return changes
 
 
 def updateSettings(backend: Backend, new: Backend, changes: list[str]) -> None:

@@ -212,7 +212,9 @@ class Server:
         #: Live sessions on this server; each has an C{abortSession()} method
         #: (used to shut sessions down when the server is marked DOWN).
         self.sessions: set[Any] = set()
-        self._observers: list[Callable[[Server, bool, str], None]] = []
+        #: The passive-health observers (L{addObserver}); the proxies skip
+        #: L{observe} when there are none.
+        self.observers: list[Callable[[Server, bool, str], None]] = []
         #: Whether the health monitor probes this server (the admin API
         #: can pause checks).
         self.checkEnabled = True
@@ -304,11 +306,11 @@ class Server:
         traffic (passive health checks): the proxies report each connect
         failure, each connect success, and in http mode each response.
         """
-        self._observers.append(observer)
+        self.observers.append(observer)
 
     def removeObserver(self, observer: Callable[[Server, bool, str], None]) -> None:
         """Unsubscribe an observer added with L{addObserver}."""
-        self._observers.remove(observer)
+        self.observers.remove(observer)
 
     def setRampFactor(self, factor: float) -> None:
         """
@@ -327,7 +329,7 @@ class Server:
         @param reason: Why not, e.g. C{"Layer4 connection problem"} or
             C{"Layer7 status 503"}.
         """
-        for observer in self._observers:
+        for observer in self.observers:
             observer(self, ok, reason)
 
     def setState(self, state: ServerState, reason: str = "", now: float = 0.0) -> None:

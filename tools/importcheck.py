@@ -95,7 +95,7 @@ LAYERS: dict[str, int] = {
     # 5 modes: frontends and their protocols, health checks, stats pages
     "lbkit.tcp": 5,
     "lbkit.udp": 5,
-    "lbkit.http": 5,  # the facade, _exchange, _h1, _h2, _h2stream, _alpn, _acceptproxy, _frontend
+    "lbkit.http": 5,  # the facade, _exchange, _endings, _h1, _h2, _h2stream, _alpn, _acceptproxy, _frontend
     "lbkit.health": 5,
     "lbkit.stats": 5,
     # 6 application: site files, the service tree, reload, twistd, tools

@@ -81,6 +81,15 @@ class RoundRobin(_Tracking):
         self._classes = None
 
     def pick(self, servers: Sequence[Server], context: Context) -> Server | None:
+        classes = self._classes
+        if servers is self._builtFor and classes is not None and len(classes) == 1 and not self._dirty \
+                and not self._rampWatch:
+            # the plain turn: the list the structure is built for, one weight class
+            heap = classes[0][1]
+            self._t += 1
+            key, position, server = heap[0]
+            heapreplace(heap, (key + self._total, position, server))
+            return server
         if not servers:
             return None
         if len(servers) == 1:

@@ -25,16 +25,25 @@ from lbkit._dispatch import Dispatch, DispatchFailed, DispatchState
 from lbkit._model import Context, Server
 from lbkit.http._body import CHUNKED, UNTIL_CLOSE
 from lbkit.http._compress import compressResponse
+from lbkit.http._endings import (
+    abortExchange,
+    clientLost,
+    detachServer,
+    dropServer,
+    fail,
+    resend,
+    serverFailed,
+)
 from lbkit.http._h2up import connectAny
 from lbkit.http._headers import CODE_CLASS, clientSubject, logRequest, requestHead
 from lbkit.http._local import Held, answerFirst
-from lbkit.http._parse import BadMessage, Request, Response
-from lbkit.http._retry import newServerProtocol, retryAfterFailure
+from lbkit.http._parse import Request, Response
+from lbkit.http._retry import newServerProtocol
 from lbkit.http._routing import Route
 from lbkit.http._rules import rewriteRequest, rewriteResponse
 from lbkit.http._server import HTTPServerProtocol
 from lbkit.http._sides import ClientSide, Hooks
-from lbkit.http._states import ACTIVE, ANSWERING, DRAINING, HEAD, STREAMING, TRANSITIONS, TUNNEL
+from lbkit.http._states import ACTIVE, DRAINING, HEAD, STREAMING, TRANSITIONS, TUNNEL
 from lbkit.proxyproto import formatV1, formatV2
 
 if TYPE_CHECKING:
@@ -92,6 +101,9 @@ class Exchange:
         nobodyListens: Callable[[], bool],
         logVersion: Optional[bytes] = None,
         plainLog: Optional[Callable[[], bool]] = None,
+        *,
+        routeHook: bool = True,
+        chosenHook: bool = True,
     ) -> None:
         """
         @param address: The client's address (C{client} for the rules).
@@ -105,6 +117,11 @@ class Exchange:
             the line (no C{finished} hook, no C{logAccess}): the line is
             then formatted here and handed to C{factory.accessSink}
             when every destination is one of its writers.
+        @param routeHook: Whether C{hooks.routeRequest} is to be called:
+            C{False} when it is L{lbkit.http.HTTPFrontendProtocol}'s own,
+            which, with no routes, gives the default backend.
+        @param chosenHook: Whether C{hooks.serverChosen} is to be called:
+            C{False} when it is the protocol's own, which does nothing.
         """
         self.factory = factory
         self.reactor = factory.reactor
@@ -133,6 +150,8 @@ class Exchange:
         self.dispatch: Optional[Dispatch[HTTPServerProtocol]] = None
         self._dispatch: Optional[Dispatch[HTTPServerProtocol]] = None  # kept for the next request
         self.waitedUntil = -1.0
+        self._routeHook = routeHook
+        self._chosenHook = chosenHook
 
     def __repr__(self) -> str:
         return f"<Exchange {self.state.name} {self.request!r}>"
@@ -194,11 +213,24 @@ class Exchange:
     def forward(self) -> None:
         """Route the request (the C{routeRequest} hook), then L{toServer} (unless a rule or the cache answers)."""
         assert self.request is not None
-        if not self.frontend.answering:
+        frontend = self.frontend
+        if frontend.answering:
+            if answerFirst(self):  # (docs/rules.md)
+                return
+        elif self._routeHook or frontend.routes:
             self.backend, self.route = self.hooks.routeRequest(self.request)
-        elif answerFirst(self):  # (docs/rules.md)
+        else:
+            self.backend = frontend.default  # (what routeRequest gives without routes)
+        dispatch = self._dispatch
+        if dispatch is None:
+            self.toServer()
             return
-        self.toServer()
+        # as toServer (inline: once per request)
+        self.dispatch = dispatch
+        dispatch.rerun(self.backend, self.context)  # type: ignore[arg-type]
+        state = dispatch.state
+        if state is _QUEUED or state is _CONNECTING:
+            self.side.pauseReading()  # it waits for a server: stop reading the client
 
     def toServer(self) -> None:
         """Get the routed request a server connection (L{lbkit._dispatch.Dispatch}: choose, queue, connect, retry), and send it."""
@@ -207,8 +239,9 @@ class Exchange:
         dispatch = self._dispatch
         if dispatch is None:
             dispatch = self._dispatch = Dispatch(
-                backend, context, self.reactor, self._newServerProtocol, serverChosen=self._serverChosen,
-                pooled=self._pooled, connected=self._connected, failed=self._dispatchFailed, connect=connectAny,
+                backend, context, self.reactor, self._newServerProtocol,
+                serverChosen=self._serverChosen if self._chosenHook else None, pooled=self._pooled,
+                connected=self._connected, failed=self._dispatchFailed, connect=connectAny,
             )
         else:
             dispatch.reset(backend, context)
@@ -235,6 +268,7 @@ class Exchange:
 
     def _pooled(self, server: Server) -> Optional[HTTPServerProtocol]:
         # an upgrade gets a new connection, a sendProxy server's is this client's own
+        self.server = server  # (without a serverChosen hook, _serverChosen is not called)
         if self.upgrading:
             return None
         if server.sendProxy:
@@ -243,16 +277,6 @@ class Exchange:
 
     def _newServerProtocol(self, server: Server) -> HTTPServerProtocol:
         return newServerProtocol(server, self.factory.pool)
-
-    def _connected(self, server: Server, conn: HTTPServerProtocol) -> None:
-        assert self.dispatch is not None
-        if server.sendProxy and not self.dispatch.reused:
-            # the first bytes say who the client is; the connection is then
-            # this client's own (ClientSide.keepPrivate)
-            fmt = formatV1 if server.sendProxy == 1 else formatV2
-            conn.send(fmt(self.client, self.side.getHost()))
-            conn.private = True
-        self._send(conn)
 
     def _dispatchFailed(self, reason: Failure) -> None:
         failure = reason.value
@@ -278,10 +302,16 @@ class Exchange:
             server.sessions.discard(self.side.session)
             dispatch.release()
 
-    def _send(self, conn: HTTPServerProtocol) -> None:
+    def _connected(self, server: Server, conn: HTTPServerProtocol) -> None:
+        """The dispatch got C{conn}: send the request head (rules and persistence applied once)."""
+        if server.sendProxy and not self.dispatch.reused:  # type: ignore[union-attr]
+            # the first bytes say who the client is; the connection is then
+            # this client's own (ClientSide.keepPrivate)
+            fmt = formatV1 if server.sendProxy == 1 else formatV2
+            conn.send(fmt(self.client, self.side.getHost()))
+            conn.private = True
         request = self.request
-        server = self.server
-        assert request is not None and server is not None
+        assert request is not None
         if self.clientGone:
             conn.release(True)
             self._releaseSlot()
@@ -292,10 +322,11 @@ class Exchange:
         head = self._head
         if head is None:
             # once per request: a retry sends the same head again
-            route = self.route
-            routeRules = route.requestRules if isinstance(route, Route) else ()
-            assert self.backend is not None and self.context is not None
-            rewriteRequest(request, self, self.frontend.requestRules, routeRules, self.backend, self.context)
+            route, backend = self.route, self.backend
+            assert backend is not None and self.context is not None
+            if route is not None or self.frontend.requestRules or backend.persistence is not None:
+                routeRules = route.requestRules if isinstance(route, Route) else ()
+                rewriteRequest(request, self, self.frontend.requestRules, routeRules, backend, self.context)
             if self._certTransport is not None and self._clientDN is None:
                 self._clientDN = clientSubject(self._certTransport)
             dn = self._clientDN if self._certTransport is not None else None
@@ -326,22 +357,35 @@ class Exchange:
         server.requests += 1
         self.factory.responses[key] += 1
         # passive health: 5xx counts against the server (not 501, 505: the client's doing)
-        if code >= 500 and code != 501 and code != 505:
-            server.observe(False, f"Layer7 wrong status, code: {code}")
-        else:
-            server.observe(True, "Layer7 response")
+        if server.observers:
+            if code >= 500 and code != 501 and code != 505:
+                server.observe(False, f"Layer7 wrong status, code: {code}")
+            else:
+                server.observe(True, "Layer7 response")
 
     def responseHead(self, conn: HTTPServerProtocol, response: Response, framing: int) -> bytes:
         """The final response head: account for it, rewrite it, return it as it goes to the client."""
-        self._account(response)
+        # as _account (inline: once per request)
+        self.respondedAt = self.reactor.seconds()
+        code = self.status = response.code
+        backend, server, route, frontend = self.backend, self.server, self.route, self.frontend
+        assert backend is not None and server is not None and self.context is not None
+        key = CODE_CLASS[code // 100] if code < 600 else "other"
+        server.responses[key] += 1
+        server.requests += 1
+        self.factory.responses[key] += 1
+        if server.observers:  # passive health (see _account)
+            if code >= 500 and code != 501 and code != 505:
+                server.observe(False, f"Layer7 wrong status, code: {code}")
+            else:
+                server.observe(True, "Layer7 response")
         if framing == UNTIL_CLOSE:
             self.closeAfter = True
         self.state = TRANSITIONS[self.state]["response"]  # (inline: once per request)
-        backend, server, route = self.backend, self.server, self.route
-        assert backend is not None and server is not None and self.context is not None
-        routeRules = route.responseRules if isinstance(route, Route) else ()
-        rewriteResponse(response, self, routeRules, self.frontend.responseRules, backend, server, self.context)
-        if self.frontend.compresses:  # (docs/http.md, "Compression")
+        if route is not None or frontend.responseRules or backend.persistence is not None:
+            routeRules = route.responseRules if isinstance(route, Route) else ()
+            rewriteResponse(response, self, routeRules, frontend.responseRules, backend, server, self.context)
+        if frontend.compresses:  # (docs/http.md, "Compression")
             return compressResponse(self, conn, response, framing)
         data = self.writer.responseHeadBytes(response, framing, False)
         conn.bytes += len(data)
@@ -368,7 +412,12 @@ class Exchange:
             self._after()
             return
         self._end(True)
-        self._after()
+        # as _after (inline: once per request)
+        if self.closeAfter:
+            self.close()
+        else:
+            self.state = TRANSITIONS[self.state]["next"]
+            self.side.nextRequest()
 
     def _after(self) -> None:
         """The exchange is over: the next request, or close."""
@@ -378,104 +427,27 @@ class Exchange:
             self.state = TRANSITIONS[self.state]["next"]  # (inline: once per request)
             self.side.nextRequest()
 
-    def serverFailed(self, conn: HTTPServerProtocol, reason: Union[Failure, BadMessage], sentNothing: bool) -> None:
-        """The server connection broke, or sent garbage, before a response head: retry if safe, else 502."""
-        request = self.request
-        if request is None or self.clientGone:
-            return
-        server = self.server
-        why = reason.getErrorMessage() if isinstance(reason, Failure) else str(reason)
-        if isinstance(reason, BadMessage):
-            _log.warn("{server}: invalid response: {why}", server=server.fullName if server else "-", why=why)
-        if server is not None:
-            server.observe(False, f"Layer7 invalid response: {why}")
-        condition = retryAfterFailure(self, conn, reason)  # (docs/breakers.md)
-        self.detachServer(conn)
-        if condition is not None:
-            self.resend(conn.reused and condition == "empty-response", condition, "SH", 502)
-            return
-        self.fail(502, "SH")
+    # -- ending early (lbkit.http._endings) ----------------------------------
 
-    def detachServer(self, conn: HTTPServerProtocol) -> None:
-        """Drop C{conn}, this request's server connection, before a response head, and give its slot back."""
-        self.conn = None
-        if conn.transport is not None:
-            conn.sink = None
-            conn.abort()
-        self.side.serverDetached()
-        self._releaseSlot()
+    serverFailed = serverFailed
+    detachServer = detachServer
+    resend = resend
+    fail = fail
+    abortExchange = abortExchange
+    clientLost = clientLost
+    dropServer = dropServer
 
-    def resend(self, again: bool, condition: Union[str, int], termination: str, status: int) -> None:
-        """After L{detachServer}: send the request again, to the same server (C{again}) or as a retry."""
-        dispatch = self.dispatch
-        assert dispatch is not None
-        self._go("retry")
-        if again:
-            dispatch.runAgain(termination, status)
-        else:
-            dispatch.runRetry(termination, status, condition)
-        if dispatch.state is _QUEUED or dispatch.state is _CONNECTING:
-            self.side.pauseReading()
+    # -- ending ----------------------------------------------------------------
 
     def tunnelEnded(self) -> None:
         """The server side of a tunnel closed: close the client too."""
         self._end(False)
         self.close()
 
-    # -- ending ----------------------------------------------------------------
-
-    def fail(self, status: int, termination: str) -> None:
-        """Answer with an error status (if nothing was sent yet) and close."""
-        self.termination, self.status = termination, status
-        if self.responseStarted:
-            self.abortExchange(termination)
-            return
-        self._releaseSlot()
-        self.bytesOut = self.side.sendError(status)
-        self.factory.responses["5xx" if status >= 500 else "4xx"] += 1
-        self._end(False)
-        self.close()
-
-    def abortExchange(self, termination: str) -> None:
-        """Drop the server connection and the client's (or its stream) now."""
-        if self.termination == "--":
-            self.termination = termination
-        if self.held is not None:
-            self.held.cancel()
-        conn = self.conn
-        if conn is not None:
-            conn.sink = None
-            conn.abort()
-        if self.request is not None:
-            self._end(False)
-        self._go("abort")
-        self.side.abort()
-
     def close(self) -> None:
         """Close the client connection (or end the stream) cleanly."""
         self._go("close")
         self.side.closeClient()
-
-    def clientLost(self, termination: Optional[str] = None) -> None:
-        """
-        The client went away (its connection, or its stream reset): a request in progress
-        ends with C{termination}, by default C{CD} once sent to a server and C{CC} before.
-        """
-        self.clientGone = True
-        if self.held is not None:
-            self.held.cancel()
-        if self.active and self.request is not None:
-            if self.termination == "--":
-                self.termination = termination or ("CD" if self.state in ANSWERING else "CC")
-            self._end(False)
-        self._go("lost")
-
-    def dropServer(self) -> None:
-        """Abort the server connection, if any, and forget it."""
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            conn.sink = None
-            conn.abort()
 
     def _end(self, reusable: bool) -> None:
         """Release the server connection and slot, and log the request."""
@@ -494,14 +466,20 @@ class Exchange:
         dispatch = self.dispatch
         if dispatch is not None and dispatch.state is not _CONNECTED:
             dispatch.cancel()
-        server = self.server
-        if server is not None and dispatch is not None and dispatch.holding:
-            server.bytesIn += self.bytesIn
-            server.bytesOut += self.bytesOut
         factory = self.factory
         factory.bytesIn += self.bytesIn
         factory.bytesOut += self.bytesOut
-        self._releaseSlot()
+        if dispatch is not None and dispatch.holding:
+            server = self.server
+            if server is not None:
+                server.bytesIn += self.bytesIn
+                server.bytesOut += self.bytesOut
+            # as _releaseSlot (inline: once per request)
+            held = dispatch.server
+            assert held is not None
+            held.sessions.discard(self.side.session)
+            dispatch.holding = False  # as dispatch.release()
+            dispatch.backend.release(held)
         if self.cacheTx is not None:
             self.cacheTx.ended(self, reusable)
         if self.context is not None and self.context.watchers is not None:  # stick tables (lbkit.traffic)

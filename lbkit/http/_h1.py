@@ -32,6 +32,7 @@ from lbkit.http._exchange import Exchange
 from lbkit.http._headers import connectionTokens, errorResponse, responseHead
 from lbkit.http._parse import MAX_HEAD, BadMessage, HeadReader, Request, Response, parseRequestHead
 from lbkit.http._server import HTTPServerProtocol
+from lbkit.http._sides import exchangeAttribute, overriddenHooks
 from lbkit.http._states import DONE, DRAINING, HEAD, TUNNEL, WAITING
 from lbkit.http._timeouts import checkTimeouts
 from lbkit.http._tunnel import refusedConnect
@@ -43,14 +44,6 @@ if TYPE_CHECKING:
 __all__ = ["HTTPFrontendProtocol", "streamExchange"]
 
 _log = Logger(namespace="lbkit.http")
-
-
-def _exchangeAttribute(name: str, doc: str) -> Any:
-    def get(self: HTTPFrontendProtocol) -> Any:
-        exchange = self.exchange
-        return getattr(exchange, name) if exchange is not None else None
-
-    return property(get, doc=doc)
 
 
 @implementer(ISession)
@@ -81,15 +74,18 @@ class HTTPFrontendProtocol(Protocol):
     decodesChunked = False
     _abortCall: Any = None
     _tick: Any = None
+    #: Whether the transport may be paused (lbkit paused it, or it was a
+    #: server connection's producer): else it need not be resumed.
+    _mayBePaused = True
     #: Idle connections to C{sendProxy} servers, which carry this client's
     #: PROXY header and so serve no other client connection.
     _private: Optional[dict[Server, HTTPServerProtocol]] = None
 
-    request = _exchangeAttribute("request", "The request in progress (C{None} between requests).")
-    context = _exchangeAttribute("context", "The L{Context} of the request in progress.")
-    backend = _exchangeAttribute("backend", "The backend the request was routed to.")
-    server = _exchangeAttribute("server", "The server chosen for the request, or C{None}.")
-    conn = _exchangeAttribute("conn", "The server connection carrying the request, or C{None}.")
+    request = exchangeAttribute("request", "The request in progress (C{None} between requests).")
+    context = exchangeAttribute("context", "The L{Context} of the request in progress.")
+    backend = exchangeAttribute("backend", "The backend the request was routed to.")
+    server = exchangeAttribute("server", "The server chosen for the request, or C{None}.")
+    conn = exchangeAttribute("conn", "The server connection carrying the request, or C{None}.")
 
     # -- connection ------------------------------------------------------
 
@@ -114,7 +110,7 @@ class HTTPFrontendProtocol(Protocol):
         self._since = self.reactor.seconds()
         self.exchange = Exchange(
             factory, self, self, self.client, scheme, transport if mtls else None, self._nobodyListens,
-            plainLog=self._plainLog,
+            plainLog=self._plainLog, **overriddenHooks(self, HTTPFrontendProtocol),
         )
         self._tick = self.reactor.callLater(factory.tickInterval, self._checkTimeouts)
         factory.connectionOpened(self)
@@ -136,6 +132,7 @@ class HTTPFrontendProtocol(Protocol):
             self._buf = self._buf + data if self._buf else data
             if len(self._buf) > MAX_HEAD:
                 # pipelined requests pile up while one is served: stop reading
+                self._mayBePaused = True
                 self.transport.pauseProducing()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -283,21 +280,11 @@ class HTTPFrontendProtocol(Protocol):
         if not self._nobodyListens():
             # HAProxy's line for a request it could not parse: <BADREQ>
             took = int((self.reactor.seconds() - self._since) * 1000)
+            name = self.frontend.name
             fields = dict(
-                client=formatAddress(self.client),
-                date=time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime()),
-                frontend=self.frontend.name,
-                backend=self.frontend.name,
-                server="<NOSRV>",
-                TR=took,
-                Tw=-1,
-                Tc=-1,
-                Tr=-1,
-                Ta=took,
-                status=status,
-                bytes=len(body),
-                termination="cR" if status == 408 else "PR",
-                retries=0,
+                client=formatAddress(self.client), date=time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime()),
+                frontend=name, backend=name, server="<NOSRV>", TR=took, Tw=-1, Tc=-1, Tr=-1, Ta=took,
+                status=status, bytes=len(body), termination="cR" if status == 408 else "PR", retries=0,
                 request="<BADREQ>",
             )
             self.finished(fields)
@@ -308,6 +295,7 @@ class HTTPFrontendProtocol(Protocol):
     # -- ClientSide: what the exchange asks of the connection -------------
 
     def pauseReading(self) -> None:
+        self._mayBePaused = True
         self.transport.pauseProducing()  # type: ignore[union-attr]
 
     def resumeReading(self) -> None:
@@ -320,11 +308,16 @@ class HTTPFrontendProtocol(Protocol):
         exchange = self.exchange
         assert exchange is not None
         if not exchange.bodyDone:
+            self._mayBePaused = True  # (by the server's transport, its consumer now)
             conn.transport.registerProducer(transport, True)  # type: ignore[union-attr]
             self._forward = conn.send if exchange.mirror is None else exchange.mirror.tee(conn.send)
             buf, self._buf = self._buf, b""
             if buf:
                 self._requestBody(buf)
+        elif self._mayBePaused:
+            self._mayBePaused = False
+        else:
+            return  # reading already: the plain path
         transport.resumeProducing()
 
     def serverDetached(self) -> None:
@@ -342,6 +335,7 @@ class HTTPFrontendProtocol(Protocol):
     def startTunnel(self, conn: HTTPServerProtocol, response: Response) -> int:
         transport: Any = self.transport
         if conn.transport.producer is None:  # type: ignore[union-attr]
+            self._mayBePaused = True
             conn.transport.registerProducer(transport, True)  # type: ignore[union-attr]
         self._forward = conn.send
         buf, self._buf = self._buf, b""
@@ -369,7 +363,9 @@ class HTTPFrontendProtocol(Protocol):
         transport = self.transport
         if transport is None:
             return
-        transport.resumeProducing()  # type: ignore[attr-defined]
+        if self._mayBePaused:
+            self._mayBePaused = False
+            transport.resumeProducing()  # type: ignore[attr-defined]
         if self._buf:
             buf, self._buf = self._buf, b""
             self._parseHead(buf)
@@ -514,6 +510,6 @@ def streamExchange(factory: HTTPProxyFactory, side: Any, address: Any, certTrans
     holder.client = address
     exchange = holder.exchange = Exchange(
         factory, side, holder, address, scheme, certTransport, holder._nobodyListens, b"HTTP/2.0",
-        plainLog=holder._plainLog,
+        plainLog=holder._plainLog, **overriddenHooks(holder, HTTPFrontendProtocol),
     )
     return exchange

@@ -197,9 +197,34 @@ class HTTPServerProtocol(protocol.Protocol):
             tokens = connectionTokens(response.headers)
             if b"close" in tokens or (response.version == b"HTTP/1.0" and b"keep-alive" not in tokens):
                 self._reusable = False
-        self._body.start(framing, self._decode)
+        body = self._body
+        body.start(framing, self._decode)
         head = sink.responseHead(self, response, framing)
-        if self.sink is None:
+        sink = self.sink  # (responseHead may have put a filter in between, or detached)
+        if sink is None:
+            return
+        if framing == len(buf):
+            # the whole body is in hand (a byte count, or none): head and
+            # body in one write, and the response is done (as _bodyData,
+            # _writeWithHead and _finished, inline: the common small response)
+            if framing:
+                self.bytes += framing
+                body.remaining, body.done = 0, True
+                write = sink.writeResponse
+                if framing <= 16384:
+                    write(head + buf)
+                else:
+                    write(head)
+                    write(buf)
+            else:
+                self._write(head)
+            sink, self.sink = self.sink, None
+            self._headDone = False
+            self._write = _discard
+            if sink is not None:
+                sink.responseDone(self)
+            if framing and not self._reusable:
+                self.close()
             return
         if framing == 0 or not buf:
             self._write(head)

@@ -15,7 +15,7 @@ from lbkit.http._parse import Request, Response
 from lbkit.http._server import HTTPServerProtocol
 from lbkit.interfaces import ISession
 
-__all__ = ["ClientSide", "Hooks"]
+__all__ = ["ClientSide", "Hooks", "exchangeAttribute", "overriddenHooks"]
 
 
 class ClientSide(Protocol):
@@ -111,3 +111,29 @@ class Hooks(Protocol):
 
     def finished(self, fields: dict[str, Any]) -> None:
         """The request is over: its access-log fields."""
+
+
+def overriddenHooks(holder: Hooks, base: Any) -> dict[str, Any]:
+    """
+    Which hooks of C{holder} an L{lbkit.http._exchange.Exchange} is to
+    call, as its C{routeHook} and C{chosenHook} arguments: those that
+    C{holder}'s class (or the instance itself) overrides, C{base}'s own
+    needing no call (its C{routeRequest} gives the default backend when
+    there are no routes; its C{serverChosen} does nothing).
+    """
+    return {
+        "routeHook": getattr(holder.routeRequest, "__func__", None) is not base.routeRequest,
+        "chosenHook": getattr(holder.serverChosen, "__func__", None) is not base.serverChosen,
+    }
+
+
+def exchangeAttribute(name: str, doc: str) -> Any:
+    """
+    A read-only property of a hook holder: its exchange's attribute
+    C{name} (C{None} while it has no C{exchange}).
+    """
+    def get(self: Any) -> Any:
+        exchange = self.exchange
+        return getattr(exchange, name) if exchange is not None else None
+
+    return property(get, doc=doc)
