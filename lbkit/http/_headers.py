@@ -131,9 +131,10 @@ def connectionTokens(headers: list[list[bytes]], names: Optional[list[bytes]] = 
         told without a loop.
     """
     if names is not None:
-        if b"connection" not in names:
+        count = names.count(b"connection")
+        if count == 0:
             return set()
-        if names.count(b"connection") == 1:
+        if count == 1:
             value = headers[names.index(b"connection")][1]
             if b"," not in value:
                 token = value.strip().lower()  # (the usual one: keep-alive, close)
@@ -272,8 +273,7 @@ def responseHead(response: Response, interim: bool, tunnel: bool, close: bool, h
         C{Connection: keep-alive}).
     """
     headers = response.headers
-    key = (interim, tunnel)
-    drop = _RESPONSE_DROP[key]
+    drop = _RESPONSE_DROP[interim, tunnel]
     code = response.code
     # the head's lines, joined by CRLF at the end
     lines = [(_STATUS_LINES.get(code) or b"HTTP/1.1 %d " % code) + response.reason]
@@ -289,7 +289,7 @@ def responseHead(response: Response, interim: bool, tunnel: bool, close: bool, h
     if connection is not None and (len(connection) > 1 or connection[0][1].strip().lower() not in _INERT):
         tokens = connectionTokens(connection)
         if not tokens.issubset(HOP):  # (else they change nothing)
-            drop = drop | (tokens - _RESPONSE_KEPT[key])
+            drop = drop | (tokens - _RESPONSE_KEPT[interim, tunnel])
             lines[1:] = [b": ".join(h) for h in headers if h[0].lower() not in drop]
     if tunnel:
         lines += (b"Connection: Upgrade", b"", b"")
