@@ -46,6 +46,8 @@ _FIELDS = re.compile(_T + rb":[^\r\n\x00]*(?:\r\n" + _T + rb":[^\r\n\x00]*)*")
 # a well-formed status line: version, code, reason (no control character
 # but HTAB), end of line; anything else goes to the checks that say why
 _STATUS_LINE = re.compile(rb"(HTTP/1\.[0-9]) ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?(\r\n|\Z)")
+# the status codes of responses, as sent (a dict lookup costs less than int())
+_CODES = {b"%d" % code: code for code in range(100, 600)}
 # a reason phrase may hold no control character but HTAB
 _EXT_CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # absolute-form: http or https, then an authority (RFC 3986 reg-name or
@@ -395,7 +397,7 @@ def parseResponseHead(head: bytes) -> Response:
         version, code, reason, eol = m.groups()
         fast = _fastHeaders(head, m.end()) if eol else ([], [])
         if fast is not None:
-            response = Response(version, int(code), reason or b"", fast[0])
+            response = Response(version, _CODES.get(code) or int(code), reason or b"", fast[0])
             response._lower = fast[1]
             return response
     end = head.find(b"\r\n")
