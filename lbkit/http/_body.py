@@ -46,7 +46,7 @@ _EXT_CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _FIELD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\x00]*")
 
 
-def bodyLength(headers: list[list[bytes]], response: bool) -> int:
+def bodyLength(headers: list[list[bytes]], response: bool, names: Optional[list[bytes]] = None) -> int:
     """
     The framing of a message body from its headers (RFC 9112 §6.3).
 
@@ -54,10 +54,21 @@ def bodyLength(headers: list[list[bytes]], response: bool) -> int:
     response's must end with C{chunked} (and name it once), or its body
     lasts until close.
 
+    @param names: The lower-cased names of C{headers}, when known (as the
+        parse found them): the usual case (no C{Transfer-Encoding}, at most
+        one C{Content-Length}) is then told without a loop.
     @return: A byte count, L{CHUNKED}, or for a response without either
         header L{UNTIL_CLOSE} (a request without either has no body: 0).
     @raise BadMessage: on conflicting or invalid framing headers.
     """
+    if names is not None and b"transfer-encoding" not in names:
+        n = names.count(b"content-length")
+        if n == 0:
+            return UNTIL_CLOSE if response else 0
+        if n == 1:
+            value = headers[names.index(b"content-length")][1]
+            if value.isdigit() and len(value) <= 18:
+                return int(value)
     status = 502 if response else 400
     te: Optional[bytes] = None
     cl: Optional[bytes] = None

@@ -211,7 +211,7 @@ class HTTPFrontendProtocol(Protocol):
         head, rest = got
         try:
             request = parseRequestHead(head)
-            framing = bodyLength(request.headers, False)
+            framing = bodyLength(request.headers, False, request._lower)
             if framing == CHUNKED and rest:
                 # chunks that came with the head are checked before any
                 # server is chosen: a bad one then reaches no server
@@ -221,7 +221,7 @@ class HTTPFrontendProtocol(Protocol):
                 self._reject(e.status, str(e))
             return
         self._buf = rest
-        tokens = connectionTokens(request.headers)
+        tokens = connectionTokens(request.headers, request._lower)
         if request.version == b"HTTP/1.1":
             keepAlive = b"close" not in tokens
         else:

@@ -120,12 +120,25 @@ def errorResponse(status: int, pages: Mapping[int, ErrorPage] = {}) -> bytes:  #
     )
 
 
-def connectionTokens(headers: list[list[bytes]]) -> set[bytes]:
+def connectionTokens(headers: list[list[bytes]], names: Optional[list[bytes]] = None) -> set[bytes]:
     """
     The lower-cased options of the C{Connection} headers: hop-by-hop header
     names, C{close}, C{keep-alive}, C{upgrade} (never C{content-length} or
     C{host}).
+
+    @param names: The lower-cased names of C{headers}, when known (as the
+        parse found them): a message without C{Connection} header is then
+        told without a loop.
     """
+    if names is not None:
+        count = names.count(b"connection")
+        if count == 0:
+            return set()
+        if count == 1:
+            value = headers[names.index(b"connection")][1]
+            if b"," not in value:
+                token = value.strip().lower()  # (the usual one: keep-alive, close)
+                return set() if token in NEVER_HOP else {token}
     tokens: Optional[set[bytes]] = None
     for name, value in headers:
         if len(name) == 10 and name.lower() == b"connection":
@@ -134,11 +147,39 @@ def connectionTokens(headers: list[list[bytes]]) -> set[bytes]:
             if b"," in value:
                 tokens.update([t.strip().lower() for t in value.split(b",")])
             else:
-                tokens.add(value.strip().lower())  # (the usual one: keep-alive, close)
+                tokens.add(value.strip().lower())
     if tokens is None:
         return set()
     tokens -= NEVER_HOP
     return tokens
+
+
+# What a request head leaves out, by (forwardedFor, mTLS): the hop-by-hop
+# headers, and those lbkit writes itself instead of the client's (it knows
+# whether the client used TLS; only lbkit says who the client is); the
+# client's own X-Forwarded-For goes first in lbkit's
+_REQUEST_DROP = {
+    (forwardedFor, mtls): HOP
+    | (frozenset([b"x-forwarded-for", b"x-forwarded-proto"]) if forwardedFor else frozenset())
+    | (frozenset([b"x-ssl-client-dn"]) if mtls else frozenset())
+    for forwardedFor in (False, True)
+    for mtls in (False, True)
+}
+# What a response head keeps of the hop-by-hop headers, by (interim,
+# tunnel): a final response's Transfer-Encoding (its body keeps its
+# framing) and a tunnel's Upgrade; and what it leaves out
+_RESPONSE_KEPT = {
+    (interim, tunnel): (frozenset() if interim else frozenset([b"transfer-encoding"]))
+    | (frozenset([b"upgrade"]) if tunnel else frozenset())
+    for interim in (False, True)
+    for tunnel in (False, True)
+}
+_RESPONSE_DROP = {key: HOP - kept for key, kept in _RESPONSE_KEPT.items()}
+# Connection options that drop no other header: those already dropped, and
+# those never dropped (the usual ones: keep-alive, close)
+_INERT = HOP | NEVER_HOP
+_STATUS_LINES = {code: b"HTTP/1.1 %d " % code for code in range(100, 600)}
+_FORWARDED_PROTO = {scheme: b"X-Forwarded-Proto: " + scheme for scheme in (b"http", b"https")}
 
 
 def requestHead(
@@ -166,52 +207,57 @@ def requestHead(
         and lbkit's added.  C{None} without mTLS.
     """
     headers = request.headers
-    tokens = connectionTokens(headers)
-    out = [request.method, b" ", request.uri, b" ", request.version, b"\r\n"]
-    append = out.append
-    xff: Optional[bytes] = None
-    mtls = clientDN is not None
-    for name, value in headers:
-        lower = name.lower()
-        if lower in HOP or lower in tokens:
+    drop = _REQUEST_DROP[forwardedFor, clientDN is not None]
+    # the head's lines, joined by CRLF at the end
+    lines = [b" ".join((request.method, request.uri, request.version))]
+    append = lines.append
+    connection: Optional[list[list[bytes]]] = None
+    forwarded: Optional[list[bytes]] = None
+    host: Optional[bytes] = None
+    forwardedHost = False
+    for header in headers:  # (one pass, and the Connection header's options after it)
+        name = header[0].lower()
+        if name in drop:
+            if name == b"connection":
+                connection = [header] if connection is None else connection + [header]
+            elif name == b"x-forwarded-for":
+                forwarded = [header[1]] if forwarded is None else forwarded + [header[1]]
             continue
-        if mtls and lower == b"x-ssl-client-dn":
-            continue  # only lbkit says who the client is
-        if forwardedFor and lower == b"x-forwarded-for":
-            xff = value if xff is None else xff + b", " + value
-            continue
-        if forwardedFor and lower == b"x-forwarded-proto":
-            continue  # lbkit knows whether the client used TLS; the client's word is dropped
-        append(name)
-        append(b": ")
-        append(value)
-        append(b"\r\n")
+        append(b": ".join(header))
+        if name == b"host":
+            if host is None:
+                host = header[1]
+        elif name == b"x-forwarded-host":
+            forwardedHost = True
+    if connection is not None and (len(connection) > 1 or connection[0][1].strip().lower() not in _INERT):
+        tokens = connectionTokens(connection)
+        if not tokens.issubset(HOP):  # (else they change nothing)
+            drop = drop | tokens
+            lines[1:] = [b": ".join(h) for h in headers if h[0].lower() not in drop]
+            if b"x-forwarded-for" in tokens:
+                forwarded = None
     if chunked:
-        append(b"Transfer-Encoding: chunked\r\n")
+        append(b"Transfer-Encoding: chunked")
     if upgrade:
         protocol = request.header(b"upgrade")
         if protocol is not None:  # (an allowed CONNECT has none)
-            append(b"Connection: Upgrade\r\nUpgrade: ")
-            append(protocol)
-            append(b"\r\n")
+            append(b"Connection: Upgrade")
+            append(b"Upgrade: " + protocol)
     elif request.version == b"HTTP/1.0":
-        append(b"Connection: keep-alive\r\n")
+        append(b"Connection: keep-alive")
     if clientDN:
-        append(b"X-SSL-Client-DN: ")
-        append(clientDN)
-        append(b"\r\n")
+        append(b"X-SSL-Client-DN: " + clientDN)
     if forwardedFor:
-        append(b"X-Forwarded-For: ")
-        append(xff + b", " + client if xff else client)
-        append(b"\r\nX-Forwarded-Proto: ")
-        append(scheme)
-        host = request.header(b"host")
-        if host is not None and request.header(b"x-forwarded-host") is None:
-            append(b"\r\nX-Forwarded-Host: ")
-            append(host)
-        append(b"\r\n")
-    append(b"\r\n")
-    return b"".join(out)
+        if forwarded is not None:  # after the client's own
+            xff = b", ".join(forwarded)
+            append(b"X-Forwarded-For: " + (xff + b", " + client if xff else client))
+        else:
+            append(b"X-Forwarded-For: " + client)
+        append(_FORWARDED_PROTO.get(scheme) or b"X-Forwarded-Proto: " + scheme)
+        if host is not None and not forwardedHost:
+            append(b"X-Forwarded-Host: " + host)
+    lines += (b"", b"")
+    return b"\r\n".join(lines)
 
 
 def responseHead(response: Response, interim: bool, tunnel: bool, close: bool, http10: bool) -> bytes:
@@ -227,31 +273,33 @@ def responseHead(response: Response, interim: bool, tunnel: bool, close: bool, h
         C{Connection: keep-alive}).
     """
     headers = response.headers
-    tokens = connectionTokens(headers)
-    out = [b"HTTP/1.1 %d " % response.code, response.reason, b"\r\n"]
-    append = out.append
-    for name, value in headers:
-        lower = name.lower()
-        if lower in HOP or lower in tokens:
-            if lower == b"transfer-encoding" and not interim:
-                pass  # the body is passed on in its own framing
-            elif tunnel and lower == b"upgrade":
-                pass
-            else:
-                continue
-        append(name)
-        append(b": ")
-        append(value)
-        append(b"\r\n")
+    drop = _RESPONSE_DROP[interim, tunnel]
+    code = response.code
+    # the head's lines, joined by CRLF at the end
+    lines = [(_STATUS_LINES.get(code) or b"HTTP/1.1 %d " % code) + response.reason]
+    append = lines.append
+    connection: Optional[list[list[bytes]]] = None
+    for header in headers:  # (one pass, and the Connection header's options after it)
+        name = header[0].lower()
+        if name in drop:
+            if name == b"connection":
+                connection = [header] if connection is None else connection + [header]
+            continue
+        append(b": ".join(header))
+    if connection is not None and (len(connection) > 1 or connection[0][1].strip().lower() not in _INERT):
+        tokens = connectionTokens(connection)
+        if not tokens.issubset(HOP):  # (else they change nothing)
+            drop = drop | (tokens - _RESPONSE_KEPT[interim, tunnel])
+            lines[1:] = [b": ".join(h) for h in headers if h[0].lower() not in drop]
     if tunnel:
-        append(b"Connection: Upgrade\r\n")
-    elif not interim:
-        if close:
-            append(b"Connection: close\r\n")
-        elif http10:
-            append(b"Connection: keep-alive\r\n")
-    append(b"\r\n")
-    return b"".join(out)
+        lines += (b"Connection: Upgrade", b"", b"")
+    elif interim or not (close or http10):
+        lines += (b"", b"")
+    elif close:
+        lines += (b"Connection: close", b"", b"")
+    else:
+        lines += (b"Connection: keep-alive", b"", b"")
+    return b"\r\n".join(lines)
 
 
 def clientSubject(transport: Any) -> bytes:

@@ -43,6 +43,11 @@ _T = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 # the last word (and the precise error message).
 _REQUEST_LINE = re.compile(b"(" + _T + rb") ([^\x00-\x20\x7f-\xff#]+) (HTTP/1\.[01])(\r\n|\Z)")
 _FIELDS = re.compile(_T + rb":[^\r\n\x00]*(?:\r\n" + _T + rb":[^\r\n\x00]*)*")
+# a well-formed status line: version, code, reason (no control character
+# but HTAB), end of line; anything else goes to the checks that say why
+_STATUS_LINE = re.compile(rb"(HTTP/1\.[0-9]) ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?(\r\n|\Z)")
+# the status codes of responses, as sent (a dict lookup costs less than int())
+_CODES = {b"%d" % code: code for code in range(100, 600)}
 # a reason phrase may hold no control character but HTAB
 _EXT_CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # absolute-form: http or https, then an authority (RFC 3986 reg-name or
@@ -79,6 +84,9 @@ class Request:
     @ivar query: The query without C{?} (may be empty).
     @ivar version: C{b"HTTP/1.1"} or C{b"HTTP/1.0"}.
     @ivar headers: C{[name, value]} pairs in arrival order, names as sent.
+    @ivar _lower: The lower-cased names of C{headers}: found by the parse,
+        forgotten (C{None}) by the methods that change the headers, found
+        again when looked for.
     """
 
     __slots__ = ("method", "uri", "path", "query", "version", "headers", "_lower")
@@ -95,7 +103,7 @@ class Request:
 
     def _names(self) -> list[bytes]:
         lower = self._lower
-        if lower is None:
+        if lower is None or len(lower) != len(self.headers):  # (the length: headers edited directly)
             lower = self._lower = [h[0].lower() for h in self.headers]
         return lower
 
@@ -152,15 +160,19 @@ class Response:
     @ivar code: The status code.
     @ivar reason: The reason phrase.
     @ivar headers: C{[name, value]} pairs in arrival order.
+    @ivar _lower: As parsed, the lower-cased names of C{headers}, for the
+        framing decisions made before anything edits them (C{headers} is
+        edited directly, so they are not kept up to date); else C{None}.
     """
 
-    __slots__ = ("version", "code", "reason", "headers")
+    __slots__ = ("version", "code", "reason", "headers", "_lower")
 
     def __init__(self, version: bytes, code: int, reason: bytes, headers: list[list[bytes]]) -> None:
         self.version = version
         self.code = code
         self.reason = reason
         self.headers = headers
+        self._lower: Optional[list[bytes]] = None
 
     def header(self, name: bytes) -> Optional[bytes]:
         """The first value of header C{name} (case-insensitive), or C{None}."""
@@ -191,14 +203,21 @@ def _parseHeaders(lines: list[bytes], status: int) -> list[list[bytes]]:
     return headers
 
 
-def _fastHeaders(head: bytes, start: int) -> Optional[list[list[bytes]]]:
+def _fastHeaders(head: bytes, start: int) -> Optional[tuple[list[list[bytes]], list[bytes]]]:
     """
-    The header lines of C{head} from C{start}, when they are all plainly
-    well formed; else C{None}.
+    The header lines of C{head} from C{start} and their lower-cased names,
+    when the lines are all plainly well formed; else C{None}.
     """
     if _FIELDS.fullmatch(head, start) is None:
         return None
-    return [[name, value.strip(b" \t")] for name, _, value in (line.partition(b":") for line in head[start:].split(b"\r\n"))]
+    headers: list[list[bytes]] = []
+    names: list[bytes] = []
+    pair, lower = headers.append, names.append
+    for line in head[start:].split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        pair([name, value.strip(b" \t")])
+        lower(name.lower())
+    return headers, names
 
 
 def parseRequestHead(head: bytes) -> Request:
@@ -218,9 +237,9 @@ def parseRequestHead(head: bytes) -> Request:
         method, uri, version, eol = m.groups()
         if not eol:
             return _request(method, uri, version, [])
-        headers = _fastHeaders(head, m.end())
-        if headers is not None:
-            return _request(method, uri, version, headers)
+        fast = _fastHeaders(head, m.end())
+        if fast is not None:
+            return _request(method, uri, version, *fast)
     lines = head.split(b"\r\n")
     requestLine = lines[0]
     parts = requestLine.split(b" ")
@@ -240,13 +259,43 @@ def parseRequestHead(head: bytes) -> Request:
     return _request(method, uri, version, _parseHeaders(lines[1:], 400))
 
 
-def _request(method: bytes, uri: bytes, version: bytes, headers: list[list[bytes]]) -> Request:
+def _request(
+    method: bytes, uri: bytes, version: bytes, headers: list[list[bytes]], names: Optional[list[bytes]] = None
+) -> Request:
     """
     The L{Request} of a parsed head, once the rules that span several
     header lines hold (RFC 9112 sections 3.2 and 6.1).
+
+    @param names: The lower-cased names of C{headers}, when known.
     """
     if len(headers) > MAX_HEADERS:
         raise BadMessage(f"more than {MAX_HEADERS} header lines", 431)
+    if names is None:
+        names = [h[0].lower() for h in headers]
+    count = names.count
+    if count(b"host") > 1 or count(b"content-length") > 1 or (version == b"HTTP/1.0" and b"transfer-encoding" in names):
+        if _repeated(headers, version):
+            headers = _firstOnly(headers)
+            names = [h[0].lower() for h in headers]
+    if uri[0] != 0x2F or method == b"CONNECT":  # not origin-form ("/..."), or a CONNECT
+        host = headers[names.index(b"host")][1] if b"host" in names else None
+        uri, other = _otherForm(method, uri, host, headers)
+        if other is not headers:  # (a Host added)
+            headers = other
+            names = [h[0].lower() for h in headers]
+    request = Request(method, uri, version, headers)
+    request._lower = names
+    return request
+
+
+def _repeated(headers: list[list[bytes]], version: bytes) -> bool:
+    """
+    Whether C{headers} repeat C{Host} or C{Content-Length} with the same
+    value (to be merged into the first).
+
+    @raise BadMessage: for repeated headers that differ, or a
+        C{Transfer-Encoding} in an HTTP/1.0 request.
+    """
     host: Optional[bytes] = None
     cl: Optional[bytes] = None
     repeated = False
@@ -268,11 +317,7 @@ def _request(method: bytes, uri: bytes, version: bytes, headers: list[list[bytes
                 repeated = True
         elif n == 17 and version == b"HTTP/1.0" and name.lower() == b"transfer-encoding":
             raise BadMessage("Transfer-Encoding in an HTTP/1.0 request")
-    if repeated:
-        headers = _firstOnly(headers)
-    if uri[0] != 0x2F or method == b"CONNECT":  # not origin-form ("/..."), or a CONNECT
-        uri, headers = _otherForm(method, uri, host, headers)
-    return Request(method, uri, version, headers)
+    return repeated
 
 
 def _firstOnly(headers: list[list[bytes]]) -> list[list[bytes]]:
@@ -347,6 +392,14 @@ def parseResponseHead(head: bytes) -> Response:
 
     @raise BadMessage: when malformed (status 502).
     """
+    m = _STATUS_LINE.match(head)
+    if m is not None:
+        version, code, reason, eol = m.groups()
+        fast = _fastHeaders(head, m.end()) if eol else ([], [])
+        if fast is not None:
+            response = Response(version, _CODES.get(code) or int(code), reason or b"", fast[0])
+            response._lower = fast[1]
+            return response
     end = head.find(b"\r\n")
     line = head if end < 0 else head[:end]
     parts = line.split(b" ", 2)
@@ -360,10 +413,13 @@ def parseResponseHead(head: bytes) -> Response:
     if _EXT_CTL.search(reason) is not None:
         # a bare CR or LF would end the status line early for a client
         raise BadMessage(f"control character in the reason phrase {reason[:40]!r}", 502)
-    headers = [] if end < 0 else _fastHeaders(head, end + 2)
-    if headers is None:
+    fast = ([], []) if end < 0 else _fastHeaders(head, end + 2)
+    if fast is None:
         headers = _parseHeaders(head[end + 2 :].split(b"\r\n"), 502)
-    return Response(parts[0], int(parts[1]), reason, headers)
+        fast = headers, [h[0].lower() for h in headers]
+    response = Response(version, int(parts[1]), reason, fast[0])
+    response._lower = fast[1]
+    return response
 
 
 class HeadReader:

@@ -165,7 +165,7 @@ class HTTPServerProtocol(protocol.Protocol):
                     return
                 head, buf = got
                 response = parseResponseHead(head)
-                framing = bodyLength(response.headers, True)
+                framing = bodyLength(response.headers, True, response._lower)
             except BadMessage as e:
                 self._reusable = False
                 sink.serverFailed(self, e, True)
@@ -194,7 +194,7 @@ class HTTPServerProtocol(protocol.Protocol):
         if framing == UNTIL_CLOSE:
             self._reusable = False
         else:
-            tokens = connectionTokens(response.headers)
+            tokens = connectionTokens(response.headers, response._lower)
             if b"close" in tokens or (response.version == b"HTTP/1.0" and b"keep-alive" not in tokens):
                 self._reusable = False
         body = self._body
