@@ -91,7 +91,7 @@ class Exchange:
         certTransport: Any,
         nobodyListens: Callable[[], bool],
         logVersion: Optional[bytes] = None,
-        plainLog: Optional[Callable[[], bool]] = None,
+        plainHooks: bool = False,
     ) -> None:
         """
         @param address: The client's address (C{client} for the rules).
@@ -101,10 +101,11 @@ class Exchange:
         @param nobodyListens: Whether nobody would see the access-log fields (then not built).
         @param logVersion: The protocol version shown in the access log,
             if not the request's (C{b"HTTP/2.0"}).
-        @param plainLog: Whether the frontend logs and nothing overrides
-            the line (no C{finished} hook, no C{logAccess}): the line is
-            then formatted here and handed to C{factory.accessSink}
-            when every destination is one of its writers.
+        @param plainHooks: Whether the classes of C{hooks} and of C{factory}
+            override neither C{finished} nor C{logAccess}: the line may then
+            be formatted straight to bytes and handed to
+            C{factory.accessSink} (L{lbkit.http._accessline.plainLog} checks
+            the rest for each request).
         """
         self.factory = factory
         self.reactor = factory.reactor
@@ -119,7 +120,8 @@ class Exchange:
         self._certTransport = certTransport
         self._clientDN: Optional[bytes] = None
         self.nobodyListens = nobodyListens
-        self.plainLog = plainLog
+        self.plainHooks = plainHooks
+        self.logCache: Any = None  # the parts its access-log lines repeat (http._accessline.LineCache)
         self.logVersion = logVersion
         self.state = HEAD
         self.started = self.bytesIn = 0
