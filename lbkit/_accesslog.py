@@ -109,8 +109,8 @@ class LineWriter:
             self.flushInterval = flushInterval
         if flushSize is not None:
             self.flushSize = flushSize
-        if maxBuffer is not None:
-            self.maxBuffer = maxBuffer
+        # (on the instance even when it is the class's: read for every line)
+        self.maxBuffer = maxBuffer if maxBuffer is not None else self.maxBuffer
         self._timer: Any = None
         #: The destination said "would block": wait for the timer.
         self._blocked = False
