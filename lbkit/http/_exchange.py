@@ -101,11 +101,12 @@ class Exchange:
         @param nobodyListens: Whether nobody would see the access-log fields (then not built).
         @param logVersion: The protocol version shown in the access log,
             if not the request's (C{b"HTTP/2.0"}).
-        @param plainHooks: Whether the classes of C{hooks} and of C{factory}
-            override neither C{finished} nor C{logAccess}: the line may then
-            be formatted straight to bytes and handed to
-            C{factory.accessSink} (L{lbkit.http._accessline.plainLog} checks
-            the rest for each request).
+        @param plainHooks: Whether C{hooks} and C{factory} override (by
+            their class or on the instance) neither C{finished} nor
+            C{logAccess}, as the exchange is made: the line may then be
+            formatted straight to bytes and handed to C{factory.accessSink}
+            (L{lbkit.http._accessline.plainLog} checks the rest for each
+            request).
         """
         self.factory = factory
         self.reactor = factory.reactor
