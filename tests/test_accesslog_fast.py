@@ -157,7 +157,8 @@ class SameBytesTests(SynchronousTestCase):
     def test_repeatedLines(self) -> None:
         """
         Lines of one exchange in a row stay right when the second, the
-        names or the termination change (the parts kept in its L{LineCache}).
+        names (more servers than it keeps) or the termination change (the
+        parts kept in its L{LineCache}).
         """
         exchange = exchanges().example()
         exchange.client = IPv4Address("TCP", "192.0.2.9", 4000)
@@ -167,9 +168,10 @@ class SameBytesTests(SynchronousTestCase):
         self.patch(_accessline, "_now", lambda: now)
         self.patch(_logline, "_now", lambda: now)
         expected = []
-        for i in range(12):
+        for i in range(150):
             now = NOW + i // 3
-            exchange.server = SimpleNamespace(name=f"s{i % 2}")
+            exchange.server = SimpleNamespace(name=f"s{i % 2}" if i < 20 else f"s{i}")
+            exchange.backend = None if i % 7 == 0 else SimpleNamespace(name="be" if i < 10 else "be2")
             exchange.termination = ["--", "CD", "--"][i % 3]
             exchange.frontend.name = "fe" if i < 8 else "renamed"
             writeLogLine(exchange, sink)

@@ -13,9 +13,9 @@ unexpected type is formatted again the documented way, so that it reads
 the same.
 
 What does not change from one request of a connection to the next is
-kept in its exchange's L{LineCache}: the client address, and the start of
-the line (C{client [date] frontend backend/server}) for as long as the
-second and the names stay the same.
+kept in its exchange's L{LineCache}: the client address, the start of the
+line (C{client [date] frontend}) for as long as the second and the name
+stay the same, and C{backend/server} by server name.
 """
 
 from __future__ import annotations
@@ -34,8 +34,10 @@ if TYPE_CHECKING:
 __all__ = ["plainLog", "writeLogLine", "LineCache"]
 
 _now = time.time
-_LINE = b'%s 0/%d/%d/%d/%d %d %d %s %d "%s %s %s"'
-_NO_REQUEST = b'%s 0/%d/%d/%d/%d %d %d %s %d "-"'
+_LINE = b'%s %s 0/%d/%d/%d/%d %d %d %s %d "%s %s %s"'
+_NO_REQUEST = b'%s %s 0/%d/%d/%d/%d %d %d %s %d "-"'
+#: Server names a L{LineCache} keeps at most (then it starts again).
+_SERVERS = 64
 
 
 class LineCache:
@@ -45,23 +47,32 @@ class LineCache:
     made of (by identity: a reload that renames gives new strings).
 
     @ivar client: The C{client} field (an exchange's client does not change).
-    @ivar head: C{client [date] frontend backend/server}, of L{date} and
-        the three names after it.
+    @ivar head: C{client [date] frontend}, of L{date} and L{frontend}.
+    @ivar servers: By server name: the backend name and C{backend/server}.
     @ivar termination: The termination code L{terminationData} encodes.
     """
 
-    __slots__ = ("client", "head", "date", "frontend", "backend", "server", "termination", "terminationData")
+    __slots__ = ("client", "head", "date", "frontend", "servers", "termination", "terminationData")
 
     def __init__(self, exchange: Exchange) -> None:
         self.client = formatAddress(exchange.client).encode()
         self.head = self.date = self.terminationData = b""
-        self.frontend = self.backend = self.server = self.termination = ""
+        self.frontend = self.termination = ""
+        self.servers: dict[str, tuple[str, bytes]] = {}
 
-    def makeHead(self, date: bytes, frontend: str, backend: str, server: str) -> bytes:
+    def makeHead(self, date: bytes, frontend: str) -> bytes:
         """Make L{head} again, of these fields."""
-        self.date, self.frontend, self.backend, self.server = date, frontend, backend, server
-        head = self.head = b"%s [%s] %s %s/%s" % (self.client, date, frontend.encode(), backend.encode(), server.encode())
+        self.date, self.frontend = date, frontend
+        head = self.head = b"%s [%s] %s" % (self.client, date, frontend.encode())
         return head
+
+    def addServer(self, backend: str, server: str) -> tuple[str, bytes]:
+        """Keep C{backend/server} for C{server}."""
+        servers = self.servers
+        if len(servers) >= _SERVERS:
+            servers.clear()
+        names = servers[server] = (backend, b"%s/%s" % (backend.encode(), server.encode()))
+        return names
 
     def encodeTermination(self, termination: str) -> bytes:
         """L{terminationData} of C{termination}."""
@@ -139,20 +150,20 @@ def writeLogLine(exchange: Exchange, sink: AccessLogSink) -> bool:
     line = b""
     try:
         head = cache.head
-        if (
-            cache.date is not httpSecond.data or frontendName is not cache.frontend
-            or backendName is not cache.backend or serverName is not cache.server
-        ):
-            head = cache.makeHead(httpSecond.data, frontendName, backendName, serverName)
+        if cache.date is not httpSecond.data or frontendName is not cache.frontend:
+            head = cache.makeHead(httpSecond.data, frontendName)
+        names = cache.servers.get(serverName)
+        if names is None or names[0] is not backendName:
+            names = cache.addServer(backendName, serverName)
         code = cache.terminationData if termination is cache.termination else cache.encodeTermination(termination)
         if type(status) is int and type(sent) is int:
             if request is not None:
                 line = _LINE % (
-                    head, Tw, Tc, Tr, Ta, status, sent, code, retries,
+                    head, names[1], Tw, Tc, Tr, Ta, status, sent, code, retries,
                     request.method, request.uri, exchange.logVersion or request.version,
                 )
             else:
-                line = _NO_REQUEST % (head, Tw, Tc, Tr, Ta, status, sent, code, retries)
+                line = _NO_REQUEST % (head, names[1], Tw, Tc, Tr, Ta, status, sent, code, retries)
     except (AttributeError, TypeError):  # (a name that is not text)
         line = b""
     wantsFields = sink.wantsFields
