@@ -299,6 +299,16 @@ class WiringTests(SynchronousTestCase):
         self.assertEqual([f["request"] for f in logged], ["GET /a?b=1 HTTP/1.1"] * 2)
         self.assertEqual(self.lines(path), [])
 
+    def test_logsPlainlyOverridden(self) -> None:
+        """A C{logsPlainly} that says no sends the lines the documented way, as a log event."""
+        factory, path, harness = self.start(log=True)
+        events: list[dict[str, Any]] = []
+        factory.accessLog = SimpleNamespace(info=lambda format, **fields: events.append(fields))
+        factory.logsPlainly = lambda: False
+        self.requests(factory, harness, 2)
+        self.assertEqual([f["request"] for f in events], ["GET /a?b=1 HTTP/1.1"] * 2)
+        self.assertEqual(self.lines(path), [])
+
     def test_finishedOverridden(self) -> None:
         """A protocol class overriding C{finished} gets the fields, and the line still reaches the file."""
         seen: list[dict[str, Any]] = []

@@ -343,11 +343,14 @@ class HTTPProxyFactory(DrainingFactory, Factory):
 
     def logsAccessPlainly(self) -> bool:
         """
-        Whether L{logAccess} is not overridden (by a subclass, or on the
-        instance): the part of L{logsPlainly} that a connection decides
-        once, when it is made.
+        Whether neither L{logAccess} nor L{logsPlainly} is overridden (by a
+        subclass, or on the instance): the part of L{logsPlainly} that a
+        connection decides once, when it is made.
         """
-        return getattr(self.logAccess, "__func__", None) is HTTPProxyFactory.logAccess
+        return (
+            getattr(self.logAccess, "__func__", None) is HTTPProxyFactory.logAccess
+            and getattr(self.logsPlainly, "__func__", None) is HTTPProxyFactory.logsPlainly
+        )
 
     def logsAccess(self) -> bool:
         """
