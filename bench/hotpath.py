@@ -3,6 +3,7 @@ The Python cost of one proxied http request, without sockets or a reactor.
 
     .venv/bin/python bench/hotpath.py            # 5 repeats of 50,000 requests
     .venv/bin/python bench/hotpath.py --log      # with the access log on (a file: /dev/null)
+    .venv/bin/python bench/hotpath.py --syslog   # with the access log on (syslog over UDP, RFC 3164)
     .venv/bin/python bench/hotpath.py --stats    # with a stats page bound (latency timed)
     .venv/bin/python bench/hotpath.py --trace    # with requestId=True, tracing=True
 
@@ -22,13 +23,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import time
 from typing import Any
 
 from twisted.internet.address import IPv4Address
 
 from lbkit import Backend, Server, stats
-from lbkit._accesslog import AccessLogSink, FileWriter
+from lbkit._accesslog import AccessLogSink, FileWriter, LineWriter
+from lbkit._syslog import SyslogWriter
 from lbkit.balance import RoundRobin
 from lbkit.http import Frontend
 from lbkit.testing import FakeEndpoint, HalfCloseableStringTransport, HTTPHarness
@@ -40,7 +43,9 @@ RESPONSE = (
 )
 
 
-def setUp(log: bool, statsPage: bool = False, trace: bool = False) -> tuple[Any, HalfCloseableStringTransport, Any, HalfCloseableStringTransport]:
+def setUp(
+    log: bool, statsPage: bool = False, trace: bool = False, syslog: bool = False
+) -> tuple[Any, HalfCloseableStringTransport, Any, HalfCloseableStringTransport]:
     servers = [Server(f"s{i}", FakeEndpoint(IPv4Address("TCP", "192.0.2.1", 80 + i))) for i in (1, 2)]
     backend = Backend("be", servers, balance=RoundRobin())
     options: dict[str, Any] = {"requestId": True, "tracing": True} if trace else {}
@@ -51,7 +56,16 @@ def setUp(log: bool, statsPage: bool = False, trace: bool = False) -> tuple[Any,
     harness = HTTPHarness(frontend)
     if log:
         sink = harness.factory.accessSink = AccessLogSink()
-        sink.replace([FileWriter(os.devnull, "text", harness.reactor)], True)
+        writer: LineWriter
+        if syslog:
+            # a receiver on 127.0.0.1 that never reads: the sends cost what they cost, the kernel drops
+            receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            receiver.bind(("127.0.0.1", 0))
+            writer = SyslogWriter(receiver.getsockname(), clock=harness.reactor)
+            writer.receiver = receiver  # type: ignore[attr-defined]  # (kept open while the writer is)
+        else:
+            writer = FileWriter(os.devnull, "text", harness.reactor)
+        sink.replace([writer], True)
     protocol = harness.factory.buildProtocol(harness.clientAddress)
     client = HalfCloseableStringTransport(hostAddress=harness.frontendAddress, peerAddress=harness.clientAddress)
     protocol.makeConnection(client)
@@ -66,8 +80,8 @@ def setUp(log: bool, statsPage: bool = False, trace: bool = False) -> tuple[Any,
     return protocol, client, sides, harness
 
 
-def run(count: int, log: bool, statsPage: bool = False, trace: bool = False) -> float:
-    protocol, client, sides, _ = setUp(log, statsPage, trace)
+def run(count: int, log: bool, statsPage: bool = False, trace: bool = False, syslog: bool = False) -> float:
+    protocol, client, sides, _ = setUp(log or syslog, statsPage, trace, syslog)
     conns = [(s.protocol, s.transport) for s in sides.values()]
     feed = protocol.dataReceived
     clear = client.clear
@@ -89,12 +103,14 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--log", action="store_true", help="access log on (buffered, to /dev/null)")
+    parser.add_argument("--syslog", action="store_true", help="access log on (syslog over UDP to 127.0.0.1, not read)")
     parser.add_argument("--stats", action="store_true", help="a stats page bound: latency timed")
     parser.add_argument("--trace", action="store_true", help="requestId=True, tracing=True")
     args = parser.parse_args()
-    best = min(run(args.count, args.log, args.stats, args.trace) for _ in range(args.repeat))
+    best = min(run(args.count, args.log, args.stats, args.trace, args.syslog) for _ in range(args.repeat))
     extra = (", stats page" if args.stats else "") + (", traced" if args.trace else "")
-    print(f"http small, log {'on' if args.log else 'off'}{extra}: {best:.2f} µs per request (best of {args.repeat} × {args.count:,})")
+    log = "syslog" if args.syslog else "on" if args.log else "off"
+    print(f"http small, log {log}{extra}: {best:.2f} µs per request (best of {args.repeat} × {args.count:,})")
 
 
 if __name__ == "__main__":

@@ -4,12 +4,15 @@ Access-log destinations off the hot path: an L{AccessLogSink} and its
 buffered L{LineWriter}s: a file, standard output, and (L{lbkit._syslog})
 syslog over UDP or a UNIX datagram socket.
 
-An exchange that formats its own line (L{lbkit._logline}) hands it over
-with::
+An exchange that formats its own line (L{lbkit._logline},
+L{lbkit.http._accessline}) hands it over with::
 
     sink = factory.accessSink
     if sink is not None and sink.active:
-        sink.emit(formatHTTPLine(*values), lambda: httpFields(*values))
+        if sink.wantsFields:
+            sink.emit(line, lambda: fields)
+        else:
+            sink.writeLine(line)
 
 (the fields are built only for JSON destinations).
 
@@ -46,6 +49,9 @@ __all__ = ["AccessLogSink", "LineWriter", "FileWriter", "StdoutWriter", "jsonLin
 
 _log = Logger(namespace="lbkit.logs")
 _time = time.time
+#: What C{json.dumps(record, sort_keys=True, default=str)} does, without
+#: building an encoder per line.
+_encode = json.JSONEncoder(sort_keys=True, default=str).encode
 
 #: What L{AccessLogSink.emit} calls for the fields of a JSON record.
 Fields = Callable[[], dict[str, Any]]
@@ -62,7 +68,7 @@ def jsonLine(record: dict[str, Any] | None, now: float, line: bytes = b"") -> by
         record["mode"] = "http" if "status" in record else "tcp"
     if "time" not in record:
         record["time"] = now
-    return json.dumps(record, sort_keys=True, default=str).encode("utf-8")
+    return _encode(record).encode("utf-8")
 
 
 class LineWriter:
@@ -103,8 +109,8 @@ class LineWriter:
             self.flushInterval = flushInterval
         if flushSize is not None:
             self.flushSize = flushSize
-        if maxBuffer is not None:
-            self.maxBuffer = maxBuffer
+        # (on the instance even when it is the class's: read for every line)
+        self.maxBuffer = maxBuffer if maxBuffer is not None else self.maxBuffer
         self._timer: Any = None
         #: The destination said "would block": wait for the timer.
         self._blocked = False
@@ -334,13 +340,24 @@ class AccessLogSink:
         means the line must go the old way, as a log event
         (C{factory.logAccess(fields)}).
     @ivar writers: The writers, in destination order.
+    @ivar wantsFields: C{True} when a destination writes JSON, which needs
+        the fields of each line (L{emit}); else L{writeLine} is enough.
     """
 
     def __init__(self) -> None:
         self.active = False
+        self.wantsFields = False
         self.writers: list[LineWriter] = []
         self._text: list[LineWriter] = []
         self._json: list[LineWriter] = []
+
+    def writeLine(self, line: bytes) -> None:
+        """
+        Write one line (without its newline) to every text destination:
+        all of them, when L{wantsFields} is C{False} (else use L{emit}).
+        """
+        for writer in self._text:
+            writer.add(line)
 
     def emit(self, line: bytes, fields: Fields | None = None) -> None:
         """
@@ -370,6 +387,7 @@ class AccessLogSink:
         old, self.writers = self.writers, list(writers)
         self._text = [w for w in writers if w.format != "json"]
         self._json = [w for w in writers if w.format == "json"]
+        self.wantsFields = bool(self._json)
         self.active = active and bool(writers)
         drops: dict[str, int] = {}
         for writer in old:

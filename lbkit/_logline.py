@@ -27,6 +27,7 @@ from typing import Any
 
 __all__ = [
     "formatHTTPLine", "formatTCPLine", "httpFields", "tcpFields", "httpDate", "tcpDate", "HTTP_DATE", "TCP_DATE",
+    "SecondText", "httpSecond",
 ]
 
 #: The C{strftime} format of an http line's date (to the second).
@@ -35,28 +36,46 @@ HTTP_DATE = "%d/%b/%Y:%H:%M:%S"
 TCP_DATE = HTTP_DATE
 
 
-class _SecondText:
+class SecondText:
     """
     The C{strftime} text of a second of local time, computed once per
     second: a clock that goes back or jumps only costs one more call.
+
+    @ivar second: The second (C{int(time.time())}) that L{text} is of, or -1.
+    @ivar start: L{second} as a float: a time C{t} is of it when
+        C{start <= t < until}.
+    @ivar until: The start of the next second, as a float.
+    @ivar text: Its text.
+    @ivar data: The same text encoded as UTF-8, for lines formatted as bytes.
     """
 
-    __slots__ = ("second", "text", "format")
+    __slots__ = ("second", "start", "until", "text", "data", "format")
 
     def __init__(self, format: str) -> None:
         self.format = format
         self.second = -1
+        self.start = self.until = -1.0
         self.text = ""
+        self.data = b""
 
     def at(self, second: int) -> str:
+        """The text of C{second} (now L{text} and L{data} are of it too)."""
         if second != self.second:
             self.text = time.strftime(self.format, time.localtime(second))
+            self.data = self.text.encode()
             self.second = second
+            self.start = float(second)
+            self.until = float(second + 1)
         return self.text
 
 
-_httpSecond = _SecondText(HTTP_DATE)
-_tcpSecond = _SecondText(TCP_DATE)
+#: The text of an http line's date, of the current second (what
+#: L{httpDate} gives): a line formatted as bytes reads C{httpSecond.data}
+#: after C{httpSecond.at(int(t))} when C{t = time.time()} is past
+#: C{httpSecond.until} (or before C{httpSecond.start}).
+httpSecond = SecondText(HTTP_DATE)
+_httpSecond = httpSecond
+_tcpSecond = SecondText(TCP_DATE)
 _now = time.time
 
 

@@ -77,17 +77,18 @@ class SyslogWriter(LineWriter):
             host = f"[{address[0]}]" if ":" in address[0] else address[0]
             where = f"{host}:{address[1]}"
         super().__init__(f"syslog:{where}", format, clock, **kwargs)
-        if batch is not None:
-            self.batch = batch
-        if clock is None:
-            self.batch = 1
+        # (on the instance even when it is the class's: read for every line)
+        self.batch = 1 if clock is None else batch if batch is not None else self.batch
         self._frames: list[bytes] = []
         self._size = 0
+        #: The second the header is of (L{_restamp}), as C{int} and as the
+        #: floats C{start <= now < until} of its times.
         self._second = -1
+        self._start = self._until = -1.0
         self._prefix = b""
         self._suffix = b""
         self._host = _hostname()
-        self._frame = self._frame5424 if framing == "rfc5424" else self._frame3164
+        self._rfc5424 = framing == "rfc5424"
         self._sock: socket.socket | None = self._connect()
 
     def _connect(self) -> socket.socket:
@@ -122,25 +123,21 @@ class SyslogWriter(LineWriter):
             stamp = time.strftime("%b ", now) + f"{now.tm_mday:2d}" + time.strftime(" %H:%M:%S", now)
             self._prefix = f"<{self.priority}>{stamp} {tag}[{os.getpid()}]: ".encode()
         self._second = second
-
-    def _frame3164(self, line: bytes) -> bytes:
-        second = int(_time())
-        if second != self._second:
-            self._restamp(second)
-        return self._prefix + line
-
-    def _frame5424(self, line: bytes) -> bytes:
-        now = _time()
-        second = int(now)
-        if second != self._second:
-            self._restamp(second)
-        return b"%s.%06d%s%s" % (self._prefix, int((now - second) * 1e6), self._suffix, line)
+        self._start = float(second)
+        self._until = float(second + 1)
 
     def add(self, line: bytes) -> None:
         if self._size >= self.maxBuffer:
             self.dropped += 1
             return
-        frame = self._frame(line)
+        # the header of this second (made once a second), then the line
+        now = _time()
+        if not self._start <= now < self._until:
+            self._restamp(int(now))
+        if self._rfc5424:
+            frame = b"%s.%06d%s%s" % (self._prefix, int((now - self._start) * 1e6), self._suffix, line)
+        else:
+            frame = self._prefix + line
         frames = self._frames
         frames.append(frame)
         self._size += len(frame)

@@ -86,6 +86,7 @@ LAYERS: dict[str, int] = {
     "lbkit.http._pool": 4,
     "lbkit.http._server": 4,
     "lbkit.http._headers": 4,
+    "lbkit.http._accessline": 4,
     "lbkit.http._tracing": 4,
     "lbkit.http._sides": 4,
     "lbkit.http._explain": 4,

@@ -89,7 +89,7 @@ class Exchange:
         "_certTransport", "_chosenHook", "_clientDN", "_clientHost", "_dispatch", "_head",
         "_routeHook", "_scheme", "backend", "bodyDone", "bytesIn", "bytesOut", "client",
         "clientGone", "closeAfter", "conn", "context", "dispatch", "factory", "framing", "frontend",
-        "hooks", "lastBytes", "logVersion", "nobodyListens", "plainLog", "quiet", "reactor",
+        "hooks", "lastBytes", "logVersion", "nobodyListens", "plainHooks", "quiet", "reactor",
         "request", "respondedAt", "route", "server", "side", "since", "started", "startedAt",
         "state", "status", "termination", "waitedUntil",
         "__dict__", "__weakref__",
@@ -115,7 +115,7 @@ class Exchange:
         certTransport: Any,
         nobodyListens: Callable[[], bool],
         logVersion: Optional[bytes] = None,
-        plainLog: Optional[Callable[[], bool]] = None,
+        plainHooks: bool = False,
         *,
         routeHook: bool = True,
         chosenHook: bool = True,
@@ -128,10 +128,12 @@ class Exchange:
         @param nobodyListens: Whether nobody would see the access-log fields (then not built).
         @param logVersion: The protocol version shown in the access log,
             if not the request's (C{b"HTTP/2.0"}).
-        @param plainLog: Whether the frontend logs and nothing overrides
-            the line (no C{finished} hook, no C{logAccess}): the line is
-            then formatted here and handed to C{factory.accessSink}
-            when every destination is one of its writers.
+        @param plainHooks: Whether C{hooks} and C{factory} override (by
+            their class or on the instance) neither C{finished} nor
+            C{logAccess}, as the exchange is made: the line may then be
+            formatted straight to bytes and handed to C{factory.accessSink}
+            (L{lbkit.http._accessline.plainLog} checks the rest for each
+            request).
         @param routeHook: Whether C{hooks.routeRequest} is to be called:
             C{False} when it is L{lbkit.http.HTTPFrontendProtocol}'s own,
             which, with no routes, gives the default backend.
@@ -151,7 +153,8 @@ class Exchange:
         self._certTransport = certTransport
         self._clientDN: Optional[bytes] = None
         self.nobodyListens = nobodyListens
-        self.plainLog = plainLog
+        self.plainHooks = plainHooks
+        self.logCache: Any = None  # the parts its access-log lines repeat (http._accessline.LineCache)
         self.logVersion = logVersion
         self.state = HEAD
         self.started = self.bytesIn = 0

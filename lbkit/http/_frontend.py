@@ -266,7 +266,6 @@ class HTTPProxyFactory(DrainingFactory, Factory):
     #: The service's buffered access-log destinations (set by
     #: L{lbkit.service.LoadBalancerService}); C{None} when not in a service.
     accessSink: Optional[AccessLogSink] = None
-
     def __init__(self, frontend: Frontend, reactor: Any) -> None:
         self.frontend = frontend
         self.reactor = reactor
@@ -340,7 +339,18 @@ class HTTPProxyFactory(DrainingFactory, Factory):
         exchange may then format the line itself and write it to
         L{accessSink} (when that is active).
         """
-        return bool(self.frontend.log) and not self.frontend.explain and getattr(self.logAccess, "__func__", None) is HTTPProxyFactory.logAccess
+        return bool(self.frontend.log) and not self.frontend.explain and self.logsAccessPlainly()
+
+    def logsAccessPlainly(self) -> bool:
+        """
+        Whether neither L{logAccess} nor L{logsPlainly} is overridden (by a
+        subclass, or on the instance): the part of L{logsPlainly} that a
+        connection decides once, when it is made.
+        """
+        return (
+            getattr(self.logAccess, "__func__", None) is HTTPProxyFactory.logAccess
+            and getattr(self.logsPlainly, "__func__", None) is HTTPProxyFactory.logsPlainly
+        )
 
     def logsAccess(self) -> bool:
         """

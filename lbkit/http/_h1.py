@@ -110,7 +110,7 @@ class HTTPFrontendProtocol(Protocol):
         self._since = self.reactor.seconds()
         self.exchange = Exchange(
             factory, self, self, self.client, scheme, transport if mtls else None, self._nobodyListens,
-            plainLog=self._plainLog, **overriddenHooks(self, HTTPFrontendProtocol),
+            plainHooks=self._plainHooks(), **overriddenHooks(self, HTTPFrontendProtocol),
         )
         self._tick = self.reactor.callLater(factory.tickInterval, self._checkTimeouts)
         factory.connectionOpened(self)
@@ -449,11 +449,10 @@ class HTTPFrontendProtocol(Protocol):
             return
         self._tick = self.reactor.callLater(self.factory.tickInterval, self._checkTimeouts)
 
-    def _plainLog(self) -> bool:
-        """The frontend logs, and neither C{finished} nor C{logAccess} is overridden."""
-        return (
-            getattr(self.finished, "__func__", None) is HTTPFrontendProtocol.finished and self.factory.logsPlainly()
-        )
+    def _plainHooks(self) -> bool:
+        """C{finished} and C{logAccess} are not overridden: decided once (L{lbkit.http._accessline.plainLog})."""
+        plain = getattr(self.finished, "__func__", None) is HTTPFrontendProtocol.finished
+        return plain and self.factory.logsAccessPlainly()
 
     def _nobodyListens(self) -> bool:
         """No access log and no override would see the fields: skip them."""
@@ -510,6 +509,6 @@ def streamExchange(factory: HTTPProxyFactory, side: Any, address: Any, certTrans
     holder.client = address
     exchange = holder.exchange = Exchange(
         factory, side, holder, address, scheme, certTransport, holder._nobodyListens, b"HTTP/2.0",
-        plainLog=holder._plainLog, **overriddenHooks(holder, HTTPFrontendProtocol),
+        plainHooks=holder._plainHooks(), **overriddenHooks(holder, HTTPFrontendProtocol),
     )
     return exchange

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from lbkit._address import formatAddress
-from lbkit._logline import formatHTTPLine, httpDate, httpFields
+from lbkit._logline import httpDate, httpFields
+from lbkit.http._accessline import writeLogLine
 from lbkit.http._answers import ErrorPage
 from lbkit.http._explain import explainText
 from lbkit.http._parse import Request, Response
@@ -408,11 +409,9 @@ def logRequest(exchange: Exchange, factory: HTTPProxyFactory) -> None:
         endTrace(exchange, factory, logValues)  # (docs/tracing.md)
         return
     sink = factory.accessSink
-    plain = exchange.plainLog
-    if sink is not None and sink.active and plain is not None and plain():
-        values = logValues(exchange)
-        sink.emit(formatHTTPLine(*values), lambda: httpFields(*values))
-    elif not exchange.nobodyListens():
+    if sink is not None and writeLogLine(exchange, sink):
+        return
+    if not exchange.nobodyListens():
         fields = logFields(exchange)
         exchange.hooks.finished(fields)
         factory.logAccess(fields)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from lbkit._logline import formatHTTPLine, httpFields
 from lbkit.error import ConfigError
+from lbkit.http._accessline import plainLog
 from lbkit.http._parse import Request
 
 #: C{opentelemetry.trace}, C{None} without the optional lbkit[otel] extra,
@@ -308,9 +309,8 @@ def endTrace(exchange: Exchange, factory: HTTPProxyFactory, logValues: Callable[
     exchange.trace = None
     ids = {"requestId": trace.requestId or "-", "traceId": trace.traceId or "-"}
     sink = factory.accessSink
-    plain = exchange.plainLog
     values: Optional[tuple[Any, ...]] = None
-    if sink is not None and sink.active and plain is not None and plain():
+    if sink is not None and sink.active and plainLog(exchange, factory):
         got = values = logValues(exchange)
         line = formatHTTPLine(*values) + b" %s %s" % (ids["requestId"].encode(), ids["traceId"].encode())
         sink.emit(line, lambda: {**httpFields(*got), **ids})
