@@ -69,8 +69,8 @@ def _readsPlainly(kind: type) -> bool:
     """
     Whether selectables of class C{kind} read as Twisted's own TCP
     connections do (C{tcp.Connection.doRead} and C{_dataReceived},
-    neither overridden), so that L{LeanEPollReactor._plainRead} may stand
-    in for them.
+    neither overridden), so that L{LeanEPollReactor.doPoll} may read them
+    itself.
     """
     return (
         getattr(kind, "doRead", None) is Connection.doRead
