@@ -251,13 +251,17 @@ class Dispatch(Generic[P]):
         """
         if self._running or (self._result is not None and not self._result.called):
             raise RuntimeError(f"{self!r} is still running")
+        self._clear(backend, context)
+        self._result = None
+
+    def _clear(self, backend: Backend, context: Context) -> None:
+        """What L{reset} and L{rerun} make new for the next request."""
         self.backend = backend
         self.context = context
         self.state, self.server, self.attempts = _IDLE, None, 0
         self.holding = self.reused = False
         self.waited = 0.0
         self.queuedAt = self.chosenAt = self.connectedAt = -1.0
-        self._result = None
 
     def rerun(self, backend: Backend, context: Context) -> None:
         """
@@ -268,12 +272,7 @@ class Dispatch(Generic[P]):
             self.reset(backend, context)  # raises why not
             self.run()
             return
-        self.backend = backend
-        self.context = context
-        self.state, self.server, self.attempts = _IDLE, None, 0
-        self.holding = self.reused = False
-        self.waited = 0.0
-        self.queuedAt = self.chosenAt = self.connectedAt = -1.0
+        self._clear(backend, context)
         self._running = True
         try:
             self._choose()
