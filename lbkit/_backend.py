@@ -242,24 +242,10 @@ class Backend:
         """
         if self._queue:
             return None  # first come, first served
-        persistence = self.persistence
-        if persistence is None and not self._anyMaxconn and not context.tried and self._eligible and not self.explained:
-            server = self.balance.pick(self._eligible, context) or None  # the plain choice (as _choose)
-        else:
-            server = self._choose(context)
+        server = self._choose(context)
         if server is None:
             return None
-        # as _reserve (inline: once per request)
-        active = server.active = server.active + 1
-        server.total += 1
-        if active > server.maxActive:
-            server.maxActive = active
-        hook = self._activeHook
-        if hook is not None:
-            hook(server)
-        if persistence is not None:
-            persistence.remember(self, server, context)
-        return server
+        return self._reserve(server, context)
 
     def enqueue(self, context: Context, clock: Any) -> Deferred[Server]:
         """

@@ -383,20 +383,9 @@ class Exchange:
 
     def responseHead(self, conn: HTTPServerProtocol, response: Response, framing: int) -> bytes:
         """The final response head: account for it, rewrite it, return it as it goes to the client."""
-        # as _account (inline: once per request)
-        self.respondedAt = self.reactor.seconds()
-        code = self.status = response.code
+        self._account(response)
         backend, server, route, frontend = self.backend, self.server, self.route, self.frontend
         assert backend is not None and server is not None and self.context is not None
-        key = CODE_CLASS[code // 100] if code < 600 else "other"
-        server.responses[key] += 1
-        server.requests += 1
-        self.factory.responses[key] += 1
-        if server.observers:  # passive health (see _account)
-            if code >= 500 and code != 501 and code != 505:
-                server.observe(False, f"Layer7 wrong status, code: {code}")
-            else:
-                server.observe(True, "Layer7 response")
         if framing == UNTIL_CLOSE:
             self.closeAfter = True
         self.state = TRANSITIONS[self.state]["response"]  # (inline: once per request)
@@ -430,12 +419,7 @@ class Exchange:
             self._after()
             return
         self._end(True)
-        # as _after (inline: once per request)
-        if self.closeAfter:
-            self.close()
-        else:
-            self.state = TRANSITIONS[self.state]["next"]
-            self.side.nextRequest()
+        self._after()
 
     def _after(self) -> None:
         """The exchange is over: the next request, or close."""
