@@ -106,9 +106,9 @@ def writeLogLine(exchange: Exchange, sink: AccessLogSink) -> bool:
     @return: Whether it wrote it (else the line goes the documented way:
         C{finished(fields)}, C{factory.logAccess(fields)}).
     """
-    frontend = exchange.frontend
-    if not (sink.active and exchange.plainHooks and frontend.log and not frontend.explain):  # (plainLog, inline)
+    if not (sink.active and plainLog(exchange, exchange.factory)):
         return False
+    frontend = exchange.frontend
     now = exchange.reactor.seconds()
     t = _now()
     if not httpSecond.start <= t < httpSecond.until:

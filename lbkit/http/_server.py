@@ -205,8 +205,8 @@ class HTTPServerProtocol(protocol.Protocol):
             return
         if framing == len(buf):
             # the whole body is in hand (a byte count, or none): head and
-            # body in one write, and the response is done (as _bodyData,
-            # _writeWithHead and _finished, inline: the common small response)
+            # body in one write, and the response is done (as _bodyData and
+            # _writeWithHead, inline: the common small response)
             if framing:
                 self.bytes += framing
                 body.remaining, body.done = 0, True
@@ -218,11 +218,7 @@ class HTTPServerProtocol(protocol.Protocol):
                     write(buf)
             else:
                 self._write(head)
-            sink, self.sink = self.sink, None
-            self._headDone = False
-            self._write = _discard
-            if sink is not None:
-                sink.responseDone(self)
+            self._finished()
             if framing and not self._reusable:
                 self.close()
             return
