@@ -16,6 +16,8 @@ client that stops reading.  So a direction holds at most one read
 (L{BUFFER_SIZE}) in Python.
 
 L{tune} raises the read size, so bulk transfers move in large chunks.
+L{relay} lets lbkit's reactor move a tcp-mode connection's bytes from one
+socket to the other itself, with no protocol call per read.
 L{unsent} says how much a transport still holds (for the access log of a
 response cut short).
 """
@@ -27,7 +29,7 @@ from typing import Any, Callable
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.tcp import Connection
 
-__all__ = ["BUFFER_SIZE", "plainTCP", "tune", "writeThrough", "unsent", "holdProducer"]
+__all__ = ["BUFFER_SIZE", "plainTCP", "tune", "writeThrough", "relay", "unsent", "holdProducer"]
 
 #: Bytes read per C{recv} on a proxied TCP connection (Twisted's
 #: C{bufferSize}, 64 KiB by default).  Twisted also pauses a transport's
@@ -103,6 +105,9 @@ def _watch(transport: Any) -> None:
                 producer.pauseProducing()
 
     def connectionLost(reason: Any) -> None:
+        stopRelaying = getattr(transport.reactor, "stopRelaying", None)
+        if stopRelaying is not None:
+            stopRelaying(transport)
         try:
             lost(reason)
         finally:
@@ -169,6 +174,29 @@ def writeThrough(transport: Any) -> Callable[[bytes], None]:
             producer.pauseProducing()
 
     return sendOrBuffer
+
+
+def relay(reader: Any, writer: Any, counter: Any, writeRest: Callable[[bytes], None]) -> bool:
+    """
+    Where the reactor can (lbkit's own, L{lbkit.reactor.LeanEPollReactor}),
+    have it relay what C{reader} reads straight to C{writer}'s socket,
+    adding the bytes to C{counter.bytes}, instead of calling C{reader}'s
+    protocol's C{dataReceived}: what tcp mode's relaying protocols do, less
+    two Python calls per read.  Whatever C{writer}'s socket does not take
+    goes to C{writeRest} (C{writer}'s L{writeThrough}), so ordering and
+    back-pressure are as before.  Undone when C{reader}'s connection is
+    lost (L{tune} set that up).
+
+    @return: Whether the reactor relays C{reader} now; if not (another
+        reactor, TLS, a transport with its own C{doRead}), the protocol's
+        C{dataReceived} goes on doing it.
+    """
+    relayDirectly = getattr(getattr(reader, "reactor", None), "relayDirectly", None)
+    if relayDirectly is None or not (plainTCP(reader) and plainTCP(writer)):
+        return False
+    if "connectionLost" not in reader.__dict__:  # (not tuned: nothing would undo it)
+        return False
+    return bool(relayDirectly(reader, writer, counter, writeRest))
 
 
 def unsent(transport: Any) -> int:

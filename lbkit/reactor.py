@@ -41,6 +41,7 @@ import errno
 import sys
 from errno import EWOULDBLOCK
 from select import EPOLLIN
+from typing import Any, Callable
 
 from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.error import ConnectionFdescWentAway
@@ -88,6 +89,8 @@ class LeanEPollReactor(EPollReactor):
 
     def __init__(self) -> None:
         self._plainReads = {}
+        self._relays = {}
+        self._relayed = {}
         super().__init__()
 
     def doPoll(self, timeout: float | None) -> None:
@@ -117,6 +120,7 @@ class LeanEPollReactor(EPollReactor):
         _drdw = self._doReadOrWrite
         selectables = self._selectables
         plainReads = self._plainReads
+        relays = self._relays
         why: BaseException | None
         for fd, event in events:
             try:
@@ -125,31 +129,58 @@ class LeanEPollReactor(EPollReactor):
                 continue
             try:
                 if event == EPOLLIN:
-                    kind = type(selectable)
-                    plain = plainReads.get(kind)
-                    if plain is None:
-                        plain = plainReads[kind] = _readsPlainly(kind)
-                    if plain and selectable.fileno() != -1:
-                        # tcp.Connection.doRead and _dataReceived, inlined
-                        # (see _plainReads); the rest as _doReadOrWrite.
-                        try:
-                            data = selectable.socket.recv(selectable.bufferSize)
-                        except OSError as se:
-                            if se.args[0] == EWOULDBLOCK:
-                                continue
-                            why, inRead = CONNECTION_LOST, True
-                        else:
-                            if data:
-                                try:
+                    relay = relays.get(fd)
+                    if relay is not None and relay[0] is selectable and "doRead" not in selectable.__dict__:
+                        recv, size = relay[1], relay[2]
+                    else:
+                        relay = None
+                        kind = type(selectable)
+                        plain = plainReads.get(kind)
+                        if plain is None:
+                            plain = plainReads[kind] = _readsPlainly(kind)
+                        if not plain or "doRead" in selectable.__dict__ or selectable.fileno() == -1:
+                            # (a doRead of the instance's own: tcp mode's splice relay,
+                            # an abortConnection's no-op; or a closed socket)
+                            _drdw(selectable, fd, event)
+                            continue
+                        recv, size = selectable.socket.recv, selectable.bufferSize
+                    # tcp.Connection.doRead and _dataReceived, inlined (see
+                    # _plainReads), or a relay's read and write (relayDirectly);
+                    # the rest as _doReadOrWrite.
+                    try:
+                        data = recv(size)
+                    except OSError as se:
+                        if se.args[0] == EWOULDBLOCK:
+                            continue
+                        why, inRead = CONNECTION_LOST, True
+                    else:
+                        if data:
+                            try:
+                                if relay is None:
                                     selectable.protocol.dataReceived(data)
                                     continue
-                                except BaseException:
-                                    why, inRead = sys.exc_info()[1], False
-                                    log.err(system=_logPrefix(selectable))
-                            else:
-                                why, inRead = CONNECTION_DONE, True
-                        log.callWithLogger(selectable, self._disconnectSelectable, selectable, why, inRead)
-                        continue
+                                relay[5].bytes += len(data)
+                                writer = relay[3]
+                                if (
+                                    writer.dataBuffer or writer._tempDataLen or writer.disconnecting
+                                    or writer._writeDisconnecting or not writer.connected
+                                ):
+                                    relay[6](data)
+                                    continue
+                                try:
+                                    sent = relay[4](data)
+                                except OSError:  # would block, or broken: writeRest deals with it
+                                    sent = 0
+                                if sent != len(data):
+                                    relay[6](data[sent:])
+                                continue
+                            except BaseException:
+                                why, inRead = sys.exc_info()[1], False
+                                log.err(system=_logPrefix(selectable))
+                        else:
+                            why, inRead = CONNECTION_DONE, True
+                    log.callWithLogger(selectable, self._disconnectSelectable, selectable, why, inRead)
+                    continue
                 _drdw(selectable, fd, event)
             except KeyboardInterrupt:
                 raise
@@ -169,6 +200,50 @@ class LeanEPollReactor(EPollReactor):
     #: C{_doReadOrWrite} does (about a tenth of the CPU of a small
     #: request in tcp mode; docs/operations.md).
     _plainReads: dict[type, bool]
+
+    #: Per descriptor: the direct relay L{relayDirectly} set up for it.
+    _relays: dict[int, tuple[Any, ...]]
+    #: Per relaying transport: its descriptor in L{_relays}.
+    _relayed: dict[Any, int]
+
+    def relayDirectly(self, reader: Any, writer: Any, counter: Any, writeRest: Callable[[bytes], None]) -> bool:
+        """
+        Relay what C{reader} reads straight to C{writer}'s socket, in
+        C{doPoll} itself: C{recv} on one socket, C{send} on the other, and
+        C{counter.bytes} raised by what was read, with no Python call in
+        between.  Whatever the socket does not take, and every read while
+        C{writer} still holds unsent bytes or is closing, goes to
+        C{writeRest} (L{lbkit._pump.writeThrough}'s writer, which buffers
+        it in Twisted's transport and pauses C{reader}).  The end of the
+        stream, an error, or an exception from C{writeRest} ends C{reader}
+        the way a plain read does.  C{reader}'s protocol's C{dataReceived}
+        is not called: relay only for a protocol whose C{dataReceived} does
+        nothing else (tcp mode's).
+
+        Both must be Twisted's own TCP connections, read as
+        C{tcp.Connection} reads (L{_readsPlainly}); otherwise nothing is set
+        up.  L{stopRelaying} undoes it; lbkit calls it when C{reader}'s
+        connection is lost (L{lbkit._pump.relay}).
+
+        @return: Whether the relay was set up.
+        """
+        if not (_readsPlainly(type(reader)) and isinstance(writer, Connection)) or "doRead" in reader.__dict__:
+            return False
+        fd = reader.fileno()
+        if fd == -1:
+            return False
+        self._relays[fd] = (reader, reader.socket.recv, reader.bufferSize, writer, writer.socket.send, counter, writeRest)
+        self._relayed[reader] = fd
+        return True
+
+    def stopRelaying(self, reader: Any) -> None:
+        """
+        Undo L{relayDirectly} for C{reader}, if it was set up: its reads go
+        to its protocol's C{dataReceived} again.
+        """
+        fd = self._relayed.pop(reader, None)
+        if fd is not None and self._relays.get(fd, (None,))[0] is reader:
+            del self._relays[fd]
 
     def _doReadOrWrite(self, selectable: object, fd: int, event: int) -> None:
         """

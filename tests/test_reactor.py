@@ -21,6 +21,7 @@ from twisted.application.reactors import getReactorTypes
 from twisted.internet import tcp
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python import context, log
@@ -95,6 +96,17 @@ class LeanEPollReactorTests(SynchronousTestCase):
             factory.buildProtocol = lambda addr, p=proto: p  # type: ignore[method-assign,misc]
             r.adoptStreamConnection(sock.fileno(), socket.AF_UNIX, factory)
             sock.close()  # the reactor holds a duplicate
+
+    def tcpPair(self, r: EPollReactor, left: Protocol, right: Protocol) -> None:
+        """
+        Connect C{left} and C{right} through a socketpair, each end a
+        Twisted TCP transport (C{tcp.Server}, read the way L{_readsPlainly}
+        says; adopting would make them UNIX transports, which are not).
+        """
+        for sock, proto in zip(socket.socketpair(), (left, right), strict=True):
+            transport = tcp.Server(sock, proto, ("127.0.0.1", 0), None, 1, r)  # type: ignore[arg-type]
+            proto.makeConnection(transport)
+            transport.startReading()
 
     def spin(self, r: EPollReactor, until: Callable[[], bool], timeout: float = 5.0) -> None:
         """Iterate C{r} until C{until()} is true; fail after C{timeout} seconds."""
@@ -308,6 +320,149 @@ class LeanEPollReactorTests(SynchronousTestCase):
         self.assertEqual(reads, [b""])
         transport.loseConnection()
         self.spin(r, lambda: peer.lost is not None)
+
+
+    def test_instanceDoRead(self) -> None:
+        """
+        A C{doRead} set on one transport (tcp mode's splice relay sets one,
+        and Twisted's C{abortConnection}) is what reads it; the other
+        transports of its class are still read in C{doPoll}.
+        """
+        r = self.buildReactor()
+        mine, other, plain, plainOther = Peer(), Peer(), Peer(), Peer()
+        self.tcpPair(r, mine, other)
+        self.tcpPair(r, plain, plainOther)
+        transport: Any = mine.transport
+        reads: list[int] = []
+
+        def doRead() -> Any:
+            reads.append(1)
+            return tcp.Connection.doRead(transport)
+
+        transport.doRead = doRead
+        assert other.transport is not None and plainOther.transport is not None
+        other.transport.write(b"spliced")
+        plainOther.transport.write(b"plain")
+        self.spin(r, lambda: mine.received == b"spliced" and plain.received == b"plain")
+        self.assertEqual(reads, [1])
+
+    def relayed(self, r: LeanEPollReactor) -> tuple[Peer, Peer, Peer, Peer, Any, list[bytes]]:
+        """
+        Two socketpairs on C{r}, C{source} to C{reader} and C{writer} to
+        C{sink}, with C{reader}'s reads relayed to C{writer}
+        (L{LeanEPollReactor.relayDirectly}): C{counter} counts them, and
+        C{rest} holds what went to C{writeRest}.  C{reader}'s protocol does
+        what the relay does (as tcp mode's does), and records in its
+        C{received} what reached it.
+        """
+        counter = type("Counter", (), {"bytes": 0})()
+        rest: list[bytes] = []
+
+        def writeRest(data: bytes) -> None:
+            rest.append(data)
+            writer.transport.write(data)  # type: ignore[union-attr]
+
+        def forward(reader: Peer, data: bytes) -> None:
+            counter.bytes += len(data)
+            writer.transport.write(data)  # type: ignore[union-attr]
+
+        source, reader, writer, sink = Peer(), Peer(forward), Peer(), Peer()
+        self.tcpPair(r, source, reader)
+        self.tcpPair(r, writer, sink)
+        self.assertTrue(r.relayDirectly(reader.transport, writer.transport, counter, writeRest))
+        return source, reader, writer, sink, counter, rest
+
+    def test_relayDirectly(self) -> None:
+        """
+        What a relayed transport reads goes straight to the other socket,
+        counted, without its protocol's C{dataReceived}; while the writer
+        still holds unsent bytes, reads go to C{writeRest}, behind them.
+        """
+        r = self.buildReactor()
+        source, reader, writer, sink, counter, rest = self.relayed(r)
+        assert source.transport is not None and writer.transport is not None
+        source.transport.write(b"hello")
+        self.spin(r, lambda: sink.received == b"hello")
+        self.assertEqual((reader.received, counter.bytes, rest), (b"", 5, []))
+        writer.transport.write(b"[queued]")
+        r.removeWriter(writer.transport)  # type: ignore[arg-type]  # it stays queued
+        source.transport.write(b"world")
+        self.spin(r, lambda: sink.received == b"hello[queued]world")
+        self.assertEqual((reader.received, counter.bytes, rest), (b"", 10, [b"world"]))
+
+    def test_stopRelaying(self) -> None:
+        """L{LeanEPollReactor.stopRelaying} hands reads back to the protocol."""
+        r = self.buildReactor()
+        source, reader, _, sink, counter, rest = self.relayed(r)
+        r.stopRelaying(reader.transport)
+        assert source.transport is not None
+        source.transport.write(b"mine")
+        self.spin(r, lambda: sink.received == b"mine")
+        self.assertEqual((reader.received, rest), (b"mine", []))
+
+    def test_relayedStreamEnds(self) -> None:
+        """
+        The end of a relayed stream, and the connection's loss, reach the
+        protocol as they do on a plain read; so does a read that comes
+        with the peer's hang-up.
+        """
+        r = self.buildReactor()
+        source, reader, _, sink, counter, rest = self.relayed(r)
+        assert source.transport is not None
+        source.transport.write(b"last")
+        source.transport.loseConnection()
+        self.spin(r, lambda: reader.lost is not None and sink.received == b"last")
+        self.assertEqual(counter.bytes, 4)
+        reader.lost.trap(ConnectionDone)  # type: ignore[union-attr]
+
+
+    def test_tcpModeRelays(self) -> None:
+        """
+        A tcp-mode connection on L{LeanEPollReactor} is relayed by the
+        reactor both ways (L{LeanEPollReactor.relayDirectly}), counted as
+        before, and forgotten once it closes.
+        """
+        from lbkit import Backend, Server
+        from lbkit import tcp as lbtcp
+        from lbkit.balance import RoundRobin
+
+        r = self.buildReactor()
+
+        class Echo(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                self.transport.write(data)  # type: ignore[union-attr]
+
+        echoFactory = Factory.forProtocol(Echo)
+        echo = r.listenTCP(0, echoFactory, interface="127.0.0.1")
+        self.addCleanup(echo.stopListening)
+        backend = Backend("echo", servers=[Server("e", f"127.0.0.1:{echo.getHost().port}")], balance=RoundRobin())
+        frontend = lbtcp.Frontend("tcp:0:interface=127.0.0.1", backend=backend, name="relay")
+        factory = frontend.buildFactory(r)
+        port = r.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = socket.create_connection(("127.0.0.1", port.getHost().port))
+        self.addCleanup(client.close)
+        client.setblocking(False)
+        received = b""
+
+        def echoed(n: int) -> bool:
+            nonlocal received
+            try:
+                received += client.recv(65536)
+            except BlockingIOError:
+                pass
+            return len(received) >= n
+
+        client.send(b"ping")
+        self.spin(r, lambda: echoed(4))
+        self.assertEqual(len(r._relays), 2)  # client to server, server to client
+        client.send(b"pong")
+        self.spin(r, lambda: echoed(8))
+        self.assertEqual(received, b"pingpong")
+        (proto,) = backend.servers[0].sessions
+        self.assertEqual((proto.bytes, proto.peer.bytes), (8, 8))
+        client.close()
+        self.spin(r, lambda: not r._relays and not backend.servers[0].sessions)
 
 
 class PluginTests(TestCase):

@@ -30,7 +30,7 @@ from lbkit.interfaces import ISession
 from lbkit.proxyproto import InvalidProxyHeader, formatV1, formatV2
 from lbkit.tcp._phase import CLIENT_LOST, Phase, Termination
 from lbkit.tcp._rules import rejects
-from lbkit.tcp._server import TCPServerProtocol, halfClose
+from lbkit.tcp._server import TCPServerProtocol, halfClose, relayBoth
 from lbkit.tcp._sni import ClientHello, Inspected, Inspector, InvalidClientHello, chooseBackend
 from lbkit.tcp._splice import startSplice
 
@@ -293,9 +293,8 @@ class TCPFrontendProtocol(Protocol):
 
     def _relay(self, clientDone: bool = False) -> None:
         """
-        Relay through Python: each transport the other's producer.  (Also
-        the splice relay's fall-back.)
-
+        Relay through Python, each transport the other's producer, or through the reactor
+        (L{relayBoth}).  (Also the splice relay's fall-back.)
         @param clientDone: The client's end-of-file came before the server
             connection: pass it on now.
         """
@@ -305,6 +304,7 @@ class TCPFrontendProtocol(Protocol):
         self._peerWrite = writeThrough(serverTransport)
         serverTransport.registerProducer(self.transport, True)  # type: ignore[attr-defined]
         self.transport.registerProducer(serverTransport, True)  # type: ignore[attr-defined]
+        relayBoth(self, TCPFrontendProtocol.dataReceived, self.peer)
         if clientDone:
             serverTransport.unregisterProducer()  # type: ignore[attr-defined]
             halfClose(serverTransport)

@@ -14,12 +14,12 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from lbkit._pump import tune, writeThrough
+from lbkit._pump import relay, tune, writeThrough
 
 if TYPE_CHECKING:
     from lbkit.tcp._proxy import TCPFrontendProtocol
 
-__all__ = ["TCPServerProtocol", "halfClose"]
+__all__ = ["TCPServerProtocol", "halfClose", "relayBoth"]
 
 _DONE = Failure(ConnectionDone())
 
@@ -33,6 +33,20 @@ def halfClose(transport: Any) -> None:
         transport.loseConnection()
     else:
         transport.loseWriteConnection()
+
+
+def relayBoth(front: TCPFrontendProtocol, ownRead: Callable[..., None], peer: TCPServerProtocol) -> None:
+    """
+    Once C{front} relays to C{peer} (each the other's producer), let the
+    reactor move the bytes itself where it can (L{relay}), each way whose
+    protocol's C{dataReceived} is tcp mode's own (C{ownRead} for C{front}'s
+    class, L{TCPServerProtocol.dataReceived}): a subclass that overrides it
+    sees every read, as before.
+    """
+    if type(front).dataReceived is ownRead and front._peerWrite is not None:
+        relay(front.transport, peer.transport, front, front._peerWrite)
+    if type(peer).dataReceived is TCPServerProtocol.dataReceived and peer._write is not None:
+        relay(peer.transport, front.transport, peer, peer._write)
 
 
 @implementer(IHalfCloseableProtocol)
