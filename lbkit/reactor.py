@@ -130,7 +130,9 @@ class LeanEPollReactor(EPollReactor):
             try:
                 if event == EPOLLIN:
                     relay = relays.get(fd)
-                    if relay is not None and relay[0] is selectable and "doRead" not in selectable.__dict__:
+                    if relay is not None and relay[0] is selectable:
+                        # (no doRead of its own: nothing sets one on a relayed
+                        # transport but abortConnection, which stops its events)
                         recv, size = relay[1], relay[2]
                     else:
                         relay = None
@@ -159,7 +161,8 @@ class LeanEPollReactor(EPollReactor):
                                 if relay is None:
                                     selectable.protocol.dataReceived(data)
                                     continue
-                                relay[5].bytes += len(data)
+                                n = len(data)
+                                relay[5].bytes += n
                                 writer = relay[3]
                                 if (
                                     writer.dataBuffer or writer._tempDataLen or writer.disconnecting
@@ -171,7 +174,7 @@ class LeanEPollReactor(EPollReactor):
                                     sent = relay[4](data)
                                 except OSError:  # would block, or broken: writeRest deals with it
                                     sent = 0
-                                if sent != len(data):
+                                if sent != n:
                                     relay[6](data[sent:])
                                 continue
                             except BaseException:
