@@ -129,12 +129,10 @@ class LeanEPollReactor(EPollReactor):
                 continue
             try:
                 if event == EPOLLIN:
-                    relay = relays.get(fd)
-                    if relay is not None and relay[0] is selectable:
-                        # (no doRead of its own: nothing sets one on a relayed
-                        # transport but abortConnection, which stops its events)
-                        recv, size = relay[1], relay[2]
-                    else:
+                    relay = relays.get(fd) if relays else None
+                    # (a relayed transport has no doRead of its own: nothing sets one
+                    # but abortConnection, which stops its events)
+                    if relay is None or relay[0] is not selectable:
                         relay = None
                         kind = type(selectable)
                         plain = plainReads.get(kind)
@@ -145,12 +143,14 @@ class LeanEPollReactor(EPollReactor):
                             # an abortConnection's no-op; or a closed socket)
                             _drdw(selectable, fd, event)
                             continue
-                        recv, size = selectable.socket.recv, selectable.bufferSize
                     # tcp.Connection.doRead and _dataReceived, inlined (see
                     # _plainReads), or a relay's read and write (relayDirectly);
                     # the rest as _doReadOrWrite.
                     try:
-                        data = recv(size)
+                        if relay is None:
+                            data = selectable.socket.recv(selectable.bufferSize)
+                        else:
+                            data = relay[1](relay[2])
                     except OSError as se:
                         if se.args[0] == EWOULDBLOCK:
                             continue
