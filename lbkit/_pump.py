@@ -153,6 +153,7 @@ def writeThrough(transport: Any) -> Callable[[bytes], None]:
 
     def sendOrBuffer(data: bytes) -> None:
         t = transport
+        # (LeanEPollReactor.doPoll's relay repeats this test inline: keep them alike)
         if t.dataBuffer or t._tempDataLen or t.disconnecting or t._writeDisconnecting or not t.connected or t.TLS:
             write(data)
         else:

@@ -164,6 +164,9 @@ class LeanEPollReactor(EPollReactor):
                                 n = len(data)
                                 relay[5].bytes += n
                                 writer = relay[3]
+                                # writeThrough's own test, inline: calling that writer
+                                # for every read instead cost 0.3-0.4 us of the 2.2 us
+                                # of user CPU a tcp request takes (measured 2026-12-04)
                                 if (
                                     writer.dataBuffer or writer._tempDataLen or writer.disconnecting
                                     or writer._writeDisconnecting or not writer.connected
